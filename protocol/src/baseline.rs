@@ -1,0 +1,192 @@
+//! The baseline manifest: its JSON form on disk, the exact bytes its HMAC covers, and checks.
+//!
+//! Anyone holding the key can verify a manifest without this code: the HMAC is hex
+//! HMAC-SHA256, keyed with the raw key file bytes, over the compact JSON
+//! `{"created_at":…,"entries":[{"path":…,"hash":…,"category":…,"size":…},…]}`.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::hexfmt::is_sha256_hex;
+use crate::message::Category;
+use crate::report::{check_path, MAX_TIME_LEN};
+use crate::sign::{self, UNSIGNED};
+
+/// Most entries a manifest may hold.
+pub const MAX_ENTRIES: usize = 200_000;
+
+/// One watched file as it was when the baseline was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Absolute path.
+    pub path: String,
+    /// SHA-256 hex of the content.
+    pub hash: String,
+    /// Watch category.
+    pub category: Category,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A baseline manifest as stored and served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// When it was made (RFC 3339, UTC).
+    pub created_at: String,
+    /// Entries sorted by path, paths unique.
+    pub entries: Vec<Entry>,
+    /// Hex HMAC-SHA256 of [`Manifest::signing_bytes`], or `"unsigned"`.
+    pub hmac: String,
+}
+
+#[derive(Serialize)]
+struct Signed<'a> {
+    created_at: &'a str,
+    entries: &'a [Entry],
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BaselineError {
+    /// Not JSON of the manifest's shape.
+    #[error("baseline is not a valid manifest: {0}")]
+    Malformed(String),
+    /// A field is out of form or bounds.
+    #[error("baseline field `{field}` is invalid: {why}")]
+    Field {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The manifest says "unsigned" but a key exists: it could have been written by anyone.
+    #[error("baseline is unsigned but an HMAC key is configured; an unsigned baseline is never accepted once a key exists")]
+    UnsignedWithKey,
+    /// The HMAC does not match: the manifest was altered or signed with another key.
+    #[error("baseline HMAC does not verify: the manifest was altered or signed with another key")]
+    BadHmac,
+}
+
+impl Manifest {
+    /// Builds and signs a manifest; `entries` are sorted here.
+    pub fn new(created_at: String, mut entries: Vec<Entry>, key: Option<&[u8]>) -> Manifest {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut manifest = Manifest { created_at, entries, hmac: String::new() };
+        manifest.hmac = match key {
+            Some(key) => sign::hmac_hex(key, &[&manifest.signing_bytes()]),
+            None => UNSIGNED.to_owned(),
+        };
+        manifest
+    }
+
+    /// The exact bytes the HMAC covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec(&Signed { created_at: &self.created_at, entries: &self.entries })
+            .unwrap_or_default()
+    }
+
+    /// The stored form (compact JSON, `hmac` last).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks the form of every field; the HMAC is checked by [`Manifest::verify`].
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, BaselineError> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| BaselineError::Malformed(e.to_string()))?;
+        manifest.check_form()?;
+        Ok(manifest)
+    }
+
+    fn check_form(&self) -> Result<(), BaselineError> {
+        let field = |field, why: &str| BaselineError::Field { field, why: why.to_owned() };
+        if self.created_at.is_empty() || self.created_at.len() > MAX_TIME_LEN {
+            return Err(field("created_at", "empty or too long"));
+        }
+        if self.hmac != UNSIGNED && !is_sha256_hex(&self.hmac) {
+            return Err(field("hmac", "neither 64 lower-case hex digits nor \"unsigned\""));
+        }
+        if self.entries.len() > MAX_ENTRIES {
+            return Err(field("entries", "more than the maximum of 200000"));
+        }
+        for entry in &self.entries {
+            check_path("path", &entry.path).map_err(|e| field("entries.path", &e.to_string()))?;
+            if !is_sha256_hex(&entry.hash) {
+                return Err(field("entries.hash", &format!("{}: not a SHA-256 hex digest", entry.path)));
+            }
+        }
+        if self.entries.windows(2).any(|w| w[0].path >= w[1].path) {
+            return Err(field("entries", "not sorted by path or a path repeats"));
+        }
+        Ok(())
+    }
+
+    /// Checks the HMAC: with a key, it must verify; without one, the manifest must say unsigned.
+    pub fn verify(&self, key: Option<&[u8]>) -> Result<(), BaselineError> {
+        match key {
+            Some(_) if self.hmac == UNSIGNED => Err(BaselineError::UnsignedWithKey),
+            Some(key) if sign::verify_hex(key, &[&self.signing_bytes()], &self.hmac) => Ok(()),
+            Some(_) => Err(BaselineError::BadHmac),
+            None => Ok(()),
+        }
+    }
+
+    /// True when signed with a key.
+    pub fn is_signed(&self) -> bool {
+        self.hmac != UNSIGNED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: Option<&[u8]>) -> Manifest {
+        let entries = vec![
+            Entry { path: "/b".into(), hash: "b".repeat(64), category: Category::PolicyFile, size: 2 },
+            Entry { path: "/a".into(), hash: "a".repeat(64), category: Category::ServiceBinary, size: 1 },
+        ];
+        Manifest::new("2026-01-01T00:00:00Z".into(), entries, key)
+    }
+
+    #[test]
+    fn canonical_bytes_are_the_documented_json() {
+        let m = sample(None);
+        let expected = format!(
+            "{{\"created_at\":\"2026-01-01T00:00:00Z\",\"entries\":[{{\"path\":\"/a\",\"hash\":\"{}\",\"category\":\"service_binary\",\"size\":1}},{{\"path\":\"/b\",\"hash\":\"{}\",\"category\":\"policy_file\",\"size\":2}}]}}",
+            "a".repeat(64),
+            "b".repeat(64)
+        );
+        assert_eq!(String::from_utf8(m.signing_bytes()).unwrap_or_default(), expected);
+    }
+
+    #[test]
+    fn round_trip_and_tamper_detection() {
+        let key = [1u8; 32];
+        let m = sample(Some(&key));
+        let parsed = Manifest::parse(&m.to_json()).expect("parses");
+        parsed.verify(Some(&key)).expect("verifies");
+        assert_eq!(parsed.verify(Some(&[2u8; 32])), Err(BaselineError::BadHmac));
+        let mut tampered = parsed.clone();
+        tampered.entries[0].size = 99;
+        assert_eq!(tampered.verify(Some(&key)), Err(BaselineError::BadHmac));
+        let unsigned = sample(None);
+        assert_eq!(unsigned.verify(Some(&key)), Err(BaselineError::UnsignedWithKey));
+        assert!(unsigned.verify(None).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_forms() {
+        assert!(matches!(Manifest::parse(b"{"), Err(BaselineError::Malformed(_))));
+        let json = String::from_utf8(sample(None).to_json()).unwrap_or_default();
+        let extra = json.replacen("{\"created_at\"", "{\"x\":1,\"created_at\"", 1);
+        assert!(matches!(Manifest::parse(extra.as_bytes()), Err(BaselineError::Malformed(_))));
+        let unsorted = json.replacen("\"/a\"", "\"/c\"", 1);
+        assert!(matches!(Manifest::parse(unsorted.as_bytes()), Err(BaselineError::Field { .. })));
+        let relative = json.replacen("\"/a\"", "\"a\"", 1);
+        assert!(matches!(Manifest::parse(relative.as_bytes()), Err(BaselineError::Field { .. })));
+    }
+}

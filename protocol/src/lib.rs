@@ -1,0 +1,15 @@
+//! Messages between the integrity-monitor api and its hasher, and the signed artifacts they carry.
+//!
+//! No I/O lives here: the crate turns typed messages into bounded datagrams and back, and defines
+//! the exact bytes the HMAC key signs, so both processes (and offline tools) agree on them.
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod frame;
+pub mod hexfmt;
+pub mod message;
+pub mod report;
+pub mod sign;
+
+pub use frame::{FrameError, Reassembler, MAX_FRAME, MAX_MESSAGE};
+pub use message::{Category, Action, Envelope, Request, Response, PROTOCOL_VERSION};

@@ -1,0 +1,187 @@
+//! The request and response enums, one per direction, and the envelope that versions them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::SignedReport;
+
+/// Wire version; a peer speaking another one is refused at the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
+/// own policy lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// First message on a channel: the api's protocol version.
+    Hello {
+        /// The api's [`PROTOCOL_VERSION`].
+        version: u16,
+    },
+    /// Adopt a stored baseline after verifying its HMAC (the bytes of `baseline.json`).
+    LoadBaseline {
+        /// The stored manifest exactly as it was read from disk.
+        manifest: Vec<u8>,
+    },
+    /// Hash every watched file, sign a new baseline and adopt it.
+    CreateBaseline,
+    /// Verify every watched file against the adopted baseline.
+    Scan,
+    /// Re-read and validate the policy; the old one stays in force on error.
+    Reload,
+}
+
+/// What the hasher answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Handshake answer with the settings of the policy the hasher enforces.
+    Hello {
+        /// The hasher's [`PROTOCOL_VERSION`].
+        version: u16,
+        /// Settings the api needs and may not read from disk itself.
+        policy: PolicySummary,
+        /// Whether baselines and reports are signed.
+        key: KeyStatus,
+    },
+    /// The stored baseline verified and is now the reference.
+    BaselineLoaded {
+        /// Digest and size of the adopted manifest.
+        summary: BaselineSummary,
+    },
+    /// A new signed baseline; the api stores these bytes as they are.
+    BaselineCreated {
+        /// The manifest JSON, `hmac` included.
+        manifest: Vec<u8>,
+        /// Digest and size of the adopted manifest.
+        summary: BaselineSummary,
+    },
+    /// The outcome of one scan, signed by the hasher.
+    Report(SignedReport),
+    /// The policy was re-read and is now in force.
+    Reloaded {
+        /// Settings of the new policy.
+        policy: PolicySummary,
+    },
+    /// The request failed; nothing changed in the hasher.
+    Error {
+        /// Machine-readable class of the failure.
+        kind: ErrorKind,
+        /// What an operator should fix.
+        message: String,
+    },
+}
+
+/// Failure classes the api maps to HTTP statuses and audit events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The stored baseline's HMAC or form is wrong, or it is unsigned while a key exists.
+    BaselineRejected,
+    /// A scan was asked for before any baseline was adopted.
+    NoBaseline,
+    /// A baseline could not be made (a listed file is missing, unreadable or a symlink).
+    BaselineFailed,
+    /// The policy on disk does not parse or validate.
+    PolicyInvalid,
+    /// The reloaded policy names a path outside what the running sandbox may read.
+    RestartRequired,
+    /// The request made no sense in this state or version.
+    Protocol,
+}
+
+/// Whether an HMAC key is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// The key file exists and is loaded: artifacts are signed.
+    Present,
+    /// No key file: artifacts are marked "unsigned".
+    Absent,
+}
+
+/// Policy settings the api acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    /// Milliseconds between scheduled scans.
+    pub scan_interval_ms: u64,
+    /// Violations at which the state becomes `recovery_required`.
+    pub degradation_threshold: u32,
+    /// Whether the GET endpoints also require the bearer token.
+    pub require_token_for_reads: bool,
+    /// Number of explicitly listed files plus model directories.
+    pub watched_paths: u32,
+}
+
+/// Identity of an adopted baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineSummary {
+    /// SHA-256 (hex) of the manifest bytes.
+    pub digest: String,
+    /// Number of entries.
+    pub entries: u32,
+    /// False when the manifest is marked "unsigned".
+    pub signed: bool,
+    /// The manifest's `created_at`.
+    pub created_at: String,
+}
+
+/// Watch categories; each maps to one fixed [`Action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Service executables.
+    ServiceBinary,
+    /// Policy and configuration files.
+    PolicyFile,
+    /// Every file under a model directory.
+    ModelFile,
+    /// systemd unit files.
+    SystemdUnit,
+    /// Trust anchors such as cosign.pub.
+    TrustMaterial,
+}
+
+impl Category {
+    /// What a violation in this category means for the appliance.
+    pub fn action(self) -> Action {
+        match self {
+            Category::PolicyFile => Action::ReloadPolicy,
+            Category::ModelFile => Action::QuarantineModel,
+            Category::ServiceBinary | Category::SystemdUnit | Category::TrustMaterial => {
+                Action::DegradeAppliance
+            }
+        }
+    }
+
+    /// The snake_case name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::ServiceBinary => "service_binary",
+            Category::PolicyFile => "policy_file",
+            Category::ModelFile => "model_file",
+            Category::SystemdUnit => "systemd_unit",
+            Category::TrustMaterial => "trust_material",
+        }
+    }
+}
+
+/// Per-category consequence of a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The appliance as a whole is no longer trustworthy.
+    DegradeAppliance,
+    /// The policy changed under the services: they must reload it.
+    ReloadPolicy,
+    /// The model must be moved out of service.
+    QuarantineModel,
+}
+
+/// Every message travels in an envelope carrying the version and the request id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Sender's [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Request id; a response carries the id of its request.
+    pub id: u64,
+    /// The request or response.
+    pub body: T,
+}

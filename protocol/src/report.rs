@@ -1,0 +1,239 @@
+//! Scan reports and violations: what the hasher found, signed, and what the api accepts of it.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::hexfmt::is_sha256_hex;
+use crate::message::{Action, Category};
+use crate::sign::{self, UNSIGNED};
+
+/// Most violations listed in one report; the count beyond is still given in `violation_count`.
+pub const MAX_REPORTED_VIOLATIONS: usize = 256;
+/// Longest path accepted anywhere in the protocol (Linux PATH_MAX).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Longest timestamp string accepted.
+pub const MAX_TIME_LEN: usize = 64;
+
+/// `actual_hash` of a watched file that no longer exists.
+pub const MISSING: &str = "missing";
+/// `actual_hash` of a file under a model dir that the baseline does not list.
+pub const UNREGISTERED: &str = "unregistered";
+/// `actual_hash` of a symlink where a regular file was expected (never followed).
+pub const SYMLINK: &str = "symlink";
+/// `actual_hash` of a directory, fifo, socket or device where a regular file was expected.
+pub const NOT_REGULAR: &str = "not_regular";
+/// `actual_hash` of a file the hasher could not open or read.
+pub const UNREADABLE: &str = "unreadable";
+/// `expected_hash` of a file the baseline does not list.
+pub const NONE: &str = "none";
+
+const MARKERS: [&str; 6] = [MISSING, UNREGISTERED, SYMLINK, NOT_REGULAR, UNREADABLE, NONE];
+
+/// One file that does not match the baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// When the hasher saw it (RFC 3339, UTC).
+    pub detected_at: String,
+    /// Category of the watched path.
+    pub category: Category,
+    /// Absolute path of the file.
+    pub path: String,
+    /// SHA-256 hex from the baseline, or `"none"`.
+    pub expected_hash: String,
+    /// SHA-256 hex found now, or a marker such as `"missing"`.
+    pub actual_hash: String,
+    /// Consequence, fixed by the category.
+    pub action: Action,
+}
+
+/// The outcome of one complete scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanReport {
+    /// Scan sequence number, counting from 1 at hasher start.
+    pub seq: u64,
+    /// When the scan completed (RFC 3339, UTC).
+    pub completed_at: String,
+    /// SHA-256 hex of the baseline manifest the scan compared against.
+    pub baseline_digest: String,
+    /// Files examined.
+    pub watched_files: u32,
+    /// Bytes read and hashed.
+    pub bytes_hashed: u64,
+    /// Wall time of the scan.
+    pub duration_ms: u64,
+    /// All violations found, including those not listed.
+    pub violation_count: u32,
+    /// The first [`MAX_REPORTED_VIOLATIONS`] violations, sorted by path.
+    pub violations: Vec<Violation>,
+}
+
+/// A report and the hasher's HMAC over it (`"unsigned"` without a key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReport {
+    /// The report.
+    pub report: ScanReport,
+    /// Hex HMAC-SHA256 of [`sign::REPORT_DOMAIN`] followed by the report's compact JSON.
+    pub hmac: String,
+}
+
+/// Why a received report was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReportError {
+    /// A field is outside its bounds or form.
+    #[error("scan report field `{field}` is invalid: {why}")]
+    Field {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+fn bad(field: &'static str, why: impl Into<String>) -> ReportError {
+    ReportError::Field { field, why: why.into() }
+}
+
+impl ScanReport {
+    /// The compact JSON the HMAC covers (after [`sign::REPORT_DOMAIN`]).
+    pub fn signing_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Signs the report with `key`, or marks it unsigned.
+    pub fn sign(self, key: Option<&[u8]>) -> SignedReport {
+        let hmac = match key {
+            Some(key) => sign::hmac_hex(key, &[sign::REPORT_DOMAIN, &self.signing_json()]),
+            None => UNSIGNED.to_owned(),
+        };
+        SignedReport { report: self, hmac }
+    }
+}
+
+impl SignedReport {
+    /// Checks every field's form and bound; the api accepts nothing else.
+    pub fn validate(&self) -> Result<(), ReportError> {
+        let r = &self.report;
+        if self.hmac != UNSIGNED && !is_sha256_hex(&self.hmac) {
+            return Err(bad("hmac", "neither 64 hex digits nor \"unsigned\""));
+        }
+        check_time("completed_at", &r.completed_at)?;
+        if !is_sha256_hex(&r.baseline_digest) {
+            return Err(bad("baseline_digest", "not 64 hex digits"));
+        }
+        if r.violations.len() > MAX_REPORTED_VIOLATIONS {
+            return Err(bad("violations", format!("{} listed, cap is {MAX_REPORTED_VIOLATIONS}", r.violations.len())));
+        }
+        if r.violations.len() > r.violation_count as usize {
+            return Err(bad("violation_count", "smaller than the violations listed"));
+        }
+        if r.violation_count > 0 && r.violations.is_empty() {
+            return Err(bad("violations", "count is non-zero but none are listed"));
+        }
+        r.violations.iter().try_for_each(Violation::validate)
+    }
+}
+
+impl Violation {
+    /// Checks path, hashes, time and that the action matches the category.
+    pub fn validate(&self) -> Result<(), ReportError> {
+        check_time("detected_at", &self.detected_at)?;
+        check_path("path", &self.path)?;
+        for (field, value) in [("expected_hash", &self.expected_hash), ("actual_hash", &self.actual_hash)] {
+            if !is_sha256_hex(value) && !MARKERS.contains(&value.as_str()) {
+                return Err(bad(field, "neither a SHA-256 hex digest nor a known marker"));
+            }
+        }
+        if self.action != self.category.action() {
+            return Err(bad("action", "does not match the category"));
+        }
+        Ok(())
+    }
+}
+
+/// Rejects a path that is not absolute, too long, or carries NUL or `..` components.
+pub fn check_path(field: &'static str, path: &str) -> Result<(), ReportError> {
+    if !path.starts_with('/') {
+        return Err(bad(field, "not absolute"));
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(bad(field, format!("longer than {MAX_PATH_LEN} bytes")));
+    }
+    if path.contains('\0') || path.split('/').any(|c| c == "..") {
+        return Err(bad(field, "contains NUL or a `..` component"));
+    }
+    Ok(())
+}
+
+fn check_time(field: &'static str, value: &str) -> Result<(), ReportError> {
+    if value.is_empty() || value.len() > MAX_TIME_LEN || !value.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(bad(field, "not a short printable timestamp"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn violation() -> Violation {
+        Violation {
+            detected_at: "2026-01-01T00:00:00Z".into(),
+            category: Category::ModelFile,
+            path: "/var/lib/m/a.gguf".into(),
+            expected_hash: NONE.into(),
+            actual_hash: UNREGISTERED.into(),
+            action: Action::QuarantineModel,
+        }
+    }
+
+    fn report(violations: Vec<Violation>) -> ScanReport {
+        ScanReport {
+            seq: 1,
+            completed_at: "2026-01-01T00:00:00Z".into(),
+            baseline_digest: "0".repeat(64),
+            watched_files: 3,
+            bytes_hashed: 10,
+            duration_ms: 1,
+            violation_count: u32::try_from(violations.len()).unwrap_or(u32::MAX),
+            violations,
+        }
+    }
+
+    #[test]
+    fn signed_report_verifies_and_detects_change() {
+        let key = [7u8; 32];
+        let signed = report(vec![violation()]).sign(Some(&key));
+        signed.validate().expect("valid");
+        let json = signed.report.signing_json();
+        assert!(sign::verify_hex(&key, &[sign::REPORT_DOMAIN, &json], &signed.hmac));
+        let mut forged = signed.report.clone();
+        forged.violation_count = 0;
+        forged.violations.clear();
+        assert!(!sign::verify_hex(&key, &[sign::REPORT_DOMAIN, &forged.signing_json()], &signed.hmac));
+    }
+
+    #[test]
+    fn rejects_out_of_bounds_fields() {
+        let mut v = violation();
+        v.action = Action::DegradeAppliance;
+        assert!(report(vec![v]).sign(None).validate().is_err());
+        let mut v = violation();
+        v.path = "relative/x".into();
+        assert!(report(vec![v]).sign(None).validate().is_err());
+        let mut v = violation();
+        v.path = "/a/../etc/shadow".into();
+        assert!(report(vec![v]).sign(None).validate().is_err());
+        let mut v = violation();
+        v.actual_hash = "<script>".into();
+        assert!(report(vec![v]).sign(None).validate().is_err());
+        let many = vec![violation(); MAX_REPORTED_VIOLATIONS + 1];
+        assert!(report(many).sign(None).validate().is_err());
+        let mut r = report(vec![violation()]);
+        r.violation_count = 0;
+        assert!(r.sign(None).validate().is_err());
+        let mut s = report(vec![]).sign(None);
+        s.hmac = "xyz".into();
+        assert!(s.validate().is_err());
+    }
+}
