@@ -64,6 +64,9 @@ pub enum BaselineError {
     /// The manifest says "unsigned" but a key exists: it could have been written by anyone.
     #[error("baseline is unsigned but an HMAC key is configured; an unsigned baseline is never accepted once a key exists")]
     UnsignedWithKey,
+    /// The manifest is signed but no key is configured, so it cannot be checked.
+    #[error("baseline is signed but no HMAC key is configured, so it cannot be verified; restore the key file")]
+    KeyMissing,
     /// The HMAC does not match: the manifest was altered or signed with another key.
     #[error("baseline HMAC does not verify: the manifest was altered or signed with another key")]
     BadHmac,
@@ -130,7 +133,8 @@ impl Manifest {
             Some(_) if self.hmac == UNSIGNED => Err(BaselineError::UnsignedWithKey),
             Some(key) if sign::verify_hex(key, &[&self.signing_bytes()], &self.hmac) => Ok(()),
             Some(_) => Err(BaselineError::BadHmac),
-            None => Ok(()),
+            None if self.hmac == UNSIGNED => Ok(()),
+            None => Err(BaselineError::KeyMissing),
         }
     }
 
@@ -176,6 +180,7 @@ mod tests {
         let unsigned = sample(None);
         assert_eq!(unsigned.verify(Some(&key)), Err(BaselineError::UnsignedWithKey));
         assert!(unsigned.verify(None).is_ok());
+        assert_eq!(parsed.verify(None), Err(BaselineError::KeyMissing));
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! The HMAC key: absent means "unsigned" mode, present-but-unusable means refuse to start.
+
+use std::io::ErrorKind;
+use std::path::Path;
+
+use protocol::sign::{MAX_KEY_LEN, MIN_KEY_LEN};
+
+use crate::error::KeyError;
+
+/// Key bytes, wiped when dropped.
+pub struct Key(Vec<u8>);
+
+impl Key {
+    /// The raw key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        crate::sys::wipe(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({} bytes)", self.0.len())
+    }
+}
+
+/// Loads the key: `Ok(None)` when the file does not exist.
+pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(KeyError::Unreadable { path: path.to_owned(), why: e.to_string() }),
+        Ok(_) => {}
+    }
+    let bytes = crate::fsread::read_bounded(path, MAX_KEY_LEN as u64).map_err(|why| {
+        if why.starts_with("larger") {
+            KeyError::BadLength { path: path.to_owned(), len: MAX_KEY_LEN + 1 }
+        } else {
+            KeyError::Unreadable { path: path.to_owned(), why }
+        }
+    })?;
+    if bytes.len() < MIN_KEY_LEN {
+        return Err(KeyError::BadLength { path: path.to_owned(), len: bytes.len() });
+    }
+    Ok(Some(Key(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_short_and_good_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("k");
+        assert!(load(&p).expect("absent is fine").is_none());
+        std::fs::write(&p, [1u8; 31]).expect("write");
+        assert!(matches!(load(&p), Err(KeyError::BadLength { len: 31, .. })));
+        std::fs::write(&p, [1u8; 32]).expect("write");
+        assert_eq!(load(&p).expect("good").map(|k| k.bytes().len()), Some(32));
+        std::fs::write(&p, vec![1u8; MAX_KEY_LEN + 1]).expect("write");
+        assert!(matches!(load(&p), Err(KeyError::BadLength { .. })));
+        let d = dir.path().join("dir");
+        std::fs::create_dir(&d).expect("mkdir");
+        assert!(matches!(load(&d), Err(KeyError::Unreadable { .. })));
+    }
+}

@@ -1,0 +1,244 @@
+//! The monitor policy: YAML parsed into typed structs, then validated into a checked [`Policy`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use protocol::message::PolicySummary;
+use protocol::Category;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::error::PolicyError;
+
+/// Default place of the policy file.
+pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
+/// Default HMAC key file.
+pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
+/// Largest policy file read.
+const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+/// Most paths a policy may list, over all categories.
+const MAX_LISTED: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    scan_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    service_binaries: Vec<Spanned<String>>,
+    #[serde(default)]
+    policy_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    model_dirs: Vec<Spanned<String>>,
+    #[serde(default)]
+    systemd_units: Vec<Spanned<String>>,
+    #[serde(default)]
+    trust_material: Vec<Spanned<String>>,
+    hmac_key_path: Option<Spanned<String>>,
+    degradation_threshold: Option<Spanned<i64>>,
+    require_token_for_reads: Option<bool>,
+}
+
+/// A validated policy: every path absolute and normal, every setting in range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Time between scheduled scans.
+    pub scan_interval: Duration,
+    /// Explicitly listed files with their categories, sorted by path.
+    pub files: Vec<(PathBuf, Category)>,
+    /// Directories whose every regular file is a model file.
+    pub model_dirs: Vec<PathBuf>,
+    /// The HMAC key file.
+    pub hmac_key_path: PathBuf,
+    /// Violations at which the state becomes `recovery_required`.
+    pub degradation_threshold: u32,
+    /// Whether GET endpoints need the token too.
+    pub require_token_for_reads: bool,
+}
+
+impl Policy {
+    /// Reads and validates the policy at `path`; a missing file is an error.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = crate::fsread::read_bounded_text(path, MAX_POLICY_BYTES)
+            .map_err(|e| PolicyError::Read { path: path.to_owned(), why: e })?;
+        Policy::parse(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates policy YAML.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy =
+            serde_saphyr::from_str(text).map_err(|e| PolicyError::Syntax { path: None, why: e.to_string() })?;
+        raw.validate()
+    }
+
+    /// What the api needs to know of this policy.
+    pub fn summary(&self) -> PolicySummary {
+        PolicySummary {
+            scan_interval_ms: u64::try_from(self.scan_interval.as_millis()).unwrap_or(u64::MAX),
+            degradation_threshold: self.degradation_threshold,
+            require_token_for_reads: self.require_token_for_reads,
+            watched_paths: u32::try_from(self.files.len() + self.model_dirs.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Every path the hasher must be able to read: listed files, model dirs and the key.
+    pub fn read_set(&self) -> Vec<PathBuf> {
+        let mut set: Vec<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
+        set.extend(self.model_dirs.iter().cloned());
+        set.push(self.hmac_key_path.clone());
+        set
+    }
+}
+
+fn invalid(key: &'static str, line: u64, why: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid { path: None, key, line, why: why.into() }
+}
+
+fn checked_path(key: &'static str, value: &Spanned<String>) -> Result<PathBuf, PolicyError> {
+    let line = value.referenced.line();
+    let text = value.value.as_str();
+    if !text.starts_with('/') {
+        return Err(invalid(key, line, format!("{text:?} is not an absolute path")));
+    }
+    if text.contains('\0') || text.split('/').any(|c| c == ".." || c == ".") {
+        return Err(invalid(key, line, format!("{text:?} has a `.` or `..` component or a NUL")));
+    }
+    if text.len() > protocol::report::MAX_PATH_LEN {
+        return Err(invalid(key, line, "path is longer than 4096 bytes"));
+    }
+    let trimmed = if text.len() > 1 { text.trim_end_matches('/') } else { text };
+    Ok(PathBuf::from(trimmed))
+}
+
+impl RawPolicy {
+    fn validate(self) -> Result<Policy, PolicyError> {
+        let scan_interval = match &self.scan_interval {
+            None => Duration::from_secs(30),
+            Some(s) => {
+                let d = humantime::parse_duration(s.value.trim()).map_err(|e| {
+                    invalid("scan_interval", s.referenced.line(), format!("{:?} is not a duration like \"30s\": {e}", s.value))
+                })?;
+                if d.is_zero() {
+                    return Err(invalid("scan_interval", s.referenced.line(), "must be greater than zero"));
+                }
+                if d > Duration::from_secs(24 * 3600) {
+                    return Err(invalid("scan_interval", s.referenced.line(), "must be at most 24h"));
+                }
+                d
+            }
+        };
+        let degradation_threshold = match &self.degradation_threshold {
+            None => 3,
+            Some(t) => u32::try_from(t.value)
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| invalid("degradation_threshold", t.referenced.line(), format!("{} is not an integer >= 1", t.value)))?,
+        };
+        let hmac_key_path = match &self.hmac_key_path {
+            None => PathBuf::from(DEFAULT_KEY),
+            Some(p) => checked_path("hmac_key_path", p)?,
+        };
+        let mut files = Vec::new();
+        let lists: [(&'static str, &Vec<Spanned<String>>, Category); 4] = [
+            ("service_binaries", &self.service_binaries, Category::ServiceBinary),
+            ("policy_files", &self.policy_files, Category::PolicyFile),
+            ("systemd_units", &self.systemd_units, Category::SystemdUnit),
+            ("trust_material", &self.trust_material, Category::TrustMaterial),
+        ];
+        for (key, list, category) in lists {
+            for value in list {
+                let path = checked_path(key, value)?;
+                if files.iter().any(|(p, _)| p == &path) {
+                    return Err(invalid(key, value.referenced.line(), format!("{} is listed twice", path.display())));
+                }
+                files.push((path, category));
+            }
+        }
+        let mut model_dirs = Vec::new();
+        for value in &self.model_dirs {
+            let dir = checked_path("model_dirs", value)?;
+            let overlaps = model_dirs.iter().any(|d: &PathBuf| d.starts_with(&dir) || dir.starts_with(d));
+            if overlaps || files.iter().any(|(p, _)| p.starts_with(&dir)) {
+                return Err(invalid("model_dirs", value.referenced.line(), format!("{} overlaps another watched path", dir.display())));
+            }
+            model_dirs.push(dir);
+        }
+        if files.len() + model_dirs.len() > MAX_LISTED {
+            return Err(invalid("service_binaries", 1, format!("more than {MAX_LISTED} paths listed")));
+        }
+        if files.is_empty() && model_dirs.is_empty() {
+            return Err(invalid("service_binaries", 1, "the policy watches nothing: list at least one file or model dir"));
+        }
+        files.sort();
+        Ok(Policy {
+            scan_interval,
+            files,
+            model_dirs,
+            hmac_key_path,
+            degradation_threshold,
+            require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "scan_interval: 10s\nservice_binaries:\n  - /usr/bin/a\npolicy_files: [/etc/p.yaml]\nmodel_dirs:\n  - /var/lib/models/\nhmac_key_path: /run/k\ndegradation_threshold: 2\n";
+
+    fn err(text: &str) -> String {
+        match Policy::parse(text) {
+            Ok(p) => panic!("accepted: {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_and_defaults() {
+        let p = Policy::parse(GOOD).expect("valid");
+        assert_eq!(p.scan_interval, Duration::from_secs(10));
+        assert_eq!(p.degradation_threshold, 2);
+        assert_eq!(p.model_dirs, vec![PathBuf::from("/var/lib/models")]);
+        assert_eq!(p.files.len(), 2);
+        let d = Policy::parse("trust_material: [/etc/cosign.pub]\n").expect("valid");
+        assert_eq!(d.scan_interval, Duration::from_secs(30));
+        assert_eq!(d.degradation_threshold, 3);
+        assert_eq!(d.hmac_key_path, PathBuf::from(DEFAULT_KEY));
+        assert!(!d.require_token_for_reads);
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = err("service_binaries: [/a]\nscan_interval: 0s\n");
+        assert!(e.contains("scan_interval") && e.contains("line 2"), "{e}");
+        let e = err("service_binaries: [/a]\nscan_interval: soon\n");
+        assert!(e.contains("scan_interval"), "{e}");
+        let e = err("service_binaries: [/a]\n\ndegradation_threshold: 0\n");
+        assert!(e.contains("degradation_threshold") && e.contains("line 3"), "{e}");
+        let e = err("service_binaries:\n  - /a\n  - relative/b\n");
+        assert!(e.contains("service_binaries") && e.contains("line 3"), "{e}");
+        let e = err("service_binaries: [/a]\nscan_intervall: 5s\n");
+        assert!(e.contains("scan_intervall"), "{e}");
+        let e = err("service_binaries: [/a/../etc/shadow]\n");
+        assert!(e.contains("service_binaries"), "{e}");
+        let e = err("service_binaries: [/a]\npolicy_files: [/a]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("model_dirs: [/m, /m/sub]\n");
+        assert!(e.contains("overlaps"), "{e}");
+        let e = err("scan_interval: 5s\n");
+        assert!(e.contains("watches nothing"), "{e}");
+        assert!(!err("service_binaries: [/a\n").is_empty());
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            bomb.push_str(&format!("{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n",
+                (b'a' + i) as char, (b'a' + i) as char,
+                (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char));
+        }
+        assert!(Policy::parse(&bomb).is_err());
+    }
+}

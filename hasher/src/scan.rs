@@ -1,0 +1,292 @@
+//! Walking the watched set, making baselines and comparing against them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use protocol::baseline::{Entry, Manifest, MAX_ENTRIES};
+use protocol::report::{self, ScanReport, Violation, MAX_REPORTED_VIOLATIONS};
+use protocol::Category;
+
+use crate::hashing::{FileHasher, Outcome};
+use crate::policy::Policy;
+
+/// Deepest directory nesting followed under a model dir.
+const MAX_DEPTH: usize = 32;
+
+/// A path found while walking, with what it is.
+#[derive(Debug)]
+enum Found {
+    /// A regular file.
+    File,
+    /// Something that must not be in a model dir (symlink, fifo, …), or unreadable.
+    Anomaly(&'static str),
+}
+
+/// The current RFC 3339 time, second precision, UTC.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Every path under `dir` (not following symlinks), bounded in depth and count.
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Found>) {
+    let mut stack = vec![(dir.to_owned(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && d == dir => continue,
+            Err(_) => {
+                out.insert(d, Found::Anomaly(report::UNREADABLE));
+                continue;
+            }
+        };
+        for entry in entries {
+            if out.len() >= MAX_ENTRIES {
+                tracing::warn!(dir = %dir.display(), "model dir walk stopped at the entry limit");
+                return;
+            }
+            let Ok(entry) = entry else {
+                out.insert(d.clone(), Found::Anomaly(report::UNREADABLE));
+                continue;
+            };
+            let path = entry.path();
+            if path.to_str().is_none() {
+                // Not representable in the JSON manifest: reported under a lossy name.
+                out.insert(PathBuf::from(path.to_string_lossy().into_owned()), Found::Anomaly(report::UNREADABLE));
+                continue;
+            }
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && depth < MAX_DEPTH => stack.push((path, depth + 1)),
+                Ok(t) if t.is_dir() => {
+                    out.insert(path, Found::Anomaly(report::UNREADABLE));
+                }
+                Ok(t) if t.is_file() => {
+                    out.insert(path, Found::File);
+                }
+                Ok(t) if t.is_symlink() => {
+                    out.insert(path, Found::Anomaly(report::SYMLINK));
+                }
+                Ok(_) => {
+                    out.insert(path, Found::Anomaly(report::NOT_REGULAR));
+                }
+                Err(_) => {
+                    out.insert(path, Found::Anomaly(report::UNREADABLE));
+                }
+            }
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Hashes every watched file into a signed manifest; refuses when a listed file is not a
+/// readable regular file, since a baseline must never bless an absent or redirected file.
+pub fn create_baseline(policy: &Policy, hasher: &mut FileHasher, key: Option<&[u8]>) -> Result<Manifest, String> {
+    let mut entries = Vec::new();
+    for (path, category) in &policy.files {
+        match hasher.hash(path) {
+            Outcome::Hashed { hash, size } => entries.push(Entry { path: path_str(path), hash, category: *category, size }),
+            other => return Err(format!("{}: cannot be baselined: {}", path.display(), describe(&other))),
+        }
+    }
+    for dir in &policy.model_dirs {
+        if !dir.is_dir() {
+            return Err(format!("{}: model dir does not exist or is not a directory", dir.display()));
+        }
+        let mut found = BTreeMap::new();
+        walk(dir, &mut found);
+        for (path, what) in found {
+            match what {
+                Found::File => match hasher.hash(&path) {
+                    Outcome::Hashed { hash, size } => {
+                        entries.push(Entry { path: path_str(&path), hash, category: Category::ModelFile, size })
+                    }
+                    other => tracing::warn!(path = %path.display(), why = describe(&other), "left out of the baseline; it will be reported"),
+                },
+                Found::Anomaly(kind) => {
+                    tracing::warn!(path = %path.display(), kind, "left out of the baseline; it will be reported");
+                }
+            }
+        }
+    }
+    if entries.len() > MAX_ENTRIES {
+        return Err(format!("{} files watched; the limit is {MAX_ENTRIES}", entries.len()));
+    }
+    Ok(Manifest::new(now_rfc3339(), entries, key))
+}
+
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Hashed { .. } => "hashed".into(),
+        Outcome::Missing => "missing".into(),
+        Outcome::Symlink => "is a symlink (list its target instead)".into(),
+        Outcome::NotRegular => "not a regular file".into(),
+        Outcome::Unreadable(why) => format!("unreadable: {why}"),
+    }
+}
+
+fn actual(o: &Outcome) -> String {
+    match o {
+        Outcome::Hashed { hash, .. } => hash.clone(),
+        Outcome::Missing => report::MISSING.into(),
+        Outcome::Symlink => report::SYMLINK.into(),
+        Outcome::NotRegular => report::NOT_REGULAR.into(),
+        Outcome::Unreadable(_) => report::UNREADABLE.into(),
+    }
+}
+
+/// Compares every watched path with `baseline`; returns the unsigned report.
+pub fn scan(policy: &Policy, baseline: &Manifest, digest: &str, hasher: &mut FileHasher, seq: u64) -> ScanReport {
+    let started = Instant::now();
+    let hashed_before = hasher.bytes_hashed;
+    let now = now_rfc3339();
+    let index: BTreeMap<&str, &Entry> = baseline.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut violations: Vec<Violation> = Vec::new();
+    let mut watched = 0u32;
+    let mut flag = |path: String, category: Category, expected: &str, actual: String| {
+        violations.push(Violation {
+            detected_at: now.clone(),
+            category,
+            path,
+            expected_hash: expected.to_owned(),
+            actual_hash: actual,
+            action: category.action(),
+        });
+    };
+    let check = |hasher: &mut FileHasher, path: &Path, category: Category, flag: &mut dyn FnMut(String, Category, &str, String)| {
+        let key = path_str(path);
+        match index.get(key.as_str()) {
+            None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
+            Some(entry) => {
+                let outcome = hasher.hash(path);
+                let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
+                if !matches {
+                    flag(key, entry.category, &entry.hash, actual(&outcome));
+                }
+            }
+        }
+    };
+    for (path, category) in &policy.files {
+        watched += 1;
+        check(hasher, path, *category, &mut flag);
+    }
+    for dir in &policy.model_dirs {
+        let mut found = BTreeMap::new();
+        walk(dir, &mut found);
+        for (path, what) in &found {
+            watched += 1;
+            match what {
+                Found::File => check(hasher, path, Category::ModelFile, &mut flag),
+                Found::Anomaly(kind) => {
+                    let expected = index.get(path_str(path).as_str()).map_or(report::NONE, |e| e.hash.as_str());
+                    flag(path_str(path), Category::ModelFile, expected, (*kind).to_owned());
+                }
+            }
+        }
+        for entry in baseline.entries.iter().filter(|e| Path::new(&e.path).starts_with(dir)) {
+            if !found.contains_key(Path::new(&entry.path)) {
+                flag(entry.path.clone(), entry.category, &entry.hash, report::MISSING.into());
+            }
+        }
+    }
+    violations.sort_by(|a, b| a.path.cmp(&b.path));
+    let violation_count = u32::try_from(violations.len()).unwrap_or(u32::MAX);
+    violations.truncate(MAX_REPORTED_VIOLATIONS);
+    ScanReport {
+        seq,
+        completed_at: now_rfc3339(),
+        baseline_digest: digest.to_owned(),
+        watched_files: watched,
+        bytes_hashed: hasher.bytes_hashed - hashed_before,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        violation_count,
+        violations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Tree {
+        dir: tempfile::TempDir,
+        policy: Policy,
+    }
+
+    fn tree() -> Tree {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("models/sub")).expect("mkdir");
+        for (p, c) in [("bin", "b"), ("policy.yaml", "p"), ("models/a.gguf", "a"), ("models/sub/b.gguf", "b")] {
+            std::fs::write(root.join(p), c).expect("write");
+        }
+        let yaml = format!(
+            "service_binaries: [{r}/bin]\npolicy_files: [{r}/policy.yaml]\nmodel_dirs: [{r}/models]\n",
+            r = root.display()
+        );
+        let policy = Policy::parse(&yaml).expect("policy");
+        Tree { dir, policy }
+    }
+
+    fn run(t: &Tree, m: &Manifest) -> ScanReport {
+        scan(&t.policy, m, &"0".repeat(64), &mut FileHasher::default(), 1)
+    }
+
+    #[test]
+    fn clean_then_each_kind_of_violation() {
+        let t = tree();
+        let root = t.dir.path();
+        let m = create_baseline(&t.policy, &mut FileHasher::default(), Some(&[3u8; 32])).expect("baseline");
+        assert_eq!(m.entries.len(), 4);
+        assert!(m.entries.windows(2).all(|w| w[0].path < w[1].path));
+        let r = run(&t, &m);
+        assert_eq!((r.violation_count, r.watched_files), (0, 4));
+
+        std::fs::write(root.join("bin"), "tampered").expect("write");
+        std::fs::remove_file(root.join("models/a.gguf")).expect("rm");
+        std::fs::write(root.join("models/new.gguf"), "n").expect("write");
+        std::os::unix::fs::symlink("/etc/passwd", root.join("models/sub/link")).expect("symlink");
+        let r = run(&t, &m);
+        let got: Vec<(String, &str, &str)> = r
+            .violations
+            .iter()
+            .map(|v| (v.path.trim_start_matches(&*root.to_string_lossy()).to_owned(), v.actual_hash.as_str(), v.category.as_str()))
+            .map(|(p, a, c)| (p, if a.len() == 64 { "hash" } else { a }, c))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/bin".to_owned(), "hash", "service_binary"),
+                ("/models/a.gguf".to_owned(), "missing", "model_file"),
+                ("/models/new.gguf".to_owned(), "unregistered", "model_file"),
+                ("/models/sub/link".to_owned(), "symlink", "model_file"),
+            ]
+        );
+        assert_eq!(r.violation_count, 4);
+    }
+
+    #[test]
+    fn baseline_refuses_missing_or_symlinked_listed_file() {
+        let t = tree();
+        std::fs::remove_file(t.dir.path().join("bin")).expect("rm");
+        let e = create_baseline(&t.policy, &mut FileHasher::default(), None).expect_err("refused");
+        assert!(e.contains("/bin") && e.contains("missing"), "{e}");
+        std::os::unix::fs::symlink("/etc/passwd", t.dir.path().join("bin")).expect("symlink");
+        let e = create_baseline(&t.policy, &mut FileHasher::default(), None).expect_err("refused");
+        assert!(e.contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn violations_are_capped_but_counted() {
+        let t = tree();
+        let m = create_baseline(&t.policy, &mut FileHasher::default(), None).expect("baseline");
+        for i in 0..(MAX_REPORTED_VIOLATIONS + 10) {
+            std::fs::write(t.dir.path().join(format!("models/x{i:04}")), "x").expect("write");
+        }
+        let r = run(&t, &m);
+        assert_eq!(r.violation_count as usize, MAX_REPORTED_VIOLATIONS + 10);
+        assert_eq!(r.violations.len(), MAX_REPORTED_VIOLATIONS);
+    }
+}

@@ -1,0 +1,136 @@
+//! The request loop: one request at a time, answered from the hasher's own policy and key.
+
+use std::path::PathBuf;
+
+use protocol::baseline::Manifest;
+use protocol::frame;
+use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, Request, Response};
+use protocol::sign::sha256_hex;
+use protocol::PROTOCOL_VERSION;
+
+use crate::channel::{Channel, RecvError};
+use crate::hashing::FileHasher;
+use crate::key::Key;
+use crate::policy::Policy;
+use crate::scan;
+
+/// Everything the hasher holds between requests.
+pub struct Server {
+    policy_path: PathBuf,
+    policy: Policy,
+    key: Option<Key>,
+    baseline: Option<(Manifest, String)>,
+    hasher: FileHasher,
+    seq: u64,
+    greeted: bool,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error { kind, message: message.into() }
+}
+
+fn summary(m: &Manifest, digest: &str) -> BaselineSummary {
+    BaselineSummary {
+        digest: digest.to_owned(),
+        entries: u32::try_from(m.entries.len()).unwrap_or(u32::MAX),
+        signed: m.is_signed(),
+        created_at: m.created_at.clone(),
+    }
+}
+
+impl Server {
+    /// A server for a loaded policy and key.
+    pub fn new(policy_path: PathBuf, policy: Policy, key: Option<Key>) -> Server {
+        Server { policy_path, policy, key, baseline: None, hasher: FileHasher::default(), seq: 0, greeted: false }
+    }
+
+    /// Serves until the api closes the channel (Ok) or the socket fails (Err).
+    pub fn serve(&mut self, channel: &mut Channel) -> Result<(), String> {
+        loop {
+            let message = match channel.recv_message() {
+                Ok(m) => m,
+                Err(RecvError::Closed) => return Ok(()),
+                Err(RecvError::Io(e)) => return Err(format!("channel failed: {e}")),
+                Err(RecvError::Frame(e)) => {
+                    tracing::warn!(error = %e, "refused a frame from the api");
+                    channel.send(0, &error(ErrorKind::Protocol, e.to_string())).map_err(|e| e.to_string())?;
+                    continue;
+                }
+            };
+            let (id, response) = match frame::decode::<Request>(&message) {
+                Ok(envelope) => (envelope.id, self.handle(envelope.body)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused a message from the api");
+                    (0, error(ErrorKind::Protocol, e.to_string()))
+                }
+            };
+            channel.send(id, &response).map_err(|e| format!("channel failed: {e}"))?;
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&mut self, request: Request) -> Response {
+        let key = self.key.as_ref().map(Key::bytes);
+        match request {
+            Request::Hello { version } => {
+                if version != PROTOCOL_VERSION {
+                    return error(ErrorKind::Protocol, format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"));
+                }
+                self.greeted = true;
+                let key = if key.is_some() { KeyStatus::Present } else { KeyStatus::Absent };
+                Response::Hello { version: PROTOCOL_VERSION, policy: self.policy.summary(), key }
+            }
+            _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
+            Request::LoadBaseline { manifest } => {
+                let digest = sha256_hex(&manifest);
+                let parsed = Manifest::parse(&manifest).and_then(|m| m.verify(key).map(|()| m));
+                match parsed {
+                    Ok(m) => {
+                        tracing::info!(digest, entries = m.entries.len(), signed = m.is_signed(), "stored baseline verified and adopted");
+                        let s = summary(&m, &digest);
+                        self.baseline = Some((m, digest));
+                        Response::BaselineLoaded { summary: s }
+                    }
+                    Err(e) => {
+                        tracing::error!(digest, error = %e, "stored baseline rejected");
+                        error(ErrorKind::BaselineRejected, e.to_string())
+                    }
+                }
+            }
+            Request::CreateBaseline => match scan::create_baseline(&self.policy, &mut self.hasher, key) {
+                Ok(m) => {
+                    let bytes = m.to_json();
+                    let digest = sha256_hex(&bytes);
+                    tracing::info!(digest, entries = m.entries.len(), signed = m.is_signed(), "new baseline signed and adopted");
+                    let s = summary(&m, &digest);
+                    self.baseline = Some((m, digest));
+                    Response::BaselineCreated { manifest: bytes, summary: s }
+                }
+                Err(why) => {
+                    tracing::error!(why, "baseline refused");
+                    error(ErrorKind::BaselineFailed, why)
+                }
+            },
+            Request::Scan => match &self.baseline {
+                None => error(ErrorKind::NoBaseline, "no baseline is adopted; rebaseline first"),
+                Some((m, digest)) => {
+                    self.seq += 1;
+                    let report = scan::scan(&self.policy, m, digest, &mut self.hasher, self.seq);
+                    tracing::info!(seq = report.seq, violations = report.violation_count, bytes = report.bytes_hashed, ms = report.duration_ms, "scan complete");
+                    Response::Report(report.sign(key))
+                }
+            },
+            Request::Reload => match Policy::load(&self.policy_path) {
+                Ok(policy) => {
+                    tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+                    self.policy = policy;
+                    Response::Reloaded { policy: self.policy.summary() }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the old policy stays in force");
+                    error(ErrorKind::PolicyInvalid, e.to_string())
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, wiping.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+use nix::sys::socket::{getsockopt, sockopt, SockType};
+
+/// The fd the channel arrives on, as systemd's LISTEN_FDS would hand it.
+pub const CHANNEL_FD: RawFd = 3;
+
+/// Takes ownership of fd 3 after checking the hand-over: `LISTEN_FDS=1`, `LISTEN_PID` (when
+/// set) naming this process, and fd 3 being a SEQPACKET socket.
+pub fn take_channel() -> Result<OwnedFd, String> {
+    match std::env::var("LISTEN_FDS") {
+        Ok(v) if v == "1" => {}
+        Ok(v) => return Err(format!("LISTEN_FDS={v}; the hasher takes exactly one channel on fd 3")),
+        Err(_) => return Err("LISTEN_FDS is not set; integrity-hasher is started by integrity-monitor or systemd, not by hand".into()),
+    }
+    if let Ok(pid) = std::env::var("LISTEN_PID") {
+        if pid != std::process::id().to_string() {
+            return Err(format!("LISTEN_PID={pid} is not this process"));
+        }
+    }
+    // SAFETY: fd 3 was handed to this process by its parent (checked just above through
+    // LISTEN_FDS) and nothing else in the process owns it; fcntl validates it is open.
+    let fd = unsafe {
+        if libc::fcntl(CHANNEL_FD, libc::F_GETFD) < 0 {
+            return Err("fd 3 is not open".into());
+        }
+        OwnedFd::from_raw_fd(CHANNEL_FD)
+    };
+    match getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::SeqPacket) => {}
+        Ok(other) => return Err(format!("fd 3 is a {other:?} socket, not SEQPACKET")),
+        Err(e) => return Err(format!("fd 3 is not a socket: {e}")),
+    }
+    // Keep the channel out of anything this process might exec (it execs nothing).
+    // SAFETY: plain fcntl on an fd this function owns.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(fd)
+}
+
+/// Tells the kernel the file is read once, front to back (larger read-ahead).
+pub fn advise_sequential(file: &File) {
+    let _ = posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+}
+
+/// Drops the file's pages from the cache once hashed, so a 70 GB model does not evict the
+/// appliance's working set.
+pub fn advise_done(file: &File) {
+    let _ = posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+}
+
+/// Overwrites secret bytes so they do not linger in freed memory.
+pub fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        let p: *mut u8 = b;
+        // SAFETY: `p` comes from a live `&mut u8`; volatile keeps the store from being elided.
+        unsafe { std::ptr::write_volatile(p, 0) };
+    }
+}
