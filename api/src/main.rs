@@ -1,1 +1,62 @@
-fn main(){}
+//! integrity-monitor: parses flags and hands over to the api library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Continuously verifies critical appliance files against an HMAC-signed baseline and serves
+/// the verdict on HTTP (127.0.0.1:8510).
+#[derive(Parser, Debug)]
+#[command(name = "integrity-monitor", version)]
+struct Args {
+    /// Monitor policy (read by the hasher, never by this process).
+    #[arg(long, default_value = "/etc/secure-ai/policy/integrity-monitor.yaml")]
+    policy: PathBuf,
+    /// Address to listen on when not socket-activated.
+    #[arg(long, default_value = "127.0.0.1:8510")]
+    listen: SocketAddr,
+    /// Bearer token file [default: $CREDENTIALS_DIRECTORY/service-token, else /run/secure-ai/service-token].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// JSONL audit log.
+    #[arg(long, default_value = api::audit::DEFAULT_AUDIT_LOG)]
+    audit_log: PathBuf,
+    /// State dir holding the signed baseline.json.
+    #[arg(long, default_value = api::store::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The integrity-hasher binary [default: next to this executable].
+    #[arg(long)]
+    hasher: Option<PathBuf>,
+    /// Run on a demo appliance tree written under a temp dir (policy, files, key, token).
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() {
+    api::init_logging();
+    let args = Args::parse();
+    let config = api::Config {
+        policy: args.policy,
+        listen: args.listen,
+        token_file: args.token_file,
+        audit_log: args.audit_log,
+        state_dir: args.state_dir,
+        hasher: args.hasher.unwrap_or_else(api::default_hasher),
+    };
+    let config = if args.demo {
+        match api::demo::prepare(&config) {
+            Ok((config, instructions)) => {
+                println!("{instructions}");
+                config
+            }
+            Err(e) => {
+                eprintln!("integrity-monitor: demo setup failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        config
+    };
+    std::process::exit(api::run(config));
+}

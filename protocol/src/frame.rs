@@ -25,7 +25,7 @@ struct Frame<'a> {
 }
 
 /// Why a datagram or message was refused. Every variant means the peer is broken or hostile.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum FrameError {
     /// The datagram is larger than [`MAX_FRAME`].
     #[error("frame of {0} bytes or more exceeds the {MAX_FRAME}-byte cap")]

@@ -1,0 +1,86 @@
+//! `--demo`: a self-contained appliance tree under a temp dir, so the monitor can be tried
+//! on any machine without touching /etc or /var.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::Config;
+
+/// Files of the demo tree: (relative path, content).
+const FILES: [(&str, &str); 7] = [
+    ("usr/libexec/secure-ai/registry", "#!/bin/sh\necho registry\n"),
+    ("usr/libexec/secure-ai/tool-firewall", "#!/bin/sh\necho tool-firewall\n"),
+    ("etc/secure-ai/policy/policy.yaml", "default: deny\n"),
+    ("etc/secure-ai/policy/agent.yaml", "agent: local\n"),
+    ("etc/systemd/system/secure-ai-registry.service", "[Service]\nExecStart=/usr/libexec/secure-ai/registry\n"),
+    ("etc/secure-ai/cosign.pub", "-----BEGIN PUBLIC KEY-----\ndemo\n-----END PUBLIC KEY-----\n"),
+    ("var/lib/secure-ai/registry/tiny-model.gguf", "GGUF demo weights\n"),
+];
+
+fn hex(bytes: &[u8]) -> String {
+    protocol::hexfmt::encode(bytes)
+}
+
+/// Writes the demo tree and returns the config that monitors it, with the curl lines to try.
+pub fn prepare(base: &Config) -> Result<(Config, String), String> {
+    let mut nonce = [0u8; 6];
+    crate::sys::random_bytes(&mut nonce).map_err(|e| e.to_string())?;
+    let root = std::env::temp_dir().join(format!("integrity-monitor-demo-{}", hex(&nonce)));
+    let write = |rel: &str, content: &[u8]| -> Result<PathBuf, String> {
+        let p = root.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        std::fs::write(&p, content).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(p)
+    };
+    for (rel, content) in FILES {
+        write(rel, content.as_bytes())?;
+    }
+    let mut key = [0u8; 32];
+    crate::sys::random_bytes(&mut key).map_err(|e| e.to_string())?;
+    let key_path = write("run/secure-ai/integrity-hmac-key", &key)?;
+    let mut token = [0u8; 32];
+    crate::sys::random_bytes(&mut token).map_err(|e| e.to_string())?;
+    let token = hex(&token);
+    let token_path = write("run/secure-ai/service-token", token.as_bytes())?;
+    let r = root.display();
+    let policy = format!(
+        "# integrity-monitor demo policy\nscan_interval: 10s\n\
+         service_binaries:\n  - {r}/usr/libexec/secure-ai/registry\n  - {r}/usr/libexec/secure-ai/tool-firewall\n\
+         policy_files:\n  - {r}/etc/secure-ai/policy/policy.yaml\n  - {r}/etc/secure-ai/policy/agent.yaml\n\
+         model_dirs:\n  - {r}/var/lib/secure-ai/registry\n\
+         systemd_units:\n  - {r}/etc/systemd/system/secure-ai-registry.service\n\
+         trust_material:\n  - {r}/etc/secure-ai/cosign.pub\n\
+         hmac_key_path: {}\ndegradation_threshold: 3\n",
+        key_path.display()
+    );
+    let policy_path = write("etc/secure-ai/policy/integrity-monitor.yaml", policy.as_bytes())?;
+    let config = Config {
+        policy: policy_path,
+        token_file: Some(token_path),
+        audit_log: root.join("var/lib/secure-ai/logs/integrity-monitor-audit.jsonl"),
+        state_dir: root.join("var/lib/secure-ai/integrity"),
+        ..base.clone()
+    };
+    Ok((config.clone(), instructions(&root, &config, &token)))
+}
+
+fn instructions(root: &Path, c: &Config, token: &str) -> String {
+    let a = c.listen;
+    let mut s = String::new();
+    let _ = writeln!(s, "integrity-monitor demo: appliance tree in {}", root.display());
+    let _ = writeln!(s, "Try, in another shell:");
+    let _ = writeln!(s, "  curl -s http://{a}/health");
+    let _ = writeln!(s, "  curl -s http://{a}/api/v1/status");
+    let _ = writeln!(s, "  curl -si http://{a}/api/v1/verify");
+    let _ = writeln!(s, "  curl -s http://{a}/api/v1/baseline");
+    let _ = writeln!(s, "  echo tampered >> {}/usr/libexec/secure-ai/registry", root.display());
+    let _ = writeln!(s, "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/scan");
+    let _ = writeln!(s, "  curl -si http://{a}/api/v1/verify            # now 503");
+    let _ = writeln!(s, "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/rebaseline");
+    let _ = writeln!(s, "  curl -s -X POST http://{a}/api/v1/scan         # 403 without the token");
+    let _ = writeln!(s, "  tail -f {}", c.audit_log.display());
+    let _ = writeln!(s, "Stop with Ctrl-C.");
+    s
+}

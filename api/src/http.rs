@@ -1,0 +1,231 @@
+//! The HTTP surface: routing, token checks, bounded bodies, timeouts, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::monitor::{verdict, Monitor};
+
+/// Largest request body accepted (the API takes none; this only bounds what is drained).
+const MAX_BODY: usize = 4096;
+/// Largest request head (request line plus headers).
+const MAX_HEAD: usize = 16 * 1024;
+/// Concurrent connections served; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// Time a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a read-only request may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a scan, rebaseline or reload may take before the client is told 504 (it still completes).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(600);
+/// In-flight requests get this long to finish at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Status,
+    Baseline,
+    Verify,
+    Scan,
+    Rebaseline,
+    Reload,
+}
+
+impl Route {
+    fn find(path: &str) -> Option<Route> {
+        Some(match path {
+            "/health" => Route::Health,
+            "/api/v1/status" => Route::Status,
+            "/api/v1/baseline" => Route::Baseline,
+            "/api/v1/verify" => Route::Verify,
+            "/api/v1/scan" => Route::Scan,
+            "/api/v1/rebaseline" => Route::Rebaseline,
+            "/api/v1/reload" => Route::Reload,
+            _ => return None,
+        })
+    }
+
+    fn mutating(self) -> bool {
+        matches!(self, Route::Scan | Route::Rebaseline | Route::Reload)
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: u16, body: Bytes) -> Reply {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_reply(status: u16, value: &Value) -> Reply {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, Bytes::from(body))
+}
+
+fn error(status: u16, code: &str, message: &str) -> Reply {
+    json_reply(status, &json!({ "error": code, "message": message }))
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {
+    let value = req.headers().get(AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
+}
+
+/// Answers one request; never fails at the hyper level.
+pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Reply, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let Some(route) = Route::find(&path) else {
+        return Ok(error(404, "not_found", "no such endpoint"));
+    };
+    let allowed = if route.mutating() { Method::POST } else { Method::GET };
+    if method != allowed {
+        let mut r = error(405, "method_not_allowed", &format!("{path} takes {allowed}"));
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static(if route.mutating() { "POST" } else { "GET" }));
+        return Ok(r);
+    }
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok(error(413, "body_too_large", "request bodies are limited to 4096 bytes"));
+    }
+    let needs_token = route.mutating() || monitor.snapshot().policy.require_token_for_reads;
+    if needs_token {
+        let Some(token) = monitor.token() else {
+            return Ok(error(503, "token_unavailable", "no service token is configured; this endpoint stays closed"));
+        };
+        let presented = bearer(&req);
+        if !presented.is_some_and(|p| token.matches(p)) {
+            let reason = if presented.is_some() { "invalid_token" } else { "missing_token" };
+            monitor.audit_auth_refused(method.as_str(), &path, reason);
+            return Ok(error(403, reason, "a valid `Authorization: Bearer <token>` header is required"));
+        }
+    }
+    if Limited::new(req.into_body(), MAX_BODY).collect().await.is_err() {
+        return Ok(error(413, "body_too_large", "request bodies are limited to 4096 bytes"));
+    }
+    let limit = if route.mutating() { WRITE_TIMEOUT } else { READ_TIMEOUT };
+    Ok(tokio::time::timeout(limit, dispatch(route, &monitor))
+        .await
+        .unwrap_or_else(|_| error(504, "timeout", "the operation is still running; check /api/v1/status"))) 
+}
+
+fn status_body(monitor: &Monitor) -> Value {
+    let s = monitor.snapshot();
+    let trusted = verdict(&s);
+    json!({
+        "state": s.machine.state,
+        "trusted": trusted.is_ok(),
+        "reason": s.machine.reason,
+        "untrusted_because": trusted.err(),
+        "watched_files": s.last_report.as_ref().map_or(0, |r| r.report.watched_files),
+        "violation_count": s.machine.violation_count,
+        "last_scan_at": s.last_report.as_ref().map(|r| r.report.completed_at.clone()),
+        "scan_count": s.machine.scan_count,
+        "degraded_count": s.machine.degraded_count,
+        "recovery_count": s.machine.recovery_count,
+        "active_violations": s.machine.active,
+        "degradation_threshold": s.policy.degradation_threshold,
+        "scan_interval_ms": s.policy.scan_interval_ms,
+        "signing": if s.key == protocol::message::KeyStatus::Present { "hmac-sha256" } else { "unsigned" },
+        "baseline": s.baseline.as_ref().map(|b| &b.summary),
+        "baseline_problem": s.baseline_problem,
+        "hasher": if s.hasher_down.is_some() { "down" } else { "up" },
+        "last_report": s.last_report,
+    })
+}
+
+async fn dispatch(route: Route, monitor: &Monitor) -> Reply {
+    match route {
+        Route::Health => {
+            let s = monitor.snapshot();
+            match &s.hasher_down {
+                None => json_reply(200, &json!({ "status": "ok", "state": s.machine.state })),
+                Some(why) => json_reply(503, &json!({ "status": "hasher_unavailable", "state": s.machine.state, "reason": why })),
+            }
+        }
+        Route::Status => json_reply(200, &status_body(monitor)),
+        Route::Baseline => match monitor.snapshot().baseline {
+            Some(b) => reply(200, b.bytes),
+            None => error(404, "no_baseline", "no trusted baseline is adopted"),
+        },
+        Route::Verify => {
+            let s = monitor.snapshot();
+            match verdict(&s) {
+                Ok(()) => json_reply(200, &json!({ "state": s.machine.state, "trusted": true })),
+                Err(why) => json_reply(503, &json!({ "state": s.machine.state, "trusted": false, "reason": why })),
+            }
+        }
+        Route::Scan => match monitor.scan().await {
+            Ok(_) => json_reply(200, &status_body(monitor)),
+            Err(e) => error(e.status(), e.code(), &e.to_string()),
+        },
+        Route::Rebaseline => match monitor.rebaseline().await {
+            Ok(_) => json_reply(200, &status_body(monitor)),
+            Err(e) => error(e.status(), e.code(), &e.to_string()),
+        },
+        Route::Reload => match monitor.reload().await {
+            Ok(policy) => json_reply(200, &json!({ "reloaded": true, "policy": policy, "status": status_body(monitor) })),
+            Err(e) => error(e.status(), e.code(), &e.to_string()),
+        },
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for up to [`DRAIN_TIMEOUT`].
+pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let m = monitor.clone();
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(stream), service_fn(move |req| handle(req, m.clone())));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("no longer accepting; draining in-flight requests");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+}

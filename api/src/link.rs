@@ -1,0 +1,145 @@
+//! The api's end of the hasher channel: async, one call at a time, anything unexpected fatal.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, MsgFlags};
+use protocol::frame::{self, FrameError};
+use protocol::{Reassembler, Request, Response, MAX_FRAME};
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why the hasher can no longer be trusted to answer.
+#[derive(Debug, Error, Clone)]
+pub enum LinkError {
+    /// The hasher closed the channel or exited.
+    #[error("hasher closed the channel")]
+    Closed,
+    /// The socket failed.
+    #[error("hasher channel failed: {0}")]
+    Io(String),
+    /// The hasher sent a frame or message that does not decode.
+    #[error("hasher sent a bad frame: {0}")]
+    Frame(FrameError),
+    /// The hasher answered another request, or spoke unasked.
+    #[error("hasher sent a message out of turn (id {got}, expected {expected})")]
+    OutOfTurn {
+        /// Id received.
+        got: u64,
+        /// Id expected.
+        expected: u64,
+    },
+    /// The link task is gone.
+    #[error("hasher link is down")]
+    Down,
+}
+
+/// The channel to the hasher.
+pub struct Link {
+    fd: AsyncFd<OwnedFd>,
+    buf: Box<[u8]>,
+    reasm: Reassembler,
+    next_id: u64,
+}
+
+impl Link {
+    /// Wraps a connected SEQPACKET socket (made non-blocking here).
+    pub fn new(fd: OwnedFd) -> io::Result<Link> {
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+        Ok(Link { fd: crate::sys::register(fd)?, buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(), reasm: Reassembler::new(), next_id: 1 })
+    }
+
+    /// Sends `request` and waits for its response.
+    pub async fn call(&mut self, request: &Request) -> Result<Response, LinkError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frames = frame::encode(id, request).map_err(LinkError::Frame)?;
+        for f in &frames {
+            self.send_frame(f).await?;
+        }
+        let message = self.recv_message().await?;
+        let envelope = frame::decode::<Response>(&message).map_err(LinkError::Frame)?;
+        if envelope.id != id {
+            return Err(LinkError::OutOfTurn { got: envelope.id, expected: id });
+        }
+        Ok(envelope.body)
+    }
+
+    async fn send_frame(&self, f: &[u8]) -> Result<(), LinkError> {
+        loop {
+            let mut guard = self.fd.writable().await.map_err(|e| LinkError::Io(e.to_string()))?;
+            match guard.try_io(|fd| send(fd.as_raw_fd(), f, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)) {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => return Err(LinkError::Closed),
+                Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn recv_datagram(&mut self) -> Result<usize, LinkError> {
+        loop {
+            let mut guard = self.fd.ready(Interest::READABLE).await.map_err(|e| LinkError::Io(e.to_string()))?;
+            let buf = &mut self.buf;
+            match guard.try_io(|fd| recv(fd.as_raw_fd(), buf, MsgFlags::MSG_CMSG_CLOEXEC).map_err(io::Error::from)) {
+                Ok(Ok(0)) => return Err(LinkError::Closed),
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(e)) if e.raw_os_error() == Some(Errno::EINTR as i32) => continue,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(LinkError::Closed),
+                Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn recv_message(&mut self) -> Result<Vec<u8>, LinkError> {
+        loop {
+            let n = self.recv_datagram().await?;
+            // n == MAX_FRAME + 1 means the datagram was larger and got truncated: refused.
+            if let Some(message) = self.reasm.push(&self.buf[..n]).map_err(LinkError::Frame)? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Resolves when the idle channel shows the hasher gone or speaking out of turn.
+    pub async fn idle_failure(&mut self) -> LinkError {
+        match self.recv_datagram().await {
+            Err(e) => e,
+            Ok(_) => LinkError::OutOfTurn { got: 0, expected: 0 },
+        }
+    }
+}
+
+/// One request and where its answer goes.
+pub struct Call {
+    /// The request.
+    pub request: Request,
+    /// Where the response goes.
+    pub reply: oneshot::Sender<Result<Response, LinkError>>,
+}
+
+/// Owns the link: serves calls one at a time and watches the idle channel. On any failure it
+/// publishes the reason on `down` and stops; the link is never reused after an error.
+pub async fn run(mut link: Link, mut calls: mpsc::Receiver<Call>, down: watch::Sender<Option<String>>) {
+    let failure = loop {
+        tokio::select! {
+            call = calls.recv() => {
+                let Some(call) = call else { return };
+                let result = link.call(&call.request).await;
+                let failed = result.as_ref().err().cloned();
+                let _ = call.reply.send(result);
+                if let Some(e) = failed {
+                    break e;
+                }
+            }
+            e = link.idle_failure() => break e,
+        }
+    };
+    tracing::error!(error = %failure, "hasher link lost");
+    let _ = down.send(Some(failure.to_string()));
+}

@@ -1,0 +1,478 @@
+//! The monitor core: drives the hasher, feeds the state machine, records every decision.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::baseline::Manifest;
+use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary};
+use protocol::report::SignedReport;
+use protocol::sign::sha256_hex;
+use protocol::{Request, Response, PROTOCOL_VERSION};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::audit::AuditLog;
+use crate::error::MonitorError;
+use crate::link::Call;
+use crate::state::{Event, Input, Machine, State};
+use crate::store::BaselineStore;
+use crate::token::Token;
+
+/// Audit records held in memory while the log cannot be written; beyond this, new ones are dropped.
+const MAX_PENDING_AUDIT: usize = 1000;
+/// Refused-auth records per minute; more are counted, not written, so a flood cannot fill the disk.
+const AUTH_RECORDS_PER_MINUTE: u32 = 20;
+
+/// The adopted baseline as the api stores and serves it.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The manifest bytes exactly as the hasher signed them.
+    pub bytes: Bytes,
+    /// Digest, entries, signed, created_at.
+    pub summary: BaselineSummary,
+}
+
+/// Everything the HTTP handlers read; cloned out under a short lock.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// State and counters.
+    pub machine: Machine,
+    /// The hasher's policy settings.
+    pub policy: PolicySummary,
+    /// Whether artifacts are signed.
+    pub key: KeyStatus,
+    /// The adopted baseline, if any.
+    pub baseline: Option<Baseline>,
+    /// Why there is no trusted baseline, if there is none.
+    pub baseline_problem: Option<String>,
+    /// The last accepted report.
+    pub last_report: Option<SignedReport>,
+    /// When the api accepted the last report (monotonic).
+    pub last_scan: Option<Instant>,
+    /// Why the hasher is unavailable, if it is.
+    pub hasher_down: Option<String>,
+    /// True while audit records are waiting for a writable log.
+    pub audit_backlog: usize,
+}
+
+struct AuditSink {
+    log: AuditLog,
+    pending: VecDeque<(String, Map<String, Value>)>,
+    dropped: u64,
+    auth_window: Option<Instant>,
+    auth_in_window: u32,
+    auth_suppressed: u64,
+}
+
+/// The monitor, shared by the HTTP handlers and the scheduler.
+pub struct Monitor {
+    snap: Mutex<Snapshot>,
+    op: tokio::sync::Mutex<()>,
+    calls: mpsc::Sender<Call>,
+    down: Arc<watch::Sender<Option<String>>>,
+    audit: Mutex<AuditSink>,
+    store: BaselineStore,
+    token: Option<Token>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; with panic=abort it cannot happen.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+impl Monitor {
+    /// A monitor talking to the link task through `calls`.
+    pub fn new(
+        calls: mpsc::Sender<Call>,
+        down: Arc<watch::Sender<Option<String>>>,
+        audit: AuditLog,
+        store: BaselineStore,
+        token: Option<Token>,
+    ) -> Monitor {
+        Monitor {
+            snap: Mutex::new(Snapshot {
+                machine: Machine::new(),
+                policy: PolicySummary { scan_interval_ms: 30_000, degradation_threshold: 3, require_token_for_reads: true, watched_paths: 0 },
+                key: KeyStatus::Absent,
+                baseline: None,
+                baseline_problem: Some("not loaded yet".into()),
+                last_report: None,
+                last_scan: None,
+                hasher_down: None,
+                audit_backlog: 0,
+            }),
+            op: tokio::sync::Mutex::new(()),
+            calls,
+            down,
+            audit: Mutex::new(AuditSink {
+                log: audit,
+                pending: VecDeque::new(),
+                dropped: 0,
+                auth_window: None,
+                auth_in_window: 0,
+                auth_suppressed: 0,
+            }),
+            store,
+            token,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks an orderly stop: the hasher going away now is expected, not a finding.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A copy of the current snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.snap).clone()
+    }
+
+    /// The bearer token, if one was loaded.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    /// Appends an audit record; while the log is unwritable records queue (bounded) and
+    /// `/verify` answers 503, since evidence that cannot be kept is not evidence.
+    pub fn audit(&self, event: &str, record: Value) {
+        let mut sink = lock(&self.audit);
+        if sink.pending.len() >= MAX_PENDING_AUDIT {
+            sink.dropped += 1;
+            tracing::error!(event, dropped = sink.dropped, "audit backlog full; record dropped");
+        } else {
+            sink.pending.push_back((event.to_owned(), fields(record)));
+        }
+        while let Some((event, record)) = sink.pending.front().cloned() {
+            if let Err(e) = sink.log.record(&event, record) {
+                tracing::error!(error = %e, backlog = sink.pending.len(), "audit log write failed; /verify answers 503 until it succeeds");
+                break;
+            }
+            sink.pending.pop_front();
+        }
+        let backlog = sink.pending.len();
+        drop(sink);
+        lock(&self.snap).audit_backlog = backlog;
+    }
+
+    /// Records a refused request, rate-limited.
+    pub fn audit_auth_refused(&self, method: &str, path: &str, reason: &str) {
+        let mut sink = lock(&self.audit);
+        let now = Instant::now();
+        let window_over = sink.auth_window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60));
+        let suppressed = if window_over {
+            sink.auth_window = Some(now);
+            sink.auth_in_window = 0;
+            std::mem::take(&mut sink.auth_suppressed)
+        } else {
+            0
+        };
+        sink.auth_in_window += 1;
+        let write = sink.auth_in_window <= AUTH_RECORDS_PER_MINUTE;
+        if !write {
+            sink.auth_suppressed += 1;
+        }
+        drop(sink);
+        tracing::warn!(method, path, reason, "request refused: bad or missing token");
+        if suppressed > 0 {
+            self.audit("auth_refused_suppressed", json!({ "count": suppressed }));
+        }
+        if write {
+            self.audit("auth_refused", json!({ "method": method, "path": path, "reason": reason }));
+        }
+    }
+
+    /// Reopens the audit log (after rotation).
+    pub fn reopen_audit(&self) {
+        let result = lock(&self.audit).log.reopen();
+        match result {
+            Ok(()) => self.audit("audit_reopened", json!({})),
+            Err(e) => tracing::error!(error = %e, "audit log reopen failed; still writing to the old file"),
+        }
+    }
+
+    fn apply(&self, input: Input<'_>) -> State {
+        let mut snap = lock(&self.snap);
+        let (next, events) = snap.machine.step(input, snap.policy.degradation_threshold);
+        snap.machine = next;
+        let state = snap.machine.state;
+        drop(snap);
+        for event in events {
+            match event {
+                Event::Violation(v) => {
+                    tracing::warn!(path = %v.path, category = v.category.as_str(), expected = %v.expected_hash, actual = %v.actual_hash, "integrity violation");
+                    self.audit("violation", serde_json::to_value(&v).unwrap_or(Value::Null));
+                }
+                Event::Transition { from, to, reason, violation_count } => {
+                    tracing::warn!(from = from.as_str(), to = to.as_str(), reason, violation_count, "state transition");
+                    self.audit("transition", json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
+                }
+            }
+        }
+        state
+    }
+
+    /// Marks the hasher unusable: evidence stops here until it is back.
+    pub fn hasher_lost(&self, why: &str) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(why, "hasher gone during shutdown");
+            lock(&self.snap).hasher_down = Some(why.to_owned());
+            return;
+        }
+        let first = {
+            let mut snap = lock(&self.snap);
+            let first = snap.hasher_down.is_none();
+            snap.hasher_down = Some(why.to_owned());
+            first
+        };
+        if first {
+            let _ = self.down.send(Some(why.to_owned()));
+            self.audit("hasher_lost", json!({ "reason": why }));
+            self.apply(Input::Unverifiable("hasher_unavailable"));
+        }
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, MonitorError> {
+        if let Some(why) = lock(&self.snap).hasher_down.clone() {
+            return Err(MonitorError::HasherDown(why));
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.calls.send(Call { request, reply }).await;
+        let result = match sent {
+            Ok(()) => answer.await.unwrap_or(Err(crate::link::LinkError::Down)),
+            Err(_) => Err(crate::link::LinkError::Down),
+        };
+        match result {
+            Ok(Response::Error { kind: ErrorKind::Protocol, message }) => {
+                self.hasher_lost(&format!("hasher refused our message: {message}"));
+                Err(MonitorError::HasherDown(message))
+            }
+            Ok(Response::Error { kind, message }) => Err(MonitorError::Refused { kind, message }),
+            Ok(response) => Ok(response),
+            Err(e) => {
+                self.hasher_lost(&e.to_string());
+                Err(MonitorError::HasherDown(e.to_string()))
+            }
+        }
+    }
+
+    fn misbehaved(&self, what: &str) -> MonitorError {
+        let why = format!("hasher sent an invalid {what}");
+        self.hasher_lost(&why);
+        MonitorError::HasherDown(why)
+    }
+
+    /// Handshake: learns the policy settings and key status.
+    pub async fn hello(&self) -> Result<(), MonitorError> {
+        match self.call(Request::Hello { version: PROTOCOL_VERSION }).await? {
+            Response::Hello { version, policy, key } if version == PROTOCOL_VERSION && policy.degradation_threshold >= 1 && policy.scan_interval_ms >= 1 => {
+                tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, "hasher ready");
+                if key == KeyStatus::Absent {
+                    tracing::warn!("no HMAC key: baselines and reports are \"unsigned\"");
+                    self.audit("hmac_key_absent", json!({ "signing": "unsigned" }));
+                }
+                let mut snap = lock(&self.snap);
+                snap.policy = policy;
+                snap.key = key;
+                Ok(())
+            }
+            _ => Err(self.misbehaved("hello")),
+        }
+    }
+
+    /// Start-up: adopt the stored baseline (or make the first one), then scan.
+    pub async fn start(&self, stored: Result<Option<Vec<u8>>, String>) {
+        let _op = self.op.lock().await;
+        match stored {
+            Err(why) => self.baseline_rejected(&format!("stored baseline unreadable: {why}")),
+            Ok(None) => {
+                tracing::info!("no stored baseline: first start, computing one");
+                if let Err(e) = self.rebaseline_locked("initialized").await {
+                    tracing::error!(error = %e, "first baseline failed");
+                    if !matches!(e, MonitorError::HasherDown(_)) {
+                        lock(&self.snap).baseline_problem = Some(e.to_string());
+                        self.apply(Input::Compromised("no_baseline"));
+                    }
+                }
+            }
+            Ok(Some(bytes)) => match self.call(Request::LoadBaseline { manifest: bytes.clone() }).await {
+                Ok(Response::BaselineLoaded { summary }) if summary.digest == sha256_hex(&bytes) => {
+                    self.audit("baseline_loaded", json!({ "digest": summary.digest, "entries": summary.entries, "signed": summary.signed }));
+                    self.adopt(Bytes::from(bytes), summary);
+                    if let Err(e) = self.scan_locked(false).await {
+                        tracing::error!(error = %e, "first scan failed");
+                    }
+                }
+                Ok(_) => {
+                    self.misbehaved("baseline acknowledgement");
+                }
+                Err(MonitorError::Refused { message, .. }) => self.baseline_rejected(&message),
+                Err(e) => tracing::error!(error = %e, "stored baseline could not be checked"),
+            },
+        }
+    }
+
+    fn baseline_rejected(&self, why: &str) {
+        tracing::error!(why, "stored baseline rejected: recovery_required until an authorised rebaseline");
+        self.audit("baseline_rejected", json!({ "reason": why, "path": self.store.path() }));
+        lock(&self.snap).baseline_problem = Some(why.to_owned());
+        self.apply(Input::Compromised("baseline_rejected"));
+    }
+
+    fn adopt(&self, bytes: Bytes, summary: BaselineSummary) {
+        if !summary.signed {
+            self.audit("baseline_unsigned", json!({ "digest": summary.digest }));
+        }
+        let mut snap = lock(&self.snap);
+        snap.baseline = Some(Baseline { bytes, summary });
+        snap.baseline_problem = None;
+    }
+
+    /// One scan; a scan already running is waited for, never raced.
+    pub async fn scan(&self) -> Result<State, MonitorError> {
+        let _op = self.op.lock().await;
+        self.scan_locked(false).await
+    }
+
+    async fn scan_locked(&self, fresh: bool) -> Result<State, MonitorError> {
+        let response = match self.call(Request::Scan).await {
+            Ok(r) => r,
+            Err(e @ MonitorError::Refused { kind: ErrorKind::NoBaseline, .. }) => {
+                self.apply(Input::Compromised("no_baseline"));
+                return Err(e);
+            }
+            Err(e) => {
+                self.apply(Input::Unverifiable("scan_failed"));
+                return Err(e);
+            }
+        };
+        let Response::Report(signed) = response else { return Err(self.misbehaved("scan response")) };
+        let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.summary.digest.clone());
+        let last_seq = lock(&self.snap).last_report.as_ref().map_or(0, |r| r.report.seq);
+        if let Err(e) = signed.validate() {
+            tracing::error!(error = %e, "scan report refused");
+            return Err(self.misbehaved("scan report"));
+        }
+        if expected_digest.as_deref() != Some(signed.report.baseline_digest.as_str()) || signed.report.seq <= last_seq {
+            return Err(self.misbehaved("scan report (baseline digest or sequence)"));
+        }
+        let report = signed.report.clone();
+        let state = self.apply(if fresh { Input::Rebaselined(&report) } else { Input::Scan(&report) });
+        tracing::info!(seq = report.seq, state = state.as_str(), violations = report.violation_count, ms = report.duration_ms, "scan accepted");
+        let mut snap = lock(&self.snap);
+        snap.last_report = Some(signed);
+        snap.last_scan = Some(Instant::now());
+        Ok(state)
+    }
+
+    /// Makes, stores and adopts a new baseline, then scans against it.
+    pub async fn rebaseline(&self) -> Result<State, MonitorError> {
+        let _op = self.op.lock().await;
+        self.rebaseline_locked("rebaseline").await
+    }
+
+    async fn rebaseline_locked(&self, event: &str) -> Result<State, MonitorError> {
+        let response = match self.call(Request::CreateBaseline).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit("rebaseline_refused", json!({ "reason": e.to_string() }));
+                return Err(e);
+            }
+        };
+        let Response::BaselineCreated { manifest, summary } = response else { return Err(self.misbehaved("baseline")) };
+        let key = lock(&self.snap).key;
+        let consistent = Manifest::parse(&manifest).is_ok_and(|m| {
+            m.entries.len() as u64 == u64::from(summary.entries)
+                && m.is_signed() == summary.signed
+                && m.created_at == summary.created_at
+                && summary.signed == (key == KeyStatus::Present)
+        });
+        if !consistent || sha256_hex(&manifest) != summary.digest {
+            return Err(self.misbehaved("baseline manifest"));
+        }
+        if let Err(e) = self.store.write(&manifest) {
+            let why = format!("{}: {e}", self.store.path().display());
+            self.audit("baseline_store_failed", json!({ "reason": why }));
+            lock(&self.snap).baseline_problem = Some(format!("new baseline not persisted: {why}"));
+            self.apply(Input::Unverifiable("baseline_not_persisted"));
+            return Err(MonitorError::Store(why));
+        }
+        self.audit(event, json!({ "digest": summary.digest, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
+        self.adopt(Bytes::from(manifest), summary);
+        self.scan_locked(true).await
+    }
+
+    /// Asks the hasher to re-read its policy; on refusal the old policy stays.
+    pub async fn reload(&self) -> Result<PolicySummary, MonitorError> {
+        let _op = self.op.lock().await;
+        match self.call(Request::Reload).await {
+            Ok(Response::Reloaded { policy }) if policy.degradation_threshold >= 1 && policy.scan_interval_ms >= 1 => {
+                self.audit("reload", json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
+                lock(&self.snap).policy = policy.clone();
+                let _ = self.scan_locked(false).await;
+                Ok(policy)
+            }
+            Ok(_) => Err(self.misbehaved("reload answer")),
+            Err(e) => {
+                self.audit("reload_refused", json!({ "reason": e.to_string() }));
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs scheduled scans until the hasher is lost.
+    pub async fn schedule(self: Arc<Self>) {
+        loop {
+            let (interval, last, down) = {
+                let s = lock(&self.snap);
+                (Duration::from_millis(s.policy.scan_interval_ms), s.last_scan, s.hasher_down.is_some())
+            };
+            if down {
+                return;
+            }
+            let due = last.map_or_else(Instant::now, |l| l + interval);
+            tokio::time::sleep_until(due.into()).await;
+            let changed = lock(&self.snap).last_scan != last;
+            if changed {
+                continue; // a forced scan ran meanwhile; the next one is due an interval after it
+            }
+            if let Err(e) = self.scan().await {
+                tracing::warn!(error = %e, "scheduled scan failed");
+                tokio::time::sleep(interval).await;
+            }
+        }
+    }
+}
+
+/// Whether `/verify` may answer 200, and if not, why.
+pub fn verdict(s: &Snapshot) -> Result<(), String> {
+    if let Some(why) = &s.hasher_down {
+        return Err(format!("hasher unavailable: {why}"));
+    }
+    if s.machine.state != State::Trusted {
+        return Err(format!("state is {}", s.machine.state.as_str()));
+    }
+    if let Some(why) = &s.baseline_problem {
+        return Err(why.clone());
+    }
+    if s.audit_backlog > 0 {
+        return Err("audit log is not writable".into());
+    }
+    let interval = Duration::from_millis(s.policy.scan_interval_ms);
+    let allowance = interval * 3 + Duration::from_secs(10);
+    match s.last_scan {
+        Some(t) if t.elapsed() <= allowance => Ok(()),
+        Some(_) => Err("last scan is stale".into()),
+        None => Err("no scan yet".into()),
+    }
+}

@@ -1,0 +1,251 @@
+//! The integrity state machine. Pure: it takes an input and returns the next machine and the
+//! events to record, so every transition is tested without sockets or clocks.
+
+use protocol::report::{ScanReport, Violation};
+use serde::Serialize;
+
+/// The appliance's integrity state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Every watched file matches the baseline, as of the last scan.
+    Trusted,
+    /// Some files differ (or there is no fresh evidence): below the threshold.
+    Degraded,
+    /// Violations reached the threshold, or the baseline itself is not to be trusted.
+    RecoveryRequired,
+}
+
+impl State {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Trusted => "trusted",
+            State::Degraded => "degraded",
+            State::RecoveryRequired => "recovery_required",
+        }
+    }
+}
+
+/// What happened, as the api learned it.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A scan report against the current baseline.
+    Scan(&'a ScanReport),
+    /// The first scan against a baseline made just now (clears the latch).
+    Rebaselined(&'a ScanReport),
+    /// No evidence can be had (hasher lost, scan failed): never trusted.
+    Unverifiable(&'a str),
+    /// The baseline itself cannot be trusted (tampered, unsigned with a key, absent).
+    Compromised(&'a str),
+}
+
+/// Something to record in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A violation not seen in the previous scan.
+    Violation(Violation),
+    /// The state changed.
+    Transition {
+        /// Previous state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Why.
+        reason: String,
+        /// Violations at the time.
+        violation_count: u32,
+    },
+}
+
+/// State, counters and the active violations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Current state.
+    pub state: State,
+    /// Why the machine is in this state.
+    pub reason: String,
+    /// Violations in the last scan (all, not only those listed).
+    pub violation_count: u32,
+    /// Listed violations of the last scan.
+    pub active: Vec<Violation>,
+    /// Completed scans.
+    pub scan_count: u64,
+    /// Entries into `degraded`.
+    pub degraded_count: u64,
+    /// Entries into `recovery_required`.
+    pub recovery_count: u64,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine::new()
+    }
+}
+
+impl Machine {
+    /// The start: not trusted until a scan proves it.
+    pub fn new() -> Machine {
+        Machine {
+            state: State::Degraded,
+            reason: "awaiting_first_scan".into(),
+            violation_count: 0,
+            active: Vec::new(),
+            scan_count: 0,
+            degraded_count: 0,
+            recovery_count: 0,
+        }
+    }
+
+    /// Applies one input; `threshold` is the policy's degradation_threshold (>= 1).
+    pub fn step(&self, input: Input<'_>, threshold: u32) -> (Machine, Vec<Event>) {
+        let mut next = self.clone();
+        let mut events = Vec::new();
+        let (target, reason) = match input {
+            Input::Scan(report) | Input::Rebaselined(report) => {
+                let fresh = matches!(input, Input::Rebaselined(_));
+                let previous: &[Violation] = if fresh { &[] } else { &self.active };
+                for v in &report.violations {
+                    if !previous.iter().any(|p| p.path == v.path && p.actual_hash == v.actual_hash) {
+                        events.push(Event::Violation(v.clone()));
+                    }
+                }
+                next.scan_count += 1;
+                next.violation_count = report.violation_count;
+                next.active = report.violations.clone();
+                let n = report.violation_count;
+                let mut target = if n == 0 {
+                    State::Trusted
+                } else if n >= threshold.max(1) {
+                    State::RecoveryRequired
+                } else {
+                    State::Degraded
+                };
+                // recovery_required is a latch: partial restoration does not clear it.
+                if !fresh && self.state == State::RecoveryRequired && target == State::Degraded {
+                    target = State::RecoveryRequired;
+                }
+                let reason = match (fresh, n) {
+                    (true, 0) => "rebaseline".to_owned(),
+                    (false, 0) => "all_files_match".to_owned(),
+                    (_, n) => format!("{n} violation(s), threshold {threshold}"),
+                };
+                (target, reason)
+            }
+            Input::Unverifiable(why) => {
+                let target = if self.state == State::RecoveryRequired { State::RecoveryRequired } else { State::Degraded };
+                (target, why.to_owned())
+            }
+            Input::Compromised(why) => (State::RecoveryRequired, why.to_owned()),
+        };
+        if target != self.state {
+            match target {
+                State::Degraded => next.degraded_count += 1,
+                State::RecoveryRequired => next.recovery_count += 1,
+                State::Trusted => {}
+            }
+            events.push(Event::Transition { from: self.state, to: target, reason: reason.clone(), violation_count: next.violation_count });
+        }
+        next.state = target;
+        next.reason = reason;
+        (next, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{Action, Category};
+
+    fn v(path: &str) -> Violation {
+        Violation {
+            detected_at: "t".into(),
+            category: Category::ServiceBinary,
+            path: path.into(),
+            expected_hash: "a".repeat(64),
+            actual_hash: "b".repeat(64),
+            action: Action::DegradeAppliance,
+        }
+    }
+
+    fn report(paths: &[&str]) -> ScanReport {
+        ScanReport {
+            seq: 1,
+            completed_at: "t".into(),
+            baseline_digest: "0".repeat(64),
+            watched_files: 5,
+            bytes_hashed: 0,
+            duration_ms: 0,
+            violation_count: paths.len() as u32,
+            violations: paths.iter().map(|p| v(p)).collect(),
+        }
+    }
+
+    fn transitions(events: &[Event]) -> Vec<(State, State)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transition { from, to, .. } => Some((*from, *to)),
+                Event::Violation(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn starts_untrusted_and_first_clean_scan_trusts() {
+        let m = Machine::new();
+        assert_eq!(m.state, State::Degraded);
+        let (m, ev) = m.step(Input::Scan(&report(&[])), 3);
+        assert_eq!(m.state, State::Trusted);
+        assert_eq!(transitions(&ev), vec![(State::Degraded, State::Trusted)]);
+        assert_eq!((m.scan_count, m.degraded_count, m.recovery_count), (1, 0, 0));
+    }
+
+    #[test]
+    fn degrade_escalate_latch_and_restore() {
+        let (m, _) = Machine::new().step(Input::Scan(&report(&[])), 3);
+        let (m, ev) = m.step(Input::Scan(&report(&["/a"])), 3);
+        assert_eq!(m.state, State::Degraded);
+        assert_eq!(ev.len(), 2, "one violation, one transition: {ev:?}");
+        let (m, ev) = m.step(Input::Scan(&report(&["/a"])), 3);
+        assert!(ev.is_empty(), "a known violation is not re-recorded: {ev:?}");
+        let (m, ev) = m.step(Input::Scan(&report(&["/a", "/b", "/c"])), 3);
+        assert_eq!(m.state, State::RecoveryRequired);
+        assert_eq!(ev.iter().filter(|e| matches!(e, Event::Violation(_))).count(), 2);
+        let (m, _) = m.step(Input::Scan(&report(&["/a"])), 3);
+        assert_eq!(m.state, State::RecoveryRequired, "latched");
+        let (m, ev) = m.step(Input::Scan(&report(&[])), 3);
+        assert_eq!(m.state, State::Trusted);
+        assert_eq!(transitions(&ev), vec![(State::RecoveryRequired, State::Trusted)]);
+        assert_eq!((m.scan_count, m.degraded_count, m.recovery_count), (6, 1, 1));
+    }
+
+    #[test]
+    fn trusted_straight_to_recovery_and_rebaseline_clears() {
+        let (m, _) = Machine::new().step(Input::Scan(&report(&[])), 2);
+        let (m, ev) = m.step(Input::Scan(&report(&["/a", "/b"])), 2);
+        assert_eq!(transitions(&ev), vec![(State::Trusted, State::RecoveryRequired)]);
+        let (m, ev) = m.step(Input::Rebaselined(&report(&[])), 2);
+        assert_eq!(m.state, State::Trusted);
+        assert_eq!(m.reason, "rebaseline");
+        assert_eq!(transitions(&ev), vec![(State::RecoveryRequired, State::Trusted)]);
+    }
+
+    #[test]
+    fn lost_evidence_is_never_trusted_and_compromise_is_recovery() {
+        let (m, _) = Machine::new().step(Input::Scan(&report(&[])), 3);
+        let (m, ev) = m.step(Input::Unverifiable("hasher_unavailable"), 3);
+        assert_eq!(m.state, State::Degraded);
+        assert_eq!(transitions(&ev), vec![(State::Trusted, State::Degraded)]);
+        let (m, _) = m.step(Input::Compromised("baseline_rejected"), 3);
+        assert_eq!(m.state, State::RecoveryRequired);
+        let (m, _) = m.step(Input::Unverifiable("scan_failed"), 3);
+        assert_eq!(m.state, State::RecoveryRequired);
+    }
+
+    #[test]
+    fn threshold_one_means_any_violation_is_recovery() {
+        let (m, _) = Machine::new().step(Input::Scan(&report(&["/a"])), 1);
+        assert_eq!(m.state, State::RecoveryRequired);
+    }
+}

@@ -1,0 +1,108 @@
+//! The api's system calls that need `unsafe`: the hasher spawn, inherited listeners, entropy.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+/// The fd a channel or listener is handed on, as systemd does.
+pub const HANDED_FD: RawFd = 3;
+
+/// A connected SEQPACKET pair, both ends close-on-exec.
+pub fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// Environment variables passed through to the hasher; everything else is cleared.
+const PASSED_ENV: [&str; 4] = ["RUST_LOG", "JOURNAL_STREAM", "NO_COLOR", "TZ"];
+
+/// Starts the hasher with `channel` as fd 3 and `LISTEN_FDS=1`, dying with this process.
+/// Must run before any thread is started: the child runs code between fork and exec.
+pub fn spawn_hasher(program: &Path, args: &[OsString], channel: OwnedFd) -> std::io::Result<Child> {
+    let parent = std::process::id();
+    let raw = channel.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().env("LISTEN_FDS", "1");
+    for var in PASSED_ENV {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (dup2, fcntl, prctl, signal, getppid, _exit) on fds it owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == HANDED_FD {
+                // dup2(3, 3) is a no-op that leaves FD_CLOEXEC set: clear it instead.
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, HANDED_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A stop signal for the whole process group (Ctrl-C, systemd's cgroup SIGTERM) is
+            // the api's to handle: the hasher leaves when the api closes the channel.
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            // The parent may have died before PDEATHSIG was armed.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(channel);
+    child
+}
+
+/// Takes a socket-activated listener: `LISTEN_FDS=1` and `LISTEN_PID` naming this process.
+/// The variables are removed so nothing started later inherits them.
+pub fn take_listener() -> Option<std::net::TcpListener> {
+    let fds = std::env::var("LISTEN_FDS").ok()?;
+    let pid_ok = std::env::var("LISTEN_PID").map(|p| p == std::process::id().to_string()).unwrap_or(false);
+    if fds != "1" || !pid_ok {
+        return None;
+    }
+    // SAFETY: systemd (or systemd-socket-activate) handed fd 3 to this process, as the two
+    // variables just checked say; fcntl confirms it is open and nothing else owns it.
+    let fd = unsafe {
+        if libc::fcntl(HANDED_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+            return None;
+        }
+        OwnedFd::from_raw_fd(HANDED_FD)
+    };
+    Some(std::net::TcpListener::from(fd))
+}
+
+/// Fills `buf` from the kernel's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe the writable `rest` slice.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// Registers an owned socket with the tokio reactor.
+pub fn register(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is open for its whole life and always returns the same raw fd; the
+    // AsyncFd owns it, so it stays open until the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}

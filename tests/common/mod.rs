@@ -1,0 +1,244 @@
+//! Shared helpers for the whole-system tests: an appliance tree, the real binaries, HTTP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+
+/// The integrity-monitor binary under test.
+pub fn monitor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_integrity-monitor"))
+}
+
+/// The integrity-hasher binary, built beside integrity-monitor by `cargo test --workspace`.
+pub fn hasher_bin() -> PathBuf {
+    let p = monitor_bin().with_file_name("integrity-hasher");
+    assert!(p.exists(), "{} missing: run `cargo test --workspace` so both binaries are built", p.display());
+    p
+}
+
+/// A temp appliance tree with a policy, key and token.
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+}
+
+pub const BINARIES: [&str; 4] = ["bin/registry", "bin/tool-firewall", "bin/agent", "bin/ui"];
+
+impl Appliance {
+    pub fn new() -> Appliance {
+        Appliance::with_options("scan_interval: 1h\n")
+    }
+
+    /// `extra` is YAML appended to the policy (e.g. a scan_interval).
+    pub fn with_options(extra: &str) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Appliance { dir };
+        for b in BINARIES {
+            a.write(b, &format!("#!/bin/sh\necho {b}\n"));
+        }
+        a.write("policy/policy.yaml", "default: deny\n");
+        a.write("units/secure-ai-registry.service", "[Service]\n");
+        a.write("trust/cosign.pub", "PUBLIC KEY\n");
+        a.write("models/a.gguf", "model a");
+        a.write("models/sub/b.gguf", "model b");
+        std::fs::write(a.path("key"), [0x42u8; 32]).unwrap();
+        a.write("token", TOKEN);
+        a.write_policy(extra);
+        a
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn policy_text(&self, extra: &str) -> String {
+        let r = self.dir.path().display();
+        let bins: String = BINARIES.iter().map(|b| format!("  - {r}/{b}\n")).collect();
+        format!(
+            "service_binaries:\n{bins}policy_files:\n  - {r}/policy/policy.yaml\nmodel_dirs:\n  - {r}/models\n\
+             systemd_units:\n  - {r}/units/secure-ai-registry.service\ntrust_material:\n  - {r}/trust/cosign.pub\n\
+             hmac_key_path: {r}/key\ndegradation_threshold: 3\n{extra}"
+        )
+    }
+
+    pub fn write_policy(&self, extra: &str) {
+        self.write("monitor.yaml", &self.policy_text(extra));
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.path("logs/audit.jsonl")
+    }
+
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+            .collect()
+    }
+
+    pub fn count_events(&self, event: &str) -> usize {
+        self.audit_events().iter().filter(|e| e["event"] == event).count()
+    }
+
+    /// Standard arguments for integrity-monitor on this tree.
+    pub fn args(&self, addr: SocketAddr) -> Vec<String> {
+        vec![
+            "--policy".into(),
+            self.path("monitor.yaml").display().to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--token-file".into(),
+            self.path("token").display().to_string(),
+            "--audit-log".into(),
+            self.audit_log().display().to_string(),
+            "--state-dir".into(),
+            self.path("state").display().to_string(),
+            "--hasher".into(),
+            hasher_bin().display().to_string(),
+        ]
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A running integrity-monitor, killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    pub fn start(a: &Appliance) -> Running {
+        Running::start_with(a, &[])
+    }
+
+    pub fn start_with(a: &Appliance, extra: &[&str]) -> Running {
+        let addr = free_addr();
+        let mut args = a.args(addr);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(monitor_bin()).args(&args).stdin(Stdio::null()).spawn().unwrap();
+        let mut r = Running { child, addr };
+        r.wait_ready();
+        r
+    }
+
+    /// Waits until /health answers and a first scan (or a failed start) is in.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("integrity-monitor exited early: {status}");
+            }
+            if let Ok((200, body)) = get(self.addr, "/api/v1/status") {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if v["scan_count"].as_u64().unwrap_or(0) > 0 || v["baseline_problem"].is_string() && v["reason"] != "awaiting_first_scan" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("integrity-monitor did not become ready");
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = get(self.addr, "/api/v1/status").unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn scan(&self) -> serde_json::Value {
+        let (code, body) = post(self.addr, "/api/v1/scan", Some(TOKEN)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn verify_code(&self) -> u16 {
+        get(self.addr, "/api/v1/verify").map(|r| r.0).unwrap_or(0)
+    }
+
+    pub fn hasher_pid(&self) -> i32 {
+        let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.child.id(), self.child.id())).unwrap();
+        children.split_whitespace().next().expect("hasher child").parse().unwrap()
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((code, body))
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    request(addr, "GET", path, &[], b"")
+}
+
+pub fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    request(addr, "POST", path, &headers, b"")
+}
+
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
