@@ -47,7 +47,10 @@ fn tamper_degrades_three_escalate_restore_trusts() {
     }
     let s = m.scan();
     assert_eq!(s["state"], "trusted", "{s}");
-    assert_eq!((s["degraded_count"].as_u64(), s["recovery_count"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (s["degraded_count"].as_u64(), s["recovery_count"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(m.verify_code(), 200);
 
     assert_eq!(a.count_events("violation"), 3);
@@ -55,10 +58,23 @@ fn tamper_degrades_three_escalate_restore_trusts() {
         .audit_events()
         .iter()
         .filter(|e| e["event"] == "transition")
-        .map(|e| (e["from"].as_str().unwrap().to_owned(), e["to"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    let expected = [("degraded", "trusted"), ("trusted", "degraded"), ("degraded", "recovery_required"), ("recovery_required", "trusted")];
-    assert_eq!(transitions, expected.map(|(f, t)| (f.to_owned(), t.to_owned())).to_vec());
+    let expected = [
+        ("degraded", "trusted"),
+        ("trusted", "degraded"),
+        ("degraded", "recovery_required"),
+        ("recovery_required", "trusted"),
+    ];
+    assert_eq!(
+        transitions,
+        expected.map(|(f, t)| (f.to_owned(), t.to_owned())).to_vec()
+    );
 }
 
 #[test]
@@ -76,13 +92,35 @@ fn deleted_new_and_symlinked_model_files_are_violations() {
         .iter()
         .map(|v| {
             let f = |k: &str| v[k].as_str().unwrap().to_owned();
-            (f("path").rsplit('/').next().unwrap().to_owned(), f("expected_hash"), f("actual_hash"), f("action"))
+            (
+                f("path").rsplit('/').next().unwrap().to_owned(),
+                f("expected_hash"),
+                f("actual_hash"),
+                f("action"),
+            )
         })
         .collect();
     assert_eq!(found.len(), 3);
-    assert_eq!((found[0].0.as_str(), found[0].2.as_str(), found[0].3.as_str()), ("a.gguf", "missing", "quarantine_model"));
-    assert_eq!((found[1].0.as_str(), found[1].2.as_str()), ("link.gguf", "symlink"));
-    assert_eq!((found[2].0.as_str(), found[2].1.as_str(), found[2].2.as_str()), ("new.gguf", "none", "unregistered"));
+    assert_eq!(
+        (
+            found[0].0.as_str(),
+            found[0].2.as_str(),
+            found[0].3.as_str()
+        ),
+        ("a.gguf", "missing", "quarantine_model")
+    );
+    assert_eq!(
+        (found[1].0.as_str(), found[1].2.as_str()),
+        ("link.gguf", "symlink")
+    );
+    assert_eq!(
+        (
+            found[2].0.as_str(),
+            found[2].1.as_str(),
+            found[2].2.as_str()
+        ),
+        ("new.gguf", "none", "unregistered")
+    );
 }
 
 #[test]
@@ -92,7 +130,9 @@ fn baseline_endpoint_serves_a_manifest_the_key_verifies() {
     let (code, body) = get(m.addr, "/api/v1/baseline").unwrap();
     assert_eq!(code, 200);
     let manifest = Manifest::parse(body.trim_end().as_bytes()).expect("manifest");
-    manifest.verify(Some(&[0x42u8; 32])).expect("HMAC verifies with the key");
+    manifest
+        .verify(Some(&[0x42u8; 32]))
+        .expect("HMAC verifies with the key");
     assert_eq!(manifest.entries.len(), 9);
     assert!(manifest.verify(Some(&[0x43u8; 32])).is_err());
 }
@@ -112,7 +152,14 @@ fn mutations_need_the_token_and_routes_are_strict() {
     }
     assert_eq!(m.status()["state"], "degraded");
     assert_eq!(a.count_events("auth_refused"), 6);
-    let (code, body) = request(m.addr, "POST", "/api/v1/rebaseline", &[("Authorization", "Basic abc")], b"").unwrap();
+    let (code, body) = request(
+        m.addr,
+        "POST",
+        "/api/v1/rebaseline",
+        &[("Authorization", "Basic abc")],
+        b"",
+    )
+    .unwrap();
     assert_eq!(code, 403, "{body}");
 
     let before = m.status()["baseline"]["digest"].clone();
@@ -129,18 +176,38 @@ fn mutations_need_the_token_and_routes_are_strict() {
     assert_eq!(get(m.addr, "/api/v1/nope").unwrap().0, 404);
     let big = vec![b'x'; 5000];
     let auth = format!("Bearer {TOKEN}");
-    assert_eq!(request(m.addr, "POST", "/api/v1/scan", &[("Authorization", &auth)], &big).unwrap().0, 413);
+    assert_eq!(
+        request(
+            m.addr,
+            "POST",
+            "/api/v1/scan",
+            &[("Authorization", &auth)],
+            &big
+        )
+        .unwrap()
+        .0,
+        413
+    );
     let huge_header = "h".repeat(64 * 1024);
-    let code = request(m.addr, "GET", "/health", &[("X-Big", &huge_header)], b"").map(|r| r.0).unwrap_or(431);
+    let code = request(m.addr, "GET", "/health", &[("X-Big", &huge_header)], b"")
+        .map(|r| r.0)
+        .unwrap_or(431);
     assert_eq!(code, 431);
-    assert_eq!(get(m.addr, "/health").unwrap().0, 200, "still serving after abuse");
+    assert_eq!(
+        get(m.addr, "/health").unwrap().0,
+        200,
+        "still serving after abuse"
+    );
 }
 
 #[test]
 fn reload_with_a_broken_policy_keeps_the_old_one() {
     let a = Appliance::new();
     let m = Running::start(&a);
-    a.write("monitor.yaml", &a.policy_text("degradation_threshold_typo: 1\n"));
+    a.write(
+        "monitor.yaml",
+        &a.policy_text("degradation_threshold_typo: 1\n"),
+    );
     let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("degradation_threshold_typo"), "{body}");
@@ -148,7 +215,9 @@ fn reload_with_a_broken_policy_keeps_the_old_one() {
     assert_eq!(m.status()["degradation_threshold"], 3);
     assert_eq!(m.scan()["state"], "trusted");
 
-    let text = a.policy_text("").replace("degradation_threshold: 3", "degradation_threshold: 1");
+    let text = a
+        .policy_text("")
+        .replace("degradation_threshold: 3", "degradation_threshold: 1");
     a.write("monitor.yaml", &text);
     let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
     assert_eq!(code, 200, "{body}");
@@ -162,7 +231,10 @@ fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
     let a = Appliance::new();
     let mut m = Running::start(&a);
     m.signal(libc::SIGTERM);
-    assert_eq!(m.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
     let stored = a.path("state/baseline.json");
     let text = std::fs::read_to_string(&stored).unwrap();
     // Re-bless a tampered binary by editing its hash in the stored manifest.
@@ -178,7 +250,10 @@ fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
     assert_eq!(get(m.addr, "/api/v1/baseline").unwrap().0, 404);
     // Authorised rebaseline is the way out.
     restore_binary(&a, BINARIES[0]);
-    assert_eq!(post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap().0, 200);
+    assert_eq!(
+        post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap().0,
+        200
+    );
     assert_eq!(m.status()["state"], "trusted");
     drop(m);
 
@@ -188,7 +263,10 @@ fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
     std::fs::write(&stored, manifest.to_json()).unwrap();
     let m = Running::start(&a);
     assert_eq!(m.status()["state"], "recovery_required");
-    assert!(m.status()["baseline_problem"].as_str().unwrap().contains("unsigned"));
+    assert!(m.status()["baseline_problem"]
+        .as_str()
+        .unwrap()
+        .contains("unsigned"));
 }
 
 #[test]
@@ -214,17 +292,35 @@ fn unusable_key_or_policy_exits_78_naming_the_problem() {
     let short_key = Appliance::new();
     std::fs::write(short_key.path("key"), [1u8; 8]).unwrap();
     let zero_threshold = Appliance::new();
-    zero_threshold.write("monitor.yaml", &zero_threshold.policy_text("").replace("degradation_threshold: 3", "degradation_threshold: 0"));
-    for (what, a) in [("key", &short_key), ("degradation_threshold", &zero_threshold)] {
-        let out = std::process::Command::new(monitor_bin()).args(a.args(free_addr())).output().unwrap();
+    zero_threshold.write(
+        "monitor.yaml",
+        &zero_threshold
+            .policy_text("")
+            .replace("degradation_threshold: 3", "degradation_threshold: 0"),
+    );
+    for (what, a) in [
+        ("key", &short_key),
+        ("degradation_threshold", &zero_threshold),
+    ] {
+        let out = std::process::Command::new(monitor_bin())
+            .args(a.args(free_addr()))
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
         assert!(stderr.contains(what), "{what}: {stderr}");
     }
     let a = Appliance::new();
     std::fs::remove_file(a.path("monitor.yaml")).unwrap();
-    let out = std::process::Command::new(monitor_bin()).args(a.args(free_addr())).output().unwrap();
-    assert_eq!(out.status.code(), Some(78), "missing policy is an error, not defaults");
+    let out = std::process::Command::new(monitor_bin())
+        .args(a.args(free_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "missing policy is an error, not defaults"
+    );
 }
 
 #[test]
@@ -236,9 +332,14 @@ fn hasher_killed_means_503_within_a_second_then_exit_nonzero() {
     // SAFETY: kill(2) on the hasher child of our own child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let start = std::time::Instant::now();
-    assert!(wait_until(Duration::from_secs(1), || m.verify_code() != 200), "/verify still 200 a second after the hasher died");
+    assert!(
+        wait_until(Duration::from_secs(1), || m.verify_code() != 200),
+        "/verify still 200 a second after the hasher died"
+    );
     let elapsed = start.elapsed();
-    let status = m.wait_exit(Duration::from_secs(10)).expect("api exits so the pair is restarted");
+    let status = m
+        .wait_exit(Duration::from_secs(10))
+        .expect("api exits so the pair is restarted");
     assert_eq!(status.code(), Some(1), "{status} after {elapsed:?}");
     assert_eq!(a.count_events("hasher_lost"), 1);
 }
@@ -248,10 +349,17 @@ fn sigterm_stops_cleanly_and_records_it() {
     let a = Appliance::new();
     let mut m = Running::start(&a);
     m.signal(libc::SIGTERM);
-    assert_eq!(m.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
     let events = a.audit_events();
     assert_eq!(events.last().unwrap()["event"], "stop");
-    assert_eq!(a.count_events("hasher_lost"), 0, "an orderly stop is not a finding");
+    assert_eq!(
+        a.count_events("hasher_lost"),
+        0,
+        "an orderly stop is not a finding"
+    );
 }
 
 #[test]
@@ -269,11 +377,24 @@ fn missing_token_keeps_mutations_closed() {
 fn require_token_for_reads_closes_the_gets() {
     let a = Appliance::with_options("scan_interval: 1h\nrequire_token_for_reads: true\n");
     let addr = free_addr();
-    let mut child = std::process::Command::new(monitor_bin()).args(a.args(addr)).spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || get(addr, "/health").map(|r| r.0 == 403).unwrap_or(false)));
+    let mut child = std::process::Command::new(monitor_bin())
+        .args(a.args(addr))
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || get(addr, "/health")
+        .map(|r| r.0 == 403)
+        .unwrap_or(false)));
     let auth = format!("Bearer {TOKEN}");
     assert!(wait_until(Duration::from_secs(10), || {
-        request(addr, "GET", "/api/v1/verify", &[("Authorization", &auth)], b"").map(|r| r.0 == 200).unwrap_or(false)
+        request(
+            addr,
+            "GET",
+            "/api/v1/verify",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .map(|r| r.0 == 200)
+        .unwrap_or(false)
     }));
     let _ = child.kill();
     let _ = child.wait();
@@ -287,4 +408,44 @@ fn scheduled_scans_catch_tampering_without_being_asked() {
     assert!(wait_until(Duration::from_secs(5), || m.verify_code() == 503));
     let s = m.status();
     assert_eq!(s["active_violations"][0]["category"], "trust_material");
+}
+
+#[test]
+fn readme_python_check_verifies_the_stored_baseline() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split("<!-- python-hmac-check -->\n```python\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let a = Appliance::new();
+    let mut m = Running::start(&a);
+    m.signal(libc::SIGTERM);
+    m.wait_exit(Duration::from_secs(15)).unwrap();
+    a.write("check.py", block);
+    let run = |key: &str| {
+        std::process::Command::new("python3")
+            .args([
+                a.path("check.py"),
+                a.path("state/baseline.json"),
+                a.path(key),
+            ])
+            .status()
+            .expect("python3 is installed by .ci/run")
+            .code()
+    };
+    assert_eq!(
+        run("key"),
+        Some(0),
+        "the README's check accepts a genuine baseline"
+    );
+    std::fs::write(a.path("other-key"), [0x41u8; 32]).unwrap();
+    assert_eq!(
+        run("other-key"),
+        Some(1),
+        "and refuses it under another key"
+    );
 }

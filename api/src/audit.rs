@@ -18,13 +18,21 @@ pub struct AuditLog {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().append(true).create(true).mode(0o640).custom_flags(libc::O_NOFOLLOW).open(path)
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 impl AuditLog {
     /// Opens (creating) the log for appending.
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
-        Ok(AuditLog { path: path.to_owned(), file: open(path)? })
+        Ok(AuditLog {
+            path: path.to_owned(),
+            file: open(path)?,
+        })
     }
 
     /// Reopens the path, for log rotation without copytruncate.
@@ -36,7 +44,12 @@ impl AuditLog {
     /// Appends one record `{"time":…,"event":…,…fields}` in a single write and syncs it.
     pub fn record(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
         let mut record = Map::new();
-        record.insert("time".into(), humantime::format_rfc3339_millis(SystemTime::now()).to_string().into());
+        record.insert(
+            "time".into(),
+            humantime::format_rfc3339_millis(SystemTime::now())
+                .to_string()
+                .into(),
+        );
         record.insert("event".into(), event.into());
         record.extend(fields);
         let mut line = serde_json::to_vec(&Value::Object(record)).map_err(std::io::Error::other)?;

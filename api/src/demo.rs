@@ -8,13 +8,28 @@ use crate::Config;
 
 /// Files of the demo tree: (relative path, content).
 const FILES: [(&str, &str); 7] = [
-    ("usr/libexec/secure-ai/registry", "#!/bin/sh\necho registry\n"),
-    ("usr/libexec/secure-ai/tool-firewall", "#!/bin/sh\necho tool-firewall\n"),
+    (
+        "usr/libexec/secure-ai/registry",
+        "#!/bin/sh\necho registry\n",
+    ),
+    (
+        "usr/libexec/secure-ai/tool-firewall",
+        "#!/bin/sh\necho tool-firewall\n",
+    ),
     ("etc/secure-ai/policy/policy.yaml", "default: deny\n"),
     ("etc/secure-ai/policy/agent.yaml", "agent: local\n"),
-    ("etc/systemd/system/secure-ai-registry.service", "[Service]\nExecStart=/usr/libexec/secure-ai/registry\n"),
-    ("etc/secure-ai/cosign.pub", "-----BEGIN PUBLIC KEY-----\ndemo\n-----END PUBLIC KEY-----\n"),
-    ("var/lib/secure-ai/registry/tiny-model.gguf", "GGUF demo weights\n"),
+    (
+        "etc/systemd/system/secure-ai-registry.service",
+        "[Service]\nExecStart=/usr/libexec/secure-ai/registry\n",
+    ),
+    (
+        "etc/secure-ai/cosign.pub",
+        "-----BEGIN PUBLIC KEY-----\ndemo\n-----END PUBLIC KEY-----\n",
+    ),
+    (
+        "var/lib/secure-ai/registry/tiny-model.gguf",
+        "GGUF demo weights\n",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -55,7 +70,10 @@ pub fn prepare(base: &Config) -> Result<(Config, String), String> {
          hmac_key_path: {}\ndegradation_threshold: 3\n",
         key_path.display()
     );
-    let policy_path = write("etc/secure-ai/policy/integrity-monitor.yaml", policy.as_bytes())?;
+    let policy_path = write(
+        "etc/secure-ai/policy/integrity-monitor.yaml",
+        policy.as_bytes(),
+    )?;
     let config = Config {
         policy: policy_path,
         token_file: Some(token_path),
@@ -69,17 +87,37 @@ pub fn prepare(base: &Config) -> Result<(Config, String), String> {
 fn instructions(root: &Path, c: &Config, token: &str) -> String {
     let a = c.listen;
     let mut s = String::new();
-    let _ = writeln!(s, "integrity-monitor demo: appliance tree in {}", root.display());
+    let _ = writeln!(
+        s,
+        "integrity-monitor demo: appliance tree in {}",
+        root.display()
+    );
     let _ = writeln!(s, "Try, in another shell:");
     let _ = writeln!(s, "  curl -s http://{a}/health");
     let _ = writeln!(s, "  curl -s http://{a}/api/v1/status");
     let _ = writeln!(s, "  curl -si http://{a}/api/v1/verify");
     let _ = writeln!(s, "  curl -s http://{a}/api/v1/baseline");
-    let _ = writeln!(s, "  echo tampered >> {}/usr/libexec/secure-ai/registry", root.display());
-    let _ = writeln!(s, "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/scan");
-    let _ = writeln!(s, "  curl -si http://{a}/api/v1/verify            # now 503");
-    let _ = writeln!(s, "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/rebaseline");
-    let _ = writeln!(s, "  curl -s -X POST http://{a}/api/v1/scan         # 403 without the token");
+    let _ = writeln!(
+        s,
+        "  echo tampered >> {}/usr/libexec/secure-ai/registry",
+        root.display()
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/scan"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -si http://{a}/api/v1/verify            # now 503"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/rebaseline"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -X POST http://{a}/api/v1/scan         # 403 without the token"
+    );
     let _ = writeln!(s, "  tail -f {}", c.audit_log.display());
     let _ = writeln!(s, "Stop with Ctrl-C.");
     s

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -70,8 +72,10 @@ type Reply = Response<Full<Bytes>>;
 fn reply(status: u16, body: Bytes) -> Reply {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -88,7 +92,9 @@ fn error(status: u16, code: &str, message: &str) -> Reply {
 fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {
     let value = req.headers().get(AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
-    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
 }
 
 /// Answers one request; never fails at the hyper level.
@@ -98,35 +104,84 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
     let Some(route) = Route::find(&path) else {
         return Ok(error(404, "not_found", "no such endpoint"));
     };
-    let allowed = if route.mutating() { Method::POST } else { Method::GET };
+    let allowed = if route.mutating() {
+        Method::POST
+    } else {
+        Method::GET
+    };
     if method != allowed {
-        let mut r = error(405, "method_not_allowed", &format!("{path} takes {allowed}"));
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static(if route.mutating() { "POST" } else { "GET" }));
+        let mut r = error(
+            405,
+            "method_not_allowed",
+            &format!("{path} takes {allowed}"),
+        );
+        r.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static(if route.mutating() { "POST" } else { "GET" }),
+        );
         return Ok(r);
     }
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Ok(error(413, "body_too_large", "request bodies are limited to 4096 bytes"));
+        return Ok(error(
+            413,
+            "body_too_large",
+            "request bodies are limited to 4096 bytes",
+        ));
     }
     let needs_token = route.mutating() || monitor.snapshot().policy.require_token_for_reads;
     if needs_token {
         let Some(token) = monitor.token() else {
-            return Ok(error(503, "token_unavailable", "no service token is configured; this endpoint stays closed"));
+            return Ok(error(
+                503,
+                "token_unavailable",
+                "no service token is configured; this endpoint stays closed",
+            ));
         };
         let presented = bearer(&req);
         if !presented.is_some_and(|p| token.matches(p)) {
-            let reason = if presented.is_some() { "invalid_token" } else { "missing_token" };
+            let reason = if presented.is_some() {
+                "invalid_token"
+            } else {
+                "missing_token"
+            };
             monitor.audit_auth_refused(method.as_str(), &path, reason);
-            return Ok(error(403, reason, "a valid `Authorization: Bearer <token>` header is required"));
+            return Ok(error(
+                403,
+                reason,
+                "a valid `Authorization: Bearer <token>` header is required",
+            ));
         }
     }
-    if Limited::new(req.into_body(), MAX_BODY).collect().await.is_err() {
-        return Ok(error(413, "body_too_large", "request bodies are limited to 4096 bytes"));
+    if Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .is_err()
+    {
+        return Ok(error(
+            413,
+            "body_too_large",
+            "request bodies are limited to 4096 bytes",
+        ));
     }
-    let limit = if route.mutating() { WRITE_TIMEOUT } else { READ_TIMEOUT };
+    let limit = if route.mutating() {
+        WRITE_TIMEOUT
+    } else {
+        READ_TIMEOUT
+    };
     Ok(tokio::time::timeout(limit, dispatch(route, &monitor))
         .await
-        .unwrap_or_else(|_| error(504, "timeout", "the operation is still running; check /api/v1/status"))) 
+        .unwrap_or_else(|_| {
+            error(
+                504,
+                "timeout",
+                "the operation is still running; check /api/v1/status",
+            )
+        }))
 }
 
 fn status_body(monitor: &Monitor) -> Value {
@@ -160,7 +215,10 @@ async fn dispatch(route: Route, monitor: &Monitor) -> Reply {
             let s = monitor.snapshot();
             match &s.hasher_down {
                 None => json_reply(200, &json!({ "status": "ok", "state": s.machine.state })),
-                Some(why) => json_reply(503, &json!({ "status": "hasher_unavailable", "state": s.machine.state, "reason": why })),
+                Some(why) => json_reply(
+                    503,
+                    &json!({ "status": "hasher_unavailable", "state": s.machine.state, "reason": why }),
+                ),
             }
         }
         Route::Status => json_reply(200, &status_body(monitor)),
@@ -172,7 +230,10 @@ async fn dispatch(route: Route, monitor: &Monitor) -> Reply {
             let s = monitor.snapshot();
             match verdict(&s) {
                 Ok(()) => json_reply(200, &json!({ "state": s.machine.state, "trusted": true })),
-                Err(why) => json_reply(503, &json!({ "state": s.machine.state, "trusted": false, "reason": why })),
+                Err(why) => json_reply(
+                    503,
+                    &json!({ "state": s.machine.state, "trusted": false, "reason": why }),
+                ),
             }
         }
         Route::Scan => match monitor.scan().await {
@@ -184,14 +245,21 @@ async fn dispatch(route: Route, monitor: &Monitor) -> Reply {
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },
         Route::Reload => match monitor.reload().await {
-            Ok(policy) => json_reply(200, &json!({ "reloaded": true, "policy": policy, "status": status_body(monitor) })),
+            Ok(policy) => json_reply(
+                200,
+                &json!({ "reloaded": true, "policy": policy, "status": status_body(monitor) }),
+            ),
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },
     }
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests for up to [`DRAIN_TIMEOUT`].
-pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    monitor: Arc<Monitor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
@@ -216,7 +284,10 @@ pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>, shutdown: impl 
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD)
-            .serve_connection(TokioIo::new(stream), service_fn(move |req| handle(req, m.clone())));
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| handle(req, m.clone())),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
@@ -225,7 +296,10 @@ pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>, shutdown: impl 
     }
     drop(listener);
     tracing::info!("no longer accepting; draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timed out; closing remaining connections");
     }
 }

@@ -44,7 +44,10 @@ pub struct Config {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
@@ -62,7 +65,10 @@ pub fn default_hasher() -> PathBuf {
 
 fn create_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
 }
 
 /// Runs the monitor; returns the process exit code.
@@ -118,7 +124,11 @@ pub fn run(config: Config) -> i32 {
         }
     };
     tracing::info!(pid = child.id(), "hasher started");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -127,6 +137,10 @@ pub fn run(config: Config) -> i32 {
     };
     let outcome = runtime.block_on(serve(listener, api_end, audit, store, token, stored));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Outcome::HasherLost = outcome {
+        // A hasher that misbehaved is not waited for.
+        let _ = child.kill();
+    }
     let hasher_status = reap(&mut child);
     match outcome {
         Outcome::Stopped => 0,
@@ -185,7 +199,13 @@ async fn serve(
     let down_tx = Arc::new(down_tx);
     let (link_down_tx, mut link_down_rx) = watch::channel(None);
     tokio::spawn(link::run(link, calls_rx, link_down_tx));
-    let monitor = Arc::new(monitor::Monitor::new(calls_tx, down_tx.clone(), audit, store, token));
+    let monitor = Arc::new(monitor::Monitor::new(
+        calls_tx,
+        down_tx.clone(),
+        audit,
+        store,
+        token,
+    ));
     let watcher = monitor.clone();
     tokio::spawn(async move {
         if link_down_rx.wait_for(Option::is_some).await.is_ok() {
@@ -197,7 +217,10 @@ async fn serve(
         tracing::error!(error = %e, "hasher did not complete the handshake");
         return Outcome::StartFailed;
     }
-    monitor.audit("start", json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }));
+    monitor.audit(
+        "start",
+        json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(listener, monitor.clone(), wait_true(stop_rx)));
     let starter = monitor.clone();
@@ -231,7 +254,10 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 async fn signals() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

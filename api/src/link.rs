@@ -48,8 +48,17 @@ pub struct Link {
 impl Link {
     /// Wraps a connected SEQPACKET socket (made non-blocking here).
     pub fn new(fd: OwnedFd) -> io::Result<Link> {
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
-        Ok(Link { fd: crate::sys::register(fd)?, buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(), reasm: Reassembler::new(), next_id: 1 })
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Link {
+            fd: crate::sys::register(fd)?,
+            buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(),
+            reasm: Reassembler::new(),
+            next_id: 1,
+        })
     }
 
     /// Sends `request` and waits for its response.
@@ -63,18 +72,29 @@ impl Link {
         let message = self.recv_message().await?;
         let envelope = frame::decode::<Response>(&message).map_err(LinkError::Frame)?;
         if envelope.id != id {
-            return Err(LinkError::OutOfTurn { got: envelope.id, expected: id });
+            return Err(LinkError::OutOfTurn {
+                got: envelope.id,
+                expected: id,
+            });
         }
         Ok(envelope.body)
     }
 
     async fn send_frame(&self, f: &[u8]) -> Result<(), LinkError> {
         loop {
-            let mut guard = self.fd.writable().await.map_err(|e| LinkError::Io(e.to_string()))?;
-            match guard.try_io(|fd| send(fd.as_raw_fd(), f, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)) {
+            let mut guard = self
+                .fd
+                .writable()
+                .await
+                .map_err(|e| LinkError::Io(e.to_string()))?;
+            match guard.try_io(|fd| {
+                send(fd.as_raw_fd(), f, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
+            }) {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => return Err(LinkError::Closed),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    return Err(LinkError::Closed)
+                }
                 Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
                 Err(_would_block) => continue,
             }
@@ -83,13 +103,21 @@ impl Link {
 
     async fn recv_datagram(&mut self) -> Result<usize, LinkError> {
         loop {
-            let mut guard = self.fd.ready(Interest::READABLE).await.map_err(|e| LinkError::Io(e.to_string()))?;
+            let mut guard = self
+                .fd
+                .ready(Interest::READABLE)
+                .await
+                .map_err(|e| LinkError::Io(e.to_string()))?;
             let buf = &mut self.buf;
-            match guard.try_io(|fd| recv(fd.as_raw_fd(), buf, MsgFlags::MSG_CMSG_CLOEXEC).map_err(io::Error::from)) {
+            match guard.try_io(|fd| {
+                recv(fd.as_raw_fd(), buf, MsgFlags::MSG_CMSG_CLOEXEC).map_err(io::Error::from)
+            }) {
                 Ok(Ok(0)) => return Err(LinkError::Closed),
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(e)) if e.raw_os_error() == Some(Errno::EINTR as i32) => continue,
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(LinkError::Closed),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                    return Err(LinkError::Closed)
+                }
                 Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
                 Err(_would_block) => continue,
             }
@@ -110,7 +138,10 @@ impl Link {
     pub async fn idle_failure(&mut self) -> LinkError {
         match self.recv_datagram().await {
             Err(e) => e,
-            Ok(_) => LinkError::OutOfTurn { got: 0, expected: 0 },
+            Ok(_) => LinkError::OutOfTurn {
+                got: 0,
+                expected: 0,
+            },
         }
     }
 }
@@ -125,7 +156,11 @@ pub struct Call {
 
 /// Owns the link: serves calls one at a time and watches the idle channel. On any failure it
 /// publishes the reason on `down` and stops; the link is never reused after an error.
-pub async fn run(mut link: Link, mut calls: mpsc::Receiver<Call>, down: watch::Sender<Option<String>>) {
+pub async fn run(
+    mut link: Link,
+    mut calls: mpsc::Receiver<Call>,
+    down: watch::Sender<Option<String>>,
+) {
     let failure = loop {
         tokio::select! {
             call = calls.recv() => {

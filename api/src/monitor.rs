@@ -102,7 +102,12 @@ impl Monitor {
         Monitor {
             snap: Mutex::new(Snapshot {
                 machine: Machine::new(),
-                policy: PolicySummary { scan_interval_ms: 30_000, degradation_threshold: 3, require_token_for_reads: true, watched_paths: 0 },
+                policy: PolicySummary {
+                    scan_interval_ms: 30_000,
+                    degradation_threshold: 3,
+                    require_token_for_reads: true,
+                    watched_paths: 0,
+                },
                 key: KeyStatus::Absent,
                 baseline: None,
                 baseline_problem: Some("not loaded yet".into()),
@@ -130,7 +135,8 @@ impl Monitor {
 
     /// Marks an orderly stop: the hasher going away now is expected, not a finding.
     pub fn begin_stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A copy of the current snapshot.
@@ -149,7 +155,11 @@ impl Monitor {
         let mut sink = lock(&self.audit);
         if sink.pending.len() >= MAX_PENDING_AUDIT {
             sink.dropped += 1;
-            tracing::error!(event, dropped = sink.dropped, "audit backlog full; record dropped");
+            tracing::error!(
+                event,
+                dropped = sink.dropped,
+                "audit backlog full; record dropped"
+            );
         } else {
             sink.pending.push_back((event.to_owned(), fields(record)));
         }
@@ -169,7 +179,9 @@ impl Monitor {
     pub fn audit_auth_refused(&self, method: &str, path: &str, reason: &str) {
         let mut sink = lock(&self.audit);
         let now = Instant::now();
-        let window_over = sink.auth_window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60));
+        let window_over = sink
+            .auth_window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60));
         let suppressed = if window_over {
             sink.auth_window = Some(now);
             sink.auth_in_window = 0;
@@ -183,12 +195,20 @@ impl Monitor {
             sink.auth_suppressed += 1;
         }
         drop(sink);
-        tracing::warn!(method, path, reason, "request refused: bad or missing token");
+        tracing::warn!(
+            method,
+            path,
+            reason,
+            "request refused: bad or missing token"
+        );
         if suppressed > 0 {
             self.audit("auth_refused_suppressed", json!({ "count": suppressed }));
         }
         if write {
-            self.audit("auth_refused", json!({ "method": method, "path": path, "reason": reason }));
+            self.audit(
+                "auth_refused",
+                json!({ "method": method, "path": path, "reason": reason }),
+            );
         }
     }
 
@@ -197,7 +217,9 @@ impl Monitor {
         let result = lock(&self.audit).log.reopen();
         match result {
             Ok(()) => self.audit("audit_reopened", json!({})),
-            Err(e) => tracing::error!(error = %e, "audit log reopen failed; still writing to the old file"),
+            Err(e) => {
+                tracing::error!(error = %e, "audit log reopen failed; still writing to the old file")
+            }
         }
     }
 
@@ -213,8 +235,19 @@ impl Monitor {
                     tracing::warn!(path = %v.path, category = v.category.as_str(), expected = %v.expected_hash, actual = %v.actual_hash, "integrity violation");
                     self.audit("violation", serde_json::to_value(&v).unwrap_or(Value::Null));
                 }
-                Event::Transition { from, to, reason, violation_count } => {
-                    tracing::warn!(from = from.as_str(), to = to.as_str(), reason, violation_count, "state transition");
+                Event::Transition {
+                    from,
+                    to,
+                    reason,
+                    violation_count,
+                } => {
+                    tracing::warn!(
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        reason,
+                        violation_count,
+                        "state transition"
+                    );
                     self.audit("transition", json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
                 }
             }
@@ -253,7 +286,10 @@ impl Monitor {
             Err(_) => Err(crate::link::LinkError::Down),
         };
         match result {
-            Ok(Response::Error { kind: ErrorKind::Protocol, message }) => {
+            Ok(Response::Error {
+                kind: ErrorKind::Protocol,
+                message,
+            }) => {
                 self.hasher_lost(&format!("hasher refused our message: {message}"));
                 Err(MonitorError::HasherDown(message))
             }
@@ -274,8 +310,20 @@ impl Monitor {
 
     /// Handshake: learns the policy settings and key status.
     pub async fn hello(&self) -> Result<(), MonitorError> {
-        match self.call(Request::Hello { version: PROTOCOL_VERSION }).await? {
-            Response::Hello { version, policy, key } if version == PROTOCOL_VERSION && policy.degradation_threshold >= 1 && policy.scan_interval_ms >= 1 => {
+        match self
+            .call(Request::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?
+        {
+            Response::Hello {
+                version,
+                policy,
+                key,
+            } if version == PROTOCOL_VERSION
+                && policy.degradation_threshold >= 1
+                && policy.scan_interval_ms >= 1 =>
+            {
                 tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, "hasher ready");
                 if key == KeyStatus::Absent {
                     tracing::warn!("no HMAC key: baselines and reports are \"unsigned\"");
@@ -305,8 +353,15 @@ impl Monitor {
                     }
                 }
             }
-            Ok(Some(bytes)) => match self.call(Request::LoadBaseline { manifest: bytes.clone() }).await {
-                Ok(Response::BaselineLoaded { summary }) if summary.digest == sha256_hex(&bytes) => {
+            Ok(Some(bytes)) => match self
+                .call(Request::LoadBaseline {
+                    manifest: bytes.clone(),
+                })
+                .await
+            {
+                Ok(Response::BaselineLoaded { summary })
+                    if summary.digest == sha256_hex(&bytes) =>
+                {
                     self.audit("baseline_loaded", json!({ "digest": summary.digest, "entries": summary.entries, "signed": summary.signed }));
                     self.adopt(Bytes::from(bytes), summary);
                     if let Err(e) = self.scan_locked(false).await {
@@ -323,8 +378,14 @@ impl Monitor {
     }
 
     fn baseline_rejected(&self, why: &str) {
-        tracing::error!(why, "stored baseline rejected: recovery_required until an authorised rebaseline");
-        self.audit("baseline_rejected", json!({ "reason": why, "path": self.store.path() }));
+        tracing::error!(
+            why,
+            "stored baseline rejected: recovery_required until an authorised rebaseline"
+        );
+        self.audit(
+            "baseline_rejected",
+            json!({ "reason": why, "path": self.store.path() }),
+        );
         lock(&self.snap).baseline_problem = Some(why.to_owned());
         self.apply(Input::Compromised("baseline_rejected"));
     }
@@ -347,7 +408,12 @@ impl Monitor {
     async fn scan_locked(&self, fresh: bool) -> Result<State, MonitorError> {
         let response = match self.call(Request::Scan).await {
             Ok(r) => r,
-            Err(e @ MonitorError::Refused { kind: ErrorKind::NoBaseline, .. }) => {
+            Err(
+                e @ MonitorError::Refused {
+                    kind: ErrorKind::NoBaseline,
+                    ..
+                },
+            ) => {
                 self.apply(Input::Compromised("no_baseline"));
                 return Err(e);
             }
@@ -356,19 +422,39 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let Response::Report(signed) = response else { return Err(self.misbehaved("scan response")) };
-        let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.summary.digest.clone());
-        let last_seq = lock(&self.snap).last_report.as_ref().map_or(0, |r| r.report.seq);
+        let Response::Report(signed) = response else {
+            return Err(self.misbehaved("scan response"));
+        };
+        let expected_digest = lock(&self.snap)
+            .baseline
+            .as_ref()
+            .map(|b| b.summary.digest.clone());
+        let last_seq = lock(&self.snap)
+            .last_report
+            .as_ref()
+            .map_or(0, |r| r.report.seq);
         if let Err(e) = signed.validate() {
             tracing::error!(error = %e, "scan report refused");
             return Err(self.misbehaved("scan report"));
         }
-        if expected_digest.as_deref() != Some(signed.report.baseline_digest.as_str()) || signed.report.seq <= last_seq {
+        if expected_digest.as_deref() != Some(signed.report.baseline_digest.as_str())
+            || signed.report.seq <= last_seq
+        {
             return Err(self.misbehaved("scan report (baseline digest or sequence)"));
         }
         let report = signed.report.clone();
-        let state = self.apply(if fresh { Input::Rebaselined(&report) } else { Input::Scan(&report) });
-        tracing::info!(seq = report.seq, state = state.as_str(), violations = report.violation_count, ms = report.duration_ms, "scan accepted");
+        let state = self.apply(if fresh {
+            Input::Rebaselined(&report)
+        } else {
+            Input::Scan(&report)
+        });
+        tracing::info!(
+            seq = report.seq,
+            state = state.as_str(),
+            violations = report.violation_count,
+            ms = report.duration_ms,
+            "scan accepted"
+        );
         let mut snap = lock(&self.snap);
         snap.last_report = Some(signed);
         snap.last_scan = Some(Instant::now());
@@ -389,7 +475,9 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let Response::BaselineCreated { manifest, summary } = response else { return Err(self.misbehaved("baseline")) };
+        let Response::BaselineCreated { manifest, summary } = response else {
+            return Err(self.misbehaved("baseline"));
+        };
         let key = lock(&self.snap).key;
         let consistent = Manifest::parse(&manifest).is_ok_and(|m| {
             m.entries.len() as u64 == u64::from(summary.entries)
@@ -416,7 +504,9 @@ impl Monitor {
     pub async fn reload(&self) -> Result<PolicySummary, MonitorError> {
         let _op = self.op.lock().await;
         match self.call(Request::Reload).await {
-            Ok(Response::Reloaded { policy }) if policy.degradation_threshold >= 1 && policy.scan_interval_ms >= 1 => {
+            Ok(Response::Reloaded { policy })
+                if policy.degradation_threshold >= 1 && policy.scan_interval_ms >= 1 =>
+            {
                 self.audit("reload", json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
                 lock(&self.snap).policy = policy.clone();
                 let _ = self.scan_locked(false).await;
@@ -435,7 +525,11 @@ impl Monitor {
         loop {
             let (interval, last, down) = {
                 let s = lock(&self.snap);
-                (Duration::from_millis(s.policy.scan_interval_ms), s.last_scan, s.hasher_down.is_some())
+                (
+                    Duration::from_millis(s.policy.scan_interval_ms),
+                    s.last_scan,
+                    s.hasher_down.is_some(),
+                )
             };
             if down {
                 return;

@@ -106,7 +106,10 @@ impl Machine {
                 let fresh = matches!(input, Input::Rebaselined(_));
                 let previous: &[Violation] = if fresh { &[] } else { &self.active };
                 for v in &report.violations {
-                    if !previous.iter().any(|p| p.path == v.path && p.actual_hash == v.actual_hash) {
+                    if !previous
+                        .iter()
+                        .any(|p| p.path == v.path && p.actual_hash == v.actual_hash)
+                    {
                         events.push(Event::Violation(v.clone()));
                     }
                 }
@@ -133,7 +136,11 @@ impl Machine {
                 (target, reason)
             }
             Input::Unverifiable(why) => {
-                let target = if self.state == State::RecoveryRequired { State::RecoveryRequired } else { State::Degraded };
+                let target = if self.state == State::RecoveryRequired {
+                    State::RecoveryRequired
+                } else {
+                    State::Degraded
+                };
                 (target, why.to_owned())
             }
             Input::Compromised(why) => (State::RecoveryRequired, why.to_owned()),
@@ -144,7 +151,12 @@ impl Machine {
                 State::RecoveryRequired => next.recovery_count += 1,
                 State::Trusted => {}
             }
-            events.push(Event::Transition { from: self.state, to: target, reason: reason.clone(), violation_count: next.violation_count });
+            events.push(Event::Transition {
+                from: self.state,
+                to: target,
+                reason: reason.clone(),
+                violation_count: next.violation_count,
+            });
         }
         next.state = target;
         next.reason = reason;
@@ -198,7 +210,10 @@ mod tests {
         let (m, ev) = m.step(Input::Scan(&report(&[])), 3);
         assert_eq!(m.state, State::Trusted);
         assert_eq!(transitions(&ev), vec![(State::Degraded, State::Trusted)]);
-        assert_eq!((m.scan_count, m.degraded_count, m.recovery_count), (1, 0, 0));
+        assert_eq!(
+            (m.scan_count, m.degraded_count, m.recovery_count),
+            (1, 0, 0)
+        );
     }
 
     #[test]
@@ -208,27 +223,47 @@ mod tests {
         assert_eq!(m.state, State::Degraded);
         assert_eq!(ev.len(), 2, "one violation, one transition: {ev:?}");
         let (m, ev) = m.step(Input::Scan(&report(&["/a"])), 3);
-        assert!(ev.is_empty(), "a known violation is not re-recorded: {ev:?}");
+        assert!(
+            ev.is_empty(),
+            "a known violation is not re-recorded: {ev:?}"
+        );
         let (m, ev) = m.step(Input::Scan(&report(&["/a", "/b", "/c"])), 3);
         assert_eq!(m.state, State::RecoveryRequired);
-        assert_eq!(ev.iter().filter(|e| matches!(e, Event::Violation(_))).count(), 2);
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::Violation(_)))
+                .count(),
+            2
+        );
         let (m, _) = m.step(Input::Scan(&report(&["/a"])), 3);
         assert_eq!(m.state, State::RecoveryRequired, "latched");
         let (m, ev) = m.step(Input::Scan(&report(&[])), 3);
         assert_eq!(m.state, State::Trusted);
-        assert_eq!(transitions(&ev), vec![(State::RecoveryRequired, State::Trusted)]);
-        assert_eq!((m.scan_count, m.degraded_count, m.recovery_count), (6, 1, 1));
+        assert_eq!(
+            transitions(&ev),
+            vec![(State::RecoveryRequired, State::Trusted)]
+        );
+        assert_eq!(
+            (m.scan_count, m.degraded_count, m.recovery_count),
+            (6, 1, 1)
+        );
     }
 
     #[test]
     fn trusted_straight_to_recovery_and_rebaseline_clears() {
         let (m, _) = Machine::new().step(Input::Scan(&report(&[])), 2);
         let (m, ev) = m.step(Input::Scan(&report(&["/a", "/b"])), 2);
-        assert_eq!(transitions(&ev), vec![(State::Trusted, State::RecoveryRequired)]);
+        assert_eq!(
+            transitions(&ev),
+            vec![(State::Trusted, State::RecoveryRequired)]
+        );
         let (m, ev) = m.step(Input::Rebaselined(&report(&[])), 2);
         assert_eq!(m.state, State::Trusted);
         assert_eq!(m.reason, "rebaseline");
-        assert_eq!(transitions(&ev), vec![(State::RecoveryRequired, State::Trusted)]);
+        assert_eq!(
+            transitions(&ev),
+            vec![(State::RecoveryRequired, State::Trusted)]
+        );
     }
 
     #[test]

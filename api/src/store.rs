@@ -20,7 +20,9 @@ pub struct BaselineStore {
 impl BaselineStore {
     /// A store in `dir`.
     pub fn new(dir: &Path) -> BaselineStore {
-        BaselineStore { dir: dir.to_owned() }
+        BaselineStore {
+            dir: dir.to_owned(),
+        }
     }
 
     /// The baseline file's path.
@@ -30,7 +32,11 @@ impl BaselineStore {
 
     /// The stored bytes, `None` when there is no baseline yet (first boot).
     pub fn read(&self) -> std::io::Result<Option<Vec<u8>>> {
-        let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(self.path()) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path())
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -38,7 +44,10 @@ impl BaselineStore {
         let mut bytes = Vec::new();
         file.take(MAX_MESSAGE as u64 + 1).read_to_end(&mut bytes)?;
         if bytes.len() > MAX_MESSAGE {
-            return Err(std::io::Error::other(format!("{} is larger than {MAX_MESSAGE} bytes", self.path().display())));
+            return Err(std::io::Error::other(format!(
+                "{} is larger than {MAX_MESSAGE} bytes",
+                self.path().display()
+            )));
         }
         Ok(Some(bytes))
     }
@@ -49,7 +58,11 @@ impl BaselineStore {
         let tmp = self.dir.join(format!(".{FILE}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, self.path())?;
@@ -74,6 +87,10 @@ mod tests {
         s.write(b"one").expect("write");
         s.write(b"two").expect("write");
         assert_eq!(s.read().expect("read").as_deref(), Some(&b"two"[..]));
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "no temp file left"
+        );
     }
 }

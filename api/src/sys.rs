@@ -13,7 +13,13 @@ pub const HANDED_FD: RawFd = 3;
 
 /// A connected SEQPACKET pair, both ends close-on-exec.
 pub fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(std::io::Error::from)
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// Environment variables passed through to the hasher; everything else is cleared.
@@ -43,7 +49,14 @@ pub fn spawn_hasher(program: &Path, args: &[OsString], channel: OwnedFd) -> std:
             } else if libc::dup2(raw, HANDED_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // A stop signal for the whole process group (Ctrl-C, systemd's cgroup SIGTERM) is
@@ -66,7 +79,9 @@ pub fn spawn_hasher(program: &Path, args: &[OsString], channel: OwnedFd) -> std:
 /// The variables are removed so nothing started later inherits them.
 pub fn take_listener() -> Option<std::net::TcpListener> {
     let fds = std::env::var("LISTEN_FDS").ok()?;
-    let pid_ok = std::env::var("LISTEN_PID").map(|p| p == std::process::id().to_string()).unwrap_or(false);
+    let pid_ok = std::env::var("LISTEN_PID")
+        .map(|p| p == std::process::id().to_string())
+        .unwrap_or(false);
     if fds != "1" || !pid_ok {
         return None;
     }

@@ -29,13 +29,21 @@ pub struct Channel {
 impl Channel {
     /// Wraps a connected SEQPACKET socket.
     pub fn new(fd: OwnedFd) -> Channel {
-        Channel { fd, buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(), reasm: Reassembler::new() }
+        Channel {
+            fd,
+            buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(),
+            reasm: Reassembler::new(),
+        }
     }
 
     /// Receives datagrams until one whole message is in.
     pub fn recv_message(&mut self) -> Result<Vec<u8>, RecvError> {
         loop {
-            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_CMSG_CLOEXEC) {
+            let n = match recv(
+                self.fd.as_raw_fd(),
+                &mut self.buf,
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
                 Ok(0) => return Err(RecvError::Closed),
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,

@@ -38,17 +38,25 @@ pub enum PolicyError {
 }
 
 fn at(path: &Option<PathBuf>) -> String {
-    path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default()
+    path.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
 }
 
 impl PolicyError {
     /// Names the file the error came from.
     pub fn in_file(self, file: &Path) -> PolicyError {
         match self {
-            PolicyError::Syntax { why, .. } => PolicyError::Syntax { path: Some(file.to_owned()), why },
-            PolicyError::Invalid { key, line, why, .. } => {
-                PolicyError::Invalid { path: Some(file.to_owned()), key, line, why }
-            }
+            PolicyError::Syntax { why, .. } => PolicyError::Syntax {
+                path: Some(file.to_owned()),
+                why,
+            },
+            PolicyError::Invalid { key, line, why, .. } => PolicyError::Invalid {
+                path: Some(file.to_owned()),
+                key,
+                line,
+                why,
+            },
             other => other,
         }
     }

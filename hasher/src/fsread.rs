@@ -8,7 +8,9 @@ use std::path::Path;
 pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
     if bytes.len() as u64 > cap {
         return Err(format!("larger than the {cap}-byte limit"));
     }

@@ -41,7 +41,10 @@ pub struct FileHasher {
 
 impl Default for FileHasher {
     fn default() -> Self {
-        FileHasher { buf: vec![0u8; BUF_SIZE].into_boxed_slice(), bytes_hashed: 0 }
+        FileHasher {
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            bytes_hashed: 0,
+        }
     }
 }
 
@@ -51,8 +54,23 @@ enum Attempt {
 }
 
 fn same_version(a: &Metadata, b: &Metadata) -> bool {
-    (a.dev(), a.ino(), a.size(), a.mtime(), a.mtime_nsec(), a.ctime(), a.ctime_nsec())
-        == (b.dev(), b.ino(), b.size(), b.mtime(), b.mtime_nsec(), b.ctime(), b.ctime_nsec())
+    (
+        a.dev(),
+        a.ino(),
+        a.size(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) == (
+        b.dev(),
+        b.ino(),
+        b.size(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+    )
 }
 
 impl FileHasher {
@@ -83,7 +101,9 @@ impl FileHasher {
             .open(path)
         {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Attempt::Done(Outcome::Symlink),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Attempt::Done(Outcome::Symlink)
+            }
             Err(e) => return Attempt::Done(from_io(&e)),
         };
         let opened = match file.metadata() {
@@ -101,7 +121,10 @@ impl FileHasher {
         crate::sys::advise_done(&file);
         match file.metadata() {
             Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
-                Attempt::Done(Outcome::Hashed { hash: digest.0, size: digest.1 })
+                Attempt::Done(Outcome::Hashed {
+                    hash: digest.0,
+                    size: digest.1,
+                })
             }
             Ok(_) => Attempt::Changed,
             Err(e) => Attempt::Done(from_io(&e)),
@@ -168,7 +191,13 @@ mod tests {
         std::fs::write(&f, &data).expect("write");
         let mut h = FileHasher::default();
         let expected = protocol::hexfmt::encode(&Sha256::digest(&data));
-        assert_eq!(h.hash(&f), Outcome::Hashed { hash: expected, size: data.len() as u64 });
+        assert_eq!(
+            h.hash(&f),
+            Outcome::Hashed {
+                hash: expected,
+                size: data.len() as u64
+            }
+        );
         assert_eq!(h.bytes_hashed, data.len() as u64);
     }
 }

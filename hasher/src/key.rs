@@ -33,18 +33,32 @@ impl std::fmt::Debug for Key {
 pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(KeyError::Unreadable { path: path.to_owned(), why: e.to_string() }),
+        Err(e) => {
+            return Err(KeyError::Unreadable {
+                path: path.to_owned(),
+                why: e.to_string(),
+            })
+        }
         Ok(_) => {}
     }
     let bytes = crate::fsread::read_bounded(path, MAX_KEY_LEN as u64).map_err(|why| {
         if why.starts_with("larger") {
-            KeyError::BadLength { path: path.to_owned(), len: MAX_KEY_LEN + 1 }
+            KeyError::BadLength {
+                path: path.to_owned(),
+                len: MAX_KEY_LEN + 1,
+            }
         } else {
-            KeyError::Unreadable { path: path.to_owned(), why }
+            KeyError::Unreadable {
+                path: path.to_owned(),
+                why,
+            }
         }
     })?;
     if bytes.len() < MIN_KEY_LEN {
-        return Err(KeyError::BadLength { path: path.to_owned(), len: bytes.len() });
+        return Err(KeyError::BadLength {
+            path: path.to_owned(),
+            len: bytes.len(),
+        });
     }
     Ok(Some(Key(bytes)))
 }

@@ -58,15 +58,21 @@ pub struct Policy {
 impl Policy {
     /// Reads and validates the policy at `path`; a missing file is an error.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = crate::fsread::read_bounded_text(path, MAX_POLICY_BYTES)
-            .map_err(|e| PolicyError::Read { path: path.to_owned(), why: e })?;
+        let text = crate::fsread::read_bounded_text(path, MAX_POLICY_BYTES).map_err(|e| {
+            PolicyError::Read {
+                path: path.to_owned(),
+                why: e,
+            }
+        })?;
         Policy::parse(&text).map_err(|e| e.in_file(path))
     }
 
     /// Parses and validates policy YAML.
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy =
-            serde_saphyr::from_str(text).map_err(|e| PolicyError::Syntax { path: None, why: e.to_string() })?;
+        let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|e| PolicyError::Syntax {
+            path: None,
+            why: e.to_string(),
+        })?;
         raw.validate()
     }
 
@@ -76,7 +82,8 @@ impl Policy {
             scan_interval_ms: u64::try_from(self.scan_interval.as_millis()).unwrap_or(u64::MAX),
             degradation_threshold: self.degradation_threshold,
             require_token_for_reads: self.require_token_for_reads,
-            watched_paths: u32::try_from(self.files.len() + self.model_dirs.len()).unwrap_or(u32::MAX),
+            watched_paths: u32::try_from(self.files.len() + self.model_dirs.len())
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -90,22 +97,39 @@ impl Policy {
 }
 
 fn invalid(key: &'static str, line: u64, why: impl Into<String>) -> PolicyError {
-    PolicyError::Invalid { path: None, key, line, why: why.into() }
+    PolicyError::Invalid {
+        path: None,
+        key,
+        line,
+        why: why.into(),
+    }
 }
 
 fn checked_path(key: &'static str, value: &Spanned<String>) -> Result<PathBuf, PolicyError> {
     let line = value.referenced.line();
     let text = value.value.as_str();
     if !text.starts_with('/') {
-        return Err(invalid(key, line, format!("{text:?} is not an absolute path")));
+        return Err(invalid(
+            key,
+            line,
+            format!("{text:?} is not an absolute path"),
+        ));
     }
     if text.contains('\0') || text.split('/').any(|c| c == ".." || c == ".") {
-        return Err(invalid(key, line, format!("{text:?} has a `.` or `..` component or a NUL")));
+        return Err(invalid(
+            key,
+            line,
+            format!("{text:?} has a `.` or `..` component or a NUL"),
+        ));
     }
     if text.len() > protocol::report::MAX_PATH_LEN {
         return Err(invalid(key, line, "path is longer than 4096 bytes"));
     }
-    let trimmed = if text.len() > 1 { text.trim_end_matches('/') } else { text };
+    let trimmed = if text.len() > 1 {
+        text.trim_end_matches('/')
+    } else {
+        text
+    };
     Ok(PathBuf::from(trimmed))
 }
 
@@ -115,13 +139,25 @@ impl RawPolicy {
             None => Duration::from_secs(30),
             Some(s) => {
                 let d = humantime::parse_duration(s.value.trim()).map_err(|e| {
-                    invalid("scan_interval", s.referenced.line(), format!("{:?} is not a duration like \"30s\": {e}", s.value))
+                    invalid(
+                        "scan_interval",
+                        s.referenced.line(),
+                        format!("{:?} is not a duration like \"30s\": {e}", s.value),
+                    )
                 })?;
                 if d.is_zero() {
-                    return Err(invalid("scan_interval", s.referenced.line(), "must be greater than zero"));
+                    return Err(invalid(
+                        "scan_interval",
+                        s.referenced.line(),
+                        "must be greater than zero",
+                    ));
                 }
                 if d > Duration::from_secs(24 * 3600) {
-                    return Err(invalid("scan_interval", s.referenced.line(), "must be at most 24h"));
+                    return Err(invalid(
+                        "scan_interval",
+                        s.referenced.line(),
+                        "must be at most 24h",
+                    ));
                 }
                 d
             }
@@ -131,7 +167,13 @@ impl RawPolicy {
             Some(t) => u32::try_from(t.value)
                 .ok()
                 .filter(|v| *v >= 1)
-                .ok_or_else(|| invalid("degradation_threshold", t.referenced.line(), format!("{} is not an integer >= 1", t.value)))?,
+                .ok_or_else(|| {
+                    invalid(
+                        "degradation_threshold",
+                        t.referenced.line(),
+                        format!("{} is not an integer >= 1", t.value),
+                    )
+                })?,
         };
         let hmac_key_path = match &self.hmac_key_path {
             None => PathBuf::from(DEFAULT_KEY),
@@ -139,16 +181,28 @@ impl RawPolicy {
         };
         let mut files = Vec::new();
         let lists: [(&'static str, &Vec<Spanned<String>>, Category); 4] = [
-            ("service_binaries", &self.service_binaries, Category::ServiceBinary),
+            (
+                "service_binaries",
+                &self.service_binaries,
+                Category::ServiceBinary,
+            ),
             ("policy_files", &self.policy_files, Category::PolicyFile),
             ("systemd_units", &self.systemd_units, Category::SystemdUnit),
-            ("trust_material", &self.trust_material, Category::TrustMaterial),
+            (
+                "trust_material",
+                &self.trust_material,
+                Category::TrustMaterial,
+            ),
         ];
         for (key, list, category) in lists {
             for value in list {
                 let path = checked_path(key, value)?;
                 if files.iter().any(|(p, _)| p == &path) {
-                    return Err(invalid(key, value.referenced.line(), format!("{} is listed twice", path.display())));
+                    return Err(invalid(
+                        key,
+                        value.referenced.line(),
+                        format!("{} is listed twice", path.display()),
+                    ));
                 }
                 files.push((path, category));
             }
@@ -156,17 +210,31 @@ impl RawPolicy {
         let mut model_dirs = Vec::new();
         for value in &self.model_dirs {
             let dir = checked_path("model_dirs", value)?;
-            let overlaps = model_dirs.iter().any(|d: &PathBuf| d.starts_with(&dir) || dir.starts_with(d));
+            let overlaps = model_dirs
+                .iter()
+                .any(|d: &PathBuf| d.starts_with(&dir) || dir.starts_with(d));
             if overlaps || files.iter().any(|(p, _)| p.starts_with(&dir)) {
-                return Err(invalid("model_dirs", value.referenced.line(), format!("{} overlaps another watched path", dir.display())));
+                return Err(invalid(
+                    "model_dirs",
+                    value.referenced.line(),
+                    format!("{} overlaps another watched path", dir.display()),
+                ));
             }
             model_dirs.push(dir);
         }
         if files.len() + model_dirs.len() > MAX_LISTED {
-            return Err(invalid("service_binaries", 1, format!("more than {MAX_LISTED} paths listed")));
+            return Err(invalid(
+                "service_binaries",
+                1,
+                format!("more than {MAX_LISTED} paths listed"),
+            ));
         }
         if files.is_empty() && model_dirs.is_empty() {
-            return Err(invalid("service_binaries", 1, "the policy watches nothing: list at least one file or model dir"));
+            return Err(invalid(
+                "service_binaries",
+                1,
+                "the policy watches nothing: list at least one file or model dir",
+            ));
         }
         files.sort();
         Ok(Policy {
@@ -214,9 +282,15 @@ mod tests {
         let e = err("service_binaries: [/a]\nscan_interval: soon\n");
         assert!(e.contains("scan_interval"), "{e}");
         let e = err("service_binaries: [/a]\n\ndegradation_threshold: 0\n");
-        assert!(e.contains("degradation_threshold") && e.contains("line 3"), "{e}");
+        assert!(
+            e.contains("degradation_threshold") && e.contains("line 3"),
+            "{e}"
+        );
         let e = err("service_binaries:\n  - /a\n  - relative/b\n");
-        assert!(e.contains("service_binaries") && e.contains("line 3"), "{e}");
+        assert!(
+            e.contains("service_binaries") && e.contains("line 3"),
+            "{e}"
+        );
         let e = err("service_binaries: [/a]\nscan_intervall: 5s\n");
         assert!(e.contains("scan_intervall"), "{e}");
         let e = err("service_binaries: [/a/../etc/shadow]\n");
@@ -234,10 +308,21 @@ mod tests {
     fn alias_bomb_is_refused() {
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
-            bomb.push_str(&format!("{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n",
-                (b'a' + i) as char, (b'a' + i) as char,
-                (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char,
-                (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char, (b'a' + i - 1) as char));
+            bomb.push_str(&format!(
+                "{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n",
+                (b'a' + i) as char,
+                (b'a' + i) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char,
+                (b'a' + i - 1) as char
+            ));
         }
         assert!(Policy::parse(&bomb).is_err());
     }

@@ -52,7 +52,10 @@ fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Found>) {
             let path = entry.path();
             if path.to_str().is_none() {
                 // Not representable in the JSON manifest: reported under a lossy name.
-                out.insert(PathBuf::from(path.to_string_lossy().into_owned()), Found::Anomaly(report::UNREADABLE));
+                out.insert(
+                    PathBuf::from(path.to_string_lossy().into_owned()),
+                    Found::Anomaly(report::UNREADABLE),
+                );
                 continue;
             }
             match entry.file_type() {
@@ -83,27 +86,50 @@ fn path_str(p: &Path) -> String {
 
 /// Hashes every watched file into a signed manifest; refuses when a listed file is not a
 /// readable regular file, since a baseline must never bless an absent or redirected file.
-pub fn create_baseline(policy: &Policy, hasher: &mut FileHasher, key: Option<&[u8]>) -> Result<Manifest, String> {
+pub fn create_baseline(
+    policy: &Policy,
+    hasher: &mut FileHasher,
+    key: Option<&[u8]>,
+) -> Result<Manifest, String> {
     let mut entries = Vec::new();
     for (path, category) in &policy.files {
         match hasher.hash(path) {
-            Outcome::Hashed { hash, size } => entries.push(Entry { path: path_str(path), hash, category: *category, size }),
-            other => return Err(format!("{}: cannot be baselined: {}", path.display(), describe(&other))),
+            Outcome::Hashed { hash, size } => entries.push(Entry {
+                path: path_str(path),
+                hash,
+                category: *category,
+                size,
+            }),
+            other => {
+                return Err(format!(
+                    "{}: cannot be baselined: {}",
+                    path.display(),
+                    describe(&other)
+                ))
+            }
         }
     }
     for dir in &policy.model_dirs {
         if !dir.is_dir() {
-            return Err(format!("{}: model dir does not exist or is not a directory", dir.display()));
+            return Err(format!(
+                "{}: model dir does not exist or is not a directory",
+                dir.display()
+            ));
         }
         let mut found = BTreeMap::new();
         walk(dir, &mut found);
         for (path, what) in found {
             match what {
                 Found::File => match hasher.hash(&path) {
-                    Outcome::Hashed { hash, size } => {
-                        entries.push(Entry { path: path_str(&path), hash, category: Category::ModelFile, size })
+                    Outcome::Hashed { hash, size } => entries.push(Entry {
+                        path: path_str(&path),
+                        hash,
+                        category: Category::ModelFile,
+                        size,
+                    }),
+                    other => {
+                        tracing::warn!(path = %path.display(), why = describe(&other), "left out of the baseline; it will be reported")
                     }
-                    other => tracing::warn!(path = %path.display(), why = describe(&other), "left out of the baseline; it will be reported"),
                 },
                 Found::Anomaly(kind) => {
                     tracing::warn!(path = %path.display(), kind, "left out of the baseline; it will be reported");
@@ -112,7 +138,10 @@ pub fn create_baseline(policy: &Policy, hasher: &mut FileHasher, key: Option<&[u
         }
     }
     if entries.len() > MAX_ENTRIES {
-        return Err(format!("{} files watched; the limit is {MAX_ENTRIES}", entries.len()));
+        return Err(format!(
+            "{} files watched; the limit is {MAX_ENTRIES}",
+            entries.len()
+        ));
     }
     Ok(Manifest::new(now_rfc3339(), entries, key))
 }
@@ -138,11 +167,21 @@ fn actual(o: &Outcome) -> String {
 }
 
 /// Compares every watched path with `baseline`; returns the unsigned report.
-pub fn scan(policy: &Policy, baseline: &Manifest, digest: &str, hasher: &mut FileHasher, seq: u64) -> ScanReport {
+pub fn scan(
+    policy: &Policy,
+    baseline: &Manifest,
+    digest: &str,
+    hasher: &mut FileHasher,
+    seq: u64,
+) -> ScanReport {
     let started = Instant::now();
     let hashed_before = hasher.bytes_hashed;
     let now = now_rfc3339();
-    let index: BTreeMap<&str, &Entry> = baseline.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let index: BTreeMap<&str, &Entry> = baseline
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
     let mut violations: Vec<Violation> = Vec::new();
     let mut watched = 0u32;
     let mut flag = |path: String, category: Category, expected: &str, actual: String| {
@@ -155,7 +194,10 @@ pub fn scan(policy: &Policy, baseline: &Manifest, digest: &str, hasher: &mut Fil
             action: category.action(),
         });
     };
-    let check = |hasher: &mut FileHasher, path: &Path, category: Category, flag: &mut dyn FnMut(String, Category, &str, String)| {
+    let check = |hasher: &mut FileHasher,
+                 path: &Path,
+                 category: Category,
+                 flag: &mut dyn FnMut(String, Category, &str, String)| {
         let key = path_str(path);
         match index.get(key.as_str()) {
             None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
@@ -180,14 +222,30 @@ pub fn scan(policy: &Policy, baseline: &Manifest, digest: &str, hasher: &mut Fil
             match what {
                 Found::File => check(hasher, path, Category::ModelFile, &mut flag),
                 Found::Anomaly(kind) => {
-                    let expected = index.get(path_str(path).as_str()).map_or(report::NONE, |e| e.hash.as_str());
-                    flag(path_str(path), Category::ModelFile, expected, (*kind).to_owned());
+                    let expected = index
+                        .get(path_str(path).as_str())
+                        .map_or(report::NONE, |e| e.hash.as_str());
+                    flag(
+                        path_str(path),
+                        Category::ModelFile,
+                        expected,
+                        (*kind).to_owned(),
+                    );
                 }
             }
         }
-        for entry in baseline.entries.iter().filter(|e| Path::new(&e.path).starts_with(dir)) {
+        for entry in baseline
+            .entries
+            .iter()
+            .filter(|e| Path::new(&e.path).starts_with(dir))
+        {
             if !found.contains_key(Path::new(&entry.path)) {
-                flag(entry.path.clone(), entry.category, &entry.hash, report::MISSING.into());
+                flag(
+                    entry.path.clone(),
+                    entry.category,
+                    &entry.hash,
+                    report::MISSING.into(),
+                );
             }
         }
     }
@@ -219,7 +277,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         std::fs::create_dir_all(root.join("models/sub")).expect("mkdir");
-        for (p, c) in [("bin", "b"), ("policy.yaml", "p"), ("models/a.gguf", "a"), ("models/sub/b.gguf", "b")] {
+        for (p, c) in [
+            ("bin", "b"),
+            ("policy.yaml", "p"),
+            ("models/a.gguf", "a"),
+            ("models/sub/b.gguf", "b"),
+        ] {
             std::fs::write(root.join(p), c).expect("write");
         }
         let yaml = format!(
@@ -238,7 +301,8 @@ mod tests {
     fn clean_then_each_kind_of_violation() {
         let t = tree();
         let root = t.dir.path();
-        let m = create_baseline(&t.policy, &mut FileHasher::default(), Some(&[3u8; 32])).expect("baseline");
+        let m = create_baseline(&t.policy, &mut FileHasher::default(), Some(&[3u8; 32]))
+            .expect("baseline");
         assert_eq!(m.entries.len(), 4);
         assert!(m.entries.windows(2).all(|w| w[0].path < w[1].path));
         let r = run(&t, &m);
@@ -252,7 +316,15 @@ mod tests {
         let got: Vec<(String, &str, &str)> = r
             .violations
             .iter()
-            .map(|v| (v.path.trim_start_matches(&*root.to_string_lossy()).to_owned(), v.actual_hash.as_str(), v.category.as_str()))
+            .map(|v| {
+                (
+                    v.path
+                        .trim_start_matches(&*root.to_string_lossy())
+                        .to_owned(),
+                    v.actual_hash.as_str(),
+                    v.category.as_str(),
+                )
+            })
             .map(|(p, a, c)| (p, if a.len() == 64 { "hash" } else { a }, c))
             .collect();
         assert_eq!(

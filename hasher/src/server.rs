@@ -26,7 +26,10 @@ pub struct Server {
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error { kind, message: message.into() }
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
 }
 
 fn summary(m: &Manifest, digest: &str) -> BaselineSummary {
@@ -41,7 +44,15 @@ fn summary(m: &Manifest, digest: &str) -> BaselineSummary {
 impl Server {
     /// A server for a loaded policy and key.
     pub fn new(policy_path: PathBuf, policy: Policy, key: Option<Key>) -> Server {
-        Server { policy_path, policy, key, baseline: None, hasher: FileHasher::default(), seq: 0, greeted: false }
+        Server {
+            policy_path,
+            policy,
+            key,
+            baseline: None,
+            hasher: FileHasher::default(),
+            seq: 0,
+            greeted: false,
+        }
     }
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
@@ -53,7 +64,9 @@ impl Server {
                 Err(RecvError::Io(e)) => return Err(format!("channel failed: {e}")),
                 Err(RecvError::Frame(e)) => {
                     tracing::warn!(error = %e, "refused a frame from the api");
-                    channel.send(0, &error(ErrorKind::Protocol, e.to_string())).map_err(|e| e.to_string())?;
+                    channel
+                        .send(0, &error(ErrorKind::Protocol, e.to_string()))
+                        .map_err(|e| e.to_string())?;
                     continue;
                 }
             };
@@ -64,7 +77,9 @@ impl Server {
                     (0, error(ErrorKind::Protocol, e.to_string()))
                 }
             };
-            channel.send(id, &response).map_err(|e| format!("channel failed: {e}"))?;
+            channel
+                .send(id, &response)
+                .map_err(|e| format!("channel failed: {e}"))?;
         }
     }
 
@@ -74,11 +89,22 @@ impl Server {
         match request {
             Request::Hello { version } => {
                 if version != PROTOCOL_VERSION {
-                    return error(ErrorKind::Protocol, format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"));
+                    return error(
+                        ErrorKind::Protocol,
+                        format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"),
+                    );
                 }
                 self.greeted = true;
-                let key = if key.is_some() { KeyStatus::Present } else { KeyStatus::Absent };
-                Response::Hello { version: PROTOCOL_VERSION, policy: self.policy.summary(), key }
+                let key = if key.is_some() {
+                    KeyStatus::Present
+                } else {
+                    KeyStatus::Absent
+                };
+                Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    policy: self.policy.summary(),
+                    key,
+                }
             }
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
             Request::LoadBaseline { manifest } => {
@@ -86,7 +112,12 @@ impl Server {
                 let parsed = Manifest::parse(&manifest).and_then(|m| m.verify(key).map(|()| m));
                 match parsed {
                     Ok(m) => {
-                        tracing::info!(digest, entries = m.entries.len(), signed = m.is_signed(), "stored baseline verified and adopted");
+                        tracing::info!(
+                            digest,
+                            entries = m.entries.len(),
+                            signed = m.is_signed(),
+                            "stored baseline verified and adopted"
+                        );
                         let s = summary(&m, &digest);
                         self.baseline = Some((m, digest));
                         Response::BaselineLoaded { summary: s }
@@ -97,26 +128,45 @@ impl Server {
                     }
                 }
             }
-            Request::CreateBaseline => match scan::create_baseline(&self.policy, &mut self.hasher, key) {
-                Ok(m) => {
-                    let bytes = m.to_json();
-                    let digest = sha256_hex(&bytes);
-                    tracing::info!(digest, entries = m.entries.len(), signed = m.is_signed(), "new baseline signed and adopted");
-                    let s = summary(&m, &digest);
-                    self.baseline = Some((m, digest));
-                    Response::BaselineCreated { manifest: bytes, summary: s }
+            Request::CreateBaseline => {
+                match scan::create_baseline(&self.policy, &mut self.hasher, key) {
+                    Ok(m) => {
+                        let bytes = m.to_json();
+                        let digest = sha256_hex(&bytes);
+                        tracing::info!(
+                            digest,
+                            entries = m.entries.len(),
+                            signed = m.is_signed(),
+                            "new baseline signed and adopted"
+                        );
+                        let s = summary(&m, &digest);
+                        self.baseline = Some((m, digest));
+                        Response::BaselineCreated {
+                            manifest: bytes,
+                            summary: s,
+                        }
+                    }
+                    Err(why) => {
+                        tracing::error!(why, "baseline refused");
+                        error(ErrorKind::BaselineFailed, why)
+                    }
                 }
-                Err(why) => {
-                    tracing::error!(why, "baseline refused");
-                    error(ErrorKind::BaselineFailed, why)
-                }
-            },
+            }
             Request::Scan => match &self.baseline {
-                None => error(ErrorKind::NoBaseline, "no baseline is adopted; rebaseline first"),
+                None => error(
+                    ErrorKind::NoBaseline,
+                    "no baseline is adopted; rebaseline first",
+                ),
                 Some((m, digest)) => {
                     self.seq += 1;
                     let report = scan::scan(&self.policy, m, digest, &mut self.hasher, self.seq);
-                    tracing::info!(seq = report.seq, violations = report.violation_count, bytes = report.bytes_hashed, ms = report.duration_ms, "scan complete");
+                    tracing::info!(
+                        seq = report.seq,
+                        violations = report.violation_count,
+                        bytes = report.bytes_hashed,
+                        ms = report.duration_ms,
+                        "scan complete"
+                    );
                     Response::Report(report.sign(key))
                 }
             },
@@ -124,7 +174,9 @@ impl Server {
                 Ok(policy) => {
                     tracing::info!(path = %self.policy_path.display(), "policy reloaded");
                     self.policy = policy;
-                    Response::Reloaded { policy: self.policy.summary() }
+                    Response::Reloaded {
+                        policy: self.policy.summary(),
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reload refused; the old policy stays in force");

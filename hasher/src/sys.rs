@@ -43,7 +43,12 @@ pub fn take_channel() -> Result<OwnedFd, String> {
 
 /// Tells the kernel the file is read once, front to back (larger read-ahead).
 pub fn advise_sequential(file: &File) {
-    let _ = posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+    let _ = posix_fadvise(
+        file.as_fd(),
+        0,
+        0,
+        PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
 }
 
 /// Drops the file's pages from the cache once hashed, so a 70 GB model does not evict the

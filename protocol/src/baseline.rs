@@ -76,7 +76,11 @@ impl Manifest {
     /// Builds and signs a manifest; `entries` are sorted here.
     pub fn new(created_at: String, mut entries: Vec<Entry>, key: Option<&[u8]>) -> Manifest {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut manifest = Manifest { created_at, entries, hmac: String::new() };
+        let mut manifest = Manifest {
+            created_at,
+            entries,
+            hmac: String::new(),
+        };
         manifest.hmac = match key {
             Some(key) => sign::hmac_hex(key, &[&manifest.signing_bytes()]),
             None => UNSIGNED.to_owned(),
@@ -87,8 +91,11 @@ impl Manifest {
     /// The exact bytes the HMAC covers.
     pub fn signing_bytes(&self) -> Vec<u8> {
         // A struct of strings and integers always serializes.
-        serde_json::to_vec(&Signed { created_at: &self.created_at, entries: &self.entries })
-            .unwrap_or_default()
+        serde_json::to_vec(&Signed {
+            created_at: &self.created_at,
+            entries: &self.entries,
+        })
+        .unwrap_or_default()
     }
 
     /// The stored form (compact JSON, `hmac` last).
@@ -105,12 +112,18 @@ impl Manifest {
     }
 
     fn check_form(&self) -> Result<(), BaselineError> {
-        let field = |field, why: &str| BaselineError::Field { field, why: why.to_owned() };
+        let field = |field, why: &str| BaselineError::Field {
+            field,
+            why: why.to_owned(),
+        };
         if self.created_at.is_empty() || self.created_at.len() > MAX_TIME_LEN {
             return Err(field("created_at", "empty or too long"));
         }
         if self.hmac != UNSIGNED && !is_sha256_hex(&self.hmac) {
-            return Err(field("hmac", "neither 64 lower-case hex digits nor \"unsigned\""));
+            return Err(field(
+                "hmac",
+                "neither 64 lower-case hex digits nor \"unsigned\"",
+            ));
         }
         if self.entries.len() > MAX_ENTRIES {
             return Err(field("entries", "more than the maximum of 200000"));
@@ -118,7 +131,10 @@ impl Manifest {
         for entry in &self.entries {
             check_path("path", &entry.path).map_err(|e| field("entries.path", &e.to_string()))?;
             if !is_sha256_hex(&entry.hash) {
-                return Err(field("entries.hash", &format!("{}: not a SHA-256 hex digest", entry.path)));
+                return Err(field(
+                    "entries.hash",
+                    &format!("{}: not a SHA-256 hex digest", entry.path),
+                ));
             }
         }
         if self.entries.windows(2).any(|w| w[0].path >= w[1].path) {
@@ -150,8 +166,18 @@ mod tests {
 
     fn sample(key: Option<&[u8]>) -> Manifest {
         let entries = vec![
-            Entry { path: "/b".into(), hash: "b".repeat(64), category: Category::PolicyFile, size: 2 },
-            Entry { path: "/a".into(), hash: "a".repeat(64), category: Category::ServiceBinary, size: 1 },
+            Entry {
+                path: "/b".into(),
+                hash: "b".repeat(64),
+                category: Category::PolicyFile,
+                size: 2,
+            },
+            Entry {
+                path: "/a".into(),
+                hash: "a".repeat(64),
+                category: Category::ServiceBinary,
+                size: 1,
+            },
         ];
         Manifest::new("2026-01-01T00:00:00Z".into(), entries, key)
     }
@@ -164,7 +190,10 @@ mod tests {
             "a".repeat(64),
             "b".repeat(64)
         );
-        assert_eq!(String::from_utf8(m.signing_bytes()).unwrap_or_default(), expected);
+        assert_eq!(
+            String::from_utf8(m.signing_bytes()).unwrap_or_default(),
+            expected
+        );
     }
 
     #[test]
@@ -178,20 +207,35 @@ mod tests {
         tampered.entries[0].size = 99;
         assert_eq!(tampered.verify(Some(&key)), Err(BaselineError::BadHmac));
         let unsigned = sample(None);
-        assert_eq!(unsigned.verify(Some(&key)), Err(BaselineError::UnsignedWithKey));
+        assert_eq!(
+            unsigned.verify(Some(&key)),
+            Err(BaselineError::UnsignedWithKey)
+        );
         assert!(unsigned.verify(None).is_ok());
         assert_eq!(parsed.verify(None), Err(BaselineError::KeyMissing));
     }
 
     #[test]
     fn rejects_bad_forms() {
-        assert!(matches!(Manifest::parse(b"{"), Err(BaselineError::Malformed(_))));
+        assert!(matches!(
+            Manifest::parse(b"{"),
+            Err(BaselineError::Malformed(_))
+        ));
         let json = String::from_utf8(sample(None).to_json()).unwrap_or_default();
         let extra = json.replacen("{\"created_at\"", "{\"x\":1,\"created_at\"", 1);
-        assert!(matches!(Manifest::parse(extra.as_bytes()), Err(BaselineError::Malformed(_))));
+        assert!(matches!(
+            Manifest::parse(extra.as_bytes()),
+            Err(BaselineError::Malformed(_))
+        ));
         let unsorted = json.replacen("\"/a\"", "\"/c\"", 1);
-        assert!(matches!(Manifest::parse(unsorted.as_bytes()), Err(BaselineError::Field { .. })));
+        assert!(matches!(
+            Manifest::parse(unsorted.as_bytes()),
+            Err(BaselineError::Field { .. })
+        ));
         let relative = json.replacen("\"/a\"", "\"a\"", 1);
-        assert!(matches!(Manifest::parse(relative.as_bytes()), Err(BaselineError::Field { .. })));
+        assert!(matches!(
+            Manifest::parse(relative.as_bytes()),
+            Err(BaselineError::Field { .. })
+        ));
     }
 }

@@ -49,19 +49,33 @@ pub enum FrameError {
 
 /// Encodes `body` under request `id` into the datagrams to send, in order.
 pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<Vec<Vec<u8>>, FrameError> {
-    let message = postcard::to_allocvec(&Envelope { version: PROTOCOL_VERSION, id, body })
-        .map_err(|_| FrameError::Malformed("message (encode)"))?;
+    let message = postcard::to_allocvec(&Envelope {
+        version: PROTOCOL_VERSION,
+        id,
+        body,
+    })
+    .map_err(|_| FrameError::Malformed("message (encode)"))?;
     if message.len() > MAX_MESSAGE {
         return Err(FrameError::MessageTooLarge);
     }
-    let chunks: Vec<&[u8]> = if message.is_empty() { vec![&[]] } else { message.chunks(CHUNK).collect() };
+    let chunks: Vec<&[u8]> = if message.is_empty() {
+        vec![&[]]
+    } else {
+        message.chunks(CHUNK).collect()
+    };
     let last_index = chunks.len() - 1;
     chunks
         .into_iter()
         .enumerate()
         .map(|(i, data)| {
             let seq = u32::try_from(i).map_err(|_| FrameError::MessageTooLarge)?;
-            let frame = Frame { version: PROTOCOL_VERSION, id, seq, last: i == last_index, data };
+            let frame = Frame {
+                version: PROTOCOL_VERSION,
+                id,
+                seq,
+                last: i == last_index,
+                data,
+            };
             postcard::to_allocvec(&frame).map_err(|_| FrameError::Malformed("frame (encode)"))
         })
         .collect()
@@ -100,8 +114,8 @@ impl Reassembler {
         if datagram.len() > MAX_FRAME {
             return Err(FrameError::FrameTooLarge(datagram.len()));
         }
-        let (frame, rest) =
-            postcard::take_from_bytes::<Frame<'_>>(datagram).map_err(|_| FrameError::Malformed("frame"))?;
+        let (frame, rest) = postcard::take_from_bytes::<Frame<'_>>(datagram)
+            .map_err(|_| FrameError::Malformed("frame"))?;
         if !rest.is_empty() {
             return Err(FrameError::Trailing("frame"));
         }
@@ -163,7 +177,9 @@ mod tests {
     fn small_and_large_messages_round_trip() {
         let e = round_trip(7, &Request::Scan);
         assert_eq!((e.id, e.body), (7, Request::Scan));
-        let big = Request::LoadBaseline { manifest: vec![0xa5; 5 * MAX_FRAME + 17] };
+        let big = Request::LoadBaseline {
+            manifest: vec![0xa5; 5 * MAX_FRAME + 17],
+        };
         let e = round_trip(9, &big);
         assert_eq!(e.body, big);
     }
@@ -171,7 +187,10 @@ mod tests {
     #[test]
     fn oversized_datagram_is_refused_before_decoding() {
         let mut r = Reassembler::new();
-        assert_eq!(r.push(&vec![0u8; MAX_FRAME + 1]), Err(FrameError::FrameTooLarge(MAX_FRAME + 1)));
+        assert_eq!(
+            r.push(&vec![0u8; MAX_FRAME + 1]),
+            Err(FrameError::FrameTooLarge(MAX_FRAME + 1))
+        );
     }
 
     #[test]
@@ -189,7 +208,9 @@ mod tests {
 
     #[test]
     fn out_of_order_and_interleaved_frames_are_refused() {
-        let big = Request::LoadBaseline { manifest: vec![1; 3 * MAX_FRAME] };
+        let big = Request::LoadBaseline {
+            manifest: vec![1; 3 * MAX_FRAME],
+        };
         let frames = encode(3, &big).expect("encodes");
         let mut r = Reassembler::new();
         assert_eq!(r.push(&frames[1]), Err(FrameError::Sequence));
@@ -206,8 +227,14 @@ mod tests {
         let mut r = Reassembler::new();
         let mut refused = false;
         for seq in 0..(MAX_MESSAGE / CHUNK + 2) as u32 {
-            let f = postcard::to_allocvec(&Frame { version: PROTOCOL_VERSION, id: 1, seq, last: false, data: &data })
-                .expect("encodes");
+            let f = postcard::to_allocvec(&Frame {
+                version: PROTOCOL_VERSION,
+                id: 1,
+                seq,
+                last: false,
+                data: &data,
+            })
+            .expect("encodes");
             if let Err(e) = r.push(&f) {
                 assert_eq!(e, FrameError::MessageTooLarge);
                 refused = true;
@@ -219,15 +246,38 @@ mod tests {
 
     #[test]
     fn wrong_version_and_trailing_message_bytes_are_refused() {
-        let msg = postcard::to_allocvec(&Envelope { version: 99, id: 1, body: Request::Scan }).expect("enc");
-        assert_eq!(decode::<Request>(&msg).map(|_| ()), Err(FrameError::Version(99)));
-        let mut msg = postcard::to_allocvec(&Envelope { version: PROTOCOL_VERSION, id: 1, body: Request::Scan })
-            .expect("enc");
+        let msg = postcard::to_allocvec(&Envelope {
+            version: 99,
+            id: 1,
+            body: Request::Scan,
+        })
+        .expect("enc");
+        assert_eq!(
+            decode::<Request>(&msg).map(|_| ()),
+            Err(FrameError::Version(99))
+        );
+        let mut msg = postcard::to_allocvec(&Envelope {
+            version: PROTOCOL_VERSION,
+            id: 1,
+            body: Request::Scan,
+        })
+        .expect("enc");
         msg.push(0);
-        assert_eq!(decode::<Request>(&msg).map(|_| ()), Err(FrameError::Trailing("message")));
+        assert_eq!(
+            decode::<Request>(&msg).map(|_| ()),
+            Err(FrameError::Trailing("message"))
+        );
         // A request is not a response: decoding with the wrong type fails or mismatches.
-        let req = postcard::to_allocvec(&Envelope { version: PROTOCOL_VERSION, id: 1, body: Request::Reload })
-            .expect("enc");
-        assert!(decode::<Response>(&req).map(|e| e.body).ok().filter(|b| matches!(b, Response::Error { .. })).is_none());
+        let req = postcard::to_allocvec(&Envelope {
+            version: PROTOCOL_VERSION,
+            id: 1,
+            body: Request::Reload,
+        })
+        .expect("enc");
+        assert!(decode::<Response>(&req)
+            .map(|e| e.body)
+            .ok()
+            .filter(|b| matches!(b, Response::Error { .. }))
+            .is_none());
     }
 }

@@ -12,4 +12,4 @@ pub mod report;
 pub mod sign;
 
 pub use frame::{FrameError, Reassembler, MAX_FRAME, MAX_MESSAGE};
-pub use message::{Category, Action, Envelope, Request, Response, PROTOCOL_VERSION};
+pub use message::{Action, Category, Envelope, Request, Response, PROTOCOL_VERSION};

@@ -27,7 +27,14 @@ pub const UNREADABLE: &str = "unreadable";
 /// `expected_hash` of a file the baseline does not list.
 pub const NONE: &str = "none";
 
-const MARKERS: [&str; 6] = [MISSING, UNREGISTERED, SYMLINK, NOT_REGULAR, UNREADABLE, NONE];
+const MARKERS: [&str; 6] = [
+    MISSING,
+    UNREGISTERED,
+    SYMLINK,
+    NOT_REGULAR,
+    UNREADABLE,
+    NONE,
+];
 
 /// One file that does not match the baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +97,10 @@ pub enum ReportError {
 }
 
 fn bad(field: &'static str, why: impl Into<String>) -> ReportError {
-    ReportError::Field { field, why: why.into() }
+    ReportError::Field {
+        field,
+        why: why.into(),
+    }
 }
 
 impl ScanReport {
@@ -122,7 +132,13 @@ impl SignedReport {
             return Err(bad("baseline_digest", "not 64 hex digits"));
         }
         if r.violations.len() > MAX_REPORTED_VIOLATIONS {
-            return Err(bad("violations", format!("{} listed, cap is {MAX_REPORTED_VIOLATIONS}", r.violations.len())));
+            return Err(bad(
+                "violations",
+                format!(
+                    "{} listed, cap is {MAX_REPORTED_VIOLATIONS}",
+                    r.violations.len()
+                ),
+            ));
         }
         if r.violations.len() > r.violation_count as usize {
             return Err(bad("violation_count", "smaller than the violations listed"));
@@ -139,9 +155,15 @@ impl Violation {
     pub fn validate(&self) -> Result<(), ReportError> {
         check_time("detected_at", &self.detected_at)?;
         check_path("path", &self.path)?;
-        for (field, value) in [("expected_hash", &self.expected_hash), ("actual_hash", &self.actual_hash)] {
+        for (field, value) in [
+            ("expected_hash", &self.expected_hash),
+            ("actual_hash", &self.actual_hash),
+        ] {
             if !is_sha256_hex(value) && !MARKERS.contains(&value.as_str()) {
-                return Err(bad(field, "neither a SHA-256 hex digest nor a known marker"));
+                return Err(bad(
+                    field,
+                    "neither a SHA-256 hex digest nor a known marker",
+                ));
             }
         }
         if self.action != self.category.action() {
@@ -166,7 +188,10 @@ pub fn check_path(field: &'static str, path: &str) -> Result<(), ReportError> {
 }
 
 fn check_time(field: &'static str, value: &str) -> Result<(), ReportError> {
-    if value.is_empty() || value.len() > MAX_TIME_LEN || !value.bytes().all(|c| c.is_ascii_graphic()) {
+    if value.is_empty()
+        || value.len() > MAX_TIME_LEN
+        || !value.bytes().all(|c| c.is_ascii_graphic())
+    {
         return Err(bad(field, "not a short printable timestamp"));
     }
     Ok(())
@@ -206,11 +231,19 @@ mod tests {
         let signed = report(vec![violation()]).sign(Some(&key));
         signed.validate().expect("valid");
         let json = signed.report.signing_json();
-        assert!(sign::verify_hex(&key, &[sign::REPORT_DOMAIN, &json], &signed.hmac));
+        assert!(sign::verify_hex(
+            &key,
+            &[sign::REPORT_DOMAIN, &json],
+            &signed.hmac
+        ));
         let mut forged = signed.report.clone();
         forged.violation_count = 0;
         forged.violations.clear();
-        assert!(!sign::verify_hex(&key, &[sign::REPORT_DOMAIN, &forged.signing_json()], &signed.hmac));
+        assert!(!sign::verify_hex(
+            &key,
+            &[sign::REPORT_DOMAIN, &forged.signing_json()],
+            &signed.hmac
+        ));
     }
 
     #[test]

@@ -64,10 +64,29 @@ mod tests {
     fn rfc4231_case_2() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let mac = hmac_hex(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(mac, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-        assert!(verify_hex(b"Jefe", &[b"what do ya want for nothing?"], &mac));
-        assert!(!verify_hex(b"Jefx", &[b"what do ya want for nothing?"], &mac));
-        assert!(!verify_hex(b"Jefe", &[b"what do ya want for nothing?"], "unsigned"));
-        assert!(!verify_hex(b"Jefe", &[b"what do ya want for nothing?"], &mac[..62]));
+        assert_eq!(
+            mac,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(verify_hex(
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            &mac
+        ));
+        assert!(!verify_hex(
+            b"Jefx",
+            &[b"what do ya want for nothing?"],
+            &mac
+        ));
+        assert!(!verify_hex(
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            "unsigned"
+        ));
+        assert!(!verify_hex(
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            &mac[..62]
+        ));
     }
 }

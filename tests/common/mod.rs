@@ -17,7 +17,11 @@ pub fn monitor_bin() -> PathBuf {
 /// The integrity-hasher binary, built beside integrity-monitor by `cargo test --workspace`.
 pub fn hasher_bin() -> PathBuf {
     let p = monitor_bin().with_file_name("integrity-hasher");
-    assert!(p.exists(), "{} missing: run `cargo test --workspace` so both binaries are built", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo test --workspace` so both binaries are built",
+        p.display()
+    );
     p
 }
 
@@ -88,7 +92,10 @@ impl Appliance {
     }
 
     pub fn count_events(&self, event: &str) -> usize {
-        self.audit_events().iter().filter(|e| e["event"] == event).count()
+        self.audit_events()
+            .iter()
+            .filter(|e| e["event"] == event)
+            .count()
     }
 
     /// Standard arguments for integrity-monitor on this tree.
@@ -130,7 +137,11 @@ impl Running {
         let addr = free_addr();
         let mut args = a.args(addr);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(monitor_bin()).args(&args).stdin(Stdio::null()).spawn().unwrap();
+        let child = Command::new(monitor_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         let mut r = Running { child, addr };
         r.wait_ready();
         r
@@ -145,7 +156,9 @@ impl Running {
             }
             if let Ok((200, body)) = get(self.addr, "/api/v1/status") {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-                if v["scan_count"].as_u64().unwrap_or(0) > 0 || v["baseline_problem"].is_string() && v["reason"] != "awaiting_first_scan" {
+                if v["scan_count"].as_u64().unwrap_or(0) > 0
+                    || v["baseline_problem"].is_string() && v["reason"] != "awaiting_first_scan"
+                {
                     return;
                 }
             }
@@ -171,8 +184,18 @@ impl Running {
     }
 
     pub fn hasher_pid(&self) -> i32 {
-        let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.child.id(), self.child.id())).unwrap();
-        children.split_whitespace().next().expect("hasher child").parse().unwrap()
+        let children = std::fs::read_to_string(format!(
+            "/proc/{}/task/{}/children",
+            self.child.id(),
+            self.child.id()
+        ))
+        .unwrap();
+        children
+            .split_whitespace()
+            .next()
+            .expect("hasher child")
+            .parse()
+            .unwrap()
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
@@ -200,10 +223,19 @@ impl Drop for Running {
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, String)> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -213,8 +245,14 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
