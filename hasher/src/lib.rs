@@ -7,6 +7,8 @@ pub mod fsread;
 pub mod hashing;
 pub mod key;
 pub mod policy;
+pub mod probe;
+pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod sys;
@@ -21,6 +23,10 @@ pub const EXIT_CONFIG: i32 = 78;
 pub struct Options {
     /// The policy file.
     pub policy: PathBuf,
+    /// Run without Landlock and seccomp (refused with the production policy path).
+    pub insecure_no_sandbox: bool,
+    /// Test harness: after sandboxing, attempt this act on this argument instead of serving.
+    pub probe: Option<(String, String)>,
 }
 
 /// Sends logs to stderr, without timestamps under journald.
@@ -41,11 +47,15 @@ pub fn init_logging() {
 
 /// Runs the hasher; returns the process exit code.
 pub fn run(options: Options) -> i32 {
-    let fd = match sys::take_channel() {
-        Ok(fd) => fd,
-        Err(why) => {
-            tracing::error!(why, "no channel");
-            return EXIT_CONFIG;
+    let fd = if options.probe.is_some() {
+        None
+    } else {
+        match sys::take_channel() {
+            Ok(fd) => Some(fd),
+            Err(why) => {
+                tracing::error!(why, "no channel");
+                return EXIT_CONFIG;
+            }
         }
     };
     let policy = match policy::Policy::load(&options.policy) {
@@ -65,7 +75,29 @@ pub fn run(options: Options) -> i32 {
     if key.is_none() {
         tracing::warn!(path = %policy.hmac_key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
     }
-    let mut server = server::Server::new(options.policy, policy, key);
+    let read_set = sandbox::read_set(&policy, &options.policy);
+    if options.insecure_no_sandbox {
+        if options.policy == std::path::Path::new(policy::DEFAULT_POLICY) {
+            tracing::error!("--insecure-no-sandbox is refused with the production policy");
+            return EXIT_CONFIG;
+        }
+        tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
+    } else {
+        match sandbox::install(&read_set) {
+            Ok(e) => {
+                tracing::info!(landlock = e.landlock, read_set = ?e.read_set, seccomp = "hasher.json", "sandbox installed")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sandbox could not be installed; refusing to run");
+                return EXIT_CONFIG;
+            }
+        }
+    }
+    if let Some((act, arg)) = &options.probe {
+        return probe::run(act, arg);
+    }
+    let Some(fd) = fd else { return 1 };
+    let mut server = server::Server::new(options.policy, policy, key, read_set);
     let mut channel = channel::Channel::new(fd);
     match server.serve(&mut channel) {
         Ok(()) => {

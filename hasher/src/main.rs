@@ -2,18 +2,31 @@
 
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: integrity-hasher --policy PATH\n\
+const USAGE: &str = "usage: integrity-hasher --policy PATH [--insecure-no-sandbox]\n\
 Started by integrity-monitor or systemd with a SEQPACKET channel on fd 3 (LISTEN_FDS=1); not run by hand.";
 
 fn main() {
     hasher::init_logging();
     let mut args = std::env::args_os().skip(1);
     let mut policy = PathBuf::from(hasher::policy::DEFAULT_POLICY);
+    let mut insecure_no_sandbox = false;
+    let mut probe = None;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--policy") => match args.next() {
                 Some(p) => policy = PathBuf::from(p),
                 None => usage_error("--policy needs a path"),
+            },
+            Some("--insecure-no-sandbox") => insecure_no_sandbox = true,
+            // Test harness for the sandbox tests: attempt one act after sandboxing.
+            Some("--sandbox-probe") => match (args.next(), args.next()) {
+                (Some(act), Some(arg)) => {
+                    probe = Some((
+                        act.to_string_lossy().into_owned(),
+                        arg.to_string_lossy().into_owned(),
+                    ))
+                }
+                _ => usage_error("--sandbox-probe needs an act and an argument"),
             },
             Some("--help") | Some("-h") => {
                 println!("{USAGE}");
@@ -22,7 +35,11 @@ fn main() {
             _ => usage_error(&format!("unknown argument {arg:?}")),
         }
     }
-    std::process::exit(hasher::run(hasher::Options { policy }));
+    std::process::exit(hasher::run(hasher::Options {
+        policy,
+        insecure_no_sandbox,
+        probe,
+    }));
 }
 
 fn usage_error(why: &str) -> ! {

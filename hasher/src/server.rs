@@ -23,6 +23,7 @@ pub struct Server {
     hasher: FileHasher,
     seq: u64,
     greeted: bool,
+    read_set: Vec<PathBuf>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -42,8 +43,13 @@ fn summary(m: &Manifest, digest: &str) -> BaselineSummary {
 }
 
 impl Server {
-    /// A server for a loaded policy and key.
-    pub fn new(policy_path: PathBuf, policy: Policy, key: Option<Key>) -> Server {
+    /// A server for a loaded policy and key, sandboxed to `read_set`.
+    pub fn new(
+        policy_path: PathBuf,
+        policy: Policy,
+        key: Option<Key>,
+        read_set: Vec<PathBuf>,
+    ) -> Server {
         Server {
             policy_path,
             policy,
@@ -52,6 +58,7 @@ impl Server {
             hasher: FileHasher::default(),
             seq: 0,
             greeted: false,
+            read_set,
         }
     }
 
@@ -171,6 +178,18 @@ impl Server {
                 }
             },
             Request::Reload => match Policy::load(&self.policy_path) {
+                Ok(policy) if policy.hmac_key_path != self.policy.hmac_key_path => error(
+                    ErrorKind::RestartRequired,
+                    "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
+                ),
+                Ok(policy) if crate::sandbox::covers(&self.read_set, &crate::sandbox::read_set(&policy, &self.policy_path)).is_some() => {
+                    let outside = crate::sandbox::covers(&self.read_set, &crate::sandbox::read_set(&policy, &self.policy_path)).unwrap_or_default();
+                    tracing::warn!(path = %outside.display(), "reloaded policy reaches outside the sandbox; old policy stays until a restart");
+                    error(
+                        ErrorKind::RestartRequired,
+                        format!("{} is outside what the running sandbox may read; restart the service to watch it (the old policy stays in force)", outside.display()),
+                    )
+                }
                 Ok(policy) => {
                     tracing::info!(path = %self.policy_path.display(), "policy reloaded");
                     self.policy = policy;

@@ -1,0 +1,200 @@
+//! The hasher's walls: no_new_privs, no capabilities, Landlock read-only beneath the watched
+//! paths, no network, scoped signals, and a seccomp allowlist kept as data in
+//! `seccomp/hasher.json`. Installed before any watched file is read; any failure stops the
+//! process (fail closed).
+
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, ABI,
+};
+use thiserror::Error;
+
+use crate::policy::Policy;
+
+/// The Landlock ABI whose rights this code knows; newer kernels are asked for no more.
+const ABI_PINNED: ABI = ABI::V6;
+/// The filter, compiled at start and embedded in the binary.
+const SECCOMP_JSON: &str = include_str!("../../seccomp/hasher.json");
+
+/// Why the sandbox could not be installed.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// prctl(PR_SET_NO_NEW_PRIVS) failed.
+    #[error("no_new_privs: {0}")]
+    NoNewPrivs(String),
+    /// A capability could not be dropped.
+    #[error("dropping capabilities: {0}")]
+    Caps(String),
+    /// Landlock could not be set up, or the kernel has none.
+    #[error("landlock: {0}")]
+    Landlock(String),
+    /// The seccomp filter did not compile or install.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+}
+
+/// What got enforced, for the log.
+#[derive(Debug, Clone)]
+pub struct Enforced {
+    /// Landlock's verdict (fully or partly enforced).
+    pub landlock: String,
+    /// Directories readable beneath.
+    pub read_set: Vec<PathBuf>,
+}
+
+/// The directories the hasher may read beneath: each listed file's parent (a file replaced by
+/// rename is a new inode, so a rule on the file itself would go stale), each model dir, and
+/// the parents of the key and the policy.
+pub fn read_set(policy: &Policy, policy_path: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = policy
+        .files
+        .iter()
+        .filter_map(|(p, _)| p.parent().map(Path::to_path_buf))
+        .chain(policy.model_dirs.iter().cloned())
+        .chain(policy.hmac_key_path.parent().map(Path::to_path_buf))
+        .chain(policy_path.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    // A directory beneath another one already in the set adds nothing.
+    let all = dirs.clone();
+    dirs.retain(|d| !all.iter().any(|o| o != d && d.starts_with(o)));
+    dirs
+}
+
+/// True when every path the new policy needs lies beneath the running sandbox's read set.
+pub fn covers(read_set: &[PathBuf], needed: &[PathBuf]) -> Option<PathBuf> {
+    needed
+        .iter()
+        .find(|n| !read_set.iter().any(|r| n.starts_with(r)))
+        .cloned()
+}
+
+/// Sets no_new_privs and drops every capability, bounding set included when permitted.
+pub fn drop_privileges() -> Result<(), SandboxError> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::NoNewPrivs(e.to_string()))?;
+    use caps::{CapSet, Capability};
+    let can_shrink_bounding =
+        caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false);
+    if can_shrink_bounding {
+        for cap in caps::all() {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| SandboxError::Caps(e.to_string()))?;
+        }
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|e| SandboxError::Caps(format!("{set:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Installs every wall. The process must be single-threaded (Landlock binds the calling
+/// thread and threads created later).
+pub fn install(read_set: &[PathBuf]) -> Result<Enforced, SandboxError> {
+    drop_privileges()?;
+    let landlock = landlock(read_set)?;
+    seccomp()?;
+    Ok(Enforced {
+        landlock,
+        read_set: read_set.to_vec(),
+    })
+}
+
+fn landlock(read_set: &[PathBuf]) -> Result<String, SandboxError> {
+    let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    let read: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI_PINNED))
+        .map_err(err)?
+        .handle_access(AccessNet::from_all(ABI_PINNED))
+        .map_err(err)?
+        .scope(Scope::from_all(ABI_PINNED))
+        .map_err(err)?
+        .create()
+        .map_err(err)?;
+    for dir in read_set {
+        match landlock::PathFd::new(dir) {
+            Ok(fd) => {
+                let is_dir = dir.is_dir();
+                let access = if is_dir {
+                    read
+                } else {
+                    BitFlags::from(AccessFs::ReadFile)
+                };
+                ruleset = ruleset
+                    .add_rule(landlock::PathBeneath::new(fd, access))
+                    .map_err(err)?;
+            }
+            // A parent that does not exist yet holds nothing to read; scans report the files.
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "not in the sandbox read set: does not exist")
+            }
+        }
+    }
+    let status = ruleset.restrict_self().map_err(err)?;
+    match status.ruleset {
+        RulesetStatus::NotEnforced => Err(SandboxError::Landlock(
+            "this kernel enforces no Landlock ruleset (needs Linux 5.13+ with landlock in the LSM list); \
+             --insecure-no-sandbox runs without it, outside production"
+                .into(),
+        )),
+        s => Ok(format!("{s:?}")),
+    }
+}
+
+fn seccomp() -> Result<(), SandboxError> {
+    let arch = std::env::consts::ARCH.try_into().map_err(|_| {
+        SandboxError::Seccomp(format!("no seccomp filter for {}", std::env::consts::ARCH))
+    })?;
+    let mut filters = seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch)
+        .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+    let filter = filters
+        .remove("hasher")
+        .ok_or_else(|| SandboxError::Seccomp("filter `hasher` missing".into()))?;
+    seccompiler::apply_filter(&filter).map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_set_is_parents_and_model_dirs_without_nesting() {
+        let p = Policy::parse(
+            "service_binaries: [/usr/libexec/sa/registry, /usr/libexec/sa/fw]\nmodel_dirs: [/var/lib/sa/registry]\n\
+             trust_material: [/etc/sa/cosign.pub]\npolicy_files: [/etc/sa/policy/a.yaml]\nhmac_key_path: /run/sa/key\n",
+        )
+        .expect("policy");
+        let set = read_set(&p, Path::new("/etc/sa/policy/im.yaml"));
+        let expected: Vec<PathBuf> = [
+            "/etc/sa",
+            "/run/sa",
+            "/usr/libexec/sa",
+            "/var/lib/sa/registry",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(set, expected);
+        assert_eq!(covers(&set, &[PathBuf::from("/etc/sa/x/y")]), None);
+        assert_eq!(
+            covers(&set, &[PathBuf::from("/opt/new")]),
+            Some(PathBuf::from("/opt/new"))
+        );
+    }
+
+    #[test]
+    fn embedded_filter_compiles() {
+        let arch = std::env::consts::ARCH.try_into().expect("supported arch");
+        let filters =
+            seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch).expect("compiles");
+        assert!(filters.contains_key("hasher"));
+    }
+}
