@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod link;
 pub mod monitor;
+pub mod sandbox;
 pub mod state;
 pub mod store;
 pub mod sys;
@@ -22,6 +23,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Exit code for a configuration the operator must fix (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
+/// The production policy path.
+pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
 
 /// Everything `integrity-monitor` is started with.
 #[derive(Debug, Clone)]
@@ -38,6 +41,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The integrity-hasher binary.
     pub hasher: PathBuf,
+    /// Run both processes without Landlock and seccomp (refused with the production policy).
+    pub insecure_no_sandbox: bool,
+    /// Test harness: after sandboxing, attempt this act instead of serving.
+    pub probe: Option<(String, String)>,
 }
 
 /// Sends logs to stderr, without timestamps under journald.
@@ -90,6 +97,26 @@ pub fn run(config: Config) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    if config.insecure_no_sandbox && config.policy == Path::new(DEFAULT_POLICY) {
+        tracing::error!("--insecure-no-sandbox is refused with the production policy");
+        return EXIT_CONFIG;
+    }
+    let write_dirs: Vec<PathBuf> = config
+        .audit_log
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain([config.state_dir.clone()])
+        .collect();
+    if let Some((act, arg)) = &config.probe {
+        return match sandbox::install(&write_dirs) {
+            Ok(_) => sandbox::probe(act, arg),
+            Err(e) => {
+                tracing::error!(error = %e, "sandbox could not be installed");
+                EXIT_CONFIG
+            }
+        };
+    }
     let listener = match sys::take_listener() {
         Some(l) => {
             tracing::info!("using the socket-activated listener");
@@ -115,7 +142,10 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    let args = ["--policy".into(), config.policy.clone().into_os_string()];
+    let mut args = vec!["--policy".into(), config.policy.clone().into_os_string()];
+    if config.insecure_no_sandbox {
+        args.push("--insecure-no-sandbox".into());
+    }
     let mut child = match sys::spawn_hasher(&config.hasher, &args, hasher_end) {
         Ok(c) => c,
         Err(e) => {
@@ -124,6 +154,21 @@ pub fn run(config: Config) -> i32 {
         }
     };
     tracing::info!(pid = child.id(), "hasher started");
+    if config.insecure_no_sandbox {
+        tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
+    } else {
+        match sandbox::install(&write_dirs) {
+            Ok(status) => {
+                tracing::info!(landlock = status, write_dirs = ?write_dirs, seccomp = "api.json", "sandbox installed")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sandbox could not be installed; refusing to run");
+                let _ = child.kill();
+                let _ = child.wait();
+                return EXIT_CONFIG;
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -138,8 +183,9 @@ pub fn run(config: Config) -> i32 {
     let outcome = runtime.block_on(serve(listener, api_end, audit, store, token, stored));
     runtime.shutdown_timeout(Duration::from_secs(1));
     if let Outcome::HasherLost = outcome {
-        // A hasher that misbehaved is not waited for.
-        let _ = child.kill();
+        // A hasher that misbehaved is not waited for: PR_SET_PDEATHSIG kills it as we exit
+        // (the sandbox's signal scope keeps this process from signalling it).
+        return 1;
     }
     let hasher_status = reap(&mut child);
     match outcome {
@@ -162,8 +208,9 @@ fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Refused by the sandbox's signal scope; PR_SET_PDEATHSIG ends the hasher with us anyway.
     let _ = child.kill();
-    child.wait().ok()
+    None
 }
 
 enum Outcome {

@@ -11,7 +11,7 @@ use clap::Parser;
 #[command(name = "integrity-monitor", version)]
 struct Args {
     /// Monitor policy (read by the hasher, never by this process).
-    #[arg(long, default_value = "/etc/secure-ai/policy/integrity-monitor.yaml")]
+    #[arg(long, default_value = api::DEFAULT_POLICY)]
     policy: PathBuf,
     /// Address to listen on when not socket-activated.
     #[arg(long, default_value = "127.0.0.1:8510")]
@@ -31,6 +31,13 @@ struct Args {
     /// Run on a demo appliance tree written under a temp dir (policy, files, key, token).
     #[arg(long)]
     demo: bool,
+    /// Run both processes without Landlock and seccomp (for kernels without Landlock; refused
+    /// with the production policy path).
+    #[arg(long)]
+    insecure_no_sandbox: bool,
+    /// Test harness: install the sandbox, attempt ACT on ARG, report, exit.
+    #[arg(long, hide = true, num_args = 2, value_names = ["ACT", "ARG"])]
+    sandbox_probe: Option<Vec<String>>,
 }
 
 fn main() {
@@ -43,6 +50,10 @@ fn main() {
         audit_log: args.audit_log,
         state_dir: args.state_dir,
         hasher: args.hasher.unwrap_or_else(api::default_hasher),
+        insecure_no_sandbox: args.insecure_no_sandbox,
+        probe: args
+            .sandbox_probe
+            .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
     };
     let config = if args.demo {
         match api::demo::prepare(&config) {

@@ -1,6 +1,6 @@
 //! The api's state dir: the signed baseline, written atomically, read back at start.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -66,7 +66,12 @@ impl BaselineStore {
             f.write_all(bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, self.path())?;
-            File::open(&self.dir)?.sync_all()
+            // O_DIRECTORY: the sandbox refuses read-only opens of anything but a directory.
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&self.dir)?
+                .sync_all()
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -1,0 +1,158 @@
+//! The api's walls: no_new_privs, no capabilities, Landlock with no read access to any file
+//! and write access only beneath the audit log dir and the state dir, no new TCP bind or
+//! connect, scoped signals, and the seccomp filters of `seccomp/api.json`. Installed after the
+//! hasher is spawned and before the runtime starts its threads; any failure stops the process.
+
+use std::path::PathBuf;
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, ABI,
+};
+use thiserror::Error;
+
+/// The Landlock ABI whose rights this code knows.
+const ABI_PINNED: ABI = ABI::V6;
+/// The filters, compiled at start and embedded in the binary.
+const SECCOMP_JSON: &str = include_str!("../../seccomp/api.json");
+/// Installed in this order; the allowlist last, since installing needs `seccomp` and `prctl`.
+const FILTERS: [&str; 3] = ["api_enosys", "api_eacces", "api"];
+
+/// Why the sandbox could not be installed.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// no_new_privs or a capability could not be dropped.
+    #[error("dropping privileges: {0}")]
+    Privileges(String),
+    /// Landlock could not be set up, or the kernel has none.
+    #[error("landlock: {0}")]
+    Landlock(String),
+    /// A seccomp filter did not compile or install.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+}
+
+/// Sets no_new_privs and drops every capability, bounding set included when permitted.
+pub fn drop_privileges() -> Result<(), SandboxError> {
+    use caps::{CapSet, Capability};
+    let err = |e: String| SandboxError::Privileges(e);
+    nix::sys::prctl::set_no_new_privs().map_err(|e| err(e.to_string()))?;
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::all() {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|e| err(format!("{set:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Installs every wall; `write_dirs` are the audit log dir and the state dir.
+pub fn install(write_dirs: &[PathBuf]) -> Result<String, SandboxError> {
+    drop_privileges()?;
+    let status = landlock(write_dirs)?;
+    seccomp()?;
+    Ok(status)
+}
+
+fn landlock(write_dirs: &[PathBuf]) -> Result<String, SandboxError> {
+    let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    // Create and write files, replace them by rename, list the dir (an O_DIRECTORY open is
+    // needed to fsync it): never read a file's content, never execute.
+    let write: BitFlags<AccessFs> =
+        AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile | AccessFs::ReadDir;
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI_PINNED))
+        .map_err(err)?
+        .handle_access(AccessNet::from_all(ABI_PINNED))
+        .map_err(err)?
+        .scope(Scope::from_all(ABI_PINNED))
+        .map_err(err)?
+        .create()
+        .map_err(err)?;
+    for dir in write_dirs {
+        let fd = landlock::PathFd::new(dir)
+            .map_err(|e| SandboxError::Landlock(format!("{}: {e}", dir.display())))?;
+        ruleset = ruleset
+            .add_rule(landlock::PathBeneath::new(fd, write))
+            .map_err(err)?;
+    }
+    let status = ruleset.restrict_self().map_err(err)?;
+    match status.ruleset {
+        RulesetStatus::NotEnforced => Err(SandboxError::Landlock(
+            "this kernel enforces no Landlock ruleset; --insecure-no-sandbox runs without it, outside production".into(),
+        )),
+        s => Ok(format!("{s:?}")),
+    }
+}
+
+fn seccomp() -> Result<(), SandboxError> {
+    let err = |e: String| SandboxError::Seccomp(e);
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|_| err(format!("no filter for {}", std::env::consts::ARCH)))?;
+    let mut filters = seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch)
+        .map_err(|e| err(e.to_string()))?;
+    for name in FILTERS {
+        let filter = filters
+            .remove(name)
+            .ok_or_else(|| err(format!("filter `{name}` missing")))?;
+        seccompiler::apply_filter(&filter).map_err(|e| err(format!("{name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Test harness (`--sandbox-probe`): after the real sandbox, attempt one act and report.
+pub fn probe(act: &str, arg: &str) -> i32 {
+    use std::io::Read;
+    let result: std::io::Result<()> = match act {
+        "read" => std::fs::File::open(arg).and_then(|mut f| f.read(&mut [0u8; 1]).map(drop)),
+        "create" => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(arg)
+            .map(drop),
+        "exec" => std::process::Command::new(arg).status().map(drop),
+        "connect" => {
+            std::net::TcpStream::connect(("127.0.0.1", arg.parse().unwrap_or(1))).map(drop)
+        }
+        other => {
+            eprintln!("probe: unknown act {other}");
+            return 2;
+        }
+    };
+    match result {
+        Ok(()) => {
+            eprintln!("probe {act}: allowed");
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "probe {act}: refused errno={} ({e})",
+                e.raw_os_error().unwrap_or(0)
+            );
+            3
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_filters_compile() {
+        let arch = std::env::consts::ARCH.try_into().expect("supported arch");
+        let filters =
+            seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch).expect("compiles");
+        for name in FILTERS {
+            assert!(filters.contains_key(name), "{name}");
+        }
+    }
+}

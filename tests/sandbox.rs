@@ -1,0 +1,269 @@
+//! Each sandbox wall, proven by attempting the forbidden act in the real binary after its
+//! sandbox is installed (`--sandbox-probe`), next to the allowed act that must still work.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
+
+use common::*;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    Errno(i32),
+    Sigsys,
+}
+
+fn verdict(out: &Output) -> Verdict {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.signal() == Some(libc::SIGSYS) {
+        return Verdict::Sigsys;
+    }
+    match out.status.code() {
+        Some(0) => Verdict::Allowed,
+        Some(3) => {
+            let n = stderr
+                .split("errno=")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|s| s.parse().ok())
+                .unwrap();
+            Verdict::Errno(n)
+        }
+        _ => panic!("probe failed to run: {:?}\n{stderr}", out.status),
+    }
+}
+
+fn hasher_probe(a: &Appliance, act: &str, arg: &str) -> Verdict {
+    let out = Command::new(hasher_bin())
+        .args([
+            "--policy",
+            &path_str(&a.path("monitor.yaml")),
+            "--sandbox-probe",
+            act,
+            arg,
+        ])
+        .output()
+        .unwrap();
+    verdict(&out)
+}
+
+fn api_probe(a: &Appliance, act: &str, arg: &str) -> Verdict {
+    let mut args = a.args(free_addr());
+    args.extend(["--sandbox-probe".into(), act.into(), arg.into()]);
+    std::fs::create_dir_all(a.path("state")).unwrap();
+    std::fs::create_dir_all(a.path("logs")).unwrap();
+    verdict(&Command::new(monitor_bin()).args(args).output().unwrap())
+}
+
+struct Sleeper(std::process::Child);
+impl Sleeper {
+    fn new() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("30").spawn().unwrap())
+    }
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn hasher_reads_only_its_watch_set_and_does_nothing_else() {
+    let a = Appliance::new();
+    let watched = path_str(&a.path(BINARIES[0]));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let victim = Sleeper::new();
+    let cases: Vec<(&str, String, Verdict)> = vec![
+        ("read", watched.clone(), Verdict::Allowed),
+        ("list", path_str(&a.path("models")), Verdict::Allowed),
+        ("read", "/etc/shadow".into(), Verdict::Errno(libc::EACCES)),
+        ("read", "/etc/passwd".into(), Verdict::Errno(libc::EACCES)),
+        // Opening for writing is refused by seccomp's flag check before Landlock is asked.
+        ("create", path_str(&a.path("bin/planted")), Verdict::Sigsys),
+        (
+            "create",
+            "/tmp/integrity-hasher-probe".into(),
+            Verdict::Sigsys,
+        ),
+        ("append", watched.clone(), Verdict::Sigsys),
+        ("unlink", watched.clone(), Verdict::Sigsys),
+        ("rename", watched.clone(), Verdict::Sigsys),
+        ("exec", "/bin/true".into(), Verdict::Sigsys),
+        ("connect", port, Verdict::Sigsys),
+        ("bind", "0".into(), Verdict::Sigsys),
+        ("ptrace", victim.pid(), Verdict::Sigsys),
+        ("kill", victim.pid(), Verdict::Sigsys),
+        (
+            "read",
+            format!("/proc/{}/mem", victim.pid()),
+            Verdict::Errno(libc::EACCES),
+        ),
+        (
+            "read",
+            format!("/proc/{}/environ", std::process::id()),
+            Verdict::Errno(libc::EACCES),
+        ),
+        ("stdout", "-".into(), Verdict::Sigsys),
+    ];
+    for (act, arg, expected) in cases {
+        assert_eq!(hasher_probe(&a, act, &arg), expected, "hasher {act} {arg}");
+    }
+    assert!(
+        listener.accept().is_err(),
+        "no connection reached the test's listener"
+    );
+    assert!(a.path(BINARIES[0]).exists() && !a.path("bin/planted").exists());
+}
+
+#[test]
+fn api_reads_nothing_and_writes_only_its_two_dirs() {
+    let a = Appliance::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let cases: Vec<(&str, String, Verdict)> = vec![
+        ("create", path_str(&a.path("state/probe")), Verdict::Allowed),
+        ("create", path_str(&a.path("logs/probe")), Verdict::Allowed),
+        (
+            "read",
+            path_str(&a.path("key")),
+            Verdict::Errno(libc::EACCES),
+        ),
+        (
+            "read",
+            path_str(&a.path("token")),
+            Verdict::Errno(libc::EACCES),
+        ),
+        (
+            "read",
+            path_str(&a.path(BINARIES[0])),
+            Verdict::Errno(libc::EACCES),
+        ),
+        (
+            "read",
+            path_str(&a.path("monitor.yaml")),
+            Verdict::Errno(libc::EACCES),
+        ),
+        ("read", "/etc/passwd".into(), Verdict::Errno(libc::EACCES)),
+        (
+            "create",
+            path_str(&a.path("bin/planted")),
+            Verdict::Errno(libc::EACCES),
+        ),
+        (
+            "create",
+            "/tmp/integrity-api-probe".into(),
+            Verdict::Errno(libc::EACCES),
+        ),
+        ("exec", "/bin/true".into(), Verdict::Sigsys),
+        ("connect", port, Verdict::Sigsys),
+    ];
+    for (act, arg, expected) in cases {
+        assert_eq!(api_probe(&a, act, &arg), expected, "api {act} {arg}");
+    }
+    // The api never reads, even what it wrote itself.
+    assert_eq!(
+        api_probe(&a, "read", &path_str(&a.path("state/probe"))),
+        Verdict::Errno(libc::EACCES)
+    );
+}
+
+fn thread_status(pid: u32) -> Vec<(String, String, String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            let field = |k: &str| {
+                s.lines()
+                    .find(|l| l.starts_with(k))
+                    .unwrap()
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .to_owned()
+            };
+            (
+                field("Name:"),
+                field("Seccomp:"),
+                field("NoNewPrivs:"),
+                field("CapEff:"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_thread_of_both_processes_is_sandboxed() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    m.scan();
+    let api = thread_status(m.child.id());
+    let hasher = thread_status(m.hasher_pid() as u32);
+    assert!(
+        api.len() >= 3,
+        "the api's runtime threads are there: {api:?}"
+    );
+    for (name, seccomp, nnp, capeff) in api.iter().chain(&hasher) {
+        assert_eq!(
+            (seccomp.as_str(), nnp.as_str(), capeff.as_str()),
+            ("2", "1", "0000000000000000"),
+            "thread {name}"
+        );
+    }
+}
+
+#[test]
+fn watched_file_replaced_by_rename_is_still_read() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    // Replace a binary the way package managers do: new inode, renamed over the old name.
+    let bin = a.path(BINARIES[0]);
+    let content = std::fs::read(&bin).unwrap();
+    std::fs::write(a.path("bin/.new"), &content).unwrap();
+    std::fs::rename(a.path("bin/.new"), &bin).unwrap();
+    assert_eq!(
+        m.scan()["state"],
+        "trusted",
+        "same content under a new inode is readable and matches"
+    );
+    std::fs::write(a.path("bin/.new"), b"different").unwrap();
+    std::fs::rename(a.path("bin/.new"), &bin).unwrap();
+    let s = m.scan();
+    let actual = s["active_violations"][0]["actual_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(actual.len(), 64, "a digest, not \"unreadable\": {s}");
+}
+
+#[test]
+fn reload_reaching_outside_the_sandbox_needs_a_restart() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("new-binary"), "x").unwrap();
+    let text = a.policy_text("scan_interval: 1h\n").replace(
+        "trust_material:\n",
+        &format!(
+            "trust_material:\n  - {}/new-binary\n",
+            outside.path().display()
+        ),
+    );
+    a.write("monitor.yaml", &text);
+    let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("restart"), "{body}");
+    assert_eq!(
+        m.scan()["state"],
+        "trusted",
+        "the old policy stays in force"
+    );
+}
