@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod link;
 pub mod monitor;
+pub mod notify;
 pub mod sandbox;
 pub mod state;
 pub mod store;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Exit code for a configuration the operator must fix (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
@@ -39,8 +40,12 @@ pub struct Config {
     pub audit_log: PathBuf,
     /// State dir holding baseline.json.
     pub state_dir: PathBuf,
-    /// The integrity-hasher binary.
+    /// The integrity-hasher binary (spawned when no hasher socket is given).
     pub hasher: PathBuf,
+    /// Connect to a systemd-started hasher here instead of spawning one.
+    pub hasher_socket: Option<PathBuf>,
+    /// Besides root (a systemd-created listener), the uid the hasher socket's peer may have.
+    pub hasher_peer_uid: Option<u32>,
     /// Run both processes without Landlock and seccomp (refused with the production policy).
     pub insecure_no_sandbox: bool,
     /// Test harness: after sandboxing, attempt this act instead of serving.
@@ -76,6 +81,17 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o750)
         .create(dir)
+}
+
+/// Where the hasher comes from.
+enum Source {
+    /// Spawned by this process: one channel, no second chance.
+    Spawned(Option<std::os::fd::OwnedFd>),
+    /// A socket-activated hasher unit: reconnect with backoff whenever it goes away.
+    Socket {
+        path: PathBuf,
+        peer_uid: Option<u32>,
+    },
 }
 
 /// Runs the monitor; returns the process exit code.
@@ -131,29 +147,19 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    if !config.listen.ip().is_loopback() {
-        tracing::warn!(listen = %config.listen, "listening on a non-loopback address");
-    }
-    // The hasher is spawned before any thread exists: fork in a multi-threaded process is unsafe.
-    let (api_end, hasher_end) = match sys::seqpacket_pair() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "socketpair failed");
-            return 1;
-        }
+    let (source, mut child) = match &config.hasher_socket {
+        Some(path) => (
+            Source::Socket {
+                path: path.clone(),
+                peer_uid: config.hasher_peer_uid,
+            },
+            None,
+        ),
+        None => match spawn(&config) {
+            Ok((fd, child)) => (Source::Spawned(Some(fd)), Some(child)),
+            Err(code) => return code,
+        },
     };
-    let mut args = vec!["--policy".into(), config.policy.clone().into_os_string()];
-    if config.insecure_no_sandbox {
-        args.push("--insecure-no-sandbox".into());
-    }
-    let mut child = match sys::spawn_hasher(&config.hasher, &args, hasher_end) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(hasher = %config.hasher.display(), error = %e, "cannot start the hasher (use --hasher PATH)");
-            return EXIT_CONFIG;
-        }
-    };
-    tracing::info!(pid = child.id(), "hasher started");
     if config.insecure_no_sandbox {
         tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
     } else {
@@ -163,8 +169,6 @@ pub fn run(config: Config) -> i32 {
             }
             Err(e) => {
                 tracing::error!(error = %e, "sandbox could not be installed; refusing to run");
-                let _ = child.kill();
-                let _ = child.wait();
                 return EXIT_CONFIG;
             }
         }
@@ -180,18 +184,18 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    let outcome = runtime.block_on(serve(listener, api_end, audit, store, token, stored));
+    let outcome = runtime.block_on(serve(listener, source, audit, store, token, stored));
     runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Outcome::HasherLost = outcome {
+    match (outcome, child.as_mut()) {
+        (Outcome::Stopped, Some(child)) => {
+            reap(child);
+            0
+        }
+        (Outcome::Stopped, None) => 0,
         // A hasher that misbehaved is not waited for: PR_SET_PDEATHSIG kills it as we exit
         // (the sandbox's signal scope keeps this process from signalling it).
-        return 1;
-    }
-    let hasher_status = reap(&mut child);
-    match outcome {
-        Outcome::Stopped => 0,
-        Outcome::HasherLost => 1,
-        Outcome::StartFailed => match hasher_status.and_then(|s| s.code()) {
+        (Outcome::HasherLost, _) => 1,
+        (Outcome::StartFailed, child) => match child.and_then(reap).and_then(|s| s.code()) {
             Some(EXIT_CONFIG) => {
                 tracing::error!("the hasher refused its configuration (see its error above)");
                 EXIT_CONFIG
@@ -199,6 +203,24 @@ pub fn run(config: Config) -> i32 {
             _ => 1,
         },
     }
+}
+
+/// Spawns the hasher before any thread exists (fork in a multi-threaded process is unsafe).
+fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child), i32> {
+    let (api_end, hasher_end) = sys::seqpacket_pair().map_err(|e| {
+        tracing::error!(error = %e, "socketpair failed");
+        1
+    })?;
+    let mut args = vec!["--policy".into(), config.policy.clone().into_os_string()];
+    if config.insecure_no_sandbox {
+        args.push("--insecure-no-sandbox".into());
+    }
+    let child = sys::spawn_hasher(&config.hasher, &args, hasher_end).map_err(|e| {
+        tracing::error!(hasher = %config.hasher.display(), error = %e, "cannot start the hasher (use --hasher PATH)");
+        EXIT_CONFIG
+    })?;
+    tracing::info!(pid = child.id(), "hasher started");
+    Ok((api_end, child))
 }
 
 fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
@@ -213,15 +235,104 @@ fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
     None
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Stopped,
     HasherLost,
     StartFailed,
 }
 
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+fn connect(path: &Path, peer_uid: Option<u32>) -> Result<std::os::fd::OwnedFd, String> {
+    let (fd, uid) = sys::connect_hasher(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if uid != 0 && Some(uid) != peer_uid {
+        return Err(format!(
+            "{}: peer uid {uid} is neither root (systemd) nor --hasher-peer-uid",
+            path.display()
+        ));
+    }
+    Ok(fd)
+}
+
+/// Keeps a hasher connected: hands each new link to the monitor, records each loss, and in
+/// spawned mode gives up after the first (the service manager restarts the pair).
+async fn supervise(
+    mut source: Source,
+    mut calls: mpsc::Receiver<link::Call>,
+    monitor: Arc<monitor::Monitor>,
+    mut stored: Option<Result<Option<Vec<u8>>, String>>,
+    end: watch::Sender<Option<Outcome>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let fd = match &mut source {
+            Source::Spawned(fd) => match fd.take() {
+                Some(fd) => fd,
+                None => {
+                    let _ = end.send(Some(Outcome::HasherLost));
+                    return;
+                }
+            },
+            Source::Socket { path, peer_uid } => match connect(path, *peer_uid) {
+                Ok(fd) => fd,
+                Err(why) => {
+                    tracing::warn!(
+                        why,
+                        retry_ms = backoff.as_millis() as u64,
+                        "hasher not reachable"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        let link = match link::Link::new(fd) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "hasher channel unusable");
+                let _ = end.send(Some(Outcome::StartFailed));
+                return;
+            }
+        };
+        let cut = Arc::new(Notify::new());
+        monitor.set_link_cutter(cut.clone());
+        let task = tokio::spawn(link::run(link, calls, cut));
+        let first = stored.is_some();
+        match monitor.connected(stored.take()).await {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                tracing::info!("hasher connected");
+                if first {
+                    notify::ready(&monitor);
+                }
+            }
+            Err(e) if first && matches!(source, Source::Spawned(_)) => {
+                tracing::error!(error = %e, "hasher did not complete the handshake");
+                let _ = end.send(Some(Outcome::StartFailed));
+                return;
+            }
+            Err(e) => tracing::error!(error = %e, "hasher handshake failed"),
+        }
+        let (rx, failure) = match task.await {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        calls = rx;
+        let why = failure.map_or_else(|| "call queue closed".to_owned(), |e| e.to_string());
+        monitor.hasher_lost(&why);
+        if let Source::Socket { .. } = source {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
 async fn serve(
     listener: std::net::TcpListener,
-    api_end: std::os::fd::OwnedFd,
+    source: Source,
     audit: audit::AuditLog,
     store: store::BaselineStore,
     token: Option<token::Token>,
@@ -234,69 +345,68 @@ async fn serve(
             return Outcome::StartFailed;
         }
     };
-    let link = match link::Link::new(api_end) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "hasher channel unusable");
-            return Outcome::StartFailed;
-        }
-    };
+    let spawned = matches!(source, Source::Spawned(_));
     let (calls_tx, calls_rx) = mpsc::channel(8);
-    let (down_tx, mut down_rx) = watch::channel(None);
-    let down_tx = Arc::new(down_tx);
-    let (link_down_tx, mut link_down_rx) = watch::channel(None);
-    tokio::spawn(link::run(link, calls_rx, link_down_tx));
-    let monitor = Arc::new(monitor::Monitor::new(
-        calls_tx,
-        down_tx.clone(),
-        audit,
-        store,
-        token,
-    ));
-    let watcher = monitor.clone();
-    tokio::spawn(async move {
-        if link_down_rx.wait_for(Option::is_some).await.is_ok() {
-            let why = link_down_rx.borrow().clone().unwrap_or_default();
-            watcher.hasher_lost(&why);
-        }
-    });
-    if let Err(e) = monitor.hello().await {
-        tracing::error!(error = %e, "hasher did not complete the handshake");
-        return Outcome::StartFailed;
-    }
+    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit, store, token));
     monitor.audit(
         "start",
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
     );
+    let (end_tx, mut end_rx) = watch::channel(None);
+    let supervisor = tokio::spawn(supervise(
+        source,
+        calls_rx,
+        monitor.clone(),
+        Some(stored),
+        end_tx,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(listener, monitor.clone(), wait_true(stop_rx)));
-    let starter = monitor.clone();
-    let scheduler = tokio::spawn(async move {
-        starter.start(stored).await;
-        starter.schedule().await;
-    });
+    let scheduler = tokio::spawn(monitor.clone().schedule());
+    let keepalive = tokio::spawn(notify::keepalive(monitor.clone()));
+    let hup = tokio::spawn(reopen_on_hup(monitor.clone()));
     let outcome = tokio::select! {
         () = signals() => Outcome::Stopped,
-        _ = down_rx.wait_for(Option::is_some) => Outcome::HasherLost,
+        r = end_rx.wait_for(Option::is_some) => r.ok().and_then(|o| *o).unwrap_or(Outcome::HasherLost),
     };
-    if let Outcome::Stopped = outcome {
+    if outcome == Outcome::Stopped {
         monitor.begin_stop();
     }
-    if let Outcome::HasherLost = outcome {
+    notify::stopping();
+    if outcome == Outcome::HasherLost && spawned {
         // Keep answering 503 briefly so callers see the failure, then let the service manager
-        // restart the pair: a standalone api cannot start a new sandboxed hasher itself.
+        // restart the pair: a sandboxed api cannot start a new hasher itself.
         tracing::error!("hasher lost: answering 503, then exiting for a restart of the pair");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    scheduler.abort();
+    for task in [scheduler, keepalive, hup, supervisor] {
+        task.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = server.await;
-    monitor.audit("stop", json!({ "reason": if matches!(outcome, Outcome::Stopped) { "signal" } else { "hasher_lost" } }));
+    let reason = match outcome {
+        Outcome::Stopped => "signal",
+        Outcome::HasherLost => "hasher_lost",
+        Outcome::StartFailed => "start_failed",
+    };
+    monitor.audit("stop", json!({ "reason": reason }));
     outcome
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn reopen_on_hup(monitor: Arc<monitor::Monitor>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reopening the audit log");
+        monitor.reopen_audit();
+    }
 }
 
 async fn signals() {

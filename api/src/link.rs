@@ -7,10 +7,12 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
 use protocol::frame::{self, FrameError};
 use protocol::{Reassembler, Request, Response, MAX_FRAME};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{mpsc, oneshot, watch};
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Why the hasher can no longer be trusted to answer.
 #[derive(Debug, Error, Clone)]
@@ -32,6 +34,9 @@ pub enum LinkError {
         /// Id expected.
         expected: u64,
     },
+    /// The api cut the link after the hasher misbehaved.
+    #[error("link cut after the hasher misbehaved")]
+    Cut,
     /// The link task is gone.
     #[error("hasher link is down")]
     Down,
@@ -154,17 +159,18 @@ pub struct Call {
     pub reply: oneshot::Sender<Result<Response, LinkError>>,
 }
 
-/// Owns the link: serves calls one at a time and watches the idle channel. On any failure it
-/// publishes the reason on `down` and stops; the link is never reused after an error.
+/// Owns the link: serves calls one at a time and watches the idle channel. Returns the call
+/// queue and why the link ended (`None`: the queue closed); a link is never reused after an error.
 pub async fn run(
     mut link: Link,
     mut calls: mpsc::Receiver<Call>,
-    down: watch::Sender<Option<String>>,
-) {
+    cut: Arc<Notify>,
+) -> (mpsc::Receiver<Call>, Option<LinkError>) {
     let failure = loop {
         tokio::select! {
+            () = cut.notified() => break LinkError::Cut,
             call = calls.recv() => {
-                let Some(call) = call else { return };
+                let Some(call) = call else { return (calls, None) };
                 let result = link.call(&call.request).await;
                 let failed = result.as_ref().err().cloned();
                 let _ = call.reply.send(result);
@@ -176,5 +182,5 @@ pub async fn run(
         }
     };
     tracing::error!(error = %failure, "hasher link lost");
-    let _ = down.send(Some(failure.to_string()));
+    (calls, Some(failure))
 }

@@ -26,8 +26,15 @@ struct Args {
     #[arg(long, default_value = api::store::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// The integrity-hasher binary [default: next to this executable].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hasher_socket")]
     hasher: Option<PathBuf>,
+    /// Connect to a systemd-started hasher on this SEQPACKET socket instead of spawning one;
+    /// reconnects with backoff when it goes away.
+    #[arg(long)]
+    hasher_socket: Option<PathBuf>,
+    /// Besides root, the uid allowed at the other end of --hasher-socket (SO_PEERCRED).
+    #[arg(long)]
+    hasher_peer_uid: Option<u32>,
     /// Run on a demo appliance tree written under a temp dir (policy, files, key, token).
     #[arg(long)]
     demo: bool,
@@ -50,6 +57,8 @@ fn main() {
         audit_log: args.audit_log,
         state_dir: args.state_dir,
         hasher: args.hasher.unwrap_or_else(api::default_hasher),
+        hasher_socket: args.hasher_socket,
+        hasher_peer_uid: args.hasher_peer_uid,
         insecure_no_sandbox: args.insecure_no_sandbox,
         probe: args
             .sandbox_probe

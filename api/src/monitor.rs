@@ -11,7 +11,7 @@ use protocol::report::SignedReport;
 use protocol::sign::sha256_hex;
 use protocol::{Request, Response, PROTOCOL_VERSION};
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditLog;
 use crate::error::MonitorError;
@@ -71,11 +71,12 @@ pub struct Monitor {
     snap: Mutex<Snapshot>,
     op: tokio::sync::Mutex<()>,
     calls: mpsc::Sender<Call>,
-    down: Arc<watch::Sender<Option<String>>>,
     audit: Mutex<AuditSink>,
     store: BaselineStore,
     token: Option<Token>,
     stopping: std::sync::atomic::AtomicBool,
+    cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    started: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,7 +95,6 @@ impl Monitor {
     /// A monitor talking to the link task through `calls`.
     pub fn new(
         calls: mpsc::Sender<Call>,
-        down: Arc<watch::Sender<Option<String>>>,
         audit: AuditLog,
         store: BaselineStore,
         token: Option<Token>,
@@ -113,12 +113,11 @@ impl Monitor {
                 baseline_problem: Some("not loaded yet".into()),
                 last_report: None,
                 last_scan: None,
-                hasher_down: None,
+                hasher_down: Some("not connected yet".into()),
                 audit_backlog: 0,
             }),
             op: tokio::sync::Mutex::new(()),
             calls,
-            down,
             audit: Mutex::new(AuditSink {
                 log: audit,
                 pending: VecDeque::new(),
@@ -130,7 +129,14 @@ impl Monitor {
             store,
             token,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            cut: Mutex::new(None),
+            started: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Registers the way to cut the current link when the hasher misbehaves.
+    pub fn set_link_cutter(&self, cut: Arc<tokio::sync::Notify>) {
+        *lock(&self.cut) = Some(cut);
     }
 
     /// Marks an orderly stop: the hasher going away now is expected, not a finding.
@@ -257,6 +263,9 @@ impl Monitor {
 
     /// Marks the hasher unusable: evidence stops here until it is back.
     pub fn hasher_lost(&self, why: &str) {
+        if let Some(cut) = lock(&self.cut).take() {
+            cut.notify_one();
+        }
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             tracing::info!(why, "hasher gone during shutdown");
             lock(&self.snap).hasher_down = Some(why.to_owned());
@@ -269,7 +278,6 @@ impl Monitor {
             first
         };
         if first {
-            let _ = self.down.send(Some(why.to_owned()));
             self.audit("hasher_lost", json!({ "reason": why }));
             self.apply(Input::Unverifiable("hasher_unavailable"));
         }
@@ -308,8 +316,60 @@ impl Monitor {
         MonitorError::HasherDown(why)
     }
 
+    /// A (re)connected hasher: handshake, then either the first start-up (`stored` is the
+    /// stored baseline read at start) or, after a reconnection, hand it the adopted baseline.
+    pub async fn connected(
+        &self,
+        stored: Option<Result<Option<Vec<u8>>, String>>,
+    ) -> Result<(), MonitorError> {
+        // Held throughout: no scheduled scan may reach the hasher before the handshake.
+        let _op = self.op.lock().await;
+        let again = lock(&self.snap).hasher_down.take();
+        self.hello().await?;
+        match stored {
+            Some(stored) => {
+                self.start(stored).await;
+                self.started
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            None => {
+                self.audit("hasher_reconnected", json!({ "after": again }));
+                self.restore().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(&self) {
+        let Some(baseline) = lock(&self.snap).baseline.clone() else {
+            tracing::warn!(
+                "hasher reconnected but no baseline is adopted; awaiting an authorised rebaseline"
+            );
+            return;
+        };
+        match self
+            .call(Request::LoadBaseline {
+                manifest: baseline.bytes.to_vec(),
+            })
+            .await
+        {
+            Ok(Response::BaselineLoaded { summary })
+                if summary.digest == baseline.summary.digest =>
+            {
+                if let Err(e) = self.scan_locked(false).await {
+                    tracing::error!(error = %e, "scan after reconnection failed");
+                }
+            }
+            Ok(_) => {
+                self.misbehaved("baseline acknowledgement");
+            }
+            Err(MonitorError::Refused { message, .. }) => self.baseline_rejected(&message),
+            Err(e) => tracing::error!(error = %e, "baseline could not be handed to the new hasher"),
+        }
+    }
+
     /// Handshake: learns the policy settings and key status.
-    pub async fn hello(&self) -> Result<(), MonitorError> {
+    async fn hello(&self) -> Result<(), MonitorError> {
         match self
             .call(Request::Hello {
                 version: PROTOCOL_VERSION,
@@ -339,8 +399,7 @@ impl Monitor {
     }
 
     /// Start-up: adopt the stored baseline (or make the first one), then scan.
-    pub async fn start(&self, stored: Result<Option<Vec<u8>>, String>) {
-        let _op = self.op.lock().await;
+    async fn start(&self, stored: Result<Option<Vec<u8>>, String>) {
         match stored {
             Err(why) => self.baseline_rejected(&format!("stored baseline unreadable: {why}")),
             Ok(None) => {
@@ -531,8 +590,15 @@ impl Monitor {
                     s.hasher_down.is_some(),
                 )
             };
+            if !self.started.load(std::sync::atomic::Ordering::SeqCst) {
+                // Start-up runs the first scan; the schedule begins after it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             if down {
-                return;
+                // Fail closed meanwhile; the supervisor reconnects (or the process exits).
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
             let due = last.map_or_else(Instant::now, |l| l + interval);
             tokio::time::sleep_until(due.into()).await;

@@ -121,3 +121,18 @@ pub fn register(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
     // AsyncFd owns it, so it stays open until the AsyncFd is dropped.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
+
+/// Connects to a hasher's SEQPACKET socket and returns the socket and the peer's uid
+/// (SO_PEERCRED: for a socket-activated listener, the uid that created it).
+pub fn connect_hasher(path: &Path) -> std::io::Result<(OwnedFd, u32)> {
+    use nix::sys::socket::{connect, getsockopt, socket, sockopt, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let creds = getsockopt(&fd, sockopt::PeerCredentials)?;
+    Ok((fd, creds.uid()))
+}
