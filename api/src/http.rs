@@ -46,6 +46,7 @@ enum Route {
     Scan,
     Rebaseline,
     Reload,
+    Metrics,
 }
 
 impl Route {
@@ -58,6 +59,7 @@ impl Route {
             "/api/v1/scan" => Route::Scan,
             "/api/v1/rebaseline" => Route::Rebaseline,
             "/api/v1/reload" => Route::Reload,
+            "/metrics" => Route::Metrics,
             _ => return None,
         })
     }
@@ -222,6 +224,17 @@ async fn dispatch(route: Route, monitor: &Monitor) -> Reply {
             }
         }
         Route::Status => json_reply(200, &status_body(monitor)),
+        Route::Metrics => {
+            let mut r = reply(
+                200,
+                Bytes::from(crate::metrics::render(&monitor.snapshot())),
+            );
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         Route::Baseline => match monitor.snapshot().baseline {
             Some(b) => reply(200, b.bytes),
             None => error(404, "no_baseline", "no trusted baseline is adopted"),

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod link;
+pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod sandbox;
@@ -13,6 +14,7 @@ pub mod state;
 pub mod store;
 pub mod sys;
 pub mod token;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,8 @@ pub struct Config {
     pub hasher_peer_uid: Option<u32>,
     /// Run both processes without Landlock and seccomp (refused with the production policy).
     pub insecure_no_sandbox: bool,
+    /// `initialize-baseline`: stop after the first baseline and scan.
+    pub initialize_only: bool,
     /// Test harness: after sandboxing, attempt this act instead of serving.
     pub probe: Option<(String, String)>,
 }
@@ -184,7 +188,21 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    let outcome = runtime.block_on(serve(listener, source, audit, store, token, stored));
+    if config.initialize_only {
+        if let Ok(Some(_)) = &stored {
+            tracing::info!(path = %store.path().display(), "a baseline is already stored; nothing to initialize");
+            return 0;
+        }
+    }
+    let outcome = runtime.block_on(serve(
+        listener,
+        source,
+        audit,
+        store,
+        token,
+        stored,
+        config.initialize_only,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match (outcome, child.as_mut()) {
         (Outcome::Stopped, Some(child)) => {
@@ -192,6 +210,16 @@ pub fn run(config: Config) -> i32 {
             0
         }
         (Outcome::Stopped, None) => 0,
+        (Outcome::Initialized(trusted), child) => {
+            if let Some(child) = child {
+                reap(child);
+            }
+            if trusted {
+                0
+            } else {
+                1
+            }
+        }
         // A hasher that misbehaved is not waited for: PR_SET_PDEATHSIG kills it as we exit
         // (the sandbox's signal scope keeps this process from signalling it).
         (Outcome::HasherLost, _) => 1,
@@ -237,6 +265,7 @@ fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
+    Initialized(bool),
     Stopped,
     HasherLost,
     StartFailed,
@@ -264,6 +293,7 @@ async fn supervise(
     monitor: Arc<monitor::Monitor>,
     mut stored: Option<Result<Option<Vec<u8>>, String>>,
     end: watch::Sender<Option<Outcome>>,
+    once: bool,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -305,6 +335,11 @@ async fn supervise(
             Ok(()) => {
                 backoff = BACKOFF_MIN;
                 tracing::info!("hasher connected");
+                if first && once {
+                    let trusted = monitor::verdict(&monitor.snapshot()).is_ok();
+                    let _ = end.send(Some(Outcome::Initialized(trusted)));
+                    return;
+                }
                 if first {
                     notify::ready(&monitor);
                 }
@@ -337,6 +372,7 @@ async fn serve(
     store: store::BaselineStore,
     token: Option<token::Token>,
     stored: Result<Option<Vec<u8>>, String>,
+    once: bool,
 ) -> Outcome {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -359,6 +395,7 @@ async fn serve(
         monitor.clone(),
         Some(stored),
         end_tx,
+        once,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(listener, monitor.clone(), wait_true(stop_rx)));
@@ -369,7 +406,7 @@ async fn serve(
         () = signals() => Outcome::Stopped,
         r = end_rx.wait_for(Option::is_some) => r.ok().and_then(|o| *o).unwrap_or(Outcome::HasherLost),
     };
-    if outcome == Outcome::Stopped {
+    if matches!(outcome, Outcome::Stopped | Outcome::Initialized(_)) {
         monitor.begin_stop();
     }
     notify::stopping();
@@ -388,6 +425,7 @@ async fn serve(
         Outcome::Stopped => "signal",
         Outcome::HasherLost => "hasher_lost",
         Outcome::StartFailed => "start_failed",
+        Outcome::Initialized(_) => "initialized",
     };
     monitor.audit("stop", json!({ "reason": reason }));
     outcome

@@ -11,7 +11,7 @@ use clap::Parser;
 #[command(name = "integrity-monitor", version)]
 struct Args {
     /// Monitor policy (read by the hasher, never by this process).
-    #[arg(long, default_value = api::DEFAULT_POLICY)]
+    #[arg(long, global = true, default_value = api::DEFAULT_POLICY)]
     policy: PathBuf,
     /// Address to listen on when not socket-activated.
     #[arg(long, default_value = "127.0.0.1:8510")]
@@ -45,6 +45,25 @@ struct Args {
     /// Test harness: install the sandbox, attempt ACT on ARG, report, exit.
     #[arg(long, hide = true, num_args = 2, value_names = ["ACT", "ARG"])]
     sandbox_probe: Option<Vec<String>>,
+    #[command(subcommand)]
+    command: Option<Tool>,
+}
+
+/// Operator tools.
+#[derive(clap::Subcommand, Debug)]
+enum Tool {
+    /// Validate a policy file: exit 0, or 78 naming the key and line at fault.
+    CheckConfig,
+    /// Check a baseline manifest (e.g. a backup) against the HMAC key, offline.
+    VerifyBaseline {
+        /// The HMAC key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The baseline.json to check.
+        baseline: PathBuf,
+    },
+    /// First boot: compute, sign and store the baseline, run one scan, and exit (0 = trusted).
+    InitializeBaseline,
 }
 
 fn main() {
@@ -60,9 +79,21 @@ fn main() {
         hasher_socket: args.hasher_socket,
         hasher_peer_uid: args.hasher_peer_uid,
         insecure_no_sandbox: args.insecure_no_sandbox,
+        initialize_only: false,
         probe: args
             .sandbox_probe
             .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
+    };
+    let config = match args.command {
+        None => config,
+        Some(Tool::CheckConfig) => std::process::exit(api::tools::check_config(&config)),
+        Some(Tool::VerifyBaseline { key, baseline }) => {
+            std::process::exit(api::tools::verify_baseline(&key, &baseline))
+        }
+        Some(Tool::InitializeBaseline) => api::Config {
+            initialize_only: true,
+            ..config
+        },
     };
     let config = if args.demo {
         match api::demo::prepare(&config) {

@@ -55,6 +55,10 @@ pub struct Snapshot {
     pub hasher_down: Option<String>,
     /// True while audit records are waiting for a writable log.
     pub audit_backlog: usize,
+    /// Sequence number of the last report from the current hasher connection (must grow).
+    pub link_seq: u64,
+    /// Bytes the hasher reported hashed, over all accepted scans.
+    pub bytes_hashed_total: u64,
 }
 
 struct AuditSink {
@@ -115,6 +119,8 @@ impl Monitor {
                 last_scan: None,
                 hasher_down: Some("not connected yet".into()),
                 audit_backlog: 0,
+                link_seq: 0,
+                bytes_hashed_total: 0,
             }),
             op: tokio::sync::Mutex::new(()),
             calls,
@@ -324,7 +330,11 @@ impl Monitor {
     ) -> Result<(), MonitorError> {
         // Held throughout: no scheduled scan may reach the hasher before the handshake.
         let _op = self.op.lock().await;
-        let again = lock(&self.snap).hasher_down.take();
+        let again = {
+            let mut snap = lock(&self.snap);
+            snap.link_seq = 0;
+            snap.hasher_down.take()
+        };
         self.hello().await?;
         match stored {
             Some(stored) => {
@@ -488,10 +498,7 @@ impl Monitor {
             .baseline
             .as_ref()
             .map(|b| b.summary.digest.clone());
-        let last_seq = lock(&self.snap)
-            .last_report
-            .as_ref()
-            .map_or(0, |r| r.report.seq);
+        let last_seq = lock(&self.snap).link_seq;
         if let Err(e) = signed.validate() {
             tracing::error!(error = %e, "scan report refused");
             return Err(self.misbehaved("scan report"));
@@ -515,6 +522,10 @@ impl Monitor {
             "scan accepted"
         );
         let mut snap = lock(&self.snap);
+        snap.link_seq = signed.report.seq;
+        snap.bytes_hashed_total = snap
+            .bytes_hashed_total
+            .saturating_add(signed.report.bytes_hashed);
         snap.last_report = Some(signed);
         snap.last_scan = Some(Instant::now());
         Ok(state)

@@ -25,6 +25,8 @@ pub struct Options {
     pub policy: PathBuf,
     /// Run without Landlock and seccomp (refused with the production policy path).
     pub insecure_no_sandbox: bool,
+    /// Validate the policy, print the verdict and exit (0, or 78 with the key and line).
+    pub check_config: bool,
     /// Test harness: after sandboxing, attempt this act on this argument instead of serving.
     pub probe: Option<(String, String)>,
 }
@@ -47,7 +49,7 @@ pub fn init_logging() {
 
 /// Runs the hasher; returns the process exit code.
 pub fn run(options: Options) -> i32 {
-    let fd = if options.probe.is_some() {
+    let fd = if options.probe.is_some() || options.check_config {
         None
     } else {
         match sys::take_channel() {
@@ -65,7 +67,23 @@ pub fn run(options: Options) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let key = match key::load(&policy.hmac_key_path) {
+    if options.check_config {
+        println!(
+            "{}: OK ({} files, {} model dirs, interval {:?}, threshold {})",
+            options.policy.display(),
+            policy.files.len(),
+            policy.model_dirs.len(),
+            policy.scan_interval,
+            policy.degradation_threshold
+        );
+        return 0;
+    }
+    // Under systemd the key arrives as a credential; elsewhere the policy names it.
+    let key_path = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| std::path::Path::new(&d).join("integrity-hmac-key"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| policy.hmac_key_path.clone());
+    let key = match key::load(&key_path) {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "HMAC key refused");
@@ -73,7 +91,7 @@ pub fn run(options: Options) -> i32 {
         }
     };
     if key.is_none() {
-        tracing::warn!(path = %policy.hmac_key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
+        tracing::warn!(path = %key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
     }
     let read_set = sandbox::read_set(&policy, &options.policy);
     if options.insecure_no_sandbox {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: integrity-hasher --policy PATH [--insecure-no-sandbox]\n\
+const USAGE: &str = "usage: integrity-hasher --policy PATH [--insecure-no-sandbox] [--check-config]\n\
 Started by integrity-monitor or systemd with a SEQPACKET channel on fd 3 (LISTEN_FDS=1); not run by hand.";
 
 fn main() {
@@ -11,6 +11,7 @@ fn main() {
     let mut policy = PathBuf::from(hasher::policy::DEFAULT_POLICY);
     let mut insecure_no_sandbox = false;
     let mut probe = None;
+    let mut check_config = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--policy") => match args.next() {
@@ -18,6 +19,7 @@ fn main() {
                 None => usage_error("--policy needs a path"),
             },
             Some("--insecure-no-sandbox") => insecure_no_sandbox = true,
+            Some("--check-config") => check_config = true,
             // Test harness for the sandbox tests: attempt one act after sandboxing.
             Some("--sandbox-probe") => match (args.next(), args.next()) {
                 (Some(act), Some(arg)) => {
@@ -39,6 +41,7 @@ fn main() {
         policy,
         insecure_no_sandbox,
         probe,
+        check_config,
     }));
 }
 
