@@ -252,7 +252,7 @@ fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child),
 }
 
 fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
-    for _ in 0..50 {
+    for _ in 0..20 {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
@@ -329,10 +329,19 @@ async fn supervise(
         };
         let cut = Arc::new(Notify::new());
         monitor.set_link_cutter(cut.clone());
-        let task = tokio::spawn(link::run(link, calls, cut));
+        let mut task = tokio::spawn(link::run(link, calls, cut));
         let first = stored.is_some();
-        match monitor.connected(stored.take()).await {
-            Ok(()) => {
+        // The handshake races the link: a hasher that dies before answering must not leave
+        // the handshake waiting on a queue nobody reads.
+        let handshake = monitor.connected(stored.take());
+        tokio::pin!(handshake);
+        let (handshake, joined) = tokio::select! {
+            r = &mut handshake => (Some(r), None),
+            j = &mut task => (None, Some(j)),
+        };
+        let spawned_first = first && matches!(source, Source::Spawned(_));
+        match handshake {
+            Some(Ok(())) => {
                 backoff = BACKOFF_MIN;
                 tracing::info!("hasher connected");
                 if first && once {
@@ -344,17 +353,23 @@ async fn supervise(
                     notify::ready(&monitor);
                 }
             }
-            Err(e) if first && matches!(source, Source::Spawned(_)) => {
-                tracing::error!(error = %e, "hasher did not complete the handshake");
+            _ if spawned_first => {
+                monitor.hasher_lost("hasher did not complete the start-up");
                 let _ = end.send(Some(Outcome::StartFailed));
                 return;
             }
-            Err(e) => tracing::error!(error = %e, "hasher handshake failed"),
+            Some(Err(e)) => tracing::error!(error = %e, "hasher handshake failed"),
+            None => tracing::error!("hasher went away during the handshake"),
         }
-        let (rx, failure) = match task.await {
+        let joined = match joined {
+            Some(j) => j,
+            None => task.await,
+        };
+        let (mut rx, failure) = match joined {
             Ok(r) => r,
             Err(_) => return,
         };
+        link::refuse_pending(&mut rx);
         calls = rx;
         let why = failure.map_or_else(|| "call queue closed".to_owned(), |e| e.to_string());
         monitor.hasher_lost(&why);

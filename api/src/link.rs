@@ -182,5 +182,13 @@ pub async fn run(
         }
     };
     tracing::error!(error = %failure, "hasher link lost");
+    refuse_pending(&mut calls);
     (calls, Some(failure))
+}
+
+/// Answers every queued call with [`LinkError::Down`]: they were meant for a link that is gone.
+pub fn refuse_pending(calls: &mut mpsc::Receiver<Call>) {
+    while let Ok(call) = calls.try_recv() {
+        let _ = call.reply.send(Err(LinkError::Down));
+    }
 }
