@@ -234,7 +234,9 @@ fn watched_file_replaced_by_rename_is_still_read() {
         "trusted",
         "same content under a new inode is readable and matches"
     );
-    std::fs::write(a.path("bin/.new"), b"different").unwrap();
+    let mut different = content.clone();
+    different[0] ^= 1; // same size, so the digest (not a size check) must catch it
+    std::fs::write(a.path("bin/.new"), &different).unwrap();
     std::fs::rename(a.path("bin/.new"), &bin).unwrap();
     let s = m.scan();
     let actual = s["active_violations"][0]["actual_hash"]

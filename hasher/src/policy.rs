@@ -36,6 +36,8 @@ struct RawPolicy {
     hmac_key_path: Option<Spanned<String>>,
     degradation_threshold: Option<Spanned<i64>>,
     require_token_for_reads: Option<bool>,
+    full_rehash_interval: Option<Spanned<String>>,
+    hash_rate_limit: Option<Spanned<u64>>,
 }
 
 /// A validated policy: every path absolute and normal, every setting in range.
@@ -53,6 +55,10 @@ pub struct Policy {
     pub degradation_threshold: u32,
     /// Whether GET endpoints need the token too.
     pub require_token_for_reads: bool,
+    /// Every file is read in full at least this often, whatever its metadata says.
+    pub full_rehash_interval: Duration,
+    /// Read budget for hashing, bytes per second (`None`: unlimited).
+    pub hash_rate_limit: Option<u64>,
 }
 
 impl Policy {
@@ -162,6 +168,30 @@ impl RawPolicy {
                 d
             }
         };
+        let full_rehash_interval = match &self.full_rehash_interval {
+            None => Duration::from_secs(24 * 3600),
+            Some(s) => humantime::parse_duration(s.value.trim())
+                .ok()
+                .filter(|d| *d >= Duration::from_secs(1))
+                .ok_or_else(|| {
+                    invalid(
+                        "full_rehash_interval",
+                        s.referenced.line(),
+                        format!("{:?} is not a duration of at least 1s", s.value),
+                    )
+                })?,
+        };
+        let hash_rate_limit = match &self.hash_rate_limit {
+            None => None,
+            Some(r) if r.value >= 1024 * 1024 => Some(r.value),
+            Some(r) => {
+                return Err(invalid(
+                    "hash_rate_limit",
+                    r.referenced.line(),
+                    "must be at least 1048576 bytes/s",
+                ))
+            }
+        };
         let degradation_threshold = match &self.degradation_threshold {
             None => 3,
             Some(t) => u32::try_from(t.value)
@@ -244,6 +274,8 @@ impl RawPolicy {
             hmac_key_path,
             degradation_threshold,
             require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
+            full_rehash_interval,
+            hash_rate_limit,
         })
     }
 }

@@ -202,7 +202,17 @@ pub fn scan(
         match index.get(key.as_str()) {
             None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
             Some(entry) => {
-                let outcome = hasher.hash(path);
+                // A size change is a violation at once; reading the file would only confirm it.
+                if FileHasher::size_now(path).is_some_and(|n| n != entry.size) {
+                    flag(
+                        key,
+                        entry.category,
+                        &entry.hash,
+                        report::SIZE_CHANGED.into(),
+                    );
+                    return;
+                }
+                let outcome = hasher.check(path);
                 let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
                 if !matches {
                     flag(key, entry.category, &entry.hash, actual(&outcome));
@@ -330,7 +340,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("/bin".to_owned(), "hash", "service_binary"),
+                ("/bin".to_owned(), "size_changed", "service_binary"),
                 ("/models/a.gguf".to_owned(), "missing", "model_file"),
                 ("/models/new.gguf".to_owned(), "unregistered", "model_file"),
                 ("/models/sub/link".to_owned(), "symlink", "model_file"),

@@ -50,12 +50,13 @@ impl Server {
         key: Option<Key>,
         read_set: Vec<PathBuf>,
     ) -> Server {
+        let hasher = FileHasher::for_policy(&policy);
         Server {
             policy_path,
             policy,
             key,
             baseline: None,
-            hasher: FileHasher::default(),
+            hasher,
             seq: 0,
             greeted: false,
             read_set,
@@ -192,6 +193,8 @@ impl Server {
                 }
                 Ok(policy) => {
                     tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+                    self.hasher.full_rehash = policy.full_rehash_interval;
+                    self.hasher.rate_limit = policy.hash_rate_limit;
                     self.policy = policy;
                     Response::Reloaded {
                         policy: self.policy.summary(),

@@ -24,15 +24,18 @@ pub const SYMLINK: &str = "symlink";
 pub const NOT_REGULAR: &str = "not_regular";
 /// `actual_hash` of a file the hasher could not open or read.
 pub const UNREADABLE: &str = "unreadable";
+/// `actual_hash` of a file whose size differs from the baseline: reported at once, unread.
+pub const SIZE_CHANGED: &str = "size_changed";
 /// `expected_hash` of a file the baseline does not list.
 pub const NONE: &str = "none";
 
-const MARKERS: [&str; 6] = [
+const MARKERS: [&str; 7] = [
     MISSING,
     UNREGISTERED,
     SYMLINK,
     NOT_REGULAR,
     UNREADABLE,
+    SIZE_CHANGED,
     NONE,
 ];
 
