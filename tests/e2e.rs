@@ -449,3 +449,45 @@ fn readme_python_check_verifies_the_stored_baseline() {
         "and refuses it under another key"
     );
 }
+
+#[test]
+fn inotify_catches_changes_long_before_the_interval() {
+    // scan_interval is 1h: only the realtime path can explain a verdict within seconds.
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let scans = m.status()["scan_count"].as_u64().unwrap();
+    // In-place one-byte write, size unchanged: the digest has to catch it.
+    let model = a.path("models/sub/b.gguf");
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&model, &bytes).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || m.verify_code() == 503),
+        "no realtime detection"
+    );
+    let s = m.status();
+    assert!(s["scan_count"].as_u64().unwrap() > scans);
+    assert_eq!(
+        s["active_violations"][0]["actual_hash"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64,
+        "{s}"
+    );
+    bytes[0] ^= 0x20;
+    std::fs::write(&model, &bytes).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || m.verify_code() == 200),
+        "restoring is seen too"
+    );
+    // A file in a directory created after start is seen (new dirs get watches).
+    std::fs::create_dir_all(a.path("models/new-dir")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    a.write("models/new-dir/dropped.gguf", "x");
+    assert!(wait_until(Duration::from_secs(5), || m.verify_code() == 503));
+    assert_eq!(
+        m.status()["active_violations"][0]["actual_hash"],
+        "unregistered"
+    );
+}

@@ -319,7 +319,7 @@ async fn supervise(
                 }
             },
         };
-        let link = match link::Link::new(fd) {
+        let link = match link::Link::new(fd, monitor.changes()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "hasher channel unusable");

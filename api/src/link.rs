@@ -48,11 +48,13 @@ pub struct Link {
     buf: Box<[u8]>,
     reasm: Reassembler,
     next_id: u64,
+    notices: Arc<Notify>,
 }
 
 impl Link {
-    /// Wraps a connected SEQPACKET socket (made non-blocking here).
-    pub fn new(fd: OwnedFd) -> io::Result<Link> {
+    /// Wraps a connected SEQPACKET socket (made non-blocking here); the hasher's change
+    /// notices wake `notices`.
+    pub fn new(fd: OwnedFd, notices: Arc<Notify>) -> io::Result<Link> {
         nix::fcntl::fcntl(
             &fd,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -63,6 +65,7 @@ impl Link {
             buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(),
             reasm: Reassembler::new(),
             next_id: 1,
+            notices,
         })
     }
 
@@ -74,15 +77,29 @@ impl Link {
         for f in &frames {
             self.send_frame(f).await?;
         }
-        let message = self.recv_message().await?;
-        let envelope = frame::decode::<Response>(&message).map_err(LinkError::Frame)?;
-        if envelope.id != id {
-            return Err(LinkError::OutOfTurn {
-                got: envelope.id,
-                expected: id,
-            });
+        loop {
+            let message = self.recv_message().await?;
+            let envelope = frame::decode::<Response>(&message).map_err(LinkError::Frame)?;
+            if self.is_notice(&envelope) {
+                continue;
+            }
+            if envelope.id != id {
+                return Err(LinkError::OutOfTurn {
+                    got: envelope.id,
+                    expected: id,
+                });
+            }
+            return Ok(envelope.body);
         }
-        Ok(envelope.body)
+    }
+
+    /// A change notice (unsolicited, id 0) wakes the scheduler; anything else is not one.
+    fn is_notice(&self, envelope: &protocol::Envelope<Response>) -> bool {
+        let notice = envelope.id == 0 && matches!(envelope.body, Response::Notice { .. });
+        if notice {
+            self.notices.notify_one();
+        }
+        notice
     }
 
     async fn send_frame(&self, f: &[u8]) -> Result<(), LinkError> {
@@ -139,14 +156,24 @@ impl Link {
         }
     }
 
-    /// Resolves when the idle channel shows the hasher gone or speaking out of turn.
+    /// Serves the idle channel: passes change notices on and resolves when the hasher is gone
+    /// or speaks out of turn.
     pub async fn idle_failure(&mut self) -> LinkError {
-        match self.recv_datagram().await {
-            Err(e) => e,
-            Ok(_) => LinkError::OutOfTurn {
-                got: 0,
-                expected: 0,
-            },
+        loop {
+            let message = match self.recv_message().await {
+                Ok(m) => m,
+                Err(e) => return e,
+            };
+            match frame::decode::<Response>(&message) {
+                Ok(envelope) if self.is_notice(&envelope) => continue,
+                Ok(envelope) => {
+                    return LinkError::OutOfTurn {
+                        got: envelope.id,
+                        expected: 0,
+                    }
+                }
+                Err(e) => return LinkError::Frame(e),
+            }
         }
     }
 }

@@ -81,6 +81,7 @@ pub struct Monitor {
     stopping: std::sync::atomic::AtomicBool,
     cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
     started: std::sync::atomic::AtomicBool,
+    changes: Arc<tokio::sync::Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,7 +138,13 @@ impl Monitor {
             stopping: std::sync::atomic::AtomicBool::new(false),
             cut: Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
+            changes: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Woken by the hasher's change notices: the scheduler scans at once.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
     }
 
     /// Registers the way to cut the current link when the hasher misbehaves.
@@ -612,9 +619,11 @@ impl Monitor {
                 continue;
             }
             let due = last.map_or_else(Instant::now, |l| l + interval);
-            tokio::time::sleep_until(due.into()).await;
-            let changed = lock(&self.snap).last_scan != last;
-            if changed {
+            let notified = tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => false,
+                () = self.changes.notified() => true,
+            };
+            if !notified && lock(&self.snap).last_scan != last {
                 continue; // a forced scan ran meanwhile; the next one is due an interval after it
             }
             if let Err(e) = self.scan().await {

@@ -36,6 +36,12 @@ impl Channel {
         }
     }
 
+    /// The socket, for polling.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// Receives datagrams until one whole message is in.
     pub fn recv_message(&mut self) -> Result<Vec<u8>, RecvError> {
         loop {

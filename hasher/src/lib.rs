@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod sys;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -24,6 +24,7 @@ pub struct Server {
     seq: u64,
     greeted: bool,
     read_set: Vec<PathBuf>,
+    watcher: Option<crate::watch::Watcher>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -51,6 +52,7 @@ impl Server {
         read_set: Vec<PathBuf>,
     ) -> Server {
         let hasher = FileHasher::for_policy(&policy);
+        let policy_for_watch = policy.clone();
         Server {
             policy_path,
             policy,
@@ -60,12 +62,18 @@ impl Server {
             seq: 0,
             greeted: false,
             read_set,
+            watcher: crate::watch::Watcher::new(&policy_for_watch)
+                .map_err(|e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"))
+                .ok(),
         }
     }
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
     pub fn serve(&mut self, channel: &mut Channel) -> Result<(), String> {
         loop {
+            if !self.wait_for_request(channel)? {
+                continue;
+            }
             let message = match channel.recv_message() {
                 Ok(m) => m,
                 Err(RecvError::Closed) => return Ok(()),
@@ -89,6 +97,51 @@ impl Server {
                 .send(id, &response)
                 .map_err(|e| format!("channel failed: {e}"))?;
         }
+    }
+
+    /// Waits for the channel or the watcher. Watched-path changes are announced to the api
+    /// with an unsolicited `Notice` (id 0); returns true once a request is waiting.
+    fn wait_for_request(&mut self, channel: &Channel) -> Result<bool, String> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let Some(watcher) = self.watcher.as_mut() else {
+            return Ok(true);
+        };
+        let (chan_ready, watch_ready) = {
+            let mut fds = [
+                PollFd::new(channel.fd(), PollFlags::POLLIN),
+                PollFd::new(watcher.fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(false),
+                Err(e) => return Err(format!("poll failed: {e}")),
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if watch_ready {
+            let changes = watcher.drain();
+            if changes.overflow {
+                // Events were lost: nothing remembered can be trusted; the next scan reads all.
+                tracing::warn!("inotify queue overflowed: next scan re-reads every file");
+                self.hasher.forget_all();
+            }
+            if changes.changed > 0 || changes.overflow {
+                tracing::debug!(
+                    changed = changes.changed,
+                    overflow = changes.overflow,
+                    "watched paths changed"
+                );
+                let notice = Response::Notice {
+                    changed: changes.changed,
+                    overflow: changes.overflow,
+                };
+                channel
+                    .send(0, &notice)
+                    .map_err(|e| format!("channel failed: {e}"))?;
+            }
+        }
+        Ok(chan_ready)
     }
 
     /// Answers one request.
@@ -193,6 +246,7 @@ impl Server {
                 }
                 Ok(policy) => {
                     tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+                    self.watcher = crate::watch::Watcher::new(&policy).ok();
                     self.hasher.full_rehash = policy.full_rehash_interval;
                     self.hasher.rate_limit = policy.hash_rate_limit;
                     self.policy = policy;

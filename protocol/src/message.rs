@@ -60,6 +60,13 @@ pub enum Response {
         /// Settings of the new policy.
         policy: PolicySummary,
     },
+    /// Unsolicited (id 0): watched paths changed; the api should scan now.
+    Notice {
+        /// Watched paths touched since the last notice.
+        changed: u32,
+        /// Events were lost: the next scan re-reads every file.
+        overflow: bool,
+    },
     /// The request failed; nothing changed in the hasher.
     Error {
         /// Machine-readable class of the failure.

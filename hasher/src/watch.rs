@@ -1,0 +1,186 @@
+//! Realtime detection: inotify on every watched file's directory and every model dir, so a
+//! change is checked within milliseconds instead of at the next 30 s tick. The periodic scan
+//! stays as the safety net, and a queue overflow asks for a full scan.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use crate::policy::Policy;
+
+/// What a batch of events amounts to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Watched paths touched.
+    pub changed: u32,
+    /// The kernel dropped events: only a full scan is safe.
+    pub overflow: bool,
+}
+
+/// The inotify instance and what each watch stands for.
+pub struct Watcher {
+    inotify: Inotify,
+    /// Per watch: the dir and, for a parent of listed files, the names that matter
+    /// (`None`: a model dir, where every name matters).
+    watches: HashMap<WatchDescriptor, (PathBuf, Option<HashSet<OsString>>)>,
+}
+
+fn mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
+impl Watcher {
+    /// Watches the policy's paths; paths that do not exist are left to the periodic scan.
+    pub fn new(policy: &Policy) -> nix::Result<Watcher> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        let mut w = Watcher {
+            inotify,
+            watches: HashMap::new(),
+        };
+        let mut parents: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
+        for (file, _) in &policy.files {
+            if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+                parents
+                    .entry(dir.to_owned())
+                    .or_default()
+                    .insert(name.to_owned());
+            }
+        }
+        for (dir, names) in parents {
+            w.add(&dir, Some(names));
+        }
+        for dir in &policy.model_dirs {
+            w.add_tree(dir);
+        }
+        Ok(w)
+    }
+
+    fn add(&mut self, dir: &Path, names: Option<HashSet<OsString>>) {
+        match self.inotify.add_watch(dir, mask()) {
+            Ok(wd) => {
+                self.watches.insert(wd, (dir.to_owned(), names));
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "not watched; the periodic scan covers it")
+            }
+        }
+    }
+
+    fn add_tree(&mut self, dir: &Path) {
+        self.add(dir, None);
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) && self.watches.len() < 100_000 {
+                    self.add(&e.path(), None);
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+
+    /// The fd to poll.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+
+    /// Reads what is queued and says whether any of it matters.
+    pub fn drain(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        let mut new_dirs = Vec::new();
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    changes.overflow = true;
+                    continue;
+                }
+                let Some((dir, names)) = self.watches.get(&ev.wd) else {
+                    continue;
+                };
+                let relevant = match (&names, &ev.name) {
+                    (None, _) => true,
+                    (Some(names), Some(name)) => names.contains(name),
+                    (Some(_), None) => ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF),
+                };
+                if relevant {
+                    changes.changed += 1;
+                }
+                if names.is_none()
+                    && ev.mask.contains(AddWatchFlags::IN_ISDIR)
+                    && ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                {
+                    if let Some(name) = &ev.name {
+                        new_dirs.push(dir.join(name));
+                    }
+                }
+            }
+        }
+        for d in new_dirs {
+            self.add_tree(&d);
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(dir: &Path) -> Policy {
+        std::fs::create_dir_all(dir.join("models")).expect("mkdir");
+        std::fs::write(dir.join("bin"), "b").expect("write");
+        std::fs::write(dir.join("other"), "o").expect("write");
+        let yaml = format!(
+            "service_binaries: [{d}/bin]\nmodel_dirs: [{d}/models]\n",
+            d = dir.display()
+        );
+        Policy::parse(&yaml).expect("policy")
+    }
+
+    #[test]
+    fn only_watched_names_count_and_overflow_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = Watcher::new(&policy(dir.path())).expect("inotify");
+        std::fs::write(dir.path().join("other"), "changed").expect("write");
+        assert_eq!(
+            w.drain(),
+            Changes::default(),
+            "an unwatched neighbour is ignored"
+        );
+        std::fs::write(dir.path().join("bin"), "changed").expect("write");
+        assert!(w.drain().changed > 0);
+        std::fs::write(dir.path().join("models/m"), "new").expect("write");
+        assert!(w.drain().changed > 0);
+        // Flood the queue past /proc/sys/fs/inotify/max_queued_events without draining.
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(16384);
+        for i in 0..(max / 2 + 10) {
+            std::fs::write(dir.path().join(format!("models/f{i}")), "x").expect("write");
+        }
+        assert!(w.drain().overflow, "a lost event must ask for a full scan");
+    }
+}
