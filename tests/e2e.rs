@@ -491,3 +491,66 @@ fn inotify_catches_changes_long_before_the_interval() {
         "unregistered"
     );
 }
+
+#[test]
+fn rebaseline_cannot_bless_what_the_release_baseline_disagrees_with() {
+    let a = Appliance::new();
+    let bin = a.path(BINARIES[0]);
+    let release = |content: &[u8]| {
+        let digest = protocol::sign::sha256_hex(content);
+        format!(
+            "{{\"version\":\"43.20261123\",\"source_commit\":\"abc123\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{digest}\",\"size\":{}}}]}}",
+            bin.display(),
+            content.len()
+        )
+    };
+    a.write(
+        "release/release-baseline.json",
+        &release(&std::fs::read(&bin).unwrap()),
+    );
+    a.write_policy(&format!(
+        "scan_interval: 1h\nrelease_baseline: {}\n",
+        a.path("release/release-baseline.json").display()
+    ));
+    let m = Running::start(&a);
+    assert_eq!(m.status()["state"], "trusted");
+    a.write(BINARIES[0], "implant");
+    let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains(&path_str(&bin)) && body.contains("43.20261123"),
+        "{body}"
+    );
+    assert_eq!(a.count_events("rebaseline_refused"), 1);
+    assert_eq!(m.scan()["state"], "degraded", "still flagged, not blessed");
+    // An OS update ships a release baseline that matches: accepted without a ceremony.
+    a.write("release/release-baseline.json", &release(b"implant"));
+    let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(m.status()["state"], "trusted");
+}
+
+#[test]
+fn a_relative_policy_path_works() {
+    let a = Appliance::new();
+    let addr = free_addr();
+    let mut args = a.args(addr);
+    let i = args.iter().position(|x| x == "--policy").unwrap();
+    args[i + 1] = "monitor.yaml".into();
+    let mut child = std::process::Command::new(monitor_bin())
+        .args(&args)
+        .current_dir(a.dir.path())
+        .spawn()
+        .unwrap();
+    let ok = wait_until(Duration::from_secs(10), || {
+        get(addr, "/api/v1/verify")
+            .map(|r| r.0 == 200)
+            .unwrap_or(false)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ok,
+        "a policy given relative to the working dir still lets the hasher read its tree"
+    );
+}

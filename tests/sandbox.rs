@@ -164,11 +164,33 @@ fn api_reads_nothing_and_writes_only_its_two_dirs() {
             Verdict::Errno(libc::EACCES),
         ),
         ("exec", "/bin/true".into(), Verdict::Sigsys),
-        ("connect", port, Verdict::Sigsys),
+        // No incident recorder configured: Landlock refuses every TCP connect.
+        ("connect", port.clone(), Verdict::Errno(libc::EACCES)),
     ];
     for (act, arg, expected) in cases {
         assert_eq!(api_probe(&a, act, &arg), expected, "api {act} {arg}");
     }
+    // With a recorder on `port`, that port alone may be reached.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port().to_string();
+    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
+    let probe = |arg: &str| {
+        let mut args = a.args(free_addr());
+        args.extend([
+            "--incident-url".into(),
+            url.clone(),
+            "--sandbox-probe".into(),
+            "connect".into(),
+            arg.into(),
+        ]);
+        verdict(&Command::new(monitor_bin()).args(args).output().unwrap())
+    };
+    assert_eq!(probe(&port), Verdict::Allowed, "the recorder's port");
+    assert_eq!(
+        probe(&other_port),
+        Verdict::Errno(libc::EACCES),
+        "any other port"
+    );
     // The api never reads, even what it wrote itself.
     assert_eq!(
         api_probe(&a, "read", &path_str(&a.path("state/probe"))),

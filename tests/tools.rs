@@ -159,3 +159,129 @@ fn greenboot_and_first_boot_scripts_pass_only_when_trusted() {
         Some(1)
     );
 }
+
+/// A stand-in incident recorder on loopback: records each request, answers 200.
+fn recorder() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let (mut auth, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization:") {
+                    auth = line.trim_end().to_owned();
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            s.lock()
+                .unwrap()
+                .push((auth, serde_json::from_slice(&body).unwrap_or_default()));
+            let _ = (&conn)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn incidents_are_posted_once_per_transition() {
+    let (port, seen) = recorder();
+    let a = Appliance::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
+    let m = Running::start_with(&a, &["--incident-url", &url]);
+    a.write(BINARIES[0], "t1");
+    m.scan();
+    assert!(wait_until(std::time::Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
+    m.scan(); // still degraded: no new incident
+    a.write(BINARIES[1], "t2");
+    a.write(BINARIES[2], "t3");
+    assert_eq!(m.scan()["state"], "recovery_required");
+    assert!(wait_until(std::time::Duration::from_secs(5), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 2));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one report per transition, not per scan");
+    let (auth, first) = &seen[0];
+    assert!(
+        auth.eq_ignore_ascii_case(&format!("Authorization: Bearer {TOKEN}")),
+        "{auth}"
+    );
+    assert_eq!(first["source"], "integrity-monitor");
+    assert_eq!(first["class"], "integrity_violation");
+    assert_eq!(first["severity"], "high");
+    assert_eq!(first["evidence"]["violation_count"], 1);
+    assert_eq!(seen[1].1["severity"], "critical");
+    assert_eq!(seen[1].1["evidence"]["state"], "recovery_required");
+    assert!(wait_until(std::time::Duration::from_secs(2), || a
+        .count_events("incident_reported")
+        == 2));
+}
+
+#[test]
+fn an_unreachable_recorder_is_retried_then_audited_without_blocking_scans() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let a = Appliance::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
+    let m = Running::start_with(&a, &["--incident-url", &url]);
+    a.write(BINARIES[0], "t1");
+    let t = std::time::Instant::now();
+    assert_eq!(m.scan()["state"], "degraded");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "the scan did not wait for the recorder"
+    );
+    assert!(wait_until(std::time::Duration::from_secs(15), || a
+        .count_events("incident_report_failed")
+        == 1));
+    let failed = a
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "incident_report_failed")
+        .unwrap();
+    assert_eq!(failed["attempts"], 4);
+}
+
+#[test]
+fn incident_bodies_stay_under_64_kib() {
+    let v = protocol::report::Violation {
+        detected_at: "2026-01-01T00:00:00Z".into(),
+        category: protocol::Category::ModelFile,
+        path: format!("/{}", "m".repeat(4000)),
+        expected_hash: "none".into(),
+        actual_hash: "unregistered".into(),
+        action: protocol::Action::QuarantineModel,
+    };
+    let many = vec![v; 256];
+    let body = api::incident::body("degraded", "trusted", "256 violation(s)", &many, 5000);
+    assert!(body.len() <= api::incident::MAX_BODY, "{}", body.len());
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        parsed["evidence"]["violation_count"], 5000,
+        "the count survives the cap"
+    );
+}

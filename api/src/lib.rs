@@ -5,6 +5,7 @@ pub mod audit;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod incident;
 pub mod link;
 pub mod metrics;
 pub mod monitor;
@@ -50,6 +51,10 @@ pub struct Config {
     pub hasher_peer_uid: Option<u32>,
     /// Run both processes without Landlock and seccomp (refused with the production policy).
     pub insecure_no_sandbox: bool,
+    /// The incident recorder's report URL (loopback only); `None`: no reporting.
+    pub incident_url: Option<String>,
+    /// Token for the recorder [default: the service token].
+    pub incident_token_file: Option<PathBuf>,
     /// `initialize-baseline`: stop after the first baseline and scan.
     pub initialize_only: bool,
     /// Test harness: after sandboxing, attempt this act instead of serving.
@@ -128,8 +133,31 @@ pub fn run(config: Config) -> i32 {
         .into_iter()
         .chain([config.state_dir.clone()])
         .collect();
+    let recorder = match &config.incident_url {
+        None => None,
+        Some(url) => {
+            let path = config
+                .incident_token_file
+                .clone()
+                .unwrap_or_else(|| token::token_path(config.token_file.as_deref()));
+            let secret = std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default();
+            if secret.is_empty() {
+                tracing::warn!(path = %path.display(), "no token for the incident recorder; reports will be refused by it");
+            }
+            match incident::Recorder::parse(url, secret) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(error = e, "--incident-url refused");
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+    };
+    let connect_port = recorder.as_ref().map(|r| r.addr.port());
     if let Some((act, arg)) = &config.probe {
-        return match sandbox::install(&write_dirs) {
+        return match sandbox::install(&write_dirs, connect_port) {
             Ok(_) => sandbox::probe(act, arg),
             Err(e) => {
                 tracing::error!(error = %e, "sandbox could not be installed");
@@ -167,7 +195,7 @@ pub fn run(config: Config) -> i32 {
     if config.insecure_no_sandbox {
         tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
     } else {
-        match sandbox::install(&write_dirs) {
+        match sandbox::install(&write_dirs, connect_port) {
             Ok(status) => {
                 tracing::info!(landlock = status, write_dirs = ?write_dirs, seccomp = "api.json", "sandbox installed")
             }
@@ -195,6 +223,7 @@ pub fn run(config: Config) -> i32 {
         }
     }
     let outcome = runtime.block_on(serve(
+        recorder,
         listener,
         source,
         audit,
@@ -381,6 +410,7 @@ async fn supervise(
 }
 
 async fn serve(
+    recorder: Option<incident::Recorder>,
     listener: std::net::TcpListener,
     source: Source,
     audit: audit::AuditLog,
@@ -399,6 +429,11 @@ async fn serve(
     let spawned = matches!(source, Source::Spawned(_));
     let (calls_tx, calls_rx) = mpsc::channel(8);
     let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit, store, token));
+    let reporter = recorder.map(|rec| {
+        let (tx, rx) = mpsc::channel(incident::QUEUE);
+        monitor.set_incident_queue(tx);
+        tokio::spawn(incident::run(rec, rx, monitor.clone()))
+    });
     monitor.audit(
         "start",
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
@@ -431,7 +466,10 @@ async fn serve(
         tracing::error!("hasher lost: answering 503, then exiting for a restart of the pair");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    for task in [scheduler, keepalive, hup, supervisor] {
+    for task in [scheduler, keepalive, hup, supervisor]
+        .into_iter()
+        .chain(reporter)
+    {
         task.abort();
     }
     let _ = stop_tx.send(true);

@@ -32,6 +32,13 @@ struct Args {
     /// reconnects with backoff when it goes away.
     #[arg(long)]
     hasher_socket: Option<PathBuf>,
+    /// Report each transition into degraded/recovery_required to this incident recorder URL
+    /// (loopback only), e.g. http://127.0.0.1:8515/api/v1/incidents/report.
+    #[arg(long)]
+    incident_url: Option<String>,
+    /// Bearer token file for the incident recorder [default: the service token].
+    #[arg(long)]
+    incident_token_file: Option<PathBuf>,
     /// Besides root, the uid allowed at the other end of --hasher-socket (SO_PEERCRED).
     #[arg(long)]
     hasher_peer_uid: Option<u32>,
@@ -80,6 +87,8 @@ fn main() {
         hasher_peer_uid: args.hasher_peer_uid,
         insecure_no_sandbox: args.insecure_no_sandbox,
         initialize_only: false,
+        incident_url: args.incident_url,
+        incident_token_file: args.incident_token_file,
         probe: args
             .sandbox_probe
             .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),

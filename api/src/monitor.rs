@@ -82,6 +82,7 @@ pub struct Monitor {
     cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
     started: std::sync::atomic::AtomicBool,
     changes: Arc<tokio::sync::Notify>,
+    incidents: Mutex<Option<mpsc::Sender<(String, Vec<u8>)>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,6 +140,29 @@ impl Monitor {
             cut: Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
             changes: Arc::new(tokio::sync::Notify::new()),
+            incidents: Mutex::new(None),
+        }
+    }
+
+    /// Sends each transition into degraded or recovery_required to the incident reporter.
+    pub fn set_incident_queue(&self, queue: mpsc::Sender<(String, Vec<u8>)>) {
+        *lock(&self.incidents) = Some(queue);
+    }
+
+    fn report_incident(&self, from: State, to: State, reason: &str) {
+        let Some(queue) = lock(&self.incidents).clone() else {
+            return;
+        };
+        let (active, count) = {
+            let s = lock(&self.snap);
+            (s.machine.active.clone(), s.machine.violation_count)
+        };
+        let body = crate::incident::body(to.as_str(), from.as_str(), reason, &active, count);
+        if queue.try_send((to.as_str().to_owned(), body)).is_err() {
+            self.audit(
+                "incident_dropped",
+                json!({ "state": to, "reason": "reporter queue full" }),
+            );
         }
     }
 
@@ -268,6 +292,9 @@ impl Monitor {
                         "state transition"
                     );
                     self.audit("transition", json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
+                    if to != State::Trusted {
+                        self.report_incident(from, to, &reason);
+                    }
                 }
             }
         }

@@ -53,15 +53,16 @@ pub fn drop_privileges() -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Installs every wall; `write_dirs` are the audit log dir and the state dir.
-pub fn install(write_dirs: &[PathBuf]) -> Result<String, SandboxError> {
+/// Installs every wall; `write_dirs` are the audit log dir and the state dir, `connect_port`
+/// the incident recorder's loopback port, if reporting is on.
+pub fn install(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String, SandboxError> {
     drop_privileges()?;
-    let status = landlock(write_dirs)?;
+    let status = landlock(write_dirs, connect_port)?;
     seccomp()?;
     Ok(status)
 }
 
-fn landlock(write_dirs: &[PathBuf]) -> Result<String, SandboxError> {
+fn landlock(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String, SandboxError> {
     let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     // Create and write files, replace them by rename, list the dir (an O_DIRECTORY open is
     // needed to fsync it): never read a file's content, never execute.
@@ -81,6 +82,11 @@ fn landlock(write_dirs: &[PathBuf]) -> Result<String, SandboxError> {
             .map_err(|e| SandboxError::Landlock(format!("{}: {e}", dir.display())))?;
         ruleset = ruleset
             .add_rule(landlock::PathBeneath::new(fd, write))
+            .map_err(err)?;
+    }
+    if let Some(port) = connect_port {
+        ruleset = ruleset
+            .add_rule(landlock::NetPort::new(port, AccessNet::ConnectTcp))
             .map_err(err)?;
     }
     let status = ruleset.restrict_self().map_err(err)?;

@@ -8,6 +8,7 @@ pub mod hashing;
 pub mod key;
 pub mod policy;
 pub mod probe;
+pub mod release;
 pub mod sandbox;
 pub mod scan;
 pub mod server;
@@ -49,7 +50,11 @@ pub fn init_logging() {
 }
 
 /// Runs the hasher; returns the process exit code.
-pub fn run(options: Options) -> i32 {
+pub fn run(mut options: Options) -> i32 {
+    // The policy's directory joins the sandbox's read set (for reloads): it must be absolute.
+    if let Ok(abs) = std::path::absolute(&options.policy) {
+        options.policy = abs;
+    }
     let fd = if options.probe.is_some() || options.check_config {
         None
     } else {

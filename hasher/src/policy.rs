@@ -38,6 +38,8 @@ struct RawPolicy {
     require_token_for_reads: Option<bool>,
     full_rehash_interval: Option<Spanned<String>>,
     hash_rate_limit: Option<Spanned<u64>>,
+    release_baseline: Option<Spanned<String>>,
+    registry_manifest: Option<Spanned<String>>,
 }
 
 /// A validated policy: every path absolute and normal, every setting in range.
@@ -59,6 +61,10 @@ pub struct Policy {
     pub full_rehash_interval: Duration,
     /// Read budget for hashing, bytes per second (`None`: unlimited).
     pub hash_rate_limit: Option<u64>,
+    /// The OS image's release baseline; a new baseline must agree with it.
+    pub release_baseline: Option<PathBuf>,
+    /// The model registry's manifest of promoted models.
+    pub registry_manifest: Option<PathBuf>,
 }
 
 impl Policy {
@@ -98,6 +104,8 @@ impl Policy {
         let mut set: Vec<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
         set.extend(self.model_dirs.iter().cloned());
         set.push(self.hmac_key_path.clone());
+        set.extend(self.release_baseline.iter().cloned());
+        set.extend(self.registry_manifest.iter().cloned());
         set
     }
 }
@@ -276,6 +284,16 @@ impl RawPolicy {
             require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
             full_rehash_interval,
             hash_rate_limit,
+            release_baseline: self
+                .release_baseline
+                .as_ref()
+                .map(|p| checked_path("release_baseline", p))
+                .transpose()?,
+            registry_manifest: self
+                .registry_manifest
+                .as_ref()
+                .map(|p| checked_path("registry_manifest", p))
+                .transpose()?,
         })
     }
 }

@@ -55,7 +55,15 @@ pub fn read_set(policy: &Policy, policy_path: &Path) -> Vec<PathBuf> {
         .chain(policy.model_dirs.iter().cloned())
         .chain(policy.hmac_key_path.parent().map(Path::to_path_buf))
         .chain(policy_path.parent().map(Path::to_path_buf))
+        .chain(
+            policy
+                .release_baseline
+                .iter()
+                .chain(&policy.registry_manifest)
+                .filter_map(|p| p.parent().map(Path::to_path_buf)),
+        )
         .collect();
+    dirs.retain(|d| d.is_absolute());
     dirs.sort();
     dirs.dedup();
     // A directory beneath another one already in the set adds nothing.

@@ -119,6 +119,9 @@ pub fn create_baseline(
         let mut found = BTreeMap::new();
         walk(dir, &mut found);
         for (path, what) in found {
+            if policy.registry_manifest.as_ref() == Some(&path) {
+                continue; // the registry's own bookkeeping, not a model
+            }
             match what {
                 Found::File => match hasher.hash(&path) {
                     Outcome::Hashed { hash, size } => entries.push(Entry {
@@ -142,6 +145,13 @@ pub fn create_baseline(
             "{} files watched; the limit is {MAX_ENTRIES}",
             entries.len()
         ));
+    }
+    if let Some(release) = &policy.release_baseline {
+        let version = crate::release::check_release(release, &entries)?;
+        tracing::info!(
+            release = version,
+            "new baseline agrees with the release baseline"
+        );
     }
     Ok(Manifest::new(now_rfc3339(), entries, key))
 }
@@ -194,11 +204,37 @@ pub fn scan(
             action: category.action(),
         });
     };
+    let registry = policy.registry_manifest.as_ref().and_then(|p| {
+        crate::release::Registry::load(p)
+            .map_err(|e| {
+                tracing::warn!(
+                    error = e,
+                    "registry manifest unusable: only baselined models are accepted"
+                )
+            })
+            .ok()
+    });
+    // A model the registry promoted (its manifest lists this file name with this digest) is
+    // accepted even when the baseline predates it.
+    let promoted = |hasher: &mut FileHasher, path: &Path| -> bool {
+        let (Some(registry), Some(name)) = (&registry, path.file_name().and_then(|n| n.to_str()))
+        else {
+            return false;
+        };
+        let Some((hash, size)) = registry.get(name) else {
+            return false;
+        };
+        FileHasher::size_now(path) == Some(size)
+            && matches!(hasher.check(path), Outcome::Hashed { hash: h, .. } if h == hash)
+    };
     let check = |hasher: &mut FileHasher,
                  path: &Path,
                  category: Category,
                  flag: &mut dyn FnMut(String, Category, &str, String)| {
         let key = path_str(path);
+        if category == Category::ModelFile && promoted(hasher, path) {
+            return;
+        }
         match index.get(key.as_str()) {
             None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
             Some(entry) => {
@@ -228,6 +264,9 @@ pub fn scan(
         let mut found = BTreeMap::new();
         walk(dir, &mut found);
         for (path, what) in &found {
+            if policy.registry_manifest.as_ref() == Some(path) {
+                continue;
+            }
             watched += 1;
             match what {
                 Found::File => check(hasher, path, Category::ModelFile, &mut flag),
@@ -358,6 +397,70 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", t.dir.path().join("bin")).expect("symlink");
         let e = create_baseline(&t.policy, &mut FileHasher::default(), None).expect_err("refused");
         assert!(e.contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn promoted_models_are_accepted_and_mismatched_ones_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("models")).expect("mkdir");
+        std::fs::write(r.join("models/old.gguf"), "old").expect("write");
+        let yaml = format!(
+            "model_dirs: [{d}/models]\nregistry_manifest: {d}/models/manifest.json\n",
+            d = r.display()
+        );
+        let policy = Policy::parse(&yaml).expect("policy");
+        let write_manifest = |entries: &[(&str, &[u8])]| {
+            let models: Vec<String> = entries
+                .iter()
+                .map(|(f, c)| {
+                    let h = protocol::sign::sha256_hex(c);
+                    format!("{{\"name\":\"{f}\",\"filename\":\"{f}\",\"sha256\":\"{h}\",\"size_bytes\":{}}}", c.len())
+                })
+                .collect();
+            std::fs::write(
+                r.join("models/manifest.json"),
+                format!("{{\"version\":1,\"models\":[{}]}}", models.join(",")),
+            )
+            .expect("write");
+        };
+        write_manifest(&[]);
+        let m = create_baseline(&policy, &mut FileHasher::default(), None).expect("baseline");
+        assert_eq!(
+            m.entries.len(),
+            1,
+            "the manifest itself is not a model: {:?}",
+            m.entries
+        );
+        std::fs::write(r.join("models/new.gguf"), "promoted weights").expect("write");
+        let run = || scan(&policy, &m, &"0".repeat(64), &mut FileHasher::default(), 1);
+        assert_eq!(run().violation_count, 1, "not yet promoted");
+        write_manifest(&[("new.gguf", b"promoted weights")]);
+        assert_eq!(run().violation_count, 0, "promoted with a matching digest");
+        write_manifest(&[("new.gguf", b"other weights!!!")]);
+        assert_eq!(
+            run().violation_count,
+            1,
+            "promoted digest does not match the file"
+        );
+    }
+
+    #[test]
+    fn a_baseline_never_blesses_a_file_the_release_disagrees_with() {
+        let t = tree();
+        let root = t.dir.path();
+        let bin = root.join("bin");
+        let good = protocol::sign::sha256_hex(b"b");
+        std::fs::write(root.join("release.json"), format!("{{\"version\":\"1.0\",\"source_commit\":\"c0ffee\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{good}\",\"size\":1}}]}}", bin.display())).expect("write");
+        let mut policy = t.policy.clone();
+        policy.release_baseline = Some(root.join("release.json"));
+        assert!(create_baseline(&policy, &mut FileHasher::default(), None).is_ok());
+        std::fs::write(&bin, "x").expect("tamper");
+        let e = create_baseline(&policy, &mut FileHasher::default(), None).expect_err("refused");
+        assert!(
+            e.contains(&bin.display().to_string()) && e.contains("1.0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Incident reporting: each transition into `degraded` or `recovery_required` is posted to the
+//! appliance's incident recorder (loopback only), bounded to 64 KiB, retried with backoff, and
+//! its outcome audited. Reporting runs in its own task and never holds up a scan.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::monitor::Monitor;
+
+/// Largest report body.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Attempts per incident; waits double from one second between them.
+const ATTEMPTS: u32 = 4;
+/// Incidents queued while the recorder is slow; more are dropped (and audited).
+pub const QUEUE: usize = 32;
+
+/// Where incidents go.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// Loopback address of the recorder.
+    pub addr: SocketAddr,
+    /// Request path, e.g. `/api/v1/incidents/report`.
+    pub path: String,
+    /// Bearer token for the recorder.
+    pub token: String,
+}
+
+impl Recorder {
+    /// Parses `http://127.0.0.1:8515/api/v1/incidents/report`; only loopback is accepted.
+    pub fn parse(url: &str, token: String) -> Result<Recorder, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("incident URL must start with http://")?;
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let addr: SocketAddr = host
+            .replace("localhost", "127.0.0.1")
+            .parse()
+            .map_err(|e| format!("incident URL host {host}: {e}"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!("incident URL {url} is not on loopback"));
+        }
+        Ok(Recorder { addr, path, token })
+    }
+}
+
+/// The JSON body for one transition, bounded to [`MAX_BODY`] by listing fewer violations.
+pub fn body(
+    to: &str,
+    from: &str,
+    reason: &str,
+    violations: &[protocol::report::Violation],
+    count: u32,
+) -> Vec<u8> {
+    let severity = if to == "recovery_required" {
+        "critical"
+    } else {
+        "high"
+    };
+    let mut listed = violations.len();
+    loop {
+        let v = json!({
+            "class": "integrity_violation",
+            "source": "integrity-monitor",
+            "severity": severity,
+            "description": format!("integrity state {from} -> {to}: {reason}"),
+            "evidence": { "state": to, "previous_state": from, "reason": reason, "violation_count": count,
+                          "violations": &violations[..listed], "violations_listed": listed },
+        });
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        if bytes.len() <= MAX_BODY || listed == 0 {
+            return bytes;
+        }
+        listed /= 2;
+    }
+}
+
+async fn post_once(rec: &Recorder, body: &Bytes) -> Result<u16, String> {
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(rec.addr),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(rec.path.as_str())
+        .header("host", rec.addr.to_string())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", rec.token))
+        .body(Full::new(body.clone()))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .map_err(|_| "response timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await;
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("recorder answered {status}"))
+    }
+}
+
+/// Posts queued incidents one at a time with retry and backoff, auditing each outcome.
+pub async fn run(
+    rec: Recorder,
+    mut queue: mpsc::Receiver<(String, Vec<u8>)>,
+    monitor: Arc<Monitor>,
+) {
+    while let Some((to, body)) = queue.recv().await {
+        let body = Bytes::from(body);
+        let mut wait = Duration::from_secs(1);
+        let mut last = String::new();
+        let mut sent = false;
+        for attempt in 1..=ATTEMPTS {
+            match post_once(&rec, &body).await {
+                Ok(status) => {
+                    monitor.audit(
+                        "incident_reported",
+                        json!({ "state": to, "status": status, "attempt": attempt }),
+                    );
+                    sent = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "incident report failed");
+                    last = e;
+                    if attempt < ATTEMPTS {
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                }
+            }
+        }
+        if !sent {
+            monitor.audit(
+                "incident_report_failed",
+                json!({ "state": to, "attempts": ATTEMPTS, "error": last }),
+            );
+        }
+    }
+}
+
+/// An audit-friendly summary of a queued body (for tests and logs).
+pub fn summary(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}

@@ -1,0 +1,169 @@
+//! Appliance bindings: the release baseline shipped with the OS image (a rebaseline can never
+//! bless a file the release says is different) and the model registry's manifest (a model the
+//! registry promoted, with a matching digest, is accepted).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use protocol::baseline::Entry;
+use protocol::hexfmt::is_sha256_hex;
+use serde::Deserialize;
+
+/// Largest manifest read.
+const MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+struct ReleaseFile {
+    path: String,
+    sha256: String,
+    size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReleaseBaseline {
+    version: String,
+    #[serde(default)]
+    source_commit: String,
+    files: Vec<ReleaseFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RegistryModel {
+    #[serde(default)]
+    name: String,
+    filename: String,
+    sha256: String,
+    size_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct RegistryManifest {
+    #[serde(default)]
+    models: Vec<RegistryModel>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = crate::fsread::read_bounded(path, MAX_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Checks new baseline entries against the release baseline; `Err` names every file that
+/// differs (capped) so an operator sees what the rebaseline would have blessed.
+pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
+    let release: ReleaseBaseline = read_json(path)?;
+    let mut expected: HashMap<&str, &ReleaseFile> = HashMap::new();
+    for f in &release.files {
+        if !is_sha256_hex(&f.sha256) {
+            return Err(format!(
+                "{}: entry {} has no valid sha256",
+                path.display(),
+                f.path
+            ));
+        }
+        expected.insert(f.path.as_str(), f);
+    }
+    let mismatches: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            let r = expected.get(e.path.as_str())?;
+            (r.sha256 != e.hash || r.size != e.size).then(|| {
+                format!(
+                    "{} (release {} expects {}, found {})",
+                    e.path, release.version, r.sha256, e.hash
+                )
+            })
+        })
+        .collect();
+    if mismatches.is_empty() {
+        Ok(format!("{} ({})", release.version, release.source_commit))
+    } else {
+        let shown: Vec<&String> = mismatches.iter().take(20).collect();
+        Err(format!(
+            "{} file(s) differ from release baseline {}: {}",
+            mismatches.len(),
+            release.version,
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    }
+}
+
+/// The registry's promoted models, by file name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    models: HashMap<String, (String, u64)>,
+}
+
+impl Registry {
+    /// Loads the manifest; entries without a valid digest are ignored (and logged).
+    pub fn load(path: &Path) -> Result<Registry, String> {
+        let manifest: RegistryManifest = read_json(path)?;
+        let mut models = HashMap::new();
+        for m in manifest.models {
+            if is_sha256_hex(&m.sha256) && !m.filename.contains('/') {
+                models.insert(m.filename, (m.sha256, m.size_bytes));
+            } else {
+                tracing::warn!(
+                    name = m.name,
+                    filename = m.filename,
+                    "registry entry ignored: bad digest or file name"
+                );
+            }
+        }
+        Ok(Registry { models })
+    }
+
+    /// The promoted digest and size for a model file name.
+    pub fn get(&self, file_name: &str) -> Option<(&str, u64)> {
+        self.models.get(file_name).map(|(h, s)| (h.as_str(), *s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::Category;
+
+    fn entry(path: &str, hash: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            hash: hash.into(),
+            category: Category::ServiceBinary,
+            size: 3,
+        }
+    }
+
+    #[test]
+    fn release_mismatch_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("release.json");
+        let good = "a".repeat(64);
+        std::fs::write(&p, format!("{{\"version\":\"42.1\",\"source_commit\":\"abc\",\"files\":[{{\"path\":\"/usr/bin/x\",\"sha256\":\"{good}\",\"size\":3}}]}}")).expect("write");
+        assert!(check_release(
+            &p,
+            &[
+                entry("/usr/bin/x", &good),
+                entry("/etc/local", &"c".repeat(64))
+            ]
+        )
+        .is_ok());
+        let e = check_release(&p, &[entry("/usr/bin/x", &"b".repeat(64))]).expect_err("refused");
+        assert!(e.contains("/usr/bin/x") && e.contains("42.1"), "{e}");
+        assert!(check_release(&dir.path().join("missing.json"), &[]).is_err());
+    }
+
+    #[test]
+    fn registry_lookup_by_file_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("manifest.json");
+        let h = "d".repeat(64);
+        std::fs::write(&p, format!("{{\"version\":1,\"models\":[{{\"name\":\"m\",\"filename\":\"m.gguf\",\"sha256\":\"{h}\",\"size_bytes\":5}},{{\"name\":\"bad\",\"filename\":\"../x\",\"sha256\":\"{h}\",\"size_bytes\":1}}]}}")).expect("write");
+        let r = Registry::load(&p).expect("loads");
+        assert_eq!(r.get("m.gguf"), Some((h.as_str(), 5)));
+        assert_eq!(r.get("../x"), None);
+    }
+}
