@@ -161,10 +161,9 @@ fn greenboot_and_first_boot_scripts_pass_only_when_trusted() {
 }
 
 /// A stand-in incident recorder on loopback: records each request, answers 200.
-fn recorder() -> (
-    u16,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
-) {
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+fn recorder() -> (u16, Seen) {
     use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();

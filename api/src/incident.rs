@@ -20,6 +20,9 @@ const ATTEMPTS: u32 = 4;
 /// Incidents queued while the recorder is slow; more are dropped (and audited).
 pub const QUEUE: usize = 32;
 
+/// The reporter's queue: (state entered, JSON body).
+pub type Queue = mpsc::Sender<(String, Vec<u8>)>;
+
 /// Where incidents go.
 #[derive(Debug, Clone)]
 pub struct Recorder {

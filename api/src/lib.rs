@@ -222,7 +222,7 @@ pub fn run(config: Config) -> i32 {
             return 0;
         }
     }
-    let outcome = runtime.block_on(serve(
+    let outcome = runtime.block_on(serve(Parts {
         recorder,
         listener,
         source,
@@ -230,8 +230,8 @@ pub fn run(config: Config) -> i32 {
         store,
         token,
         stored,
-        config.initialize_only,
-    ));
+        once: config.initialize_only,
+    }));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match (outcome, child.as_mut()) {
         (Outcome::Stopped, Some(child)) => {
@@ -409,7 +409,8 @@ async fn supervise(
     }
 }
 
-async fn serve(
+/// Everything prepared before the runtime starts.
+struct Parts {
     recorder: Option<incident::Recorder>,
     listener: std::net::TcpListener,
     source: Source,
@@ -418,7 +419,19 @@ async fn serve(
     token: Option<token::Token>,
     stored: Result<Option<Vec<u8>>, String>,
     once: bool,
-) -> Outcome {
+}
+
+async fn serve(parts: Parts) -> Outcome {
+    let Parts {
+        recorder,
+        listener,
+        source,
+        audit,
+        store,
+        token,
+        stored,
+        once,
+    } = parts;
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {

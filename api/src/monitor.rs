@@ -82,7 +82,7 @@ pub struct Monitor {
     cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
     started: std::sync::atomic::AtomicBool,
     changes: Arc<tokio::sync::Notify>,
-    incidents: Mutex<Option<mpsc::Sender<(String, Vec<u8>)>>>,
+    incidents: Mutex<Option<crate::incident::Queue>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,7 +145,7 @@ impl Monitor {
     }
 
     /// Sends each transition into degraded or recovery_required to the incident reporter.
-    pub fn set_incident_queue(&self, queue: mpsc::Sender<(String, Vec<u8>)>) {
+    pub fn set_incident_queue(&self, queue: crate::incident::Queue) {
         *lock(&self.incidents) = Some(queue);
     }
 
