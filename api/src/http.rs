@@ -135,7 +135,12 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
             "request bodies are limited to 4096 bytes",
         ));
     }
-    let needs_token = route.mutating() || monitor.snapshot().policy.require_token_for_reads;
+    let snap = monitor.snapshot();
+    if !snap.policy_known {
+        // Whether reads need the token is the policy's to say, and it is not known yet.
+        return Ok(error(503, "starting", "waiting for the hasher's first handshake"));
+    }
+    let needs_token = route.mutating() || snap.policy.require_token_for_reads;
     if needs_token {
         let Some(token) = monitor.token() else {
             return Ok(error(

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub link_seq: u64,
     /// Bytes the hasher reported hashed, over all accepted scans.
     pub bytes_hashed_total: u64,
+    /// False until the first handshake: the policy (and whether reads need the token) is unknown.
+    pub policy_known: bool,
 }
 
 struct AuditSink {
@@ -123,6 +125,7 @@ impl Monitor {
                 audit_backlog: 0,
                 link_seq: 0,
                 bytes_hashed_total: 0,
+                policy_known: false,
             }),
             op: tokio::sync::Mutex::new(()),
             calls,
@@ -436,6 +439,7 @@ impl Monitor {
                 let mut snap = lock(&self.snap);
                 snap.policy = policy;
                 snap.key = key;
+                snap.policy_known = true;
                 Ok(())
             }
             _ => Err(self.misbehaved("hello")),

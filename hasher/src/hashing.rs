@@ -32,6 +32,8 @@ pub enum Outcome {
     NotRegular,
     /// Exists but could not be read, or kept changing while read.
     Unreadable(String),
+    /// A regular file whose size differs from the one expected: not read.
+    SizeChanged(u64),
 }
 
 /// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by
@@ -130,8 +132,20 @@ impl FileHasher {
     /// Examines `path`, answering from the cache when its version is unchanged and its
     /// re-verification is not due; otherwise reads it in full.
     pub fn check(&mut self, path: &Path) -> Outcome {
+        self.check_expecting(path, None)
+    }
+
+    /// As [`FileHasher::check`]; a regular file whose size is not `expected_size` is reported
+    /// at once, unread (one `statx` for both checks).
+    pub fn check_expecting(&mut self, path: &Path, expected_size: Option<u64>) -> Outcome {
         let now = Instant::now();
-        if let (Ok(m), Some(c)) = (std::fs::symlink_metadata(path), self.cache.get(path)) {
+        let meta = std::fs::symlink_metadata(path);
+        if let (Ok(m), Some(expected)) = (&meta, expected_size) {
+            if m.file_type().is_file() && m.size() != expected {
+                return Outcome::SizeChanged(m.size());
+            }
+        }
+        if let (Ok(m), Some(c)) = (meta, self.cache.get(path)) {
             if m.file_type().is_file() && Version::of(&m) == c.version && now < c.due {
                 self.fast_hits += 1;
                 return Outcome::Hashed {

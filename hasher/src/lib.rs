@@ -99,6 +99,7 @@ pub fn run(mut options: Options) -> i32 {
     if key.is_none() {
         tracing::warn!(path = %key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
     }
+    sys::lower_priority();
     let read_set = sandbox::read_set(&policy, &options.policy);
     if options.insecure_no_sandbox {
         if options.policy == std::path::Path::new(policy::DEFAULT_POLICY) {

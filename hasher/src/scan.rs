@@ -163,6 +163,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::Symlink => "is a symlink (list its target instead)".into(),
         Outcome::NotRegular => "not a regular file".into(),
         Outcome::Unreadable(why) => format!("unreadable: {why}"),
+        Outcome::SizeChanged(n) => format!("size changed to {n}"),
     }
 }
 
@@ -173,6 +174,7 @@ fn actual(o: &Outcome) -> String {
         Outcome::Symlink => report::SYMLINK.into(),
         Outcome::NotRegular => report::NOT_REGULAR.into(),
         Outcome::Unreadable(_) => report::UNREADABLE.into(),
+        Outcome::SizeChanged(_) => report::SIZE_CHANGED.into(),
     }
 }
 
@@ -239,16 +241,7 @@ pub fn scan(
             None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
             Some(entry) => {
                 // A size change is a violation at once; reading the file would only confirm it.
-                if FileHasher::size_now(path).is_some_and(|n| n != entry.size) {
-                    flag(
-                        key,
-                        entry.category,
-                        &entry.hash,
-                        report::SIZE_CHANGED.into(),
-                    );
-                    return;
-                }
-                let outcome = hasher.check(path);
+                let outcome = hasher.check_expecting(path, Some(entry.size));
                 let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
                 if !matches {
                     flag(key, entry.category, &entry.hash, actual(&outcome));
