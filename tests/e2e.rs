@@ -554,3 +554,146 @@ fn a_relative_policy_path_works() {
         "a policy given relative to the working dir still lets the hasher read its tree"
     );
 }
+
+fn attestation(m: &Running, nonce: &str) -> (u16, String) {
+    get(m.addr, &format!("/api/v1/attestation?nonce={nonce}")).unwrap()
+}
+
+fn verify_attestation(
+    a: &Appliance,
+    nonce: &str,
+    body: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(monitor_bin())
+        .args([
+            "verify-attestation",
+            "--key",
+            &path_str(&a.path("key")),
+            "--nonce",
+            nonce,
+        ])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let nonce = "00112233445566778899aabbccddeeff";
+    let (code, body) = attestation(&m, nonce);
+    assert_eq!(code, 200, "{body}");
+    let ok = verify_attestation(&a, nonce, &body, &["--require-clean"]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        doc["attestation"]["audit_seq"].as_u64().unwrap() as usize,
+        a.audit_events().len()
+    );
+
+    // A replay under another nonce, an edited payload, and a stale scan are all refused.
+    let other = "ffeeddccbbaa99887766554433221100";
+    assert_eq!(
+        verify_attestation(&a, other, &body, &[]).status.code(),
+        Some(1)
+    );
+    let forged = body.replace("\\\"violation_count\\\":0", "\\\"violation_count\\\":0 ");
+    assert_ne!(forged, body);
+    assert_eq!(
+        verify_attestation(&a, nonce, &forged, &[]).status.code(),
+        Some(1)
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        verify_attestation(&a, nonce, &body, &["--max-age", "1"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // Violations are attested, so --require-clean fails on a tampered appliance.
+    a.write(BINARIES[0], "implant");
+    m.scan();
+    let (_, body) = attestation(&m, nonce);
+    assert_eq!(
+        verify_attestation(&a, nonce, &body, &[]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        verify_attestation(&a, nonce, &body, &["--require-clean"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    for bad in [
+        "",
+        "abc",
+        "zz112233445566778899aabbccddeeff",
+        &"ab".repeat(65),
+    ] {
+        assert_eq!(attestation(&m, bad).0, 400, "nonce {bad:?}");
+    }
+}
+
+#[test]
+fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
+    let a = Appliance::new();
+    let mut m = Running::start(&a);
+    a.write(BINARIES[0], "x");
+    m.scan();
+    m.signal(libc::SIGTERM);
+    m.wait_exit(Duration::from_secs(15)).unwrap();
+    let m = Running::start(&a);
+    m.scan();
+    drop(m);
+    let verify = |files: &[std::path::PathBuf]| {
+        std::process::Command::new(monitor_bin())
+            .arg("verify-audit")
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&[a.audit_log()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Deleting one record in the middle breaks the chain at that point.
+    let text = std::fs::read_to_string(a.audit_log()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(a.audit_log(), cut).unwrap();
+    let bad = verify(&[a.audit_log()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 4"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

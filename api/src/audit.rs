@@ -1,20 +1,40 @@
-//! The JSONL audit log: one record per decision, appended and flushed to disk before it counts.
+//! The JSONL audit log, hash-chained: each record carries `seq` and `prev` (hex SHA-256 of the
+//! previous line's bytes), is written in one `write` on an `O_APPEND` file and synced before it
+//! counts. The chain continues across restarts and rotations; a broken tail found at start is
+//! moved aside (never deleted) and the new chain links to the last whole record.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use protocol::sign::sha256_hex;
 use serde_json::{Map, Value};
 
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl";
+/// `prev` of the very first record of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// How much of the old log's end is read at start to find the chain head.
+const TAIL: u64 = 256 * 1024;
+
+/// The last record of the chain: its `seq` and the SHA-256 of its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Sequence number of the last record (0: empty chain).
+    pub seq: u64,
+    /// Hex SHA-256 of the last record's line, or [`GENESIS`].
+    pub hash: String,
+}
 
 /// An open audit log.
 pub struct AuditLog {
     path: PathBuf,
     file: File,
+    head: Head,
+    /// Set when a broken tail was moved aside at start: (snapshot path, why).
+    pub recovered: Option<(PathBuf, String)>,
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -26,24 +46,105 @@ fn open(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Reads the end of an existing log: the head of its chain, or why its tail is broken (with
+/// the head of the last whole, parsable record).
+fn read_head(path: &Path) -> std::io::Result<Result<Head, (Head, String)>> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Ok(Head {
+                seq: 0,
+                hash: GENESIS.into(),
+            }))
+        }
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(TAIL).read_to_end(&mut tail)?;
+    if tail.is_empty() {
+        return Ok(Ok(Head {
+            seq: 0,
+            hash: GENESIS.into(),
+        }));
+    }
+    let complete = tail.ends_with(b"\n");
+    let mut lines: Vec<&[u8]> = tail.split(|b| *b == b'\n').collect();
+    lines.pop(); // after the last '\n' (empty if the file ends cleanly, a torn record if not)
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // may start mid-line
+    }
+    let parse = |line: &[u8]| -> Option<Head> {
+        let v: Value = serde_json::from_slice(line).ok()?;
+        Some(Head {
+            seq: v.get("seq")?.as_u64()?,
+            hash: sha256_hex(line),
+        })
+    };
+    let good = lines.iter().rev().find_map(|l| parse(l));
+    let last_ok = lines.last().and_then(|l| parse(l));
+    match (complete, last_ok, good) {
+        (true, Some(h), _) => Ok(Ok(h)),
+        (_, _, good) => {
+            let head = good.unwrap_or(Head {
+                seq: 0,
+                hash: GENESIS.into(),
+            });
+            let why = if complete {
+                "last record is not a chained JSON record"
+            } else {
+                "last record is torn (no newline)"
+            };
+            Ok(Err((head, why.into())))
+        }
+    }
+}
+
 impl AuditLog {
-    /// Opens (creating) the log for appending.
+    /// Opens (creating) the log and finds the chain head. A broken tail is moved aside to
+    /// `PATH.broken-UNIXTIME` and the chain continues from the last whole record.
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
+        let (head, recovered) = match read_head(path)? {
+            Ok(head) => (head, None),
+            Err((head, why)) => {
+                let stamp = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = PathBuf::from(format!("{}.broken-{stamp}", path.display()));
+                std::fs::rename(path, &aside)?;
+                (head, Some((aside, why)))
+            }
+        };
         Ok(AuditLog {
             path: path.to_owned(),
             file: open(path)?,
+            head,
+            recovered,
         })
     }
 
-    /// Reopens the path, for log rotation without copytruncate.
+    /// The chain head: the last record written.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Reopens the path, for log rotation without copytruncate; the chain continues.
     pub fn reopen(&mut self) -> std::io::Result<()> {
         self.file = open(&self.path)?;
         Ok(())
     }
 
-    /// Appends one record `{"time":…,"event":…,…fields}` in a single write and syncs it.
+    /// Appends one record `{"seq","prev","time","event",…fields}` in a single write and syncs it.
     pub fn record(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
         let mut record = Map::new();
+        record.insert("seq".into(), (self.head.seq + 1).into());
+        record.insert("prev".into(), self.head.hash.clone().into());
         record.insert(
             "time".into(),
             humantime::format_rfc3339_millis(SystemTime::now())
@@ -51,36 +152,185 @@ impl AuditLog {
                 .into(),
         );
         record.insert("event".into(), event.into());
-        record.extend(fields);
+        for (k, v) in fields {
+            if !matches!(k.as_str(), "seq" | "prev" | "time" | "event") {
+                record.insert(k, v);
+            }
+        }
         let mut line = serde_json::to_vec(&Value::Object(record)).map_err(std::io::Error::other)?;
+        let hash = sha256_hex(&line);
         line.push(b'\n');
         // One write of the whole line: O_APPEND keeps concurrent records from interleaving.
         self.file.write_all(&line)?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.head = Head {
+            seq: self.head.seq + 1,
+            hash,
+        };
+        Ok(())
     }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// File of the broken record.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What was expected there.
+    pub expected: String,
+    /// What was found.
+    pub found: String,
+}
+
+/// Walks `files` in order (oldest rotation first) and checks every link; the first break, if any.
+pub fn verify(files: &[PathBuf]) -> Result<u64, Break> {
+    let mut head: Option<Head> = None;
+    let mut records = 0u64;
+    for file in files {
+        let text = std::fs::read(file).map_err(|e| Break {
+            file: file.clone(),
+            line: 0,
+            expected: "a readable file".into(),
+            found: e.to_string(),
+        })?;
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            let line = text.split(|b| *b == b'\n').count();
+            return Err(Break {
+                file: file.clone(),
+                line,
+                expected: "a whole record ending in a newline".into(),
+                found: "a torn record".into(),
+            });
+        }
+        for (i, line) in text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let bad = |expected: String, found: String| Break {
+                file: file.clone(),
+                line: i + 1,
+                expected,
+                found,
+            };
+            let v: Value = serde_json::from_slice(line)
+                .map_err(|e| bad("a JSON record".into(), e.to_string()))?;
+            let seq = v
+                .get("seq")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad("a seq field".into(), "none".into()))?;
+            let prev = v
+                .get("prev")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a prev field".into(), "none".into()))?;
+            if let Some(h) = &head {
+                if seq != h.seq + 1 {
+                    return Err(bad(format!("seq {}", h.seq + 1), format!("seq {seq}")));
+                }
+                if prev != h.hash {
+                    return Err(bad(format!("prev {}", h.hash), format!("prev {prev}")));
+                }
+            }
+            head = Some(Head {
+                seq,
+                hash: sha256_hex(line),
+            });
+            records += 1;
+        }
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rec(log: &mut AuditLog, event: &str) {
+        let mut f = Map::new();
+        f.insert("path".into(), "/x".into());
+        log.record(event, f).expect("record");
+    }
+
     #[test]
-    fn appends_one_json_line_per_record_and_reopens() {
+    fn chain_holds_across_restart_and_rotation() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        let mut f = Map::new();
-        f.insert("path".into(), "/x".into());
-        log.record("violation", f).expect("record");
+        rec(&mut log, "a");
+        rec(&mut log, "b");
         std::fs::rename(&p, dir.path().join("audit.jsonl.1")).expect("rotate");
         log.reopen().expect("reopen");
-        log.record("transition", Map::new()).expect("record");
-        let old = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).expect("read");
-        let new = std::fs::read_to_string(&p).expect("read");
-        let rec: Value = serde_json::from_str(old.trim()).expect("json");
-        assert_eq!(rec["event"], "violation");
-        assert_eq!(rec["path"], "/x");
-        assert_eq!(new.lines().count(), 1);
-        assert!(new.contains("\"event\":\"transition\""));
+        rec(&mut log, "c");
+        drop(log);
+        let mut log = AuditLog::open(&p).expect("restart");
+        assert_eq!(log.head().seq, 3);
+        rec(&mut log, "d");
+        let files = [dir.path().join("audit.jsonl.1"), p.clone()];
+        assert_eq!(verify(&files), Ok(4));
+        let old = std::fs::read_to_string(&files[0]).expect("read");
+        let rec0: Value =
+            serde_json::from_str(old.lines().next().unwrap_or_default()).expect("json");
+        assert_eq!(
+            (rec0["seq"].as_u64(), rec0["prev"].as_str()),
+            (Some(1), Some(GENESIS))
+        );
+    }
+
+    #[test]
+    fn edits_and_deletions_are_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&p).expect("open");
+        for e in ["a", "b", "c"] {
+            rec(&mut log, e);
+        }
+        drop(log);
+        let text = std::fs::read_to_string(&p).expect("read");
+        std::fs::write(&p, text.replacen("\"event\":\"b\"", "\"event\":\"B\"", 1)).expect("edit");
+        let b = verify(std::slice::from_ref(&p)).expect_err("edit found");
+        assert_eq!(b.line, 3, "{b:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&p, format!("{}\n{}\n", lines[0], lines[2])).expect("delete");
+        let b = verify(std::slice::from_ref(&p)).expect_err("deletion found");
+        assert_eq!(b.line, 2);
+    }
+
+    #[test]
+    fn torn_tail_is_kept_aside_and_the_chain_continues() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&p).expect("open");
+        rec(&mut log, "a");
+        rec(&mut log, "b");
+        drop(log);
+        // A crash mid-write leaves half a record.
+        let mut f = OpenOptions::new().append(true).open(&p).expect("open");
+        f.write_all(b"{\"seq\":3,\"prev\":\"ab").expect("write");
+        drop(f);
+        let mut log = AuditLog::open(&p).expect("reopen");
+        let (aside, why) = log.recovered.clone().expect("recovered");
+        assert!(why.contains("torn"));
+        assert!(aside.exists(), "nothing deleted");
+        assert_eq!(log.head().seq, 2);
+        rec(&mut log, "c");
+        assert!(
+            verify(std::slice::from_ref(&aside)).is_err(),
+            "the snapshot shows its break"
+        );
+        let good: String = std::fs::read_to_string(&aside)
+            .expect("read")
+            .lines()
+            .take(2)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let whole = dir.path().join("whole");
+        std::fs::write(&whole, good).expect("write");
+        assert_eq!(
+            verify(&[whole, p]),
+            Ok(3),
+            "the new chain links to the last whole record"
+        );
     }
 }

@@ -47,6 +47,7 @@ enum Route {
     Rebaseline,
     Reload,
     Metrics,
+    Attestation,
 }
 
 impl Route {
@@ -60,6 +61,7 @@ impl Route {
             "/api/v1/rebaseline" => Route::Rebaseline,
             "/api/v1/reload" => Route::Reload,
             "/metrics" => Route::Metrics,
+            "/api/v1/attestation" => Route::Attestation,
             _ => return None,
         })
     }
@@ -103,6 +105,7 @@ fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {
 pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Reply, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let req_query = req.uri().query().unwrap_or_default().to_owned();
     let Some(route) = Route::find(&path) else {
         return Ok(error(404, "not_found", "no such endpoint"));
     };
@@ -138,7 +141,11 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
     let snap = monitor.snapshot();
     if !snap.policy_known {
         // Whether reads need the token is the policy's to say, and it is not known yet.
-        return Ok(error(503, "starting", "waiting for the hasher's first handshake"));
+        return Ok(error(
+            503,
+            "starting",
+            "waiting for the hasher's first handshake",
+        ));
     }
     let needs_token = route.mutating() || snap.policy.require_token_for_reads;
     if needs_token {
@@ -175,20 +182,23 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
             "request bodies are limited to 4096 bytes",
         ));
     }
-    let limit = if route.mutating() {
+    let query = req_query;
+    let limit = if route.mutating() || route == Route::Attestation {
         WRITE_TIMEOUT
     } else {
         READ_TIMEOUT
     };
-    Ok(tokio::time::timeout(limit, dispatch(route, &monitor))
-        .await
-        .unwrap_or_else(|_| {
-            error(
-                504,
-                "timeout",
-                "the operation is still running; check /api/v1/status",
-            )
-        }))
+    Ok(
+        tokio::time::timeout(limit, dispatch(route, &monitor, &query))
+            .await
+            .unwrap_or_else(|_| {
+                error(
+                    504,
+                    "timeout",
+                    "the operation is still running; check /api/v1/status",
+                )
+            }),
+    )
 }
 
 fn status_body(monitor: &Monitor) -> Value {
@@ -216,8 +226,32 @@ fn status_body(monitor: &Monitor) -> Value {
     })
 }
 
-async fn dispatch(route: Route, monitor: &Monitor) -> Reply {
+async fn dispatch(route: Route, monitor: &Monitor, query: &str) -> Reply {
     match route {
+        Route::Attestation => {
+            let nonce = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("nonce="))
+                .unwrap_or_default();
+            if !protocol::attest::nonce_ok(nonce) {
+                return error(
+                    400,
+                    "bad_nonce",
+                    "nonce must be 16 to 64 bytes of hex (32 to 128 hex digits)",
+                );
+            }
+            match monitor.attest(nonce).await {
+                Ok((payload, hmac)) => {
+                    let text = String::from_utf8_lossy(&payload).into_owned();
+                    let parsed: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+                    json_reply(
+                        200,
+                        &json!({ "payload": text, "hmac": hmac, "attestation": parsed }),
+                    )
+                }
+                Err(e) => error(e.status(), e.code(), &e.to_string()),
+            }
+        }
         Route::Health => {
             let s = monitor.snapshot();
             match &s.hasher_down {

@@ -71,6 +71,27 @@ enum Tool {
     },
     /// First boot: compute, sign and store the baseline, run one scan, and exit (0 = trusted).
     InitializeBaseline,
+    /// Check the audit log's hash chain across rotated files, oldest first.
+    VerifyAudit {
+        /// Audit log files, oldest rotation first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check an attestation (JSON on stdin) against the key, the nonce and its age.
+    VerifyAttestation {
+        /// The HMAC key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The nonce the attestation was requested with (hex).
+        #[arg(long)]
+        nonce: String,
+        /// Oldest acceptable latest scan, in seconds.
+        #[arg(long, default_value_t = 120)]
+        max_age: u64,
+        /// Also fail when the attested scan found any violation.
+        #[arg(long)]
+        require_clean: bool,
+    },
 }
 
 fn main() {
@@ -99,6 +120,18 @@ fn main() {
         Some(Tool::VerifyBaseline { key, baseline }) => {
             std::process::exit(api::tools::verify_baseline(&key, &baseline))
         }
+        Some(Tool::VerifyAudit { files }) => std::process::exit(api::tools::verify_audit(&files)),
+        Some(Tool::VerifyAttestation {
+            key,
+            nonce,
+            max_age,
+            require_clean,
+        }) => std::process::exit(api::tools::verify_attestation(
+            &key,
+            &nonce,
+            std::time::Duration::from_secs(max_age),
+            require_clean,
+        )),
         Some(Tool::InitializeBaseline) => api::Config {
             initialize_only: true,
             ..config

@@ -258,6 +258,41 @@ impl Monitor {
         }
     }
 
+    /// The audit chain head (seq, hash of the last record).
+    pub fn audit_head(&self) -> crate::audit::Head {
+        lock(&self.audit).log.head().clone()
+    }
+
+    /// Asks the hasher to sign its latest completed scan for `nonce`; returns the signed
+    /// payload and its HMAC, checked for form and for the nonce.
+    pub async fn attest(&self, nonce: &str) -> Result<(Vec<u8>, String), MonitorError> {
+        let head = self.audit_head();
+        let request = Request::Attest {
+            nonce: nonce.to_owned(),
+            audit_seq: head.seq,
+            audit_head: head.hash,
+        };
+        match self.call(request).await? {
+            Response::Attestation { payload, hmac } => {
+                let parsed: Result<protocol::attest::Attestation, _> =
+                    serde_json::from_slice(&payload);
+                let form_ok =
+                    hmac == protocol::sign::UNSIGNED || protocol::hexfmt::is_sha256_hex(&hmac);
+                match parsed {
+                    Ok(a)
+                        if a.nonce == nonce
+                            && form_ok
+                            && a.violations.iter().all(|v| v.validate().is_ok()) =>
+                    {
+                        Ok((payload, hmac))
+                    }
+                    _ => Err(self.misbehaved("attestation")),
+                }
+            }
+            _ => Err(self.misbehaved("attestation answer")),
+        }
+    }
+
     /// Reopens the audit log (after rotation).
     pub fn reopen_audit(&self) {
         let result = lock(&self.audit).log.reopen();
@@ -443,6 +478,18 @@ impl Monitor {
                 Ok(())
             }
             _ => Err(self.misbehaved("hello")),
+        }
+    }
+
+    /// Records a broken audit tail that was moved aside at start.
+    pub fn note_audit_recovery(&self) {
+        let recovered = lock(&self.audit).log.recovered.take();
+        if let Some((aside, why)) = recovered {
+            tracing::warn!(snapshot = %aside.display(), why, "audit log tail was broken: kept aside, chain continues");
+            self.audit(
+                "audit_tail_recovered",
+                json!({ "snapshot": aside, "reason": why }),
+            );
         }
     }
 

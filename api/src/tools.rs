@@ -59,3 +59,97 @@ pub fn verify_baseline(key: &Path, baseline: &Path) -> i32 {
         }
     }
 }
+
+/// Walks rotated audit logs oldest first; exit 0 only if every chain link holds.
+pub fn verify_audit(files: &[std::path::PathBuf]) -> i32 {
+    match crate::audit::verify(files) {
+        Ok(n) => {
+            println!("audit chain OK: {n} records in {} file(s)", files.len());
+            0
+        }
+        Err(b) => {
+            eprintln!(
+                "audit chain BROKEN at {} line {}: expected {}, found {}",
+                b.file.display(),
+                b.line,
+                b.expected,
+                b.found
+            );
+            1
+        }
+    }
+}
+
+/// Checks an attestation read from stdin: the HMAC under the key, the nonce, and that its scan
+/// completed within `max_age`; with `require_clean`, also that it found no violation.
+pub fn verify_attestation(
+    key: &Path,
+    nonce: &str,
+    max_age: std::time::Duration,
+    require_clean: bool,
+) -> i32 {
+    use std::io::Read;
+    let mut input = Vec::new();
+    let result = std::io::stdin()
+        .take(4 * 1024 * 1024)
+        .read_to_end(&mut input)
+        .map_err(|e| format!("stdin: {e}"))
+        .and_then(|_| check_attestation(key, nonce, max_age, &input));
+    match result {
+        Ok(a) if require_clean && a.violation_count > 0 => {
+            eprintln!(
+                "attestation valid but the hasher found {} violation(s)",
+                a.violation_count
+            );
+            1
+        }
+        Ok(a) => {
+            println!(
+                "attestation OK: scan {} at {}, {} violation(s), baseline {}",
+                a.scan_seq, a.scan_completed_at, a.violation_count, a.baseline_digest
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("attestation FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn check_attestation(
+    key: &Path,
+    nonce: &str,
+    max_age: std::time::Duration,
+    input: &[u8],
+) -> Result<protocol::attest::Attestation, String> {
+    use protocol::attest::{Attestation, DOMAIN};
+    let key = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(input).map_err(|e| format!("not JSON: {e}"))?;
+    let payload = doc["payload"].as_str().ok_or("no `payload` string")?;
+    let hmac = doc["hmac"].as_str().ok_or("no `hmac` string")?;
+    if !protocol::sign::verify_hex(&key, &[DOMAIN, payload.as_bytes()], hmac) {
+        return Err("HMAC does not verify: forged, altered, unsigned or another key".into());
+    }
+    let a: Attestation = serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))?;
+    if !a.nonce.eq_ignore_ascii_case(nonce) {
+        return Err(format!(
+            "nonce {} is not the one asked for ({nonce}): a replay",
+            a.nonce
+        ));
+    }
+    let done = humantime::parse_rfc3339(&a.scan_completed_at)
+        .map_err(|e| format!("scan_completed_at: {e}"))?;
+    let age = std::time::SystemTime::now()
+        .duration_since(done)
+        .unwrap_or_default();
+    if age > max_age {
+        return Err(format!(
+            "latest scan is {}s old, more than --max-age {}s",
+            age.as_secs(),
+            max_age.as_secs()
+        ));
+    }
+    Ok(a)
+}

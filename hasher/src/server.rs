@@ -25,6 +25,7 @@ pub struct Server {
     greeted: bool,
     read_set: Vec<PathBuf>,
     watcher: Option<crate::watch::Watcher>,
+    last_report: Option<protocol::report::ScanReport>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -62,6 +63,7 @@ impl Server {
             seq: 0,
             greeted: false,
             read_set,
+            last_report: None,
             watcher: crate::watch::Watcher::new(&policy_for_watch)
                 .map_err(|e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"))
                 .ok(),
@@ -97,6 +99,38 @@ impl Server {
                 .send(id, &response)
                 .map_err(|e| format!("channel failed: {e}"))?;
         }
+    }
+
+    /// Signs the latest completed scan for a verifier's nonce.
+    fn attest(&self, nonce: String, audit_seq: u64, audit_head: String) -> Response {
+        use protocol::attest::{nonce_ok, Attestation, DOMAIN};
+        if !nonce_ok(&nonce) || !(protocol::hexfmt::is_sha256_hex(&audit_head)) {
+            return error(
+                ErrorKind::Protocol,
+                "nonce must be 16-64 bytes of hex and the audit head a SHA-256",
+            );
+        }
+        let Some(report) = &self.last_report else {
+            return error(ErrorKind::NoBaseline, "no scan has completed yet");
+        };
+        let attestation = Attestation {
+            nonce,
+            scan_seq: report.seq,
+            scan_completed_at: report.completed_at.clone(),
+            baseline_digest: report.baseline_digest.clone(),
+            violation_count: report.violation_count,
+            violations: report.violations.clone(),
+            degradation_threshold: self.policy.degradation_threshold,
+            audit_seq,
+            audit_head,
+            issued_at: scan::now_rfc3339(),
+        };
+        let payload = serde_json::to_vec(&attestation).unwrap_or_default();
+        let hmac = match &self.key {
+            Some(k) => protocol::sign::hmac_hex(k.bytes(), &[DOMAIN, &payload]),
+            None => protocol::sign::UNSIGNED.to_owned(),
+        };
+        Response::Attestation { payload, hmac }
     }
 
     /// Waits for the channel or the watcher. Watched-path changes are announced to the api
@@ -228,9 +262,11 @@ impl Server {
                         ms = report.duration_ms,
                         "scan complete"
                     );
+                    self.last_report = Some(report.clone());
                     Response::Report(report.sign(key))
                 }
             },
+            Request::Attest { nonce, audit_seq, audit_head } => self.attest(nonce, audit_seq, audit_head),
             Request::Reload => match Policy::load(&self.policy_path) {
                 Ok(policy) if policy.hmac_key_path != self.policy.hmac_key_path => error(
                     ErrorKind::RestartRequired,

@@ -4,6 +4,7 @@
 //! the exact bytes the HMAC key signs, so both processes (and offline tools) agree on them.
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod baseline;
 pub mod frame;
 pub mod hexfmt;

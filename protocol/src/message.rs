@@ -27,6 +27,15 @@ pub enum Request {
     Scan,
     /// Re-read and validate the policy; the old one stays in force on error.
     Reload,
+    /// Sign an attestation of the latest completed scan for this nonce.
+    Attest {
+        /// The verifier's nonce, hex (16 to 64 bytes).
+        nonce: String,
+        /// The api's audit chain head: sequence number.
+        audit_seq: u64,
+        /// The api's audit chain head: hex SHA-256 of the last record.
+        audit_head: String,
+    },
 }
 
 /// What the hasher answers.
@@ -59,6 +68,13 @@ pub enum Response {
     Reloaded {
         /// Settings of the new policy.
         policy: PolicySummary,
+    },
+    /// A signed attestation (see `attest`).
+    Attestation {
+        /// The exact signed bytes: compact JSON of `attest::Attestation`.
+        payload: Vec<u8>,
+        /// Hex HMAC-SHA256 over the domain and the payload, or "unsigned".
+        hmac: String,
     },
     /// Unsolicited (id 0): watched paths changed; the api should scan now.
     Notice {

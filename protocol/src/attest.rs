@@ -1,0 +1,48 @@
+//! Nonce-fresh attestation: the hasher's signed statement of its latest completed scan, which
+//! the api can delay but not forge.
+//!
+//! Encoding: `payload` is the compact JSON of [`Attestation`] with its fields in declaration
+//! order; `hmac` is hex HMAC-SHA256, keyed with the raw key file bytes, over
+//! `integrity-monitor.attestation.v1\n` followed by the payload bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Violation;
+
+/// Domain separator prefixed to the payload before signing.
+pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v1\n";
+/// Shortest nonce accepted, in bytes.
+pub const MIN_NONCE: usize = 16;
+/// Longest nonce accepted, in bytes.
+pub const MAX_NONCE: usize = 64;
+
+/// What the hasher attests to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    /// The verifier's nonce, hex.
+    pub nonce: String,
+    /// Sequence number of the hasher's latest completed scan.
+    pub scan_seq: u64,
+    /// When that scan completed (RFC 3339, UTC).
+    pub scan_completed_at: String,
+    /// SHA-256 (hex) of the baseline manifest it compared against.
+    pub baseline_digest: String,
+    /// Violations it found, all of them.
+    pub violation_count: u32,
+    /// The first 256 violations.
+    pub violations: Vec<Violation>,
+    /// The policy's degradation_threshold.
+    pub degradation_threshold: u32,
+    /// The audit chain head the api reported when it asked: its `seq`.
+    pub audit_seq: u64,
+    /// The audit chain head: hex SHA-256 of the last record's line.
+    pub audit_head: String,
+    /// When the hasher signed this (RFC 3339, UTC).
+    pub issued_at: String,
+}
+
+/// True when `nonce` is 16 to 64 bytes of hex.
+pub fn nonce_ok(nonce: &str) -> bool {
+    crate::hexfmt::decode(nonce).is_some_and(|b| (MIN_NONCE..=MAX_NONCE).contains(&b.len()))
+}
