@@ -131,6 +131,8 @@ fn greenboot_and_first_boot_scripts_pass_only_when_trusted() {
             .arg(repo(script))
             .env("INTEGRITY_MONITOR_URL", format!("http://{}", m.addr))
             .env("INTEGRITY_MONITOR_TOKEN_FILE", a.path("token"))
+            .env("INTEGRITY_MONITOR_KEY_FILE", a.path("key"))
+            .env("INTEGRITY_MONITOR_BIN", monitor_bin())
             .output()
             .unwrap()
     };

@@ -5,6 +5,8 @@
 set -euo pipefail
 url="${INTEGRITY_MONITOR_URL:-http://127.0.0.1:8510}"
 token_file="${INTEGRITY_MONITOR_TOKEN_FILE:-/run/secure-ai/service-token}"
+key_file="${INTEGRITY_MONITOR_KEY_FILE:-/run/secure-ai/integrity-hmac-key}"
+monitor="${INTEGRITY_MONITOR_BIN:-/usr/libexec/secure-ai/integrity-monitor}"
 
 if [ ! -r "$token_file" ]; then
     echo "integrity-monitor: token file $token_file is not readable" >&2
@@ -15,6 +17,16 @@ if ! curl -sf --max-time "${INTEGRITY_MONITOR_SCAN_TIMEOUT:-300}" -X POST \
         -H @- "$url/api/v1/scan" >/dev/null <<<"Authorization: Bearer $(tr -d '[:space:]' <"$token_file")"; then
     echo "integrity-monitor: forced scan failed" >&2
     exit 1
+fi
+# With the key at hand, rely on the hasher's signed word, not the api's: a fresh nonce, an HMAC
+# only the hasher can make, and no violation in its latest scan.
+if [ -r "$key_file" ] && [ -x "$monitor" ]; then
+    nonce=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    if ! curl -sf --max-time 60 "$url/api/v1/attestation?nonce=$nonce" \
+            | "$monitor" verify-attestation --key "$key_file" --nonce "$nonce" --max-age 300 --require-clean; then
+        echo "integrity-monitor: not trusted: attestation failed" >&2
+        exit 1
+    fi
 fi
 if ! body=$(curl -sf --max-time 10 "$url/api/v1/verify"); then
     echo "integrity-monitor: not trusted: $(curl -s --max-time 10 "$url/api/v1/verify")" >&2
