@@ -230,11 +230,7 @@ fn reload_with_a_broken_policy_keeps_the_old_one() {
 fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
     let a = Appliance::new();
     let mut m = Running::start(&a);
-    m.signal(libc::SIGTERM);
-    assert_eq!(
-        m.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
-        Some(0)
-    );
+    m.stop_cleanly();
     let stored = a.path("state/baseline.json");
     let text = std::fs::read_to_string(&stored).unwrap();
     // Re-bless a tampered binary by editing its hash in the stored manifest.
@@ -280,8 +276,7 @@ fn without_a_key_everything_is_marked_unsigned_and_a_later_key_rejects_it() {
     assert_eq!(s["last_report"]["hmac"], "unsigned");
     assert_eq!(a.count_events("hmac_key_absent"), 1);
     assert_eq!(a.count_events("baseline_unsigned"), 1);
-    m.signal(libc::SIGTERM);
-    m.wait_exit(Duration::from_secs(15)).unwrap();
+    m.stop_cleanly();
     std::fs::write(a.path("key"), [7u8; 32]).unwrap();
     let m = Running::start(&a);
     assert_eq!(m.status()["state"], "recovery_required");
@@ -348,11 +343,7 @@ fn hasher_killed_means_503_within_a_second_then_exit_nonzero() {
 fn sigterm_stops_cleanly_and_records_it() {
     let a = Appliance::new();
     let mut m = Running::start(&a);
-    m.signal(libc::SIGTERM);
-    assert_eq!(
-        m.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
-        Some(0)
-    );
+    m.stop_cleanly();
     let events = a.audit_events();
     assert_eq!(events.last().unwrap()["event"], "stop");
     assert_eq!(
@@ -423,8 +414,7 @@ fn readme_python_check_verifies_the_stored_baseline() {
         .unwrap();
     let a = Appliance::new();
     let mut m = Running::start(&a);
-    m.signal(libc::SIGTERM);
-    m.wait_exit(Duration::from_secs(15)).unwrap();
+    m.stop_cleanly();
     a.write("check.py", block);
     let run = |key: &str| {
         std::process::Command::new("python3")
@@ -660,8 +650,7 @@ fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
     let mut m = Running::start(&a);
     a.write(BINARIES[0], "x");
     m.scan();
-    m.signal(libc::SIGTERM);
-    m.wait_exit(Duration::from_secs(15)).unwrap();
+    m.stop_cleanly();
     let m = Running::start(&a);
     m.scan();
     drop(m);

@@ -209,6 +209,15 @@ impl Running {
         None
     }
 
+    /// SIGTERM, then the clean exit (code 0) a service manager expects.
+    pub fn stop_cleanly(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .expect("stopped within 15 s");
+        assert_eq!(status.code(), Some(0), "{status}");
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };

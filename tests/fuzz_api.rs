@@ -1,0 +1,149 @@
+//! Hostile input to the api's parsers: protocol frames and messages (both directions), the
+//! baseline manifest, attestations, and raw bytes on the HTTP socket of a running monitor.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "fuzz_support.rs"]
+mod fuzz;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::*;
+use protocol::frame::{decode, encode};
+use protocol::{Reassembler, Request, Response};
+
+#[test]
+fn protocol_decoders_never_panic() {
+    let requests = [
+        Request::Hello { version: 1 },
+        Request::Scan,
+        Request::LoadBaseline {
+            manifest: b"{\"created_at\":\"x\",\"entries\":[],\"hmac\":\"unsigned\"}".to_vec(),
+        },
+        Request::Attest {
+            nonce: "00".repeat(16),
+            audit_seq: 3,
+            audit_head: "a".repeat(64),
+        },
+    ];
+    let mut seeds: Vec<Vec<u8>> = requests
+        .iter()
+        .flat_map(|r| encode(7, r).unwrap())
+        .collect();
+    let report = protocol::report::ScanReport {
+        seq: 1,
+        completed_at: "t".into(),
+        baseline_digest: "0".repeat(64),
+        watched_files: 1,
+        bytes_hashed: 1,
+        duration_ms: 1,
+        violation_count: 0,
+        violations: vec![],
+    };
+    seeds.extend(encode(7, &Response::Report(report.sign(None))).unwrap());
+    seeds.extend(
+        encode(
+            0,
+            &Response::Notice {
+                changed: 1,
+                overflow: false,
+            },
+        )
+        .unwrap(),
+    );
+    fuzz::run(
+        "protocol",
+        &seeds,
+        &[b"\x00", b"\xff\xff\xff\xff\x0f"],
+        fuzz::iterations(),
+        |input| {
+            let mut r = Reassembler::new();
+            if let Ok(Some(message)) = r.push(input) {
+                if let Ok(e) = decode::<Response>(&message) {
+                    if let Response::Report(s) = e.body {
+                        let _ = s.validate();
+                    }
+                }
+                let _ = decode::<Request>(&message);
+            }
+        },
+    );
+}
+
+#[test]
+fn manifest_and_attestation_parsers_never_panic() {
+    let key = [1u8; 32];
+    let m = protocol::baseline::Manifest::new(
+        "2026-01-01T00:00:00Z".into(),
+        vec![protocol::baseline::Entry {
+            path: "/a".into(),
+            hash: "a".repeat(64),
+            category: protocol::Category::ModelFile,
+            size: 1,
+        }],
+        Some(&key),
+    );
+    fuzz::run(
+        "manifest",
+        &[m.to_json()],
+        &[b"\"entries\"", b"null", b"[", b"{", b"\\u0000", b"1e999"],
+        fuzz::iterations(),
+        |input| {
+            if let Ok(m) = protocol::baseline::Manifest::parse(input) {
+                let _ = m.verify(Some(&key));
+            }
+        },
+    );
+    let a = b"{\"nonce\":\"00\",\"scan_seq\":1,\"scan_completed_at\":\"2026-01-01T00:00:00Z\",\"baseline_digest\":\"x\",\"violation_count\":0,\"violations\":[],\"degradation_threshold\":3,\"audit_seq\":1,\"audit_head\":\"y\",\"issued_at\":\"z\"}";
+    fuzz::run(
+        "attestation",
+        &[a.to_vec()],
+        &[b"\"violations\"", b"-1", b"18446744073709551616"],
+        fuzz::iterations(),
+        |input| {
+            let _ = serde_json::from_slice::<protocol::attest::Attestation>(input);
+        },
+    );
+}
+
+#[test]
+fn hostile_http_bytes_never_take_the_api_down() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let seeds = vec![
+        b"GET /api/v1/verify HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        format!("POST /api/v1/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}").into_bytes(),
+        b"GET /api/v1/attestation?nonce=00112233445566778899aabbccddeeff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    // Each input is a fresh connection: bound the count so the run stays short.
+    let iters = (fuzz::iterations() / 20).max(200);
+    fuzz::run(
+        "http",
+        &seeds,
+        &[
+            b"\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"\xff\xfe",
+            b"%00",
+            b"Content-Length: 99999999999\r\n",
+        ],
+        iters,
+        |input| {
+            let Ok(mut s) = std::net::TcpStream::connect(m.addr) else {
+                return;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = s.write_all(input);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 4096];
+            let _ = s.read(&mut sink);
+        },
+    );
+    assert_eq!(get(m.addr, "/health").unwrap().0, 200, "still serving");
+    assert_eq!(
+        m.verify_code(),
+        200,
+        "and still trusted: hostile bytes changed nothing"
+    );
+}
