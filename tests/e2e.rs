@@ -686,3 +686,138 @@ fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn full_disk_keeps_evidence_in_order_and_verify_closed_until_it_is_written() {
+    // A file size limit on the api stands in for a full disk: writes past it fail (EFBIG).
+    let a = Appliance::new();
+    let addr = free_addr();
+    let mut cmd = std::process::Command::new(monitor_bin());
+    cmd.args(a.args(addr));
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 2000,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let mut m = Running { child, addr };
+    m.wait_ready();
+    // Fill the log to its limit with violations and transitions.
+    for b in BINARIES {
+        a.write(b, "tampered and tampered again");
+        let _ = post(m.addr, "/api/v1/scan", Some(TOKEN));
+    }
+    let s = m.status();
+    assert_eq!(
+        s["state"], "recovery_required",
+        "the state machine does not depend on the disk"
+    );
+    assert!(wait_until(Duration::from_secs(2), || m.verify_code() == 503));
+    let (_, body) = get(m.addr, "/metrics").unwrap();
+    assert!(
+        !body.contains("integrity_monitor_audit_backlog 0"),
+        "records are waiting: {body}"
+    );
+    // Space comes back: lift the limit; the next record flushes the backlog in order.
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on our own child with a valid rlimit struct.
+    assert_eq!(
+        unsafe {
+            libc::prlimit(
+                m.child.id() as i32,
+                libc::RLIMIT_FSIZE,
+                &lim,
+                std::ptr::null_mut(),
+            )
+        },
+        0
+    );
+    for b in BINARIES {
+        a.write(b, &format!("#!/bin/sh\necho {b}\n"));
+    }
+    assert_eq!(m.scan()["state"], "trusted");
+    let (_, body) = get(m.addr, "/metrics").unwrap();
+    assert!(body.contains("integrity_monitor_audit_backlog 0"), "{body}");
+    assert_eq!(m.verify_code(), 200);
+    let events = a.audit_events();
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "violation").count(),
+        BINARIES.len(),
+        "no violation record lost"
+    );
+    m.stop_cleanly();
+    let out = std::process::Command::new(monitor_bin())
+        .arg("verify-audit")
+        .arg(a.audit_log())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the chain holds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn api_killed_mid_record_leaves_a_chain_that_verifies_to_the_last_whole_record() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    m.scan();
+    drop(m); // SIGKILL
+             // What a crash in the middle of a write leaves behind.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(a.audit_log())
+        .unwrap()
+        .write_all(b"{\"seq\":99,\"prev\":\"0f")
+        .unwrap();
+    let mut m = Running::start(&a);
+    let events = a.audit_events();
+    let recovered = events
+        .iter()
+        .find(|e| e["event"] == "audit_tail_recovered")
+        .unwrap_or_else(|| panic!("not recorded: {events:?}"))
+        .clone();
+    let snapshot = std::path::PathBuf::from(recovered["snapshot"].as_str().unwrap());
+    assert!(
+        snapshot.exists(),
+        "the broken file is kept aside, not deleted"
+    );
+    m.stop_cleanly();
+    let verify = |files: &[std::path::PathBuf]| {
+        std::process::Command::new(monitor_bin())
+            .arg("verify-audit")
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let broken = verify(&[snapshot.clone()]);
+    assert_eq!(broken.status.code(), Some(1), "the torn record is reported");
+    let whole: String = std::fs::read_to_string(&snapshot)
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with('}'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(a.path("logs/whole.jsonl"), whole).unwrap();
+    let ok = verify(&[a.path("logs/whole.jsonl"), a.audit_log()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

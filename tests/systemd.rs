@@ -195,3 +195,75 @@ fn sigterm_during_a_slow_request_completes_it() {
         Some(0)
     );
 }
+
+#[test]
+fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
+    // A read budget makes every full read of the 48 MiB model take about 3 s.
+    let a = Appliance::with_options("scan_interval: 1h\nhash_rate_limit: 16777216\n");
+    std::fs::write(a.path("models/big.gguf"), vec![0x5au8; 48 * 1024 * 1024]).unwrap();
+    let sock = a.path("hasher.sock");
+    let (hasher, policy) = (path_str(&hasher_bin()), path_str(&a.path("monitor.yaml")));
+    let mut act = Command::new("systemd-socket-activate");
+    act.args([
+        "--seqpacket",
+        "-a",
+        "-l",
+        &path_str(&sock),
+        &hasher,
+        "--policy",
+        &policy,
+    ])
+    .stdin(Stdio::null());
+    let activator = Guard(
+        own_group(&mut act)
+            .spawn()
+            .expect("systemd-socket-activate"),
+    );
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    let addr = free_addr();
+    let mut args = a.args(addr);
+    let i = args.iter().position(|x| x == "--hasher").unwrap();
+    args.drain(i..i + 2);
+    args.extend(["--hasher-socket".into(), path_str(&sock)]);
+    let _api = Guard(Command::new(monitor_bin()).args(&args).spawn().unwrap());
+    assert!(wait_until(Duration::from_secs(30), || get(
+        addr,
+        "/api/v1/verify"
+    )
+    .map(|r| r.0 == 200)
+    .unwrap_or(false)));
+
+    let rebaseline = std::thread::spawn(move || {
+        post(addr, "/api/v1/rebaseline", Some(TOKEN))
+            .map(|r| r.0)
+            .unwrap_or(0)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = children(activator.0.id())[0];
+    // SAFETY: kill(2) on the hasher instance our activator started, mid-read.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(1), || get(addr, "/api/v1/verify")
+            .map(|r| r.0 == 503)
+            .unwrap_or(false)),
+        "503 within 1 s"
+    );
+    assert_eq!(
+        rebaseline.join().unwrap(),
+        503,
+        "the interrupted rebaseline reports the lost hasher"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || get(addr, "/api/v1/verify")
+            .map(|r| r.0 == 200)
+            .unwrap_or(false)),
+        "recovered"
+    );
+    assert_eq!(a.count_events("hasher_lost"), 1);
+    assert_eq!(a.count_events("hasher_reconnected"), 1);
+    assert_eq!(
+        a.count_events("rebaseline"),
+        0,
+        "no half-made baseline was adopted"
+    );
+}

@@ -161,8 +161,17 @@ impl AuditLog {
         let hash = sha256_hex(&line);
         line.push(b'\n');
         // One write of the whole line: O_APPEND keeps concurrent records from interleaving.
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
+        // A write cut short (full disk, file size limit) would leave half a record that breaks
+        // the chain: cut the file back to where it was, so the retry appends a whole record.
+        let before = self.file.metadata()?.len();
+        if let Err(e) = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+        {
+            let _ = self.file.set_len(before);
+            return Err(e);
+        }
         self.head = Head {
             seq: self.head.seq + 1,
             hash,

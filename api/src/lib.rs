@@ -447,6 +447,7 @@ async fn serve(parts: Parts) -> Outcome {
         monitor.set_incident_queue(tx);
         tokio::spawn(incident::run(rec, rx, monitor.clone()))
     });
+    monitor.note_audit_recovery();
     monitor.audit(
         "start",
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),

@@ -65,9 +65,13 @@ pub fn install(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<Stri
 fn landlock(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String, SandboxError> {
     let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     // Create and write files, replace them by rename, list the dir (an O_DIRECTORY open is
-    // needed to fsync it): never read a file's content, never execute.
-    let write: BitFlags<AccessFs> =
-        AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile | AccessFs::ReadDir;
+    // needed to fsync it), truncate (an audit record cut short by a full disk is cut back
+    // out): never read a file's content, never execute.
+    let write: BitFlags<AccessFs> = AccessFs::WriteFile
+        | AccessFs::MakeReg
+        | AccessFs::RemoveFile
+        | AccessFs::ReadDir
+        | AccessFs::Truncate;
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_PINNED))
         .map_err(err)?
