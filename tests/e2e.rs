@@ -731,8 +731,8 @@ fn full_disk_keeps_evidence_in_order_and_verify_closed_until_it_is_written() {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: prlimit on our own child with a valid rlimit struct.
     assert_eq!(
+        // SAFETY: prlimit on our own child with a valid rlimit struct.
         unsafe {
             libc::prlimit(
                 m.child.id() as i32,
@@ -804,7 +804,7 @@ fn api_killed_mid_record_leaves_a_chain_that_verifies_to_the_last_whole_record()
             .output()
             .unwrap()
     };
-    let broken = verify(&[snapshot.clone()]);
+    let broken = verify(std::slice::from_ref(&snapshot));
     assert_eq!(broken.status.code(), Some(1), "the torn record is reported");
     let whole: String = std::fs::read_to_string(&snapshot)
         .unwrap()
