@@ -267,3 +267,47 @@ fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
         "no half-made baseline was adopted"
     );
 }
+
+#[test]
+fn sd_notify_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let a = Appliance::new();
+    let sock_path = a.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let addr = free_addr();
+    let mut child = Command::new(monitor_bin())
+        .args(a.args(addr))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(seen.contains("READY=1"), "{seen}");
+    assert!(
+        seen.contains("STATUS=state=trusted trusted=true violations=0 scans=1 hasher=up"),
+        "{seen}"
+    );
+    assert!(seen.contains("WATCHDOG=1"), "{seen}");
+    // READY comes only once the first verdict is in: /verify already says 200.
+    assert_eq!(get(addr, "/api/v1/verify").unwrap().0, 200);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

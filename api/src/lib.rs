@@ -68,7 +68,10 @@ pub fn init_logging() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        // A log that cannot be written (full disk, closed stderr) must never stop the monitor:
+        // the internal-error path would eprintln!, which panics, which aborts.
+        .log_internal_errors(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
