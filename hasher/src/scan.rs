@@ -1,6 +1,7 @@
 //! Walking the watched set, making baselines and comparing against them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -28,15 +29,24 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// Every path under `dir` (not following symlinks), bounded in depth and count.
-fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Found>) {
+/// Every path under `dir` (not following symlinks), bounded in depth and count, sorted by its
+/// bytes (cheap to compare, unlike `Path`'s component-wise order).
+fn walk(dir: &Path) -> Vec<(PathBuf, Found)> {
+    let mut out = Vec::new();
+    walk_into(dir, &mut out);
+    out.sort_unstable_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+fn walk_into(dir: &Path, out: &mut Vec<(PathBuf, Found)>) {
     let mut stack = vec![(dir.to_owned(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && d == dir => continue,
             Err(_) => {
-                out.insert(d, Found::Anomaly(report::UNREADABLE));
+                out.push((d, Found::Anomaly(report::UNREADABLE)));
                 continue;
             }
         };
@@ -46,35 +56,27 @@ fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Found>) {
                 return;
             }
             let Ok(entry) = entry else {
-                out.insert(d.clone(), Found::Anomaly(report::UNREADABLE));
+                out.push((d.clone(), Found::Anomaly(report::UNREADABLE)));
                 continue;
             };
             let path = entry.path();
             if path.to_str().is_none() {
                 // Not representable in the JSON manifest: reported under a lossy name.
-                out.insert(
+                out.push((
                     PathBuf::from(path.to_string_lossy().into_owned()),
                     Found::Anomaly(report::UNREADABLE),
-                );
+                ));
                 continue;
             }
             match entry.file_type() {
                 Ok(t) if t.is_dir() && depth < MAX_DEPTH => stack.push((path, depth + 1)),
                 Ok(t) if t.is_dir() => {
-                    out.insert(path, Found::Anomaly(report::UNREADABLE));
+                    out.push((path, Found::Anomaly(report::UNREADABLE)));
                 }
-                Ok(t) if t.is_file() => {
-                    out.insert(path, Found::File);
-                }
-                Ok(t) if t.is_symlink() => {
-                    out.insert(path, Found::Anomaly(report::SYMLINK));
-                }
-                Ok(_) => {
-                    out.insert(path, Found::Anomaly(report::NOT_REGULAR));
-                }
-                Err(_) => {
-                    out.insert(path, Found::Anomaly(report::UNREADABLE));
-                }
+                Ok(t) if t.is_file() => out.push((path, Found::File)),
+                Ok(t) if t.is_symlink() => out.push((path, Found::Anomaly(report::SYMLINK))),
+                Ok(_) => out.push((path, Found::Anomaly(report::NOT_REGULAR))),
+                Err(_) => out.push((path, Found::Anomaly(report::UNREADABLE))),
             }
         }
     }
@@ -116,9 +118,7 @@ pub fn create_baseline(
                 dir.display()
             ));
         }
-        let mut found = BTreeMap::new();
-        walk(dir, &mut found);
-        for (path, what) in found {
+        for (path, what) in walk(dir) {
             if policy.registry_manifest.as_ref() == Some(&path) {
                 continue; // the registry's own bookkeeping, not a model
             }
@@ -254,8 +254,11 @@ pub fn scan(
         check(hasher, path, *category, &mut flag);
     }
     for dir in &policy.model_dirs {
-        let mut found = BTreeMap::new();
-        walk(dir, &mut found);
+        let found = walk(dir);
+        let seen: HashSet<&[u8]> = found
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_bytes())
+            .collect();
         for (path, what) in &found {
             if policy.registry_manifest.as_ref() == Some(path) {
                 continue;
@@ -276,12 +279,14 @@ pub fn scan(
                 }
             }
         }
+        let prefix = dir.as_os_str().as_bytes();
+        let beneath = |p: &[u8]| p.starts_with(prefix) && p.get(prefix.len()) == Some(&b'/');
         for entry in baseline
             .entries
             .iter()
-            .filter(|e| Path::new(&e.path).starts_with(dir))
+            .filter(|e| beneath(e.path.as_bytes()))
         {
-            if !found.contains_key(Path::new(&entry.path)) {
+            if !seen.contains(entry.path.as_bytes()) {
                 flag(
                     entry.path.clone(),
                     entry.category,
