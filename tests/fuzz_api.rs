@@ -147,3 +147,50 @@ fn hostile_http_bytes_never_take_the_api_down() {
         "and still trusted: hostile bytes changed nothing"
     );
 }
+
+#[test]
+fn ten_thousand_idle_connections_do_not_silence_health() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    assert!(
+        hard >= 12_000,
+        "this test needs 12,000 fds (hard limit {hard})"
+    );
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let mut idle = Vec::with_capacity(10_000);
+    let opened = std::time::Instant::now();
+    for _ in 0..10_000 {
+        idle.push(std::net::TcpStream::connect(m.addr).unwrap());
+    }
+    eprintln!("10,000 connections opened in {:?}", opened.elapsed());
+    // Slowloris on top: a head that trickles in.
+    let mut slow = std::net::TcpStream::connect(m.addr).unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nX-a: ")
+        .unwrap();
+    let t = std::time::Instant::now();
+    let (code, _) = get(m.addr, "/health").unwrap();
+    assert_eq!(
+        code,
+        200,
+        "answered in {:?} with 10,000 idle connections open",
+        t.elapsed()
+    );
+    eprintln!(
+        "/health answered in {:?} with 10,000 idle connections open",
+        t.elapsed()
+    );
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", m.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 200 * 1024,
+        "api RSS {rss_kib} KiB with 10,000 idle connections (MemoryMax is 256M)"
+    );
+    drop(idle);
+    assert_eq!(m.verify_code(), 200);
+}

@@ -26,8 +26,9 @@ use crate::monitor::{verdict, Monitor};
 const MAX_BODY: usize = 4096;
 /// Largest request head (request line plus headers).
 const MAX_HEAD: usize = 16 * 1024;
-/// Concurrent connections served; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 1024;
+/// Most concurrent connections served (fewer when the fd limit is lower); more wait in the
+/// kernel's backlog. Idle ones are closed by the head timeout.
+const MAX_CONNECTIONS: usize = 16_384;
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a read-only request may take.
@@ -313,7 +314,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = crate::sys::fd_limit()
+        .saturating_sub(64)
+        .clamp(64, MAX_CONNECTIONS);
+    let slots = Arc::new(Semaphore::new(limit));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

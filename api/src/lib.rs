@@ -182,6 +182,8 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    let fds = sys::raise_fd_limit();
+    tracing::debug!(fds, "open-file limit");
     let (source, mut child) = match &config.hasher_socket {
         Some(path) => (
             Source::Socket {

@@ -136,3 +136,25 @@ pub fn connect_hasher(path: &Path) -> std::io::Result<(OwnedFd, u32)> {
     let creds = getsockopt(&fd, sockopt::PeerCredentials)?;
     Ok((fd, creds.uid()))
 }
+
+static FD_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1024);
+
+/// Raises the soft open-file limit to the hard one, so a flood of idle connections meets the
+/// connection cap, not EMFILE. Runs before the sandbox (which has no `prlimit64`); returns the
+/// soft limit now in force and remembers it for [`fd_limit`].
+pub fn raise_fd_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| {
+        usize::try_from(soft).unwrap_or(usize::MAX)
+    });
+    FD_LIMIT.store(soft, std::sync::atomic::Ordering::Relaxed);
+    soft
+}
+
+/// The soft open-file limit as [`raise_fd_limit`] left it (1024 if it never ran).
+pub fn fd_limit() -> usize {
+    FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
