@@ -118,9 +118,30 @@ if command -v wrk >/dev/null; then
     errs=$(awk '/Socket errors/ {print}' <<<"$out"); errs=${errs:-none}
     wrk_line="$rps req/s, p99 $p99, non-2xx $non2xx, socket errors: $errs"
 fi
+# 7. Load: wrk on /verify and /status for 60 s while a file is tampered and restored every 2 s.
+load_line="wrk not installed"
+if command -v wrk >/dev/null; then
+    rss0=$(awk '/VmRSS/ {print $2}' /proc/$api/status)
+    t0=$(grep -c '"event":"transition"' "$work/a/log/audit.jsonl")
+    ( for i in $(seq 1 15); do
+        echo tampered >> "$work/a/bin/svc1"; sleep 2
+        head -c -9 "$work/a/bin/svc1" > "$work/svc1.tmp"; cat "$work/svc1.tmp" > "$work/a/bin/svc1"; sleep 2
+      done ) &
+    flip=$!
+    wrk -t1 -c32 -d60s --latency "$url/api/v1/verify" > "$work/wrk-verify.txt" 2>&1 &
+    w1=$!
+    wrk -t1 -c32 -d60s --latency "$url/api/v1/status" > "$work/wrk-status.txt" 2>&1
+    wait $w1; wait $flip 2>/dev/null || true
+    sleep 2
+    rss1=$(awk '/VmRSS/ {print $2}' /proc/$api/status)
+    t1=$(grep -c '"event":"transition"' "$work/a/log/audit.jsonl")
+    v_rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-verify.txt"); s_rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-status.txt")
+    v_err=$(awk '/Socket errors/' "$work/wrk-verify.txt"); s_err=$(awk '/Socket errors/' "$work/wrk-status.txt")
+    load_line="verify ${v_rps} req/s, status ${s_rps} req/s, socket errors: ${v_err:-none}/${s_err:-none}; transitions $((t1 - t0)) for 15 tamper/restore cycles (30 expected); api RSS ${rss0} -> ${rss1} KiB"
+fi
 kill $api; wait $api 2>/dev/null || true
 
-# 7. Flat memory: one 4 GiB file (or 4 x the small size).
+# 8. Flat memory: one 4 GiB file (or 4 x the small size).
 mk_tree "$work/b" 1 $((4 * big))
 "$bin/integrity-monitor" $(args "$work/b" run) 2>/dev/null &
 api=$!
@@ -129,9 +150,9 @@ hasher=$(cat /proc/$api/task/$api/children | awk '{print $1}')
 hasher_hwm_4g=$(hwm_kib $hasher)
 kill $api; wait $api 2>/dev/null || true
 
-python3 - "$ossl" "$cold_bps" "$tick_ns" "$full_cpu_ns" "$lat_p50" "$lat_p99" "$size_ms" "$hasher_hwm" "$hasher_hwm_4g" "$api_hwm" "$wrk_line" "$big" <<'PY'
+python3 - "$ossl" "$cold_bps" "$tick_ns" "$full_cpu_ns" "$lat_p50" "$lat_p99" "$size_ms" "$hasher_hwm" "$hasher_hwm_4g" "$api_hwm" "$wrk_line" "$big" "$load_line" <<'PY'
 import sys
-ossl, cold, tick, full, p50, p99, size_ms, hh, hh4, ah, wrk, big = sys.argv[1:]
+ossl, cold, tick, full, p50, p99, size_ms, hh, hh4, ah, wrk, big, load = sys.argv[1:]
 ossl, cold, tick, full = float(ossl), float(cold), float(tick), float(full)
 g = int(big) / 2**30
 print(f"| target | measured | reference / ratio |")
@@ -143,4 +164,5 @@ print(f"| size change of a {g:g} GiB model → 503 | {size_ms} ms | target < 1 s
 print(f"| hasher peak RSS: 4 × {g:g} GiB hashed twice / one {4*g:g} GiB file | {int(hh)/1024:.1f} MiB / {int(hh4)/1024:.1f} MiB | target < 16 MiB, flat |")
 print(f"| api peak RSS | {int(ah)/1024:.1f} MiB | target < 32 MiB |")
 print(f"| GET /api/v1/verify, wrk -t2 -c64 -d30s, rebaselines running | {wrk} | target ≥ 20k req/s, p99 < 2 ms |")
+print(f"| load: /verify + /status, 2 × wrk -c32 -d60s, a binary tampered and restored every 2 s | {load} | 0 errors beyond the expected 503s, no flapping, RSS flat |")
 PY
