@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::monitor::Monitor;
@@ -157,9 +157,4 @@ pub async fn run(
             );
         }
     }
-}
-
-/// An audit-friendly summary of a queued body (for tests and logs).
-pub fn summary(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or(Value::Null)
 }

@@ -98,16 +98,6 @@ impl Policy {
                 .unwrap_or(u32::MAX),
         }
     }
-
-    /// Every path the hasher must be able to read: listed files, model dirs and the key.
-    pub fn read_set(&self) -> Vec<PathBuf> {
-        let mut set: Vec<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
-        set.extend(self.model_dirs.iter().cloned());
-        set.push(self.hmac_key_path.clone());
-        set.extend(self.release_baseline.iter().cloned());
-        set.extend(self.registry_manifest.iter().cloned());
-        set
-    }
 }
 
 fn invalid(key: &'static str, line: u64, why: impl Into<String>) -> PolicyError {
