@@ -78,6 +78,43 @@ fn tamper_degrades_three_escalate_restore_trusts() {
 }
 
 #[test]
+fn large_models_hashed_on_several_threads_inside_the_sandbox() {
+    // Several files needing a full read at once: the worker threads run inside the sandbox.
+    let a = Appliance::with_options("scan_interval: 1h\nhash_threads: 3\n");
+    let big: Vec<u8> = (0..6u32 << 20).map(|i| (i % 253) as u8).collect();
+    for i in 0..3 {
+        std::fs::write(a.path(&format!("models/big{i}.gguf")), &big).unwrap();
+    }
+    let m = Running::start(&a);
+    let hasher = m.hasher_pid();
+    let s = m.status();
+    assert_eq!(
+        (s["state"].as_str(), s["watched_files"].as_u64()),
+        (Some("trusted"), Some(12)),
+        "{s}"
+    );
+
+    // Same size, one byte changed in the middle: only a full read can see it.
+    let mut changed = big.clone();
+    changed[3 << 20] ^= 1;
+    std::fs::write(a.path("models/big1.gguf"), &changed).unwrap();
+    let s = m.scan();
+    assert_eq!(s["state"], "degraded", "{s}");
+    assert_eq!(
+        s["active_violations"][0]["path"],
+        path_str(&a.path("models/big1.gguf"))
+    );
+    std::fs::write(a.path("models/big1.gguf"), &big).unwrap();
+    assert_eq!(m.scan()["state"], "trusted");
+    assert_eq!(m.verify_code(), 200);
+    assert_eq!(
+        m.hasher_pid(),
+        hasher,
+        "the same hasher, alive after its threads ran"
+    );
+}
+
+#[test]
 fn deleted_new_and_symlinked_model_files_are_violations() {
     let a = Appliance::new();
     let m = Running::start(&a);
@@ -611,13 +648,22 @@ fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
         verify_attestation(&a, nonce, &forged, &[]).status.code(),
         Some(1)
     );
+    // Stale: signed now, but the latest scan completed over 1 s before (hasher's monotonic
+    // clock). The same request passes a looser bound.
     std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(
-        verify_attestation(&a, nonce, &body, &["--max-age", "1"])
-            .status
-            .code(),
-        Some(1)
+    let later = "0123456789abcdef0123456789abcdef";
+    let (_, stale) = attestation(&m, later);
+    let doc: serde_json::Value = serde_json::from_str(&stale).unwrap();
+    assert!(
+        doc["attestation"]["scan_age_ms"].as_u64().unwrap() >= 2000,
+        "{doc}"
     );
+    let verdict = |max: &str| {
+        verify_attestation(&a, later, &stale, &["--max-age", max])
+            .status
+            .code()
+    };
+    assert_eq!((verdict("1"), verdict("60")), (Some(1), Some(0)));
 
     // Violations are attested, so --require-clean fails on a tampered appliance.
     a.write(BINARIES[0], "implant");

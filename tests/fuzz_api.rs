@@ -95,7 +95,7 @@ fn manifest_and_attestation_parsers_never_panic() {
             }
         },
     );
-    let a = b"{\"nonce\":\"00\",\"scan_seq\":1,\"scan_completed_at\":\"2026-01-01T00:00:00Z\",\"baseline_digest\":\"x\",\"violation_count\":0,\"violations\":[],\"degradation_threshold\":3,\"audit_seq\":1,\"audit_head\":\"y\",\"issued_at\":\"z\"}";
+    let a = b"{\"nonce\":\"00\",\"scan_seq\":1,\"scan_completed_at\":\"2026-01-01T00:00:00Z\",\"scan_age_ms\":5,\"baseline_digest\":\"x\",\"violation_count\":0,\"violations\":[],\"degradation_threshold\":3,\"audit_seq\":1,\"audit_head\":\"y\",\"issued_at\":\"z\"}";
     fuzz::run(
         "attestation",
         &[a.to_vec()],

@@ -98,6 +98,8 @@ fn hasher_reads_only_its_watch_set_and_does_nothing_else() {
         ("unlink", watched.clone(), Verdict::Sigsys),
         ("rename", watched.clone(), Verdict::Sigsys),
         ("exec", "/bin/true".into(), Verdict::Sigsys),
+        // Threads (hash_threads, read-ahead) may start; a new process may not (exec above).
+        ("thread", "-".into(), Verdict::Allowed),
         ("connect", port, Verdict::Sigsys),
         ("bind", "0".into(), Verdict::Sigsys),
         ("ptrace", victim.pid(), Verdict::Sigsys),

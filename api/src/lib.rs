@@ -286,11 +286,16 @@ fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child),
 }
 
 fn reap(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
-    for _ in 0..20 {
+    // The hasher exits within milliseconds of its channel closing: poll fast, then back off,
+    // for about two seconds in all.
+    let mut pause = Duration::from_millis(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
     // Refused by the sandbox's signal scope; PR_SET_PDEATHSIG ends the hasher with us anyway.
     let _ = child.kill();

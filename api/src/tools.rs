@@ -139,14 +139,13 @@ fn check_attestation(
             a.nonce
         ));
     }
-    let done = humantime::parse_rfc3339(&a.scan_completed_at)
-        .map_err(|e| format!("scan_completed_at: {e}"))?;
-    let age = std::time::SystemTime::now()
-        .duration_since(done)
-        .unwrap_or_default();
+    // Freshness is the nonce (signed after it was made) plus the scan's age on the hasher's
+    // monotonic clock: neither the appliance's nor this verifier's wall clock takes part, so
+    // a clock set forward or back can neither pass a stale scan nor fail a fresh one.
+    let age = std::time::Duration::from_millis(a.scan_age_ms);
     if age > max_age {
         return Err(format!(
-            "latest scan is {}s old, more than --max-age {}s",
+            "latest scan completed {}s before this attestation was signed, more than --max-age {}s",
             age.as_secs(),
             max_age.as_secs()
         ));

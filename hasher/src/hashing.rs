@@ -1,18 +1,15 @@
-//! Streaming SHA-256 of one file through a fixed buffer, never following symlinks.
+//! Which files need reading: the metadata fast path, the full re-verification backstop, and
+//! the spreading of full reads over threads. Reading itself is in [`crate::reader`].
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata, OpenOptions};
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-/// Read buffer size: large enough for full SHA-NI speed, small enough to keep RSS flat.
-pub const BUF_SIZE: usize = 256 * 1024;
-/// Attempts before a file that changes under every read is reported unreadable.
-const ATTEMPTS: usize = 3;
+use crate::reader::{Budget, ReadResult, Reader};
 
 /// What examining one path found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +40,8 @@ pub enum Outcome {
 pub struct Version([i64; 7]);
 
 impl Version {
-    fn of(m: &Metadata) -> Version {
+    /// The version `m` describes.
+    pub(crate) fn of(m: &Metadata) -> Version {
         Version([
             m.dev() as i64,
             m.ino() as i64,
@@ -64,10 +62,10 @@ struct Cached {
     due: Instant,
 }
 
-/// Hashes files one at a time through one buffer allocated up front, remembering the version
-/// each digest belongs to so an unchanged file costs one `statx`.
+/// Hashes files through buffers allocated up front, remembering the version each digest
+/// belongs to so an unchanged file costs one `statx`.
 pub struct FileHasher {
-    buf: Box<[u8]>,
+    reader: Reader,
     /// Bytes read since creation.
     pub bytes_hashed: u64,
     /// Files answered from the metadata fast path since creation.
@@ -75,58 +73,43 @@ pub struct FileHasher {
     cache: HashMap<PathBuf, Cached>,
     /// Every file is read again at least this often.
     pub full_rehash: Duration,
-    /// Read budget in bytes per second (`None`: unlimited).
-    pub rate_limit: Option<u64>,
-    budget: Option<(Instant, u64)>,
+    budget: Mutex<Budget>,
+    /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go).
+    pub threads: usize,
 }
 
 impl Default for FileHasher {
     fn default() -> Self {
         FileHasher {
-            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            reader: Reader::default(),
             bytes_hashed: 0,
             fast_hits: 0,
             cache: HashMap::new(),
             full_rehash: Duration::from_secs(24 * 3600),
-            rate_limit: None,
-            budget: None,
+            budget: Mutex::new(Budget::new(None)),
+            threads: 1,
         }
     }
 }
 
-enum Attempt {
-    Done(Outcome, Option<Version>),
-    Changed,
-}
-
-fn same_version(a: &Metadata, b: &Metadata) -> bool {
-    (
-        a.dev(),
-        a.ino(),
-        a.size(),
-        a.mtime(),
-        a.mtime_nsec(),
-        a.ctime(),
-        a.ctime_nsec(),
-    ) == (
-        b.dev(),
-        b.ino(),
-        b.size(),
-        b.mtime(),
-        b.mtime_nsec(),
-        b.ctime(),
-        b.ctime_nsec(),
-    )
-}
-
 impl FileHasher {
-    /// A hasher with the policy's backstop period and read budget.
+    /// A hasher with the policy's backstop period, read budget and thread count.
     pub fn for_policy(policy: &crate::policy::Policy) -> FileHasher {
-        FileHasher {
-            full_rehash: policy.full_rehash_interval,
-            rate_limit: policy.hash_rate_limit,
-            ..FileHasher::default()
-        }
+        let mut hasher = FileHasher::default();
+        hasher.apply(policy);
+        hasher
+    }
+
+    /// Takes the policy's backstop period, read budget and thread count (at start and reload).
+    pub fn apply(&mut self, policy: &crate::policy::Policy) {
+        self.full_rehash = policy.full_rehash_interval;
+        self.set_rate_limit(policy.hash_rate_limit);
+        self.threads = policy.hash_threads.max(1);
+    }
+
+    /// Sets the read budget in bytes per second shared by every reading thread.
+    pub fn set_rate_limit(&mut self, limit: Option<u64>) {
+        self.budget = Mutex::new(Budget::new(limit));
     }
 
     /// Examines `path`, answering from the cache when its version is unchanged and its
@@ -138,23 +121,29 @@ impl FileHasher {
     /// As [`FileHasher::check`]; a regular file whose size is not `expected_size` is reported
     /// at once, unread (one `statx` for both checks).
     pub fn check_expecting(&mut self, path: &Path, expected_size: Option<u64>) -> Outcome {
-        let now = Instant::now();
         let meta = std::fs::symlink_metadata(path);
         if let (Ok(m), Some(expected)) = (&meta, expected_size) {
             if m.file_type().is_file() && m.size() != expected {
                 return Outcome::SizeChanged(m.size());
             }
         }
-        if let (Ok(m), Some(c)) = (meta, self.cache.get(path)) {
-            if m.file_type().is_file() && Version::of(&m) == c.version && now < c.due {
-                self.fast_hits += 1;
-                return Outcome::Hashed {
+        if let Ok(m) = meta {
+            if let Some(c) = self.fresh(path, &m, Instant::now()) {
+                let answer = Outcome::Hashed {
                     hash: c.hash.clone(),
                     size: c.size,
                 };
+                self.fast_hits += 1;
+                return answer;
             }
         }
         self.hash(path)
+    }
+
+    fn fresh(&self, path: &Path, m: &Metadata, now: Instant) -> Option<&Cached> {
+        self.cache
+            .get(path)
+            .filter(|c| m.file_type().is_file() && Version::of(m) == c.version && now < c.due)
     }
 
     /// The current size of `path` when it is a regular file (one `statx`, no read).
@@ -172,28 +161,86 @@ impl FileHasher {
 
     /// Reads `path` in full; a file that changes while it is read is read again.
     pub fn hash(&mut self, path: &Path) -> Outcome {
-        for _ in 0..ATTEMPTS {
-            if let Attempt::Done(outcome, version) = self.attempt(path) {
-                match (&outcome, version) {
-                    (Outcome::Hashed { hash, size }, Some(version)) => {
-                        let due = Instant::now() + self.spread(hash);
-                        let cached = Cached {
-                            version,
-                            hash: hash.clone(),
-                            size: *size,
-                            due,
-                        };
-                        self.cache.insert(path.to_owned(), cached);
-                    }
-                    _ => {
-                        self.cache.remove(path);
-                    }
-                }
-                return outcome;
+        let before = self.reader.bytes;
+        let result = self.reader.read(path, &self.budget);
+        self.bytes_hashed += self.reader.bytes - before;
+        self.remember(path, result)
+    }
+
+    fn remember(&mut self, path: &Path, result: ReadResult) -> Outcome {
+        match result {
+            (Outcome::Hashed { hash, size }, Some(version)) => {
+                let due = Instant::now() + self.spread(&hash);
+                let cached = Cached {
+                    version,
+                    hash: hash.clone(),
+                    size,
+                    due,
+                };
+                self.cache.insert(path.to_owned(), cached);
+                Outcome::Hashed { hash, size }
+            }
+            (outcome, _) => {
+                self.cache.remove(path);
+                outcome
             }
         }
-        self.cache.remove(path);
-        Outcome::Unreadable("changed on every read attempt".to_owned())
+    }
+
+    /// Reads, up to `threads` files at once and largest first, every regular file among
+    /// `paths` that the cache cannot answer, so the checks that follow find them cached. With
+    /// one thread it does nothing: the checks read as they go. A file that changes after this
+    /// has a new version and is read again by its check.
+    /// A path given with an expected size is skipped when its size differs: its check reports
+    /// the change unread.
+    pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = (&'a Path, Option<u64>)>) {
+        if self.threads <= 1 {
+            return;
+        }
+        let now = Instant::now();
+        let mut todo: Vec<(&Path, u64)> = paths
+            .into_iter()
+            .filter_map(|(p, expected)| {
+                let m = std::fs::symlink_metadata(p).ok()?;
+                let wanted = m.file_type().is_file()
+                    && expected.is_none_or(|e| e == m.size())
+                    && self.fresh(p, &m, now).is_none();
+                wanted.then_some((p, m.size()))
+            })
+            .collect();
+        if todo.len() < 2 {
+            return;
+        }
+        todo.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, ReadResult)>> = Mutex::new(Vec::with_capacity(todo.len()));
+        let budget = &self.budget;
+        let bytes: u64 = std::thread::scope(|s| {
+            let work = || {
+                let mut reader = Reader::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, _)) = todo.get(i) else { break };
+                    let result = reader.read(path, budget);
+                    done.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((i, result));
+                }
+                reader.bytes
+            };
+            let workers: Vec<_> = (0..self.threads.min(todo.len()))
+                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+                .collect();
+            // Threads that could not start leave their files to the checks.
+            workers.into_iter().filter_map(|w| w.join().ok()).sum()
+        });
+        self.bytes_hashed += bytes;
+        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (i, result) in done {
+            if let Some((path, _)) = todo.get(i) {
+                self.remember(path, result);
+            }
+        }
     }
 
     /// The backstop period for one file, spread over [interval/2, interval] by its digest so
@@ -202,104 +249,12 @@ impl FileHasher {
         let b = u32::from_str_radix(hash.get(..2).unwrap_or("00"), 16).unwrap_or(0);
         self.full_rehash / 2 + self.full_rehash / 2 * b / 255
     }
-
-    fn throttle(&mut self, n: u64) {
-        let Some(limit) = self.rate_limit.filter(|l| *l > 0) else {
-            return;
-        };
-        let (start, spent) = self.budget.get_or_insert((Instant::now(), 0));
-        *spent += n;
-        let allowed = Duration::from_secs_f64(*spent as f64 / limit as f64);
-        let elapsed = start.elapsed();
-        if allowed > elapsed {
-            std::thread::sleep(allowed - elapsed);
-        }
-        if elapsed > Duration::from_secs(1) {
-            self.budget = None;
-        }
-    }
-
-    fn attempt(&mut self, path: &Path) -> Attempt {
-        let before = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) => return Attempt::Done(from_io(&e), None),
-        };
-        if before.file_type().is_symlink() {
-            return Attempt::Done(Outcome::Symlink, None);
-        }
-        if !before.file_type().is_file() {
-            return Attempt::Done(Outcome::NotRegular, None);
-        }
-        let mut file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Attempt::Done(Outcome::Symlink, None)
-            }
-            Err(e) => return Attempt::Done(from_io(&e), None),
-        };
-        let opened = match file.metadata() {
-            Ok(m) => m,
-            Err(e) => return Attempt::Done(from_io(&e), None),
-        };
-        if !same_version(&before, &opened) {
-            return Attempt::Changed;
-        }
-        crate::sys::advise_sequential(&file);
-        let digest = match self.stream(&mut file) {
-            Ok(d) => d,
-            Err(e) => return Attempt::Done(from_io(&e), None),
-        };
-        crate::sys::advise_done(&file);
-        match file.metadata() {
-            Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
-                Attempt::Done(
-                    Outcome::Hashed {
-                        hash: digest.0,
-                        size: digest.1,
-                    },
-                    Some(Version::of(&after)),
-                )
-            }
-            Ok(_) => Attempt::Changed,
-            Err(e) => Attempt::Done(from_io(&e), None),
-        }
-    }
-
-    fn stream(&mut self, file: &mut File) -> std::io::Result<(String, u64)> {
-        let mut sha = Sha256::new();
-        let mut size = 0u64;
-        loop {
-            let n = match file.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            sha.update(&self.buf[..n]);
-            size += n as u64;
-            self.throttle(n as u64);
-        }
-        self.bytes_hashed += size;
-        Ok((protocol::hexfmt::encode(&sha.finalize()), size))
-    }
-}
-
-fn from_io(e: &std::io::Error) -> Outcome {
-    match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Outcome::Missing,
-        Some(libc::ELOOP) => Outcome::Symlink,
-        Some(libc::ENXIO) => Outcome::NotRegular,
-        _ => Outcome::Unreadable(e.to_string()),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn hashes_known_content_and_classifies() {
@@ -382,6 +337,43 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_reads_each_stale_file_once_and_a_later_change_is_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths: Vec<PathBuf> = (0..9u8)
+            .map(|i| {
+                let p = dir.path().join(format!("f{i}"));
+                std::fs::write(&p, vec![i; 1000 * usize::from(i + 1)]).expect("write");
+                p
+            })
+            .collect();
+        let mut h = FileHasher {
+            threads: 3,
+            ..FileHasher::default()
+        };
+        // One path announced with a size it no longer has: left for its check to report.
+        let sized: Vec<(&Path, Option<u64>)> = paths
+            .iter()
+            .map(|p| (p.as_path(), (p == &paths[0]).then_some(1)))
+            .collect();
+        h.prefetch(sized.iter().copied());
+        let total: u64 = (1..=9).map(|i| 1000 * i).sum();
+        assert_eq!(h.bytes_hashed, total - 1000);
+        h.prefetch(sized.iter().copied());
+        assert_eq!(h.bytes_hashed, total - 1000, "nothing stale: nothing read");
+        std::fs::write(&paths[5], vec![0xee; 6000]).expect("tamper");
+        assert_eq!(
+            h.check(&paths[5]),
+            Outcome::Hashed {
+                hash: digest_of(&[0xee; 6000]),
+                size: 6000
+            }
+        );
+        for p in &paths[1..] {
+            assert_eq!(h.check(p), FileHasher::default().hash(p), "{}", p.display());
+        }
+    }
+
+    #[test]
     fn the_backstop_rereads_unchanged_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("f");
@@ -406,10 +398,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("f");
         std::fs::write(&f, vec![7u8; 3 * 1024 * 1024]).expect("write");
-        let mut h = FileHasher {
-            rate_limit: Some(8 * 1024 * 1024),
-            ..FileHasher::default()
-        };
+        let mut h = FileHasher::default();
+        h.set_rate_limit(Some(8 * 1024 * 1024));
         let t = Instant::now();
         h.hash(&f);
         // 3 MiB at 8 MiB/s takes at least ~0.3 s; unthrottled it takes milliseconds.
@@ -466,7 +456,9 @@ mod tests {
     fn large_file_streams_through_the_fixed_buffer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
-        let data: Vec<u8> = (0..(3 * BUF_SIZE + 123)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * crate::reader::BUF_SIZE + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
         std::fs::write(&f, &data).expect("write");
         let mut h = FileHasher::default();
         let expected = protocol::hexfmt::encode(&Sha256::digest(&data));

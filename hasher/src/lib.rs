@@ -8,6 +8,7 @@ pub mod hashing;
 pub mod key;
 pub mod policy;
 pub mod probe;
+pub mod reader;
 pub mod release;
 pub mod sandbox;
 pub mod scan;

@@ -18,6 +18,8 @@ pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
 const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 /// Most paths a policy may list, over all categories.
 const MAX_LISTED: usize = 10_000;
+/// Most hashing threads a policy may ask for.
+const MAX_HASH_THREADS: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +40,7 @@ struct RawPolicy {
     require_token_for_reads: Option<bool>,
     full_rehash_interval: Option<Spanned<String>>,
     hash_rate_limit: Option<Spanned<u64>>,
+    hash_threads: Option<Spanned<i64>>,
     release_baseline: Option<Spanned<String>>,
     registry_manifest: Option<Spanned<String>>,
 }
@@ -61,6 +64,8 @@ pub struct Policy {
     pub full_rehash_interval: Duration,
     /// Read budget for hashing, bytes per second (`None`: unlimited).
     pub hash_rate_limit: Option<u64>,
+    /// Files read in parallel when many need a full read (1: one at a time).
+    pub hash_threads: usize,
     /// The OS image's release baseline; a new baseline must agree with it.
     pub release_baseline: Option<PathBuf>,
     /// The model registry's manifest of promoted models.
@@ -190,6 +195,19 @@ impl RawPolicy {
                 ))
             }
         };
+        let hash_threads = match &self.hash_threads {
+            None => 1,
+            Some(t) => usize::try_from(t.value)
+                .ok()
+                .filter(|v| (1..=MAX_HASH_THREADS).contains(v))
+                .ok_or_else(|| {
+                    invalid(
+                        "hash_threads",
+                        t.referenced.line(),
+                        format!("{} is not an integer from 1 to {MAX_HASH_THREADS}", t.value),
+                    )
+                })?,
+        };
         let degradation_threshold = match &self.degradation_threshold {
             None => 3,
             Some(t) => u32::try_from(t.value)
@@ -274,6 +292,7 @@ impl RawPolicy {
             require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
             full_rehash_interval,
             hash_rate_limit,
+            hash_threads,
             release_baseline: self
                 .release_baseline
                 .as_ref()
@@ -313,6 +332,13 @@ mod tests {
         assert_eq!(d.degradation_threshold, 3);
         assert_eq!(d.hmac_key_path, PathBuf::from(DEFAULT_KEY));
         assert!(!d.require_token_for_reads);
+        assert_eq!(d.hash_threads, 1);
+        let t = Policy::parse("trust_material: [/k]\nhash_threads: 4\n").expect("valid");
+        assert_eq!(t.hash_threads, 4);
+        for bad in ["0", "17", "-1"] {
+            let e = err(&format!("trust_material: [/k]\nhash_threads: {bad}\n"));
+            assert!(e.contains("hash_threads") && e.contains("line 2"), "{e}");
+        }
     }
 
     #[test]

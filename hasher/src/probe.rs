@@ -22,6 +22,10 @@ pub fn run(act: &str, arg: &str) -> i32 {
         "unlink" => std::fs::remove_file(arg),
         "rename" => std::fs::rename(arg, format!("{arg}.moved")),
         "exec" => std::process::Command::new(arg).status().map(drop),
+        "thread" => std::thread::Builder::new().spawn(|| ()).and_then(|t| {
+            t.join()
+                .map_err(|_| std::io::Error::other("thread panicked"))
+        }),
         "connect" => {
             std::net::TcpStream::connect(("127.0.0.1", arg.parse().unwrap_or(1))).map(drop)
         }

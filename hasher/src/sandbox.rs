@@ -17,6 +17,8 @@ use crate::policy::Policy;
 const ABI_PINNED: ABI = ABI::V6;
 /// The filter, compiled at start and embedded in the binary.
 const SECCOMP_JSON: &str = include_str!("../../seccomp/hasher.json");
+/// The filters installed, in order.
+const FILTERS: [&str; 2] = ["hasher_enosys", "hasher"];
 
 /// Why the sandbox could not be installed.
 #[derive(Debug, Error)]
@@ -163,10 +165,15 @@ fn seccomp() -> Result<(), SandboxError> {
     })?;
     let mut filters = seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch)
         .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    let filter = filters
-        .remove("hasher")
-        .ok_or_else(|| SandboxError::Seccomp("filter `hasher` missing".into()))?;
-    seccompiler::apply_filter(&filter).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    // The errno filter goes first; the kernel applies the strictest verdict of all filters.
+    for name in FILTERS {
+        let filter = filters
+            .remove(name)
+            .ok_or_else(|| SandboxError::Seccomp(format!("filter `{name}` missing")))?;
+        seccompiler::apply_filter(&filter)
+            .map_err(|e| SandboxError::Seccomp(format!("{name}: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,6 +210,6 @@ mod tests {
         let arch = std::env::consts::ARCH.try_into().expect("supported arch");
         let filters =
             seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch).expect("compiles");
-        assert!(filters.contains_key("hasher"));
+        assert!(FILTERS.iter().all(|f| filters.contains_key(*f)));
     }
 }

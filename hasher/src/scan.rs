@@ -82,6 +82,29 @@ fn walk_into(dir: &Path, out: &mut Vec<(PathBuf, Found)>) {
     }
 }
 
+/// Every model dir with what walking it found.
+fn walk_all(policy: &Policy) -> Vec<(&Path, Vec<(PathBuf, Found)>)> {
+    policy
+        .model_dirs
+        .iter()
+        .map(|d| (d.as_path(), walk(d)))
+        .collect()
+}
+
+/// The regular files among the listed files and the walks, for [`FileHasher::prefetch`].
+fn regular_files<'a>(
+    policy: &'a Policy,
+    walks: &'a [(&Path, Vec<(PathBuf, Found)>)],
+) -> impl Iterator<Item = &'a Path> {
+    policy.files.iter().map(|(p, _)| p.as_path()).chain(
+        walks
+            .iter()
+            .flat_map(|(_, found)| found.iter())
+            .filter(|(_, what)| matches!(what, Found::File))
+            .map(|(p, _)| p.as_path()),
+    )
+}
+
 fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -94,8 +117,12 @@ pub fn create_baseline(
     key: Option<&[u8]>,
 ) -> Result<Manifest, String> {
     let mut entries = Vec::new();
+    let walks = walk_all(policy);
+    // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
+    hasher.forget_all();
+    hasher.prefetch(regular_files(policy, &walks).map(|p| (p, None)));
     for (path, category) in &policy.files {
-        match hasher.hash(path) {
+        match hasher.check(path) {
             Outcome::Hashed { hash, size } => entries.push(Entry {
                 path: path_str(path),
                 hash,
@@ -111,19 +138,19 @@ pub fn create_baseline(
             }
         }
     }
-    for dir in &policy.model_dirs {
+    for (dir, found) in walks {
         if !dir.is_dir() {
             return Err(format!(
                 "{}: model dir does not exist or is not a directory",
                 dir.display()
             ));
         }
-        for (path, what) in walk(dir) {
+        for (path, what) in found {
             if policy.registry_manifest.as_ref() == Some(&path) {
                 continue; // the registry's own bookkeeping, not a model
             }
             match what {
-                Found::File => match hasher.hash(&path) {
+                Found::File => match hasher.check(&path) {
                     Outcome::Hashed { hash, size } => entries.push(Entry {
                         path: path_str(&path),
                         hash,
@@ -249,17 +276,19 @@ pub fn scan(
             }
         }
     };
+    let walks = walk_all(policy);
+    let expected_size = |p: &Path| index.get(path_str(p).as_str()).map(|e| e.size);
+    hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));
     for (path, category) in &policy.files {
         watched += 1;
         check(hasher, path, *category, &mut flag);
     }
-    for dir in &policy.model_dirs {
-        let found = walk(dir);
+    for (dir, found) in &walks {
         let seen: HashSet<&[u8]> = found
             .iter()
             .map(|(p, _)| p.as_os_str().as_bytes())
             .collect();
-        for (path, what) in &found {
+        for (path, what) in found {
             if policy.registry_manifest.as_ref() == Some(path) {
                 continue;
             }
@@ -384,6 +413,47 @@ mod tests {
             ]
         );
         assert_eq!(r.violation_count, 4);
+    }
+
+    #[test]
+    fn parallel_hashing_agrees_with_one_thread_and_keeps_the_fast_path() {
+        let t = tree();
+        let root = t.dir.path();
+        // Sizes on both sides of the read-ahead threshold, so both read paths run in parallel.
+        for i in 0..12u8 {
+            let len = if i % 4 == 0 {
+                5 << 20
+            } else {
+                1000 + usize::from(i)
+            };
+            std::fs::write(root.join(format!("models/m{i}")), vec![i; len]).expect("write");
+        }
+        let key = [3u8; 32];
+        let one = create_baseline(&t.policy, &mut FileHasher::default(), Some(&key)).expect("1");
+        let mut four = FileHasher::default();
+        four.threads = 4;
+        let m = create_baseline(&t.policy, &mut four, Some(&key)).expect("4");
+        assert_eq!(
+            one.entries, m.entries,
+            "same digests whatever the thread count"
+        );
+        let read = four.bytes_hashed;
+        let total: u64 = m.entries.iter().map(|e| e.size).sum();
+        assert_eq!(read, total, "each file read once");
+
+        let r = scan(&t.policy, &m, &"0".repeat(64), &mut four, 1);
+        assert_eq!(
+            (r.violation_count, r.bytes_hashed),
+            (0, 0),
+            "all from the cache"
+        );
+
+        // Same size, new content: only that file is read, and it is caught.
+        std::fs::write(root.join("models/m4"), vec![9u8; 5 << 20]).expect("tamper");
+        let r = scan(&t.policy, &m, &"0".repeat(64), &mut four, 2);
+        assert_eq!(r.violation_count, 1);
+        assert!(r.violations[0].path.ends_with("/models/m4"));
+        assert_eq!(r.bytes_hashed, 5 << 20);
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct Server {
     greeted: bool,
     read_set: Vec<PathBuf>,
     watcher: Option<crate::watch::Watcher>,
-    last_report: Option<protocol::report::ScanReport>,
+    /// The latest completed scan, and when it completed on the monotonic clock.
+    last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -110,13 +111,14 @@ impl Server {
                 "nonce must be 16-64 bytes of hex and the audit head a SHA-256",
             );
         }
-        let Some(report) = &self.last_report else {
+        let Some((report, completed)) = &self.last_report else {
             return error(ErrorKind::NoBaseline, "no scan has completed yet");
         };
         let attestation = Attestation {
             nonce,
             scan_seq: report.seq,
             scan_completed_at: report.completed_at.clone(),
+            scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
             baseline_digest: report.baseline_digest.clone(),
             violation_count: report.violation_count,
             violations: report.violations.clone(),
@@ -262,7 +264,7 @@ impl Server {
                         ms = report.duration_ms,
                         "scan complete"
                     );
-                    self.last_report = Some(report.clone());
+                    self.last_report = Some((report.clone(), std::time::Instant::now()));
                     Response::Report(report.sign(key))
                 }
             },
@@ -283,8 +285,7 @@ impl Server {
                 Ok(policy) => {
                     tracing::info!(path = %self.policy_path.display(), "policy reloaded");
                     self.watcher = crate::watch::Watcher::new(&policy).ok();
-                    self.hasher.full_rehash = policy.full_rehash_interval;
-                    self.hasher.rate_limit = policy.hash_rate_limit;
+                    self.hasher.apply(&policy);
                     self.policy = policy;
                     Response::Reloaded {
                         policy: self.policy.summary(),

@@ -54,7 +54,20 @@ pub fn advise_sequential(file: &File) {
 /// Drops the file's pages from the cache once hashed, so a 70 GB model does not evict the
 /// appliance's working set.
 pub fn advise_done(file: &File) {
-    let _ = posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    advise_done_range(file, 0, 0);
+}
+
+/// Drops `len` bytes from `offset` (0: to the end) from the cache: the drop-behind of a read.
+pub fn advise_done_range(file: &File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = posix_fadvise(
+        file.as_fd(),
+        offset,
+        len,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
 }
 
 /// Overwrites secret bytes so they do not linger in freed memory.

@@ -3,14 +3,14 @@
 //!
 //! Encoding: `payload` is the compact JSON of [`Attestation`] with its fields in declaration
 //! order; `hmac` is hex HMAC-SHA256, keyed with the raw key file bytes, over
-//! `integrity-monitor.attestation.v1\n` followed by the payload bytes.
+//! `integrity-monitor.attestation.v2\n` followed by the payload bytes.
 
 use serde::{Deserialize, Serialize};
 
 use crate::report::Violation;
 
 /// Domain separator prefixed to the payload before signing.
-pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v1\n";
+pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v2\n";
 /// Shortest nonce accepted, in bytes.
 pub const MIN_NONCE: usize = 16;
 /// Longest nonce accepted, in bytes.
@@ -24,8 +24,11 @@ pub struct Attestation {
     pub nonce: String,
     /// Sequence number of the hasher's latest completed scan.
     pub scan_seq: u64,
-    /// When that scan completed (RFC 3339, UTC).
+    /// When that scan completed (RFC 3339, UTC): the appliance's wall clock, for people.
     pub scan_completed_at: String,
+    /// Milliseconds from that scan's completion to the signing of this attestation, on the
+    /// hasher's monotonic clock: freshness that no wall-clock jump can fake or break.
+    pub scan_age_ms: u64,
     /// SHA-256 (hex) of the baseline manifest it compared against.
     pub baseline_digest: String,
     /// Violations it found, all of them.
