@@ -154,6 +154,11 @@ impl FileHasher {
             .map(|m| m.size())
     }
 
+    /// Forgets the digest of `path`: its next check reads it in full.
+    pub fn forget(&mut self, path: &Path) {
+        self.cache.remove(path);
+    }
+
     /// Forgets every remembered digest: the next check of each file reads it in full.
     pub fn forget_all(&mut self) {
         self.cache.clear();
@@ -295,6 +300,11 @@ mod tests {
             (read, 1),
             "unchanged: answered from metadata, not read"
         );
+        // Named by inotify: read again although the metadata is the same.
+        h.forget(&f);
+        assert_eq!(h.check(&f), first);
+        assert_eq!((h.bytes_hashed, h.fast_hits), (2 * read, 1));
+        let read = h.bytes_hashed;
 
         // Touched, same content: re-read (the version moved), same digest.
         let file = std::fs::File::options().write(true).open(&f).expect("open");

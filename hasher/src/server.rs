@@ -162,6 +162,11 @@ impl Server {
                 tracing::warn!("inotify queue overflowed: next scan re-reads every file");
                 self.hasher.forget_all();
             }
+            // A path the kernel says changed is read again even if its metadata looks the
+            // same (a clock stepped back, a filesystem with coarse timestamps).
+            for path in &changes.paths {
+                self.hasher.forget(path);
+            }
             if changes.changed > 0 || changes.overflow {
                 tracing::debug!(
                     changed = changes.changed,

@@ -11,13 +11,19 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use crate::policy::Policy;
 
+/// Most changed paths named in one batch; past it the batch counts as an overflow.
+const MAX_NAMED: usize = 4096;
+
 /// What a batch of events amounts to.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
     /// Watched paths touched.
     pub changed: u32,
-    /// The kernel dropped events: only a full scan is safe.
+    /// The kernel dropped events (or too many paths changed to name): only a full re-read is
+    /// safe.
     pub overflow: bool,
+    /// The paths the events named, so each is read again whatever its metadata says.
+    pub paths: HashSet<PathBuf>,
 }
 
 /// The inotify instance and what each watch stands for.
@@ -124,6 +130,13 @@ impl Watcher {
                 };
                 if relevant {
                     changes.changed += 1;
+                    if let Some(name) = &ev.name {
+                        if changes.paths.len() < MAX_NAMED {
+                            changes.paths.insert(dir.join(name));
+                        } else {
+                            changes.overflow = true;
+                        }
+                    }
                 }
                 if names.is_none()
                     && ev.mask.contains(AddWatchFlags::IN_ISDIR)
@@ -170,7 +183,13 @@ mod tests {
             "an unwatched neighbour is ignored"
         );
         std::fs::write(dir.path().join("bin"), "changed").expect("write");
-        assert!(w.drain().changed > 0);
+        let changes = w.drain();
+        assert!(changes.changed > 0);
+        assert_eq!(
+            changes.paths,
+            HashSet::from([dir.path().join("bin")]),
+            "the changed file is named, to be read again"
+        );
         std::fs::write(dir.path().join("models/m"), "new").expect("write");
         assert!(w.drain().changed > 0);
         // Flood the queue past /proc/sys/fs/inotify/max_queued_events without draining.
