@@ -232,7 +232,7 @@ fn every_thread_of_both_processes_is_sandboxed() {
     let api = thread_status(m.child.id());
     let hasher = thread_status(m.hasher_pid() as u32);
     assert!(
-        api.len() >= 3,
+        api.len() >= 2 && api.iter().any(|t| t.0 == "tokio-rt-worker"),
         "the api's runtime threads are there: {api:?}"
     );
     for (name, seccomp, nnp, capeff) in api.iter().chain(&hasher) {
