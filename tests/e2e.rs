@@ -237,6 +237,59 @@ fn mutations_need_the_token_and_routes_are_strict() {
     );
 }
 
+/// Sends `head` as raw bytes and returns the status code of the answer (0: none).
+fn raw_status(addr: std::net::SocketAddr, head: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(head).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let line = String::from_utf8_lossy(&answer);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn invalid_utf8_in_paths_and_queries_is_refused_and_nothing_breaks() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let close = "Host: x\r\nConnection: close\r\n\r\n";
+    // Raw bytes that are not UTF-8 in the path: refused by the parser (400) or not found.
+    for path in [
+        &b"/api/v1/\xff\xfe"[..],
+        b"/\xc3\x28",
+        b"/api/v1/verify\xed\xa0\x80",
+    ] {
+        let mut head = b"GET ".to_vec();
+        head.extend_from_slice(path);
+        head.extend_from_slice(format!(" HTTP/1.1\r\n{close}").as_bytes());
+        let code = raw_status(m.addr, &head);
+        assert!(code == 400 || code == 404, "{path:?}: {code}");
+    }
+    // Percent-encoded invalid UTF-8: an unknown path, a nonce that is not hex.
+    let q = |target: &str| {
+        raw_status(
+            m.addr,
+            format!("GET {target} HTTP/1.1\r\n{close}").as_bytes(),
+        )
+    };
+    assert_eq!(q("/api/v1/%ff%fe"), 404);
+    assert_eq!(
+        q("/api/v1/attestation?nonce=%ff%fe%fd%fc%fb%fa%f9%f8%f7%f6%f5%f4%f3%f2%f1%f0"),
+        400
+    );
+    // A mutation with a token header that is not UTF-8 is refused like a wrong token.
+    let mut head = b"POST /api/v1/rebaseline HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\r\nContent-Length: 0\r\n".to_vec();
+    head.extend_from_slice(close.as_bytes());
+    assert_eq!(raw_status(m.addr, &head), 403);
+    assert_eq!(get(m.addr, "/health").unwrap().0, 200);
+    assert_eq!(m.verify_code(), 200);
+    assert_eq!(a.count_events("rebaseline"), 0);
+}
+
 #[test]
 fn reload_with_a_broken_policy_keeps_the_old_one() {
     let a = Appliance::new();
