@@ -177,7 +177,8 @@ pub fn run(config: Config) -> i32 {
             tracing::info!("using the socket-activated listener");
             Ok(l)
         }
-        None => std::net::TcpListener::bind(config.listen),
+        None => std::net::TcpListener::bind(config.listen)
+            .and_then(|l| sys::widen_backlog(&l).map(|()| l)),
     };
     let listener = match listener.and_then(|l| l.set_nonblocking(true).map(|()| l)) {
         Ok(l) => l,

@@ -158,3 +158,14 @@ pub fn raise_fd_limit() -> usize {
 pub fn fd_limit() -> usize {
     FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Backlog of the listener bound in standalone mode, as the socket unit's `Backlog=`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Raises the accept queue of a listener std bound with 128 (a burst of health checks or
+/// connection floods then waits in the queue instead of being dropped into SYN retries).
+/// Linux updates the backlog of a socket already listening; the kernel caps it at somaxconn.
+pub fn widen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    let backlog = nix::sys::socket::Backlog::new(LISTEN_BACKLOG).map_err(std::io::Error::from)?;
+    nix::sys::socket::listen(listener, backlog).map_err(std::io::Error::from)
+}
