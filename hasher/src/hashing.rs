@@ -233,10 +233,18 @@ impl FileHasher {
                 }
                 reader.bytes
             };
-            let workers: Vec<_> = (0..self.threads.min(todo.len()))
+            let wanted = self.threads.min(todo.len());
+            let workers: Vec<_> = (0..wanted)
                 .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
                 .collect();
-            // Threads that could not start leave their files to the checks.
+            if workers.len() < wanted {
+                // Threads that could not start leave their files to the checks.
+                tracing::warn!(
+                    wanted,
+                    started = workers.len(),
+                    "fewer hashing threads than hash_threads asks (TasksMax?)"
+                );
+            }
             workers.into_iter().filter_map(|w| w.join().ok()).sum()
         });
         self.bytes_hashed += bytes;

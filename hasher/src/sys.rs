@@ -82,11 +82,25 @@ pub fn wipe(bytes: &mut [u8]) {
 /// Lowers the hasher's CPU and I/O priority (nice 10, idle I/O class) so a full rehash never
 /// starves the api or the appliance's own workload. Best effort: failures are logged.
 pub fn lower_priority() {
-    // SAFETY: setpriority on this process (who = 0) with a plain integer niceness.
-    let nice = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    // Under the unit, systemd has already set Nice=10 and the idle class, and its
+    // SystemCallFilter refuses both calls: only ask for what is not in place yet.
+    // SAFETY: getpriority takes integers only; -1 (an error) reads as "not lowered".
+    let already_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } >= 10;
     // IOPRIO_WHO_PROCESS = 1, IOPRIO_CLASS_IDLE = 3 shifted by IOPRIO_CLASS_SHIFT (13).
-    // SAFETY: ioprio_set takes three integers; no memory is passed.
-    let io = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13) };
+    // SAFETY: ioprio_get takes two integers; no memory is passed.
+    let already_idle = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) } >> 13 == 3;
+    let nice = if already_nice {
+        0
+    } else {
+        // SAFETY: setpriority on this process (who = 0) with a plain integer niceness.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) }
+    };
+    let io = if already_idle {
+        0
+    } else {
+        // SAFETY: ioprio_set takes three integers; no memory is passed.
+        unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13) }
+    };
     if nice != 0 || io != 0 {
         tracing::warn!(nice, io, "could not lower CPU or I/O priority");
     }
