@@ -33,6 +33,9 @@ pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
 /// worker served more requests with a shorter tail (p99 2.4 ms vs 2.8 ms; 0.5 vs 0.7 ms idle)
 /// than two, which contend with the client and the hasher for the same cores.
 const WORKER_THREADS: usize = 1;
+/// Threads for disk I/O that waits on fsync (audit records, the stored baseline): few, so the
+/// api stays well under its unit's TasksMax=32; past it, work queues instead of spawning.
+const MAX_BLOCKING_THREADS: usize = 8;
 
 /// Everything `integrity-monitor` is started with.
 #[derive(Debug, Clone)]
@@ -217,6 +220,7 @@ pub fn run(config: Config) -> i32 {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {

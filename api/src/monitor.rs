@@ -87,6 +87,19 @@ pub struct Monitor {
     incidents: Mutex<Option<crate::incident::Queue>>,
 }
 
+/// Runs disk I/O that may wait on `fsync` so that it does not hold up the runtime's one worker:
+/// on a worker thread the worker hands its other tasks to a fresh one first, so `/health` and
+/// `/verify` keep answering on slow appliance storage. Elsewhere (start-up, tools) it just runs.
+fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
+    let on_multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; with panic=abort it cannot happen.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -209,13 +222,15 @@ impl Monitor {
         } else {
             sink.pending.push_back((event.to_owned(), fields(record)));
         }
-        while let Some((event, record)) = sink.pending.front().cloned() {
-            if let Err(e) = sink.log.record(&event, record) {
-                tracing::error!(error = %e, backlog = sink.pending.len(), "audit log write failed; /verify answers 503 until it succeeds");
-                break;
+        blocking_io(|| {
+            while let Some((event, record)) = sink.pending.front().cloned() {
+                if let Err(e) = sink.log.record(&event, record) {
+                    tracing::error!(error = %e, backlog = sink.pending.len(), "audit log write failed; /verify answers 503 until it succeeds");
+                    break;
+                }
+                sink.pending.pop_front();
             }
-            sink.pending.pop_front();
-        }
+        });
         let backlog = sink.pending.len();
         drop(sink);
         lock(&self.snap).audit_backlog = backlog;
@@ -643,7 +658,7 @@ impl Monitor {
         if !consistent || sha256_hex(&manifest) != summary.digest {
             return Err(self.misbehaved("baseline manifest"));
         }
-        if let Err(e) = self.store.write(&manifest) {
+        if let Err(e) = blocking_io(|| self.store.write(&manifest)) {
             let why = format!("{}: {e}", self.store.path().display());
             self.audit("baseline_store_failed", json!({ "reason": why }));
             lock(&self.snap).baseline_problem = Some(format!("new baseline not persisted: {why}"));
