@@ -193,7 +193,7 @@ fn drop_behind(file: &File, dropped: u64, read: u64) -> u64 {
     read
 }
 
-pub(crate) fn from_io(e: &std::io::Error) -> Outcome {
+fn from_io(e: &std::io::Error) -> Outcome {
     match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => Outcome::Missing,
         Some(libc::ELOOP) => Outcome::Symlink,

@@ -419,7 +419,7 @@ mod tests {
     fn parallel_hashing_agrees_with_one_thread_and_keeps_the_fast_path() {
         let t = tree();
         let root = t.dir.path();
-        // Sizes on both sides of the read-ahead threshold, so both read paths run in parallel.
+        // Large and small files: the largest-first order has uneven work to spread.
         for i in 0..12u8 {
             let len = if i % 4 == 0 {
                 5 << 20
