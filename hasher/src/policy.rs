@@ -105,6 +105,27 @@ impl Policy {
     }
 }
 
+/// An integer setting: `default` when absent; otherwise it must fit `T` and pass `accept`,
+/// else the error names the key, the line and `expected`.
+fn integer<T: TryFrom<i64>>(
+    key: &'static str,
+    value: &Option<Spanned<i64>>,
+    default: T,
+    accept: impl Fn(&T) -> bool,
+    expected: &str,
+) -> Result<T, PolicyError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    T::try_from(v.value).ok().filter(accept).ok_or_else(|| {
+        invalid(
+            key,
+            v.referenced.line(),
+            format!("{} is not {expected}", v.value),
+        )
+    })
+}
+
 fn invalid(key: &'static str, line: u64, why: impl Into<String>) -> PolicyError {
     PolicyError::Invalid {
         path: None,
@@ -195,32 +216,20 @@ impl RawPolicy {
                 ))
             }
         };
-        let hash_threads = match &self.hash_threads {
-            None => 1,
-            Some(t) => usize::try_from(t.value)
-                .ok()
-                .filter(|v| (1..=MAX_HASH_THREADS).contains(v))
-                .ok_or_else(|| {
-                    invalid(
-                        "hash_threads",
-                        t.referenced.line(),
-                        format!("{} is not an integer from 1 to {MAX_HASH_THREADS}", t.value),
-                    )
-                })?,
-        };
-        let degradation_threshold = match &self.degradation_threshold {
-            None => 3,
-            Some(t) => u32::try_from(t.value)
-                .ok()
-                .filter(|v| *v >= 1)
-                .ok_or_else(|| {
-                    invalid(
-                        "degradation_threshold",
-                        t.referenced.line(),
-                        format!("{} is not an integer >= 1", t.value),
-                    )
-                })?,
-        };
+        let hash_threads = integer(
+            "hash_threads",
+            &self.hash_threads,
+            1,
+            |v: &usize| (1..=MAX_HASH_THREADS).contains(v),
+            &format!("an integer from 1 to {MAX_HASH_THREADS}"),
+        )?;
+        let degradation_threshold = integer(
+            "degradation_threshold",
+            &self.degradation_threshold,
+            3,
+            |v: &u32| *v >= 1,
+            "an integer >= 1",
+        )?;
         let hmac_key_path = match &self.hmac_key_path {
             None => PathBuf::from(DEFAULT_KEY),
             Some(p) => checked_path("hmac_key_path", p)?,
