@@ -7,7 +7,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -37,18 +37,11 @@ fn faketime_env(offset: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn status(addr: std::net::SocketAddr) -> serde_json::Value {
-    let (code, body) = get(addr, "/api/v1/status").unwrap();
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(30), done),
+        "gave up waiting: {what}"
+    );
 }
 
 fn jump(offset: &str, year: &str) {
@@ -84,15 +77,15 @@ fn jump(offset: &str, year: &str) {
 
     // The hasher's clock jumped: its reports carry the faked year.
     wait_for("a scan stamped after the jump", || {
-        status(addr)["last_report"]["report"]["completed_at"]
+        m.status()["last_report"]["report"]["completed_at"]
             .as_str()
             .is_some_and(|t| t.starts_with(year))
     });
     // Scheduled scans go on at their interval (a wall-clock timer would stall for a year, or
     // fire a burst ten years' worth).
-    let before = status(addr)["scan_count"].as_u64().unwrap();
+    let before = m.status()["scan_count"].as_u64().unwrap();
     wait_for("three more scheduled scans", || {
-        status(addr)["scan_count"].as_u64().unwrap() >= before + 3
+        m.status()["scan_count"].as_u64().unwrap() >= before + 3
     });
     assert_eq!(m.verify_code(), 200);
 
@@ -109,43 +102,21 @@ fn jump(offset: &str, year: &str) {
 
     // A verifier on a correct clock accepts the fresh attestation (freshness is monotonic)...
     let nonce = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
-    let (code, body) = get(addr, &format!("/api/v1/attestation?nonce={nonce}")).unwrap();
+    let (code, body) = attestation(&m, nonce);
     assert_eq!(code, 200, "{body}");
-    let mut verify = Command::new(monitor_bin())
-        .args(["verify-attestation", "--key"])
-        .arg(a.path("key"))
-        .args(["--nonce", nonce, "--max-age", "30", "--require-clean"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    verify
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = verify.wait_with_output().unwrap();
+    let out = verify_attestation(&a, nonce, &body, &["--max-age", "30", "--require-clean"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // ...and the audit chain holds although its timestamps jump.
-    let audit = Command::new(monitor_bin())
-        .arg("verify-audit")
-        .arg(a.audit_log())
-        .output()
-        .unwrap();
+    let audit = verify_audit(&[a.audit_log()]);
     assert!(
         audit.status.success(),
         "{}",
         String::from_utf8_lossy(&audit.stderr)
     );
-    let _ = m.child.kill();
-    let _ = m.child.wait();
 }
 
 /// The year the faked clock shows shortly after the jump.

@@ -635,40 +635,6 @@ fn a_relative_policy_path_works() {
     );
 }
 
-fn attestation(m: &Running, nonce: &str) -> (u16, String) {
-    get(m.addr, &format!("/api/v1/attestation?nonce={nonce}")).unwrap()
-}
-
-fn verify_attestation(
-    a: &Appliance,
-    nonce: &str,
-    body: &str,
-    extra: &[&str],
-) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(monitor_bin())
-        .args([
-            "verify-attestation",
-            "--key",
-            &path_str(&a.path("key")),
-            "--nonce",
-            nonce,
-        ])
-        .args(extra)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
     let a = Appliance::new();
@@ -753,14 +719,7 @@ fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
     let m = Running::start(&a);
     m.scan();
     drop(m);
-    let verify = |files: &[std::path::PathBuf]| {
-        std::process::Command::new(monitor_bin())
-            .arg("verify-audit")
-            .args(files)
-            .output()
-            .unwrap()
-    };
-    let ok = verify(&[a.audit_log()]);
+    let ok = verify_audit(&[a.audit_log()]);
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -777,7 +736,7 @@ fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
         .map(|(_, l)| format!("{l}\n"))
         .collect();
     std::fs::write(a.audit_log(), cut).unwrap();
-    let bad = verify(&[a.audit_log()]);
+    let bad = verify_audit(&[a.audit_log()]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("line 4"),
@@ -856,11 +815,7 @@ fn full_disk_keeps_evidence_in_order_and_verify_closed_until_it_is_written() {
         "no violation record lost"
     );
     m.stop_cleanly();
-    let out = std::process::Command::new(monitor_bin())
-        .arg("verify-audit")
-        .arg(a.audit_log())
-        .output()
-        .unwrap();
+    let out = verify_audit(&[a.audit_log()]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -896,14 +851,7 @@ fn api_killed_mid_record_leaves_a_chain_that_verifies_to_the_last_whole_record()
         "the broken file is kept aside, not deleted"
     );
     m.stop_cleanly();
-    let verify = |files: &[std::path::PathBuf]| {
-        std::process::Command::new(monitor_bin())
-            .arg("verify-audit")
-            .args(files)
-            .output()
-            .unwrap()
-    };
-    let broken = verify(std::slice::from_ref(&snapshot));
+    let broken = verify_audit(std::slice::from_ref(&snapshot));
     assert_eq!(broken.status.code(), Some(1), "the torn record is reported");
     let whole: String = std::fs::read_to_string(&snapshot)
         .unwrap()
@@ -912,7 +860,7 @@ fn api_killed_mid_record_leaves_a_chain_that_verifies_to_the_last_whole_record()
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(a.path("logs/whole.jsonl"), whole).unwrap();
-    let ok = verify(&[a.path("logs/whole.jsonl"), a.audit_log()]);
+    let ok = verify_audit(&[a.path("logs/whole.jsonl"), a.audit_log()]);
     assert_eq!(
         ok.status.code(),
         Some(0),

@@ -210,12 +210,7 @@ fn ten_thousand_idle_connections_do_not_silence_health() {
         "/health answered in {:?} with 10,000 idle connections open",
         t.elapsed()
     );
-    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", m.child.id()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let rss_kib = proc_status_kib(m.child.id(), "VmRSS:");
     assert!(
         rss_kib < 200 * 1024,
         "api RSS {rss_kib} KiB with 10,000 idle connections (MemoryMax is 256M)"

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -88,24 +88,6 @@ fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
     Ok(code)
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-fn wait_state(m: &Running, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while m.status()["state"] != state {
-        assert!(Instant::now() < deadline, "never reached {state}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn tamper_and_restore_under_load_answers_every_request_without_flapping() {
     let a = Appliance::new();
@@ -122,9 +104,15 @@ fn tamper_and_restore_under_load_answers_every_request_without_flapping() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let rss_before = rss_kib(api, "VmRSS:");
+    let rss_before = proc_status_kib(api, "VmRSS:");
     let transitions_before = a.count_events("transition");
 
+    let reach = |state: &str| {
+        assert!(
+            wait_until(Duration::from_secs(30), || m.status()["state"] == state),
+            "never reached {state}"
+        )
+    };
     let target = BINARIES[1];
     let original = std::fs::read(a.path(target)).unwrap();
     for _ in 0..CYCLES {
@@ -132,20 +120,20 @@ fn tamper_and_restore_under_load_answers_every_request_without_flapping() {
         let mut tampered = original.clone();
         tampered[0] ^= 0x20;
         a.write(target, std::str::from_utf8(&tampered).unwrap());
-        wait_state(&m, "degraded");
+        reach("degraded");
         std::thread::sleep(Duration::from_millis(300));
         std::fs::write(a.path(target), &original).unwrap();
-        wait_state(&m, "trusted");
+        reach("trusted");
         std::thread::sleep(Duration::from_millis(300));
         a.write(target, "implanted, and longer than the original\n");
-        wait_state(&m, "degraded");
+        reach("degraded");
         std::fs::write(a.path(target), &original).unwrap();
-        wait_state(&m, "trusted");
+        reach("trusted");
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
-    let rss_after = rss_kib(api, "VmRSS:");
+    let rss_after = proc_status_kib(api, "VmRSS:");
 
     for t in &tallies {
         assert!(t.errors.is_empty(), "a connection failed: {t:?}");
@@ -181,5 +169,5 @@ fn tamper_and_restore_under_load_answers_every_request_without_flapping() {
         rss_after < rss_before + 16 * 1024,
         "api RSS {rss_before} -> {rss_after} KiB"
     );
-    assert!(rss_kib(api, "VmHWM:") < 32 * 1024, "api peak RSS");
+    assert!(proc_status_kib(api, "VmHWM:") < 32 * 1024, "api peak RSS");
 }

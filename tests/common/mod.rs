@@ -289,3 +289,57 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`…) of `/proc/PID/status`.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// `GET /api/v1/attestation?nonce=NONCE`.
+pub fn attestation(m: &Running, nonce: &str) -> (u16, String) {
+    get(m.addr, &format!("/api/v1/attestation?nonce={nonce}")).unwrap()
+}
+
+/// Runs `integrity-monitor verify-attestation` on `body` with the appliance's key.
+pub fn verify_attestation(
+    a: &Appliance,
+    nonce: &str,
+    body: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut child = Command::new(monitor_bin())
+        .args([
+            "verify-attestation",
+            "--key",
+            &path_str(&a.path("key")),
+            "--nonce",
+            nonce,
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `integrity-monitor verify-audit FILE…`.
+pub fn verify_audit(files: &[PathBuf]) -> std::process::Output {
+    Command::new(monitor_bin())
+        .arg("verify-audit")
+        .args(files)
+        .output()
+        .unwrap()
+}
