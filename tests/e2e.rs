@@ -462,9 +462,24 @@ fn require_token_for_reads_closes_the_gets() {
         .args(a.args(addr))
         .spawn()
         .unwrap();
+    // Liveness stays public (the boot checks probe it without a token) and tells nothing more.
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/health")
-        .map(|r| r.0 == 403)
+        .map(|r| r.0 == 200)
         .unwrap_or(false)));
+    let (_, health) = get(addr, "/health").unwrap();
+    assert!(!health.contains("state"), "{health}");
+    for path in [
+        "/api/v1/verify",
+        "/api/v1/status",
+        "/api/v1/baseline",
+        "/metrics",
+    ] {
+        assert_eq!(
+            get(addr, path).unwrap().0,
+            403,
+            "{path} is closed without the token"
+        );
+    }
     let auth = format!("Bearer {TOKEN}");
     assert!(wait_until(Duration::from_secs(10), || {
         request(

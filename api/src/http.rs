@@ -35,6 +35,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a scan, rebaseline or reload may take before the client is told 504 (it still completes).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest a read waits for start-up's first verdict before answering 503 "starting".
+const FIRST_VERDICT_WAIT: Duration = Duration::from_secs(60);
 /// In-flight requests get this long to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -138,6 +140,20 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
             "body_too_large",
             "request bodies are limited to 4096 bytes",
         ));
+    }
+    // Liveness answers at once and needs no token (as the Go service's did); everything else is
+    // held (bounded) until start-up has a verdict, so the request that socket-activated the
+    // service is not told "starting".
+    if route == Route::Health {
+        return Ok(dispatch(route, &monitor, "").await);
+    }
+    {
+        let wait = if route.mutating() {
+            WRITE_TIMEOUT
+        } else {
+            FIRST_VERDICT_WAIT
+        };
+        monitor.first_verdict(wait).await;
     }
     let snap = monitor.snapshot();
     if !snap.policy_known {
@@ -254,14 +270,17 @@ async fn dispatch(route: Route, monitor: &Monitor, query: &str) -> Reply {
             }
         }
         Route::Health => {
+            // Public liveness: with reads closed by the policy it says nothing more than that.
             let s = monitor.snapshot();
-            match &s.hasher_down {
-                None => json_reply(200, &json!({ "status": "ok", "state": s.machine.state })),
-                Some(why) => json_reply(
-                    503,
-                    &json!({ "status": "hasher_unavailable", "state": s.machine.state, "reason": why }),
-                ),
+            let detail = s.policy_known && !s.policy.require_token_for_reads;
+            let mut body = match &s.hasher_down {
+                None => json!({ "status": "ok" }),
+                Some(why) => json!({ "status": "hasher_unavailable", "reason": why }),
+            };
+            if detail {
+                body["state"] = json!(s.machine.state);
             }
+            json_reply(if s.hasher_down.is_none() { 200 } else { 503 }, &body)
         }
         Route::Status => json_reply(200, &status_body(monitor)),
         Route::Metrics => {

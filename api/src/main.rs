@@ -77,6 +77,11 @@ enum Tool {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Ask the running monitor PID to reopen its audit log (what `systemctl reload` runs).
+    Reload {
+        /// The monitor's pid ($MAINPID).
+        pid: i32,
+    },
     /// Check an attestation (JSON on stdin) against the key, the nonce and its age.
     VerifyAttestation {
         /// The HMAC key file.
@@ -120,6 +125,7 @@ fn main() {
         Some(Tool::VerifyBaseline { key, baseline }) => {
             std::process::exit(api::tools::verify_baseline(&key, &baseline))
         }
+        Some(Tool::Reload { pid }) => std::process::exit(api::tools::signal_reload(pid)),
         Some(Tool::VerifyAudit { files }) => std::process::exit(api::tools::verify_audit(&files)),
         Some(Tool::VerifyAttestation {
             key,

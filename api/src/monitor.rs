@@ -83,6 +83,7 @@ pub struct Monitor {
     stopping: std::sync::atomic::AtomicBool,
     cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
     started: std::sync::atomic::AtomicBool,
+    first_verdict: tokio::sync::watch::Sender<bool>,
     changes: Arc<tokio::sync::Notify>,
     incidents: Mutex<Option<crate::incident::Queue>>,
 }
@@ -155,6 +156,7 @@ impl Monitor {
             stopping: std::sync::atomic::AtomicBool::new(false),
             cut: Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
+            first_verdict: tokio::sync::watch::Sender::new(false),
             changes: Arc::new(tokio::sync::Notify::new()),
             incidents: Mutex::new(None),
         }
@@ -196,6 +198,16 @@ impl Monitor {
     pub fn begin_stop(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits, at most `limit`, until start-up has reached its first verdict (baseline adopted or
+    /// rejected, first scan in); true if it has. A request that itself socket-activated the
+    /// service (a boot check) then gets the verdict rather than "starting".
+    pub async fn first_verdict(&self, limit: Duration) -> bool {
+        let mut seen = self.first_verdict.subscribe();
+        tokio::time::timeout(limit, seen.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// A copy of the current snapshot.
@@ -428,6 +440,7 @@ impl Monitor {
                 self.start(stored).await;
                 self.started
                     .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.first_verdict.send_replace(true);
             }
             None => {
                 self.audit("hasher_reconnected", json!({ "after": again }));

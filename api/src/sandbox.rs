@@ -34,23 +34,7 @@ pub enum SandboxError {
 
 /// Sets no_new_privs and drops every capability, bounding set included when permitted.
 pub fn drop_privileges() -> Result<(), SandboxError> {
-    use caps::{CapSet, Capability};
-    let err = |e: String| SandboxError::Privileges(e);
-    nix::sys::prctl::set_no_new_privs().map_err(|e| err(e.to_string()))?;
-    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
-        for cap in caps::all() {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| err(e.to_string()))?;
-        }
-    }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(|e| err(format!("{set:?}: {e}")))?;
-    }
-    Ok(())
+    imsys::privileges::drop_all().map_err(|e| SandboxError::Privileges(e.to_string()))
 }
 
 /// Installs every wall; `write_dirs` are the audit log dir and the state dir, `connect_port`

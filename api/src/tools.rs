@@ -152,3 +152,30 @@ fn check_attestation(
     }
     Ok(a)
 }
+
+/// `systemctl reload`: asks the running monitor `pid` to reopen its audit log (SIGHUP). Kept in
+/// the binary so that `ExecReload=` needs no kill(1), which a minimal image does not have.
+pub fn signal_reload(pid: i32) -> i32 {
+    use nix::sys::signal::{kill, Signal};
+    // A non-dumpable process's /proc entries are root's and hidden under ProtectProc=: the name
+    // is checked when it can be read; kill(2) itself checks the permission.
+    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        // The kernel keeps 15 bytes of the name: "integrity-monit".
+        let comm = comm.trim_end();
+        if comm.is_empty() || !"integrity-monitor".starts_with(comm) {
+            eprintln!("integrity-monitor: pid {pid} is {comm:?}, not an integrity-monitor");
+            return 1;
+        }
+    }
+    if pid <= 1 {
+        eprintln!("integrity-monitor: refusing to signal pid {pid}");
+        return 1;
+    }
+    match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("integrity-monitor: cannot signal pid {pid}: {e}");
+            1
+        }
+    }
+}

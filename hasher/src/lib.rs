@@ -34,23 +34,9 @@ pub struct Options {
     pub probe: Option<(String, String)>,
 }
 
-/// Sends logs to stderr, without timestamps under journald.
+/// Sends logs to stderr; under journald each line carries its priority.
 pub fn init_logging() {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // A log that cannot be written (full disk, closed stderr) must never stop the monitor:
-        // the internal-error path would eprintln!, which panics, which aborts.
-        .log_internal_errors(false);
-    if journald {
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.init();
-    }
+    imsys::logging::init();
 }
 
 /// Runs the hasher; returns the process exit code.

@@ -23,12 +23,9 @@ const FILTERS: [&str; 2] = ["hasher_enosys", "hasher"];
 /// Why the sandbox could not be installed.
 #[derive(Debug, Error)]
 pub enum SandboxError {
-    /// prctl(PR_SET_NO_NEW_PRIVS) failed.
-    #[error("no_new_privs: {0}")]
-    NoNewPrivs(String),
-    /// A capability could not be dropped.
-    #[error("dropping capabilities: {0}")]
-    Caps(String),
+    /// no_new_privs or a capability could not be set or dropped.
+    #[error("dropping privileges: {0}")]
+    Privileges(String),
     /// Landlock could not be set up, or the kernel has none.
     #[error("landlock: {0}")]
     Landlock(String),
@@ -84,25 +81,7 @@ pub fn covers(read_set: &[PathBuf], needed: &[PathBuf]) -> Option<PathBuf> {
 
 /// Sets no_new_privs and drops every capability, bounding set included when permitted.
 pub fn drop_privileges() -> Result<(), SandboxError> {
-    nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::NoNewPrivs(e.to_string()))?;
-    use caps::{CapSet, Capability};
-    let can_shrink_bounding =
-        caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false);
-    if can_shrink_bounding {
-        for cap in caps::all() {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| SandboxError::Caps(e.to_string()))?;
-        }
-    }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(|e| SandboxError::Caps(format!("{set:?}: {e}")))?;
-    }
-    Ok(())
+    imsys::privileges::drop_all().map_err(|e| SandboxError::Privileges(e.to_string()))
 }
 
 /// Installs every wall. The process must be single-threaded (Landlock binds the calling
