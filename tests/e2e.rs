@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -180,10 +181,11 @@ fn mutations_need_the_token_and_routes_are_strict() {
     let m = Running::start(&a);
     tamper(&a, BINARIES[0]);
     m.scan();
-    for token in [None, Some("wrong-token-0123456789abcdef")] {
+    // RFC 6750: no credentials 401 (with a Bearer challenge), wrong credentials 403.
+    for (token, status) in [(None, 401), (Some("wrong-token-0123456789abcdef"), 403)] {
         for path in ["/api/v1/rebaseline", "/api/v1/scan", "/api/v1/reload"] {
             let (code, body) = post(m.addr, path, token).unwrap();
-            assert_eq!(code, 403, "{path} {body}");
+            assert_eq!(code, status, "{path} {body}");
             assert!(body.contains("\"error\""), "{body}");
         }
     }
@@ -197,7 +199,7 @@ fn mutations_need_the_token_and_routes_are_strict() {
         b"",
     )
     .unwrap();
-    assert_eq!(code, 403, "{body}");
+    assert_eq!(code, 401, "not a bearer token: {body}");
 
     let before = m.status()["baseline"]["digest"].clone();
     let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
@@ -295,7 +297,7 @@ fn reload_with_a_broken_policy_keeps_the_old_one() {
     let a = Appliance::new();
     let m = Running::start(&a);
     a.write(
-        "monitor.yaml",
+        "etc/monitor.yaml",
         &a.policy_text("degradation_threshold_typo: 1\n"),
     );
     let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
@@ -308,7 +310,7 @@ fn reload_with_a_broken_policy_keeps_the_old_one() {
     let text = a
         .policy_text("")
         .replace("degradation_threshold: 3", "degradation_threshold: 1");
-    a.write("monitor.yaml", &text);
+    a.write("etc/monitor.yaml", &text);
     let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(m.status()["degradation_threshold"], 1);
@@ -358,7 +360,7 @@ fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
 #[test]
 fn without_a_key_everything_is_marked_unsigned_and_a_later_key_rejects_it() {
     let a = Appliance::new();
-    std::fs::remove_file(a.path("key")).unwrap();
+    std::fs::remove_file(a.path("secret/key")).unwrap();
     let mut m = Running::start(&a);
     let s = m.status();
     assert_eq!(s["signing"], "unsigned");
@@ -367,7 +369,7 @@ fn without_a_key_everything_is_marked_unsigned_and_a_later_key_rejects_it() {
     assert_eq!(a.count_events("hmac_key_absent"), 1);
     assert_eq!(a.count_events("baseline_unsigned"), 1);
     m.stop_cleanly();
-    std::fs::write(a.path("key"), [7u8; 32]).unwrap();
+    std::fs::write(a.path("secret/key"), [7u8; 32]).unwrap();
     let m = Running::start(&a);
     assert_eq!(m.status()["state"], "recovery_required");
 }
@@ -375,10 +377,10 @@ fn without_a_key_everything_is_marked_unsigned_and_a_later_key_rejects_it() {
 #[test]
 fn unusable_key_or_policy_exits_78_naming_the_problem() {
     let short_key = Appliance::new();
-    std::fs::write(short_key.path("key"), [1u8; 8]).unwrap();
+    std::fs::write(short_key.path("secret/key"), [1u8; 8]).unwrap();
     let zero_threshold = Appliance::new();
     zero_threshold.write(
-        "monitor.yaml",
+        "etc/monitor.yaml",
         &zero_threshold
             .policy_text("")
             .replace("degradation_threshold: 3", "degradation_threshold: 0"),
@@ -396,7 +398,7 @@ fn unusable_key_or_policy_exits_78_naming_the_problem() {
         assert!(stderr.contains(what), "{what}: {stderr}");
     }
     let a = Appliance::new();
-    std::fs::remove_file(a.path("monitor.yaml")).unwrap();
+    std::fs::remove_file(a.path("etc/monitor.yaml")).unwrap();
     let out = std::process::Command::new(monitor_bin())
         .args(a.args(free_addr()))
         .output()
@@ -446,7 +448,7 @@ fn sigterm_stops_cleanly_and_records_it() {
 #[test]
 fn missing_token_keeps_mutations_closed() {
     let a = Appliance::new();
-    std::fs::remove_file(a.path("token")).unwrap();
+    std::fs::remove_file(a.path("secret/token")).unwrap();
     let m = Running::start(&a);
     let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
     assert_eq!(code, 503, "{body}");
@@ -476,7 +478,7 @@ fn require_token_for_reads_closes_the_gets() {
     ] {
         assert_eq!(
             get(addr, path).unwrap().0,
-            403,
+            401,
             "{path} is closed without the token"
         );
     }
@@ -533,7 +535,7 @@ fn readme_python_check_verifies_the_stored_baseline() {
             .code()
     };
     assert_eq!(
-        run("key"),
+        run("secret/key"),
         Some(0),
         "the README's check accepts a genuine baseline"
     );
@@ -631,7 +633,7 @@ fn a_relative_policy_path_works() {
     let addr = free_addr();
     let mut args = a.args(addr);
     let i = args.iter().position(|x| x == "--policy").unwrap();
-    args[i + 1] = "monitor.yaml".into();
+    args[i + 1] = "etc/monitor.yaml".into();
     let mut child = std::process::Command::new(monitor_bin())
         .args(&args)
         .current_dir(a.dir.path())
@@ -665,6 +667,27 @@ fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // A remote verifier pins the baseline it approved and the oldest generation it accepts.
+    let digest = m.status()["baseline"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(doc["attestation"]["baseline_generation"], 1);
+    let pinned = |extra: &[&str]| verify_attestation(&a, nonce, &body, extra).status.code();
+    assert_eq!(
+        pinned(&["--baseline", &digest, "--min-generation", "1"]),
+        Some(0)
+    );
+    assert_eq!(
+        pinned(&["--baseline", &"0".repeat(64)]),
+        Some(1),
+        "another baseline"
+    );
+    assert_eq!(
+        pinned(&["--min-generation", "2"]),
+        Some(1),
+        "a reset or rolled-back store"
+    );
     assert_eq!(
         doc["attestation"]["audit_seq"].as_u64().unwrap() as usize,
         a.audit_events().len()
@@ -882,4 +905,245 @@ fn api_killed_mid_record_leaves_a_chain_that_verifies_to_the_last_whole_record()
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+}
+
+fn first_event(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap()
+}
+
+#[test]
+fn an_audit_log_rotated_or_removed_under_the_api_is_followed_and_the_chain_holds() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let log = a.audit_log();
+    let aside = |n: &str| a.path(&format!("logs/audit.jsonl.{n}"));
+
+    // logrotate's copytruncate: a copy, then the original cut to nothing; no signal.
+    std::fs::copy(&log, aside("1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    m.scan();
+    let first = first_event(&log);
+    assert_eq!(
+        (first["event"].as_str(), first["reason"].as_str()),
+        (Some("audit_log_replaced"), Some("truncated")),
+        "{first}"
+    );
+    let ok = verify_audit(&[aside("1"), log.clone()]);
+    assert!(
+        ok.status.success(),
+        "chain over (copy, current): {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // A rename with no signal: the next record goes to a new file at the path.
+    std::fs::rename(&log, aside("2")).unwrap();
+    m.scan();
+    assert_eq!(first_event(&log)["event"], "audit_log_replaced");
+    assert!(verify_audit(&[aside("1"), aside("2"), log.clone()])
+        .status
+        .success());
+
+    // Deleted while running: noticed, a new file, and /verify is 200 again only once written.
+    std::fs::remove_file(&log).unwrap();
+    m.scan();
+    assert_eq!(first_event(&log)["reason"], "deleted or renamed");
+    assert_eq!(m.verify_code(), 200);
+    // The new file alone does not start at the genesis record: verify-audit says so by
+    // default, and checks it on purpose with --from.
+    let alone = verify_audit(std::slice::from_ref(&log));
+    assert_eq!(
+        alone.status.code(),
+        Some(1),
+        "a log whose first records are gone is not OK"
+    );
+    let first = first_event(&log);
+    let from = format!(
+        "{}:{}",
+        first["last_seq"].as_u64().unwrap(),
+        first["last_hash"].as_str().unwrap()
+    );
+    let tail = Command::new(monitor_bin())
+        .args(["verify-audit", "--from", &from])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+}
+
+#[test]
+fn verify_audit_head_proves_the_log_complete_up_to_an_attested_record() {
+    let a = Appliance::new();
+    let mut m = Running::start(&a);
+    m.scan();
+    m.stop_cleanly();
+    let lines: Vec<String> = std::fs::read_to_string(a.audit_log())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let hash = protocol::sign::sha256_hex(lines.last().unwrap().as_bytes());
+    let head = format!("{}:{hash}", last["seq"].as_u64().unwrap());
+    let run = |file: &std::path::Path| {
+        Command::new(monitor_bin())
+            .args(["verify-audit", "--head", &head])
+            .arg(file)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(run(&a.audit_log()), Some(0));
+    // The same log with its last record cut off does not reach the attested head.
+    a.write(
+        "cut.jsonl",
+        &format!("{}\n", lines[..lines.len() - 1].join("\n")),
+    );
+    assert_eq!(run(&a.path("cut.jsonl")), Some(1));
+    // And a log whose first record is gone fails even without --head.
+    a.write("headless.jsonl", &format!("{}\n", lines[1..].join("\n")));
+    assert_eq!(
+        verify_audit(&[a.path("headless.jsonl")]).status.code(),
+        Some(1)
+    );
+}
+
+fn violations_with(status: &serde_json::Value, marker: &str) -> Vec<String> {
+    status["active_violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["actual_hash"] == marker)
+        .map(|v| v["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_model_subdir_swapped_for_a_symlink_to_the_secrets_leaks_nothing() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    // The key is longer than 64 bytes: HMAC keys with its SHA-256, so that digest is the key.
+    let long_key = [0x42u8; 65];
+    let secret_digests = [
+        protocol::sign::sha256_hex(&long_key),
+        protocol::sign::sha256_hex(&[0x42u8; 32]),
+        protocol::sign::sha256_hex(TOKEN.as_bytes()),
+    ];
+    std::fs::rename(a.path("models/sub"), a.path("sub.moved")).unwrap();
+    std::os::unix::fs::symlink(a.path("secret"), a.path("models/sub")).unwrap();
+    m.scan();
+    let status = m.status();
+    assert_eq!(
+        violations_with(&status, "symlink"),
+        vec![a.path("models/sub").display().to_string()],
+        "{status}"
+    );
+    let text = format!(
+        "{status}{}",
+        std::fs::read_to_string(a.audit_log()).unwrap()
+    );
+    assert!(
+        !text.contains("secret/key"),
+        "nothing beneath the symlink was listed"
+    );
+    for d in &secret_digests {
+        assert!(
+            !text.contains(d.as_str()),
+            "a secret's digest reached the api"
+        );
+    }
+    assert_eq!(m.verify_code(), 503);
+}
+
+#[test]
+fn a_policy_whose_read_set_would_cover_a_secret_is_refused() {
+    let a = Appliance::new();
+    let r = a.dir.path().display().to_string();
+    let text = a.policy_text("").replace(
+        &format!("  - {r}/models\n"),
+        &format!("  - {r}/models\n  - {r}/secret\n"),
+    );
+    a.write("etc/monitor.yaml", &text);
+    let out = Command::new(monitor_bin())
+        .args(a.args(free_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{r}/secret")) && err.contains("read a secret"),
+        "names the directory and the secret: {err}"
+    );
+}
+
+#[test]
+fn names_and_bounds_are_findings_never_a_crash_nor_a_merge() {
+    use std::os::unix::ffi::OsStrExt;
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    // Two names that are not UTF-8 beside a baselined U+FFFD lookalike.
+    a.write("models/ok\u{FFFD}", "x");
+    m.scan();
+    post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
+    for b in [b"ok\xff", b"ok\xfe"] {
+        std::fs::write(a.path("models").join(std::ffi::OsStr::from_bytes(b)), "y").unwrap();
+    }
+    // A path longer than PATH_MAX: 18 nested 250-byte names.
+    // (made relative to each parent's fd: no path syscall takes more than PATH_MAX bytes)
+    use nix::fcntl::{open, openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    std::fs::create_dir(a.path("models/long")).unwrap();
+    let mut dir = open(&a.path("models/long"), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+    for i in 0..18 {
+        let name = format!("{i:02}{}", "n".repeat(248));
+        mkdirat(&dir, name.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+        dir = openat(&dir, name.as_str(), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+    }
+    m.scan();
+    let status = m.status();
+    let invalid = violations_with(&status, "invalid_name");
+    assert_eq!(invalid.len(), 2, "never merged: {invalid:?}");
+    assert!(
+        invalid.iter().all(|p| p.starts_with("non-utf8:")),
+        "{invalid:?}"
+    );
+    assert!(
+        !violations_with(&status, "path_too_long").is_empty(),
+        "{status}"
+    );
+    assert_ne!(status["state"], "trusted");
+    assert_eq!(m.verify_code(), 503);
+    // The api took the report: still serving, no hasher loss.
+    assert_eq!(a.count_events("hasher_lost"), 0);
+    assert_eq!(get(m.addr, "/health").unwrap().0, 200);
+}
+
+#[test]
+fn a_model_dir_larger_than_the_walk_limit_is_not_trusted() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let many = a.path("models/many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..protocol::baseline::MAX_ENTRIES {
+        std::fs::File::create(many.join(i.to_string())).unwrap();
+    }
+    m.scan();
+    let status = m.status();
+    assert_eq!(
+        violations_with(&status, "limit_exceeded"),
+        vec![a.path("models").display().to_string()],
+        "{}",
+        status["violation_count"]
+    );
+    assert_ne!(status["state"], "trusted");
+    assert_eq!(m.verify_code(), 503);
 }

@@ -18,9 +18,10 @@ fn protocol_decoders_never_panic() {
     let requests = [
         Request::Hello { version: 1 },
         Request::Scan,
-        Request::LoadBaseline {
-            manifest: b"{\"created_at\":\"x\",\"entries\":[],\"hmac\":\"unsigned\"}".to_vec(),
+        Request::CreateBaseline {
+            token: Some(b"test-token".to_vec()),
         },
+        Request::GetBaseline,
         Request::Attest {
             nonce: "00".repeat(16),
             audit_seq: 3,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use nix::sys::socket::{recv, send, MsgFlags};
 use protocol::frame::{decode, encode};
-use protocol::message::{ErrorKind, KeyStatus, PolicySummary};
+use protocol::message::{ErrorKind, KeyStatus, PolicySummary, StoreStatus};
 use protocol::{Reassembler, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
 
 fn send_raw(fd: &OwnedFd, bytes: &[u8]) {
@@ -35,6 +35,16 @@ fn recv_msg<T: serde::de::DeserializeOwned>(fd: &OwnedFd) -> (u64, T) {
     }
 }
 
+/// The next answer, past any unsolicited change notice (id 0) the hasher's watcher sent.
+fn recv_answer(fd: &OwnedFd) -> (u64, Response) {
+    loop {
+        match recv_msg::<Response>(fd) {
+            (0, Response::Notice { .. }) => continue,
+            other => return other,
+        }
+    }
+}
+
 fn expect_protocol_error(fd: &OwnedFd, what: &str) {
     match recv_msg::<Response>(fd) {
         (
@@ -48,12 +58,58 @@ fn expect_protocol_error(fd: &OwnedFd, what: &str) {
     }
 }
 
+fn spawn_hasher(a: &Appliance) -> (OwnedFd, std::process::Child) {
+    let (ours, theirs) = api::sys::seqpacket_pair().unwrap();
+    let args = [
+        "--policy".into(),
+        a.path("etc/monitor.yaml").into_os_string(),
+        "--state-dir".into(),
+        a.path("state").into_os_string(),
+        "--token-file".into(),
+        a.path("secret/token").into_os_string(),
+    ];
+    let child = api::sys::spawn_hasher(&hasher_bin(), &args, theirs).unwrap();
+    (ours, child)
+}
+
+fn hello(fd: &OwnedFd, id: u64) -> Response {
+    send_msg(
+        fd,
+        id,
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    );
+    let (got, hello) = recv_answer(fd);
+    assert_eq!(got, id);
+    hello
+}
+
+fn create(fd: &OwnedFd, id: u64, token: Option<&[u8]>) -> Response {
+    send_msg(
+        fd,
+        id,
+        &Request::CreateBaseline {
+            token: token.map(<[u8]>::to_vec),
+        },
+    );
+    recv_answer(fd).1
+}
+
+fn unauthorised(r: &Response) -> bool {
+    matches!(
+        r,
+        Response::Error {
+            kind: ErrorKind::Unauthorized,
+            ..
+        }
+    )
+}
+
 #[test]
 fn hasher_refuses_bad_frames_and_keeps_serving() {
     let a = Appliance::new();
-    let (ours, theirs) = api::sys::seqpacket_pair().unwrap();
-    let args = ["--policy".into(), a.path("monitor.yaml").into_os_string()];
-    let mut child = api::sys::spawn_hasher(&hasher_bin(), &args, theirs).unwrap();
+    let (ours, mut child) = spawn_hasher(&a);
 
     send_msg(&ours, 1, &Request::Scan);
     expect_protocol_error(&ours, "request before hello");
@@ -79,63 +135,49 @@ fn hasher_refuses_bad_frames_and_keeps_serving() {
     send_msg(&ours, 3, &Request::Hello { version: 99 });
     expect_protocol_error(&ours, "wrong version in hello");
 
-    send_msg(
-        &ours,
-        4,
-        &Request::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    );
-    let (id, hello) = recv_msg::<Response>(&ours);
-    assert_eq!(id, 4);
-    assert!(
-        matches!(
-            hello,
-            Response::Hello {
-                key: KeyStatus::Present,
-                ..
-            }
+    let digest = protocol::sign::sha256_hex(TOKEN.trim().as_bytes());
+    match hello(&ours, 4) {
+        Response::Hello {
+            key: KeyStatus::Present,
+            store: StoreStatus::Empty,
+            token_digest: Some(d),
+            ..
+        } => assert_eq!(
+            d, digest,
+            "the api gets the token's digest, never the token"
         ),
-        "{hello:?}"
-    );
-
-    // A forged baseline (valid form, wrong HMAC) is refused.
-    let forged =
-        protocol::baseline::Manifest::new("2026-01-01T00:00:00Z".into(), vec![], Some(&[9u8; 32]));
-    send_msg(
-        &ours,
-        5,
-        &Request::LoadBaseline {
-            manifest: forged.to_json(),
-        },
-    );
-    assert!(matches!(
-        recv_msg::<Response>(&ours).1,
+        other => panic!("{other:?}"),
+    }
+    // The request of the old protocol that let an api hand in any validly signed baseline,
+    // replayed: refused whatever it decodes as, and nothing is adopted.
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldRequest {
+        Hello { version: u16 },
+        LoadBaseline { manifest: Vec<u8> },
+    }
+    let old = std::fs::read(a.path("etc/monitor.yaml")).unwrap();
+    send_msg(&ours, 5, &OldRequest::LoadBaseline { manifest: old });
+    match recv_answer(&ours).1 {
         Response::Error {
-            kind: ErrorKind::BaselineRejected,
+            kind: ErrorKind::Protocol | ErrorKind::Unauthorized,
             ..
-        }
-    ));
-    send_msg(
-        &ours,
-        6,
-        &Request::LoadBaseline {
-            manifest: b"{\"created_at\":".to_vec(),
-        },
-    );
+        } => {}
+        other => panic!("an old LoadBaseline was not refused: {other:?}"),
+    }
+    send_msg(&ours, 6, &Request::Scan);
     assert!(matches!(
-        recv_msg::<Response>(&ours).1,
+        recv_answer(&ours).1,
         Response::Error {
-            kind: ErrorKind::BaselineRejected,
+            kind: ErrorKind::NoBaseline,
             ..
         }
     ));
 
-    // Still alive and working.
-    send_msg(&ours, 7, &Request::CreateBaseline);
+    // Still alive and working: a first initialization of an empty store needs no token.
     assert!(matches!(
-        recv_msg::<Response>(&ours),
-        (7, Response::BaselineCreated { .. })
+        create(&ours, 7, None),
+        Response::BaselineCreated { .. }
     ));
     assert!(child.try_wait().unwrap().is_none(), "hasher crashed");
     drop(ours);
@@ -145,6 +187,106 @@ fn hasher_refuses_bad_frames_and_keeps_serving() {
         Some(0),
         "hasher leaves cleanly when the api closes the channel"
     );
+}
+
+#[test]
+fn a_hostile_api_cannot_bless_tampering_nor_roll_the_store_back() {
+    let a = Appliance::new();
+    let (ours, mut child) = spawn_hasher(&a);
+    assert!(matches!(
+        hello(&ours, 1),
+        Response::Hello {
+            store: StoreStatus::Empty,
+            ..
+        }
+    ));
+    let first = create(&ours, 2, None);
+    assert!(
+        matches!(&first, Response::BaselineCreated { summary } if summary.generation == 1),
+        "{first:?}"
+    );
+    let gen1 = std::fs::read(a.path("state/baseline.json")).unwrap();
+
+    // The attacker tampers a file and, holding the channel but not the token, asks again.
+    a.write("bin/registry", "tampered!\n");
+    assert!(unauthorised(&create(&ours, 3, None)), "no token: refused");
+    assert!(
+        unauthorised(&create(&ours, 4, Some(b"guess"))),
+        "wrong token: refused"
+    );
+    assert!(
+        unauthorised(&create(&ours, 5, Some(b""))),
+        "empty token: refused"
+    );
+    send_msg(&ours, 6, &Request::Scan);
+    match recv_answer(&ours).1 {
+        Response::Report(r) => assert_eq!(r.report.violation_count, 1, "the tampering stands"),
+        other => panic!("{other:?}"),
+    }
+    // The hasher's signed word says so too: a verifier on the other side is not fooled.
+    send_msg(
+        &ours,
+        7,
+        &Request::Attest {
+            nonce: "ab".repeat(16),
+            audit_seq: 0,
+            audit_head: "0".repeat(64),
+        },
+    );
+    match recv_answer(&ours).1 {
+        Response::Attestation { payload, .. } => {
+            let att: protocol::attest::Attestation = serde_json::from_slice(&payload).unwrap();
+            assert_eq!((att.violation_count, att.baseline_generation), (1, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The operator's token does it.
+    let second = create(&ours, 8, Some(TOKEN.trim().as_bytes()));
+    assert!(
+        matches!(&second, Response::BaselineCreated { summary } if summary.generation == 2),
+        "{second:?}"
+    );
+    drop(ours);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    // The older, validly signed baseline put back: refused by the next hasher.
+    let gen2 = std::fs::read(a.path("state/baseline.json")).unwrap();
+    std::fs::write(a.path("state/baseline.json"), &gen1).unwrap();
+    let (ours, mut child) = spawn_hasher(&a);
+    match hello(&ours, 1) {
+        Response::Hello {
+            store: StoreStatus::Rejected { reason },
+            ..
+        } => {
+            assert!(reason.contains("older baseline was put back"), "{reason}")
+        }
+        other => panic!("rollback not caught: {other:?}"),
+    }
+    assert!(
+        unauthorised(&create(&ours, 2, None)),
+        "a rejected store is no first boot"
+    );
+    drop(ours);
+    child.wait().unwrap();
+    // The baseline deleted, the record intact: not a first boot.
+    std::fs::write(a.path("state/baseline.json"), &gen2).unwrap();
+    std::fs::remove_file(a.path("state/baseline.json")).unwrap();
+    let (ours, mut child) = spawn_hasher(&a);
+    match hello(&ours, 1) {
+        Response::Hello {
+            store: StoreStatus::Rejected { reason },
+            ..
+        } => {
+            assert!(reason.contains("was deleted"), "{reason}")
+        }
+        other => panic!("deletion not caught: {other:?}"),
+    }
+    assert!(
+        unauthorised(&create(&ours, 2, None)),
+        "a deleted baseline is no first boot"
+    );
+    drop(ours);
+    child.wait().unwrap();
 }
 
 /// Acts as a hostile hasher when started through the wrapper script; a no-op otherwise.
@@ -169,6 +311,8 @@ fn fake_hasher_entry() {
             version: PROTOCOL_VERSION,
             policy,
             key: KeyStatus::Present,
+            store: StoreStatus::Empty,
+            token_digest: None,
         },
     );
     let (id, _) = recv_msg::<Request>(&fd);
@@ -188,22 +332,15 @@ fn fake_hasher_entry() {
             },
         ),
         "forged_baseline" => {
-            // Unsigned while the key is present, and a digest that does not match.
-            let m = protocol::baseline::Manifest::new("2026-01-01T00:00:00Z".into(), vec![], None);
+            // Claims a signed baseline of a digest that is no SHA-256.
             let summary = protocol::message::BaselineSummary {
-                digest: "0".repeat(64),
+                digest: "zz".repeat(32),
                 entries: 0,
                 signed: true,
-                created_at: m.created_at.clone(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+                generation: 1,
             };
-            send_msg(
-                &fd,
-                id,
-                &Response::BaselineCreated {
-                    manifest: m.to_json(),
-                    summary,
-                },
-            );
+            send_msg(&fd, id, &Response::BaselineCreated { summary });
         }
         other => panic!("unknown mode {other}"),
     }

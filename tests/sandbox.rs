@@ -37,10 +37,13 @@ fn verdict(out: &Output) -> Verdict {
 }
 
 fn hasher_probe(a: &Appliance, act: &str, arg: &str) -> Verdict {
+    std::fs::create_dir_all(a.path("state")).unwrap();
     let out = Command::new(hasher_bin())
         .args([
             "--policy",
-            &path_str(&a.path("monitor.yaml")),
+            &path_str(&a.path("etc/monitor.yaml")),
+            "--state-dir",
+            &path_str(&a.path("state")),
             "--sandbox-probe",
             act,
             arg,
@@ -87,16 +90,35 @@ fn hasher_reads_only_its_watch_set_and_does_nothing_else() {
         ("list", path_str(&a.path("models")), Verdict::Allowed),
         ("read", "/etc/shadow".into(), Verdict::Errno(libc::EACCES)),
         ("read", "/etc/passwd".into(), Verdict::Errno(libc::EACCES)),
-        // Opening for writing is refused by seccomp's flag check before Landlock is asked.
-        ("create", path_str(&a.path("bin/planted")), Verdict::Sigsys),
+        // The key and the token are read before the sandbox and never again.
+        (
+            "read",
+            path_str(&a.path("secret/key")),
+            Verdict::Errno(libc::EACCES),
+        ),
+        (
+            "read",
+            path_str(&a.path("secret/token")),
+            Verdict::Errno(libc::EACCES),
+        ),
+        // Its own store is the one place it may create a file (a new one only: seccomp admits
+        // no other write flags) ...
+        ("create", path_str(&a.path("state/probe")), Verdict::Allowed),
+        // ... anywhere else Landlock refuses it, and the removal or renaming of a watched file.
+        (
+            "create",
+            path_str(&a.path("bin/planted")),
+            Verdict::Errno(libc::EACCES),
+        ),
         (
             "create",
             "/tmp/integrity-hasher-probe".into(),
-            Verdict::Sigsys,
+            Verdict::Errno(libc::EACCES),
         ),
+        ("unlink", watched.clone(), Verdict::Errno(libc::EACCES)),
+        ("rename", watched.clone(), Verdict::Errno(libc::EACCES)),
+        // Appending or truncating is refused by seccomp's flag check before Landlock is asked.
         ("append", watched.clone(), Verdict::Sigsys),
-        ("unlink", watched.clone(), Verdict::Sigsys),
-        ("rename", watched.clone(), Verdict::Sigsys),
         ("exec", "/bin/true".into(), Verdict::Sigsys),
         // Threads (hash_threads, read-ahead) may start; a new process may not (exec above).
         ("thread", "-".into(), Verdict::Allowed),
@@ -132,16 +154,22 @@ fn api_reads_nothing_and_writes_only_its_two_dirs() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let cases: Vec<(&str, String, Verdict)> = vec![
-        ("create", path_str(&a.path("state/probe")), Verdict::Allowed),
+        // The hasher's store is not the api's to write: a compromised api cannot put an old
+        // baseline back or delete one.
+        (
+            "create",
+            path_str(&a.path("state/probe")),
+            Verdict::Errno(libc::EACCES),
+        ),
         ("create", path_str(&a.path("logs/probe")), Verdict::Allowed),
         (
             "read",
-            path_str(&a.path("key")),
+            path_str(&a.path("secret/key")),
             Verdict::Errno(libc::EACCES),
         ),
         (
             "read",
-            path_str(&a.path("token")),
+            path_str(&a.path("secret/token")),
             Verdict::Errno(libc::EACCES),
         ),
         (
@@ -151,7 +179,7 @@ fn api_reads_nothing_and_writes_only_its_two_dirs() {
         ),
         (
             "read",
-            path_str(&a.path("monitor.yaml")),
+            path_str(&a.path("etc/monitor.yaml")),
             Verdict::Errno(libc::EACCES),
         ),
         ("read", "/etc/passwd".into(), Verdict::Errno(libc::EACCES)),
@@ -166,8 +194,10 @@ fn api_reads_nothing_and_writes_only_its_two_dirs() {
             Verdict::Errno(libc::EACCES),
         ),
         ("exec", "/bin/true".into(), Verdict::Sigsys),
-        // No incident recorder configured: Landlock refuses every TCP connect.
-        ("connect", port.clone(), Verdict::Errno(libc::EACCES)),
+        // No incident recorder configured: not even a TCP socket can be made.
+        ("connect", port.clone(), Verdict::Sigsys),
+        // Never a datagram (Landlock does not cover UDP; seccomp does).
+        ("udp", port.clone(), Verdict::Sigsys),
     ];
     for (act, arg, expected) in cases {
         assert_eq!(api_probe(&a, act, &arg), expected, "api {act} {arg}");
@@ -176,26 +206,32 @@ fn api_reads_nothing_and_writes_only_its_two_dirs() {
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let other_port = other.local_addr().unwrap().port().to_string();
     let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
-    let probe = |arg: &str| {
+    let probe_act = |act: &str, arg: &str| {
         let mut args = a.args(free_addr());
         args.extend([
             "--incident-url".into(),
             url.clone(),
             "--sandbox-probe".into(),
-            "connect".into(),
+            act.into(),
             arg.into(),
         ]);
         verdict(&Command::new(monitor_bin()).args(args).output().unwrap())
     };
+    let probe = |arg: &str| probe_act("connect", arg);
     assert_eq!(probe(&port), Verdict::Allowed, "the recorder's port");
     assert_eq!(
         probe(&other_port),
         Verdict::Errno(libc::EACCES),
         "any other port"
     );
+    assert_eq!(
+        probe_act("udp", &port),
+        Verdict::Sigsys,
+        "no datagram even with reporting on"
+    );
     // The api never reads, even what it wrote itself.
     assert_eq!(
-        api_probe(&a, "read", &path_str(&a.path("state/probe"))),
+        api_probe(&a, "read", &path_str(&a.path("logs/probe"))),
         Verdict::Errno(libc::EACCES)
     );
 }
@@ -283,7 +319,7 @@ fn reload_reaching_outside_the_sandbox_needs_a_restart() {
             outside.path().display()
         ),
     );
-    a.write("monitor.yaml", &text);
+    a.write("etc/monitor.yaml", &text);
     let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("restart"), "{body}");

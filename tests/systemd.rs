@@ -73,7 +73,11 @@ fn hasher_unit_on_a_seqpacket_socket_is_reconnected_after_it_dies() {
     let a = Appliance::new();
     let sock = a.path("hasher.sock");
     let hasher = path_str(&hasher_bin());
-    let policy = path_str(&a.path("monitor.yaml"));
+    let policy = path_str(&a.path("etc/monitor.yaml"));
+    let (state, token) = (
+        path_str(&a.path("state")),
+        path_str(&a.path("secret/token")),
+    );
     let mut act = Command::new("systemd-socket-activate");
     act.args([
         "--seqpacket",
@@ -83,6 +87,10 @@ fn hasher_unit_on_a_seqpacket_socket_is_reconnected_after_it_dies() {
         &hasher,
         "--policy",
         &policy,
+        "--state-dir",
+        &state,
+        "--token-file",
+        &token,
     ])
     .stdin(Stdio::null());
     let activator = Guard(
@@ -196,13 +204,20 @@ fn sigterm_during_a_slow_request_completes_it() {
     );
 }
 
-#[test]
-fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
-    // A read budget makes every full read of the 48 MiB model take about 3 s.
-    let a = Appliance::with_options("scan_interval: 1h\nhash_rate_limit: 16777216\n");
+/// A hasher behind a socket-activated SEQPACKET socket (as the units run it) reading a 48 MiB
+/// model under a 16 MiB/s budget (about 3 s a full read), and an api connected to it and
+/// trusted. Returns the activator, the api and the api's address.
+fn slow_pair(a: &Appliance) -> (Guard, Guard, std::net::SocketAddr) {
     std::fs::write(a.path("models/big.gguf"), vec![0x5au8; 48 * 1024 * 1024]).unwrap();
     let sock = a.path("hasher.sock");
-    let (hasher, policy) = (path_str(&hasher_bin()), path_str(&a.path("monitor.yaml")));
+    let (hasher, policy) = (
+        path_str(&hasher_bin()),
+        path_str(&a.path("etc/monitor.yaml")),
+    );
+    let (state, token) = (
+        path_str(&a.path("state")),
+        path_str(&a.path("secret/token")),
+    );
     let mut act = Command::new("systemd-socket-activate");
     act.args([
         "--seqpacket",
@@ -212,6 +227,10 @@ fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
         &hasher,
         "--policy",
         &policy,
+        "--state-dir",
+        &state,
+        "--token-file",
+        &token,
     ])
     .stdin(Stdio::null());
     let activator = Guard(
@@ -225,13 +244,51 @@ fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
     let i = args.iter().position(|x| x == "--hasher").unwrap();
     args.drain(i..i + 2);
     args.extend(["--hasher-socket".into(), path_str(&sock)]);
-    let _api = Guard(Command::new(monitor_bin()).args(&args).spawn().unwrap());
+    let api = Guard(Command::new(monitor_bin()).args(&args).spawn().unwrap());
     assert!(wait_until(Duration::from_secs(30), || get(
         addr,
         "/api/v1/verify"
     )
     .map(|r| r.0 == 200)
     .unwrap_or(false)));
+    (activator, api, addr)
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_hasher_never_outlives_its_api_even_mid_read() {
+    let a = Appliance::with_options("scan_interval: 1h\nhash_rate_limit: 16777216\n");
+    let (activator, mut api, addr) = slow_pair(&a);
+    // Not its parent (systemd's socket is): no PR_SET_PDEATHSIG can help here.
+    let hasher = children(activator.0.id())[0];
+    std::thread::spawn(move || post(addr, "/api/v1/rebaseline", Some(TOKEN)));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(alive(hasher), "the hasher is in its long read");
+    api.0.kill().unwrap();
+    api.0.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(1), || !alive(hasher)),
+        "the hasher still runs {:?} after its api died",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
+    let a = Appliance::with_options("scan_interval: 1h\nhash_rate_limit: 16777216\n");
+    let (activator, _api, addr) = slow_pair(&a);
 
     let rebaseline = std::thread::spawn(move || {
         post(addr, "/api/v1/rebaseline", Some(TOKEN))

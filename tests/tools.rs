@@ -71,7 +71,16 @@ fn initialize_then_verify_baseline_offline() {
     assert!(a.audit_events().iter().any(|e| e["event"] == "initialized"));
     let again = Command::new(monitor_bin()).args(&args).output().unwrap();
     assert_eq!(again.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already stored"));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a baseline"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        a.count_events("initialized"),
+        1,
+        "a second initialization makes no new baseline"
+    );
 
     let verify = |key: &str| {
         Command::new(monitor_bin())
@@ -81,7 +90,7 @@ fn initialize_then_verify_baseline_offline() {
             .output()
             .unwrap()
     };
-    let ok = verify("key");
+    let ok = verify("secret/key");
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -130,8 +139,8 @@ fn greenboot_and_first_boot_scripts_pass_only_when_trusted() {
         Command::new("bash")
             .arg(repo(script))
             .env("INTEGRITY_MONITOR_URL", format!("http://{}", m.addr))
-            .env("INTEGRITY_MONITOR_TOKEN_FILE", a.path("token"))
-            .env("INTEGRITY_MONITOR_KEY_FILE", a.path("key"))
+            .env("INTEGRITY_MONITOR_TOKEN_FILE", a.path("secret/token"))
+            .env("INTEGRITY_MONITOR_KEY_FILE", a.path("secret/key"))
             .env("INTEGRITY_MONITOR_BIN", monitor_bin())
             .output()
             .unwrap()
@@ -205,7 +214,18 @@ fn incidents_are_posted_once_per_transition() {
     let (port, seen) = recorder();
     let a = Appliance::new();
     let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
-    let m = Running::start_with(&a, &["--incident-url", &url]);
+    // The recorder's token is its own: the api never holds the service token.
+    a.write("secret/recorder-token", "recorder-token-0123456789\n");
+    let recorder_token = a.path("secret/recorder-token").display().to_string();
+    let m = Running::start_with(
+        &a,
+        &[
+            "--incident-url",
+            &url,
+            "--incident-token-file",
+            &recorder_token,
+        ],
+    );
     a.write(BINARIES[0], "t1");
     m.scan();
     assert!(wait_until(std::time::Duration::from_secs(5), || seen
@@ -227,7 +247,7 @@ fn incidents_are_posted_once_per_transition() {
     assert_eq!(seen.len(), 2, "one report per transition, not per scan");
     let (auth, first) = &seen[0];
     assert!(
-        auth.eq_ignore_ascii_case(&format!("Authorization: Bearer {TOKEN}")),
+        auth.eq_ignore_ascii_case("Authorization: Bearer recorder-token-0123456789"),
         "{auth}"
     );
     assert_eq!(first["source"], "integrity-monitor");
@@ -248,7 +268,18 @@ fn an_unreachable_recorder_is_retried_then_audited_without_blocking_scans() {
     drop(closed);
     let a = Appliance::new();
     let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
-    let m = Running::start_with(&a, &["--incident-url", &url]);
+    // The recorder's token is its own: the api never holds the service token.
+    a.write("secret/recorder-token", "recorder-token-0123456789\n");
+    let recorder_token = a.path("secret/recorder-token").display().to_string();
+    let m = Running::start_with(
+        &a,
+        &[
+            "--incident-url",
+            &url,
+            "--incident-token-file",
+            &recorder_token,
+        ],
+    );
     a.write(BINARIES[0], "t1");
     let t = std::time::Instant::now();
     assert_eq!(m.scan()["state"], "degraded");

@@ -32,6 +32,8 @@ pub struct Head {
 pub struct AuditLog {
     path: PathBuf,
     file: File,
+    /// Length of the file after our last write: shorter on disk means it was truncated.
+    end: u64,
     head: Head,
     /// Set when a broken tail was moved aside at start: (snapshot path, why).
     pub recovered: Option<(PathBuf, String)>,
@@ -121,9 +123,12 @@ impl AuditLog {
                 (head, Some((aside, why)))
             }
         };
+        let file = open(path)?;
+        let end = file.metadata()?.len();
         Ok(AuditLog {
             path: path.to_owned(),
-            file: open(path)?,
+            file,
+            end,
             head,
             recovered,
         })
@@ -137,11 +142,50 @@ impl AuditLog {
     /// Reopens the path, for log rotation without copytruncate; the chain continues.
     pub fn reopen(&mut self) -> std::io::Result<()> {
         self.file = open(&self.path)?;
+        self.end = self.file.metadata()?.len();
         Ok(())
     }
 
-    /// Appends one record `{"seq","prev","time","event",…fields}` in a single write and syncs it.
+    /// Whether the file at the path is still the one being written, and if not what happened
+    /// to it: deleted, renamed or replaced, or truncated (logrotate's `copytruncate`).
+    pub fn replaced(&self) -> Option<&'static str> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata().ok()?;
+        match std::fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("deleted or renamed"),
+            Err(_) => Some("unreachable"),
+            Ok(now) if now.dev() != ours.dev() || now.ino() != ours.ino() => Some("replaced"),
+            Ok(now) if now.len() < self.end => Some("truncated"),
+            Ok(_) => None,
+        }
+    }
+
+    /// When the log was deleted, renamed, replaced or truncated under us, reopens the path and
+    /// records `audit_log_replaced` there first, chained to the last record written, so the
+    /// chain over (old file or copy, new file) still verifies. Returns what happened.
+    pub fn follow(&mut self) -> std::io::Result<Option<&'static str>> {
+        let Some(what) = self.replaced() else {
+            return Ok(None);
+        };
+        let before = self.head.clone();
+        self.reopen()?;
+        let mut fields = Map::new();
+        fields.insert("reason".into(), what.into());
+        fields.insert("path".into(), self.path.display().to_string().into());
+        fields.insert("last_seq".into(), before.seq.into());
+        fields.insert("last_hash".into(), before.hash.into());
+        self.append("audit_log_replaced", fields)?;
+        Ok(Some(what))
+    }
+
+    /// Appends one record `{"seq","prev","time","event",…fields}` in a single write and syncs
+    /// it, after following a log that was rotated or removed under us (see [`AuditLog::follow`]).
     pub fn record(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
+        self.follow()?;
+        self.append(event, fields)
+    }
+
+    fn append(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
         let mut record = Map::new();
         record.insert("seq".into(), (self.head.seq + 1).into());
         record.insert("prev".into(), self.head.hash.clone().into());
@@ -176,6 +220,7 @@ impl AuditLog {
             seq: self.head.seq + 1,
             hash,
         };
+        self.end = before + line.len() as u64;
         Ok(())
     }
 }
@@ -194,8 +239,25 @@ pub struct Break {
 }
 
 /// Walks `files` in order (oldest rotation first) and checks every link; the first break, if any.
+/// The first record must be the genesis record (`seq` 1, `prev` all zeros) unless `from` says
+/// where the part being checked starts; with `upto`, the chain must contain that record (an
+/// attestation's `audit_seq`/`audit_head`), proving the log complete up to it.
 pub fn verify(files: &[PathBuf]) -> Result<u64, Break> {
-    let mut head: Option<Head> = None;
+    verify_with(files, None, None)
+}
+
+/// [`verify`] with an explicit start (`seq` of the record before the first, its hash) and an
+/// optional record the chain must reach.
+pub fn verify_with(
+    files: &[PathBuf],
+    from: Option<Head>,
+    upto: Option<Head>,
+) -> Result<u64, Break> {
+    let mut head: Option<Head> = Some(from.unwrap_or(Head {
+        seq: 0,
+        hash: GENESIS.into(),
+    }));
+    let mut reached = upto.is_none();
     let mut records = 0u64;
     for file in files {
         let text = std::fs::read(file).map_err(|e| Break {
@@ -242,12 +304,22 @@ pub fn verify(files: &[PathBuf]) -> Result<u64, Break> {
                     return Err(bad(format!("prev {}", h.hash), format!("prev {prev}")));
                 }
             }
-            head = Some(Head {
-                seq,
-                hash: sha256_hex(line),
-            });
+            let hash = sha256_hex(line);
+            reached |= upto
+                .as_ref()
+                .is_some_and(|u| u.seq == seq && u.hash == hash);
+            head = Some(Head { seq, hash });
             records += 1;
         }
+    }
+    if let (false, Some(u)) = (reached, &upto) {
+        let last = files.last().cloned().unwrap_or_default();
+        return Err(Break {
+            file: last,
+            line: 0,
+            expected: format!("record {} with hash {}", u.seq, u.hash),
+            found: format!("the chain ends at record {}", head.map_or(0, |h| h.seq)),
+        });
     }
     Ok(records)
 }

@@ -17,9 +17,6 @@ pub enum MonitorError {
         /// Its explanation for the operator.
         message: String,
     },
-    /// The new baseline could not be stored in the state dir.
-    #[error("baseline could not be stored: {0}")]
-    Store(String),
 }
 
 impl MonitorError {
@@ -27,7 +24,6 @@ impl MonitorError {
     pub fn status(&self) -> u16 {
         match self {
             MonitorError::HasherDown(_) => 503,
-            MonitorError::Store(_) => 500,
             MonitorError::Refused { kind, .. } => match kind {
                 ErrorKind::PolicyInvalid => 422,
                 ErrorKind::BaselineFailed
@@ -35,6 +31,7 @@ impl MonitorError {
                 | ErrorKind::NoBaseline
                 | ErrorKind::RestartRequired => 409,
                 ErrorKind::Protocol => 502,
+                ErrorKind::Unauthorized => 403,
             },
         }
     }
@@ -43,7 +40,6 @@ impl MonitorError {
     pub fn code(&self) -> &'static str {
         match self {
             MonitorError::HasherDown(_) => "hasher_unavailable",
-            MonitorError::Store(_) => "store_failed",
             MonitorError::Refused { kind, .. } => match kind {
                 ErrorKind::PolicyInvalid => "policy_invalid",
                 ErrorKind::BaselineFailed => "baseline_failed",
@@ -51,6 +47,7 @@ impl MonitorError {
                 ErrorKind::NoBaseline => "no_baseline",
                 ErrorKind::RestartRequired => "restart_required",
                 ErrorKind::Protocol => "protocol_error",
+                ErrorKind::Unauthorized => "invalid_token",
             },
         }
     }

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::error::MonitorError;
 use crate::monitor::{verdict, Monitor};
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
@@ -145,7 +147,7 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
     // held (bounded) until start-up has a verdict, so the request that socket-activated the
     // service is not told "starting".
     if route == Route::Health {
-        return Ok(dispatch(route, &monitor, "").await);
+        return Ok(dispatch(route, &monitor, "", None).await);
     }
     {
         let wait = if route.mutating() {
@@ -165,6 +167,7 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
         ));
     }
     let needs_token = route.mutating() || snap.policy.require_token_for_reads;
+    let presented = bearer(&req).map(<[u8]>::to_vec);
     if needs_token {
         let Some(token) = monitor.token() else {
             return Ok(error(
@@ -173,19 +176,24 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
                 "no service token is configured; this endpoint stays closed",
             ));
         };
-        let presented = bearer(&req);
-        if !presented.is_some_and(|p| token.matches(p)) {
-            let reason = if presented.is_some() {
-                "invalid_token"
+        if !presented.as_deref().is_some_and(|p| token.matches(p)) {
+            // RFC 6750: no credentials is 401 with a challenge; wrong credentials is 403.
+            let (status, reason) = if presented.is_some() {
+                (403, "invalid_token")
             } else {
-                "missing_token"
+                (401, "missing_token")
             };
             monitor.audit_auth_refused(method.as_str(), &path, reason);
-            return Ok(error(
-                403,
+            let mut r = error(
+                status,
                 reason,
                 "a valid `Authorization: Bearer <token>` header is required",
-            ));
+            );
+            if status == 401 {
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return Ok(r);
         }
     }
     if Limited::new(req.into_body(), MAX_BODY)
@@ -206,7 +214,7 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
         READ_TIMEOUT
     };
     Ok(
-        tokio::time::timeout(limit, dispatch(route, &monitor, &query))
+        tokio::time::timeout(limit, dispatch(route, &monitor, &query, presented))
             .await
             .unwrap_or_else(|_| {
                 error(
@@ -236,14 +244,21 @@ fn status_body(monitor: &Monitor) -> Value {
         "degradation_threshold": s.policy.degradation_threshold,
         "scan_interval_ms": s.policy.scan_interval_ms,
         "signing": if s.key == protocol::message::KeyStatus::Present { "hmac-sha256" } else { "unsigned" },
-        "baseline": s.baseline.as_ref().map(|b| &b.summary),
+        "baseline": s.baseline,
         "baseline_problem": s.baseline_problem,
         "hasher": if s.hasher_down.is_some() { "down" } else { "up" },
         "last_report": s.last_report,
     })
 }
 
-async fn dispatch(route: Route, monitor: &Monitor, query: &str) -> Reply {
+/// `presented` is the bearer token as received: the hasher checks it again before it makes a
+/// baseline.
+async fn dispatch(
+    route: Route,
+    monitor: &Monitor,
+    query: &str,
+    presented: Option<Vec<u8>>,
+) -> Reply {
     match route {
         Route::Attestation => {
             let nonce = query
@@ -294,9 +309,13 @@ async fn dispatch(route: Route, monitor: &Monitor, query: &str) -> Reply {
             );
             r
         }
-        Route::Baseline => match monitor.snapshot().baseline {
-            Some(b) => reply(200, b.bytes),
-            None => error(404, "no_baseline", "no trusted baseline is adopted"),
+        Route::Baseline => match monitor.baseline_bytes().await {
+            Ok(bytes) => reply(200, bytes),
+            Err(MonitorError::Refused {
+                kind: protocol::message::ErrorKind::NoBaseline,
+                ..
+            }) => error(404, "no_baseline", "no trusted baseline is adopted"),
+            Err(e) => error(e.status(), e.code(), &e.to_string()),
         },
         Route::Verify => {
             let s = monitor.snapshot();
@@ -312,7 +331,7 @@ async fn dispatch(route: Route, monitor: &Monitor, query: &str) -> Reply {
             Ok(_) => json_reply(200, &status_body(monitor)),
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },
-        Route::Rebaseline => match monitor.rebaseline().await {
+        Route::Rebaseline => match monitor.rebaseline(presented.unwrap_or_default()).await {
             Ok(_) => json_reply(200, &status_body(monitor)),
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },

@@ -12,7 +12,6 @@ pub mod monitor;
 pub mod notify;
 pub mod sandbox;
 pub mod state;
-pub mod store;
 pub mod sys;
 pub mod token;
 pub mod tools;
@@ -24,6 +23,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, watch, Notify};
+
+/// The hasher's baseline store on the appliance.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/secure-ai/integrity";
 
 /// Exit code for a configuration the operator must fix (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
@@ -102,13 +104,6 @@ enum Source {
 
 /// Runs the monitor; returns the process exit code.
 pub fn run(config: Config) -> i32 {
-    let token = token::load(&token::token_path(config.token_file.as_deref()));
-    let store = store::BaselineStore::new(&config.state_dir);
-    if let Err(e) = create_dir(&config.state_dir) {
-        tracing::error!(dir = %config.state_dir.display(), error = %e, "cannot create the state dir");
-        return EXIT_CONFIG;
-    }
-    let stored = store.read().map_err(|e| e.to_string());
     if let Some(dir) = config.audit_log.parent() {
         let _ = create_dir(dir);
     }
@@ -128,21 +123,22 @@ pub fn run(config: Config) -> i32 {
         .parent()
         .map(Path::to_path_buf)
         .into_iter()
-        .chain([config.state_dir.clone()])
         .collect();
     let recorder = match &config.incident_url {
         None => None,
         Some(url) => {
-            let path = config
-                .incident_token_file
-                .clone()
-                .unwrap_or_else(|| token::token_path(config.token_file.as_deref()));
-            let secret = std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_default();
-            if secret.is_empty() {
-                tracing::warn!(path = %path.display(), "no token for the incident recorder; reports will be refused by it");
-            }
+            // Never the service token: with it a compromised api could have the hasher bless
+            // tampering. The recorder gets a token of its own, if it wants one.
+            let secret = match &config.incident_token_file {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(t) => t.trim().to_owned(),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "incident recorder token unreadable");
+                        return EXIT_CONFIG;
+                    }
+                },
+                None => String::new(),
+            };
             match incident::Recorder::parse(url, secret) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -217,20 +213,11 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    if config.initialize_only {
-        if let Ok(Some(_)) = &stored {
-            tracing::info!(path = %store.path().display(), "a baseline is already stored; nothing to initialize");
-            return 0;
-        }
-    }
     let outcome = runtime.block_on(serve(Parts {
         recorder,
         listener,
         source,
         audit,
-        store,
-        token,
-        stored,
         once: config.initialize_only,
     }));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -269,7 +256,15 @@ fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child),
         tracing::error!(error = %e, "socketpair failed");
         1
     })?;
-    let mut args = vec!["--policy".into(), config.policy.clone().into_os_string()];
+    let mut args = vec![
+        "--policy".into(),
+        config.policy.clone().into_os_string(),
+        "--state-dir".into(),
+        config.state_dir.clone().into_os_string(),
+    ];
+    if let Some(token) = &config.token_file {
+        args.extend(["--token-file".into(), token.clone().into_os_string()]);
+    }
     if config.insecure_no_sandbox {
         args.push("--insecure-no-sandbox".into());
     }
@@ -326,11 +321,11 @@ async fn supervise(
     mut source: Source,
     mut calls: mpsc::Receiver<link::Call>,
     monitor: Arc<monitor::Monitor>,
-    mut stored: Option<Result<Option<Vec<u8>>, String>>,
     end: watch::Sender<Option<Outcome>>,
     once: bool,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut connected_once = false;
     loop {
         let fd = match &mut source {
             Source::Spawned(fd) => match fd.take() {
@@ -365,10 +360,11 @@ async fn supervise(
         let cut = Arc::new(Notify::new());
         monitor.set_link_cutter(cut.clone());
         let mut task = tokio::spawn(link::run(link, calls, cut));
-        let first = stored.is_some();
+        let first = !connected_once;
+        connected_once = true;
         // The handshake races the link: a hasher that dies before answering must not leave
         // the handshake waiting on a queue nobody reads.
-        let handshake = monitor.connected(stored.take());
+        let handshake = monitor.connected(first);
         tokio::pin!(handshake);
         let (handshake, joined) = tokio::select! {
             r = &mut handshake => (Some(r), None),
@@ -421,9 +417,6 @@ struct Parts {
     listener: std::net::TcpListener,
     source: Source,
     audit: audit::AuditLog,
-    store: store::BaselineStore,
-    token: Option<token::Token>,
-    stored: Result<Option<Vec<u8>>, String>,
     once: bool,
 }
 
@@ -433,9 +426,6 @@ async fn serve(parts: Parts) -> Outcome {
         listener,
         source,
         audit,
-        store,
-        token,
-        stored,
         once,
     } = parts;
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -447,7 +437,7 @@ async fn serve(parts: Parts) -> Outcome {
     };
     let spawned = matches!(source, Source::Spawned(_));
     let (calls_tx, calls_rx) = mpsc::channel(8);
-    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit, store, token));
+    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit));
     let reporter = recorder.map(|rec| {
         let (tx, rx) = mpsc::channel(incident::QUEUE);
         monitor.set_incident_queue(tx);
@@ -459,14 +449,7 @@ async fn serve(parts: Parts) -> Outcome {
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
     );
     let (end_tx, mut end_rx) = watch::channel(None);
-    let supervisor = tokio::spawn(supervise(
-        source,
-        calls_rx,
-        monitor.clone(),
-        Some(stored),
-        end_tx,
-        once,
-    ));
+    let supervisor = tokio::spawn(supervise(source, calls_rx, monitor.clone(), end_tx, once));
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(listener, monitor.clone(), wait_true(stop_rx)));
     let scheduler = tokio::spawn(monitor.clone().schedule());

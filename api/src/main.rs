@@ -16,14 +16,16 @@ struct Args {
     /// Address to listen on when not socket-activated.
     #[arg(long, default_value = "127.0.0.1:8510")]
     listen: SocketAddr,
-    /// Bearer token file [default: $CREDENTIALS_DIRECTORY/service-token, else /run/secure-ai/service-token].
+    /// Service token file, read by the hasher this process spawns [default: its credential,
+    /// else /run/secure-ai/service-token]. This process never reads it.
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// JSONL audit log.
     #[arg(long, default_value = api::audit::DEFAULT_AUDIT_LOG)]
     audit_log: PathBuf,
-    /// State dir holding the signed baseline.json.
-    #[arg(long, default_value = api::store::DEFAULT_STATE_DIR)]
+    /// The hasher's baseline store (passed to a hasher this process spawns; a systemd hasher
+    /// unit has its own StateDirectory=). This process never writes there.
+    #[arg(long, default_value = api::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// The integrity-hasher binary [default: next to this executable].
     #[arg(long, conflicts_with = "hasher_socket")]
@@ -76,6 +78,14 @@ enum Tool {
         /// Audit log files, oldest rotation first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Check a tail on purpose: the first record follows record SEQ whose hash is HASH
+        /// (otherwise the first record must be the genesis record).
+        #[arg(long, value_name = "SEQ:HASH", value_parser = api::tools::parse_position)]
+        from: Option<api::audit::Head>,
+        /// Also require the chain to contain record SEQ with hash HASH (an attestation's
+        /// audit_seq and audit_head): the log is complete up to it.
+        #[arg(long, value_name = "SEQ:HASH", value_parser = api::tools::parse_position)]
+        head: Option<api::audit::Head>,
     },
     /// Ask the running monitor PID to reopen its audit log (what `systemctl reload` runs).
     Reload {
@@ -96,6 +106,12 @@ enum Tool {
         /// Also fail when the attested scan found any violation.
         #[arg(long)]
         require_clean: bool,
+        /// Also fail unless the attested baseline has this SHA-256 (hex).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Also fail when the attested baseline's store generation is below N.
+        #[arg(long, value_name = "N")]
+        min_generation: Option<u64>,
     },
 }
 
@@ -126,17 +142,25 @@ fn main() {
             std::process::exit(api::tools::verify_baseline(&key, &baseline))
         }
         Some(Tool::Reload { pid }) => std::process::exit(api::tools::signal_reload(pid)),
-        Some(Tool::VerifyAudit { files }) => std::process::exit(api::tools::verify_audit(&files)),
+        Some(Tool::VerifyAudit { files, from, head }) => {
+            std::process::exit(api::tools::verify_audit(&files, from, head))
+        }
         Some(Tool::VerifyAttestation {
             key,
             nonce,
             max_age,
             require_clean,
+            baseline,
+            min_generation,
         }) => std::process::exit(api::tools::verify_attestation(
             &key,
             &nonce,
-            std::time::Duration::from_secs(max_age),
-            require_clean,
+            &api::tools::Pins {
+                max_age: std::time::Duration::from_secs(max_age),
+                require_clean,
+                baseline,
+                min_generation,
+            },
         )),
         Some(Tool::InitializeBaseline) => api::Config {
             initialize_only: true,

@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::baseline::Manifest;
-use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary};
+use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreStatus};
 use protocol::report::SignedReport;
 use protocol::sign::sha256_hex;
 use protocol::{Request, Response, PROTOCOL_VERSION};
@@ -17,22 +16,12 @@ use crate::audit::AuditLog;
 use crate::error::MonitorError;
 use crate::link::Call;
 use crate::state::{Event, Input, Machine, State};
-use crate::store::BaselineStore;
 use crate::token::Token;
 
 /// Audit records held in memory while the log cannot be written; beyond this, new ones are dropped.
 const MAX_PENDING_AUDIT: usize = 1000;
 /// Refused-auth records per minute; more are counted, not written, so a flood cannot fill the disk.
 const AUTH_RECORDS_PER_MINUTE: u32 = 20;
-
-/// The adopted baseline as the api stores and serves it.
-#[derive(Debug, Clone)]
-pub struct Baseline {
-    /// The manifest bytes exactly as the hasher signed them.
-    pub bytes: Bytes,
-    /// Digest, entries, signed, created_at.
-    pub summary: BaselineSummary,
-}
 
 /// Everything the HTTP handlers read; cloned out under a short lock.
 #[derive(Debug, Clone)]
@@ -43,8 +32,8 @@ pub struct Snapshot {
     pub policy: PolicySummary,
     /// Whether artifacts are signed.
     pub key: KeyStatus,
-    /// The adopted baseline, if any.
-    pub baseline: Option<Baseline>,
+    /// The baseline the hasher adopted, if any (the hasher holds the bytes).
+    pub baseline: Option<BaselineSummary>,
     /// Why there is no trusted baseline, if there is none.
     pub baseline_problem: Option<String>,
     /// The last accepted report.
@@ -78,8 +67,8 @@ pub struct Monitor {
     op: tokio::sync::Mutex<()>,
     calls: mpsc::Sender<Call>,
     audit: Mutex<AuditSink>,
-    store: BaselineStore,
-    token: Option<Token>,
+    /// The gate for token-protected endpoints, from the hasher's handshake.
+    token: Mutex<Option<Token>>,
     stopping: std::sync::atomic::AtomicBool,
     cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
     started: std::sync::atomic::AtomicBool,
@@ -115,12 +104,7 @@ fn fields(v: Value) -> Map<String, Value> {
 
 impl Monitor {
     /// A monitor talking to the link task through `calls`.
-    pub fn new(
-        calls: mpsc::Sender<Call>,
-        audit: AuditLog,
-        store: BaselineStore,
-        token: Option<Token>,
-    ) -> Monitor {
+    pub fn new(calls: mpsc::Sender<Call>, audit: AuditLog) -> Monitor {
         Monitor {
             snap: Mutex::new(Snapshot {
                 machine: Machine::new(),
@@ -151,8 +135,7 @@ impl Monitor {
                 auth_in_window: 0,
                 auth_suppressed: 0,
             }),
-            store,
-            token,
+            token: Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             cut: Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
@@ -215,9 +198,9 @@ impl Monitor {
         lock(&self.snap).clone()
     }
 
-    /// The bearer token, if one was loaded.
-    pub fn token(&self) -> Option<&Token> {
-        self.token.as_ref()
+    /// The gate for the bearer token, once the hasher said what it is.
+    pub fn token(&self) -> Option<Token> {
+        *lock(&self.token)
     }
 
     /// Appends an audit record; while the log is unwritable records queue (bounded) and
@@ -246,6 +229,35 @@ impl Monitor {
         let backlog = sink.pending.len();
         drop(sink);
         lock(&self.snap).audit_backlog = backlog;
+    }
+
+    /// Notices, without waiting for the next record, an audit log deleted, renamed, replaced
+    /// or truncated under the api: reopens the path and records `audit_log_replaced` there.
+    /// If that cannot be written the record waits in the backlog and `/verify` answers 503.
+    pub fn follow_audit_log(&self) {
+        let mut sink = lock(&self.audit);
+        if !sink.pending.is_empty() || sink.log.replaced().is_none() {
+            return;
+        }
+        match blocking_io(|| sink.log.follow()) {
+            Ok(Some(what)) => {
+                tracing::warn!(
+                    what,
+                    "audit log was rotated or removed under the api: reopened, chain continues"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "audit log replaced and cannot be reopened; /verify answers 503 until it can");
+                sink.pending.push_back((
+                    "audit_log_reopen_failed".to_owned(),
+                    fields(json!({ "reason": e.to_string() })),
+                ));
+                let backlog = sink.pending.len();
+                drop(sink);
+                lock(&self.snap).audit_backlog = backlog;
+            }
+        }
     }
 
     /// Records a refused request, rate-limited.
@@ -421,12 +433,9 @@ impl Monitor {
         MonitorError::HasherDown(why)
     }
 
-    /// A (re)connected hasher: handshake, then either the first start-up (`stored` is the
-    /// stored baseline read at start) or, after a reconnection, hand it the adopted baseline.
-    pub async fn connected(
-        &self,
-        stored: Option<Result<Option<Vec<u8>>, String>>,
-    ) -> Result<(), MonitorError> {
+    /// A (re)connected hasher: handshake, then on the first connection the start-up, on a
+    /// later one the hand-over to the new hasher instance (it loaded the same store).
+    pub async fn connected(&self, first: bool) -> Result<(), MonitorError> {
         // Held throughout: no scheduled scan may reach the hasher before the handshake.
         let _op = self.op.lock().await;
         let again = {
@@ -434,52 +443,47 @@ impl Monitor {
             snap.link_seq = 0;
             snap.hasher_down.take()
         };
-        self.hello().await?;
-        match stored {
-            Some(stored) => {
-                self.start(stored).await;
-                self.started
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                self.first_verdict.send_replace(true);
-            }
-            None => {
-                self.audit("hasher_reconnected", json!({ "after": again }));
-                self.restore().await;
-            }
+        let store = self.hello().await?;
+        if first {
+            self.start(store).await;
+            self.started
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.first_verdict.send_replace(true);
+        } else {
+            self.audit("hasher_reconnected", json!({ "after": again }));
+            self.restore(store).await;
         }
         Ok(())
     }
 
-    async fn restore(&self) {
-        let Some(baseline) = lock(&self.snap).baseline.clone() else {
-            tracing::warn!(
-                "hasher reconnected but no baseline is adopted; awaiting an authorised rebaseline"
-            );
-            return;
-        };
-        match self
-            .call(Request::LoadBaseline {
-                manifest: baseline.bytes.to_vec(),
-            })
-            .await
-        {
-            Ok(Response::BaselineLoaded { summary })
-                if summary.digest == baseline.summary.digest =>
-            {
-                if let Err(e) = self.scan_locked(false).await {
-                    tracing::error!(error = %e, "scan after reconnection failed");
-                }
+    async fn restore(&self, store: StoreStatus) {
+        let before = lock(&self.snap).baseline.clone();
+        match (store, before) {
+            (StoreStatus::Adopted(now), Some(was)) if now.digest == was.digest => {}
+            (StoreStatus::Adopted(now), was) => {
+                tracing::warn!(digest = now.digest, "the new hasher instance holds another baseline; adopting it");
+                self.audit("baseline_changed", json!({ "from": was.map(|b| b.digest), "to": now.digest, "generation": now.generation }));
+                self.adopt(now);
             }
-            Ok(_) => {
-                self.misbehaved("baseline acknowledgement");
+            (StoreStatus::Rejected { reason }, _) => return self.baseline_rejected(&reason),
+            (StoreStatus::Empty, Some(was)) => {
+                return self.baseline_rejected(&format!(
+                    "the hasher's store is empty although baseline {} (generation {}) was adopted: it was deleted",
+                    was.digest, was.generation
+                ))
             }
-            Err(MonitorError::Refused { message, .. }) => self.baseline_rejected(&message),
-            Err(e) => tracing::error!(error = %e, "baseline could not be handed to the new hasher"),
+            (StoreStatus::Empty, None) => {
+                tracing::warn!("hasher reconnected with an empty store; awaiting an authorised rebaseline");
+                return;
+            }
+        }
+        if let Err(e) = self.scan_locked(false).await {
+            tracing::error!(error = %e, "scan after reconnection failed");
         }
     }
 
-    /// Handshake: learns the policy settings and key status.
-    async fn hello(&self) -> Result<(), MonitorError> {
+    /// Handshake: learns the policy settings, key status, token gate and what the store holds.
+    async fn hello(&self) -> Result<StoreStatus, MonitorError> {
         match self
             .call(Request::Hello {
                 version: PROTOCOL_VERSION,
@@ -490,20 +494,27 @@ impl Monitor {
                 version,
                 policy,
                 key,
+                store,
+                token_digest,
             } if version == PROTOCOL_VERSION
                 && policy.degradation_threshold >= 1
-                && policy.scan_interval_ms >= 1 =>
+                && policy.scan_interval_ms >= 1
+                && store_ok(&store, key)
+                && token_digest
+                    .as_deref()
+                    .is_none_or(|d| Token::from_digest_hex(d).is_some()) =>
             {
-                tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, "hasher ready");
+                tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, token = token_digest.is_some(), "hasher ready");
                 if key == KeyStatus::Absent {
-                    tracing::warn!("no HMAC key: baselines and reports are \"unsigned\"");
+                    tracing::warn!("no HMAC key: baselines and reports are unsigned");
                     self.audit("hmac_key_absent", json!({ "signing": "unsigned" }));
                 }
+                *lock(&self.token) = token_digest.as_deref().and_then(Token::from_digest_hex);
                 let mut snap = lock(&self.snap);
                 snap.policy = policy;
                 snap.key = key;
                 snap.policy_known = true;
-                Ok(())
+                Ok(store)
             }
             _ => Err(self.misbehaved("hello")),
         }
@@ -521,13 +532,13 @@ impl Monitor {
         }
     }
 
-    /// Start-up: adopt the stored baseline (or make the first one), then scan.
-    async fn start(&self, stored: Result<Option<Vec<u8>>, String>) {
-        match stored {
-            Err(why) => self.baseline_rejected(&format!("stored baseline unreadable: {why}")),
-            Ok(None) => {
-                tracing::info!("no stored baseline: first start, computing one");
-                if let Err(e) = self.rebaseline_locked("initialized").await {
+    /// Start-up: adopt what the hasher's store holds (or have it make the first), then scan.
+    async fn start(&self, store: StoreStatus) {
+        match store {
+            StoreStatus::Rejected { reason } => self.baseline_rejected(&reason),
+            StoreStatus::Empty => {
+                tracing::info!("the hasher's store is empty: first start, computing a baseline");
+                if let Err(e) = self.rebaseline_locked("initialized", None).await {
                     tracing::error!(error = %e, "first baseline failed");
                     if !matches!(e, MonitorError::HasherDown(_)) {
                         lock(&self.snap).baseline_problem = Some(e.to_string());
@@ -535,27 +546,18 @@ impl Monitor {
                     }
                 }
             }
-            Ok(Some(bytes)) => match self
-                .call(Request::LoadBaseline {
-                    manifest: bytes.clone(),
-                })
-                .await
-            {
-                Ok(Response::BaselineLoaded { summary })
-                    if summary.digest == sha256_hex(&bytes) =>
-                {
-                    self.audit("baseline_loaded", json!({ "digest": summary.digest, "entries": summary.entries, "signed": summary.signed }));
-                    self.adopt(Bytes::from(bytes), summary);
-                    if let Err(e) = self.scan_locked(false).await {
-                        tracing::error!(error = %e, "first scan failed");
-                    }
+            StoreStatus::Adopted(summary) => {
+                tracing::info!(
+                    digest = summary.digest,
+                    generation = summary.generation,
+                    "the hasher's store already holds a baseline: adopted (nothing to initialize)"
+                );
+                self.audit("baseline_loaded", json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed }));
+                self.adopt(summary);
+                if let Err(e) = self.scan_locked(false).await {
+                    tracing::error!(error = %e, "first scan failed");
                 }
-                Ok(_) => {
-                    self.misbehaved("baseline acknowledgement");
-                }
-                Err(MonitorError::Refused { message, .. }) => self.baseline_rejected(&message),
-                Err(e) => tracing::error!(error = %e, "stored baseline could not be checked"),
-            },
+            }
         }
     }
 
@@ -564,21 +566,35 @@ impl Monitor {
             why,
             "stored baseline rejected: recovery_required until an authorised rebaseline"
         );
-        self.audit(
-            "baseline_rejected",
-            json!({ "reason": why, "path": self.store.path() }),
-        );
+        self.audit("baseline_rejected", json!({ "reason": why }));
         lock(&self.snap).baseline_problem = Some(why.to_owned());
         self.apply(Input::Compromised("baseline_rejected"));
     }
 
-    fn adopt(&self, bytes: Bytes, summary: BaselineSummary) {
+    fn adopt(&self, summary: BaselineSummary) {
         if !summary.signed {
             self.audit("baseline_unsigned", json!({ "digest": summary.digest }));
         }
         let mut snap = lock(&self.snap);
-        snap.baseline = Some(Baseline { bytes, summary });
+        snap.baseline = Some(summary);
         snap.baseline_problem = None;
+    }
+
+    /// The adopted manifest, byte for byte as the hasher stored it (checked against the digest
+    /// it announced).
+    pub async fn baseline_bytes(&self) -> Result<Bytes, MonitorError> {
+        let Some(expected) = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone()) else {
+            return Err(MonitorError::Refused {
+                kind: ErrorKind::NoBaseline,
+                message: "no baseline is adopted".into(),
+            });
+        };
+        match self.call(Request::GetBaseline).await? {
+            Response::Baseline { manifest } if sha256_hex(&manifest) == expected => {
+                Ok(Bytes::from(manifest))
+            }
+            _ => Err(self.misbehaved("baseline manifest")),
+        }
     }
 
     /// One scan; a scan already running is waited for, never raced.
@@ -607,10 +623,7 @@ impl Monitor {
         let Response::Report(signed) = response else {
             return Err(self.misbehaved("scan response"));
         };
-        let expected_digest = lock(&self.snap)
-            .baseline
-            .as_ref()
-            .map(|b| b.summary.digest.clone());
+        let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone());
         let last_seq = lock(&self.snap).link_seq;
         if let Err(e) = signed.validate() {
             tracing::error!(error = %e, "scan report refused");
@@ -621,6 +634,7 @@ impl Monitor {
         {
             return Err(self.misbehaved("scan report (baseline digest or sequence)"));
         }
+        self.follow_audit_log();
         let report = signed.report.clone();
         let state = self.apply(if fresh {
             Input::Rebaselined(&report)
@@ -644,42 +658,36 @@ impl Monitor {
         Ok(state)
     }
 
-    /// Makes, stores and adopts a new baseline, then scans against it.
-    pub async fn rebaseline(&self) -> Result<State, MonitorError> {
+    /// Has the hasher make, store and adopt a new baseline (it checks `token` itself), then
+    /// scans against it.
+    pub async fn rebaseline(&self, token: Vec<u8>) -> Result<State, MonitorError> {
         let _op = self.op.lock().await;
-        self.rebaseline_locked("rebaseline").await
+        self.rebaseline_locked("rebaseline", Some(token)).await
     }
 
-    async fn rebaseline_locked(&self, event: &str) -> Result<State, MonitorError> {
-        let response = match self.call(Request::CreateBaseline).await {
+    async fn rebaseline_locked(
+        &self,
+        event: &str,
+        token: Option<Vec<u8>>,
+    ) -> Result<State, MonitorError> {
+        let response = match self.call(Request::CreateBaseline { token }).await {
             Ok(r) => r,
             Err(e) => {
                 self.audit("rebaseline_refused", json!({ "reason": e.to_string() }));
                 return Err(e);
             }
         };
-        let Response::BaselineCreated { manifest, summary } = response else {
+        let Response::BaselineCreated { summary } = response else {
             return Err(self.misbehaved("baseline"));
         };
         let key = lock(&self.snap).key;
-        let consistent = Manifest::parse(&manifest).is_ok_and(|m| {
-            m.entries.len() as u64 == u64::from(summary.entries)
-                && m.is_signed() == summary.signed
-                && m.created_at == summary.created_at
-                && summary.signed == (key == KeyStatus::Present)
-        });
-        if !consistent || sha256_hex(&manifest) != summary.digest {
-            return Err(self.misbehaved("baseline manifest"));
+        if summary.signed != (key == KeyStatus::Present)
+            || !protocol::hexfmt::is_sha256_hex(&summary.digest)
+        {
+            return Err(self.misbehaved("baseline summary"));
         }
-        if let Err(e) = blocking_io(|| self.store.write(&manifest)) {
-            let why = format!("{}: {e}", self.store.path().display());
-            self.audit("baseline_store_failed", json!({ "reason": why }));
-            lock(&self.snap).baseline_problem = Some(format!("new baseline not persisted: {why}"));
-            self.apply(Input::Unverifiable("baseline_not_persisted"));
-            return Err(MonitorError::Store(why));
-        }
-        self.audit(event, json!({ "digest": summary.digest, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
-        self.adopt(Bytes::from(manifest), summary);
+        self.audit(event, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
+        self.adopt(summary);
         self.scan_locked(true).await
     }
 
@@ -760,5 +768,19 @@ pub fn verdict(s: &Snapshot) -> Result<(), String> {
         Some(t) if t.elapsed() <= allowance => Ok(()),
         Some(_) => Err("last scan is stale".into()),
         None => Err("no scan yet".into()),
+    }
+}
+
+/// A store status is well-formed: digests are SHA-256 hex, a signed baseline only with a key,
+/// a reason bounded.
+fn store_ok(store: &StoreStatus, key: KeyStatus) -> bool {
+    match store {
+        StoreStatus::Adopted(s) => {
+            protocol::hexfmt::is_sha256_hex(&s.digest)
+                && s.created_at.len() <= protocol::report::MAX_TIME_LEN
+                && (!s.signed || key == KeyStatus::Present)
+        }
+        StoreStatus::Empty => true,
+        StoreStatus::Rejected { reason } => reason.len() <= 4096,
     }
 }

@@ -16,7 +16,8 @@ const ABI_PINNED: ABI = ABI::V6;
 /// The filters, compiled at start and embedded in the binary.
 const SECCOMP_JSON: &str = include_str!("../../seccomp/api.json");
 /// Installed in this order; the allowlist last, since installing needs `seccomp` and `prctl`.
-const FILTERS: [&str; 3] = ["api_enosys", "api_eacces", "api"];
+/// `api_no_inet` only when incident reporting is off: then no internet socket at all.
+const FILTERS: [&str; 4] = ["api_enosys", "api_eacces", "api_no_inet", "api"];
 
 /// Why the sandbox could not be installed.
 #[derive(Debug, Error)]
@@ -42,7 +43,7 @@ pub fn drop_privileges() -> Result<(), SandboxError> {
 pub fn install(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String, SandboxError> {
     drop_privileges()?;
     let status = landlock(write_dirs, connect_port)?;
-    seccomp()?;
+    seccomp(connect_port.is_some())?;
     Ok(status)
 }
 
@@ -86,7 +87,7 @@ fn landlock(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String,
     }
 }
 
-fn seccomp() -> Result<(), SandboxError> {
+fn seccomp(incidents: bool) -> Result<(), SandboxError> {
     let err = |e: String| SandboxError::Seccomp(e);
     let arch = std::env::consts::ARCH
         .try_into()
@@ -97,6 +98,9 @@ fn seccomp() -> Result<(), SandboxError> {
         let filter = filters
             .remove(name)
             .ok_or_else(|| err(format!("filter `{name}` missing")))?;
+        if name == "api_no_inet" && incidents {
+            continue;
+        }
         seccompiler::apply_filter(&filter).map_err(|e| err(format!("{name}: {e}")))?;
     }
     Ok(())
@@ -116,6 +120,10 @@ pub fn probe(act: &str, arg: &str) -> i32 {
         "connect" => {
             std::net::TcpStream::connect(("127.0.0.1", arg.parse().unwrap_or(1))).map(drop)
         }
+        // A datagram to the given loopback port: the api may never send one.
+        "udp" => std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.send_to(b"probe", ("127.0.0.1", arg.parse().unwrap_or(9))))
+            .map(drop),
         other => {
             eprintln!("probe: unknown act {other}");
             return 2;

@@ -60,9 +60,14 @@ pub fn verify_baseline(key: &Path, baseline: &Path) -> i32 {
     }
 }
 
-/// Walks rotated audit logs oldest first; exit 0 only if every chain link holds.
-pub fn verify_audit(files: &[std::path::PathBuf]) -> i32 {
-    match crate::audit::verify(files) {
+/// Walks rotated audit logs oldest first; exit 0 only if every chain link holds, the first
+/// record is the genesis record (or the one after `from`), and `upto`, if given, is reached.
+pub fn verify_audit(
+    files: &[std::path::PathBuf],
+    from: Option<crate::audit::Head>,
+    upto: Option<crate::audit::Head>,
+) -> i32 {
+    match crate::audit::verify_with(files, from, upto) {
         Ok(n) => {
             println!("audit chain OK: {n} records in {} file(s)", files.len());
             0
@@ -80,14 +85,39 @@ pub fn verify_audit(files: &[std::path::PathBuf]) -> i32 {
     }
 }
 
-/// Checks an attestation read from stdin: the HMAC under the key, the nonce, and that its scan
-/// completed within `max_age`; with `require_clean`, also that it found no violation.
-pub fn verify_attestation(
-    key: &Path,
-    nonce: &str,
-    max_age: std::time::Duration,
-    require_clean: bool,
-) -> i32 {
+/// Parses `SEQ:HASH` (a chain position) for `verify-audit --from/--head`.
+pub fn parse_position(text: &str) -> Result<crate::audit::Head, String> {
+    let (seq, hash) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text}: expected SEQ:HASH"))?;
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("{seq}: not a sequence number"))?;
+    if !protocol::hexfmt::is_sha256_hex(hash) {
+        return Err(format!("{hash}: not a SHA-256 hex digest"));
+    }
+    Ok(crate::audit::Head {
+        seq,
+        hash: hash.to_owned(),
+    })
+}
+
+/// What a remote verifier requires of an attestation beyond its HMAC and nonce.
+#[derive(Debug, Clone, Default)]
+pub struct Pins {
+    /// Oldest acceptable latest scan.
+    pub max_age: std::time::Duration,
+    /// Fail when the attested scan found any violation.
+    pub require_clean: bool,
+    /// The baseline digest the verifier approved.
+    pub baseline: Option<String>,
+    /// The oldest store generation the verifier accepts (a reset or rolled-back store is older).
+    pub min_generation: Option<u64>,
+}
+
+/// Checks an attestation read from stdin: the HMAC under the key, the nonce, and the pins.
+pub fn verify_attestation(key: &Path, nonce: &str, pins: &Pins) -> i32 {
+    let (max_age, require_clean) = (pins.max_age, pins.require_clean);
     use std::io::Read;
     let mut input = Vec::new();
     let result = std::io::stdin()
@@ -103,10 +133,38 @@ pub fn verify_attestation(
             );
             1
         }
+        Ok(a)
+            if pins
+                .baseline
+                .as_deref()
+                .is_some_and(|b| !b.eq_ignore_ascii_case(&a.baseline_digest)) =>
+        {
+            eprintln!(
+                "attestation valid but its baseline {} is not the approved one",
+                a.baseline_digest
+            );
+            1
+        }
+        Ok(a)
+            if pins
+                .min_generation
+                .is_some_and(|g| a.baseline_generation < g) =>
+        {
+            eprintln!(
+                "attestation valid but its baseline is generation {}, older than --min-generation {}: the store was reset or rolled back",
+                a.baseline_generation,
+                pins.min_generation.unwrap_or_default()
+            );
+            1
+        }
         Ok(a) => {
             println!(
-                "attestation OK: scan {} at {}, {} violation(s), baseline {}",
-                a.scan_seq, a.scan_completed_at, a.violation_count, a.baseline_digest
+                "attestation OK: scan {} at {}, {} violation(s), baseline {} generation {}",
+                a.scan_seq,
+                a.scan_completed_at,
+                a.violation_count,
+                a.baseline_digest,
+                a.baseline_generation
             );
             0
         }

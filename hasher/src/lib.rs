@@ -6,14 +6,19 @@ pub mod error;
 pub mod fsread;
 pub mod hashing;
 pub mod key;
+pub mod lifeline;
 pub mod policy;
 pub mod probe;
 pub mod reader;
 pub mod release;
+pub mod resolve;
 pub mod sandbox;
 pub mod scan;
 pub mod server;
+pub mod store;
 pub mod sys;
+pub mod token;
+pub mod walk;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -26,6 +31,10 @@ pub const EXIT_CONFIG: i32 = 78;
 pub struct Options {
     /// The policy file.
     pub policy: PathBuf,
+    /// The baseline store, the one directory the hasher writes.
+    pub state_dir: PathBuf,
+    /// The service token file [default: the unit's credential, else the appliance path].
+    pub token_file: Option<PathBuf>,
     /// Run without Landlock and seccomp (refused with the production policy path).
     pub insecure_no_sandbox: bool,
     /// Validate the policy, print the verdict and exit (0, or 78 with the key and line).
@@ -89,8 +98,28 @@ pub fn run(mut options: Options) -> i32 {
     if key.is_none() {
         tracing::warn!(path = %key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
     }
+    let token_path = token::path(options.token_file.as_deref());
+    let token = token::load(&token_path);
     sys::lower_priority();
     let read_set = sandbox::read_set(&policy, &options.policy);
+    if let Some((dir, secret)) = sandbox::exposes(&read_set, &[key_path.clone(), token_path]) {
+        tracing::error!(dir = %dir.display(), secret = %secret.display(), "the policy's watched paths would let the hasher read a secret after start: keep the key and token out of every watched file's directory, the model dirs and the policy's directory");
+        return EXIT_CONFIG;
+    }
+    let store = if options.probe.is_some() {
+        None
+    } else {
+        match store::Store::open(&options.state_dir) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                tracing::error!(why, "baseline store unusable");
+                return EXIT_CONFIG;
+            }
+        }
+    };
+    let loaded = store
+        .as_ref()
+        .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
     if options.insecure_no_sandbox {
         if options.policy == std::path::Path::new(policy::DEFAULT_POLICY) {
             tracing::error!("--insecure-no-sandbox is refused with the production policy");
@@ -98,9 +127,9 @@ pub fn run(mut options: Options) -> i32 {
         }
         tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
     } else {
-        match sandbox::install(&read_set) {
+        match sandbox::install(&read_set, &options.state_dir) {
             Ok(e) => {
-                tracing::info!(landlock = e.landlock, read_set = ?e.read_set, seccomp = "hasher.json", "sandbox installed")
+                tracing::info!(landlock = e.landlock, read_set = ?e.read_set, store = %options.state_dir.display(), seccomp = "hasher.json", "sandbox installed")
             }
             Err(e) => {
                 tracing::error!(error = %e, "sandbox could not be installed; refusing to run");
@@ -111,8 +140,19 @@ pub fn run(mut options: Options) -> i32 {
     if let Some((act, arg)) = &options.probe {
         return probe::run(act, arg);
     }
-    let Some(fd) = fd else { return 1 };
-    let mut server = server::Server::new(options.policy, policy, key, read_set);
+    let (Some(fd), Some(store), Some(loaded)) = (fd, store, loaded) else {
+        return 1;
+    };
+    let mut server = server::Server::new(server::Parts {
+        policy_path: options.policy,
+        policy,
+        key,
+        token,
+        store,
+        loaded,
+        read_set,
+    });
+    lifeline::watch(std::os::fd::AsRawFd::as_raw_fd(&fd));
     let mut channel = channel::Channel::new(fd);
     match server.serve(&mut channel) {
         Ok(()) => {

@@ -7,9 +7,9 @@
 //! faster (0.60-0.81 s per GiB against 0.65, by window size and MAP_POPULATE), not worth a
 //! concurrent truncation turning into SIGBUS in the process that holds the key.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ fn throttle(budget: &Mutex<Budget>, n: u64) {
     // A poisoned lock only means another reader panicked mid-accounting; the count is still usable.
     let pause = budget.lock().unwrap_or_else(|p| p.into_inner()).spend(n);
     if !pause.is_zero() {
-        std::thread::sleep(pause);
+        crate::lifeline::sleep(pause);
     }
 }
 
@@ -118,11 +118,7 @@ impl Reader {
         if !before.file_type().is_file() {
             return Attempt::Done((Outcome::NotRegular, None));
         }
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-        {
+        let file = match open_no_symlinks(path) {
             Ok(f) => f,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
@@ -160,7 +156,9 @@ impl Reader {
         let mut sha = Sha256::new();
         let mut size = 0u64;
         let mut dropped = 0u64;
+        let mut checked = Instant::now();
         loop {
+            crate::lifeline::check(&mut checked);
             let n = read_some(file, &mut self.buf)?;
             if n == 0 {
                 break;
@@ -172,6 +170,15 @@ impl Reader {
         }
         Ok((protocol::hexfmt::encode(&sha.finalize()), size))
     }
+}
+
+/// Opens `path` read-only with no symlink in any of its components (a directory swapped for a
+/// symlink mid-scan gives ELOOP, reported as `symlink`, never a file elsewhere).
+pub fn open_no_symlinks(path: &Path) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
+    let fd = crate::resolve::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+        .map_err(std::io::Error::from)?;
+    Ok(File::from(fd))
 }
 
 fn read_some(mut file: &File, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -45,14 +45,14 @@ pub struct Enforced {
 
 /// The directories the hasher may read beneath: each listed file's parent (a file replaced by
 /// rename is a new inode, so a rule on the file itself would go stale), each model dir, and
-/// the parents of the key and the policy.
+/// the policy's parent. Not the key's: it is read before the sandbox, and the hasher never
+/// reads it again.
 pub fn read_set(policy: &Policy, policy_path: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = policy
         .files
         .iter()
         .filter_map(|(p, _)| p.parent().map(Path::to_path_buf))
         .chain(policy.model_dirs.iter().cloned())
-        .chain(policy.hmac_key_path.parent().map(Path::to_path_buf))
         .chain(policy_path.parent().map(Path::to_path_buf))
         .chain(
             policy
@@ -86,9 +86,9 @@ pub fn drop_privileges() -> Result<(), SandboxError> {
 
 /// Installs every wall. The process must be single-threaded (Landlock binds the calling
 /// thread and threads created later).
-pub fn install(read_set: &[PathBuf]) -> Result<Enforced, SandboxError> {
+pub fn install(read_set: &[PathBuf], store: &Path) -> Result<Enforced, SandboxError> {
     drop_privileges()?;
-    let landlock = landlock(read_set)?;
+    let landlock = landlock(read_set, store)?;
     seccomp()?;
     Ok(Enforced {
         landlock,
@@ -96,7 +96,21 @@ pub fn install(read_set: &[PathBuf]) -> Result<Enforced, SandboxError> {
     })
 }
 
-fn landlock(read_set: &[PathBuf]) -> Result<String, SandboxError> {
+/// The first secret that a directory of the read set would expose, with that directory.
+pub fn exposes<'a>(
+    read_set: &'a [PathBuf],
+    secrets: &'a [PathBuf],
+) -> Option<(&'a Path, &'a Path)> {
+    secrets.iter().find_map(|s| {
+        let s_abs = std::fs::canonicalize(s).unwrap_or_else(|_| s.clone());
+        read_set
+            .iter()
+            .find(|d| s.starts_with(d) || s_abs.starts_with(d))
+            .map(|d| (d.as_path(), s.as_path()))
+    })
+}
+
+fn landlock(read_set: &[PathBuf], store: &Path) -> Result<String, SandboxError> {
     let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     let read: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
     let mut ruleset = Ruleset::default()
@@ -125,6 +139,23 @@ fn landlock(read_set: &[PathBuf]) -> Result<String, SandboxError> {
             Err(e) => {
                 tracing::warn!(path = %dir.display(), error = %e, "not in the sandbox read set: does not exist")
             }
+        }
+    }
+    // The store: the one place the hasher writes (its baseline and generation record, each
+    // a temp file renamed over the old one).
+    let store_access = AccessFs::ReadFile
+        | AccessFs::ReadDir
+        | AccessFs::WriteFile
+        | AccessFs::MakeReg
+        | AccessFs::RemoveFile;
+    match landlock::PathFd::new(store) {
+        Ok(fd) => {
+            ruleset = ruleset
+                .add_rule(landlock::PathBeneath::new(fd, store_access))
+                .map_err(err)?;
+        }
+        Err(e) => {
+            tracing::warn!(path = %store.display(), error = %e, "no baseline store in the sandbox")
         }
     }
     let status = ruleset.restrict_self().map_err(err)?;
@@ -167,15 +198,10 @@ mod tests {
         )
         .expect("policy");
         let set = read_set(&p, Path::new("/etc/sa/policy/im.yaml"));
-        let expected: Vec<PathBuf> = [
-            "/etc/sa",
-            "/run/sa",
-            "/usr/libexec/sa",
-            "/var/lib/sa/registry",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+        let expected: Vec<PathBuf> = ["/etc/sa", "/usr/libexec/sa", "/var/lib/sa/registry"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
         assert_eq!(set, expected);
         assert_eq!(covers(&set, &[PathBuf::from("/etc/sa/x/y")]), None);
         assert_eq!(

@@ -11,75 +11,11 @@ use protocol::Category;
 
 use crate::hashing::{FileHasher, Outcome};
 use crate::policy::Policy;
-
-/// Deepest directory nesting followed under a model dir.
-const MAX_DEPTH: usize = 32;
-
-/// A path found while walking, with what it is.
-#[derive(Debug)]
-enum Found {
-    /// A regular file.
-    File,
-    /// Something that must not be in a model dir (symlink, fifo, …), or unreadable.
-    Anomaly(&'static str),
-}
+use crate::walk::Found;
 
 /// The current RFC 3339 time, second precision, UTC.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-/// Every path under `dir` (not following symlinks), bounded in depth and count, sorted by its
-/// bytes (cheap to compare, unlike `Path`'s component-wise order).
-fn walk(dir: &Path) -> Vec<(PathBuf, Found)> {
-    let mut out = Vec::new();
-    walk_into(dir, &mut out);
-    out.sort_unstable_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
-    out.dedup_by(|a, b| a.0 == b.0);
-    out
-}
-
-fn walk_into(dir: &Path, out: &mut Vec<(PathBuf, Found)>) {
-    let mut stack = vec![(dir.to_owned(), 0usize)];
-    while let Some((d, depth)) = stack.pop() {
-        let entries = match std::fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && d == dir => continue,
-            Err(_) => {
-                out.push((d, Found::Anomaly(report::UNREADABLE)));
-                continue;
-            }
-        };
-        for entry in entries {
-            if out.len() >= MAX_ENTRIES {
-                tracing::warn!(dir = %dir.display(), "model dir walk stopped at the entry limit");
-                return;
-            }
-            let Ok(entry) = entry else {
-                out.push((d.clone(), Found::Anomaly(report::UNREADABLE)));
-                continue;
-            };
-            let path = entry.path();
-            if path.to_str().is_none() {
-                // Not representable in the JSON manifest: reported under a lossy name.
-                out.push((
-                    PathBuf::from(path.to_string_lossy().into_owned()),
-                    Found::Anomaly(report::UNREADABLE),
-                ));
-                continue;
-            }
-            match entry.file_type() {
-                Ok(t) if t.is_dir() && depth < MAX_DEPTH => stack.push((path, depth + 1)),
-                Ok(t) if t.is_dir() => {
-                    out.push((path, Found::Anomaly(report::UNREADABLE)));
-                }
-                Ok(t) if t.is_file() => out.push((path, Found::File)),
-                Ok(t) if t.is_symlink() => out.push((path, Found::Anomaly(report::SYMLINK))),
-                Ok(_) => out.push((path, Found::Anomaly(report::NOT_REGULAR))),
-                Err(_) => out.push((path, Found::Anomaly(report::UNREADABLE))),
-            }
-        }
-    }
 }
 
 /// Every model dir with what walking it found.
@@ -87,7 +23,7 @@ fn walk_all(policy: &Policy) -> Vec<(&Path, Vec<(PathBuf, Found)>)> {
     policy
         .model_dirs
         .iter()
-        .map(|d| (d.as_path(), walk(d)))
+        .map(|d| (d.as_path(), crate::walk::walk(d)))
         .collect()
 }
 
@@ -115,6 +51,7 @@ pub fn create_baseline(
     policy: &Policy,
     hasher: &mut FileHasher,
     key: Option<&[u8]>,
+    generation: u64,
 ) -> Result<Manifest, String> {
     let mut entries = Vec::new();
     let walks = walk_all(policy);
@@ -180,7 +117,12 @@ pub fn create_baseline(
             "new baseline agrees with the release baseline"
         );
     }
-    Ok(Manifest::new(now_rfc3339(), entries, key))
+    Ok(Manifest::with_generation(
+        now_rfc3339(),
+        Some(generation),
+        entries,
+        key,
+    ))
 }
 
 fn describe(o: &Outcome) -> String {
@@ -377,7 +319,7 @@ mod tests {
     fn clean_then_each_kind_of_violation() {
         let t = tree();
         let root = t.dir.path();
-        let m = create_baseline(&t.policy, &mut FileHasher::default(), Some(&[3u8; 32]))
+        let m = create_baseline(&t.policy, &mut FileHasher::default(), Some(&[3u8; 32]), 1)
             .expect("baseline");
         assert_eq!(m.entries.len(), 4);
         assert!(m.entries.windows(2).all(|w| w[0].path < w[1].path));
@@ -429,10 +371,10 @@ mod tests {
             std::fs::write(root.join(format!("models/m{i}")), vec![i; len]).expect("write");
         }
         let key = [3u8; 32];
-        let one = create_baseline(&t.policy, &mut FileHasher::default(), Some(&key)).expect("1");
+        let one = create_baseline(&t.policy, &mut FileHasher::default(), Some(&key), 1).expect("1");
         let mut four = FileHasher::default();
         four.threads = 4;
-        let m = create_baseline(&t.policy, &mut four, Some(&key)).expect("4");
+        let m = create_baseline(&t.policy, &mut four, Some(&key), 1).expect("4");
         assert_eq!(
             one.entries, m.entries,
             "same digests whatever the thread count"
@@ -460,10 +402,12 @@ mod tests {
     fn baseline_refuses_missing_or_symlinked_listed_file() {
         let t = tree();
         std::fs::remove_file(t.dir.path().join("bin")).expect("rm");
-        let e = create_baseline(&t.policy, &mut FileHasher::default(), None).expect_err("refused");
+        let e =
+            create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect_err("refused");
         assert!(e.contains("/bin") && e.contains("missing"), "{e}");
         std::os::unix::fs::symlink("/etc/passwd", t.dir.path().join("bin")).expect("symlink");
-        let e = create_baseline(&t.policy, &mut FileHasher::default(), None).expect_err("refused");
+        let e =
+            create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect_err("refused");
         assert!(e.contains("symlink"), "{e}");
     }
 
@@ -493,7 +437,7 @@ mod tests {
             .expect("write");
         };
         write_manifest(&[]);
-        let m = create_baseline(&policy, &mut FileHasher::default(), None).expect("baseline");
+        let m = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("baseline");
         assert_eq!(
             m.entries.len(),
             1,
@@ -522,9 +466,9 @@ mod tests {
         std::fs::write(root.join("release.json"), format!("{{\"version\":\"1.0\",\"source_commit\":\"c0ffee\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{good}\",\"size\":1}}]}}", bin.display())).expect("write");
         let mut policy = t.policy.clone();
         policy.release_baseline = Some(root.join("release.json"));
-        assert!(create_baseline(&policy, &mut FileHasher::default(), None).is_ok());
+        assert!(create_baseline(&policy, &mut FileHasher::default(), None, 1).is_ok());
         std::fs::write(&bin, "x").expect("tamper");
-        let e = create_baseline(&policy, &mut FileHasher::default(), None).expect_err("refused");
+        let e = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect_err("refused");
         assert!(
             e.contains(&bin.display().to_string()) && e.contains("1.0"),
             "{e}"
@@ -534,7 +478,7 @@ mod tests {
     #[test]
     fn violations_are_capped_but_counted() {
         let t = tree();
-        let m = create_baseline(&t.policy, &mut FileHasher::default(), None).expect("baseline");
+        let m = create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect("baseline");
         for i in 0..(MAX_REPORTED_VIOLATIONS + 10) {
             std::fs::write(t.dir.path().join(format!("models/x{i:04}")), "x").expect("write");
         }

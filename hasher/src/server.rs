@@ -2,10 +2,8 @@
 
 use std::path::PathBuf;
 
-use protocol::baseline::Manifest;
 use protocol::frame;
-use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, Request, Response};
-use protocol::sign::sha256_hex;
+use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, Request, Response, StoreStatus};
 use protocol::PROTOCOL_VERSION;
 
 use crate::channel::{Channel, RecvError};
@@ -13,13 +11,21 @@ use crate::hashing::FileHasher;
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::scan;
+use crate::store::{Current, Loaded, Store};
+use crate::token::Token;
 
 /// Everything the hasher holds between requests.
 pub struct Server {
     policy_path: PathBuf,
     policy: Policy,
     key: Option<Key>,
-    baseline: Option<(Manifest, String)>,
+    token: Option<Token>,
+    store: Store,
+    /// What the store held at start, until a new baseline is committed.
+    store_status: StoreStatus,
+    /// The next commit's generation: past everything either store file ever claimed.
+    next_generation: u64,
+    baseline: Option<Current>,
     hasher: FileHasher,
     seq: u64,
     greeted: bool,
@@ -36,38 +42,82 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     }
 }
 
-fn summary(m: &Manifest, digest: &str) -> BaselineSummary {
+fn summary(c: &Current) -> BaselineSummary {
     BaselineSummary {
-        digest: digest.to_owned(),
-        entries: u32::try_from(m.entries.len()).unwrap_or(u32::MAX),
-        signed: m.is_signed(),
-        created_at: m.created_at.clone(),
+        digest: c.digest.clone(),
+        entries: u32::try_from(c.manifest.entries.len()).unwrap_or(u32::MAX),
+        signed: c.manifest.is_signed(),
+        created_at: c.manifest.created_at.clone(),
+        generation: c.generation,
     }
 }
 
+/// The parts the hasher starts with, loaded before its sandbox.
+pub struct Parts {
+    /// The policy file's path (re-read on reload).
+    pub policy_path: PathBuf,
+    /// The validated policy.
+    pub policy: Policy,
+    /// The HMAC key, if any.
+    pub key: Option<Key>,
+    /// The service token, if any.
+    pub token: Option<Token>,
+    /// The locked store.
+    pub store: Store,
+    /// What the store held.
+    pub loaded: Loaded,
+    /// What the sandbox lets it read.
+    pub read_set: Vec<PathBuf>,
+}
+
 impl Server {
-    /// A server for a loaded policy and key, sandboxed to `read_set`.
-    pub fn new(
-        policy_path: PathBuf,
-        policy: Policy,
-        key: Option<Key>,
-        read_set: Vec<PathBuf>,
-    ) -> Server {
+    /// A server for what was loaded before the sandbox.
+    pub fn new(parts: Parts) -> Server {
+        let Parts {
+            policy_path,
+            policy,
+            key,
+            token,
+            store,
+            loaded,
+            read_set,
+        } = parts;
         let hasher = FileHasher::for_policy(&policy);
-        let policy_for_watch = policy.clone();
+        let (baseline, store_status, highest) = match loaded {
+            Loaded::Empty => (None, StoreStatus::Empty, 0),
+            Loaded::Adopted(current, note) => {
+                if let Some(note) = note {
+                    tracing::warn!(note, "baseline store repaired");
+                }
+                let status = StoreStatus::Adopted(summary(&current));
+                let generation = current.generation;
+                (Some(current), status, generation)
+            }
+            Loaded::Rejected { reason, highest } => {
+                tracing::error!(reason, "stored baseline rejected");
+                (None, StoreStatus::Rejected { reason }, highest)
+            }
+        };
+        let watcher = crate::watch::Watcher::new(&policy)
+            .map_err(
+                |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
+            )
+            .ok();
         Server {
             policy_path,
             policy,
             key,
-            baseline: None,
+            token,
+            store,
+            store_status,
+            next_generation: highest.saturating_add(1),
+            baseline,
             hasher,
             seq: 0,
             greeted: false,
             read_set,
             last_report: None,
-            watcher: crate::watch::Watcher::new(&policy_for_watch)
-                .map_err(|e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"))
-                .ok(),
+            watcher,
         }
     }
 
@@ -120,6 +170,7 @@ impl Server {
             scan_completed_at: report.completed_at.clone(),
             scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
             baseline_digest: report.baseline_digest.clone(),
+            baseline_generation: self.baseline.as_ref().map_or(0, |b| b.generation),
             violation_count: report.violation_count,
             violations: report.violations.clone(),
             degradation_threshold: self.policy.degradation_threshold,
@@ -187,120 +238,159 @@ impl Server {
 
     /// Answers one request.
     pub fn handle(&mut self, request: Request) -> Response {
-        let key = self.key.as_ref().map(Key::bytes);
         match request {
-            Request::Hello { version } => {
-                if version != PROTOCOL_VERSION {
-                    return error(
-                        ErrorKind::Protocol,
-                        format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"),
-                    );
-                }
-                self.greeted = true;
-                let key = if key.is_some() {
-                    KeyStatus::Present
-                } else {
-                    KeyStatus::Absent
-                };
-                Response::Hello {
-                    version: PROTOCOL_VERSION,
-                    policy: self.policy.summary(),
-                    key,
-                }
-            }
+            Request::Hello { version } => self.hello(version),
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
-            Request::LoadBaseline { manifest } => {
-                let digest = sha256_hex(&manifest);
-                let parsed = Manifest::parse(&manifest).and_then(|m| m.verify(key).map(|()| m));
-                match parsed {
-                    Ok(m) => {
-                        tracing::info!(
-                            digest,
-                            entries = m.entries.len(),
-                            signed = m.is_signed(),
-                            "stored baseline verified and adopted"
-                        );
-                        let s = summary(&m, &digest);
-                        self.baseline = Some((m, digest));
-                        Response::BaselineLoaded { summary: s }
-                    }
-                    Err(e) => {
-                        tracing::error!(digest, error = %e, "stored baseline rejected");
-                        error(ErrorKind::BaselineRejected, e.to_string())
-                    }
-                }
-            }
-            Request::CreateBaseline => {
-                match scan::create_baseline(&self.policy, &mut self.hasher, key) {
-                    Ok(m) => {
-                        let bytes = m.to_json();
-                        let digest = sha256_hex(&bytes);
-                        tracing::info!(
-                            digest,
-                            entries = m.entries.len(),
-                            signed = m.is_signed(),
-                            "new baseline signed and adopted"
-                        );
-                        let s = summary(&m, &digest);
-                        self.baseline = Some((m, digest));
-                        Response::BaselineCreated {
-                            manifest: bytes,
-                            summary: s,
-                        }
-                    }
-                    Err(why) => {
-                        tracing::error!(why, "baseline refused");
-                        error(ErrorKind::BaselineFailed, why)
-                    }
-                }
-            }
-            Request::Scan => match &self.baseline {
-                None => error(
-                    ErrorKind::NoBaseline,
-                    "no baseline is adopted; rebaseline first",
-                ),
-                Some((m, digest)) => {
-                    self.seq += 1;
-                    let report = scan::scan(&self.policy, m, digest, &mut self.hasher, self.seq);
-                    tracing::info!(
-                        seq = report.seq,
-                        violations = report.violation_count,
-                        bytes = report.bytes_hashed,
-                        ms = report.duration_ms,
-                        "scan complete"
-                    );
-                    self.last_report = Some((report.clone(), std::time::Instant::now()));
-                    Response::Report(report.sign(key))
-                }
+            Request::CreateBaseline { token } => self.create_baseline(token.as_deref()),
+            Request::GetBaseline => match &self.baseline {
+                Some(b) => Response::Baseline {
+                    manifest: b.bytes.clone(),
+                },
+                None => error(ErrorKind::NoBaseline, "no baseline is adopted"),
             },
-            Request::Attest { nonce, audit_seq, audit_head } => self.attest(nonce, audit_seq, audit_head),
-            Request::Reload => match Policy::load(&self.policy_path) {
-                Ok(policy) if policy.hmac_key_path != self.policy.hmac_key_path => error(
-                    ErrorKind::RestartRequired,
-                    "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
-                ),
-                Ok(policy) if crate::sandbox::covers(&self.read_set, &crate::sandbox::read_set(&policy, &self.policy_path)).is_some() => {
-                    let outside = crate::sandbox::covers(&self.read_set, &crate::sandbox::read_set(&policy, &self.policy_path)).unwrap_or_default();
-                    tracing::warn!(path = %outside.display(), "reloaded policy reaches outside the sandbox; old policy stays until a restart");
-                    error(
-                        ErrorKind::RestartRequired,
-                        format!("{} is outside what the running sandbox may read; restart the service to watch it (the old policy stays in force)", outside.display()),
-                    )
-                }
-                Ok(policy) => {
-                    tracing::info!(path = %self.policy_path.display(), "policy reloaded");
-                    self.watcher = crate::watch::Watcher::new(&policy).ok();
-                    self.hasher.apply(&policy);
-                    self.policy = policy;
-                    Response::Reloaded {
-                        policy: self.policy.summary(),
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reload refused; the old policy stays in force");
-                    error(ErrorKind::PolicyInvalid, e.to_string())
-                }
-            },
+            Request::Scan => self.scan(),
+            Request::Attest {
+                nonce,
+                audit_seq,
+                audit_head,
+            } => self.attest(nonce, audit_seq, audit_head),
+            Request::Reload => self.reload(),
+        }
+    }
+
+    fn hello(&mut self, version: u16) -> Response {
+        if version != PROTOCOL_VERSION {
+            return error(
+                ErrorKind::Protocol,
+                format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"),
+            );
+        }
+        self.greeted = true;
+        let key = if self.key.is_some() {
+            KeyStatus::Present
+        } else {
+            KeyStatus::Absent
+        };
+        Response::Hello {
+            version: PROTOCOL_VERSION,
+            policy: self.policy.summary(),
+            key,
+            store: self.store_status.clone(),
+            token_digest: self.token.as_ref().map(Token::digest_hex),
+        }
+    }
+
+    /// Only the operator's token makes a baseline, compared here; the one exception is the
+    /// first initialization of a store that has never held one.
+    fn authorised(&self, presented: Option<&[u8]>) -> Result<&'static str, &'static str> {
+        match (presented, &self.token) {
+            (Some(p), Some(t)) if t.matches(p) => Ok("token"),
+            (Some(_), _) => Err("the token presented is not the service token"),
+            (None, _) if self.store_status == StoreStatus::Empty && self.baseline.is_none() => {
+                Ok("first initialization of an empty store")
+            }
+            (None, _) => Err("a new baseline needs the operator's service token"),
+        }
+    }
+
+    fn create_baseline(&mut self, presented: Option<&[u8]>) -> Response {
+        let by = match self.authorised(presented) {
+            Ok(by) => by,
+            Err(why) => {
+                tracing::warn!(why, "baseline refused: not authorised");
+                return error(ErrorKind::Unauthorized, why);
+            }
+        };
+        let key = self.key.as_ref().map(Key::bytes);
+        let generation = self.next_generation;
+        let manifest = match scan::create_baseline(&self.policy, &mut self.hasher, key, generation)
+        {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::error!(why, "baseline refused");
+                return error(ErrorKind::BaselineFailed, why);
+            }
+        };
+        let current = match self.store.commit(&manifest, key) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::error!(why, "new baseline could not be stored; the old one stays");
+                return error(
+                    ErrorKind::BaselineFailed,
+                    format!("new baseline not stored: {why}"),
+                );
+            }
+        };
+        tracing::info!(
+            digest = current.digest,
+            generation,
+            entries = current.manifest.entries.len(),
+            signed = current.manifest.is_signed(),
+            by,
+            "new baseline signed, stored and adopted"
+        );
+        let s = summary(&current);
+        self.next_generation = generation.saturating_add(1);
+        self.store_status = StoreStatus::Adopted(s.clone());
+        self.baseline = Some(current);
+        Response::BaselineCreated { summary: s }
+    }
+
+    fn scan(&mut self) -> Response {
+        let key = self.key.as_ref().map(Key::bytes);
+        let Some(b) = &self.baseline else {
+            return error(
+                ErrorKind::NoBaseline,
+                "no baseline is adopted; rebaseline first",
+            );
+        };
+        self.seq += 1;
+        let report = scan::scan(
+            &self.policy,
+            &b.manifest,
+            &b.digest,
+            &mut self.hasher,
+            self.seq,
+        );
+        tracing::info!(
+            seq = report.seq,
+            violations = report.violation_count,
+            bytes = report.bytes_hashed,
+            ms = report.duration_ms,
+            "scan complete"
+        );
+        self.last_report = Some((report.clone(), std::time::Instant::now()));
+        Response::Report(report.sign(key))
+    }
+
+    fn reload(&mut self) -> Response {
+        let policy = match Policy::load(&self.policy_path) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the old policy stays in force");
+                return error(ErrorKind::PolicyInvalid, e.to_string());
+            }
+        };
+        if policy.hmac_key_path != self.policy.hmac_key_path {
+            return error(
+                ErrorKind::RestartRequired,
+                "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
+            );
+        }
+        let wanted = crate::sandbox::read_set(&policy, &self.policy_path);
+        if let Some(outside) = crate::sandbox::covers(&self.read_set, &wanted) {
+            tracing::warn!(path = %outside.display(), "reloaded policy reaches outside the sandbox; old policy stays until a restart");
+            return error(
+                ErrorKind::RestartRequired,
+                format!("{} is outside what the running sandbox may read; restart the service to watch it (the old policy stays in force)", outside.display()),
+            );
+        }
+        tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+        self.watcher = crate::watch::Watcher::new(&policy).ok();
+        self.hasher.apply(&policy);
+        self.policy = policy;
+        Response::Reloaded {
+            policy: self.policy.summary(),
         }
     }
 }

@@ -3,14 +3,14 @@
 //!
 //! Encoding: `payload` is the compact JSON of [`Attestation`] with its fields in declaration
 //! order; `hmac` is hex HMAC-SHA256, keyed with the raw key file bytes, over
-//! `integrity-monitor.attestation.v2\n` followed by the payload bytes.
+//! `integrity-monitor.attestation.v3\n` followed by the payload bytes.
 
 use serde::{Deserialize, Serialize};
 
 use crate::report::Violation;
 
 /// Domain separator prefixed to the payload before signing.
-pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v2\n";
+pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v3\n";
 /// Shortest nonce accepted, in bytes.
 pub const MIN_NONCE: usize = 16;
 /// Longest nonce accepted, in bytes.
@@ -31,6 +31,8 @@ pub struct Attestation {
     pub scan_age_ms: u64,
     /// SHA-256 (hex) of the baseline manifest it compared against.
     pub baseline_digest: String,
+    /// The store generation of that baseline: a verifier pins the oldest it accepts.
+    pub baseline_generation: u64,
     /// Violations it found, all of them.
     pub violation_count: u32,
     /// The first 256 violations.

@@ -2,7 +2,9 @@
 //!
 //! Anyone holding the key can verify a manifest without this code: the HMAC is hex
 //! HMAC-SHA256, keyed with the raw key file bytes, over the compact JSON
-//! `{"created_at":…,"entries":[{"path":…,"hash":…,"category":…,"size":…},…]}`.
+//! `{"created_at":…,"generation":…,"entries":[{"path":…,"hash":…,"category":…,"size":…},…]}`;
+//! `generation` (the store's commit counter, 1 for the first baseline) is absent from
+//! manifests made before it existed, and then absent from the signed bytes too.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -35,6 +37,10 @@ pub struct Entry {
 pub struct Manifest {
     /// When it was made (RFC 3339, UTC).
     pub created_at: String,
+    /// The store's commit counter: each new baseline gets the previous one's plus one, so an
+    /// older (validly signed) baseline put back is recognised. `None` in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
     /// Entries sorted by path, paths unique.
     pub entries: Vec<Entry>,
     /// Hex HMAC-SHA256 of [`Manifest::signing_bytes`], or `"unsigned"`.
@@ -44,6 +50,8 @@ pub struct Manifest {
 #[derive(Serialize)]
 struct Signed<'a> {
     created_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
     entries: &'a [Entry],
 }
 
@@ -75,9 +83,20 @@ pub enum BaselineError {
 impl Manifest {
     /// Builds and signs a manifest; `entries` are sorted here.
     pub fn new(created_at: String, mut entries: Vec<Entry>, key: Option<&[u8]>) -> Manifest {
+        Manifest::with_generation(created_at, None, std::mem::take(&mut entries), key)
+    }
+
+    /// Builds and signs a manifest of store generation `generation`; `entries` are sorted here.
+    pub fn with_generation(
+        created_at: String,
+        generation: Option<u64>,
+        mut entries: Vec<Entry>,
+        key: Option<&[u8]>,
+    ) -> Manifest {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         let mut manifest = Manifest {
             created_at,
+            generation,
             entries,
             hmac: String::new(),
         };
@@ -93,6 +112,7 @@ impl Manifest {
         // A struct of strings and integers always serializes.
         serde_json::to_vec(&Signed {
             created_at: &self.created_at,
+            generation: self.generation,
             entries: &self.entries,
         })
         .unwrap_or_default()
@@ -194,6 +214,19 @@ mod tests {
             String::from_utf8(m.signing_bytes()).unwrap_or_default(),
             expected
         );
+    }
+
+    #[test]
+    fn generation_is_signed_when_present() {
+        let key = [1u8; 32];
+        let m = Manifest::with_generation("t".into(), Some(7), sample(None).entries, Some(&key));
+        let text = String::from_utf8(m.signing_bytes()).unwrap_or_default();
+        assert!(text.starts_with("{\"created_at\":\"t\",\"generation\":7,\"entries\""));
+        let parsed = Manifest::parse(&m.to_json()).expect("parses");
+        parsed.verify(Some(&key)).expect("verifies");
+        let mut older = parsed.clone();
+        older.generation = Some(6);
+        assert_eq!(older.verify(Some(&key)), Err(BaselineError::BadHmac));
     }
 
     #[test]

@@ -177,8 +177,8 @@ mod tests {
     fn small_and_large_messages_round_trip() {
         let e = round_trip(7, &Request::Scan);
         assert_eq!((e.id, e.body), (7, Request::Scan));
-        let big = Request::LoadBaseline {
-            manifest: vec![0xa5; 5 * MAX_FRAME + 17],
+        let big = Request::CreateBaseline {
+            token: Some(vec![0xa5; 5 * MAX_FRAME + 17]),
         };
         let e = round_trip(9, &big);
         assert_eq!(e.body, big);
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn truncated_trailing_and_garbage_frames_are_refused() {
-        let frames = encode(1, &Request::CreateBaseline).expect("encodes");
+        let frames = encode(1, &Request::CreateBaseline { token: None }).expect("encodes");
         let f = &frames[0];
         let mut r = Reassembler::new();
         assert!(r.push(&f[..f.len() - 1]).is_err());
@@ -208,8 +208,8 @@ mod tests {
 
     #[test]
     fn out_of_order_and_interleaved_frames_are_refused() {
-        let big = Request::LoadBaseline {
-            manifest: vec![1; 3 * MAX_FRAME],
+        let big = Request::CreateBaseline {
+            token: Some(vec![1; 3 * MAX_FRAME]),
         };
         let frames = encode(3, &big).expect("encodes");
         let mut r = Reassembler::new();

@@ -7,6 +7,7 @@
 pub mod attest;
 pub mod baseline;
 pub mod frame;
+pub mod generation;
 pub mod hexfmt;
 pub mod message;
 pub mod report;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.
@@ -16,13 +16,15 @@ pub enum Request {
         /// The api's [`PROTOCOL_VERSION`].
         version: u16,
     },
-    /// Adopt a stored baseline after verifying its HMAC (the bytes of `baseline.json`).
-    LoadBaseline {
-        /// The stored manifest exactly as it was read from disk.
-        manifest: Vec<u8>,
+    /// Hash every watched file, sign a new baseline, store it and adopt it. The hasher does
+    /// so only for the operator's token (compared in the hasher), or with no token while its
+    /// store has never held a baseline (first initialization).
+    CreateBaseline {
+        /// The bearer token the operator presented, as received.
+        token: Option<Vec<u8>>,
     },
-    /// Hash every watched file, sign a new baseline and adopt it.
-    CreateBaseline,
+    /// The adopted baseline manifest, byte for byte as stored.
+    GetBaseline,
     /// Verify every watched file against the adopted baseline.
     Scan,
     /// Re-read and validate the policy; the old one stays in force on error.
@@ -49,18 +51,21 @@ pub enum Response {
         policy: PolicySummary,
         /// Whether baselines and reports are signed.
         key: KeyStatus,
+        /// What the hasher found in its own baseline store at start.
+        store: StoreStatus,
+        /// Hex SHA-256 of the service token, for the api's gate; `None`: no token, the
+        /// token-gated endpoints stay closed.
+        token_digest: Option<String>,
     },
-    /// The stored baseline verified and is now the reference.
-    BaselineLoaded {
-        /// Digest and size of the adopted manifest.
-        summary: BaselineSummary,
-    },
-    /// A new signed baseline; the api stores these bytes as they are.
+    /// A new signed baseline was stored and adopted.
     BaselineCreated {
-        /// The manifest JSON, `hmac` included.
-        manifest: Vec<u8>,
         /// Digest and size of the adopted manifest.
         summary: BaselineSummary,
+    },
+    /// The adopted manifest (answer to `GetBaseline`).
+    Baseline {
+        /// The manifest JSON exactly as stored, `hmac` included.
+        manifest: Vec<u8>,
     },
     /// The outcome of one scan, signed by the hasher.
     Report(SignedReport),
@@ -108,6 +113,22 @@ pub enum ErrorKind {
     RestartRequired,
     /// The request made no sense in this state or version.
     Protocol,
+    /// A baseline was asked for without the operator's token.
+    Unauthorized,
+}
+
+/// The hasher's own baseline store, as found at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreStatus {
+    /// A baseline verified (HMAC, generation record) and is adopted.
+    Adopted(BaselineSummary),
+    /// The store has never held a baseline: first initialization may make one.
+    Empty,
+    /// The store holds something that does not verify; nothing is adopted.
+    Rejected {
+        /// What was found, for the audit log.
+        reason: String,
+    },
 }
 
 /// Whether an HMAC key is in use.
@@ -144,6 +165,8 @@ pub struct BaselineSummary {
     pub signed: bool,
     /// The manifest's `created_at`.
     pub created_at: String,
+    /// The store generation of this baseline.
+    pub generation: u64,
 }
 
 /// Watch categories; each maps to one fixed [`Action`].

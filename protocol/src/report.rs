@@ -28,8 +28,17 @@ pub const UNREADABLE: &str = "unreadable";
 pub const SIZE_CHANGED: &str = "size_changed";
 /// `expected_hash` of a file the baseline does not list.
 pub const NONE: &str = "none";
+/// `actual_hash` of a name that is not UTF-8 (its path is shown escaped, see [`display_path`]).
+pub const INVALID_NAME: &str = "invalid_name";
+/// `actual_hash` of a path longer than [`MAX_PATH_LEN`] (shown truncated).
+pub const PATH_TOO_LONG: &str = "path_too_long";
+/// `actual_hash` of a directory nested deeper than the walk follows.
+pub const TOO_DEEP: &str = "too_deep";
+/// `actual_hash` of a model dir holding more entries than the walk may hold: it was not seen
+/// whole, so it is not trusted.
+pub const LIMIT_EXCEEDED: &str = "limit_exceeded";
 
-const MARKERS: [&str; 7] = [
+const MARKERS: [&str; 11] = [
     MISSING,
     UNREGISTERED,
     SYMLINK,
@@ -37,7 +46,53 @@ const MARKERS: [&str; 7] = [
     UNREADABLE,
     SIZE_CHANGED,
     NONE,
+    INVALID_NAME,
+    PATH_TOO_LONG,
+    TOO_DEEP,
+    LIMIT_EXCEEDED,
 ];
+
+/// Prefix of a path shown escaped because it is not UTF-8. No real watched path can begin
+/// with it (they all begin with `/`), so an escaped name never collides with another.
+pub const NON_UTF8_PREFIX: &str = "non-utf8:";
+/// Prefix of a path shown truncated because it is too long.
+pub const TOO_LONG_PREFIX: &str = "too-long:";
+/// Bytes of a too-long path kept in its display.
+const TOO_LONG_KEPT: usize = 512;
+
+/// How a path's bytes are shown in reports and logs: as they are when they are UTF-8 and fit;
+/// otherwise `non-utf8:` followed by the path with `\\` for a backslash and `\xNN` for each byte
+/// that is not UTF-8 (an injective escape), or `too-long:` with the first 512 bytes and the
+/// length. Never lossy where it matters: two different names never share a display.
+pub fn display_path(bytes: &[u8]) -> String {
+    let shown = match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            let mut out = String::from(NON_UTF8_PREFIX);
+            for chunk in bytes.utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    if c == '\\' {
+                        out.push_str("\\\\");
+                    } else {
+                        out.push(c);
+                    }
+                }
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            out
+        }
+    };
+    if shown.len() <= MAX_PATH_LEN {
+        return shown;
+    }
+    let mut cut = TOO_LONG_KEPT;
+    while !shown.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{TOO_LONG_PREFIX}{}…({} bytes)", &shown[..cut], bytes.len())
+}
 
 /// One file that does not match the baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +233,10 @@ impl Violation {
 
 /// Rejects a path that is not absolute, too long, or carries NUL or `..` components.
 pub fn check_path(field: &'static str, path: &str) -> Result<(), ReportError> {
+    let path = path
+        .strip_prefix(NON_UTF8_PREFIX)
+        .or_else(|| path.strip_prefix(TOO_LONG_PREFIX))
+        .unwrap_or(path);
     if !path.starts_with('/') {
         return Err(bad(field, "not absolute"));
     }
@@ -203,6 +262,25 @@ fn check_time(field: &'static str, value: &str) -> Result<(), ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_display_is_injective_and_bounded() {
+        assert_eq!(display_path(b"/m/ok"), "/m/ok");
+        let a = display_path(b"/m/ok\xff");
+        let b = display_path(b"/m/ok\xfe");
+        let c = display_path("/m/ok\u{FFFD}".as_bytes());
+        let d = display_path(b"/m/ok\\xff");
+        assert_eq!(a, "non-utf8:/m/ok\\xff");
+        assert!(a != b && a != c && b != c && a != d, "{a} {b} {c} {d}");
+        assert!(check_path("p", &a).is_ok());
+        let long = format!("/m/{}", "x".repeat(5000));
+        let shown = display_path(long.as_bytes());
+        assert!(
+            shown.starts_with(TOO_LONG_PREFIX) && shown.len() < 600,
+            "{shown}"
+        );
+        assert!(check_path("p", &shown).is_ok());
+    }
 
     fn violation() -> Violation {
         Violation {

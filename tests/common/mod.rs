@@ -49,8 +49,10 @@ impl Appliance {
         a.write("trust/cosign.pub", "PUBLIC KEY\n");
         a.write("models/a.gguf", "model a");
         a.write("models/sub/b.gguf", "model b");
-        std::fs::write(a.path("key"), [0x42u8; 32]).unwrap();
-        a.write("token", TOKEN);
+        // The secrets sit apart from every watched directory: the hasher refuses a policy
+        // whose read set would cover them.
+        a.write("secret/token", TOKEN);
+        std::fs::write(a.path("secret/key"), [0x42u8; 32]).unwrap();
         a.write_policy(extra);
         a
     }
@@ -71,12 +73,12 @@ impl Appliance {
         format!(
             "service_binaries:\n{bins}policy_files:\n  - {r}/policy/policy.yaml\nmodel_dirs:\n  - {r}/models\n\
              systemd_units:\n  - {r}/units/secure-ai-registry.service\ntrust_material:\n  - {r}/trust/cosign.pub\n\
-             hmac_key_path: {r}/key\ndegradation_threshold: 3\n{extra}"
+             hmac_key_path: {r}/secret/key\ndegradation_threshold: 3\n{extra}"
         )
     }
 
     pub fn write_policy(&self, extra: &str) {
-        self.write("monitor.yaml", &self.policy_text(extra));
+        self.write("etc/monitor.yaml", &self.policy_text(extra));
     }
 
     pub fn audit_log(&self) -> PathBuf {
@@ -102,11 +104,11 @@ impl Appliance {
     pub fn args(&self, addr: SocketAddr) -> Vec<String> {
         vec![
             "--policy".into(),
-            self.path("monitor.yaml").display().to_string(),
+            self.path("etc/monitor.yaml").display().to_string(),
             "--listen".into(),
             addr.to_string(),
             "--token-file".into(),
-            self.path("token").display().to_string(),
+            self.path("secret/token").display().to_string(),
             "--audit-log".into(),
             self.audit_log().display().to_string(),
             "--state-dir".into(),
@@ -316,7 +318,7 @@ pub fn verify_attestation(
         .args([
             "verify-attestation",
             "--key",
-            &path_str(&a.path("key")),
+            &path_str(&a.path("secret/key")),
             "--nonce",
             nonce,
         ])

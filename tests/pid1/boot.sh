@@ -53,7 +53,8 @@ chmod -R a+rX "$R/etc/secure-ai" "$R/var/lib/secure-ai"
 # Boot. The host has cgroup v1 controllers plus a v2 "unified" tree and no systemd to ask for a
 # scope: move into child cgroups of our current ones (v1 cpuset needs cpus/mems copied), then
 # --register=no --keep-unit. nspawn's own seccomp allowlist lacks landlock_* (the binaries'
-# sandbox) and bpf (IPAddressDeny=, silently unenforced without it): add them.
+# sandbox), bpf (IPAddressDeny=, silently unenforced without it) and openat2 (the hasher opens
+# watched paths with RESOLVE_NO_SYMLINKS; without it, its slower fallback runs): add them.
 boot() {
   local d
   while IFS=: read -r _ ctrl path; do
@@ -64,7 +65,7 @@ boot() {
   done < /proc/self/cgroup
   exec systemd-nspawn --quiet -D "$R" --boot --register=no --keep-unit --private-network \
     --machine="$NAME" --console=pipe \
-    --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self bpf"
+    --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self bpf openat2"
 }
 ( boot ) >"$WORK/nspawn.log" 2>&1 </dev/null & NSPAWN=$!
 T0=$(date +%s%N)

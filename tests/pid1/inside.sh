@@ -38,8 +38,12 @@ check "first-boot check: $out" sh -c "echo '$out' | grep -q '^PASS'"
 # --- credentials: each in its own unit only
 H=$(hasher_unit)
 check "hasher instance $H running" test -n "$H"
-check "token credential in the api unit only" sh -c "[ -s /run/credentials/$A/service-token ] && [ ! -e /run/credentials/$H/service-token ]"
-check "key credential in the hasher unit only" sh -c "[ -s /run/credentials/$H/integrity-hmac-key ] && [ ! -e /run/credentials/$A/integrity-hmac-key ]"
+check "key and token credentials in the hasher unit" sh -c "[ -s /run/credentials/$H/integrity-hmac-key ] && [ -s /run/credentials/$H/service-token ]"
+check "no credential at all in the api unit" sh -c "[ ! -e /run/credentials/$A/service-token ] && [ ! -e /run/credentials/$A/integrity-hmac-key ]"
+huid=$(awk '/^Uid:/{print $2}' /proc/$(prop MainPID "$H")/status)
+check "the baseline store is the hasher's (uid $huid), 0700, baseline and generation record" sh -c "[ \"\$(stat -L -c '%a %u' /var/lib/secure-ai/integrity)\" = '700 $huid' ] && [ -s /var/lib/secure-ai/integrity/baseline.json ] && [ -s /var/lib/secure-ai/integrity/generation.json ]"
+auid=$(awk '/^Uid:/{print $2}' /proc/$(prop MainPID $A)/status)
+check "the api runs as another user ($auid) than the store's owner ($huid)" sh -c "[ -n '$auid' ] && [ '$auid' != '$huid' ]"
 
 # --- both processes: dynamic user, no capabilities, no_new_privs, seccomp on every thread, Landlock
 walls() { # unit

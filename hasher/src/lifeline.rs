@@ -1,0 +1,64 @@
+//! The hasher never outlives its api: long reads look at the channel every
+//! [`CHECK_EVERY`] and the process exits once the other end is gone. `PR_SET_PDEATHSIG` is not
+//! counted on (under systemd the api is not the parent; and it was seen not to fire here).
+
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often a reader looks at the channel.
+pub const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+static CHANNEL: AtomicI32 = AtomicI32::new(-1);
+
+/// Registers the channel whose hang-up ends the process.
+pub fn watch(fd: RawFd) {
+    CHANNEL.store(fd, Ordering::SeqCst);
+}
+
+/// True when the api has closed its end.
+pub fn api_gone() -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let raw = CHANNEL.load(Ordering::SeqCst);
+    if raw < 0 {
+        return false;
+    }
+    // SAFETY: the fd was registered by `watch` from the channel the server owns for the whole
+    // life of the process; it is only borrowed for this poll.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    // No event asked for: POLLHUP (the peer closed its end of the SEQPACKET pair) and POLLERR
+    // are reported anyway, and a request waiting (POLLIN) is not mistaken for a hang-up.
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => false,
+    }
+}
+
+/// Called between buffers of a long read: exits the process if the api is gone.
+pub fn check(last: &mut Instant) {
+    if last.elapsed() < CHECK_EVERY {
+        return;
+    }
+    *last = Instant::now();
+    if api_gone() {
+        tracing::warn!("the api closed the channel during a read; exiting");
+        std::process::exit(0);
+    }
+}
+
+/// Sleeps `pause` in slices, checking the channel between them.
+pub fn sleep(pause: Duration) {
+    let until = Instant::now() + pause;
+    let mut last = Instant::now() - CHECK_EVERY;
+    loop {
+        check(&mut last);
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(CHECK_EVERY));
+    }
+}

@@ -1,0 +1,350 @@
+//! The hasher's own baseline store: `baseline.json` (the signed manifest, carrying its
+//! generation) and `generation.json` (a signed record of the current generation and the
+//! baseline's digest), in a directory only the hasher may write. Writes are atomic (temp file,
+//! fsync, rename, fsync of the directory); the baseline is written before the record, so an
+//! interrupted commit leaves a baseline exactly one generation ahead, which is rolled forward.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use protocol::baseline::Manifest;
+use protocol::generation::GenerationRecord;
+use protocol::sign::sha256_hex;
+use protocol::MAX_MESSAGE;
+
+/// Where the appliance keeps the integrity baseline.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/secure-ai/integrity";
+const BASELINE: &str = "baseline.json";
+const RECORD: &str = "generation.json";
+const LOCK: &str = ".lock";
+/// How long a new hasher waits for the store's previous holder to exit.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An open, locked store.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// Held for the life of the process: one hasher per store.
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// A baseline the store holds and that verified.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The bytes as stored.
+    pub bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`.
+    pub digest: String,
+    /// Its generation (0 for a baseline made before generations existed).
+    pub generation: u64,
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Nothing was ever stored: first initialization.
+    Empty,
+    /// A baseline verified; `note` says what was repaired on the way, if anything.
+    Adopted(Current, Option<String>),
+    /// Something is there that does not verify; `highest` is the newest generation seen.
+    Rejected {
+        /// What was found, for the operator and the audit log.
+        reason: String,
+        /// The highest generation either file claims, so a new commit goes past it.
+        highest: u64,
+    },
+}
+
+impl Store {
+    /// Opens (creating it 0700 if missing) and locks the store. A second hasher on the same
+    /// store is refused, naming the first one's pid.
+    pub fn open(dir: &Path) -> Result<Store, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("state dir {}: cannot create: {e}", dir.display()))?;
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|e| format!("state dir {}: not writable: {e}", dir.display()))?;
+        // A hasher whose api just went away may still be on its way out: wait for it briefly.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut lock = lock;
+        let lock = loop {
+            match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((file, _)) if std::time::Instant::now() < deadline => {
+                    lock = file;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err((file, e)) => {
+                    let mut other = String::new();
+                    let _ = (&file).take(32).read_to_string(&mut other);
+                    return Err(format!(
+                        "state dir {} is in use by another integrity-hasher (pid {}): {e}",
+                        dir.display(),
+                        other.trim()
+                    ));
+                }
+            }
+        };
+        lock.set_len(0)
+            .and_then(|()| lock.write_all_at(std::process::id().to_string().as_bytes(), 0))
+            .map_err(|e| format!("state dir {}: not writable: {e}", dir.display()))?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the stored baseline.
+    pub fn baseline_path(&self) -> PathBuf {
+        self.dir.join(BASELINE)
+    }
+
+    fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, String> {
+        let path = self.dir.join(name);
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        };
+        let mut bytes = Vec::new();
+        file.take(cap as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        if bytes.len() > cap {
+            return Err(format!("{}: larger than {cap} bytes", path.display()));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Reads and verifies what the store holds.
+    pub fn load(&self, key: Option<&[u8]>) -> Loaded {
+        let rejected = |reason: String, highest: u64| Loaded::Rejected { reason, highest };
+        let baseline = match self.read(BASELINE, MAX_MESSAGE) {
+            Ok(b) => b,
+            Err(why) => return rejected(why, 0),
+        };
+        let record = match self.read(RECORD, protocol::generation::MAX_LEN) {
+            Ok(Some(bytes)) => match GenerationRecord::parse_verified(&bytes, key) {
+                Ok(r) => Some(r),
+                Err(why) => return rejected(format!("{RECORD}: {why}"), 0),
+            },
+            Ok(None) => None,
+            Err(why) => return rejected(why, 0),
+        };
+        let Some(bytes) = baseline else {
+            return match record {
+                None => Loaded::Empty,
+                Some(r) => rejected(
+                    format!("{BASELINE} is missing but {RECORD} says generation {} (baseline {}) is current: the baseline was deleted", r.generation, r.baseline_digest),
+                    r.generation,
+                ),
+            };
+        };
+        let record_gen = record.as_ref().map_or(0, |r| r.generation);
+        let manifest = match Manifest::parse(&bytes).and_then(|m| m.verify(key).map(|()| m)) {
+            Ok(m) => m,
+            Err(e) => return rejected(format!("{BASELINE}: {e}"), record_gen),
+        };
+        let digest = sha256_hex(&bytes);
+        let generation = manifest.generation.unwrap_or(0);
+        let current = Current {
+            manifest,
+            bytes,
+            digest,
+            generation,
+        };
+        let highest = generation.max(record_gen);
+        match record {
+            None if generation == 0 => Loaded::Adopted(current, None),
+            None => rejected(
+                format!("{RECORD} is missing but {BASELINE} is generation {generation}: the record was deleted"),
+                highest,
+            ),
+            Some(r) if r.generation == generation && r.baseline_digest == current.digest => {
+                Loaded::Adopted(current, None)
+            }
+            Some(r) if generation == r.generation + 1 => match self.write_record(&current, key) {
+                Ok(()) => Loaded::Adopted(
+                    current,
+                    Some(format!(
+                        "the commit of generation {generation} was interrupted after the baseline was written; record rolled forward from {}",
+                        r.generation
+                    )),
+                ),
+                Err(why) => rejected(why, highest),
+            },
+            Some(r) if generation < r.generation => rejected(
+                format!(
+                    "{BASELINE} is generation {generation} but {RECORD} says {} is current: an older baseline was put back",
+                    r.generation
+                ),
+                highest,
+            ),
+            Some(r) => rejected(
+                format!(
+                    "{BASELINE} (generation {generation}, sha256 {}) disagrees with {RECORD} (generation {}, sha256 {})",
+                    current.digest, r.generation, r.baseline_digest
+                ),
+                highest,
+            ),
+        }
+    }
+
+    /// Stores `manifest` as the current baseline: the baseline first, then the record.
+    pub fn commit(&self, manifest: &Manifest, key: Option<&[u8]>) -> Result<Current, String> {
+        let bytes = manifest.to_json();
+        self.write_atomic(BASELINE, &bytes)?;
+        let current = Current {
+            digest: sha256_hex(&bytes),
+            generation: manifest.generation.unwrap_or(0),
+            manifest: manifest.clone(),
+            bytes,
+        };
+        self.write_record(&current, key)?;
+        Ok(current)
+    }
+
+    fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), String> {
+        let record = GenerationRecord::new(current.generation, current.digest.clone(), key);
+        self.write_atomic(RECORD, &record.to_json())
+    }
+
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let fail = |e: std::io::Error| format!("{}: cannot write: {e}", path.display());
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
+        let written = (|| {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            // pwrite: the sandbox lets plain write(2) reach stderr only.
+            f.write_all_at(bytes, 0)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(e));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::baseline::Entry;
+    use protocol::message::Category;
+
+    const KEY: &[u8] = &[7u8; 32];
+
+    fn manifest(generation: u64, hash: char) -> Manifest {
+        let entries = vec![Entry {
+            path: "/a".into(),
+            hash: hash.to_string().repeat(64),
+            category: Category::TrustMaterial,
+            size: 1,
+        }];
+        Manifest::with_generation(
+            "2026-01-01T00:00:00Z".into(),
+            Some(generation),
+            entries,
+            Some(KEY),
+        )
+    }
+
+    fn reason(l: Loaded) -> String {
+        match l {
+            Loaded::Rejected { reason, .. } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_commit_load_and_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        assert!(matches!(store.load(Some(KEY)), Loaded::Empty));
+        store.commit(&manifest(1, 'a'), Some(KEY)).expect("commits");
+        match store.load(Some(KEY)) {
+            Loaded::Adopted(c, None) => assert_eq!(c.generation, 1),
+            other => panic!("{other:?}"),
+        }
+        let second = Store::open(dir.path()).expect_err("locked");
+        assert!(
+            second.contains("in use by another integrity-hasher"),
+            "{second}"
+        );
+    }
+
+    #[test]
+    fn rollback_deletion_and_disagreement_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        store.commit(&manifest(1, 'a'), Some(KEY)).expect("commits");
+        let old = std::fs::read(store.baseline_path()).expect("reads");
+        store.commit(&manifest(2, 'b'), Some(KEY)).expect("commits");
+        // An older, validly signed baseline put back.
+        std::fs::write(store.baseline_path(), &old).expect("writes");
+        assert!(reason(store.load(Some(KEY))).contains("older baseline was put back"));
+        // The baseline deleted, the record intact.
+        std::fs::remove_file(store.baseline_path()).expect("rm");
+        assert!(reason(store.load(Some(KEY))).contains("was deleted"));
+        // Same generation, another content (signed with the key: only a key holder can).
+        std::fs::write(store.baseline_path(), manifest(2, 'c').to_json()).expect("writes");
+        assert!(reason(store.load(Some(KEY))).contains("disagrees"));
+        // The record deleted.
+        store.commit(&manifest(3, 'd'), Some(KEY)).expect("commits");
+        std::fs::remove_file(dir.path().join(RECORD)).expect("rm");
+        assert!(reason(store.load(Some(KEY))).contains("record was deleted"));
+    }
+
+    #[test]
+    fn an_interrupted_commit_rolls_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        store.commit(&manifest(1, 'a'), Some(KEY)).expect("commits");
+        // The baseline of generation 2 landed, the record did not.
+        std::fs::write(store.baseline_path(), manifest(2, 'b').to_json()).expect("writes");
+        match store.load(Some(KEY)) {
+            Loaded::Adopted(c, Some(note)) => {
+                assert_eq!(c.generation, 2);
+                assert!(note.contains("rolled forward"), "{note}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.load(Some(KEY)), Loaded::Adopted(_, None)));
+    }
+}

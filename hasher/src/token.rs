@@ -1,0 +1,96 @@
+//! The operator's service token: read once at start, before the sandbox, kept only as its
+//! SHA-256. The hasher compares it itself before it makes a baseline: the api, facing the
+//! network, is not trusted with that decision.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Where the appliance keeps the service token.
+pub const DEFAULT_TOKEN_FILE: &str = "/run/secure-ai/service-token";
+/// Largest token file read.
+const MAX_LEN: u64 = 4096;
+/// Below this, a token is accepted with a warning (the Go service took any length).
+const SHORT: usize = 16;
+
+/// SHA-256 of the trimmed token.
+#[derive(Clone)]
+pub struct Token([u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    /// The token in `text` (surrounding whitespace ignored); `None` when empty.
+    pub fn from_text(text: &[u8]) -> Option<Token> {
+        let t = text.trim_ascii();
+        (!t.is_empty()).then(|| Token(Sha256::digest(t).into()))
+    }
+
+    /// Constant-time check of a presented token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.trim_ascii()).into();
+        bool::from(self.0.ct_eq(&digest))
+    }
+
+    /// Hex digest, for the api's gate (the digest of a random token reveals nothing usable).
+    pub fn digest_hex(&self) -> String {
+        protocol::hexfmt::encode(&self.0)
+    }
+}
+
+/// The token file: the flag, else the unit's credential, else the appliance default.
+pub fn path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| Path::new(&d).join("service-token"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE))
+}
+
+/// Loads the token; `None` (logged) when there is none: then only a first initialization can
+/// make a baseline and the api keeps its token-gated endpoints closed.
+pub fn load(path: &Path) -> Option<Token> {
+    match crate::fsread::read_bounded(path, MAX_LEN) {
+        Err(why) => {
+            tracing::warn!(path = %path.display(), why, "no service token: rebaseline, scan and reload stay closed");
+            None
+        }
+        Ok(mut bytes) => {
+            let token = Token::from_text(&bytes);
+            let len = bytes.trim_ascii().len();
+            crate::sys::wipe(&mut bytes);
+            match &token {
+                None => {
+                    tracing::warn!(path = %path.display(), "service token file is empty: rebaseline, scan and reload stay closed")
+                }
+                Some(_) if len < SHORT => {
+                    tracing::warn!(path = %path.display(), len, "service token is short; use 32 random bytes (e.g. `openssl rand -hex 32`)")
+                }
+                Some(_) => {}
+            }
+            token
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_only_the_exact_token() {
+        let t = Token::from_text(b"  0123456789abcdef0123\n").expect("not empty");
+        assert!(t.matches(b"0123456789abcdef0123"));
+        assert!(!t.matches(b"0123456789abcdef012"));
+        assert!(!t.matches(b""));
+        assert!(Token::from_text(b" \n").is_none());
+        assert!(Token::from_text(b"x").is_some_and(|t| t.matches(b"x")));
+    }
+}

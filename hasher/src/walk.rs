@@ -1,0 +1,209 @@
+//! Walking a model dir: every entry beneath it, bounded, with no symlink followed in any
+//! component (each directory is opened with `RESOLVE_NO_SYMLINKS`), names kept as bytes and
+//! shown with an injective escape, and every bound turned into a finding, never a silent stop.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use protocol::baseline::MAX_ENTRIES;
+use protocol::report::{self, MAX_PATH_LEN};
+
+/// Deepest directory nesting followed under a model dir.
+pub const MAX_DEPTH: usize = 32;
+
+/// A path found while walking, with what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A regular file.
+    File,
+    /// Something that must not be in a model dir, or a bound hit: the `actual_hash` marker.
+    Anomaly(&'static str),
+}
+
+/// One walk result: the path as the hasher uses it, and how it is shown (differs only for
+/// names that are not UTF-8 or too long, which are always anomalies).
+pub type Entry = (PathBuf, Found);
+
+fn open_dir(path: &Path) -> nix::Result<Dir> {
+    Dir::from_fd(crate::resolve::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+    )?)
+}
+
+fn anomaly_of(path: &Path, errno: Errno) -> &'static str {
+    match errno {
+        // A component was swapped for a symlink (or is one): never followed.
+        Errno::ELOOP => report::SYMLINK,
+        // O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR.
+        Errno::ENOTDIR
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            report::SYMLINK
+        }
+        Errno::ENOTDIR => report::NOT_REGULAR,
+        Errno::ENAMETOOLONG => report::PATH_TOO_LONG,
+        _ => report::UNREADABLE,
+    }
+}
+
+/// The display path of a name that cannot be used as it is, or `None` when it can.
+fn unusable(path: &Path) -> Option<(PathBuf, &'static str)> {
+    let bytes = path.as_os_str().as_bytes();
+    if std::str::from_utf8(bytes).is_err() {
+        return Some((report::display_path(bytes).into(), report::INVALID_NAME));
+    }
+    if bytes.len() > MAX_PATH_LEN {
+        return Some((report::display_path(bytes).into(), report::PATH_TOO_LONG));
+    }
+    None
+}
+
+/// Every path under `dir`, sorted by its bytes (cheap to compare, unlike `Path`'s
+/// component-wise order). A dir that does not exist gives nothing; one that is a symlink or
+/// unreadable gives one anomaly for itself.
+pub fn walk(dir: &Path) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_owned(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((d, depth)) = stack.pop() {
+        let mut handle = match open_dir(&d) {
+            Ok(h) => h,
+            Err(Errno::ENOENT) if d == dir => continue,
+            Err(e) => {
+                let marker = anomaly_of(&d, e);
+                out.push((d, Found::Anomaly(marker)));
+                continue;
+            }
+        };
+        for entry in handle.iter() {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                // Not seen whole: a finding of its own, so the state cannot stay trusted.
+                tracing::error!(dir = %dir.display(), limit = MAX_ENTRIES, "model dir holds more entries than the walk may hold: reported as limit_exceeded");
+                out.push((dir.to_owned(), Found::Anomaly(report::LIMIT_EXCEEDED)));
+                sort(&mut out);
+                return out;
+            }
+            let Ok(entry) = entry else {
+                out.push((d.clone(), Found::Anomaly(report::UNREADABLE)));
+                break;
+            };
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let path = d.join(OsStr::from_bytes(name));
+            if let Some((shown, marker)) = unusable(&path) {
+                out.push((shown, Found::Anomaly(marker)));
+                continue;
+            }
+            let kind = match entry.file_type() {
+                Some(t) => Some(t),
+                // No d_type from this filesystem: ask lstat. Only the kind is taken from it;
+                // whatever is opened later is opened with no symlink in any component.
+                None => std::fs::symlink_metadata(&path)
+                    .ok()
+                    .map(|m| type_of(m.file_type())),
+            };
+            match kind {
+                Some(Type::Directory) if depth < MAX_DEPTH => stack.push((path, depth + 1)),
+                Some(Type::Directory) => out.push((path, Found::Anomaly(report::TOO_DEEP))),
+                Some(Type::File) => out.push((path, Found::File)),
+                Some(Type::Symlink) => out.push((path, Found::Anomaly(report::SYMLINK))),
+                Some(_) => out.push((path, Found::Anomaly(report::NOT_REGULAR))),
+                None => out.push((path, Found::Anomaly(report::UNREADABLE))),
+            }
+        }
+    }
+    sort(&mut out);
+    out
+}
+
+fn sort(out: &mut [Entry]) {
+    out.sort_unstable_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
+}
+
+fn type_of(t: std::fs::FileType) -> Type {
+    if t.is_dir() {
+        Type::Directory
+    } else if t.is_file() {
+        Type::File
+    } else if t.is_symlink() {
+        Type::Symlink
+    } else {
+        Type::Fifo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(out: &[Entry]) -> Vec<(String, Found)> {
+        out.iter()
+            .map(|(p, f)| (p.to_string_lossy().into_owned(), *f))
+            .collect()
+    }
+
+    #[test]
+    fn names_are_never_merged_and_bounds_are_findings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("models");
+        std::fs::create_dir_all(&m).expect("mkdir");
+        std::fs::write(m.join("ok\u{FFFD}"), "a").expect("write");
+        std::fs::write(m.join(OsStr::from_bytes(b"ok\xff")), "b").expect("write");
+        std::fs::write(m.join(OsStr::from_bytes(b"ok\xfe")), "c").expect("write");
+        let mut deep = m.clone();
+        for _ in 0..=MAX_DEPTH {
+            deep = deep.join("d");
+        }
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        let out = walk(&m);
+        let found = kinds(&out);
+        let invalid: Vec<_> = found
+            .iter()
+            .filter(|(_, f)| *f == Found::Anomaly(report::INVALID_NAME))
+            .collect();
+        assert_eq!(invalid.len(), 2, "{found:?}");
+        assert!(found.contains(&(format!("{}/ok\u{FFFD}", m.display()), Found::File)));
+        assert!(
+            found
+                .iter()
+                .any(|(_, f)| *f == Found::Anomaly(report::TOO_DEEP)),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("models");
+        let secret = dir.path().join("secret");
+        std::fs::create_dir_all(&m).expect("mkdir");
+        std::fs::create_dir_all(&secret).expect("mkdir");
+        std::fs::write(secret.join("key"), "k").expect("write");
+        std::os::unix::fs::symlink(&secret, m.join("sub")).expect("symlink");
+        let found = kinds(&walk(&m));
+        assert_eq!(
+            found,
+            vec![(
+                format!("{}/sub", m.display()),
+                Found::Anomaly(report::SYMLINK)
+            )]
+        );
+        // The model dir itself replaced by a symlink: one finding, nothing read beyond it.
+        let moved = dir.path().join("models.real");
+        std::fs::rename(&m, &moved).expect("rename");
+        std::os::unix::fs::symlink(&secret, &m).expect("symlink");
+        let found = kinds(&walk(&m));
+        assert_eq!(
+            found,
+            vec![(m.display().to_string(), Found::Anomaly(report::SYMLINK))]
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The generation record kept beside the baseline in the hasher's store: which baseline is the
+//! current one and how many commits the store has seen. A validly signed but older baseline put
+//! back, a deleted baseline, or a record that disagrees with the baseline is then recognised.
+//!
+//! Encoding: compact JSON `{"generation":N,"baseline_digest":"<hex SHA-256 of baseline.json>",
+//! "hmac":…}`; `hmac` is hex HMAC-SHA256 (raw key file bytes) over
+//! `integrity-monitor.generation.v1\n` followed by the compact JSON of the first two fields,
+//! or `"unsigned"` when no key is configured.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hexfmt::is_sha256_hex;
+use crate::sign::{self, UNSIGNED};
+
+/// Domain separator prefixed before signing.
+pub const DOMAIN: &[u8] = b"integrity-monitor.generation.v1\n";
+/// Largest record accepted, in bytes.
+pub const MAX_LEN: usize = 1024;
+
+/// The store's current generation and the digest of the baseline that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationRecord {
+    /// Commits so far; the current baseline's `generation`.
+    pub generation: u64,
+    /// Hex SHA-256 of the current `baseline.json` bytes.
+    pub baseline_digest: String,
+    /// Hex HMAC-SHA256 over the domain and the two fields above, or `"unsigned"`.
+    pub hmac: String,
+}
+
+#[derive(Serialize)]
+struct Signed<'a> {
+    generation: u64,
+    baseline_digest: &'a str,
+}
+
+impl GenerationRecord {
+    /// A record for `generation` and the baseline whose bytes hash to `baseline_digest`.
+    pub fn new(generation: u64, baseline_digest: String, key: Option<&[u8]>) -> GenerationRecord {
+        let mut r = GenerationRecord {
+            generation,
+            baseline_digest,
+            hmac: String::new(),
+        };
+        r.hmac = match key {
+            Some(k) => sign::hmac_hex(k, &[DOMAIN, &r.signing_bytes()]),
+            None => UNSIGNED.to_owned(),
+        };
+        r
+    }
+
+    fn signing_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&Signed {
+            generation: self.generation,
+            baseline_digest: &self.baseline_digest,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The stored form.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks the record: form, then the HMAC against `key` (an unsigned record is
+    /// accepted only without a key, a signed one only with it).
+    pub fn parse_verified(bytes: &[u8], key: Option<&[u8]>) -> Result<GenerationRecord, String> {
+        if bytes.len() > MAX_LEN {
+            return Err(format!("larger than {MAX_LEN} bytes"));
+        }
+        let r: GenerationRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a generation record: {e}"))?;
+        if !is_sha256_hex(&r.baseline_digest) || r.generation == 0 {
+            return Err("baseline_digest or generation out of form".into());
+        }
+        let ok = match key {
+            Some(k) => {
+                r.hmac != UNSIGNED && sign::verify_hex(k, &[DOMAIN, &r.signing_bytes()], &r.hmac)
+            }
+            None => r.hmac == UNSIGNED,
+        };
+        if ok {
+            Ok(r)
+        } else if key.is_some() {
+            Err("HMAC does not verify (altered, unsigned, or signed with another key)".into())
+        } else {
+            Err("signed, but no HMAC key is configured to check it".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let key = [3u8; 32];
+        let r = GenerationRecord::new(4, "a".repeat(64), Some(&key));
+        let back = GenerationRecord::parse_verified(&r.to_json(), Some(&key)).expect("verifies");
+        assert_eq!(back, r);
+        let edited = String::from_utf8(r.to_json())
+            .unwrap_or_default()
+            .replace("\"generation\":4", "\"generation\":5");
+        assert!(GenerationRecord::parse_verified(edited.as_bytes(), Some(&key)).is_err());
+        assert!(GenerationRecord::parse_verified(&r.to_json(), Some(&[4u8; 32])).is_err());
+        assert!(GenerationRecord::parse_verified(&r.to_json(), None).is_err());
+        let unsigned = GenerationRecord::new(1, "b".repeat(64), None);
+        assert!(GenerationRecord::parse_verified(&unsigned.to_json(), Some(&key)).is_err());
+        assert!(GenerationRecord::parse_verified(&unsigned.to_json(), None).is_ok());
+    }
+}
