@@ -596,7 +596,7 @@ fn rebaseline_cannot_bless_what_the_release_baseline_disagrees_with() {
     let release = |content: &[u8]| {
         let digest = protocol::sign::sha256_hex(content);
         format!(
-            "{{\"version\":\"43.20261123\",\"source_commit\":\"abc123\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{digest}\",\"size\":{}}}]}}",
+            "{{\"version\":1,\"source_commit\":\"0123456789abcdef0123456789abcdef01234567\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{digest}\",\"size\":{}}}]}}",
             bin.display(),
             content.len()
         )
@@ -615,7 +615,7 @@ fn rebaseline_cannot_bless_what_the_release_baseline_disagrees_with() {
     let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
     assert_eq!(code, 409, "{body}");
     assert!(
-        body.contains(&path_str(&bin)) && body.contains("43.20261123"),
+        body.contains(&path_str(&bin)) && body.contains("0123456789abcdef0123456789abcdef01234567"),
         "{body}"
     );
     assert_eq!(a.count_events("rebaseline_refused"), 1);

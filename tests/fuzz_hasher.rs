@@ -35,7 +35,7 @@ fn registry_and_release_parsers_never_panic() {
     let p = dir.path().join("m.json");
     let h = "a".repeat(64);
     let registry = format!("{{\"version\":1,\"models\":[{{\"name\":\"m\",\"filename\":\"m.gguf\",\"sha256\":\"{h}\",\"size_bytes\":5}}]}}").into_bytes();
-    let release = format!("{{\"version\":\"1\",\"source_commit\":\"c\",\"files\":[{{\"path\":\"/a\",\"sha256\":\"{h}\",\"size\":1}}]}}").into_bytes();
+    let release = format!("{{\"version\":1,\"source_commit\":\"0123456789abcdef0123456789abcdef01234567\",\"files\":[{{\"path\":\"/a\",\"sha256\":\"{h}\",\"size\":1}}]}}").into_bytes();
     let entries = [protocol::baseline::Entry {
         path: "/a".into(),
         hash: h.clone(),

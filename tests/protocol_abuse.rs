@@ -313,6 +313,7 @@ fn fake_hasher_entry() {
             key: KeyStatus::Present,
             store: StoreStatus::Empty,
             token_digest: None,
+            store_event: None,
         },
     );
     let (id, _) = recv_msg::<Request>(&fd);

@@ -253,7 +253,13 @@ fn incidents_are_posted_once_per_transition() {
     assert_eq!(first["source"], "integrity-monitor");
     assert_eq!(first["class"], "integrity_violation");
     assert_eq!(first["severity"], "high");
-    assert_eq!(first["evidence"]["violation_count"], 1);
+    // The recorder decodes evidence as a map of strings.
+    let evidence = first["evidence"].as_object().unwrap();
+    assert!(evidence.values().all(|v| v.is_string()), "{evidence:?}");
+    assert_eq!(first["evidence"]["violation_count"], "1");
+    assert!(first["evidence"]["scan_count"].as_str().is_some());
+    assert_eq!(first["evidence"]["violation_0_category"], "service_binary");
+    assert_eq!(first["evidence"]["violation_0_action"], "degrade_appliance");
     assert_eq!(seen[1].1["severity"], "critical");
     assert_eq!(seen[1].1["evidence"]["state"], "recovery_required");
     assert!(wait_until(std::time::Duration::from_secs(2), || a
@@ -309,11 +315,15 @@ fn incident_bodies_stay_under_64_kib() {
         action: protocol::Action::QuarantineModel,
     };
     let many = vec![v; 256];
-    let body = api::incident::body("degraded", "trusted", "256 violation(s)", &many, 5000);
+    let body = api::incident::body("degraded", "trusted", "256 violation(s)", &many, 5000, 7);
     assert!(body.len() <= api::incident::MAX_BODY, "{}", body.len());
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
-        parsed["evidence"]["violation_count"], 5000,
+        parsed["evidence"]["violation_count"], "5000",
         "the count survives the cap"
+    );
+    assert_eq!(
+        parsed["class"], "manifest_mismatch",
+        "a model violation is the recorder's manifest_mismatch"
     );
 }

@@ -327,18 +327,29 @@ async fn dispatch(
                 ),
             }
         }
+        // Each POST answer says at least what the Go service's did (scan: state, violations;
+        // rebaseline: status "rebaselined", entries; reload: status "reloaded"), and more.
         Route::Scan => match monitor.scan().await {
-            Ok(_) => json_reply(200, &status_body(monitor)),
+            Ok(_) => {
+                let mut body = status_body(monitor);
+                body["violations"] = body["active_violations"].clone();
+                json_reply(200, &body)
+            }
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },
         Route::Rebaseline => match monitor.rebaseline(presented.unwrap_or_default()).await {
-            Ok(_) => json_reply(200, &status_body(monitor)),
+            Ok(_) => {
+                let mut body = status_body(monitor);
+                body["status"] = json!("rebaselined");
+                body["entries"] = body["baseline"]["entries"].clone();
+                json_reply(200, &body)
+            }
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },
         Route::Reload => match monitor.reload().await {
             Ok(policy) => json_reply(
                 200,
-                &json!({ "reloaded": true, "policy": policy, "status": status_body(monitor) }),
+                &json!({ "status": "reloaded", "reloaded": true, "policy": policy, "monitor": status_body(monitor) }),
             ),
             Err(e) => error(e.status(), e.code(), &e.to_string()),
         },

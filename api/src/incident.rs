@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::monitor::Monitor;
@@ -61,27 +61,62 @@ pub fn body(
     reason: &str,
     violations: &[protocol::report::Violation],
     count: u32,
+    scans: u64,
 ) -> Vec<u8> {
     let severity = if to == "recovery_required" {
         "critical"
     } else {
         "high"
     };
+    // The recorder's own classes: a model that does not match its manifest, or anything else.
+    let class = if violations
+        .iter()
+        .any(|v| v.category == protocol::Category::ModelFile)
+    {
+        "manifest_mismatch"
+    } else {
+        "integrity_violation"
+    };
     let mut listed = violations.len();
     loop {
+        // The recorder decodes `evidence` as a map of strings: every value is one.
+        let mut evidence = serde_json::Map::new();
+        let mut put = |k: String, v: String| {
+            evidence.insert(k, Value::String(v));
+        };
+        put("state".into(), to.into());
+        put("previous_state".into(), from.into());
+        put("reason".into(), reason.into());
+        put("violation_count".into(), count.to_string());
+        put("scan_count".into(), scans.to_string());
+        put("violations_listed".into(), listed.to_string());
+        for (i, v) in violations[..listed].iter().enumerate() {
+            put(format!("violation_{i}_path"), v.path.clone());
+            put(format!("violation_{i}_category"), v.category.as_str().into());
+            put(format!("violation_{i}_action"), action_str(v.action).into());
+            put(format!("violation_{i}_expected_hash"), v.expected_hash.clone());
+            put(format!("violation_{i}_actual_hash"), v.actual_hash.clone());
+        }
         let v = json!({
-            "class": "integrity_violation",
+            "class": class,
             "source": "integrity-monitor",
             "severity": severity,
             "description": format!("integrity state {from} -> {to}: {reason}"),
-            "evidence": { "state": to, "previous_state": from, "reason": reason, "violation_count": count,
-                          "violations": &violations[..listed], "violations_listed": listed },
+            "evidence": evidence,
         });
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
         if bytes.len() <= MAX_BODY || listed == 0 {
             return bytes;
         }
         listed /= 2;
+    }
+}
+
+fn action_str(a: protocol::Action) -> &'static str {
+    match a {
+        protocol::Action::DegradeAppliance => "degrade_appliance",
+        protocol::Action::ReloadPolicy => "reload_policy",
+        protocol::Action::QuarantineModel => "quarantine_model",
     }
 }
 

@@ -64,6 +64,12 @@ pub struct Config {
     pub incident_url: Option<String>,
     /// Token for the recorder [default: the service token].
     pub incident_token_file: Option<PathBuf>,
+    /// The hasher's baseline file instead of `state_dir` (its directory is the store).
+    pub baseline_path: Option<PathBuf>,
+    /// The HMAC key file, over the policy's (passed to a spawned hasher).
+    pub hmac_key_file: Option<PathBuf>,
+    /// The release baseline, over the policy's (passed to a spawned hasher).
+    pub release_baseline: Option<PathBuf>,
     /// `initialize-baseline`: stop after the first baseline and scan.
     pub initialize_only: bool,
     /// Test harness: after sandboxing, attempt this act instead of serving.
@@ -256,14 +262,20 @@ fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child),
         tracing::error!(error = %e, "socketpair failed");
         1
     })?;
-    let mut args = vec![
-        "--policy".into(),
-        config.policy.clone().into_os_string(),
-        "--state-dir".into(),
-        config.state_dir.clone().into_os_string(),
-    ];
-    if let Some(token) = &config.token_file {
-        args.extend(["--token-file".into(), token.clone().into_os_string()]);
+    let mut args = vec!["--policy".into(), config.policy.clone().into_os_string()];
+    match &config.baseline_path {
+        Some(file) => args.extend(["--baseline-path".into(), file.clone().into_os_string()]),
+        None => args.extend(["--state-dir".into(), config.state_dir.clone().into_os_string()]),
+    }
+    // The hasher's environment is cleared: what came by flag or environment goes by flag.
+    for (flag, value) in [
+        ("--token-file", &config.token_file),
+        ("--hmac-key-file", &config.hmac_key_file),
+        ("--release-baseline", &config.release_baseline),
+    ] {
+        if let Some(v) = value {
+            args.extend([flag.into(), v.clone().into_os_string()]);
+        }
     }
     if config.insecure_no_sandbox {
         args.push("--insecure-no-sandbox".into());

@@ -11,46 +11,58 @@ use clap::Parser;
 #[command(name = "integrity-monitor", version)]
 struct Args {
     /// Monitor policy (read by the hasher, never by this process).
-    #[arg(long, global = true, default_value = api::DEFAULT_POLICY)]
+    #[arg(long, global = true, env = "MONITOR_POLICY_PATH", default_value = api::DEFAULT_POLICY)]
     policy: PathBuf,
     /// Address to listen on when not socket-activated.
-    #[arg(long, default_value = "127.0.0.1:8510")]
+    #[arg(long, global = true, env = "BIND_ADDR", default_value = "127.0.0.1:8510")]
     listen: SocketAddr,
     /// Service token file, read by the hasher this process spawns [default: its credential,
     /// else /run/secure-ai/service-token]. This process never reads it.
-    #[arg(long)]
+    #[arg(long, global = true, env = "SERVICE_TOKEN_PATH")]
     token_file: Option<PathBuf>,
     /// JSONL audit log.
-    #[arg(long, default_value = api::audit::DEFAULT_AUDIT_LOG)]
+    #[arg(long, global = true, env = "AUDIT_LOG_PATH", default_value = api::audit::DEFAULT_AUDIT_LOG)]
     audit_log: PathBuf,
     /// The hasher's baseline store (passed to a hasher this process spawns; a systemd hasher
     /// unit has its own StateDirectory=). This process never writes there.
-    #[arg(long, default_value = api::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, default_value = api::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// The hasher's baseline file (its directory is the store), instead of --state-dir.
+    #[arg(long, global = true, env = "BASELINE_PATH", conflicts_with = "state_dir")]
+    baseline_path: Option<PathBuf>,
+    /// The HMAC key file, over the policy's hmac_key_path (passed to the spawned hasher).
+    #[arg(long, global = true, env = "HMAC_KEY_PATH")]
+    hmac_key_file: Option<PathBuf>,
+    /// The OS image's release baseline, over the policy's (passed to the spawned hasher).
+    #[arg(long, global = true, env = "EXPECTED_BASELINE_PATH")]
+    release_baseline: Option<PathBuf>,
     /// The integrity-hasher binary [default: next to this executable].
-    #[arg(long, conflicts_with = "hasher_socket")]
+    #[arg(long, global = true, conflicts_with = "hasher_socket")]
     hasher: Option<PathBuf>,
     /// Connect to a systemd-started hasher on this SEQPACKET socket instead of spawning one;
     /// reconnects with backoff when it goes away.
-    #[arg(long)]
+    #[arg(long, global = true)]
     hasher_socket: Option<PathBuf>,
     /// Report each transition into degraded/recovery_required to this incident recorder URL
     /// (loopback only), e.g. http://127.0.0.1:8515/api/v1/incidents/report.
-    #[arg(long)]
+    #[arg(long, global = true, env = "INCIDENT_RECORDER_URL")]
     incident_url: Option<String>,
     /// Bearer token file for the incident recorder [default: the service token].
-    #[arg(long)]
+    #[arg(long, global = true, env = "INCIDENT_RECORDER_TOKEN_PATH")]
     incident_token_file: Option<PathBuf>,
     /// Besides root, the uid allowed at the other end of --hasher-socket (SO_PEERCRED).
-    #[arg(long)]
+    #[arg(long, global = true)]
     hasher_peer_uid: Option<u32>,
     /// Run on a demo appliance tree written under a temp dir (policy, files, key, token).
     #[arg(long)]
     demo: bool,
     /// Run both processes without Landlock and seccomp (for kernels without Landlock; refused
     /// with the production policy path).
-    #[arg(long)]
+    #[arg(long, global = true)]
     insecure_no_sandbox: bool,
+    /// First boot, as the Go service's flag: same as the `initialize-baseline` command.
+    #[arg(long)]
+    initialize_baseline: bool,
     /// Test harness: install the sandbox, attempt ACT on ARG, report, exit.
     #[arg(long, hide = true, num_args = 2, value_names = ["ACT", "ARG"])]
     sandbox_probe: Option<Vec<String>>,
@@ -124,6 +136,9 @@ fn main() {
         token_file: args.token_file,
         audit_log: args.audit_log,
         state_dir: args.state_dir,
+        baseline_path: args.baseline_path,
+        hmac_key_file: args.hmac_key_file,
+        release_baseline: args.release_baseline,
         hasher: args.hasher.unwrap_or_else(api::default_hasher),
         hasher_socket: args.hasher_socket,
         hasher_peer_uid: args.hasher_peer_uid,
@@ -136,6 +151,10 @@ fn main() {
             .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
     };
     let config = match args.command {
+        None if args.initialize_baseline => api::Config {
+            initialize_only: true,
+            ..config
+        },
         None => config,
         Some(Tool::CheckConfig) => std::process::exit(api::tools::check_config(&config)),
         Some(Tool::VerifyBaseline { key, baseline }) => {

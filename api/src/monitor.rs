@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreStatus};
+use protocol::message::{
+    BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreEvent, StoreStatus,
+};
 use protocol::report::SignedReport;
 use protocol::sign::sha256_hex;
 use protocol::{Request, Response, PROTOCOL_VERSION};
@@ -154,11 +156,16 @@ impl Monitor {
         let Some(queue) = lock(&self.incidents).clone() else {
             return;
         };
-        let (active, count) = {
+        let (active, count, scans) = {
             let s = lock(&self.snap);
-            (s.machine.active.clone(), s.machine.violation_count)
+            (
+                s.machine.active.clone(),
+                s.machine.violation_count,
+                s.machine.scan_count,
+            )
         };
-        let body = crate::incident::body(to.as_str(), from.as_str(), reason, &active, count);
+        let body =
+            crate::incident::body(to.as_str(), from.as_str(), reason, &active, count, scans);
         if queue.try_send((to.as_str().to_owned(), body)).is_err() {
             self.audit(
                 "incident_dropped",
@@ -496,6 +503,7 @@ impl Monitor {
                 key,
                 store,
                 token_digest,
+                store_event,
             } if version == PROTOCOL_VERSION
                 && policy.degradation_threshold >= 1
                 && policy.scan_interval_ms >= 1
@@ -510,6 +518,16 @@ impl Monitor {
                     self.audit("hmac_key_absent", json!({ "signing": "unsigned" }));
                 }
                 *lock(&self.token) = token_digest.as_deref().and_then(Token::from_digest_hex);
+                match (store_event, &store) {
+                    (Some(StoreEvent::MigratedFromGo), StoreStatus::Adopted(s)) => {
+                        tracing::warn!(digest = s.digest, "stored baseline signed the Go service's way: verified and adopted; the next rebaseline re-signs it in this format");
+                        self.audit("baseline_migrated", json!({ "from": "go", "digest": s.digest, "entries": s.entries }));
+                    }
+                    (Some(StoreEvent::RolledForward { from }), StoreStatus::Adopted(s)) => {
+                        self.audit("baseline_rolled_forward", json!({ "from": from, "to": s.generation, "digest": s.digest }));
+                    }
+                    _ => {}
+                }
                 let mut snap = lock(&self.snap);
                 snap.policy = policy;
                 snap.key = key;

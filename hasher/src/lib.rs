@@ -33,8 +33,15 @@ pub struct Options {
     pub policy: PathBuf,
     /// The baseline store, the one directory the hasher writes.
     pub state_dir: PathBuf,
+    /// The baseline's file name in the store [default: baseline.json].
+    pub baseline_name: Option<String>,
     /// The service token file [default: the unit's credential, else the appliance path].
     pub token_file: Option<PathBuf>,
+    /// The HMAC key file, over the policy's `hmac_key_path` [default: the unit's credential,
+    /// else the policy's].
+    pub key_file: Option<PathBuf>,
+    /// The release baseline, over the policy's `release_baseline`.
+    pub release_baseline: Option<PathBuf>,
     /// Run without Landlock and seccomp (refused with the production policy path).
     pub insecure_no_sandbox: bool,
     /// Validate the policy, print the verdict and exit (0, or 78 with the key and line).
@@ -66,7 +73,7 @@ pub fn run(mut options: Options) -> i32 {
         }
     };
     let policy = match policy::Policy::load(&options.policy) {
-        Ok(p) => p,
+        Ok(p) => p.with_release_baseline(options.release_baseline.clone()),
         Err(e) => {
             tracing::error!(error = %e, "policy refused");
             return EXIT_CONFIG;
@@ -83,11 +90,14 @@ pub fn run(mut options: Options) -> i32 {
         );
         return 0;
     }
-    // Under systemd the key arrives as a credential; elsewhere the policy names it.
-    let key_path = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|d| std::path::Path::new(&d).join("integrity-hmac-key"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| policy.hmac_key_path.clone());
+    // An explicit key file (flag or HMAC_KEY_PATH) first; under systemd the credential;
+    // elsewhere the policy's path.
+    let key_path = options.key_file.clone().unwrap_or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| std::path::Path::new(&d).join("integrity-hmac-key"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| policy.hmac_key_path.clone())
+    });
     let key = match key::load(&key_path) {
         Ok(k) => k,
         Err(e) => {
@@ -109,7 +119,8 @@ pub fn run(mut options: Options) -> i32 {
     let store = if options.probe.is_some() {
         None
     } else {
-        match store::Store::open(&options.state_dir) {
+        let name = options.baseline_name.as_deref().unwrap_or("baseline.json");
+        match store::Store::open_named(&options.state_dir, name) {
             Ok(s) => Some(s),
             Err(why) => {
                 tracing::error!(why, "baseline store unusable");
@@ -151,6 +162,7 @@ pub fn run(mut options: Options) -> i32 {
         store,
         loaded,
         read_set,
+        release_override: options.release_baseline.clone(),
     });
     lifeline::watch(std::os::fd::AsRawFd::as_raw_fd(&fd));
     let mut channel = channel::Channel::new(fd);

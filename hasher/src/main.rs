@@ -2,32 +2,47 @@
 
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: integrity-hasher --policy PATH [--state-dir DIR] [--token-file PATH] [--insecure-no-sandbox] [--check-config]\n\
-Started by integrity-monitor or systemd with a SEQPACKET channel on fd 3 (LISTEN_FDS=1); not run by hand.";
+const USAGE: &str = "usage: integrity-hasher [--policy PATH] [--state-dir DIR | --baseline-path FILE] [--token-file PATH]\n\
+       [--hmac-key-file PATH] [--release-baseline PATH] [--insecure-no-sandbox] [--check-config]\n\
+Started by integrity-monitor or systemd with a SEQPACKET channel on fd 3 (LISTEN_FDS=1); not run by hand.\n\
+Flags win over the environment (MONITOR_POLICY_PATH, BASELINE_PATH, SERVICE_TOKEN_PATH, HMAC_KEY_PATH,\n\
+EXPECTED_BASELINE_PATH), which wins over the policy file and the defaults.";
+
+/// The environment variable's value as a path, if set and not empty.
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
 
 fn main() {
     hasher::init_logging();
     let mut args = std::env::args_os().skip(1);
-    let mut policy = PathBuf::from(hasher::policy::DEFAULT_POLICY);
-    let mut state_dir = PathBuf::from(hasher::store::DEFAULT_STATE_DIR);
+    let mut policy = None;
+    let mut state_dir = None;
+    let mut baseline_path = None;
     let mut token_file = None;
+    let mut key_file = None;
+    let mut release_baseline = None;
     let mut insecure_no_sandbox = false;
     let mut probe = None;
     let mut check_config = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
-            Some("--policy") => match args.next() {
-                Some(p) => policy = PathBuf::from(p),
-                None => usage_error("--policy needs a path"),
-            },
-            Some("--state-dir") => match args.next() {
-                Some(p) => state_dir = PathBuf::from(p),
-                None => usage_error("--state-dir needs a directory"),
-            },
-            Some("--token-file") => match args.next() {
-                Some(p) => token_file = Some(PathBuf::from(p)),
-                None => usage_error("--token-file needs a path"),
-            },
+            Some(flag @ ("--policy" | "--state-dir" | "--baseline-path" | "--token-file" | "--hmac-key-file" | "--release-baseline")) => {
+                let Some(value) = args.next().map(PathBuf::from) else {
+                    usage_error(&format!("{flag} needs a path"))
+                };
+                let slot = match flag {
+                    "--policy" => &mut policy,
+                    "--state-dir" => &mut state_dir,
+                    "--baseline-path" => &mut baseline_path,
+                    "--token-file" => &mut token_file,
+                    "--hmac-key-file" => &mut key_file,
+                    _ => &mut release_baseline,
+                };
+                *slot = Some(value);
+            }
             Some("--insecure-no-sandbox") => insecure_no_sandbox = true,
             Some("--check-config") => check_config = true,
             // Test harness for the sandbox tests: attempt one act after sandboxing.
@@ -47,10 +62,33 @@ fn main() {
             _ => usage_error(&format!("unknown argument {arg:?}")),
         }
     }
+    let policy = policy
+        .or_else(|| env_path("MONITOR_POLICY_PATH"))
+        .unwrap_or_else(|| PathBuf::from(hasher::policy::DEFAULT_POLICY));
+    // BASELINE_PATH names the baseline file; its directory is the store.
+    let baseline_path = baseline_path.or_else(|| {
+        state_dir
+            .is_none()
+            .then(|| env_path("BASELINE_PATH"))
+            .flatten()
+    });
+    let (state_dir, baseline_name) = match (state_dir, baseline_path) {
+        (Some(dir), _) => (dir, None),
+        (None, Some(file)) => match (file.parent(), file.file_name()) {
+            (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
+                (dir.to_owned(), Some(name.to_string_lossy().into_owned()))
+            }
+            _ => usage_error(&format!("{}: not a file path", file.display())),
+        },
+        (None, None) => (PathBuf::from(hasher::store::DEFAULT_STATE_DIR), None),
+    };
     std::process::exit(hasher::run(hasher::Options {
         policy,
         state_dir,
-        token_file,
+        baseline_name,
+        token_file: token_file.or_else(|| env_path("SERVICE_TOKEN_PATH")),
+        key_file: key_file.or_else(|| env_path("HMAC_KEY_PATH")),
+        release_baseline: release_baseline.or_else(|| env_path("EXPECTED_BASELINE_PATH")),
         insecure_no_sandbox,
         probe,
         check_config,

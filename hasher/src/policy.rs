@@ -18,12 +18,16 @@ pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
 const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 /// Most paths a policy may list, over all categories.
 const MAX_LISTED: usize = 10_000;
+/// Longest full re-verification interval: beyond it, time arithmetic is not worth the risk.
+const MAX_REHASH_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most hashing threads a policy may ask for.
 const MAX_HASH_THREADS: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
+    /// The appliance's policy files start with `version: 1`; no other version is known.
+    version: Option<Spanned<i64>>,
     scan_interval: Option<Spanned<String>>,
     #[serde(default)]
     service_binaries: Vec<Spanned<String>>,
@@ -91,6 +95,15 @@ impl Policy {
             why: e.to_string(),
         })?;
         raw.validate()
+    }
+
+    /// The policy with the release baseline given outside it (flag or EXPECTED_BASELINE_PATH),
+    /// which wins over the file's.
+    pub fn with_release_baseline(mut self, path: Option<PathBuf>) -> Policy {
+        if path.is_some() {
+            self.release_baseline = path;
+        }
+        self
     }
 
     /// What the api needs to know of this policy.
@@ -165,6 +178,15 @@ fn checked_path(key: &'static str, value: &Spanned<String>) -> Result<PathBuf, P
 
 impl RawPolicy {
     fn validate(self) -> Result<Policy, PolicyError> {
+        if let Some(v) = &self.version {
+            if v.value != 1 {
+                return Err(invalid(
+                    "version",
+                    v.referenced.line(),
+                    format!("{} is not a known policy version (only 1 is)", v.value),
+                ));
+            }
+        }
         let scan_interval = match &self.scan_interval {
             None => Duration::from_secs(30),
             Some(s) => {
@@ -196,12 +218,12 @@ impl RawPolicy {
             None => Duration::from_secs(24 * 3600),
             Some(s) => humantime::parse_duration(s.value.trim())
                 .ok()
-                .filter(|d| *d >= Duration::from_secs(1))
+                .filter(|d| *d >= Duration::from_secs(1) && *d <= MAX_REHASH_INTERVAL)
                 .ok_or_else(|| {
                     invalid(
                         "full_rehash_interval",
                         s.referenced.line(),
-                        format!("{:?} is not a duration of at least 1s", s.value),
+                        format!("{:?} is not a duration from 1s to 366d", s.value),
                     )
                 })?,
         };
@@ -319,6 +341,19 @@ impl RawPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_appliance_policy_shape_is_accepted() {
+        let p = Policy::parse(
+            "version: 1\nscan_interval: \"30s\"\nfull_rehash_interval: \"24h\"\nservice_binaries: [\"/usr/libexec/secure-ai/registry\"]\n",
+        )
+        .expect("the appliance's own shape");
+        assert_eq!(p.scan_interval, Duration::from_secs(30));
+        let e = Policy::parse("version: 2\n").expect_err("unknown version");
+        assert!(e.to_string().contains("key `version` (line 1)"), "{e}");
+        let e = Policy::parse("full_rehash_interval: 100000000000years\n").expect_err("bounded");
+        assert!(e.to_string().contains("full_rehash_interval"), "{e}");
+    }
 
     const GOOD: &str = "scan_interval: 10s\nservice_binaries:\n  - /usr/bin/a\npolicy_files: [/etc/p.yaml]\nmodel_dirs:\n  - /var/lib/models/\nhmac_key_path: /run/k\ndegradation_threshold: 2\n";
 

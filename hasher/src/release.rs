@@ -19,13 +19,17 @@ struct ReleaseFile {
     size: u64,
 }
 
+/// The appliance build's format: `{"version":1,"source_commit":"<40 hex>","files":[…]}`.
 #[derive(Debug, Deserialize)]
 struct ReleaseBaseline {
-    version: String,
+    version: u64,
     #[serde(default)]
     source_commit: String,
     files: Vec<ReleaseFile>,
 }
+
+/// The only release baseline format version known.
+const RELEASE_VERSION: u64 = 1;
 
 #[derive(Debug, Deserialize)]
 struct RegistryModel {
@@ -52,6 +56,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
 /// differs (capped) so an operator sees what the rebaseline would have blessed.
 pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
     let release: ReleaseBaseline = read_json(path)?;
+    if release.version != RELEASE_VERSION {
+        return Err(format!(
+            "{}: release baseline version {} is not {RELEASE_VERSION}, the only one known",
+            path.display(),
+            release.version
+        ));
+    }
     let mut expected: HashMap<&str, &ReleaseFile> = HashMap::new();
     for f in &release.files {
         if !is_sha256_hex(&f.sha256) {
@@ -70,19 +81,19 @@ pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
             (r.sha256 != e.hash || r.size != e.size).then(|| {
                 format!(
                     "{} (release {} expects {}, found {})",
-                    e.path, release.version, r.sha256, e.hash
+                    e.path, release.source_commit, r.sha256, e.hash
                 )
             })
         })
         .collect();
     if mismatches.is_empty() {
-        Ok(format!("{} ({})", release.version, release.source_commit))
+        Ok(format!("version {} ({})", release.version, release.source_commit))
     } else {
         let shown: Vec<&String> = mismatches.iter().take(20).collect();
         Err(format!(
-            "{} file(s) differ from release baseline {}: {}",
+            "{} file(s) differ from the release baseline of {}: {}",
             mismatches.len(),
-            release.version,
+            release.source_commit,
             shown
                 .iter()
                 .map(|s| s.as_str())

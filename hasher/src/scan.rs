@@ -267,6 +267,31 @@ pub fn scan(
             }
         }
     }
+    // Baselined paths the policy no longer covers (a reload narrowed it): still findings.
+    let listed: HashSet<&[u8]> = policy
+        .files
+        .iter()
+        .map(|(p, _)| p.as_os_str().as_bytes())
+        .collect();
+    let covered = |p: &[u8]| {
+        listed.contains(p)
+            || policy.model_dirs.iter().any(|d| {
+                let d = d.as_os_str().as_bytes();
+                p.starts_with(d) && p.get(d.len()) == Some(&b'/')
+            })
+    };
+    for entry in baseline
+        .entries
+        .iter()
+        .filter(|e| !covered(e.path.as_bytes()))
+    {
+        flag(
+            entry.path.clone(),
+            entry.category,
+            &entry.hash,
+            report::REMOVED.into(),
+        );
+    }
     violations.sort_by(|a, b| a.path.cmp(&b.path));
     let violation_count = u32::try_from(violations.len()).unwrap_or(u32::MAX);
     violations.truncate(MAX_REPORTED_VIOLATIONS);

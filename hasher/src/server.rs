@@ -23,6 +23,8 @@ pub struct Server {
     store: Store,
     /// What the store held at start, until a new baseline is committed.
     store_status: StoreStatus,
+    /// What loading the store repaired or converted.
+    store_event: Option<protocol::message::StoreEvent>,
     /// The next commit's generation: past everything either store file ever claimed.
     next_generation: u64,
     baseline: Option<Current>,
@@ -30,6 +32,7 @@ pub struct Server {
     seq: u64,
     greeted: bool,
     read_set: Vec<PathBuf>,
+    release_override: Option<PathBuf>,
     watcher: Option<crate::watch::Watcher>,
     /// The latest completed scan, and when it completed on the monotonic clock.
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
@@ -68,6 +71,8 @@ pub struct Parts {
     pub loaded: Loaded,
     /// What the sandbox lets it read.
     pub read_set: Vec<PathBuf>,
+    /// A release baseline given outside the policy; it survives reloads.
+    pub release_override: Option<PathBuf>,
 }
 
 impl Server {
@@ -81,14 +86,17 @@ impl Server {
             store,
             loaded,
             read_set,
+            release_override,
         } = parts;
         let hasher = FileHasher::for_policy(&policy);
+        let mut store_event = None;
         let (baseline, store_status, highest) = match loaded {
             Loaded::Empty => (None, StoreStatus::Empty, 0),
-            Loaded::Adopted(current, note) => {
-                if let Some(note) = note {
-                    tracing::warn!(note, "baseline store repaired");
+            Loaded::Adopted(current, event) => {
+                if let Some(event) = event {
+                    tracing::warn!(?event, "baseline store converted or repaired");
                 }
+                store_event = event;
                 let status = StoreStatus::Adopted(summary(&current));
                 let generation = current.generation;
                 (Some(current), status, generation)
@@ -110,12 +118,14 @@ impl Server {
             token,
             store,
             store_status,
+            store_event,
             next_generation: highest.saturating_add(1),
             baseline,
             hasher,
             seq: 0,
             greeted: false,
             read_set,
+            release_override,
             last_report: None,
             watcher,
         }
@@ -277,6 +287,7 @@ impl Server {
             key,
             store: self.store_status.clone(),
             token_digest: self.token.as_ref().map(Token::digest_hex),
+            store_event: self.store_event,
         }
     }
 
@@ -332,6 +343,7 @@ impl Server {
         let s = summary(&current);
         self.next_generation = generation.saturating_add(1);
         self.store_status = StoreStatus::Adopted(s.clone());
+        self.store_event = None;
         self.baseline = Some(current);
         Response::BaselineCreated { summary: s }
     }
@@ -365,7 +377,7 @@ impl Server {
 
     fn reload(&mut self) -> Response {
         let policy = match Policy::load(&self.policy_path) {
-            Ok(p) => p,
+            Ok(p) => p.with_release_baseline(self.release_override.clone()),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the old policy stays in force");
                 return error(ErrorKind::PolicyInvalid, e.to_string());

@@ -9,8 +9,9 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use protocol::baseline::Manifest;
+use protocol::baseline::{BaselineError, Manifest};
 use protocol::generation::GenerationRecord;
+use protocol::message::StoreEvent;
 use protocol::sign::sha256_hex;
 use protocol::MAX_MESSAGE;
 
@@ -26,6 +27,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The baseline's file name (`baseline.json`, or the name `BASELINE_PATH` gives).
+    name: String,
     /// Held for the life of the process: one hasher per store.
     _lock: nix::fcntl::Flock<File>,
 }
@@ -48,8 +51,8 @@ pub struct Current {
 pub enum Loaded {
     /// Nothing was ever stored: first initialization.
     Empty,
-    /// A baseline verified; `note` says what was repaired on the way, if anything.
-    Adopted(Current, Option<String>),
+    /// A baseline verified; and what was repaired or converted on the way, if anything.
+    Adopted(Current, Option<StoreEvent>),
     /// Something is there that does not verify; `highest` is the newest generation seen.
     Rejected {
         /// What was found, for the operator and the audit log.
@@ -63,6 +66,11 @@ impl Store {
     /// Opens (creating it 0700 if missing) and locks the store. A second hasher on the same
     /// store is refused, naming the first one's pid.
     pub fn open(dir: &Path) -> Result<Store, String> {
+        Store::open_named(dir, BASELINE)
+    }
+
+    /// As [`Store::open`], with the baseline under another file name.
+    pub fn open_named(dir: &Path, name: &str) -> Result<Store, String> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -105,6 +113,7 @@ impl Store {
             .map_err(|e| format!("state dir {}: not writable: {e}", dir.display()))?;
         Ok(Store {
             dir: dir.to_owned(),
+            name: name.to_owned(),
             _lock: lock,
         })
     }
@@ -116,7 +125,7 @@ impl Store {
 
     /// Path of the stored baseline.
     pub fn baseline_path(&self) -> PathBuf {
-        self.dir.join(BASELINE)
+        self.dir.join(&self.name)
     }
 
     fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, String> {
@@ -143,7 +152,7 @@ impl Store {
     /// Reads and verifies what the store holds.
     pub fn load(&self, key: Option<&[u8]>) -> Loaded {
         let rejected = |reason: String, highest: u64| Loaded::Rejected { reason, highest };
-        let baseline = match self.read(BASELINE, MAX_MESSAGE) {
+        let baseline = match self.read(&self.name, MAX_MESSAGE) {
             Ok(b) => b,
             Err(why) => return rejected(why, 0),
         };
@@ -165,8 +174,23 @@ impl Store {
             };
         };
         let record_gen = record.as_ref().map_or(0, |r| r.generation);
+        let mut event = None;
         let manifest = match Manifest::parse(&bytes).and_then(|m| m.verify(key).map(|()| m)) {
             Ok(m) => m,
+            // An appliance upgraded from the Go service: its baseline, signed its way, under
+            // the same key. Never once the store has a record (that would be a rollback).
+            Err(BaselineError::BadHmac)
+                if record.is_none()
+                    && key.is_some()
+                    && Manifest::parse(&bytes)
+                        .is_ok_and(|m| m.verify_go(key.unwrap_or_default())) =>
+            {
+                event = Some(StoreEvent::MigratedFromGo);
+                match Manifest::parse(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => return rejected(format!("{BASELINE}: {e}"), record_gen),
+                }
+            }
             Err(e) => return rejected(format!("{BASELINE}: {e}"), record_gen),
         };
         let digest = sha256_hex(&bytes);
@@ -179,7 +203,7 @@ impl Store {
         };
         let highest = generation.max(record_gen);
         match record {
-            None if generation == 0 => Loaded::Adopted(current, None),
+            None if generation == 0 => Loaded::Adopted(current, event),
             None => rejected(
                 format!("{RECORD} is missing but {BASELINE} is generation {generation}: the record was deleted"),
                 highest,
@@ -190,10 +214,7 @@ impl Store {
             Some(r) if generation == r.generation + 1 => match self.write_record(&current, key) {
                 Ok(()) => Loaded::Adopted(
                     current,
-                    Some(format!(
-                        "the commit of generation {generation} was interrupted after the baseline was written; record rolled forward from {}",
-                        r.generation
-                    )),
+                    Some(StoreEvent::RolledForward { from: r.generation }),
                 ),
                 Err(why) => rejected(why, highest),
             },
@@ -217,7 +238,7 @@ impl Store {
     /// Stores `manifest` as the current baseline: the baseline first, then the record.
     pub fn commit(&self, manifest: &Manifest, key: Option<&[u8]>) -> Result<Current, String> {
         let bytes = manifest.to_json();
-        self.write_atomic(BASELINE, &bytes)?;
+        self.write_atomic(&self.name, &bytes)?;
         let current = Current {
             digest: sha256_hex(&bytes),
             generation: manifest.generation.unwrap_or(0),
@@ -339,9 +360,8 @@ mod tests {
         // The baseline of generation 2 landed, the record did not.
         std::fs::write(store.baseline_path(), manifest(2, 'b').to_json()).expect("writes");
         match store.load(Some(KEY)) {
-            Loaded::Adopted(c, Some(note)) => {
-                assert_eq!(c.generation, 2);
-                assert!(note.contains("rolled forward"), "{note}");
+            Loaded::Adopted(c, Some(StoreEvent::RolledForward { from })) => {
+                assert_eq!((c.generation, from), (2, 1));
             }
             other => panic!("{other:?}"),
         }

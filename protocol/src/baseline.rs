@@ -55,6 +55,32 @@ struct Signed<'a> {
     entries: &'a [Entry],
 }
 
+/// The Go service's signed object: ours with a trailing empty `hmac`.
+#[derive(Serialize)]
+struct GoSigned<'a> {
+    created_at: &'a str,
+    entries: Option<&'a [Entry]>,
+    hmac: &'a str,
+}
+
+/// Go's `json.Marshal` escapes these even inside strings (HTML-safe output); serde_json does
+/// not. They occur in the serialized manifest only inside strings (keys are plain ASCII), so a
+/// replacement over the whole text is exact.
+fn go_html_escape(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Why a manifest was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BaselineError {
@@ -174,6 +200,37 @@ impl Manifest {
         }
     }
 
+    /// The bytes the Go service signed: compact `json.Marshal` of
+    /// `{"created_at","entries","hmac":""}` with Go's HTML-safe escaping (a nil entry list is
+    /// `null` there, so both forms are returned for an empty manifest).
+    pub fn go_signing_bytes(&self) -> Vec<Vec<u8>> {
+        let render = |entries: Option<&[Entry]>| {
+            let json = serde_json::to_string(&GoSigned {
+                created_at: &self.created_at,
+                entries,
+                hmac: "",
+            })
+            .unwrap_or_default();
+            go_html_escape(&json).into_bytes()
+        };
+        let mut forms = vec![render(Some(&self.entries))];
+        if self.entries.is_empty() {
+            forms.push(render(None));
+        }
+        forms
+    }
+
+    /// Checks the HMAC the way the Go service signed (see [`Manifest::go_signing_bytes`]): for
+    /// a stored baseline of an appliance upgraded from it. Just as strict: the key must verify.
+    pub fn verify_go(&self, key: &[u8]) -> bool {
+        self.generation.is_none()
+            && self.hmac != UNSIGNED
+            && self
+                .go_signing_bytes()
+                .iter()
+                .any(|bytes| sign::verify_hex(key, &[bytes], &self.hmac))
+    }
+
     /// True when signed with a key.
     pub fn is_signed(&self) -> bool {
         self.hmac != UNSIGNED
@@ -214,6 +271,33 @@ mod tests {
             String::from_utf8(m.signing_bytes()).unwrap_or_default(),
             expected
         );
+    }
+
+    #[test]
+    fn go_signed_baselines_verify_strictly() {
+        let key = [5u8; 32];
+        let entries = vec![Entry {
+            path: "/m/a<b>&c\u{2028}".into(),
+            hash: "a".repeat(64),
+            category: Category::ModelFile,
+            size: 1,
+        }];
+        let mut m = Manifest::new("2026-01-01T00:00:00.123456789Z".into(), entries, None);
+        let go = String::from_utf8(m.go_signing_bytes().remove(0)).unwrap_or_default();
+        assert_eq!(
+            go,
+            format!("{{\"created_at\":\"2026-01-01T00:00:00.123456789Z\",\"entries\":[{{\"path\":\"/m/a\\u003cb\\u003e\\u0026c\\u2028\",\"hash\":\"{}\",\"category\":\"model_file\",\"size\":1}}],\"hmac\":\"\"}}", "a".repeat(64))
+        );
+        m.hmac = sign::hmac_hex(&key, &[go.as_bytes()]);
+        assert!(m.verify_go(&key));
+        assert!(!m.verify_go(&[6u8; 32]), "another key");
+        assert_eq!(m.verify(Some(&key)), Err(BaselineError::BadHmac), "not our format");
+        let mut edited = m.clone();
+        edited.entries[0].size = 2;
+        assert!(!edited.verify_go(&key), "an edited entry");
+        let empty = Manifest::new("t".into(), vec![], None);
+        let forms = empty.go_signing_bytes();
+        assert!(String::from_utf8_lossy(&forms[1]).contains("\"entries\":null"));
     }
 
     #[test]

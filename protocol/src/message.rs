@@ -56,6 +56,8 @@ pub enum Response {
         /// Hex SHA-256 of the service token, for the api's gate; `None`: no token, the
         /// token-gated endpoints stay closed.
         token_digest: Option<String>,
+        /// What loading the store repaired or converted, for the audit log.
+        store_event: Option<StoreEvent>,
     },
     /// A new signed baseline was stored and adopted.
     BaselineCreated {
@@ -115,6 +117,19 @@ pub enum ErrorKind {
     Protocol,
     /// A baseline was asked for without the operator's token.
     Unauthorized,
+}
+
+/// Something loading the store did besides verifying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreEvent {
+    /// The stored baseline was signed the Go service's way; adopted, and re-signed in this
+    /// format at the next new baseline.
+    MigratedFromGo,
+    /// A commit had stored its baseline but not its record; the record was rolled forward.
+    RolledForward {
+        /// The generation the record said before.
+        from: u64,
+    },
 }
 
 /// The hasher's own baseline store, as found at start.

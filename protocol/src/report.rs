@@ -34,11 +34,15 @@ pub const INVALID_NAME: &str = "invalid_name";
 pub const PATH_TOO_LONG: &str = "path_too_long";
 /// `actual_hash` of a directory nested deeper than the walk follows.
 pub const TOO_DEEP: &str = "too_deep";
+/// `actual_hash` of a baselined path the policy no longer watches (a reload dropped it): it
+/// stays a finding until a rebaseline, so narrowing the policy cannot hide a change.
+pub const REMOVED: &str = "removed";
 /// `actual_hash` of a model dir holding more entries than the walk may hold: it was not seen
 /// whole, so it is not trusted.
 pub const LIMIT_EXCEEDED: &str = "limit_exceeded";
 
-const MARKERS: [&str; 11] = [
+const MARKERS: [&str; 12] = [
+    REMOVED,
     MISSING,
     UNREGISTERED,
     SYMLINK,
