@@ -239,6 +239,7 @@ fn status_body(monitor: &Monitor) -> Value {
         "last_scan_at": s.last_report.as_ref().map(|r| r.report.completed_at.clone()),
         "scan_count": s.machine.scan_count,
         "degraded_count": s.machine.degraded_count,
+        "degraded_scans": s.machine.degraded_scans,
         "recovery_count": s.machine.recovery_count,
         "active_violations": s.machine.active,
         "degradation_threshold": s.policy.degradation_threshold,

@@ -92,9 +92,15 @@ pub fn body(
         put("violations_listed".into(), listed.to_string());
         for (i, v) in violations[..listed].iter().enumerate() {
             put(format!("violation_{i}_path"), v.path.clone());
-            put(format!("violation_{i}_category"), v.category.as_str().into());
+            put(
+                format!("violation_{i}_category"),
+                v.category.as_str().into(),
+            );
             put(format!("violation_{i}_action"), action_str(v.action).into());
-            put(format!("violation_{i}_expected_hash"), v.expected_hash.clone());
+            put(
+                format!("violation_{i}_expected_hash"),
+                v.expected_hash.clone(),
+            );
             put(format!("violation_{i}_actual_hash"), v.actual_hash.clone());
         }
         let v = json!({

@@ -265,7 +265,10 @@ fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child),
     let mut args = vec!["--policy".into(), config.policy.clone().into_os_string()];
     match &config.baseline_path {
         Some(file) => args.extend(["--baseline-path".into(), file.clone().into_os_string()]),
-        None => args.extend(["--state-dir".into(), config.state_dir.clone().into_os_string()]),
+        None => args.extend([
+            "--state-dir".into(),
+            config.state_dir.clone().into_os_string(),
+        ]),
     }
     // The hasher's environment is cleared: what came by flag or environment goes by flag.
     for (flag, value) in [

@@ -14,7 +14,12 @@ struct Args {
     #[arg(long, global = true, env = "MONITOR_POLICY_PATH", default_value = api::DEFAULT_POLICY)]
     policy: PathBuf,
     /// Address to listen on when not socket-activated.
-    #[arg(long, global = true, env = "BIND_ADDR", default_value = "127.0.0.1:8510")]
+    #[arg(
+        long,
+        global = true,
+        env = "BIND_ADDR",
+        default_value = "127.0.0.1:8510"
+    )]
     listen: SocketAddr,
     /// Service token file, read by the hasher this process spawns [default: its credential,
     /// else /run/secure-ai/service-token]. This process never reads it.
@@ -28,7 +33,12 @@ struct Args {
     #[arg(long, global = true, default_value = api::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// The hasher's baseline file (its directory is the store), instead of --state-dir.
-    #[arg(long, global = true, env = "BASELINE_PATH", conflicts_with = "state_dir")]
+    #[arg(
+        long,
+        global = true,
+        env = "BASELINE_PATH",
+        conflicts_with = "state_dir"
+    )]
     baseline_path: Option<PathBuf>,
     /// The HMAC key file, over the policy's hmac_key_path (passed to the spawned hasher).
     #[arg(long, global = true, env = "HMAC_KEY_PATH")]

@@ -164,8 +164,7 @@ impl Monitor {
                 s.machine.scan_count,
             )
         };
-        let body =
-            crate::incident::body(to.as_str(), from.as_str(), reason, &active, count, scans);
+        let body = crate::incident::body(to.as_str(), from.as_str(), reason, &active, count, scans);
         if queue.try_send((to.as_str().to_owned(), body)).is_err() {
             self.audit(
                 "incident_dropped",
@@ -521,10 +520,16 @@ impl Monitor {
                 match (store_event, &store) {
                     (Some(StoreEvent::MigratedFromGo), StoreStatus::Adopted(s)) => {
                         tracing::warn!(digest = s.digest, "stored baseline signed the Go service's way: verified and adopted; the next rebaseline re-signs it in this format");
-                        self.audit("baseline_migrated", json!({ "from": "go", "digest": s.digest, "entries": s.entries }));
+                        self.audit(
+                            "baseline_migrated",
+                            json!({ "from": "go", "digest": s.digest, "entries": s.entries }),
+                        );
                     }
                     (Some(StoreEvent::RolledForward { from }), StoreStatus::Adopted(s)) => {
-                        self.audit("baseline_rolled_forward", json!({ "from": from, "to": s.generation, "digest": s.digest }));
+                        self.audit(
+                            "baseline_rolled_forward",
+                            json!({ "from": from, "to": s.generation, "digest": s.digest }),
+                        );
                     }
                     _ => {}
                 }

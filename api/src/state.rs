@@ -75,6 +75,8 @@ pub struct Machine {
     pub degraded_count: u64,
     /// Entries into `recovery_required`.
     pub recovery_count: u64,
+    /// Scans that found at least one violation (what the Go service called degraded_count).
+    pub degraded_scans: u64,
 }
 
 impl Default for Machine {
@@ -94,6 +96,7 @@ impl Machine {
             scan_count: 0,
             degraded_count: 0,
             recovery_count: 0,
+            degraded_scans: 0,
         }
     }
 
@@ -114,6 +117,9 @@ impl Machine {
                     }
                 }
                 next.scan_count += 1;
+                if report.violation_count > 0 {
+                    next.degraded_scans += 1;
+                }
                 next.violation_count = report.violation_count;
                 next.active = report.violations.clone();
                 let n = report.violation_count;
@@ -227,6 +233,8 @@ mod tests {
             ev.is_empty(),
             "a known violation is not re-recorded: {ev:?}"
         );
+        // Ours counts entries into degraded; the Go service's counted scans that found any.
+        assert_eq!((m.degraded_count, m.degraded_scans), (1, 2));
         let (m, ev) = m.step(Input::Scan(&report(&["/a", "/b", "/c"])), 3);
         assert_eq!(m.state, State::RecoveryRequired);
         assert_eq!(

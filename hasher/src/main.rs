@@ -29,7 +29,10 @@ fn main() {
     let mut check_config = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
-            Some(flag @ ("--policy" | "--state-dir" | "--baseline-path" | "--token-file" | "--hmac-key-file" | "--release-baseline")) => {
+            Some(
+                flag @ ("--policy" | "--state-dir" | "--baseline-path" | "--token-file"
+                | "--hmac-key-file" | "--release-baseline"),
+            ) => {
                 let Some(value) = args.next().map(PathBuf::from) else {
                     usage_error(&format!("{flag} needs a path"))
                 };

@@ -87,7 +87,10 @@ pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
         })
         .collect();
     if mismatches.is_empty() {
-        Ok(format!("version {} ({})", release.version, release.source_commit))
+        Ok(format!(
+            "version {} ({})",
+            release.version, release.source_commit
+        ))
     } else {
         let shown: Vec<&String> = mismatches.iter().take(20).collect();
         Err(format!(

@@ -291,7 +291,11 @@ mod tests {
         m.hmac = sign::hmac_hex(&key, &[go.as_bytes()]);
         assert!(m.verify_go(&key));
         assert!(!m.verify_go(&[6u8; 32]), "another key");
-        assert_eq!(m.verify(Some(&key)), Err(BaselineError::BadHmac), "not our format");
+        assert_eq!(
+            m.verify(Some(&key)),
+            Err(BaselineError::BadHmac),
+            "not our format"
+        );
         let mut edited = m.clone();
         edited.entries[0].size = 2;
         assert!(!edited.verify_go(&key), "an edited entry");

@@ -118,6 +118,20 @@ systemctl stop $A
 check "clean stop (Result=$(prop Result $A) status=$(prop ExecMainStatus $A))" sh -c "[ '$(prop Result $A)' = success ] && [ '$(prop ExecMainStatus $A)' = 0 ]"
 check "stop record last in the audit log" sh -c "tail -1 $AUDIT | grep -q '\"event\":\"stop\"'"
 
+# --- first boot as the appliance runs it: the Go service's flag, configured by the environment
+systemctl stop secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+rm -rf /var/lib/private/secure-ai/integrity /var/lib/secure-ai/integrity
+env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=127.0.0.1:8597 \
+  AUDIT_LOG_PATH=$AUDIT SERVICE_TOKEN_PATH=/run/secure-ai/service-token \
+  HMAC_KEY_PATH=/run/secure-ai/integrity-hmac-key BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \
+  /usr/libexec/secure-ai/integrity-monitor --initialize-baseline >/tmp/firstboot.log 2>&1; rc=$?
+check "firstboot: integrity-monitor --initialize-baseline exits 0 ($(tail -1 /tmp/firstboot.log | cut -c1-120))" test $rc = 0
+check "firstboot: a signed baseline of generation 1 is stored" sh -c "grep -q '\"generation\":1' /var/lib/secure-ai/integrity/baseline.json && [ -s /var/lib/secure-ai/integrity/generation.json ]"
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+for _ in $(seq 100); do [ "$(code /api/v1/verify 30)" = 200 ] && break; sleep 0.2; done
+check "the service adopts the firstboot baseline (its store moved to the hasher's user) and is trusted" sh -c "[ '$(code /api/v1/verify)' = 200 ] && tail -20 $AUDIT | grep -q '\"event\":\"baseline_loaded\"'"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+
 echo "--- warnings and errors of the run"
 journalctl -b --no-pager -o short-monotonic -u 'secure-ai-*' -p warning | grep -v 'incident report' | tail -15
 exit $fail

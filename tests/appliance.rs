@@ -1,0 +1,310 @@
+//! Replacing the Go service on an appliance-shaped tree: its policy (`version: 1`, quoted
+//! durations), its release baseline (integer version, 40-hex commit), a stored baseline the Go
+//! service signed, its environment variables, its `--initialize-baseline`, a short token, and a
+//! reload that narrows the policy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use protocol::baseline::{Entry, Manifest};
+use protocol::sign::{hmac_hex, sha256_hex};
+use protocol::Category;
+
+const KEY: [u8; 32] = [0x42; 32];
+/// The Go service took tokens of any length.
+const SHORT_TOKEN: &str = "go-tok";
+
+struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, content: &[u8]) {
+        let p = self.p(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    fn policy(&self, with_ui: bool) {
+        let r = self.dir.path().display();
+        let ui = if with_ui {
+            format!("  - \"{r}/usr/libexec/secure-ai/ui\"\n")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "version: 1\nscan_interval: \"30s\"\nfull_rehash_interval: \"24h\"\ndegradation_threshold: 3\n\
+             service_binaries:\n  - \"{r}/usr/libexec/secure-ai/registry\"\n{ui}\
+             policy_files:\n  - \"{r}/etc/secure-ai/policy/agent.yaml\"\n\
+             model_dirs:\n  - \"{r}/var/lib/secure-ai/registry/models\"\n\
+             trust_material:\n  - \"{r}/etc/secure-ai/cosign.pub\"\n\
+             hmac_key_path: \"{r}/run/secure-ai/integrity-hmac-key\"\n"
+        );
+        self.write(
+            "etc/secure-ai/policy/integrity-monitor.yaml",
+            text.as_bytes(),
+        );
+    }
+
+    /// The environment the appliance's unit gives the Go binary.
+    fn env(&self, cmd: &mut Command, addr: std::net::SocketAddr) {
+        let d = |rel: &str| self.p(rel);
+        cmd.env_clear()
+            .env(
+                "MONITOR_POLICY_PATH",
+                d("etc/secure-ai/policy/integrity-monitor.yaml"),
+            )
+            .env("BIND_ADDR", addr.to_string())
+            .env(
+                "AUDIT_LOG_PATH",
+                d("var/lib/secure-ai/logs/integrity-monitor-audit.jsonl"),
+            )
+            .env("SERVICE_TOKEN_PATH", d("run/secure-ai/service-token"))
+            .env("HMAC_KEY_PATH", d("run/secure-ai/integrity-hmac-key"))
+            .env(
+                "BASELINE_PATH",
+                d("var/lib/secure-ai/integrity/baseline.json"),
+            )
+            .env(
+                "EXPECTED_BASELINE_PATH",
+                d("usr/share/secure-ai/release-baseline.json"),
+            )
+            .stdin(Stdio::null());
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.p("var/lib/secure-ai/logs/integrity-monitor-audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn entry(path: &Path, category: Category) -> Entry {
+    let bytes = std::fs::read(path).unwrap();
+    Entry {
+        path: path.display().to_string(),
+        hash: sha256_hex(&bytes),
+        category,
+        size: bytes.len() as u64,
+    }
+}
+
+/// An appliance as the Go service left it: files, key, token, release baseline, and its
+/// stored baseline signed its way, indented, with a trailing newline.
+fn appliance() -> Tree {
+    let t = Tree {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    t.write(
+        "usr/libexec/secure-ai/registry",
+        b"#!/bin/sh\necho registry\n",
+    );
+    t.write("usr/libexec/secure-ai/ui", b"#!/bin/sh\necho ui\n");
+    t.write("etc/secure-ai/policy/agent.yaml", b"mode: standard\n");
+    t.write("etc/secure-ai/cosign.pub", b"-----BEGIN PUBLIC KEY-----\n");
+    t.write(
+        "var/lib/secure-ai/registry/models/llama & co <q4>.gguf",
+        b"weights",
+    );
+    t.write("run/secure-ai/integrity-hmac-key", &KEY);
+    t.write(
+        "run/secure-ai/service-token",
+        format!("{SHORT_TOKEN}\n").as_bytes(),
+    );
+    t.policy(true);
+    let registry = t.p("usr/libexec/secure-ai/registry");
+    let release = format!(
+        "{{\"version\":1,\"source_commit\":\"{}\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{}\",\"size\":{}}}]}}",
+        "0123456789abcdef".repeat(3)[..40].to_owned(),
+        registry.display(),
+        sha256_hex(&std::fs::read(&registry).unwrap()),
+        std::fs::metadata(&registry).unwrap().len()
+    );
+    t.write(
+        "usr/share/secure-ai/release-baseline.json",
+        release.as_bytes(),
+    );
+    let entries = vec![
+        entry(&registry, Category::ServiceBinary),
+        entry(&t.p("usr/libexec/secure-ai/ui"), Category::ServiceBinary),
+        entry(
+            &t.p("etc/secure-ai/policy/agent.yaml"),
+            Category::PolicyFile,
+        ),
+        entry(&t.p("etc/secure-ai/cosign.pub"), Category::TrustMaterial),
+        entry(
+            &t.p("var/lib/secure-ai/registry/models/llama & co <q4>.gguf"),
+            Category::ModelFile,
+        ),
+    ];
+    let mut go = Manifest::new("2026-10-01T08:00:00.123456789Z".into(), entries, None);
+    go.hmac = hmac_hex(&KEY, &[&go.go_signing_bytes()[0]]);
+    let mut stored = serde_json::to_string_pretty(&go).unwrap();
+    stored.push('\n');
+    t.write(
+        "var/lib/secure-ai/integrity/baseline.json",
+        stored.as_bytes(),
+    );
+    t
+}
+
+struct Service(Child, std::net::SocketAddr);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start(t: &Tree) -> Service {
+    let addr = free_addr();
+    let mut cmd = Command::new(monitor_bin());
+    t.env(&mut cmd, addr);
+    let s = Service(cmd.spawn().unwrap(), addr);
+    assert!(
+        wait_until(Duration::from_secs(20), || get(addr, "/api/v1/verify")
+            .map(|r| r.0 == 200)
+            .unwrap_or(false)),
+        "the upgraded appliance is trusted: {:?}",
+        get(addr, "/api/v1/status")
+    );
+    s
+}
+
+#[test]
+fn the_go_service_is_replaced_on_an_appliance_shaped_tree() {
+    let t = appliance();
+    // The appliance's own config passes check-config.
+    let mut check = Command::new(monitor_bin());
+    t.env(&mut check, free_addr());
+    let out = check.arg("check-config").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Firstboot runs the Go flag with the environment alone: the Go-signed baseline verifies
+    // and is adopted, not replaced.
+    let mut init = Command::new(monitor_bin());
+    t.env(&mut init, free_addr());
+    let out = init.arg("--initialize-baseline").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let migrated: Vec<_> = t
+        .audit()
+        .into_iter()
+        .filter(|e| e["event"] == "baseline_migrated")
+        .collect();
+    assert_eq!(migrated.len(), 1, "{:?}", t.audit());
+    assert_eq!(
+        t.audit()
+            .iter()
+            .filter(|e| e["event"] == "initialized")
+            .count(),
+        0
+    );
+
+    // The service, configured by the environment, is trusted on the Go baseline.
+    let s = start(&t);
+    let status: serde_json::Value =
+        serde_json::from_str(&get(s.1, "/api/v1/status").unwrap().1).unwrap();
+    assert_eq!(
+        status["baseline"]["generation"], 0,
+        "the Go baseline, as stored"
+    );
+
+    // A short token (the Go service took any length) authorises; the answers say what Go's did.
+    let (code, body) = post(s.1, "/api/v1/scan", Some(SHORT_TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let scan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            scan["state"].as_str(),
+            scan["violations"].as_array().map(Vec::len)
+        ),
+        (Some("trusted"), Some(0))
+    );
+    let (code, body) = post(s.1, "/api/v1/rebaseline", Some(SHORT_TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let rb: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (rb["status"].as_str(), rb["entries"].as_u64()),
+        (Some("rebaselined"), Some(5))
+    );
+
+    // Re-signed in this format: generation 1, a generation record, our HMAC.
+    let stored = std::fs::read(t.p("var/lib/secure-ai/integrity/baseline.json")).unwrap();
+    let m = Manifest::parse(&stored).unwrap();
+    assert_eq!(m.generation, Some(1));
+    m.verify(Some(&KEY)).expect("our format now");
+    assert!(t.p("var/lib/secure-ai/integrity/generation.json").exists());
+
+    // A reload that drops a baselined binary: reported removed until a rebaseline.
+    t.policy(false);
+    let (code, body) = post(s.1, "/api/v1/reload", Some(SHORT_TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"status\":\"reloaded\""), "{body}");
+    let scan: serde_json::Value =
+        serde_json::from_str(&post(s.1, "/api/v1/scan", Some(SHORT_TOKEN)).unwrap().1).unwrap();
+    let removed: Vec<_> = scan["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["actual_hash"] == "removed")
+        .map(|v| v["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        removed,
+        vec![t.p("usr/libexec/secure-ai/ui").display().to_string()]
+    );
+    assert_eq!(get(s.1, "/api/v1/verify").unwrap().0, 503);
+    assert_eq!(
+        post(s.1, "/api/v1/rebaseline", Some(SHORT_TOKEN))
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(get(s.1, "/api/v1/verify").unwrap().0, 200);
+}
+
+#[test]
+fn a_go_baseline_that_does_not_verify_is_not_adopted() {
+    let t = appliance();
+    let path = t.p("var/lib/secure-ai/integrity/baseline.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // One entry's size changed: the Go HMAC check is as strict as ours.
+    let mut m = Manifest::parse(text.as_bytes()).unwrap();
+    m.entries[0].size += 1;
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let addr = free_addr();
+    let mut cmd = Command::new(monitor_bin());
+    t.env(&mut cmd, addr);
+    let _s = Service(cmd.spawn().unwrap(), addr);
+    assert!(wait_until(Duration::from_secs(20), || get(
+        addr,
+        "/api/v1/status"
+    )
+    .map(|r| r.1.contains("recovery_required"))
+    .unwrap_or(false)));
+    assert_eq!(get(addr, "/api/v1/verify").unwrap().0, 503);
+    assert!(t.audit().iter().any(|e| e["event"] == "baseline_rejected"));
+    assert!(!t.audit().iter().any(|e| e["event"] == "baseline_migrated"));
+}
