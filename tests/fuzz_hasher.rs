@@ -50,7 +50,7 @@ fn registry_and_release_parsers_never_panic() {
         iters,
         |input| {
             std::fs::write(&p, input).unwrap();
-            let _ = hasher::release::Registry::load(&p);
+            let _ = hasher::registry::Registry::load(&p);
             let _ = hasher::release::check_release(&p, &entries);
         },
     );

@@ -65,7 +65,7 @@ struct Cached {
 /// Hashes files through buffers allocated up front, remembering the version each digest
 /// belongs to so an unchanged file costs one `statx`.
 pub struct FileHasher {
-    reader: Reader,
+    pub(crate) reader: Reader,
     /// Bytes read since creation.
     pub bytes_hashed: u64,
     /// Files answered from the metadata fast path since creation.
@@ -73,7 +73,9 @@ pub struct FileHasher {
     cache: HashMap<PathBuf, Cached>,
     /// Every file is read again at least this often.
     pub full_rehash: Duration,
-    budget: Mutex<Budget>,
+    pub(crate) budget: Mutex<Budget>,
+    /// Directory artifacts' digests, with the version of every file they covered.
+    pub(crate) dirs: HashMap<PathBuf, crate::registry::DirCached>,
     /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go).
     pub threads: usize,
 }
@@ -87,6 +89,7 @@ impl Default for FileHasher {
             cache: HashMap::new(),
             full_rehash: Duration::from_secs(24 * 3600),
             budget: Mutex::new(Budget::new(None)),
+            dirs: HashMap::new(),
             threads: 1,
         }
     }
@@ -157,11 +160,14 @@ impl FileHasher {
     /// Forgets the digest of `path`: its next check reads it in full.
     pub fn forget(&mut self, path: &Path) {
         self.cache.remove(path);
+        self.dirs
+            .retain(|dir, _| !path.starts_with(dir) && !dir.starts_with(path));
     }
 
     /// Forgets every remembered digest: the next check of each file reads it in full.
     pub fn forget_all(&mut self) {
         self.cache.clear();
+        self.dirs.clear();
     }
 
     /// Reads `path` in full; a file that changes while it is read is read again.
@@ -259,7 +265,7 @@ impl FileHasher {
 
     /// The backstop period for one file, spread over [interval/2, interval] by its digest so
     /// files hashed together at start do not all fall due at once.
-    fn spread(&self, hash: &str) -> Duration {
+    pub(crate) fn spread(&self, hash: &str) -> Duration {
         let b = u32::from_str_radix(hash.get(..2).unwrap_or("00"), 16).unwrap_or(0);
         self.full_rehash / 2 + self.full_rehash / 2 * b / 255
     }

@@ -10,6 +10,7 @@ pub mod lifeline;
 pub mod policy;
 pub mod probe;
 pub mod reader;
+pub mod registry;
 pub mod release;
 pub mod resolve;
 pub mod sandbox;

@@ -314,6 +314,22 @@ impl RawPolicy {
             ));
         }
         files.sort();
+        if let Some(m) = &self.registry_manifest {
+            let path = checked_path("registry_manifest", m)?;
+            if !path
+                .parent()
+                .is_some_and(|d| model_dirs.iter().any(|m| m == d))
+            {
+                return Err(invalid(
+                    "registry_manifest",
+                    m.referenced.line(),
+                    format!(
+                        "{} must sit directly in one of the model_dirs (that dir then follows it)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         Ok(Policy {
             scan_interval,
             files,

@@ -134,8 +134,6 @@ impl Reader {
             Ok(d) => d,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
-        self.bytes += digest.1;
-        crate::sys::advise_done(&file);
         match file.metadata() {
             Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
                 Attempt::Done((
@@ -154,6 +152,18 @@ impl Reader {
     /// Reads and hashes through the one buffer.
     fn stream(&mut self, file: &File, budget: &Mutex<Budget>) -> std::io::Result<(String, u64)> {
         let mut sha = Sha256::new();
+        let size = self.feed(file, &mut sha, budget)?;
+        Ok((protocol::hexfmt::encode(&sha.finalize()), size))
+    }
+
+    /// Streams `file` into `sha` through the one buffer, under the read budget, dropping the
+    /// pages behind; returns the bytes read.
+    pub fn feed(
+        &mut self,
+        file: &File,
+        sha: &mut Sha256,
+        budget: &Mutex<Budget>,
+    ) -> std::io::Result<u64> {
         let mut size = 0u64;
         let mut dropped = 0u64;
         let mut checked = Instant::now();
@@ -168,7 +178,9 @@ impl Reader {
             dropped = drop_behind(file, dropped, size);
             throttle(budget, n as u64);
         }
-        Ok((protocol::hexfmt::encode(&sha.finalize()), size))
+        crate::sys::advise_done(file);
+        self.bytes += size;
+        Ok(size)
     }
 }
 

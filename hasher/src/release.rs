@@ -1,6 +1,5 @@
-//! Appliance bindings: the release baseline shipped with the OS image (a rebaseline can never
-//! bless a file the release says is different) and the model registry's manifest (a model the
-//! registry promoted, with a matching digest, is accepted).
+//! The release baseline shipped with the OS image: a rebaseline can never bless a file the
+//! release says is different.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,21 +29,6 @@ struct ReleaseBaseline {
 
 /// The only release baseline format version known.
 const RELEASE_VERSION: u64 = 1;
-
-#[derive(Debug, Deserialize)]
-struct RegistryModel {
-    #[serde(default)]
-    name: String,
-    filename: String,
-    sha256: String,
-    size_bytes: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct RegistryManifest {
-    #[serde(default)]
-    models: Vec<RegistryModel>,
-}
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let bytes = crate::fsread::read_bounded(path, MAX_BYTES)
@@ -106,37 +90,6 @@ pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
     }
 }
 
-/// The registry's promoted models, by file name.
-#[derive(Debug, Default)]
-pub struct Registry {
-    models: HashMap<String, (String, u64)>,
-}
-
-impl Registry {
-    /// Loads the manifest; entries without a valid digest are ignored (and logged).
-    pub fn load(path: &Path) -> Result<Registry, String> {
-        let manifest: RegistryManifest = read_json(path)?;
-        let mut models = HashMap::new();
-        for m in manifest.models {
-            if is_sha256_hex(&m.sha256) && !m.filename.contains('/') {
-                models.insert(m.filename, (m.sha256, m.size_bytes));
-            } else {
-                tracing::warn!(
-                    name = m.name,
-                    filename = m.filename,
-                    "registry entry ignored: bad digest or file name"
-                );
-            }
-        }
-        Ok(Registry { models })
-    }
-
-    /// The promoted digest and size for a model file name.
-    pub fn get(&self, file_name: &str) -> Option<(&str, u64)> {
-        self.models.get(file_name).map(|(h, s)| (h.as_str(), *s))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +109,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("release.json");
         let good = "a".repeat(64);
-        std::fs::write(&p, format!("{{\"version\":\"42.1\",\"source_commit\":\"abc\",\"files\":[{{\"path\":\"/usr/bin/x\",\"sha256\":\"{good}\",\"size\":3}}]}}")).expect("write");
+        std::fs::write(&p, format!("{{\"version\":1,\"source_commit\":\"abcdef0123456789abcdef0123456789abcdef01\",\"files\":[{{\"path\":\"/usr/bin/x\",\"sha256\":\"{good}\",\"size\":3}}]}}")).expect("write");
         assert!(check_release(
             &p,
             &[
@@ -166,18 +119,7 @@ mod tests {
         )
         .is_ok());
         let e = check_release(&p, &[entry("/usr/bin/x", &"b".repeat(64))]).expect_err("refused");
-        assert!(e.contains("/usr/bin/x") && e.contains("42.1"), "{e}");
+        assert!(e.contains("/usr/bin/x"), "{e}");
         assert!(check_release(&dir.path().join("missing.json"), &[]).is_err());
-    }
-
-    #[test]
-    fn registry_lookup_by_file_name() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("manifest.json");
-        let h = "d".repeat(64);
-        std::fs::write(&p, format!("{{\"version\":1,\"models\":[{{\"name\":\"m\",\"filename\":\"m.gguf\",\"sha256\":\"{h}\",\"size_bytes\":5}},{{\"name\":\"bad\",\"filename\":\"../x\",\"sha256\":\"{h}\",\"size_bytes\":1}}]}}")).expect("write");
-        let r = Registry::load(&p).expect("loads");
-        assert_eq!(r.get("m.gguf"), Some((h.as_str(), 5)));
-        assert_eq!(r.get("../x"), None);
     }
 }

@@ -19,12 +19,22 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Every model dir with what walking it found.
+/// Every model dir with what walking it found; the dir the registry governs is not walked
+/// (it follows the registry, not the per-file baseline).
 fn walk_all(policy: &Policy) -> Vec<(&Path, Vec<(PathBuf, Found)>)> {
+    let governed = governed(policy).map(|(d, _)| d);
     policy
         .model_dirs
         .iter()
+        .filter(|d| Some(d.as_path()) != governed)
         .map(|d| (d.as_path(), crate::walk::walk(d)))
         .collect()
+}
+
+/// The model dir the registry manifest sits in (the policy checks it is one), and the manifest.
+fn governed(policy: &Policy) -> Option<(&Path, &Path)> {
+    let manifest = policy.registry_manifest.as_deref()?;
+    Some((manifest.parent()?, manifest))
 }
 
 /// The regular files among the listed files and the walks, for [`FileHasher::prefetch`].
@@ -175,37 +185,11 @@ pub fn scan(
             action: category.action(),
         });
     };
-    let registry = policy.registry_manifest.as_ref().and_then(|p| {
-        crate::release::Registry::load(p)
-            .map_err(|e| {
-                tracing::warn!(
-                    error = e,
-                    "registry manifest unusable: only baselined models are accepted"
-                )
-            })
-            .ok()
-    });
-    // A model the registry promoted (its manifest lists this file name with this digest) is
-    // accepted even when the baseline predates it.
-    let promoted = |hasher: &mut FileHasher, path: &Path| -> bool {
-        let (Some(registry), Some(name)) = (&registry, path.file_name().and_then(|n| n.to_str()))
-        else {
-            return false;
-        };
-        let Some((hash, size)) = registry.get(name) else {
-            return false;
-        };
-        FileHasher::size_now(path) == Some(size)
-            && matches!(hasher.check(path), Outcome::Hashed { hash: h, .. } if h == hash)
-    };
     let check = |hasher: &mut FileHasher,
                  path: &Path,
                  category: Category,
                  flag: &mut dyn FnMut(String, Category, &str, String)| {
         let key = path_str(path);
-        if category == Category::ModelFile && promoted(hasher, path) {
-            return;
-        }
         match index.get(key.as_str()) {
             None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
             Some(entry) => {
@@ -265,6 +249,12 @@ pub fn scan(
                     report::MISSING.into(),
                 );
             }
+        }
+    }
+    if let Some((dir, manifest)) = governed(policy) {
+        for (path, expected, actual) in crate::registry::check(hasher, dir, manifest) {
+            watched += 1;
+            flag(path, Category::ModelFile, &expected, actual);
         }
     }
     // Baselined paths the policy no longer covers (a reload narrowed it): still findings.
@@ -436,49 +426,110 @@ mod tests {
         assert!(e.contains("symlink"), "{e}");
     }
 
+    /// `SecAI-Directory-Hash-v1` written out from its definition, independently of the code.
+    fn dir_hash_by_hand(files: &[(&str, &[u8])]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut sorted = files.to_vec();
+        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut h = Sha256::new();
+        h.update(b"SecAI-Directory-Hash-v1\0");
+        for (rel, content) in sorted {
+            h.update((rel.len() as u64).to_be_bytes());
+            h.update(rel.as_bytes());
+            h.update((content.len() as u64).to_be_bytes());
+            h.update(content);
+        }
+        protocol::hexfmt::encode(&h.finalize())
+    }
+
     #[test]
-    fn promoted_models_are_accepted_and_mismatched_ones_are_not() {
+    fn the_registry_governs_its_dir_with_file_and_directory_artifacts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = dir.path();
-        std::fs::create_dir_all(r.join("models")).expect("mkdir");
-        std::fs::write(r.join("models/old.gguf"), "old").expect("write");
+        let m = r.join("models");
+        std::fs::create_dir_all(m.join("shards/sub")).expect("mkdir");
+        std::fs::write(m.join("old.gguf"), "old").expect("write");
+        std::fs::write(m.join("shards/a.bin"), "A").expect("write");
+        std::fs::write(m.join("shards/sub/b.bin"), "BB").expect("write");
+        let shards = dir_hash_by_hand(&[("a.bin", b"A"), ("sub/b.bin", b"BB")]);
         let yaml = format!(
             "model_dirs: [{d}/models]\nregistry_manifest: {d}/models/manifest.json\n",
             d = r.display()
         );
         let policy = Policy::parse(&yaml).expect("policy");
-        let write_manifest = |entries: &[(&str, &[u8])]| {
-            let models: Vec<String> = entries
-                .iter()
-                .map(|(f, c)| {
-                    let h = protocol::sign::sha256_hex(c);
-                    format!("{{\"name\":\"{f}\",\"filename\":\"{f}\",\"sha256\":\"{h}\",\"size_bytes\":{}}}", c.len())
-                })
-                .collect();
-            std::fs::write(
-                r.join("models/manifest.json"),
-                format!("{{\"version\":1,\"models\":[{}]}}", models.join(",")),
-            )
-            .expect("write");
+        let manifest = |body: &str| std::fs::write(m.join("manifest.json"), body).expect("write");
+        let enrol = |extra: &str| {
+            let old = protocol::sign::sha256_hex(b"old");
+            manifest(&format!("{{\"version\":1,\"models\":[{{\"name\":\"old\",\"filename\":\"old.gguf\",\"sha256\":\"{old}\",\"size_bytes\":3}},{{\"name\":\"sd\",\"filename\":\"shards\",\"sha256\":\"{shards}\",\"size_bytes\":3}}{extra}]}}"));
         };
-        write_manifest(&[]);
-        let m = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("baseline");
+        enrol("");
+        let baseline =
+            create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("baseline");
+        assert!(baseline.entries.is_empty(), "the dir follows the registry");
+        let mut hasher = FileHasher::default();
+        let mut run = || scan(&policy, &baseline, &"0".repeat(64), &mut hasher, 1);
+        let found = |rep: ScanReport| -> Vec<(String, String)> {
+            rep.violations
+                .into_iter()
+                .map(|v| {
+                    (
+                        v.path.rsplit('/').next().unwrap_or("").to_owned(),
+                        v.actual_hash,
+                    )
+                })
+                .collect()
+        };
         assert_eq!(
-            m.entries.len(),
-            1,
-            "the manifest itself is not a model: {:?}",
-            m.entries
+            found(run()),
+            vec![],
+            "a file and a directory artifact, both enrolled"
         );
-        std::fs::write(r.join("models/new.gguf"), "promoted weights").expect("write");
-        let run = || scan(&policy, &m, &"0".repeat(64), &mut FileHasher::default(), 1);
-        assert_eq!(run().violation_count, 1, "not yet promoted");
-        write_manifest(&[("new.gguf", b"promoted weights")]);
-        assert_eq!(run().violation_count, 0, "promoted with a matching digest");
-        write_manifest(&[("new.gguf", b"other weights!!!")]);
+        assert_eq!(found(run()), vec![], "again, from the remembered versions");
+        // A promoted artifact is trusted without a rebaseline; an unknown entry is not.
+        std::fs::write(m.join("new.gguf"), "new").expect("write");
         assert_eq!(
-            run().violation_count,
-            1,
-            "promoted digest does not match the file"
+            found(run()),
+            vec![("new.gguf".into(), "unregistered".into())]
+        );
+        let new = protocol::sign::sha256_hex(b"new");
+        enrol(&format!(
+            ",{{\"name\":\"n\",\"filename\":\"new.gguf\",\"sha256\":\"{new}\",\"size_bytes\":3}}"
+        ));
+        assert_eq!(found(run()), vec![]);
+        // A shard changed in place (same size): its directory digest no longer matches.
+        std::fs::write(m.join("shards/sub/b.bin"), "CC").expect("write");
+        let got = found(run());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "shards");
+        assert!(protocol::hexfmt::is_sha256_hex(&got[0].1), "{got:?}");
+        std::fs::write(m.join("shards/sub/b.bin"), "BB").expect("write");
+        assert_eq!(found(run()), vec![]);
+        // A symlink or a hard link inside an artifact makes it invalid.
+        std::os::unix::fs::symlink("/etc/passwd", m.join("shards/link")).expect("symlink");
+        assert_eq!(
+            found(run()),
+            vec![("shards".into(), "artifact_invalid".into())]
+        );
+        std::fs::remove_file(m.join("shards/link")).expect("rm");
+        std::fs::hard_link(m.join("shards/a.bin"), r.join("a.hard")).expect("link");
+        assert_eq!(
+            found(run()),
+            vec![("shards".into(), "artifact_invalid".into())]
+        );
+        std::fs::remove_file(r.join("a.hard")).expect("rm");
+        assert_eq!(found(run()), vec![]);
+        // The manifest itself: another version, a repeated name, gone.
+        manifest("{\"version\":2,\"models\":[]}");
+        assert_eq!(
+            found(run()),
+            vec![("manifest.json".into(), "manifest_invalid".into())]
+        );
+        enrol(",{\"name\":\"again\",\"filename\":\"old.gguf\",\"sha256\":\"00000000000000000000000000000000000000000000000000000000000000aa\",\"size_bytes\":1}");
+        assert!(found(run()).contains(&("manifest.json".into(), "manifest_invalid".into())));
+        std::fs::remove_file(m.join("manifest.json")).expect("rm");
+        assert_eq!(
+            found(run()),
+            vec![("manifest.json".into(), "manifest_invalid".into())]
         );
     }
 
@@ -488,14 +539,14 @@ mod tests {
         let root = t.dir.path();
         let bin = root.join("bin");
         let good = protocol::sign::sha256_hex(b"b");
-        std::fs::write(root.join("release.json"), format!("{{\"version\":\"1.0\",\"source_commit\":\"c0ffee\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{good}\",\"size\":1}}]}}", bin.display())).expect("write");
+        std::fs::write(root.join("release.json"), format!("{{\"version\":1,\"source_commit\":\"c0ffee0123456789abcdef0123456789abcdef01\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{good}\",\"size\":1}}]}}", bin.display())).expect("write");
         let mut policy = t.policy.clone();
         policy.release_baseline = Some(root.join("release.json"));
         assert!(create_baseline(&policy, &mut FileHasher::default(), None, 1).is_ok());
         std::fs::write(&bin, "x").expect("tamper");
         let e = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect_err("refused");
         assert!(
-            e.contains(&bin.display().to_string()) && e.contains("1.0"),
+            e.contains(&bin.display().to_string()) && e.contains("c0ffee0123456789"),
             "{e}"
         );
     }

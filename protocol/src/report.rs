@@ -41,7 +41,16 @@ pub const REMOVED: &str = "removed";
 /// whole, so it is not trusted.
 pub const LIMIT_EXCEEDED: &str = "limit_exceeded";
 
-const MARKERS: [&str; 12] = [
+/// `actual_hash` of a registry manifest that is missing, unreadable, too large, invalid, of
+/// another version, or holds an entry that is not canonical or repeats a file name.
+pub const MANIFEST_INVALID: &str = "manifest_invalid";
+/// `actual_hash` of an enrolled registry artifact that cannot be one (a symlink or hard link
+/// inside, too many entries, too large, changing while hashed…).
+pub const ARTIFACT_INVALID: &str = "artifact_invalid";
+
+const MARKERS: [&str; 14] = [
+    MANIFEST_INVALID,
+    ARTIFACT_INVALID,
     REMOVED,
     MISSING,
     UNREGISTERED,
