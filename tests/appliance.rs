@@ -122,6 +122,16 @@ fn appliance() -> Tree {
         "run/secure-ai/service-token",
         format!("{SHORT_TOKEN}\n").as_bytes(),
     );
+    for secret in [
+        "run/secure-ai/integrity-hmac-key",
+        "run/secure-ai/service-token",
+    ] {
+        std::fs::set_permissions(
+            t.p(secret),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    }
     t.policy(true);
     let registry = t.p("usr/libexec/secure-ai/registry");
     let release = format!(

@@ -370,6 +370,11 @@ fn without_a_key_everything_is_marked_unsigned_and_a_later_key_rejects_it() {
     assert_eq!(a.count_events("baseline_unsigned"), 1);
     m.stop_cleanly();
     std::fs::write(a.path("secret/key"), [7u8; 32]).unwrap();
+    std::fs::set_permissions(
+        a.path("secret/key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let m = Running::start(&a);
     assert_eq!(m.status()["state"], "recovery_required");
 }
@@ -385,9 +390,24 @@ fn unusable_key_or_policy_exits_78_naming_the_problem() {
             .policy_text("")
             .replace("degradation_threshold: 3", "degradation_threshold: 0"),
     );
+    // A key or token that others may read is refused, as ssh refuses such a key.
+    let exposed_key = Appliance::new();
+    let exposed_token = Appliance::new();
+    for (a, secret) in [
+        (&exposed_key, "secret/key"),
+        (&exposed_token, "secret/token"),
+    ] {
+        std::fs::set_permissions(
+            a.path(secret),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
     for (what, a) in [
         ("key", &short_key),
         ("degradation_threshold", &zero_threshold),
+        ("chmod 600", &exposed_key),
+        ("service token", &exposed_token),
     ] {
         let out = std::process::Command::new(monitor_bin())
             .args(a.args(free_addr()))
@@ -443,6 +463,9 @@ fn sigterm_stops_cleanly_and_records_it() {
         0,
         "an orderly stop is not a finding"
     );
+    // A first start is an initialization, not a "rebaseline".
+    let first = events.iter().find(|e| e["event"] == "transition").unwrap();
+    assert_eq!(first["reason"], "initialized", "{first}");
 }
 
 #[test]
@@ -1146,4 +1169,72 @@ fn a_model_dir_larger_than_the_walk_limit_is_not_trusted() {
     );
     assert_ne!(status["state"], "trusted");
     assert_eq!(m.verify_code(), 503);
+}
+
+#[test]
+fn a_body_that_trickles_is_answered_408_and_the_connection_closed() {
+    use std::io::{Read, Write};
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let mut s = std::net::TcpStream::connect(m.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /api/v1/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n0123456789"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer); // ends when the api closes the connection
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"request_timeout\""), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "closed, not held open"
+    );
+    assert_eq!(m.verify_code(), 200, "the api still serves");
+}
+
+#[test]
+fn a_second_monitor_on_the_same_log_is_refused_naming_the_first() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let out = Command::new(monitor_bin())
+        .args(a.args(free_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", m.child.id())),
+        "names the running one: {err}"
+    );
+    assert_eq!(m.verify_code(), 200, "the first one is untouched");
+}
+
+#[test]
+fn a_file_written_without_pause_is_coalesced_and_still_caught() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let before = m.status()["scan_count"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        a.write("models/a.gguf", &format!("being written {i}"));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        wait_until(Duration::from_secs(1), || m.verify_code() == 503),
+        "the change is caught within a second of the last write"
+    );
+    let scans = m.status()["scan_count"].as_u64().unwrap() - before;
+    assert!(
+        scans <= 16,
+        "{i} writes in 2 s made {scans} scans: notices are coalesced (at most one per 250 ms)"
+    );
+    assert!(
+        scans >= 2,
+        "and the writes were seen while they went on ({scans} scans)"
+    );
 }

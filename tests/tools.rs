@@ -20,8 +20,9 @@ fn check_config_accepts_every_shipped_policy_and_names_the_fault() {
     for entry in std::fs::read_dir(repo("contrib")).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "yaml") {
+            // Their paths are the appliance's, not this machine's: the form only.
             let out = Command::new(monitor_bin())
-                .args(["check-config", "--policy"])
+                .args(["check-config", "--syntax-only", "--policy"])
                 .arg(&p)
                 .output()
                 .unwrap();
@@ -50,6 +51,41 @@ fn check_config_accepts_every_shipped_policy_and_names_the_fault() {
     assert_eq!(out.status.code(), Some(78));
     assert!(
         stderr.contains("degradation_threshold") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+    // What can never work is named too: a listed file that is not there, a key that is not.
+    let ok = Command::new(monitor_bin())
+        .args(["check-config", "--policy"])
+        .arg(a.path("etc/monitor.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::remove_file(a.path(BINARIES[2])).unwrap();
+    std::fs::remove_file(a.path("secret/key")).unwrap();
+    let out = Command::new(monitor_bin())
+        .args(["check-config", "--policy"])
+        .arg(a.path("etc/monitor.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "service_binaries: {}",
+            a.path(BINARIES[2]).display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "hmac_key_path: {}",
+            a.path("secret/key").display()
+        )),
         "{stderr}"
     );
 }
@@ -131,20 +167,85 @@ fn metrics_are_prometheus_text() {
     assert!(body.contains("integrity_monitor_trusted 0"));
 }
 
+fn boot_check(
+    a: &Appliance,
+    m: &Running,
+    script: &str,
+    extra: &[(&str, &str)],
+) -> std::process::Output {
+    Command::new("bash")
+        .arg(repo(script))
+        .env("INTEGRITY_MONITOR_URL", format!("http://{}", m.addr))
+        .env("INTEGRITY_MONITOR_TOKEN_FILE", a.path("secret/token"))
+        .env("INTEGRITY_MONITOR_KEY_FILE", a.path("secret/key"))
+        .env("INTEGRITY_MONITOR_BIN", monitor_bin())
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn boot_checks_work_with_reads_closed_and_refuse_an_unsigned_baseline() {
+    let a = Appliance::with_options("scan_interval: 1h\nrequire_token_for_reads: true\n");
+    let addr = free_addr();
+    let child = Command::new(monitor_bin())
+        .args(a.args(addr))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let m = Running { child, addr };
+    let auth = format!("Bearer {TOKEN}");
+    assert!(wait_until(std::time::Duration::from_secs(20), || {
+        request(
+            addr,
+            "GET",
+            "/api/v1/verify",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .map(|r| r.0 == 200)
+        .unwrap_or(false)
+    }));
+    for script in [
+        "contrib/greenboot/01-integrity-monitor.sh",
+        "contrib/first-boot/integrity-monitor.sh",
+    ] {
+        let out = boot_check(&a, &m, script, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(m);
+    let unsigned = Appliance::new();
+    std::fs::remove_file(unsigned.path("secret/key")).unwrap();
+    let m = Running::start(&unsigned);
+    let gb = "contrib/greenboot/01-integrity-monitor.sh";
+    let refused = boot_check(&unsigned, &m, gb, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unsigned"));
+    let opted_in = boot_check(
+        &unsigned,
+        &m,
+        gb,
+        &[("INTEGRITY_MONITOR_ALLOW_UNSIGNED", "1")],
+    );
+    assert_eq!(
+        opted_in.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&opted_in.stderr)
+    );
+}
+
 #[test]
 fn greenboot_and_first_boot_scripts_pass_only_when_trusted() {
     let a = Appliance::new();
     let m = Running::start(&a);
-    let run = |script: &str| {
-        Command::new("bash")
-            .arg(repo(script))
-            .env("INTEGRITY_MONITOR_URL", format!("http://{}", m.addr))
-            .env("INTEGRITY_MONITOR_TOKEN_FILE", a.path("secret/token"))
-            .env("INTEGRITY_MONITOR_KEY_FILE", a.path("secret/key"))
-            .env("INTEGRITY_MONITOR_BIN", monitor_bin())
-            .output()
-            .unwrap()
-    };
+    let run = |script: &str| boot_check(&a, &m, script, &[]);
     let ok = run("contrib/greenboot/01-integrity-monitor.sh");
     assert_eq!(
         ok.status.code(),
@@ -326,4 +427,82 @@ fn incident_bodies_stay_under_64_kib() {
         parsed["class"], "manifest_mismatch",
         "a model violation is the recorder's manifest_mismatch"
     );
+}
+
+#[test]
+fn the_demo_keeps_its_secrets_private_and_leaves_nothing_behind() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    // A taken port is refused before anything is printed or written.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(monitor_bin())
+        .args([
+            "--demo",
+            "--listen",
+            &taken.local_addr().unwrap().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing printed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not free"));
+    drop(taken);
+
+    // free_addr() can race other tests for a port; the demo refuses a taken one: try again.
+    let (addr, mut child, first) = (0..5)
+        .find_map(|_| {
+            let addr = free_addr();
+            let mut child = Command::new(monitor_bin())
+                .args(["--demo", "--listen", &addr.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut first = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            if first.is_empty() {
+                let _ = child.wait();
+                return None;
+            }
+            Some((addr, child, first))
+        })
+        .expect("a free port within five tries");
+    let root = std::path::PathBuf::from(first.trim().rsplit(' ').next().unwrap());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700, "{}", root.display());
+    for secret in [
+        "run/secure-ai/integrity-hmac-key",
+        "run/secure-ai/service-token",
+    ] {
+        assert_eq!(mode(&root.join(secret)), 0o600, "{secret}");
+    }
+    assert!(wait_until(std::time::Duration::from_secs(20), || get(
+        addr,
+        "/api/v1/verify"
+    )
+    .map(|r| r.0 == 200)
+    .unwrap_or(false)));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!root.exists(), "the demo tree is removed on exit");
+}
+
+#[test]
+fn a_policy_others_may_write_is_refused() {
+    let a = Appliance::new();
+    std::fs::set_permissions(
+        a.path("etc/monitor.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let out = Command::new(monitor_bin())
+        .args(a.args(free_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod go-w"));
 }

@@ -36,17 +36,40 @@ fn hex(bytes: &[u8]) -> String {
     protocol::hexfmt::encode(bytes)
 }
 
-/// Writes the demo tree and returns the config that monitors it, with the curl lines to try.
-pub fn prepare(base: &Config) -> Result<(Config, String), String> {
+/// Writes the demo tree and returns the config that monitors it, the curl lines to try, and
+/// the tree's root (the caller removes it on exit). The tree is 0700; the key and the token
+/// 0600. Fails first if the listen address is taken, before anything is printed.
+pub fn prepare(base: &Config) -> Result<(Config, String, PathBuf), String> {
+    std::net::TcpListener::bind(base.listen).map_err(|e| {
+        format!(
+            "{} is not free ({e}); pick another with --listen",
+            base.listen
+        )
+    })?;
     let mut nonce = [0u8; 6];
     crate::sys::random_bytes(&mut nonce).map_err(|e| e.to_string())?;
     let root = std::env::temp_dir().join(format!("integrity-monitor-demo-{}", hex(&nonce)));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .map_err(|e| format!("{}: {e}", root.display()))?;
+    }
     let write = |rel: &str, content: &[u8]| -> Result<PathBuf, String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
         let p = root.join(rel);
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        std::fs::write(&p, content).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .and_then(|mut f| f.write_all(content))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
         Ok(p)
     };
     for (rel, content) in FILES {
@@ -81,7 +104,7 @@ pub fn prepare(base: &Config) -> Result<(Config, String), String> {
         state_dir: root.join("var/lib/secure-ai/integrity"),
         ..base.clone()
     };
-    Ok((config.clone(), instructions(&root, &config, &token)))
+    Ok((config.clone(), instructions(&root, &config, &token), root))
 }
 
 fn instructions(root: &Path, c: &Config, token: &str) -> String {

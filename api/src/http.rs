@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
     WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
@@ -33,6 +33,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_CONNECTIONS: usize = 16_384;
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send its request body once the head is in.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a read-only request may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a scan, rebaseline or reload may take before the client is told 504 (it still completes).
@@ -196,16 +198,32 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
             return Ok(r);
         }
     }
-    if Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .is_err()
+    // The whole body, like the head, must arrive in bounded time: a client that trickles it
+    // would otherwise hold a connection slot for ever.
+    match tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
     {
-        return Ok(error(
-            413,
-            "body_too_large",
-            "request bodies are limited to 4096 bytes",
-        ));
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => {
+            return Ok(error(
+                413,
+                "body_too_large",
+                "request bodies are limited to 4096 bytes",
+            ))
+        }
+        Err(_) => {
+            let mut r = error(
+                408,
+                "request_timeout",
+                "the request body did not arrive within 10 s",
+            );
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r);
+        }
     }
     let query = req_query;
     let limit = if route.mutating() || route == Route::Attestation {

@@ -113,6 +113,14 @@ pub fn run(config: Config) -> i32 {
     if let Some(dir) = config.audit_log.parent() {
         let _ = create_dir(dir);
     }
+    // One monitor per audit log, before anything else touches it.
+    match audit::lock(&config.audit_log) {
+        Ok(()) => {}
+        Err(why) => {
+            tracing::error!(why, "refusing to start a second monitor");
+            return EXIT_CONFIG;
+        }
+    }
     let audit = match audit::AuditLog::open(&config.audit_log) {
         Ok(a) => a,
         Err(e) => {

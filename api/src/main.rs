@@ -83,8 +83,13 @@ struct Args {
 /// Operator tools.
 #[derive(clap::Subcommand, Debug)]
 enum Tool {
-    /// Validate a policy file: exit 0, or 78 naming the key and line at fault.
-    CheckConfig,
+    /// Validate a policy file and what it names: exit 0, or 78 naming the key and line (or
+    /// path) at fault.
+    CheckConfig {
+        /// Only the policy's form, not the files and key it names (e.g. on a build host).
+        #[arg(long)]
+        syntax_only: bool,
+    },
     /// Check a baseline manifest (e.g. a backup) against the HMAC key, offline.
     VerifyBaseline {
         /// The HMAC key file.
@@ -166,7 +171,9 @@ fn main() {
             ..config
         },
         None => config,
-        Some(Tool::CheckConfig) => std::process::exit(api::tools::check_config(&config)),
+        Some(Tool::CheckConfig { syntax_only }) => {
+            std::process::exit(api::tools::check_config(&config, syntax_only))
+        }
         Some(Tool::VerifyBaseline { key, baseline }) => {
             std::process::exit(api::tools::verify_baseline(&key, &baseline))
         }
@@ -196,19 +203,21 @@ fn main() {
             ..config
         },
     };
-    let config = if args.demo {
+    if args.demo {
         match api::demo::prepare(&config) {
-            Ok((config, instructions)) => {
+            Ok((config, instructions, root)) => {
                 println!("{instructions}");
-                config
+                // The monitor runs sandboxed in a child; this unsandboxed parent removes the
+                // demo's tree (its key and token included) once it is done.
+                let code = api::sys::run_in_child(|| api::run(config));
+                let _ = std::fs::remove_dir_all(&root);
+                std::process::exit(code);
             }
             Err(e) => {
                 eprintln!("integrity-monitor: demo setup failed: {e}");
                 std::process::exit(1);
             }
         }
-    } else {
-        config
-    };
+    }
     std::process::exit(api::run(config));
 }

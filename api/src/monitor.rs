@@ -286,13 +286,20 @@ impl Monitor {
             sink.auth_suppressed += 1;
         }
         drop(sink);
-        tracing::warn!(
-            method,
-            path,
-            reason,
-            "request refused: bad or missing token"
-        );
+        // stderr is rate-limited with the audit log: a flood of bad tokens fills neither.
+        if write {
+            tracing::warn!(
+                method,
+                path,
+                reason,
+                "request refused: bad or missing token"
+            );
+        }
         if suppressed > 0 {
+            tracing::warn!(
+                count = suppressed,
+                "more requests were refused in the last minute (not logged one by one)"
+            );
             self.audit("auth_refused_suppressed", json!({ "count": suppressed }));
         }
         if write {
@@ -367,13 +374,23 @@ impl Monitor {
                     reason,
                     violation_count,
                 } => {
-                    tracing::warn!(
-                        from = from.as_str(),
-                        to = to.as_str(),
-                        reason,
-                        violation_count,
-                        "state transition"
-                    );
+                    if to == State::Trusted {
+                        tracing::info!(
+                            from = from.as_str(),
+                            to = to.as_str(),
+                            reason,
+                            violation_count,
+                            "state transition"
+                        );
+                    } else {
+                        tracing::warn!(
+                            from = from.as_str(),
+                            to = to.as_str(),
+                            reason,
+                            violation_count,
+                            "state transition"
+                        );
+                    }
                     self.audit("transition", json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
                     if to != State::Trusted {
                         self.report_incident(from, to, &reason);

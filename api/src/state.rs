@@ -135,6 +135,10 @@ impl Machine {
                     target = State::RecoveryRequired;
                 }
                 let reason = match (fresh, n) {
+                    // The very first baseline of an empty store is no "rebaseline".
+                    (true, 0) if self.scan_count == 0 && self.reason == "awaiting_first_scan" => {
+                        "initialized".to_owned()
+                    }
                     (true, 0) => "rebaseline".to_owned(),
                     (false, 0) => "all_files_match".to_owned(),
                     (_, n) => format!("{n} violation(s), threshold {threshold}"),

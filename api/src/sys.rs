@@ -169,3 +169,52 @@ pub fn widen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
     let backlog = nix::sys::socket::Backlog::new(LISTEN_BACKLOG).map_err(std::io::Error::from)?;
     nix::sys::socket::listen(listener, backlog).map_err(std::io::Error::from)
 }
+
+/// The child [`run_in_child`] waits for, for the signal forwarder.
+static DEMO_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = DEMO_CHILD.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; `pid` is our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Runs `work` in a forked child and waits for it, forwarding SIGINT, SIGTERM and SIGHUP;
+/// returns the child's exit code (128 + signal if it died of one). The parent installs no
+/// sandbox, so it can clean up after a child that does. Call before any thread exists.
+pub fn run_in_child(work: impl FnOnce() -> i32) -> i32 {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: called from main before any thread is started, so the child is a faithful copy
+    // of a single-threaded process; it only runs `work` and exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => std::process::exit(work()),
+        Ok(ForkResult::Parent { child }) => {
+            DEMO_CHILD.store(child.as_raw(), std::sync::atomic::Ordering::SeqCst);
+            let forward = SigAction::new(
+                SigHandler::Handler(forward_signal),
+                SaFlags::SA_RESTART,
+                SigSet::empty(),
+            );
+            for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+                // SAFETY: the handler only calls kill(2), which is async-signal-safe.
+                let _ = unsafe { sigaction(sig, &forward) };
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return 1,
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("integrity-monitor: fork failed: {e}");
+            1
+        }
+    }
+}

@@ -7,14 +7,21 @@ use protocol::baseline::Manifest;
 
 use crate::{Config, EXIT_CONFIG};
 
-/// Validates the policy with the hasher's own parser (the api has none: it never reads it).
-pub fn check_config(config: &Config) -> i32 {
-    let status = std::process::Command::new(&config.hasher)
-        .arg("--check-config")
+/// Validates the policy with the hasher's own parser (the api has none: it never reads it),
+/// and, unless `syntax_only`, that the files and the key it names are there.
+pub fn check_config(config: &Config, syntax_only: bool) -> i32 {
+    let mut cmd = std::process::Command::new(&config.hasher);
+    cmd.arg("--check-config")
         .arg("--policy")
         .arg(&config.policy)
-        .env("LISTEN_FDS", "0")
-        .status();
+        .env("LISTEN_FDS", "0");
+    if syntax_only {
+        cmd.arg("--syntax-only");
+    }
+    if let Some(key) = &config.hmac_key_file {
+        cmd.arg("--hmac-key-file").arg(key);
+    }
+    let status = cmd.status();
     match status {
         Ok(s) => s.code().unwrap_or(1),
         Err(e) => {

@@ -73,6 +73,14 @@ pub enum KeyError {
         /// The OS error.
         why: String,
     },
+    /// Readable or writable by others than its owner (refused as ssh refuses such a key).
+    #[error("HMAC key {}: mode {mode:04o} lets others than its owner read or write it; `chmod 600 {}`", path.display(), path.display())]
+    Exposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Shorter than 32 bytes or longer than 4096.
     #[error("HMAC key {}: {len} bytes; a key must be 32 to 4096 bytes (e.g. `openssl rand 32 > {}`)", path.display(), path.display())]
     BadLength {

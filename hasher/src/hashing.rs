@@ -31,6 +31,8 @@ pub enum Outcome {
     Unreadable(String),
     /// A regular file whose size differs from the one expected: not read.
     SizeChanged(u64),
+    /// A regular file larger than `max_file_size`: not read.
+    TooLarge(u64),
 }
 
 /// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by
@@ -76,6 +78,8 @@ pub struct FileHasher {
     pub(crate) budget: Mutex<Budget>,
     /// Directory artifacts' digests, with the version of every file they covered.
     pub(crate) dirs: HashMap<PathBuf, crate::registry::DirCached>,
+    /// Larger files are reported, never read (a 1 TiB sparse file must not keep it reading).
+    pub max_file_size: u64,
     /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go).
     pub threads: usize,
 }
@@ -90,6 +94,7 @@ impl Default for FileHasher {
             full_rehash: Duration::from_secs(24 * 3600),
             budget: Mutex::new(Budget::new(None)),
             dirs: HashMap::new(),
+            max_file_size: crate::policy::DEFAULT_MAX_FILE_SIZE,
             threads: 1,
         }
     }
@@ -108,6 +113,7 @@ impl FileHasher {
         self.full_rehash = policy.full_rehash_interval;
         self.set_rate_limit(policy.hash_rate_limit);
         self.threads = policy.hash_threads.max(1);
+        self.max_file_size = policy.max_file_size;
     }
 
     /// Sets the read budget in bytes per second shared by every reading thread.
@@ -172,6 +178,12 @@ impl FileHasher {
 
     /// Reads `path` in full; a file that changes while it is read is read again.
     pub fn hash(&mut self, path: &Path) -> Outcome {
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if m.file_type().is_file() && m.size() > self.max_file_size {
+                self.cache.remove(path);
+                return Outcome::TooLarge(m.size());
+            }
+        }
         let before = self.reader.bytes;
         let result = self.reader.read(path, &self.budget);
         self.bytes_hashed += self.reader.bytes - before;
@@ -415,6 +427,46 @@ mod tests {
         assert_eq!(
             h.bytes_hashed, 6,
             "due for full re-verification: read again"
+        );
+    }
+
+    #[test]
+    fn a_file_over_max_file_size_is_reported_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("big");
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_len(1 << 40).expect("a sparse 1 TiB file");
+        let mut h = FileHasher {
+            max_file_size: 1 << 30,
+            ..FileHasher::default()
+        };
+        assert_eq!(h.check(&p), Outcome::TooLarge(1 << 40));
+        assert_eq!(h.bytes_hashed, 0, "not a byte read");
+    }
+
+    #[test]
+    fn a_read_is_abandoned_when_its_file_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("slow");
+        std::fs::write(&p, vec![7u8; 4 << 20]).expect("write");
+        let mut h = FileHasher::default();
+        // 1 MiB/s: the whole read would take 4 s.
+        h.set_rate_limit(Some(1 << 20));
+        let gone = p.clone();
+        let deleter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::remove_file(gone).expect("rm");
+        });
+        let started = Instant::now();
+        let outcome = h.check(&p);
+        deleter.join().expect("deleter");
+        assert!(
+            matches!(&outcome, Outcome::Unreadable(why) if why.contains("deleted")),
+            "{outcome:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "abandoned, not read to the end"
         );
     }
 

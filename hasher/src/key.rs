@@ -39,7 +39,16 @@ pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
                 why: e.to_string(),
             })
         }
-        Ok(_) => {}
+        Ok(m) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+        }
     }
     let bytes = crate::fsread::read_bounded(path, MAX_KEY_LEN as u64).map_err(|why| {
         if why.starts_with("larger") {
@@ -73,13 +82,23 @@ mod tests {
         let p = dir.path().join("k");
         assert!(load(&p).expect("absent is fine").is_none());
         std::fs::write(&p, [1u8; 31]).expect("write");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         assert!(matches!(load(&p), Err(KeyError::BadLength { len: 31, .. })));
         std::fs::write(&p, [1u8; 32]).expect("write");
         assert_eq!(load(&p).expect("good").map(|k| k.bytes().len()), Some(32));
         std::fs::write(&p, vec![1u8; MAX_KEY_LEN + 1]).expect("write");
         assert!(matches!(load(&p), Err(KeyError::BadLength { .. })));
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .expect("chmod");
+        assert!(matches!(
+            load(&p),
+            Err(KeyError::Exposed { mode: 0o640, .. })
+        ));
         let d = dir.path().join("dir");
         std::fs::create_dir(&d).expect("mkdir");
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
         assert!(matches!(load(&d), Err(KeyError::Unreadable { .. })));
     }
 }

@@ -47,6 +47,8 @@ pub struct Options {
     pub insecure_no_sandbox: bool,
     /// Validate the policy, print the verdict and exit (0, or 78 with the key and line).
     pub check_config: bool,
+    /// With `check_config`: the policy's form only, not the files it names.
+    pub syntax_only: bool,
     /// Test harness: after sandboxing, attempt this act on this argument instead of serving.
     pub probe: Option<(String, String)>,
 }
@@ -81,15 +83,7 @@ pub fn run(mut options: Options) -> i32 {
         }
     };
     if options.check_config {
-        println!(
-            "{}: OK ({} files, {} model dirs, interval {:?}, threshold {})",
-            options.policy.display(),
-            policy.files.len(),
-            policy.model_dirs.len(),
-            policy.scan_interval,
-            policy.degradation_threshold
-        );
-        return 0;
+        return check_config(&options, &policy);
     }
     // An explicit key file (flag or HMAC_KEY_PATH) first; under systemd the credential;
     // elsewhere the policy's path.
@@ -110,7 +104,13 @@ pub fn run(mut options: Options) -> i32 {
         tracing::warn!(path = %key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
     }
     let token_path = token::path(options.token_file.as_deref());
-    let token = token::load(&token_path);
+    let token = match token::load(&token_path) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::error!(why, "service token refused");
+            return EXIT_CONFIG;
+        }
+    };
     sys::lower_priority();
     let read_set = sandbox::read_set(&policy, &options.policy);
     if let Some((dir, secret)) = sandbox::exposes(&read_set, &[key_path.clone(), token_path]) {
@@ -176,5 +176,69 @@ pub fn run(mut options: Options) -> i32 {
             tracing::error!(why, "stopping");
             1
         }
+    }
+}
+
+/// `--check-config`: the policy parses and validates (done by the caller), and what it names
+/// can work: every listed file is a readable regular file, every model dir a directory, the
+/// key file there and readable by its owner only. Each problem names the key and the path.
+fn check_config(options: &Options, policy: &policy::Policy) -> i32 {
+    let mut problems = Vec::new();
+    if options.syntax_only {
+        println!(
+            "{}: form OK (files not looked at)",
+            options.policy.display()
+        );
+        return 0;
+    }
+    for (path, category) in &policy.files {
+        let key = policy::key_of(*category);
+        match std::fs::symlink_metadata(path) {
+            Err(e) => problems.push(format!(
+                "{key}: {}: {e} (a baseline could never be made; rebaseline answers 409)",
+                path.display()
+            )),
+            Ok(m) if m.file_type().is_symlink() => problems.push(format!(
+                "{key}: {}: is a symlink (list its target)",
+                path.display()
+            )),
+            Ok(m) if !m.file_type().is_file() => {
+                problems.push(format!("{key}: {}: not a regular file", path.display()))
+            }
+            Ok(_) => {}
+        }
+    }
+    for dir in &policy.model_dirs {
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir()) {
+            problems.push(format!("model_dirs: {}: not a directory", dir.display()));
+        }
+    }
+    let key_path = options
+        .key_file
+        .clone()
+        .unwrap_or_else(|| policy.hmac_key_path.clone());
+    match key::load(&key_path) {
+        Ok(Some(_)) => {}
+        Ok(None) => problems.push(format!(
+            "hmac_key_path: {}: does not exist (the service would run unsigned and a boot check would refuse it)",
+            key_path.display()
+        )),
+        Err(e) => problems.push(format!("hmac_key_path: {e}")),
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: OK ({} files, {} model dirs, interval {:?}, threshold {})",
+            options.policy.display(),
+            policy.files.len(),
+            policy.model_dirs.len(),
+            policy.scan_interval,
+            policy.degradation_threshold
+        );
+        0
+    } else {
+        for p in &problems {
+            eprintln!("{}: {p}", options.policy.display());
+        }
+        EXIT_CONFIG
     }
 }

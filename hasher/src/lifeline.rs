@@ -37,16 +37,18 @@ pub fn api_gone() -> bool {
     }
 }
 
-/// Called between buffers of a long read: exits the process if the api is gone.
-pub fn check(last: &mut Instant) {
+/// Called between buffers of a long read: exits the process if the api is gone. True when
+/// it looked (every [`CHECK_EVERY`]), so the caller can look at its file too.
+pub fn check(last: &mut Instant) -> bool {
     if last.elapsed() < CHECK_EVERY {
-        return;
+        return false;
     }
     *last = Instant::now();
     if api_gone() {
         tracing::warn!("the api closed the channel during a read; exiting");
         std::process::exit(0);
     }
+    true
 }
 
 /// Sleeps `pause` in slices, checking the channel between them.
@@ -54,7 +56,7 @@ pub fn sleep(pause: Duration) {
     let until = Instant::now() + pause;
     let mut last = Instant::now() - CHECK_EVERY;
     loop {
-        check(&mut last);
+        let _ = check(&mut last);
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 const USAGE: &str = "usage: integrity-hasher [--policy PATH] [--state-dir DIR | --baseline-path FILE] [--token-file PATH]\n\
-       [--hmac-key-file PATH] [--release-baseline PATH] [--insecure-no-sandbox] [--check-config]\n\
+       [--hmac-key-file PATH] [--release-baseline PATH] [--insecure-no-sandbox] [--check-config [--syntax-only]]\n\
 Started by integrity-monitor or systemd with a SEQPACKET channel on fd 3 (LISTEN_FDS=1); not run by hand.\n\
 Flags win over the environment (MONITOR_POLICY_PATH, BASELINE_PATH, SERVICE_TOKEN_PATH, HMAC_KEY_PATH,\n\
 EXPECTED_BASELINE_PATH), which wins over the policy file and the defaults.";
@@ -27,6 +27,7 @@ fn main() {
     let mut insecure_no_sandbox = false;
     let mut probe = None;
     let mut check_config = false;
+    let mut syntax_only = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some(
@@ -48,6 +49,7 @@ fn main() {
             }
             Some("--insecure-no-sandbox") => insecure_no_sandbox = true,
             Some("--check-config") => check_config = true,
+            Some("--syntax-only") => syntax_only = true,
             // Test harness for the sandbox tests: attempt one act after sandboxing.
             Some("--sandbox-probe") => match (args.next(), args.next()) {
                 (Some(act), Some(arg)) => {
@@ -95,6 +97,7 @@ fn main() {
         insecure_no_sandbox,
         probe,
         check_config,
+        syntax_only,
     }));
 }
 

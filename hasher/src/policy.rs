@@ -12,6 +12,8 @@ use crate::error::PolicyError;
 
 /// Default place of the policy file.
 pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
+/// Default `max_file_size`: 256 GiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 30;
 /// Default HMAC key file.
 pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
 /// Largest policy file read.
@@ -44,6 +46,7 @@ struct RawPolicy {
     require_token_for_reads: Option<bool>,
     full_rehash_interval: Option<Spanned<String>>,
     hash_rate_limit: Option<Spanned<u64>>,
+    max_file_size: Option<Spanned<u64>>,
     hash_threads: Option<Spanned<i64>>,
     release_baseline: Option<Spanned<String>>,
     registry_manifest: Option<Spanned<String>>,
@@ -68,6 +71,8 @@ pub struct Policy {
     pub full_rehash_interval: Duration,
     /// Read budget for hashing, bytes per second (`None`: unlimited).
     pub hash_rate_limit: Option<u64>,
+    /// Larger files are a `too_large` finding and are never read.
+    pub max_file_size: u64,
     /// Files read in parallel when many need a full read (1: one at a time).
     pub hash_threads: usize,
     /// The OS image's release baseline; a new baseline must agree with it.
@@ -79,6 +84,20 @@ pub struct Policy {
 impl Policy {
     /// Reads and validates the policy at `path`; a missing file is an error.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        use std::os::unix::fs::PermissionsExt;
+        // Whoever may write the policy decides what is watched: its owner alone.
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(PolicyError::Read {
+                    path: path.to_owned(),
+                    why: format!(
+                        "mode {mode:04o} lets others than its owner write it; `chmod go-w {}`",
+                        path.display()
+                    ),
+                });
+            }
+        }
         let text = crate::fsread::read_bounded_text(path, MAX_POLICY_BYTES).map_err(|e| {
             PolicyError::Read {
                 path: path.to_owned(),
@@ -115,6 +134,17 @@ impl Policy {
             watched_paths: u32::try_from(self.files.len() + self.model_dirs.len())
                 .unwrap_or(u32::MAX),
         }
+    }
+}
+
+/// The policy key that lists files of `category`.
+pub fn key_of(category: Category) -> &'static str {
+    match category {
+        Category::ServiceBinary => "service_binaries",
+        Category::PolicyFile => "policy_files",
+        Category::ModelFile => "model_dirs",
+        Category::SystemdUnit => "systemd_units",
+        Category::TrustMaterial => "trust_material",
     }
 }
 
@@ -238,6 +268,17 @@ impl RawPolicy {
                 ))
             }
         };
+        let max_file_size = match &self.max_file_size {
+            None => DEFAULT_MAX_FILE_SIZE,
+            Some(v) if v.value >= 1 => v.value,
+            Some(v) => {
+                return Err(invalid(
+                    "max_file_size",
+                    v.referenced.line(),
+                    "must be at least 1 byte",
+                ))
+            }
+        };
         let hash_threads = integer(
             "hash_threads",
             &self.hash_threads,
@@ -339,6 +380,7 @@ impl RawPolicy {
             require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
             full_rehash_interval,
             hash_rate_limit,
+            max_file_size,
             hash_threads,
             release_baseline: self
                 .release_baseline

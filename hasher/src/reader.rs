@@ -168,7 +168,12 @@ impl Reader {
         let mut dropped = 0u64;
         let mut checked = Instant::now();
         loop {
-            crate::lifeline::check(&mut checked);
+            if crate::lifeline::check(&mut checked) {
+                // Deleted, or replaced by a rename, while read: no digest of it can matter.
+                if file.metadata().is_ok_and(|m| m.nlink() == 0) {
+                    return Err(std::io::Error::other("deleted or replaced while read"));
+                }
+            }
             let n = read_some(file, &mut self.buf)?;
             if n == 0 {
                 break;

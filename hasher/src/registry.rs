@@ -287,6 +287,7 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
                     Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => None,
                     Outcome::Hashed { hash, .. } => Some(hash),
                     Outcome::SizeChanged(_) => Some(report::SIZE_CHANGED.into()),
+                    Outcome::TooLarge(_) => Some(report::TOO_LARGE.into()),
                     _ => Some(ARTIFACT_INVALID.into()),
                 }
             }

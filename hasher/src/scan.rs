@@ -143,6 +143,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::NotRegular => "not a regular file".into(),
         Outcome::Unreadable(why) => format!("unreadable: {why}"),
         Outcome::SizeChanged(n) => format!("size changed to {n}"),
+        Outcome::TooLarge(n) => format!("{n} bytes, more than max_file_size"),
     }
 }
 
@@ -154,6 +155,7 @@ fn actual(o: &Outcome) -> String {
         Outcome::NotRegular => report::NOT_REGULAR.into(),
         Outcome::Unreadable(_) => report::UNREADABLE.into(),
         Outcome::SizeChanged(_) => report::SIZE_CHANGED.into(),
+        Outcome::TooLarge(_) => report::TOO_LARGE.into(),
     }
 }
 

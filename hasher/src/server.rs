@@ -14,6 +14,9 @@ use crate::scan;
 use crate::store::{Current, Loaded, Store};
 use crate::token::Token;
 
+/// Shortest time between two change notices to the api.
+const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Everything the hasher holds between requests.
 pub struct Server {
     policy_path: PathBuf,
@@ -34,6 +37,9 @@ pub struct Server {
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
     watcher: Option<crate::watch::Watcher>,
+    /// Changes not announced yet (count, overflow), and when the last notice went out.
+    held_notice: Option<(u32, bool)>,
+    last_notice: Option<std::time::Instant>,
     /// The latest completed scan, and when it completed on the monotonic clock.
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
 }
@@ -128,6 +134,8 @@ impl Server {
             release_override,
             last_report: None,
             watcher,
+            held_notice: None,
+            last_notice: None,
         }
     }
 
@@ -203,12 +211,21 @@ impl Server {
         let Some(watcher) = self.watcher.as_mut() else {
             return Ok(true);
         };
+        // A notice held back (see NOTICE_GAP) is sent when its gap is over.
+        let wait = match (&self.held_notice, self.last_notice) {
+            (Some(_), Some(last)) => {
+                let left = NOTICE_GAP.saturating_sub(last.elapsed());
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
+            }
+            (Some(_), None) => PollTimeout::ZERO,
+            (None, _) => PollTimeout::NONE,
+        };
         let (chan_ready, watch_ready) = {
             let mut fds = [
                 PollFd::new(channel.fd(), PollFlags::POLLIN),
                 PollFd::new(watcher.fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, wait) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(false),
                 Err(e) => return Err(format!("poll failed: {e}")),
@@ -229,19 +246,20 @@ impl Server {
                 self.hasher.forget(path);
             }
             if changes.changed > 0 || changes.overflow {
-                tracing::debug!(
-                    changed = changes.changed,
-                    overflow = changes.overflow,
-                    "watched paths changed"
-                );
-                let notice = Response::Notice {
-                    changed: changes.changed,
-                    overflow: changes.overflow,
-                };
-                channel
-                    .send(0, &notice)
-                    .map_err(|e| format!("channel failed: {e}"))?;
+                let (n, o) = self.held_notice.unwrap_or((0, false));
+                self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
             }
+        }
+        // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
+        // a few times a second, not back to back.
+        let gap_over = self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP);
+        if let (Some((changed, overflow)), true) = (self.held_notice, gap_over) {
+            tracing::debug!(changed, overflow, "watched paths changed");
+            channel
+                .send(0, &Response::Notice { changed, overflow })
+                .map_err(|e| format!("channel failed: {e}"))?;
+            self.held_notice = None;
+            self.last_notice = Some(std::time::Instant::now());
         }
         Ok(chan_ready)
     }
@@ -336,7 +354,11 @@ impl Server {
             digest = current.digest,
             generation,
             entries = current.manifest.entries.len(),
-            signed = current.manifest.is_signed(),
+            signing = if current.manifest.is_signed() {
+                "hmac-sha256"
+            } else {
+                "unsigned"
+            },
             by,
             "new baseline signed, stored and adopted"
         );

@@ -54,13 +54,25 @@ pub fn path(flag: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE))
 }
 
-/// Loads the token; `None` (logged) when there is none: then only a first initialization can
-/// make a baseline and the api keeps its token-gated endpoints closed.
-pub fn load(path: &Path) -> Option<Token> {
+/// Loads the token; `Ok(None)` (logged) when there is none: then only a first initialization
+/// can make a baseline and the api keeps its token-gated endpoints closed. A token file others
+/// than its owner may read or write is refused, as the key is.
+pub fn load(path: &Path) -> Result<Option<Token>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "service token {}: mode {mode:04o} lets others than its owner read or write it; `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
     match crate::fsread::read_bounded(path, MAX_LEN) {
         Err(why) => {
             tracing::warn!(path = %path.display(), why, "no service token: rebaseline, scan and reload stay closed");
-            None
+            Ok(None)
         }
         Ok(mut bytes) => {
             let token = Token::from_text(&bytes);
@@ -75,7 +87,7 @@ pub fn load(path: &Path) -> Option<Token> {
                 }
                 Some(_) => {}
             }
-            token
+            Ok(token)
         }
     }
 }

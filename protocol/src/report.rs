@@ -48,7 +48,11 @@ pub const MANIFEST_INVALID: &str = "manifest_invalid";
 /// inside, too many entries, too large, changing while hashed…).
 pub const ARTIFACT_INVALID: &str = "artifact_invalid";
 
-const MARKERS: [&str; 14] = [
+/// `actual_hash` of a file larger than the policy's `max_file_size`: reported, never read.
+pub const TOO_LARGE: &str = "too_large";
+
+const MARKERS: [&str; 15] = [
+    TOO_LARGE,
     MANIFEST_INVALID,
     ARTIFACT_INVALID,
     REMOVED,

@@ -53,6 +53,14 @@ impl Appliance {
         // whose read set would cover them.
         a.write("secret/token", TOKEN);
         std::fs::write(a.path("secret/key"), [0x42u8; 32]).unwrap();
+        // Credentials readable by their owner only, or the hasher refuses them (as ssh does).
+        for secret in ["secret/token", "secret/key"] {
+            std::fs::set_permissions(
+                a.path(secret),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+        }
         a.write_policy(extra);
         a
     }
