@@ -272,6 +272,23 @@ fn greenboot_and_first_boot_scripts_pass_only_when_trusted() {
     );
 }
 
+/// A monitor reporting incidents to a recorder on `port`, with a token of the recorder's own:
+/// the api never holds the service token.
+fn reporting_to(a: &Appliance, port: u16) -> Running {
+    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
+    a.write("secret/recorder-token", "recorder-token-0123456789\n");
+    let recorder_token = a.path("secret/recorder-token").display().to_string();
+    Running::start_with(
+        a,
+        &[
+            "--incident-url",
+            &url,
+            "--incident-token-file",
+            &recorder_token,
+        ],
+    )
+}
+
 /// A stand-in incident recorder on loopback: records each request, answers 200.
 type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
 
@@ -314,19 +331,7 @@ fn recorder() -> (u16, Seen) {
 fn incidents_are_posted_once_per_transition() {
     let (port, seen) = recorder();
     let a = Appliance::new();
-    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
-    // The recorder's token is its own: the api never holds the service token.
-    a.write("secret/recorder-token", "recorder-token-0123456789\n");
-    let recorder_token = a.path("secret/recorder-token").display().to_string();
-    let m = Running::start_with(
-        &a,
-        &[
-            "--incident-url",
-            &url,
-            "--incident-token-file",
-            &recorder_token,
-        ],
-    );
+    let m = reporting_to(&a, port);
     a.write(BINARIES[0], "t1");
     m.scan();
     assert!(wait_until(std::time::Duration::from_secs(5), || seen
@@ -374,19 +379,7 @@ fn an_unreachable_recorder_is_retried_then_audited_without_blocking_scans() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let a = Appliance::new();
-    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
-    // The recorder's token is its own: the api never holds the service token.
-    a.write("secret/recorder-token", "recorder-token-0123456789\n");
-    let recorder_token = a.path("secret/recorder-token").display().to_string();
-    let m = Running::start_with(
-        &a,
-        &[
-            "--incident-url",
-            &url,
-            "--incident-token-file",
-            &recorder_token,
-        ],
-    );
+    let m = reporting_to(&a, port);
     a.write(BINARIES[0], "t1");
     let t = std::time::Instant::now();
     assert_eq!(m.scan()["state"], "degraded");

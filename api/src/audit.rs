@@ -51,45 +51,13 @@ fn open(path: &Path) -> std::io::Result<File> {
 /// Locks the audit log for this process: `PATH.lock` beside it holds an exclusive `flock` and
 /// the holder's pid. A second monitor on the same log is refused, naming the first.
 pub fn lock(path: &Path) -> Result<(), String> {
-    use std::io::Read;
-    use std::os::unix::fs::FileExt;
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let mut file = file;
-    let held = loop {
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(l) => break l,
-            Err((f, _)) if std::time::Instant::now() < deadline => {
-                file = f;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err((f, e)) => {
-                let mut pid = String::new();
-                let _ = (&f).take(32).read_to_string(&mut pid);
-                return Err(format!(
-                    "{} is in use by another integrity-monitor (pid {}): {e}",
-                    path.display(),
-                    pid.trim()
-                ));
-            }
-        }
-    };
-    held.set_len(0)
-        .and_then(|()| held.write_all_at(std::process::id().to_string().as_bytes(), 0))
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    // Held until the process exits, when the kernel releases it: dropping the guard would
-    // call flock(LOCK_UN), which the sandbox's filter does not allow.
-    std::mem::forget(held);
-    Ok(())
+    imsys::lockfile::acquire(&lock_path, std::time::Duration::from_secs(2)).map_err(|why| {
+        format!(
+            "{} is in use by another integrity-monitor: {why}",
+            path.display()
+        )
+    })
 }
 
 /// Reads the end of an existing log: the head of its chain, or why its tail is broken (with

@@ -88,22 +88,10 @@ fn landlock(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String,
 }
 
 fn seccomp(incidents: bool) -> Result<(), SandboxError> {
-    let err = |e: String| SandboxError::Seccomp(e);
-    let arch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|_| err(format!("no filter for {}", std::env::consts::ARCH)))?;
-    let mut filters = seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch)
-        .map_err(|e| err(e.to_string()))?;
-    for name in FILTERS {
-        let filter = filters
-            .remove(name)
-            .ok_or_else(|| err(format!("filter `{name}` missing")))?;
-        if name == "api_no_inet" && incidents {
-            continue;
-        }
-        seccompiler::apply_filter(&filter).map_err(|e| err(format!("{name}: {e}")))?;
-    }
-    Ok(())
+    imsys::seccomp::install(SECCOMP_JSON, &FILTERS, |name| {
+        name == "api_no_inet" && incidents
+    })
+    .map_err(SandboxError::Seccomp)
 }
 
 /// Test harness (`--sandbox-probe`): after the real sandbox, attempt one act and report.
@@ -150,11 +138,11 @@ mod tests {
 
     #[test]
     fn embedded_filters_compile() {
-        let arch = std::env::consts::ARCH.try_into().expect("supported arch");
-        let filters =
-            seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch).expect("compiles");
-        for name in FILTERS {
-            assert!(filters.contains_key(name), "{name}");
+        for arch in imsys::seccomp::ARCHES {
+            let filters = imsys::seccomp::compile(SECCOMP_JSON, arch).expect("compiles");
+            for name in FILTERS {
+                assert!(filters.contains_key(name), "{name} {arch:?}");
+            }
         }
     }
 }

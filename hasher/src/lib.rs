@@ -1,6 +1,8 @@
 //! integrity-hasher: reads the watched files and the HMAC key, and nothing else; answers the
 //! api over the channel on fd 3 with signed baselines and scan reports.
 
+#![deny(unsafe_code)]
+
 pub mod channel;
 pub mod error;
 pub mod fsread;
@@ -17,6 +19,7 @@ pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod store;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod token;
 pub mod walk;
@@ -68,7 +71,13 @@ pub fn run(mut options: Options) -> i32 {
         None
     } else {
         match sys::take_channel() {
-            Ok(fd) => Some(fd),
+            Ok(fd) => {
+                // Duplicated now: the sandbox allows no F_DUPFD later.
+                if let Ok(dup) = fd.try_clone() {
+                    lifeline::watch(dup);
+                }
+                Some(fd)
+            }
             Err(why) => {
                 tracing::error!(why, "no channel");
                 return EXIT_CONFIG;
@@ -165,7 +174,6 @@ pub fn run(mut options: Options) -> i32 {
         read_set,
         release_override: options.release_baseline.clone(),
     });
-    lifeline::watch(std::os::fd::AsRawFd::as_raw_fd(&fd));
     let mut channel = channel::Channel::new(fd);
     match server.serve(&mut channel) {
         Ok(()) => {

@@ -2,30 +2,28 @@
 //! [`CHECK_EVERY`] and the process exits once the other end is gone. `PR_SET_PDEATHSIG` is not
 //! counted on (under systemd the api is not the parent; and it was seen not to fire here).
 
-use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How often a reader looks at the channel.
 pub const CHECK_EVERY: Duration = Duration::from_millis(200);
 
-static CHANNEL: AtomicI32 = AtomicI32::new(-1);
+/// A duplicate of the channel: it reports the peer's hang-up like the original.
+static CHANNEL: OnceLock<OwnedFd> = OnceLock::new();
 
-/// Registers the channel whose hang-up ends the process.
-pub fn watch(fd: RawFd) {
-    CHANNEL.store(fd, Ordering::SeqCst);
+/// Registers (a duplicate of) the channel whose hang-up ends the process.
+pub fn watch(fd: OwnedFd) {
+    let _ = CHANNEL.set(fd);
 }
 
 /// True when the api has closed its end.
 pub fn api_gone() -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let raw = CHANNEL.load(Ordering::SeqCst);
-    if raw < 0 {
+    let Some(fd) = CHANNEL.get() else {
         return false;
-    }
-    // SAFETY: the fd was registered by `watch` from the channel the server owns for the whole
-    // life of the process; it is only borrowed for this poll.
-    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    };
+    let fd = fd.as_fd();
     // No event asked for: POLLHUP (the peer closed its end of the SEQPACKET pair) and POLLERR
     // are reported anyway, and a request waiting (POLLIN) is not mistaken for a hang-up.
     let mut fds = [PollFd::new(fd, PollFlags::empty())];

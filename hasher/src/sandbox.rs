@@ -170,20 +170,8 @@ fn landlock(read_set: &[PathBuf], store: &Path) -> Result<String, SandboxError> 
 }
 
 fn seccomp() -> Result<(), SandboxError> {
-    let arch = std::env::consts::ARCH.try_into().map_err(|_| {
-        SandboxError::Seccomp(format!("no seccomp filter for {}", std::env::consts::ARCH))
-    })?;
-    let mut filters = seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch)
-        .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
     // The errno filter goes first; the kernel applies the strictest verdict of all filters.
-    for name in FILTERS {
-        let filter = filters
-            .remove(name)
-            .ok_or_else(|| SandboxError::Seccomp(format!("filter `{name}` missing")))?;
-        seccompiler::apply_filter(&filter)
-            .map_err(|e| SandboxError::Seccomp(format!("{name}: {e}")))?;
-    }
-    Ok(())
+    imsys::seccomp::install(SECCOMP_JSON, &FILTERS, |_| false).map_err(SandboxError::Seccomp)
 }
 
 #[cfg(test)]
@@ -212,9 +200,9 @@ mod tests {
 
     #[test]
     fn embedded_filter_compiles() {
-        let arch = std::env::consts::ARCH.try_into().expect("supported arch");
-        let filters =
-            seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch).expect("compiles");
-        assert!(FILTERS.iter().all(|f| filters.contains_key(*f)));
+        for arch in imsys::seccomp::ARCHES {
+            let filters = imsys::seccomp::compile(SECCOMP_JSON, arch).expect("compiles");
+            assert!(FILTERS.iter().all(|f| filters.contains_key(*f)), "{arch:?}");
+        }
     }
 }

@@ -29,8 +29,6 @@ pub struct Store {
     dir: PathBuf,
     /// The baseline's file name (`baseline.json`, or the name `BASELINE_PATH` gives).
     name: String,
-    /// Held for the life of the process: one hasher per store.
-    _lock: nix::fcntl::Flock<File>,
 }
 
 /// A baseline the store holds and that verified.
@@ -77,44 +75,16 @@ impl Store {
             .mode(0o700)
             .create(dir)
             .map_err(|e| format!("state dir {}: cannot create: {e}", dir.display()))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| format!("state dir {}: not writable: {e}", dir.display()))?;
         // A hasher whose api just went away may still be on its way out: wait for it briefly.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let mut lock = lock;
-        let lock = loop {
-            match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(l) => break l,
-                Err((file, _)) if std::time::Instant::now() < deadline => {
-                    lock = file;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err((file, e)) => {
-                    let mut other = String::new();
-                    let _ = (&file).take(32).read_to_string(&mut other);
-                    return Err(format!(
-                        "state dir {} is in use by another integrity-hasher (pid {}): {e}",
-                        dir.display(),
-                        other.trim()
-                    ));
-                }
-            }
-        };
-        lock.set_len(0)
-            .and_then(|()| lock.write_all_at(std::process::id().to_string().as_bytes(), 0))
-            .map_err(|e| format!("state dir {}: not writable: {e}", dir.display()))?;
+        imsys::lockfile::acquire(&dir.join(LOCK), LOCK_WAIT).map_err(|why| {
+            format!(
+                "state dir {} is in use by another integrity-hasher: {why}",
+                dir.display()
+            )
+        })?;
         Ok(Store {
             dir: dir.to_owned(),
             name: name.to_owned(),
-            _lock: lock,
         })
     }
 

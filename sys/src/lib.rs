@@ -1,6 +1,9 @@
 //! What both integrity-monitor processes do to themselves before they serve: give up every
-//! privilege and log so that journald keeps each line's priority.
+//! privilege, install their seccomp filters (kept as data, per architecture), and log so that
+//! journald keeps each line's priority.
 #![forbid(unsafe_code)]
 
+pub mod lockfile;
 pub mod logging;
 pub mod privileges;
+pub mod seccomp;
