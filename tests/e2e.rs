@@ -1238,3 +1238,43 @@ fn a_file_written_without_pause_is_coalesced_and_still_caught() {
         "and the writes were seen while they went on ({scans} scans)"
     );
 }
+
+#[test]
+fn any_write_to_a_watched_file_is_503_at_once_whatever_its_size() {
+    use std::os::unix::fs::FileExt;
+    // A 64 MiB model under a 16 MiB/s read budget: a full read takes about 4 s.
+    let a = Appliance::with_options("scan_interval: 1h\nhash_rate_limit: 16777216\n");
+    std::fs::write(a.path("models/big.gguf"), vec![0x11u8; 64 << 20]).unwrap();
+    let m = Running::start(&a);
+    assert_eq!(m.verify_code(), 200);
+    let poke = |byte: u8| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(a.path("models/big.gguf"))
+            .unwrap()
+            .write_all_at(&[byte], 32 << 20)
+            .unwrap()
+    };
+    poke(0x22);
+    let t = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(1), || m.verify_code() == 503),
+        "an in-place write is 503 long before the 4 s read ends"
+    );
+    let seen = t.elapsed();
+    let body = get(m.addr, "/api/v1/verify").unwrap().1;
+    assert!(
+        body.contains("being verified") || body.contains("degraded"),
+        "{body}"
+    );
+    // Once read, the digest decides: changed, so it stays untrusted.
+    assert!(wait_until(Duration::from_secs(20), || m.status()["state"]
+        == "degraded"));
+    assert_eq!(m.verify_code(), 503);
+    // Restored: 503 until the read settles it, then trusted again.
+    poke(0x11);
+    assert!(
+        wait_until(Duration::from_secs(20), || m.verify_code() == 200),
+        "after {seen:?}"
+    );
+}

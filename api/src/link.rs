@@ -42,19 +42,41 @@ pub enum LinkError {
     Down,
 }
 
+/// The hasher's change notices: how many so far, and a wake-up for the scheduler.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Wakes the scheduler: scan now.
+    pub notify: Notify,
+    /// Notices received so far.
+    pub count: std::sync::atomic::AtomicU64,
+}
+
+impl Changes {
+    /// One notice arrived.
+    pub fn seen(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Notices received so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The channel to the hasher.
 pub struct Link {
     fd: AsyncFd<OwnedFd>,
     buf: Box<[u8]>,
     reasm: Reassembler,
     next_id: u64,
-    notices: Arc<Notify>,
+    notices: Arc<Changes>,
 }
 
 impl Link {
     /// Wraps a connected SEQPACKET socket (made non-blocking here); the hasher's change
     /// notices wake `notices`.
-    pub fn new(fd: OwnedFd, notices: Arc<Notify>) -> io::Result<Link> {
+    pub fn new(fd: OwnedFd, notices: Arc<Changes>) -> io::Result<Link> {
         nix::fcntl::fcntl(
             &fd,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -97,7 +119,7 @@ impl Link {
     fn is_notice(&self, envelope: &protocol::Envelope<Response>) -> bool {
         let notice = envelope.id == 0 && matches!(envelope.body, Response::Notice { .. });
         if notice {
-            self.notices.notify_one();
+            self.notices.seen();
         }
         notice
     }

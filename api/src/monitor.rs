@@ -52,6 +52,11 @@ pub struct Snapshot {
     pub bytes_hashed_total: u64,
     /// False until the first handshake: the policy (and whether reads need the token) is unknown.
     pub policy_known: bool,
+    /// Change notices the last accepted scan started after (all of them were verified by it).
+    pub verified_changes: u64,
+    /// True when a change notice arrived that no accepted scan has verified yet: any write to
+    /// a watched path makes `/verify` 503 at once, whatever the file's size, until it is read.
+    pub unverified_change: bool,
 }
 
 struct AuditSink {
@@ -75,7 +80,7 @@ pub struct Monitor {
     cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
     started: std::sync::atomic::AtomicBool,
     first_verdict: tokio::sync::watch::Sender<bool>,
-    changes: Arc<tokio::sync::Notify>,
+    changes: Arc<crate::link::Changes>,
     incidents: Mutex<Option<crate::incident::Queue>>,
 }
 
@@ -126,6 +131,8 @@ impl Monitor {
                 link_seq: 0,
                 bytes_hashed_total: 0,
                 policy_known: false,
+                verified_changes: 0,
+                unverified_change: false,
             }),
             op: tokio::sync::Mutex::new(()),
             calls,
@@ -142,7 +149,7 @@ impl Monitor {
             cut: Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
             first_verdict: tokio::sync::watch::Sender::new(false),
-            changes: Arc::new(tokio::sync::Notify::new()),
+            changes: Arc::new(crate::link::Changes::default()),
             incidents: Mutex::new(None),
         }
     }
@@ -174,7 +181,7 @@ impl Monitor {
     }
 
     /// Woken by the hasher's change notices: the scheduler scans at once.
-    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+    pub fn changes(&self) -> Arc<crate::link::Changes> {
         self.changes.clone()
     }
 
@@ -201,7 +208,9 @@ impl Monitor {
 
     /// A copy of the current snapshot.
     pub fn snapshot(&self) -> Snapshot {
-        lock(&self.snap).clone()
+        let mut s = lock(&self.snap).clone();
+        s.unverified_change = self.changes.count() > s.verified_changes;
+        s
     }
 
     /// The gate for the bearer token, once the hasher said what it is.
@@ -644,6 +653,8 @@ impl Monitor {
     }
 
     async fn scan_locked(&self, fresh: bool) -> Result<State, MonitorError> {
+        // Every change announced before this point is covered by this scan.
+        let changes_before = self.changes.count();
         let response = match self.call(Request::Scan).await {
             Ok(r) => r,
             Err(
@@ -689,6 +700,7 @@ impl Monitor {
             "scan accepted"
         );
         let mut snap = lock(&self.snap);
+        snap.verified_changes = snap.verified_changes.max(changes_before);
         snap.link_seq = signed.report.seq;
         snap.bytes_hashed_total = snap
             .bytes_hashed_total
@@ -775,7 +787,7 @@ impl Monitor {
             let due = last.map_or_else(Instant::now, |l| l + interval);
             let notified = tokio::select! {
                 () = tokio::time::sleep_until(due.into()) => false,
-                () = self.changes.notified() => true,
+                () = self.changes.notify.notified() => true,
             };
             if !notified && lock(&self.snap).last_scan != last {
                 continue; // a forced scan ran meanwhile; the next one is due an interval after it
@@ -801,6 +813,9 @@ pub fn verdict(s: &Snapshot) -> Result<(), String> {
     }
     if s.audit_backlog > 0 {
         return Err("audit log is not writable".into());
+    }
+    if s.unverified_change {
+        return Err("a watched path changed and is being verified".into());
     }
     let interval = Duration::from_millis(s.policy.scan_interval_ms);
     let allowance = interval * 3 + Duration::from_secs(10);
