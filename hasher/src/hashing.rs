@@ -42,6 +42,11 @@ pub enum Outcome {
 pub struct Version([i64; 7]);
 
 impl Version {
+    /// The file size this version has.
+    pub fn size(&self) -> u64 {
+        u64::try_from(self.0[2]).unwrap_or(0)
+    }
+
     /// The version `m` describes.
     pub(crate) fn of(m: &Metadata) -> Version {
         Version([

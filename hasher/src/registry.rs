@@ -16,7 +16,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::hashing::{FileHasher, Outcome, Version};
+use crate::reader::{Budget, Reader};
 use crate::walk::Found;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Largest manifest read.
 const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
@@ -131,12 +134,17 @@ pub struct DirCached {
     due: Instant,
 }
 
-/// `SecAI-Directory-Hash-v1` of `dir`: SHA-256 over the domain, then for every regular file
-/// beneath, in byte order of its `/`-separated relative path: u64 big-endian length of that
-/// path, the path, u64 big-endian file size, the content. Returns the digest and the total
-/// size; `Err` says why `dir` is not a valid artifact. Streamed through the hasher's buffer
-/// under its read budget; answered from memory while no file's version moved.
-pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> Result<(String, u64), String> {
+/// A directory artifact's digest and total size, or why it is not a valid artifact.
+pub type DirDigest = Result<(String, u64), String>;
+
+/// The files of a directory artifact, checked against the bounds, with their versions.
+struct Plan {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Version)>,
+}
+
+/// Walks `dir` and checks the artifact's bounds without reading any content.
+fn plan(dir: &Path) -> Result<Plan, String> {
     let found = crate::walk::walk(dir);
     if found.len() > MAX_DIR_ENTRIES {
         return Err(format!("more than {MAX_DIR_ENTRIES} entries"));
@@ -145,9 +153,7 @@ pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> Result<(String, 
     for (path, what) in &found {
         match what {
             Found::File => files.push(path.clone()),
-            Found::Anomaly(kind) => {
-                return Err(format!("{}: {kind}", path.display()));
-            }
+            Found::Anomaly(kind) => return Err(format!("{}: {kind}", path.display())),
         }
     }
     if files.len() > MAX_DIR_FILES {
@@ -155,8 +161,8 @@ pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> Result<(String, 
     }
     let mut versions = Vec::with_capacity(files.len());
     let mut total = 0u64;
-    for f in &files {
-        let m = std::fs::symlink_metadata(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    for f in files {
+        let m = std::fs::symlink_metadata(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         if m.nlink() != 1 {
             return Err(format!(
                 "{}: hard-linked ({} links)",
@@ -171,19 +177,25 @@ pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> Result<(String, 
         if total > MAX_TOTAL {
             return Err("larger than 64 GiB in total".into());
         }
-        versions.push((f.clone(), Version::of(&m)));
+        versions.push((f, Version::of(&m)));
     }
-    if let Some(c) = hasher.dirs.get(dir) {
-        if c.files == versions && Instant::now() < c.due {
-            hasher.fast_hits += 1;
-            return Ok((c.digest.clone(), c.total));
-        }
-    }
+    Ok(Plan {
+        dir: dir.to_owned(),
+        files: versions,
+    })
+}
+
+/// Streams a planned artifact through `reader` under `budget`: its digest and total size.
+fn compute(
+    plan: &Plan,
+    reader: &mut Reader,
+    budget: &Mutex<Budget>,
+) -> Result<(String, u64), String> {
     let mut sha = Sha256::new();
     sha.update(DIR_DOMAIN);
-    let prefix = dir.as_os_str().as_bytes().len() + 1;
+    let prefix = plan.dir.as_os_str().as_bytes().len() + 1;
     let mut total = 0u64;
-    for (f, version) in &versions {
+    for (f, version) in &plan.files {
         let rel = &f.as_os_str().as_bytes()[prefix..];
         if rel.len() > MAX_REL_PATH || std::str::from_utf8(rel).is_err() {
             return Err(format!(
@@ -200,30 +212,101 @@ pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> Result<(String, 
         sha.update((rel.len() as u64).to_be_bytes());
         sha.update(rel);
         sha.update(before.size().to_be_bytes());
-        let read_before = hasher.reader.bytes;
-        let n = hasher
-            .reader
-            .feed(&file, &mut sha, &hasher.budget)
+        let n = reader
+            .feed(&file, &mut sha, budget)
             .map_err(|e| format!("{}: {e}", f.display()))?;
-        hasher.bytes_hashed += hasher.reader.bytes - read_before;
         let after = file.metadata().map_err(|e| e.to_string())?;
         if n != before.size() || Version::of(&after) != *version {
             return Err(format!("{}: changed while hashed", f.display()));
         }
         total += n;
     }
-    let digest = protocol::hexfmt::encode(&sha.finalize());
-    let due = Instant::now() + hasher.spread(&digest);
-    hasher.dirs.insert(
-        dir.to_owned(),
-        DirCached {
-            files: versions,
-            digest: digest.clone(),
-            total,
-            due,
-        },
-    );
-    Ok((digest, total))
+    Ok((protocol::hexfmt::encode(&sha.finalize()), total))
+}
+
+/// `SecAI-Directory-Hash-v1` of each of `dirs`: SHA-256 over the domain, then for every regular
+/// file beneath, in byte order of its `/`-separated relative path: u64 big-endian length of
+/// that path, the path, u64 big-endian file size, the content. Each answer is the digest and the
+/// total size, or why the dir is not a valid artifact. Answered from memory while no file's
+/// version moved; otherwise streamed under the read budget, up to `hash_threads` artifacts at
+/// once (largest first), each thread with its own buffer.
+pub fn directory_digests(
+    hasher: &mut FileHasher,
+    dirs: &[PathBuf],
+) -> Vec<DirDigest> {
+    let mut answers: Vec<Option<DirDigest>> = vec![None; dirs.len()];
+    let mut todo: Vec<(usize, Plan)> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        match plan(dir) {
+            Err(why) => answers[i] = Some(Err(why)),
+            Ok(p) => match hasher.dirs.get(dir) {
+                Some(c) if c.files == p.files && Instant::now() < c.due => {
+                    hasher.fast_hits += 1;
+                    answers[i] = Some(Ok((c.digest.clone(), c.total)));
+                }
+                _ => todo.push((i, p)),
+            },
+        }
+    }
+    let size = |p: &Plan| p.files.iter().map(|(_, v)| v.size()).sum::<u64>();
+    todo.sort_by_key(|(_, p)| std::cmp::Reverse(size(p)));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, DirDigest)>> = Mutex::new(Vec::new());
+    let budget = &hasher.budget;
+    let work = |reader: &mut Reader| loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        let Some((i, p)) = todo.get(k) else { break };
+        let r = compute(p, reader, budget);
+        results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((*i, r));
+    };
+    let before = hasher.reader.bytes;
+    let extra = hasher.threads.min(todo.len()).saturating_sub(1);
+    let spent: u64 = std::thread::scope(|s| {
+        let helpers: Vec<_> = (0..extra)
+            .map_while(|_| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, || {
+                        let mut reader = Reader::default();
+                        work(&mut reader);
+                        reader.bytes
+                    })
+                    .ok()
+            })
+            .collect();
+        // This thread works too; what a thread that could not start would have done, it does.
+        work(&mut hasher.reader);
+        helpers.into_iter().filter_map(|h| h.join().ok()).sum()
+    });
+    hasher.bytes_hashed += spent + (hasher.reader.bytes - before);
+    for (i, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if let (Ok((digest, total)), Some((_, p))) = (&r, todo.iter().find(|(j, _)| *j == i)) {
+            let due = Instant::now() + hasher.spread(digest);
+            hasher.dirs.insert(
+                p.dir.clone(),
+                DirCached {
+                    files: p.files.clone(),
+                    digest: digest.clone(),
+                    total: *total,
+                    due,
+                },
+            );
+        }
+        answers[i] = Some(r);
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err("not hashed".into())))
+        .collect()
+}
+
+/// One directory artifact's digest (see [`directory_digests`]).
+pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> DirDigest {
+    directory_digests(hasher, &[dir.to_owned()])
+        .pop()
+        .unwrap_or_else(|| Err("not hashed".into()))
 }
 
 /// A finding about one registry path: (path, expected digest, actual marker or digest).
@@ -278,6 +361,18 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
             ));
         }
     }
+    // Directory artifacts first, all together: they may share the hasher's threads.
+    let dir_artifacts: Vec<PathBuf> = registry
+        .models
+        .iter()
+        .map(|m| dir.join(&m.filename))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir()))
+        .collect();
+    let mut dir_digests: Vec<(PathBuf, DirDigest)> = dir_artifacts
+        .iter()
+        .cloned()
+        .zip(directory_digests(hasher, &dir_artifacts))
+        .collect();
     for m in &registry.models {
         let path = dir.join(&m.filename);
         let actual = match std::fs::symlink_metadata(&path) {
@@ -291,7 +386,12 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
                     _ => Some(ARTIFACT_INVALID.into()),
                 }
             }
-            Ok(meta) if meta.file_type().is_dir() => match directory_digest(hasher, &path) {
+            Ok(meta) if meta.file_type().is_dir() => match dir_digests
+                .iter()
+                .position(|(p, _)| *p == path)
+                .map(|i| dir_digests.swap_remove(i).1)
+                .unwrap_or_else(|| directory_digest(hasher, &path))
+            {
                 Ok((hash, size)) if hash == m.sha256 && size == m.size => None,
                 Ok((_, size)) if size != m.size => Some(report::SIZE_CHANGED.into()),
                 Ok((hash, _)) => Some(hash),

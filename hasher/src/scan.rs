@@ -536,6 +536,45 @@ mod tests {
     }
 
     #[test]
+    fn directory_artifacts_hashed_together_on_several_threads_match_their_definition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dirs = Vec::new();
+        let mut expected = Vec::new();
+        for (d, files) in [
+            ("one", vec![("a", "1"), ("b/c", "22")]),
+            (
+                "two",
+                vec![("x.bin", "333"), ("y/z/w", "4444"), ("y/q", "")],
+            ),
+            ("three", vec![("only", "55555")]),
+        ] {
+            for (rel, content) in &files {
+                let p = dir.path().join(d).join(rel);
+                std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&p, content).expect("write");
+            }
+            let bytes: Vec<(&str, &[u8])> = files.iter().map(|(r, c)| (*r, c.as_bytes())).collect();
+            let total: usize = files.iter().map(|(_, c)| c.len()).sum();
+            expected.push(Ok((dir_hash_by_hand(&bytes), total as u64)));
+            dirs.push(dir.path().join(d));
+        }
+        let mut hasher = FileHasher::default();
+        hasher.threads = 3;
+        assert_eq!(
+            crate::registry::directory_digests(&mut hasher, &dirs),
+            expected
+        );
+        let read = hasher.bytes_hashed;
+        assert_eq!(read, 15, "every byte once");
+        // Again: from the remembered versions, nothing read.
+        assert_eq!(
+            crate::registry::directory_digests(&mut hasher, &dirs),
+            expected
+        );
+        assert_eq!(hasher.bytes_hashed, read);
+    }
+
+    #[test]
     fn a_baseline_never_blesses_a_file_the_release_disagrees_with() {
         let t = tree();
         let root = t.dir.path();
