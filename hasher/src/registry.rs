@@ -230,10 +230,7 @@ fn compute(
 /// total size, or why the dir is not a valid artifact. Answered from memory while no file's
 /// version moved; otherwise streamed under the read budget, up to `hash_threads` artifacts at
 /// once (largest first), each thread with its own buffer.
-pub fn directory_digests(
-    hasher: &mut FileHasher,
-    dirs: &[PathBuf],
-) -> Vec<DirDigest> {
+pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDigest> {
     let mut answers: Vec<Option<DirDigest>> = vec![None; dirs.len()];
     let mut todo: Vec<(usize, Plan)> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
