@@ -30,7 +30,9 @@ mk_tree() { # dir big_count big_size
     for i in $(seq 1 992); do head -c $((1000 + i)) /dev/urandom > "$d/models/small/f$i"; done
     echo "policy: x" > "$d/etc/policy.yaml"; echo "[Service]" > "$d/units/a.service"; echo key > "$d/trust/cosign.pub"
     for i in $(seq 1 "$2"); do openssl enc -aes-128-ctr -pass pass:$i -nosalt -pbkdf2 < /dev/zero 2>/dev/null | head -c "$3" > "$d/models/big$i.gguf" || true; done
-    head -c 32 /dev/urandom > "$d/key"; echo "$token" > "$d/token"
+    # The secrets sit outside every directory the hasher may read (it refuses a policy whose
+    # read set covers them), readable by their owner only (or they are refused).
+    mkdir -p "$d.secret"; (umask 077; head -c 32 /dev/urandom > "$d.secret/key"; echo "$token" > "$d.secret/token")
     cat > "$d/policy.yaml" <<YAML
 scan_interval: 30s
 service_binaries: [$(ls -d "$d"/bin/* | paste -sd, -)]
@@ -38,13 +40,13 @@ policy_files: [$d/etc/policy.yaml]
 model_dirs: [$d/models]
 systemd_units: [$d/units/a.service]
 trust_material: [$d/trust/cosign.pub]
-hmac_key_path: $d/key
+hmac_key_path: $d.secret/key
 YAML
 }
 mk_tree "$work/a" 4 "$big"
 tree_bytes=$(du -sb "$work/a/models" "$work/a/bin" | awk '{s+=$1} END {print s}')
 
-args() { echo --policy "$1/policy.yaml" --listen 127.0.0.1:$port --token-file "$1/token" --audit-log "$1/log/audit.jsonl" --state-dir "$1/state-$2"; }
+args() { echo --policy "$1/policy.yaml" --listen 127.0.0.1:$port --token-file "$1.secret/token" --audit-log "$1/log/audit.jsonl" --state-dir "$1/state-$2"; }
 
 # 1. SHA-256 reference, same run.
 ossl=$(openssl speed -evp sha256 -bytes 1048576 -seconds 3 2>/dev/null | awk '/^sha256/ {v=$NF; sub("k","",v); print v*1000}')
@@ -136,7 +138,7 @@ wrk_line="wrk not installed (apt-get install wrk)"; wrk2_line=$wrk_line
 if command -v wrk >/dev/null; then
     { sed 's/^scan_interval: .*/scan_interval: 1s/' "$work/a/policy.yaml"; echo "full_rehash_interval: 1s"; } > "$work/a/policy-full.yaml"
     furl=http://127.0.0.1:$((port + 1))
-    "$bin/integrity-monitor" --policy "$work/a/policy-full.yaml" --listen 127.0.0.1:$((port + 1)) --token-file "$work/a/token" \
+    "$bin/integrity-monitor" --policy "$work/a/policy-full.yaml" --listen 127.0.0.1:$((port + 1)) --token-file "$work/a.secret/token" \
         --audit-log "$work/a/log-full/audit.jsonl" --state-dir "$work/a/state-full" 2>/dev/null &
     full=$!
     until curl -sf "$furl/api/v1/verify" >/dev/null 2>&1; do sleep 0.1; done
