@@ -92,6 +92,7 @@ fn jump(offset: &str, year: &str) {
     // Tampering is still caught without being asked, and a restore still trusts.
     a.write(BINARIES[0], "implant\n");
     wait_for("503 after tampering", || m.verify_code() == 503);
+    wait_for("the scan's finding", || m.status()["state"] == "degraded");
     a.write(BINARIES[0], &format!("#!/bin/sh\necho {}\n", BINARIES[0]));
     wait_for("200 after restoring", || m.verify_code() == 200);
     // The api's clock jumped too: its audit records carry the faked year.

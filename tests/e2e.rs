@@ -527,8 +527,10 @@ fn scheduled_scans_catch_tampering_without_being_asked() {
     let m = Running::start(&a);
     tamper(&a, "trust/cosign.pub");
     assert!(wait_until(Duration::from_secs(5), || m.verify_code() == 503));
-    let s = m.status();
-    assert_eq!(s["active_violations"][0]["category"], "trust_material");
+    // 503 comes at once with the change notice; the finding with the scan that reads it.
+    assert!(wait_until(Duration::from_secs(5), || m.status()
+        ["active_violations"][0]["category"]
+        == "trust_material"));
 }
 
 #[test]
@@ -585,6 +587,9 @@ fn inotify_catches_changes_long_before_the_interval() {
         wait_until(Duration::from_secs(5), || m.verify_code() == 503),
         "no realtime detection"
     );
+    assert!(wait_until(Duration::from_secs(5), || m.status()
+        ["violation_count"]
+        == 1));
     let s = m.status();
     assert!(s["scan_count"].as_u64().unwrap() > scans);
     assert_eq!(
@@ -606,10 +611,9 @@ fn inotify_catches_changes_long_before_the_interval() {
     std::thread::sleep(Duration::from_millis(200));
     a.write("models/new-dir/dropped.gguf", "x");
     assert!(wait_until(Duration::from_secs(5), || m.verify_code() == 503));
-    assert_eq!(
-        m.status()["active_violations"][0]["actual_hash"],
-        "unregistered"
-    );
+    assert!(wait_until(Duration::from_secs(5), || m.status()
+        ["active_violations"][0]["actual_hash"]
+        == "unregistered"));
 }
 
 #[test]
@@ -1277,4 +1281,28 @@ fn any_write_to_a_watched_file_is_503_at_once_whatever_its_size() {
         wait_until(Duration::from_secs(20), || m.verify_code() == 200),
         "after {seen:?}"
     );
+}
+
+#[test]
+fn an_unusable_store_or_audit_dir_is_a_configuration_error_naming_the_path() {
+    // (Run as root, a permission bit cannot stop us: a file where the directory must be can.)
+    for (what, blocker) in [("state dir", "state"), ("audit log", "logs")] {
+        let a = Appliance::new();
+        a.write(blocker, "not a directory");
+        let out = Command::new(monitor_bin())
+            .args(a.args(free_addr()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{what}: {err}");
+        assert!(
+            err.contains(&a.path(blocker).display().to_string()),
+            "{what}: names the path: {err}"
+        );
+        assert_eq!(
+            a.count_events("hasher_lost"),
+            0,
+            "{what}: not blamed on the hasher"
+        );
+    }
 }

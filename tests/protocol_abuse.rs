@@ -388,7 +388,11 @@ fn api_refuses_bad_frames_from_a_hostile_hasher() {
             Some(1),
             "{mode}: the api exits with an error, not a crash: {status}"
         );
-        let lost = a.audit_events().iter().any(|e| e["event"] == "hasher_lost");
+        // Misbehaving during start-up: recorded as a failed start, with the reason.
+        let lost = a.audit_events().iter().any(|e| {
+            (e["event"] == "hasher_lost" || e["event"] == "hasher_start_failed")
+                && e["reason"].as_str().is_some_and(|r| !r.is_empty())
+        });
         assert!(lost, "{mode}: the loss is audited");
         let _ = saw_503;
     }

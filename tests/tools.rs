@@ -105,6 +105,16 @@ fn initialize_then_verify_baseline_offline() {
     let stored = a.path("state/baseline.json");
     assert!(stored.exists());
     assert!(a.audit_events().iter().any(|e| e["event"] == "initialized"));
+    // The service's options go after the command as well as before it.
+    let mut after = vec!["initialize-baseline".to_owned()];
+    after.extend(a.args(free_addr()));
+    let out = Command::new(monitor_bin()).args(&after).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = Command::new(monitor_bin()).args(&args).output().unwrap();
     assert_eq!(again.status.code(), Some(0));
     assert!(

@@ -427,7 +427,14 @@ impl Monitor {
             first
         };
         if first {
-            self.audit("hasher_lost", json!({ "reason": why }));
+            // Before start-up completed the hasher did not start (its own error says why, e.g.
+            // a store it cannot use): not a loss of a running hasher.
+            let event = if self.started.load(std::sync::atomic::Ordering::SeqCst) {
+                "hasher_lost"
+            } else {
+                "hasher_start_failed"
+            };
+            self.audit(event, json!({ "reason": why }));
             self.apply(Input::Unverifiable("hasher_unavailable"));
         }
     }
@@ -653,8 +660,6 @@ impl Monitor {
     }
 
     async fn scan_locked(&self, fresh: bool) -> Result<State, MonitorError> {
-        // Every change announced before this point is covered by this scan.
-        let changes_before = self.changes.count();
         let response = match self.call(Request::Scan).await {
             Ok(r) => r,
             Err(
@@ -674,6 +679,9 @@ impl Monitor {
         let Response::Report(signed) = response else {
             return Err(self.misbehaved("scan response"));
         };
+        // The hasher announces what changed before it starts a scan, and only then scans:
+        // every notice that arrived before this report is covered by it.
+        let changes_covered = self.changes.count();
         let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone());
         let last_seq = lock(&self.snap).link_seq;
         if let Err(e) = signed.validate() {
@@ -700,7 +708,7 @@ impl Monitor {
             "scan accepted"
         );
         let mut snap = lock(&self.snap);
-        snap.verified_changes = snap.verified_changes.max(changes_before);
+        snap.verified_changes = snap.verified_changes.max(changes_covered);
         snap.link_seq = signed.report.seq;
         snap.bytes_hashed_total = snap
             .bytes_hashed_total

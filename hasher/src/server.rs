@@ -158,7 +158,14 @@ impl Server {
                 }
             };
             let (id, response) = match frame::decode::<Request>(&message) {
-                Ok(envelope) => (envelope.id, self.handle(envelope.body)),
+                Ok(envelope) => {
+                    if envelope.body == Request::Scan {
+                        // The scan covers every change seen so far: say so first, whatever
+                        // the notice gap, so the api knows which changes this report settles.
+                        self.send_held_notice(channel)?;
+                    }
+                    (envelope.id, self.handle(envelope.body))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "refused a message from the api");
                     (0, error(ErrorKind::Protocol, e.to_string()))
@@ -252,16 +259,22 @@ impl Server {
         }
         // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
         // a few times a second, not back to back.
-        let gap_over = self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP);
-        if let (Some((changed, overflow)), true) = (self.held_notice, gap_over) {
+        if self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP) {
+            self.send_held_notice(channel)?;
+        }
+        Ok(chan_ready)
+    }
+
+    /// Sends the changes not announced yet, if any.
+    fn send_held_notice(&mut self, channel: &Channel) -> Result<(), String> {
+        if let Some((changed, overflow)) = self.held_notice.take() {
             tracing::debug!(changed, overflow, "watched paths changed");
             channel
                 .send(0, &Response::Notice { changed, overflow })
                 .map_err(|e| format!("channel failed: {e}"))?;
-            self.held_notice = None;
             self.last_notice = Some(std::time::Instant::now());
         }
-        Ok(chan_ready)
+        Ok(())
     }
 
     /// Answers one request.
