@@ -800,7 +800,16 @@ impl Monitor {
             if !notified && lock(&self.snap).last_scan != last {
                 continue; // a forced scan ran meanwhile; the next one is due an interval after it
             }
-            if let Err(e) = self.scan().await {
+            let op = self.op.lock().await;
+            if notified && self.changes.count() <= lock(&self.snap).verified_changes {
+                // The notice came with a scan already under way, which covered it (the hasher
+                // announces every change before it scans): scanning again would defeat the
+                // hasher's coalescing of a file written without pause.
+                continue;
+            }
+            let scanned = self.scan_locked(false).await;
+            drop(op);
+            if let Err(e) = scanned {
                 tracing::warn!(error = %e, "scheduled scan failed");
                 tokio::time::sleep(interval).await;
             }
