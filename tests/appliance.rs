@@ -82,11 +82,7 @@ impl Tree {
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.p("var/lib/secure-ai/logs/integrity-monitor-audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        settled_audit(&self.p("var/lib/secure-ai/logs/integrity-monitor-audit.jsonl"))
     }
 }
 

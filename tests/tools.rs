@@ -458,7 +458,6 @@ fn the_demo_keeps_its_secrets_private_and_leaves_nothing_behind() {
             let mut child = Command::new(monitor_bin())
                 .args(["--demo", "--listen", &addr.to_string()])
                 .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
             let mut first = String::new();
@@ -469,6 +468,7 @@ fn the_demo_keeps_its_secrets_private_and_leaves_nothing_behind() {
                 let _ = child.wait();
                 return None;
             }
+            // The rest of the instructions go to a closed pipe: the demo must not mind.
             Some((addr, child, first))
         })
         .expect("a free port within five tries");

@@ -199,15 +199,60 @@ impl AuditLog {
         self.append(event, fields)
     }
 
+    /// Appends records stamped with the time each was made in order, then syncs once: all of
+    /// them are on disk, or none is (the file is cut back and the head restored). Follows a log
+    /// rotated or removed under us first. Returns how many were written.
+    pub fn record_batch<'a>(
+        &mut self,
+        records: impl Iterator<Item = (&'a str, &'a Map<String, Value>, SystemTime)>,
+    ) -> (usize, Option<std::io::Error>) {
+        if let Err(e) = self.follow() {
+            return (0, Some(e));
+        }
+        let (end, head) = (self.end, self.head.clone());
+        let mut written = 0;
+        let mut failed = None;
+        for (event, fields, at) in records {
+            if let Err(e) = self.write_line(event, fields.clone(), at) {
+                failed = Some(e);
+                break;
+            }
+            written += 1;
+        }
+        if written > 0 {
+            if let Err(e) = self.file.sync_data() {
+                // Not known to be durable: none of it counts, and the retry writes it again.
+                let _ = self.file.set_len(end);
+                (self.end, self.head) = (end, head);
+                return (0, Some(e));
+            }
+        }
+        (written, failed)
+    }
+
     fn append(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
+        let (end, head) = (self.end, self.head.clone());
+        self.write_line(event, fields, SystemTime::now())?;
+        if let Err(e) = self.file.sync_data() {
+            let _ = self.file.set_len(end);
+            (self.end, self.head) = (end, head);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn write_line(
+        &mut self,
+        event: &str,
+        fields: Map<String, Value>,
+        at: SystemTime,
+    ) -> std::io::Result<()> {
         let mut record = Map::new();
         record.insert("seq".into(), (self.head.seq + 1).into());
         record.insert("prev".into(), self.head.hash.clone().into());
         record.insert(
             "time".into(),
-            humantime::format_rfc3339_millis(SystemTime::now())
-                .to_string()
-                .into(),
+            humantime::format_rfc3339_millis(at).to_string().into(),
         );
         record.insert("event".into(), event.into());
         for (k, v) in fields {
@@ -222,11 +267,7 @@ impl AuditLog {
         // A write cut short (full disk, file size limit) would leave half a record that breaks
         // the chain: cut the file back to where it was, so the retry appends a whole record.
         let before = self.file.metadata()?.len();
-        if let Err(e) = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(e) = self.file.write_all(&line) {
             let _ = self.file.set_len(before);
             return Err(e);
         }

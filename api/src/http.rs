@@ -409,7 +409,7 @@ pub async fn serve(
             .header_read_timeout(HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD)
             .serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(crate::autoreply::JsonAutoAnswers::new(stream)),
                 service_fn(move |req| handle(req, m.clone())),
             );
         let conn = graceful.watch(conn);

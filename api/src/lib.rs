@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod autoreply;
 pub mod demo;
 pub mod error;
 pub mod http;
@@ -11,12 +12,14 @@ pub mod link;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
+pub mod recorder;
 pub mod sandbox;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod token;
 pub mod tools;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,8 +40,8 @@ pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
 /// worker served more requests with a shorter tail (p99 2.4 ms vs 2.8 ms; 0.5 vs 0.7 ms idle)
 /// than two, which contend with the client and the hasher for the same cores.
 const WORKER_THREADS: usize = 1;
-/// Threads for disk I/O that waits on fsync (audit records, the stored baseline): few, so the
-/// api stays well under its unit's TasksMax=32; past it, work queues instead of spawning.
+/// Threads tokio may add for blocking work (the audit log has its own writer thread): few, so
+/// the api stays well under its unit's TasksMax=32; past it, work queues instead of spawning.
 const MAX_BLOCKING_THREADS: usize = 8;
 
 /// Everything `integrity-monitor` is started with.
@@ -462,13 +465,19 @@ async fn serve(parts: Parts) -> Outcome {
     };
     let spawned = matches!(source, Source::Spawned(_));
     let (calls_tx, calls_rx) = mpsc::channel(8);
-    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit));
+    let audit_writer = match recorder::Recorder::start(audit) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the audit writer");
+            return Outcome::StartFailed;
+        }
+    };
+    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit_writer));
     let reporter = recorder.map(|rec| {
         let (tx, rx) = mpsc::channel(incident::QUEUE);
         monitor.set_incident_queue(tx);
         tokio::spawn(incident::run(rec, rx, monitor.clone()))
     });
-    monitor.note_audit_recovery();
     monitor.audit(
         "start",
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
@@ -509,6 +518,9 @@ async fn serve(parts: Parts) -> Outcome {
         Outcome::Initialized(_) => "initialized",
     };
     monitor.audit("stop", json!({ "reason": reason }));
+    if !monitor.audit_flush().await {
+        tracing::error!("stopping with audit records not on disk (see the errors above)");
+    }
     outcome
 }
 

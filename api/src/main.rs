@@ -1,5 +1,6 @@
 //! integrity-monitor: parses flags and hands over to the api library.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -206,7 +207,10 @@ fn main() {
     if args.demo {
         match api::demo::prepare(&config) {
             Ok((config, instructions, root)) => {
-                println!("{instructions}");
+                // Instructions are a courtesy: a closed stdout must not stop the demo.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{instructions}").and_then(|()| out.flush());
+                drop(out);
                 // The monitor runs sandboxed in a child; this unsandboxed parent removes the
                 // demo's tree (its key and token included) once it is done.
                 let code = api::sys::run_in_child(|| api::run(config));

@@ -184,6 +184,42 @@ pub struct BaselineSummary {
     pub generation: u64,
 }
 
+/// Longest store rejection reason the api accepts from the hasher.
+pub const MAX_REASON_LEN: usize = 4096;
+
+impl BaselineSummary {
+    /// Well-formed for a hasher whose key is `key`: the digest is SHA-256 hex, the time
+    /// bounded, and a baseline is signed exactly when there is a key.
+    pub fn well_formed(&self, key: KeyStatus) -> bool {
+        crate::hexfmt::is_sha256_hex(&self.digest)
+            && self.created_at.len() <= crate::report::MAX_TIME_LEN
+            && self.signed == (key == KeyStatus::Present)
+    }
+}
+
+impl StoreStatus {
+    /// Well-formed for a hasher whose key is `key` (see [`BaselineSummary::well_formed`]; a
+    /// stored baseline may be unsigned under a key: the Go service's, before its migration).
+    pub fn well_formed(&self, key: KeyStatus) -> bool {
+        match self {
+            StoreStatus::Adopted(s) => {
+                crate::hexfmt::is_sha256_hex(&s.digest)
+                    && s.created_at.len() <= crate::report::MAX_TIME_LEN
+                    && (!s.signed || key == KeyStatus::Present)
+            }
+            StoreStatus::Empty => true,
+            StoreStatus::Rejected { reason } => reason.len() <= MAX_REASON_LEN,
+        }
+    }
+}
+
+impl PolicySummary {
+    /// Settings the api can act on: a threshold and an interval of at least one.
+    pub fn well_formed(&self) -> bool {
+        self.degradation_threshold >= 1 && self.scan_interval_ms >= 1
+    }
+}
+
 /// Watch categories; each maps to one fixed [`Action`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -245,4 +281,55 @@ pub struct Envelope<T> {
     pub id: u64,
     /// The request or response.
     pub body: T,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(signed: bool) -> BaselineSummary {
+        BaselineSummary {
+            digest: "ab".repeat(32),
+            entries: 1,
+            signed,
+            created_at: "2026-11-25T00:00:00Z".into(),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn answers_the_api_cannot_act_on_are_not_well_formed() {
+        assert!(summary(true).well_formed(KeyStatus::Present));
+        assert!(
+            !summary(true).well_formed(KeyStatus::Absent),
+            "signed without a key"
+        );
+        assert!(
+            !summary(false).well_formed(KeyStatus::Present),
+            "unsigned with a key"
+        );
+        let mut bad = summary(true);
+        bad.digest = "xyz".into();
+        assert!(!bad.well_formed(KeyStatus::Present));
+        bad = summary(true);
+        bad.created_at = "9".repeat(4096);
+        assert!(!bad.well_formed(KeyStatus::Present));
+
+        assert!(StoreStatus::Adopted(summary(false)).well_formed(KeyStatus::Present));
+        assert!(!StoreStatus::Adopted(summary(true)).well_formed(KeyStatus::Absent));
+        let long = StoreStatus::Rejected {
+            reason: "r".repeat(MAX_REASON_LEN + 1),
+        };
+        assert!(!long.well_formed(KeyStatus::Present));
+
+        let mut p = PolicySummary {
+            scan_interval_ms: 30_000,
+            degradation_threshold: 3,
+            require_token_for_reads: false,
+            watched_paths: 1,
+        };
+        assert!(p.well_formed());
+        p.degradation_threshold = 0;
+        assert!(!p.well_formed());
+    }
 }

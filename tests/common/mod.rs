@@ -94,11 +94,7 @@ impl Appliance {
     }
 
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.audit_log())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
-            .collect()
+        settled_audit(&self.audit_log())
     }
 
     pub fn count_events(&self, event: &str) -> usize {
@@ -352,4 +348,24 @@ pub fn verify_audit(files: &[PathBuf]) -> std::process::Output {
         .args(files)
         .output()
         .unwrap()
+}
+
+/// The audit log's records once its writer has caught up. Records reach the disk on the api's
+/// writer thread a moment after the state they describe shows in `/status` (only mutations wait
+/// for them), so this reads until two reads 50 ms apart agree (at most 5 s).
+pub fn settled_audit(path: &Path) -> Vec<serde_json::Value> {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let again = read();
+        if again == text || Instant::now() > deadline {
+            break;
+        }
+        text = again;
+    }
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+        .collect()
 }

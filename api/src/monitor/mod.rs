@@ -1,0 +1,372 @@
+//! The monitor core: drives the hasher, feeds the state machine, records every decision.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary};
+use protocol::report::SignedReport;
+
+use protocol::{Request, Response};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::MonitorError;
+use crate::link::Call;
+use crate::state::{Event, Input, Machine, State};
+use crate::token::Token;
+
+/// How long a mutation waits for its audit records to reach the disk before it answers anyway
+/// (the backlog then makes `/verify` 503).
+const AUDIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Refused-auth records per minute; more are counted, not written, so a flood cannot fill the disk.
+const AUTH_RECORDS_PER_MINUTE: u32 = 20;
+
+/// Everything the HTTP handlers read; cloned out under a short lock.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// State and counters.
+    pub machine: Machine,
+    /// The hasher's policy settings.
+    pub policy: PolicySummary,
+    /// Whether artifacts are signed.
+    pub key: KeyStatus,
+    /// The baseline the hasher adopted, if any (the hasher holds the bytes).
+    pub baseline: Option<BaselineSummary>,
+    /// Why there is no trusted baseline, if there is none.
+    pub baseline_problem: Option<String>,
+    /// The last accepted report.
+    pub last_report: Option<SignedReport>,
+    /// When the api accepted the last report (monotonic).
+    pub last_scan: Option<Instant>,
+    /// Why the hasher is unavailable, if it is.
+    pub hasher_down: Option<String>,
+    /// Audit records not on disk because the log cannot be written (or the queue overflowed).
+    pub audit_backlog: usize,
+    /// Sequence number of the last report from the current hasher connection (must grow).
+    pub link_seq: u64,
+    /// Bytes the hasher reported hashed, over all accepted scans.
+    pub bytes_hashed_total: u64,
+    /// False until the first handshake: the policy (and whether reads need the token) is unknown.
+    pub policy_known: bool,
+    /// Change notices the last accepted scan started after (all of them were verified by it).
+    pub verified_changes: u64,
+    /// True when a change notice arrived that no accepted scan has verified yet: any write to
+    /// a watched path makes `/verify` 503 at once, whatever the file's size, until it is read.
+    pub unverified_change: bool,
+}
+
+/// The rate limit on refused-request records.
+#[derive(Default)]
+struct AuthLimit {
+    window: Option<Instant>,
+    in_window: u32,
+    suppressed: u64,
+}
+
+/// Whether `/verify` may answer 200 (kept here for the handlers that ask the monitor).
+pub use crate::verdict::verdict;
+
+mod ops;
+mod schedule;
+mod startup;
+
+/// The monitor, shared by the HTTP handlers and the scheduler.
+pub struct Monitor {
+    snap: Mutex<Snapshot>,
+    op: tokio::sync::Mutex<()>,
+    calls: mpsc::Sender<Call>,
+    recorder: crate::recorder::Recorder,
+    auth_limit: Mutex<AuthLimit>,
+    /// The gate for token-protected endpoints, from the hasher's handshake.
+    token: Mutex<Option<Token>>,
+    stopping: std::sync::atomic::AtomicBool,
+    cut: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    started: std::sync::atomic::AtomicBool,
+    first_verdict: tokio::sync::watch::Sender<bool>,
+    changes: Arc<crate::link::Changes>,
+    incidents: Mutex<Option<crate::incident::Queue>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; with panic=abort it cannot happen.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+impl Monitor {
+    /// A monitor talking to the link task through `calls`.
+    pub fn new(calls: mpsc::Sender<Call>, recorder: crate::recorder::Recorder) -> Monitor {
+        Monitor {
+            snap: Mutex::new(Snapshot {
+                machine: Machine::new(),
+                policy: PolicySummary {
+                    scan_interval_ms: 30_000,
+                    degradation_threshold: 3,
+                    require_token_for_reads: true,
+                    watched_paths: 0,
+                },
+                key: KeyStatus::Absent,
+                baseline: None,
+                baseline_problem: Some("not loaded yet".into()),
+                last_report: None,
+                last_scan: None,
+                hasher_down: Some("not connected yet".into()),
+                audit_backlog: 0,
+                link_seq: 0,
+                bytes_hashed_total: 0,
+                policy_known: false,
+                verified_changes: 0,
+                unverified_change: false,
+            }),
+            op: tokio::sync::Mutex::new(()),
+            calls,
+            recorder,
+            auth_limit: Mutex::new(AuthLimit::default()),
+            token: Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            cut: Mutex::new(None),
+            started: std::sync::atomic::AtomicBool::new(false),
+            first_verdict: tokio::sync::watch::Sender::new(false),
+            changes: Arc::new(crate::link::Changes::default()),
+            incidents: Mutex::new(None),
+        }
+    }
+
+    /// Sends each transition into degraded or recovery_required to the incident reporter.
+    pub fn set_incident_queue(&self, queue: crate::incident::Queue) {
+        *lock(&self.incidents) = Some(queue);
+    }
+
+    fn report_incident(&self, from: State, to: State, reason: &str) {
+        let Some(queue) = lock(&self.incidents).clone() else {
+            return;
+        };
+        let (active, count, scans) = {
+            let s = lock(&self.snap);
+            (
+                s.machine.active.clone(),
+                s.machine.violation_count,
+                s.machine.scan_count,
+            )
+        };
+        let body = crate::incident::body(to.as_str(), from.as_str(), reason, &active, count, scans);
+        if queue.try_send((to.as_str().to_owned(), body)).is_err() {
+            self.audit(
+                "incident_dropped",
+                json!({ "state": to, "reason": "reporter queue full" }),
+            );
+        }
+    }
+
+    /// Woken by the hasher's change notices: the scheduler scans at once.
+    pub fn changes(&self) -> Arc<crate::link::Changes> {
+        self.changes.clone()
+    }
+
+    /// Registers the way to cut the current link when the hasher misbehaves.
+    pub fn set_link_cutter(&self, cut: Arc<tokio::sync::Notify>) {
+        *lock(&self.cut) = Some(cut);
+    }
+
+    /// Marks an orderly stop: the hasher going away now is expected, not a finding.
+    pub fn begin_stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits, at most `limit`, until start-up has reached its first verdict (baseline adopted or
+    /// rejected, first scan in); true if it has. A request that itself socket-activated the
+    /// service (a boot check) then gets the verdict rather than "starting".
+    pub async fn first_verdict(&self, limit: Duration) -> bool {
+        let mut seen = self.first_verdict.subscribe();
+        tokio::time::timeout(limit, seen.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// A copy of the current snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = lock(&self.snap).clone();
+        s.unverified_change = self.changes.count() > s.verified_changes;
+        s.audit_backlog = self.recorder.backlog();
+        s
+    }
+
+    /// The gate for the bearer token, once the hasher said what it is.
+    pub fn token(&self) -> Option<Token> {
+        *lock(&self.token)
+    }
+
+    /// Queues an audit record for the writer; never waits for the disk. While records cannot
+    /// be written `/verify` answers 503, since evidence that cannot be kept is not evidence.
+    pub fn audit(&self, event: &str, record: Value) {
+        self.recorder.record(event, fields(record));
+    }
+
+    /// Waits (bounded) until every record queued so far is on disk: mutations answer after it.
+    pub async fn audit_flush(&self) -> bool {
+        self.recorder.flush(AUDIT_FLUSH_LIMIT).await
+    }
+
+    /// Records a refused request, rate-limited.
+    pub fn audit_auth_refused(&self, method: &str, path: &str, reason: &str) {
+        let mut limit = lock(&self.auth_limit);
+        let now = Instant::now();
+        let window_over = limit
+            .window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60));
+        let suppressed = if window_over {
+            limit.window = Some(now);
+            limit.in_window = 0;
+            std::mem::take(&mut limit.suppressed)
+        } else {
+            0
+        };
+        limit.in_window += 1;
+        let write = limit.in_window <= AUTH_RECORDS_PER_MINUTE;
+        if !write {
+            limit.suppressed += 1;
+        }
+        drop(limit);
+        // stderr is rate-limited with the audit log: a flood of bad tokens fills neither.
+        if write {
+            tracing::warn!(
+                method,
+                path,
+                reason,
+                "request refused: bad or missing token"
+            );
+        }
+        if suppressed > 0 {
+            tracing::warn!(
+                count = suppressed,
+                "more requests were refused in the last minute (not logged one by one)"
+            );
+            self.audit("auth_refused_suppressed", json!({ "count": suppressed }));
+        }
+        if write {
+            self.audit(
+                "auth_refused",
+                json!({ "method": method, "path": path, "reason": reason }),
+            );
+        }
+    }
+
+    /// Reopens the audit log (after rotation).
+    pub fn reopen_audit(&self) {
+        self.recorder.reopen();
+    }
+
+    fn apply(&self, input: Input<'_>) -> State {
+        let mut snap = lock(&self.snap);
+        let (next, events) = snap.machine.step(input, snap.policy.degradation_threshold);
+        snap.machine = next;
+        let state = snap.machine.state;
+        drop(snap);
+        for event in events {
+            match event {
+                Event::Violation(v) => {
+                    tracing::warn!(path = %v.path, category = v.category.as_str(), expected = %v.expected_hash, actual = %v.actual_hash, "integrity violation");
+                    self.audit("violation", serde_json::to_value(&v).unwrap_or(Value::Null));
+                }
+                Event::Transition {
+                    from,
+                    to,
+                    reason,
+                    violation_count,
+                } => {
+                    if to == State::Trusted {
+                        tracing::info!(
+                            from = from.as_str(),
+                            to = to.as_str(),
+                            reason,
+                            violation_count,
+                            "state transition"
+                        );
+                    } else {
+                        tracing::warn!(
+                            from = from.as_str(),
+                            to = to.as_str(),
+                            reason,
+                            violation_count,
+                            "state transition"
+                        );
+                    }
+                    self.audit("transition", json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
+                    if to != State::Trusted {
+                        self.report_incident(from, to, &reason);
+                    }
+                }
+            }
+        }
+        state
+    }
+
+    /// Marks the hasher unusable: evidence stops here until it is back.
+    pub fn hasher_lost(&self, why: &str) {
+        if let Some(cut) = lock(&self.cut).take() {
+            cut.notify_one();
+        }
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(why, "hasher gone during shutdown");
+            lock(&self.snap).hasher_down = Some(why.to_owned());
+            return;
+        }
+        let first = {
+            let mut snap = lock(&self.snap);
+            let first = snap.hasher_down.is_none();
+            snap.hasher_down = Some(why.to_owned());
+            first
+        };
+        if first {
+            // Before start-up completed the hasher did not start (its own error says why, e.g.
+            // a store it cannot use): not a loss of a running hasher.
+            let event = if self.started.load(std::sync::atomic::Ordering::SeqCst) {
+                "hasher_lost"
+            } else {
+                "hasher_start_failed"
+            };
+            self.audit(event, json!({ "reason": why }));
+            self.apply(Input::Unverifiable("hasher_unavailable"));
+        }
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, MonitorError> {
+        if let Some(why) = lock(&self.snap).hasher_down.clone() {
+            return Err(MonitorError::HasherDown(why));
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.calls.send(Call { request, reply }).await;
+        let result = match sent {
+            Ok(()) => answer.await.unwrap_or(Err(crate::link::LinkError::Down)),
+            Err(_) => Err(crate::link::LinkError::Down),
+        };
+        match result {
+            Ok(Response::Error {
+                kind: ErrorKind::Protocol,
+                message,
+            }) => {
+                self.hasher_lost(&format!("hasher refused our message: {message}"));
+                Err(MonitorError::HasherDown(message))
+            }
+            Ok(Response::Error { kind, message }) => Err(MonitorError::Refused { kind, message }),
+            Ok(response) => Ok(response),
+            Err(e) => {
+                self.hasher_lost(&e.to_string());
+                Err(MonitorError::HasherDown(e.to_string()))
+            }
+        }
+    }
+
+    fn misbehaved(&self, what: &str) -> MonitorError {
+        let why = format!("hasher sent an invalid {what}");
+        self.hasher_lost(&why);
+        MonitorError::HasherDown(why)
+    }
+}

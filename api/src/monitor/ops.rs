@@ -1,0 +1,200 @@
+//! What the api asks of the hasher once it runs: scans, rebaselines, reloads, the stored
+//! manifest and attestations; every answer checked before it counts.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use protocol::message::{ErrorKind, PolicySummary};
+use protocol::sign::sha256_hex;
+use protocol::{Request, Response};
+use serde_json::json;
+
+use super::{lock, Monitor};
+use crate::error::MonitorError;
+use crate::state::{Input, State};
+
+impl Monitor {
+    /// The audit chain head (seq, hash of the last record) once every record queued so far
+    /// is written.
+    pub async fn audit_head(&self) -> crate::audit::Head {
+        self.recorder.head().await.unwrap_or(crate::audit::Head {
+            seq: 0,
+            hash: crate::audit::GENESIS.to_owned(),
+        })
+    }
+
+    /// Asks the hasher to sign its latest completed scan for `nonce`; returns the signed
+    /// payload and its HMAC, checked for form and for the nonce.
+    pub async fn attest(&self, nonce: &str) -> Result<(Vec<u8>, String), MonitorError> {
+        let head = self.audit_head().await;
+        let request = Request::Attest {
+            nonce: nonce.to_owned(),
+            audit_seq: head.seq,
+            audit_head: head.hash,
+        };
+        match self.call(request).await? {
+            Response::Attestation { payload, hmac } => {
+                let parsed: Result<protocol::attest::Attestation, _> =
+                    serde_json::from_slice(&payload);
+                let form_ok =
+                    hmac == protocol::sign::UNSIGNED || protocol::hexfmt::is_sha256_hex(&hmac);
+                match parsed {
+                    Ok(a)
+                        if a.nonce == nonce
+                            && form_ok
+                            && a.violations.iter().all(|v| v.validate().is_ok()) =>
+                    {
+                        Ok((payload, hmac))
+                    }
+                    _ => Err(self.misbehaved("attestation")),
+                }
+            }
+            _ => Err(self.misbehaved("attestation answer")),
+        }
+    }
+
+    /// The adopted manifest, byte for byte as the hasher stored it (checked against the digest
+    /// it announced).
+    pub async fn baseline_bytes(&self) -> Result<Bytes, MonitorError> {
+        let Some(expected) = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone()) else {
+            return Err(MonitorError::Refused {
+                kind: ErrorKind::NoBaseline,
+                message: "no baseline is adopted".into(),
+            });
+        };
+        match self.call(Request::GetBaseline).await? {
+            Response::Baseline { manifest } if sha256_hex(&manifest) == expected => {
+                Ok(Bytes::from(manifest))
+            }
+            _ => Err(self.misbehaved("baseline manifest")),
+        }
+    }
+
+    /// One scan; a scan already running is waited for, never raced.
+    pub async fn scan(&self) -> Result<State, MonitorError> {
+        let result = {
+            let _op = self.op.lock().await;
+            self.scan_locked(false).await
+        };
+        self.audit_flush().await;
+        result
+    }
+
+    pub(super) async fn scan_locked(&self, fresh: bool) -> Result<State, MonitorError> {
+        let response = match self.call(Request::Scan).await {
+            Ok(r) => r,
+            Err(
+                e @ MonitorError::Refused {
+                    kind: ErrorKind::NoBaseline,
+                    ..
+                },
+            ) => {
+                self.apply(Input::Compromised("no_baseline"));
+                return Err(e);
+            }
+            Err(e) => {
+                self.apply(Input::Unverifiable("scan_failed"));
+                return Err(e);
+            }
+        };
+        let Response::Report(signed) = response else {
+            return Err(self.misbehaved("scan response"));
+        };
+        // The hasher announces what changed before it starts a scan, and only then scans:
+        // every notice that arrived before this report is covered by it.
+        let changes_covered = self.changes.count();
+        let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone());
+        let last_seq = lock(&self.snap).link_seq;
+        if let Err(e) = signed.validate() {
+            tracing::error!(error = %e, "scan report refused");
+            return Err(self.misbehaved("scan report"));
+        }
+        if expected_digest.as_deref() != Some(signed.report.baseline_digest.as_str())
+            || signed.report.seq <= last_seq
+        {
+            return Err(self.misbehaved("scan report (baseline digest or sequence)"));
+        }
+        self.recorder.follow();
+        let report = signed.report.clone();
+        let state = self.apply(if fresh {
+            Input::Rebaselined(&report)
+        } else {
+            Input::Scan(&report)
+        });
+        tracing::info!(
+            seq = report.seq,
+            state = state.as_str(),
+            violations = report.violation_count,
+            ms = report.duration_ms,
+            "scan accepted"
+        );
+        let mut snap = lock(&self.snap);
+        snap.verified_changes = snap.verified_changes.max(changes_covered);
+        snap.link_seq = signed.report.seq;
+        snap.bytes_hashed_total = snap
+            .bytes_hashed_total
+            .saturating_add(signed.report.bytes_hashed);
+        snap.last_report = Some(signed);
+        snap.last_scan = Some(Instant::now());
+        Ok(state)
+    }
+
+    /// Has the hasher make, store and adopt a new baseline (it checks `token` itself), then
+    /// scans against it.
+    pub async fn rebaseline(&self, token: Vec<u8>) -> Result<State, MonitorError> {
+        let result = {
+            let _op = self.op.lock().await;
+            self.rebaseline_locked("rebaseline", Some(token)).await
+        };
+        self.audit_flush().await;
+        result
+    }
+
+    pub(super) async fn rebaseline_locked(
+        &self,
+        event: &str,
+        token: Option<Vec<u8>>,
+    ) -> Result<State, MonitorError> {
+        let response = match self.call(Request::CreateBaseline { token }).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit("rebaseline_refused", json!({ "reason": e.to_string() }));
+                return Err(e);
+            }
+        };
+        let Response::BaselineCreated { summary } = response else {
+            return Err(self.misbehaved("baseline"));
+        };
+        let key = lock(&self.snap).key;
+        if !summary.well_formed(key) {
+            return Err(self.misbehaved("baseline summary"));
+        }
+        self.audit(event, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
+        self.adopt(summary);
+        self.scan_locked(true).await
+    }
+
+    /// Asks the hasher to re-read its policy; on refusal the old policy stays.
+    pub async fn reload(&self) -> Result<PolicySummary, MonitorError> {
+        let result = self.reload_locked().await;
+        self.audit_flush().await;
+        result
+    }
+
+    async fn reload_locked(&self) -> Result<PolicySummary, MonitorError> {
+        let _op = self.op.lock().await;
+        match self.call(Request::Reload).await {
+            Ok(Response::Reloaded { policy }) if policy.well_formed() => {
+                self.audit("reload", json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
+                lock(&self.snap).policy = policy.clone();
+                let _ = self.scan_locked(false).await;
+                Ok(policy)
+            }
+            Ok(_) => Err(self.misbehaved("reload answer")),
+            Err(e) => {
+                self.audit("reload_refused", json!({ "reason": e.to_string() }));
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Start-up and hand-over: the handshake with a (new) hasher and what its store holds.
+
+use protocol::message::{BaselineSummary, KeyStatus, StoreEvent, StoreStatus};
+use protocol::{Request, Response, PROTOCOL_VERSION};
+use serde_json::json;
+
+use super::{lock, Monitor};
+use crate::error::MonitorError;
+use crate::state::Input;
+use crate::token::Token;
+
+impl Monitor {
+    /// A (re)connected hasher: handshake, then on the first connection the start-up, on a
+    /// later one the hand-over to the new hasher instance (it loaded the same store).
+    pub async fn connected(&self, first: bool) -> Result<(), MonitorError> {
+        // Held throughout: no scheduled scan may reach the hasher before the handshake.
+        let _op = self.op.lock().await;
+        let again = {
+            let mut snap = lock(&self.snap);
+            snap.link_seq = 0;
+            snap.hasher_down.take()
+        };
+        let store = self.hello().await?;
+        if first {
+            self.start(store).await;
+            self.started
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.first_verdict.send_replace(true);
+        } else {
+            self.audit("hasher_reconnected", json!({ "after": again }));
+            self.restore(store).await;
+        }
+        Ok(())
+    }
+
+    async fn restore(&self, store: StoreStatus) {
+        let before = lock(&self.snap).baseline.clone();
+        match (store, before) {
+            (StoreStatus::Adopted(now), Some(was)) if now.digest == was.digest => {}
+            (StoreStatus::Adopted(now), was) => {
+                tracing::warn!(digest = now.digest, "the new hasher instance holds another baseline; adopting it");
+                self.audit("baseline_changed", json!({ "from": was.map(|b| b.digest), "to": now.digest, "generation": now.generation }));
+                self.adopt(now);
+            }
+            (StoreStatus::Rejected { reason }, _) => return self.baseline_rejected(&reason),
+            (StoreStatus::Empty, Some(was)) => {
+                return self.baseline_rejected(&format!(
+                    "the hasher's store is empty although baseline {} (generation {}) was adopted: it was deleted",
+                    was.digest, was.generation
+                ))
+            }
+            (StoreStatus::Empty, None) => {
+                tracing::warn!("hasher reconnected with an empty store; awaiting an authorised rebaseline");
+                return;
+            }
+        }
+        if let Err(e) = self.scan_locked(false).await {
+            tracing::error!(error = %e, "scan after reconnection failed");
+        }
+    }
+
+    /// Handshake: learns the policy settings, key status, token gate and what the store holds.
+    async fn hello(&self) -> Result<StoreStatus, MonitorError> {
+        match self
+            .call(Request::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?
+        {
+            Response::Hello {
+                version,
+                policy,
+                key,
+                store,
+                token_digest,
+                store_event,
+            } if version == PROTOCOL_VERSION
+                && policy.well_formed()
+                && store.well_formed(key)
+                && token_digest
+                    .as_deref()
+                    .is_none_or(|d| Token::from_digest_hex(d).is_some()) =>
+            {
+                tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, token = token_digest.is_some(), "hasher ready");
+                if key == KeyStatus::Absent {
+                    tracing::warn!("no HMAC key: baselines and reports are unsigned");
+                    self.audit("hmac_key_absent", json!({ "signing": "unsigned" }));
+                }
+                *lock(&self.token) = token_digest.as_deref().and_then(Token::from_digest_hex);
+                match (store_event, &store) {
+                    (Some(StoreEvent::MigratedFromGo), StoreStatus::Adopted(s)) => {
+                        tracing::warn!(digest = s.digest, "stored baseline signed the Go service's way: verified and adopted; the next rebaseline re-signs it in this format");
+                        self.audit(
+                            "baseline_migrated",
+                            json!({ "from": "go", "digest": s.digest, "entries": s.entries }),
+                        );
+                    }
+                    (Some(StoreEvent::RolledForward { from }), StoreStatus::Adopted(s)) => {
+                        self.audit(
+                            "baseline_rolled_forward",
+                            json!({ "from": from, "to": s.generation, "digest": s.digest }),
+                        );
+                    }
+                    _ => {}
+                }
+                let mut snap = lock(&self.snap);
+                snap.policy = policy;
+                snap.key = key;
+                snap.policy_known = true;
+                Ok(store)
+            }
+            _ => Err(self.misbehaved("hello")),
+        }
+    }
+
+    /// Start-up: adopt what the hasher's store holds (or have it make the first), then scan.
+    async fn start(&self, store: StoreStatus) {
+        match store {
+            StoreStatus::Rejected { reason } => self.baseline_rejected(&reason),
+            StoreStatus::Empty => {
+                tracing::info!("the hasher's store is empty: first start, computing a baseline");
+                if let Err(e) = self.rebaseline_locked("initialized", None).await {
+                    tracing::error!(error = %e, "first baseline failed");
+                    if !matches!(e, MonitorError::HasherDown(_)) {
+                        lock(&self.snap).baseline_problem = Some(e.to_string());
+                        self.apply(Input::Compromised("no_baseline"));
+                    }
+                }
+            }
+            StoreStatus::Adopted(summary) => {
+                tracing::info!(
+                    digest = summary.digest,
+                    generation = summary.generation,
+                    "the hasher's store already holds a baseline: adopted (nothing to initialize)"
+                );
+                self.audit("baseline_loaded", json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed }));
+                self.adopt(summary);
+                if let Err(e) = self.scan_locked(false).await {
+                    tracing::error!(error = %e, "first scan failed");
+                }
+            }
+        }
+    }
+
+    pub(super) fn baseline_rejected(&self, why: &str) {
+        tracing::error!(
+            why,
+            "stored baseline rejected: recovery_required until an authorised rebaseline"
+        );
+        self.audit("baseline_rejected", json!({ "reason": why }));
+        lock(&self.snap).baseline_problem = Some(why.to_owned());
+        self.apply(Input::Compromised("baseline_rejected"));
+    }
+
+    pub(super) fn adopt(&self, summary: BaselineSummary) {
+        if !summary.signed {
+            self.audit("baseline_unsigned", json!({ "digest": summary.digest }));
+        }
+        let mut snap = lock(&self.snap);
+        snap.baseline = Some(summary);
+        snap.baseline_problem = None;
+    }
+}
