@@ -172,7 +172,7 @@ fn ten_thousand_idle_connections_do_not_silence_health() {
         "this test needs 12,000 fds (hard limit {hard})"
     );
     let a = Appliance::new();
-    let m = Running::start(&a);
+    let m = Running::start_listening(&a);
     let mut idle = Vec::with_capacity(10_000);
     let opened = std::time::Instant::now();
     let overflows = listen_overflows();

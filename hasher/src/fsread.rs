@@ -4,20 +4,87 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Why a bounded read failed.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// The file holds more than the cap.
+    #[error("larger than the {cap}-byte limit")]
+    TooLarge {
+        /// The cap, in bytes.
+        cap: u64,
+    },
+    /// The file could not be opened or read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The content is not UTF-8.
+    #[error("not UTF-8 text")]
+    NotText,
+}
+
 /// Reads at most `cap` bytes of `path`; a larger file is an error, not a truncation.
-pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    let file = File::open(path)?;
     let mut bytes = Vec::new();
-    file.take(cap + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    file.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
-        return Err(format!("larger than the {cap}-byte limit"));
+        return Err(ReadError::TooLarge { cap });
     }
     Ok(bytes)
 }
 
+/// As [`read_bounded`] for a secret: read into one buffer allocated up front, so no copy is
+/// left behind by a reallocation, and wiped (its whole capacity) when dropped.
+pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let mut file = File::open(path)?;
+    let mut buf = Zeroizing::new(vec![0u8; cap + 1]);
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if len > cap {
+        return Err(ReadError::TooLarge { cap: cap as u64 });
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
 /// As [`read_bounded`], and the content must be UTF-8.
-pub fn read_bounded_text(path: &Path, cap: u64) -> Result<String, String> {
-    String::from_utf8(read_bounded(path, cap)?).map_err(|_| "not UTF-8 text".to_owned())
+pub fn read_bounded_text(path: &Path, cap: u64) -> Result<String, ReadError> {
+    String::from_utf8(read_bounded(path, cap)?).map_err(|_| ReadError::NotText)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_are_errors_not_truncations() {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12345").expect("write");
+        assert_eq!(read_bounded(&p, 5).expect("fits"), b"12345");
+        assert!(matches!(
+            read_bounded(&p, 4),
+            Err(ReadError::TooLarge { cap: 4 })
+        ));
+        assert_eq!(read_secret(&p, 5).expect("fits").as_slice(), b"12345");
+        assert!(matches!(
+            read_secret(&p, 4),
+            Err(ReadError::TooLarge { cap: 4 })
+        ));
+        assert!(matches!(
+            read_secret(&dir.path().join("none"), 4),
+            Err(ReadError::Io(_))
+        ));
+        std::fs::write(&p, b"\xff").expect("write");
+        assert!(matches!(read_bounded_text(&p, 5), Err(ReadError::NotText)));
+    }
 }

@@ -8,18 +8,12 @@ use protocol::sign::{MAX_KEY_LEN, MIN_KEY_LEN};
 use crate::error::KeyError;
 
 /// Key bytes, wiped when dropped.
-pub struct Key(Vec<u8>);
+pub struct Key(zeroize::Zeroizing<Vec<u8>>);
 
 impl Key {
     /// The raw key bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.0
-    }
-}
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        crate::sys::wipe(&mut self.0);
     }
 }
 
@@ -50,18 +44,15 @@ pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
             }
         }
     }
-    let bytes = crate::fsread::read_bounded(path, MAX_KEY_LEN as u64).map_err(|why| {
-        if why.starts_with("larger") {
-            KeyError::BadLength {
-                path: path.to_owned(),
-                len: MAX_KEY_LEN + 1,
-            }
-        } else {
-            KeyError::Unreadable {
-                path: path.to_owned(),
-                why,
-            }
-        }
+    let bytes = crate::fsread::read_secret(path, MAX_KEY_LEN).map_err(|e| match e {
+        crate::fsread::ReadError::TooLarge { .. } => KeyError::BadLength {
+            path: path.to_owned(),
+            len: MAX_KEY_LEN + 1,
+        },
+        e => KeyError::Unreadable {
+            path: path.to_owned(),
+            why: e.to_string(),
+        },
     })?;
     if bytes.len() < MIN_KEY_LEN {
         return Err(KeyError::BadLength {

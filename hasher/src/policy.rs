@@ -101,7 +101,7 @@ impl Policy {
         let text = crate::fsread::read_bounded_text(path, MAX_POLICY_BYTES).map_err(|e| {
             PolicyError::Read {
                 path: path.to_owned(),
-                why: e,
+                why: e.to_string(),
             }
         })?;
         Policy::parse(&text).map_err(|e| e.in_file(path))

@@ -70,15 +70,6 @@ pub fn advise_done_range(file: &File, offset: u64, len: u64) {
     );
 }
 
-/// Overwrites secret bytes so they do not linger in freed memory.
-pub fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        let p: *mut u8 = b;
-        // SAFETY: `p` comes from a live `&mut u8`; volatile keeps the store from being elided.
-        unsafe { std::ptr::write_volatile(p, 0) };
-    }
-}
-
 /// Lowers the hasher's CPU and I/O priority (nice 10, idle I/O class) so a full rehash never
 /// starves the api or the appliance's own workload. Best effort: failures are logged.
 pub fn lower_priority() {

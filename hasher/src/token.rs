@@ -10,13 +10,13 @@ use subtle::ConstantTimeEq;
 /// Where the appliance keeps the service token.
 pub const DEFAULT_TOKEN_FILE: &str = "/run/secure-ai/service-token";
 /// Largest token file read.
-const MAX_LEN: u64 = 4096;
+const MAX_LEN: usize = 4096;
 /// Below this, a token is accepted with a warning (the Go service took any length).
 const SHORT: usize = 16;
 
 /// SHA-256 of the trimmed token.
 #[derive(Clone)]
-pub struct Token([u8; 32]);
+pub struct Token(zeroize::Zeroizing<[u8; 32]>);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,18 +28,18 @@ impl Token {
     /// The token in `text` (surrounding whitespace ignored); `None` when empty.
     pub fn from_text(text: &[u8]) -> Option<Token> {
         let t = text.trim_ascii();
-        (!t.is_empty()).then(|| Token(Sha256::digest(t).into()))
+        (!t.is_empty()).then(|| Token(zeroize::Zeroizing::new(Sha256::digest(t).into())))
     }
 
     /// Constant-time check of a presented token.
     pub fn matches(&self, presented: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.trim_ascii()).into();
-        bool::from(self.0.ct_eq(&digest))
+        bool::from(self.0.as_slice().ct_eq(digest.as_slice()))
     }
 
     /// Hex digest, for the api's gate (the digest of a random token reveals nothing usable).
     pub fn digest_hex(&self) -> String {
-        protocol::hexfmt::encode(&self.0)
+        protocol::hexfmt::encode(self.0.as_slice())
     }
 }
 
@@ -69,15 +69,14 @@ pub fn load(path: &Path) -> Result<Option<Token>, String> {
             ));
         }
     }
-    match crate::fsread::read_bounded(path, MAX_LEN) {
+    match crate::fsread::read_secret(path, MAX_LEN) {
         Err(why) => {
-            tracing::warn!(path = %path.display(), why, "no service token: rebaseline, scan and reload stay closed");
+            tracing::warn!(path = %path.display(), why = %why, "no service token: rebaseline, scan and reload stay closed");
             Ok(None)
         }
-        Ok(mut bytes) => {
+        Ok(bytes) => {
             let token = Token::from_text(&bytes);
             let len = bytes.trim_ascii().len();
-            crate::sys::wipe(&mut bytes);
             match &token {
                 None => {
                     tracing::warn!(path = %path.display(), "service token file is empty: rebaseline, scan and reload stay closed")

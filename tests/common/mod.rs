@@ -139,12 +139,52 @@ impl Running {
         Running::start_with(a, &[])
     }
 
+    /// Starts the monitor on a listener this test made and hands over as fd 3, as systemd
+    /// does (no race with other tests for a port).
     pub fn start_with(a: &Appliance, extra: &[&str]) -> Running {
-        let addr = free_addr();
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fd = listener.as_raw_fd();
         let mut args = a.args(addr);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(monitor_bin())
+        // LISTEN_PID must name the monitor: the shell sets it to its own pid, then execs the
+        // monitor, which keeps that pid.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+            .arg(monitor_bin())
             .args(&args)
+            .env("LISTEN_FDS", "1")
+            .stdin(Stdio::null());
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl on fds.
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, 3) == 3
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        let child = cmd.spawn().unwrap();
+        drop(listener);
+        let mut r = Running { child, addr };
+        r.wait_ready();
+        r
+    }
+
+    /// Starts the monitor binding `--listen` itself (its own listener's settings are tested).
+    pub fn start_listening(a: &Appliance) -> Running {
+        let addr = free_addr();
+        let child = Command::new(monitor_bin())
+            .args(a.args(addr))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();

@@ -69,6 +69,8 @@ pub use crate::verdict::verdict;
 mod ops;
 mod schedule;
 mod startup;
+#[cfg(test)]
+mod tests;
 
 /// The monitor, shared by the HTTP handlers and the scheduler.
 pub struct Monitor {

@@ -1,0 +1,300 @@
+//! The monitor core against a scripted hasher: no processes, no sockets, real time in
+//! milliseconds. The whole-system tests in `tests/` keep what needs the real binaries.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreStatus};
+use protocol::report::{ScanReport, SignedReport, Violation};
+use protocol::{Category, Request, Response, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use super::{lock, verdict, Monitor};
+use crate::audit::AuditLog;
+use crate::link::Call;
+use crate::recorder::Recorder;
+use crate::state::State;
+
+/// A hasher reduced to what the api sees of it; tests change it between steps.
+struct Script {
+    store: StoreStatus,
+    interval_ms: u64,
+    digest: String,
+    generation: u64,
+    seq: u64,
+    violations: Vec<Violation>,
+    /// Answer scans for another baseline than the adopted one (a lying hasher).
+    wrong_digest: bool,
+    scans: u64,
+}
+
+fn digest(n: u64) -> String {
+    format!("{n:064x}")
+}
+
+fn violation(path: &str) -> Violation {
+    Violation {
+        detected_at: "2026-11-25T00:00:00Z".into(),
+        category: Category::ModelFile,
+        path: path.into(),
+        expected_hash: "none".into(),
+        actual_hash: "unregistered".into(),
+        action: Category::ModelFile.action(),
+    }
+}
+
+impl Script {
+    fn new() -> Script {
+        Script {
+            store: StoreStatus::Empty,
+            interval_ms: 3_600_000,
+            digest: digest(0),
+            generation: 0,
+            seq: 0,
+            violations: Vec::new(),
+            wrong_digest: false,
+            scans: 0,
+        }
+    }
+
+    fn summary(&self) -> BaselineSummary {
+        BaselineSummary {
+            digest: self.digest.clone(),
+            entries: 3,
+            signed: true,
+            created_at: "2026-11-25T00:00:00Z".into(),
+            generation: self.generation,
+        }
+    }
+
+    fn answer(&mut self, request: Request) -> Response {
+        match request {
+            Request::Hello { .. } => {
+                self.seq = 0; // a new instance counts from 1 again
+                Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    policy: PolicySummary {
+                        scan_interval_ms: self.interval_ms,
+                        degradation_threshold: 3,
+                        require_token_for_reads: false,
+                        watched_paths: 3,
+                    },
+                    key: KeyStatus::Present,
+                    store: self.store.clone(),
+                    token_digest: None,
+                    store_event: None,
+                }
+            }
+            Request::CreateBaseline { .. } => {
+                self.generation += 1;
+                self.digest = digest(self.generation);
+                self.store = StoreStatus::Adopted(self.summary());
+                Response::BaselineCreated {
+                    summary: self.summary(),
+                }
+            }
+            Request::Scan => {
+                self.seq += 1;
+                self.scans += 1;
+                let baseline_digest = if self.wrong_digest {
+                    digest(999)
+                } else {
+                    self.digest.clone()
+                };
+                Response::Report(SignedReport {
+                    report: ScanReport {
+                        seq: self.seq,
+                        completed_at: "2026-11-25T00:00:00Z".into(),
+                        baseline_digest,
+                        watched_files: 3,
+                        bytes_hashed: 0,
+                        duration_ms: 0,
+                        violation_count: u32::try_from(self.violations.len()).unwrap_or(0),
+                        violations: self.violations.clone(),
+                    },
+                    hmac: "ab".repeat(32),
+                })
+            }
+            other => Response::Error {
+                kind: ErrorKind::Protocol,
+                message: format!("not scripted: {other:?}"),
+            },
+        }
+    }
+}
+
+struct Rig {
+    monitor: Arc<Monitor>,
+    script: Arc<Mutex<Script>>,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn log(&self) -> std::path::PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    async fn events(&self) -> Vec<String> {
+        self.monitor.audit_flush().await;
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn state(&self) -> State {
+        self.monitor.snapshot().machine.state
+    }
+
+    fn verdict(&self) -> Result<(), String> {
+        verdict(&self.monitor.snapshot())
+    }
+}
+
+/// A monitor wired to a scripted hasher, after its first connection.
+async fn started(script: Script) -> Rig {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = AuditLog::open(&dir.path().join("audit.jsonl")).expect("log");
+    let (calls, mut rx) = mpsc::channel::<Call>(8);
+    let monitor = Arc::new(Monitor::new(calls, Recorder::start(log).expect("writer")));
+    let script = Arc::new(Mutex::new(script));
+    let hasher = script.clone();
+    tokio::spawn(async move {
+        while let Some(call) = rx.recv().await {
+            let answer = lock(&hasher).answer(call.request);
+            let _ = call.reply.send(Ok(answer));
+        }
+    });
+    monitor.connected(true).await.expect("handshake");
+    Rig {
+        monitor,
+        script,
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn a_first_start_initializes_trusts_and_violations_walk_the_state_machine() {
+    let rig = started(Script::new()).await;
+    assert_eq!(rig.state(), State::Trusted);
+    assert_eq!(rig.verdict(), Ok(()));
+    lock(&rig.script).violations = vec![violation("/m/a")];
+    assert_eq!(rig.monitor.scan().await.ok(), Some(State::Degraded));
+    assert_eq!(rig.verdict(), Err("state is degraded".into()));
+    lock(&rig.script).violations = ["/m/a", "/m/b", "/m/c"].map(violation).to_vec();
+    assert_eq!(rig.monitor.scan().await.ok(), Some(State::RecoveryRequired));
+    lock(&rig.script).violations.clear();
+    assert_eq!(rig.monitor.scan().await.ok(), Some(State::Trusted));
+    let events = rig.events().await;
+    let count = |e: &str| events.iter().filter(|x| *x == e).count();
+    assert_eq!(count("initialized"), 1, "{events:?}");
+    assert_eq!(
+        count("violation"),
+        3,
+        "each violation once, when first seen"
+    );
+    assert_eq!(count("transition"), 4, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_report_for_another_baseline_cuts_the_hasher_and_a_new_instance_restores() {
+    let rig = started(Script::new()).await;
+    lock(&rig.script).wrong_digest = true;
+    assert!(rig.monitor.scan().await.is_err());
+    let why = rig.verdict().expect_err("503");
+    assert!(why.starts_with("hasher unavailable"), "{why}");
+    assert!(rig.events().await.contains(&"hasher_lost".to_owned()));
+    // The service manager starts a new instance; it holds the same store.
+    lock(&rig.script).wrong_digest = false;
+    rig.monitor.connected(false).await.expect("handshake");
+    assert_eq!(rig.verdict(), Ok(()));
+    assert!(rig
+        .events()
+        .await
+        .contains(&"hasher_reconnected".to_owned()));
+}
+
+#[tokio::test]
+async fn a_sequence_number_that_does_not_grow_is_a_replayed_report() {
+    let rig = started(Script::new()).await;
+    lock(&rig.script).seq = 0; // the next report says seq 1 again
+    assert!(rig.monitor.scan().await.is_err());
+    assert!(rig.verdict().is_err());
+}
+
+#[tokio::test]
+async fn a_new_instance_with_an_empty_store_means_the_baseline_was_deleted() {
+    let rig = started(Script::new()).await;
+    rig.monitor.hasher_lost("killed");
+    lock(&rig.script).store = StoreStatus::Empty;
+    rig.monitor.connected(false).await.expect("handshake");
+    assert_eq!(rig.state(), State::RecoveryRequired);
+    assert!(rig.verdict().is_err());
+    let why = rig.monitor.snapshot().baseline_problem.unwrap_or_default();
+    assert!(why.contains("it was deleted"), "{why}");
+    assert!(rig.events().await.contains(&"baseline_rejected".to_owned()));
+}
+
+#[tokio::test]
+async fn an_unwritable_audit_log_is_503_until_the_records_are_on_disk() {
+    let rig = started(Script::new()).await;
+    std::fs::remove_file(rig.log()).expect("rm");
+    std::fs::create_dir(rig.log()).expect("a directory where the log was");
+    lock(&rig.script).violations = vec![violation("/m/a")];
+    let _ = rig.monitor.scan().await;
+    lock(&rig.script).violations.clear();
+    let _ = rig.monitor.scan().await;
+    assert_eq!(rig.state(), State::Trusted, "the state itself is accurate");
+    assert_eq!(rig.verdict(), Err("audit log is not writable".into()));
+    std::fs::remove_dir(rig.log()).expect("rmdir");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.verdict().is_err() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.verdict(), Ok(()), "the backlog drained by itself");
+    let events = rig.events().await;
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("audit_log_replaced")
+    );
+    assert!(events.contains(&"violation".to_owned()), "{events:?}");
+}
+
+#[tokio::test]
+async fn the_schedule_scans_every_interval_and_at_once_on_a_change_notice() {
+    let mut script = Script::new();
+    script.interval_ms = 3_600_000;
+    let rig = started(script).await;
+    tokio::spawn(rig.monitor.clone().schedule());
+    let scans = || lock(&rig.script).scans;
+    let before = scans();
+    // A change notice: untrusted at once, whatever the file, until a scan covers it.
+    rig.monitor.changes().seen();
+    assert_eq!(
+        rig.verdict(),
+        Err("a watched path changed and is being verified".into())
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.verdict().is_err() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.verdict(), Ok(()));
+    assert_eq!(scans(), before + 1, "one notice, one scan");
+    // Nothing else is due for an hour.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(scans(), before + 1);
+}
+
+#[tokio::test]
+async fn a_short_interval_scans_on_its_own() {
+    let mut script = Script::new();
+    script.interval_ms = 50;
+    let rig = started(script).await;
+    tokio::spawn(rig.monitor.clone().schedule());
+    let before = lock(&rig.script).scans;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ran = lock(&rig.script).scans - before;
+    assert!((3..=13).contains(&ran), "{ran} scans in 600 ms at 50 ms");
+}
