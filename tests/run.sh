@@ -31,4 +31,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The 10,000-connection test needs the hard fd limit at 12,000 or more.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec cargo test --workspace "$@"
+# The sandbox tests drive both binaries' probe harness, compiled in for test builds only.
+exec cargo test --workspace --features integrity-api/probe,integrity-hasher/probe "$@"

@@ -168,6 +168,7 @@ pub fn run(config: Config) -> i32 {
         }
     };
     let connect_port = recorder.as_ref().map(|r| r.addr.port());
+    #[cfg(feature = "probe")]
     if let Some((act, arg)) = &config.probe {
         return match sandbox::install(&write_dirs, connect_port) {
             Ok(_) => sandbox::probe(act, arg),

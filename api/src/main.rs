@@ -75,6 +75,7 @@ struct Args {
     #[arg(long)]
     initialize_baseline: bool,
     /// Test harness: install the sandbox, attempt ACT on ARG, report, exit.
+    #[cfg(feature = "probe")]
     #[arg(long, hide = true, num_args = 2, value_names = ["ACT", "ARG"])]
     sandbox_probe: Option<Vec<String>>,
     #[command(subcommand)]
@@ -162,9 +163,12 @@ fn main() {
         initialize_only: false,
         incident_url: args.incident_url,
         incident_token_file: args.incident_token_file,
+        #[cfg(feature = "probe")]
         probe: args
             .sandbox_probe
             .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
+        #[cfg(not(feature = "probe"))]
+        probe: None,
     };
     let config = match args.command {
         None if args.initialize_baseline => api::Config {

@@ -94,6 +94,7 @@ fn seccomp(incidents: bool) -> Result<(), SandboxError> {
     .map_err(SandboxError::Seccomp)
 }
 
+#[cfg(feature = "probe")]
 /// Test harness (`--sandbox-probe`): after the real sandbox, attempt one act and report.
 pub fn probe(act: &str, arg: &str) -> i32 {
     use std::io::Read;

@@ -10,6 +10,7 @@ pub mod hashing;
 pub mod key;
 pub mod lifeline;
 pub mod policy;
+#[cfg(feature = "probe")]
 pub mod probe;
 pub mod reader;
 pub mod registry;
@@ -158,6 +159,7 @@ pub fn run(mut options: Options) -> i32 {
             }
         }
     }
+    #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {
         return probe::run(act, arg);
     }

@@ -25,6 +25,7 @@ fn main() {
     let mut key_file = None;
     let mut release_baseline = None;
     let mut insecure_no_sandbox = false;
+    #[cfg_attr(not(feature = "probe"), allow(unused_mut))]
     let mut probe = None;
     let mut check_config = false;
     let mut syntax_only = false;
@@ -51,6 +52,7 @@ fn main() {
             Some("--check-config") => check_config = true,
             Some("--syntax-only") => syntax_only = true,
             // Test harness for the sandbox tests: attempt one act after sandboxing.
+            #[cfg(feature = "probe")]
             Some("--sandbox-probe") => match (args.next(), args.next()) {
                 (Some(act), Some(arg)) => {
                     probe = Some((

@@ -1,4 +1,4 @@
-//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, wiping.
+//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
