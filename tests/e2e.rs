@@ -1322,3 +1322,36 @@ fn an_unusable_store_or_audit_dir_is_a_configuration_error_naming_the_path() {
         );
     }
 }
+
+#[test]
+fn a_head_that_never_ends_gets_408_with_a_json_body() {
+    use std::io::{Read, Write};
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let mut s = std::net::TcpStream::connect(m.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Part of a head, then nothing: hyper's header timeout (10 s) ends it.
+    s.write_all(b"GET /api/v1/verify HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"], "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // An idle keep-alive connection is closed without a word.
+    let mut idle = std::net::TcpStream::connect(m.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut nothing = Vec::new();
+    let _ = idle.read_to_end(&mut nothing);
+    assert!(
+        nothing.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&nothing)
+    );
+    assert_eq!(m.verify_code(), 200);
+}

@@ -4,6 +4,10 @@
 //! the api has. It then closes the way careful servers do: after its answer it stops writing
 //! and reads, bounded in bytes and time, what the client is still sending, so that the client
 //! reads the answer instead of a reset for the bytes nobody read.
+//!
+//! hyper also drops, without a word, a connection whose request head does not arrive within
+//! its header timeout. A client that sent part of a request then gets a 408 with a JSON body,
+//! written as the connection is dropped; an idle keep-alive connection is closed silently.
 
 use std::future::Future;
 use std::io;
@@ -20,9 +24,26 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// For at most this long.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
+/// The answer to a request whose head or body did not arrive in time.
+pub const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 86\r\n\r\n{\"error\":\"request_timeout\",\"message\":\"the request did not arrive in time; try again\"}\n";
+
+/// A socket that can be written without waiting, for the last word as a connection is dropped.
+pub trait TryWrite {
+    /// Writes what fits now, without waiting.
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl TryWrite for tokio::net::TcpStream {
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
 /// A socket whose automatic hyper error answers carry a JSON body.
-pub struct JsonAutoAnswers<S> {
+pub struct JsonAutoAnswers<S: TryWrite> {
     inner: S,
+    /// Request bytes read since the last answer began: an unanswered request in progress.
+    unanswered: usize,
     /// The answer written in place of hyper's, how much of it is out, and the length of
     /// hyper's buffer to report once all of it is.
     replacing: Option<(Vec<u8>, usize, usize)>,
@@ -31,11 +52,12 @@ pub struct JsonAutoAnswers<S> {
     linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
-impl<S> JsonAutoAnswers<S> {
+impl<S: TryWrite> JsonAutoAnswers<S> {
     /// Wraps a connection's socket.
     pub fn new(inner: S) -> Self {
         JsonAutoAnswers {
             inner,
+            unanswered: 0,
             replacing: None,
             answered: false,
             linger: None,
@@ -94,22 +116,36 @@ pub fn rewrite(buf: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for JsonAutoAnswers<S> {
+impl<S: TryWrite> Drop for JsonAutoAnswers<S> {
+    fn drop(&mut self) {
+        // Dropped with part of a request read and nothing answered: hyper's header timeout.
+        if self.unanswered > 0 && !self.answered {
+            let _ = self.inner.try_write_now(REQUEST_TIMEOUT);
+        }
+    }
+}
+
+impl<S: AsyncRead + TryWrite + Unpin> AsyncRead for JsonAutoAnswers<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.unanswered = self.unanswered.saturating_add(read);
+        polled
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonAutoAnswers<S> {
+impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> AsyncWrite for JsonAutoAnswers<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.unanswered = 0;
         if self.replacing.is_none() {
             match rewrite(buf) {
                 Some(answer) => {
@@ -168,7 +204,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonAutoAnswers<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::rewrite;
+    use super::{rewrite, REQUEST_TIMEOUT};
+
+    #[test]
+    fn the_timeout_answer_is_well_formed() {
+        let text = std::str::from_utf8(REQUEST_TIMEOUT).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["error"], "request_timeout");
+    }
 
     #[test]
     fn hypers_empty_error_heads_get_a_json_body_and_nothing_else_is_touched() {
