@@ -1355,3 +1355,50 @@ fn a_head_that_never_ends_gets_408_with_a_json_body() {
     );
     assert_eq!(m.verify_code(), 200);
 }
+
+#[test]
+fn a_large_model_is_reverified_on_every_thread_inside_the_sandbox() {
+    use std::os::unix::fs::FileExt;
+    // Above the chunked size (128 MiB): its re-verification reads 64 MiB chunks on two threads,
+    // with pread, under the hasher's seccomp filter.
+    let a = Appliance::with_options("scan_interval: 1h\nhash_threads: 2\n");
+    let size = (129u64 << 20) as usize;
+    let data: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+    std::fs::write(a.path("models/huge.gguf"), &data).unwrap();
+    let m = Running::start(&a);
+    let hasher = m.hasher_pid();
+    assert_eq!(m.verify_code(), 200);
+    let poke = |at: u64, byte: u8| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(a.path("models/huge.gguf"))
+            .unwrap()
+            .write_all_at(&[byte], at)
+            .unwrap()
+    };
+    // In the second chunk: the chunks find it; the report gives the new whole-file digest.
+    let at = (64u64 << 20) + 99;
+    poke(at, data[at as usize] ^ 1);
+    let s = m.scan();
+    assert_eq!(s["state"], "degraded", "{s}");
+    let mut changed = data.clone();
+    changed[at as usize] ^= 1;
+    let digest = protocol::sign::sha256_hex(&changed);
+    assert_eq!(
+        s["active_violations"][0]["actual_hash"],
+        digest.as_str(),
+        "{s}"
+    );
+    // Restored: read whole (its chunks are the changed content's), back to trusted.
+    poke(at, data[at as usize]);
+    assert_eq!(m.scan()["state"], "trusted");
+    // Written again with the same bytes: the event makes it re-verified, by its chunks.
+    poke(at, data[at as usize]);
+    assert_eq!(m.scan()["state"], "trusted");
+    assert_eq!(m.verify_code(), 200);
+    assert_eq!(
+        m.hasher_pid(),
+        hasher,
+        "the same hasher, its threads not killed"
+    );
+}

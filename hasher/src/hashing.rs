@@ -85,8 +85,12 @@ pub struct FileHasher {
     pub(crate) dirs: HashMap<PathBuf, crate::registry::DirCached>,
     /// Larger files are reported, never read (a 1 TiB sparse file must not keep it reading).
     pub max_file_size: u64,
-    /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go).
+    /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go),
+    /// and threads reading one large file's chunks at once.
     pub threads: usize,
+    /// What full reads of large files found, kept across changes (it describes content, not
+    /// a version): the next re-verification of that file reads its chunks in parallel.
+    known: HashMap<PathBuf, crate::chunks::Known>,
 }
 
 impl Default for FileHasher {
@@ -101,6 +105,7 @@ impl Default for FileHasher {
             dirs: HashMap::new(),
             max_file_size: crate::policy::DEFAULT_MAX_FILE_SIZE,
             threads: 1,
+            known: HashMap::new(),
         }
     }
 }
@@ -117,8 +122,15 @@ impl FileHasher {
     pub fn apply(&mut self, policy: &crate::policy::Policy) {
         self.full_rehash = policy.full_rehash_interval;
         self.set_rate_limit(policy.hash_rate_limit);
-        self.threads = policy.hash_threads.max(1);
+        self.set_threads(policy.hash_threads);
         self.max_file_size = policy.max_file_size;
+    }
+
+    /// Sets how many threads read at once. With more than one, full reads of large files also
+    /// take their chunk digests (a second SHA-256 over the same bytes) for later re-verification.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        self.reader.take_chunks = self.threads > 1;
     }
 
     /// Sets the read budget in bytes per second shared by every reading thread.
@@ -189,15 +201,46 @@ impl FileHasher {
                 return Outcome::TooLarge(m.size());
             }
         }
+        if let Some(outcome) = self.verify_chunks(path) {
+            return outcome;
+        }
         let before = self.reader.bytes;
         let result = self.reader.read(path, &self.budget);
         self.bytes_hashed += self.reader.bytes - before;
-        self.remember(path, result)
+        let chunks = std::mem::take(&mut self.reader.last_chunks);
+        self.remember(path, result, chunks)
     }
 
-    fn remember(&mut self, path: &Path, result: ReadResult) -> Outcome {
+    /// A large file read before is re-verified by its chunks, on every hashing thread; `None`
+    /// when that cannot settle it (then it is read whole).
+    fn verify_chunks(&mut self, path: &Path) -> Option<Outcome> {
+        if self.threads < 2 {
+            return None;
+        }
+        let known = self.known.get(path)?.clone();
+        let (verdict, read) = crate::chunks::verify(path, &known, self.threads, &self.budget);
+        self.bytes_hashed += read;
+        let crate::chunks::Verdict::Same(version) = verdict else {
+            return None;
+        };
+        let outcome = Outcome::Hashed {
+            hash: known.hash.clone(),
+            size: known.size,
+        };
+        Some(self.remember(path, (outcome, Some(version)), known.chunks))
+    }
+
+    fn remember(&mut self, path: &Path, result: ReadResult, chunks: Vec<[u8; 32]>) -> Outcome {
         match result {
             (Outcome::Hashed { hash, size }, Some(version)) => {
+                if !chunks.is_empty() {
+                    let known = crate::chunks::Known {
+                        hash: hash.clone(),
+                        size,
+                        chunks,
+                    };
+                    self.known.insert(path.to_owned(), known);
+                }
                 let due = Instant::now() + self.spread(&hash);
                 let cached = Cached {
                     version,
@@ -231,6 +274,9 @@ impl FileHasher {
         let mut todo: Vec<(&Path, u64)> = paths
             .into_iter()
             .filter(|(p, _)| self.cache.get(*p).is_none_or(|c| now >= c.due))
+            // A large file read before is left to its check, which reads its chunks on every
+            // thread rather than the whole file on one.
+            .filter(|(p, _)| !self.known.contains_key(*p))
             .filter_map(|(p, expected)| {
                 let m = std::fs::symlink_metadata(p).ok()?;
                 let wanted = m.file_type().is_file() && expected.is_none_or(|e| e == m.size());
@@ -242,18 +288,22 @@ impl FileHasher {
         }
         todo.sort_by_key(|t| std::cmp::Reverse(t.1));
         let next = AtomicUsize::new(0);
-        let done: Mutex<Vec<(usize, ReadResult)>> = Mutex::new(Vec::with_capacity(todo.len()));
+        type Done = (usize, ReadResult, Vec<[u8; 32]>);
+        let done: Mutex<Vec<Done>> = Mutex::new(Vec::with_capacity(todo.len()));
         let budget = &self.budget;
+        let take_chunks = self.threads > 1;
         let bytes: u64 = std::thread::scope(|s| {
             let work = || {
                 let mut reader = Reader::default();
+                reader.take_chunks = take_chunks;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((path, _)) = todo.get(i) else { break };
                     let result = reader.read(path, budget);
+                    let chunks = std::mem::take(&mut reader.last_chunks);
                     done.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((i, result));
+                        .push((i, result, chunks));
                 }
                 reader.bytes
             };
@@ -273,9 +323,9 @@ impl FileHasher {
         });
         self.bytes_hashed += bytes;
         let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (i, result) in done {
+        for (i, result, chunks) in done {
             if let Some((path, _)) = todo.get(i) {
-                self.remember(path, result);
+                self.remember(path, result, chunks);
             }
         }
     }
@@ -532,6 +582,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_large_file_is_reverified_by_its_chunks_and_a_change_still_gives_its_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("model.gguf");
+        let size = crate::chunks::MIN_SIZE + 4321;
+        let data: Vec<u8> = (0..size).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&f, &data).expect("write");
+        let mut h = FileHasher::default();
+        h.set_threads(2);
+        let whole = Outcome::Hashed {
+            hash: digest_of(&data),
+            size,
+        };
+        assert_eq!(h.check(&f), whole);
+        assert_eq!(
+            h.reader.bytes, size,
+            "the first read is one sequential read"
+        );
+        // What inotify does on a write: forget; the next check proves it by its chunks.
+        h.forget(&f);
+        assert_eq!(h.check(&f), whole);
+        assert_eq!(h.reader.bytes, size, "no whole read this time");
+        assert_eq!(
+            h.bytes_hashed,
+            2 * size,
+            "but every byte was read, in chunks"
+        );
+        // A change in the second chunk: found, then read whole for its digest.
+        let mut changed = data.clone();
+        changed[(crate::chunks::CHUNK + 5) as usize] ^= 0xff;
+        std::fs::write(&f, &changed).expect("write");
+        h.forget(&f);
+        assert_eq!(
+            h.check(&f),
+            Outcome::Hashed {
+                hash: digest_of(&changed),
+                size
+            }
+        );
+        // One thread: whole reads only.
+        let mut one = FileHasher::default();
+        one.check(&f);
+        one.forget(&f);
+        one.check(&f);
+        assert_eq!(one.reader.bytes, 2 * size);
     }
 
     #[test]

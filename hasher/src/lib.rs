@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod channel;
+pub mod chunks;
 pub mod error;
 pub mod fsread;
 pub mod hashing;

@@ -57,7 +57,8 @@ impl Budget {
     }
 }
 
-fn throttle(budget: &Mutex<Budget>, n: u64) {
+/// Accounts `n` bytes against the shared budget, pausing the reader when it is spent.
+pub(crate) fn throttle(budget: &Mutex<Budget>, n: u64) {
     // A poisoned lock only means another reader panicked mid-accounting; the count is still usable.
     let pause = budget.lock().unwrap_or_else(|p| p.into_inner()).spend(n);
     if !pause.is_zero() {
@@ -78,6 +79,11 @@ pub struct Reader {
     buf: Box<[u8]>,
     /// Bytes read by this reader since creation.
     pub bytes: u64,
+    chunker: Option<crate::chunks::ChunkHasher>,
+    /// Take chunk digests of large files (only worth their CPU when threads can use them).
+    pub take_chunks: bool,
+    /// Chunk digests of the last file read in full, when it was large (see [`crate::chunks`]).
+    pub last_chunks: Vec<[u8; 32]>,
 }
 
 impl Default for Reader {
@@ -85,6 +91,9 @@ impl Default for Reader {
         Reader {
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             bytes: 0,
+            chunker: None,
+            take_chunks: false,
+            last_chunks: Vec::new(),
         }
     }
 }
@@ -96,6 +105,7 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
 impl Reader {
     /// Reads `path` in full; a file that changes while it is read is read again.
     pub fn read(&mut self, path: &Path, budget: &Mutex<Budget>) -> ReadResult {
+        self.last_chunks.clear();
         for _ in 0..ATTEMPTS {
             if let Attempt::Done(result) = self.attempt(path, budget) {
                 return result;
@@ -130,12 +140,19 @@ impl Reader {
             return Attempt::Changed;
         }
         crate::sys::advise_sequential(&file);
+        self.chunker = (self.take_chunks && opened.size() >= crate::chunks::MIN_SIZE)
+            .then(crate::chunks::ChunkHasher::default);
         let digest = match self.stream(&file, budget) {
             Ok(d) => d,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
         match file.metadata() {
             Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
+                self.last_chunks = self
+                    .chunker
+                    .take()
+                    .map(crate::chunks::ChunkHasher::finish)
+                    .unwrap_or_default();
                 Attempt::Done((
                     Outcome::Hashed {
                         hash: digest.0,
@@ -152,8 +169,101 @@ impl Reader {
     /// Reads and hashes through the one buffer.
     fn stream(&mut self, file: &File, budget: &Mutex<Budget>) -> std::io::Result<(String, u64)> {
         let mut sha = Sha256::new();
-        let size = self.feed(file, &mut sha, budget)?;
+        let size = match self.chunker.take() {
+            Some(chunker) => {
+                let (size, chunker) = self.feed_with_chunks(file, &mut sha, budget, chunker);
+                self.chunker = chunker;
+                size?
+            }
+            None => self.feed(file, &mut sha, budget)?,
+        };
         Ok((protocol::hexfmt::encode(&sha.finalize()), size))
+    }
+
+    /// As [`Reader::feed`], with the chunk digests taken on a helper thread from the same
+    /// buffers (two circulate), so a first read costs the time of one SHA-256, not two. Returns
+    /// the chunker with its digests (`None` when the read failed).
+    fn feed_with_chunks(
+        &mut self,
+        file: &File,
+        sha: &mut Sha256,
+        budget: &Mutex<Budget>,
+        chunker: crate::chunks::ChunkHasher,
+    ) -> (std::io::Result<u64>, Option<crate::chunks::ChunkHasher>) {
+        use std::sync::mpsc::sync_channel;
+        let (to_helper, work) = sync_channel::<(Box<[u8]>, usize)>(2);
+        let (give_back, returned) = sync_channel::<Box<[u8]>>(2);
+        let mut free = vec![
+            std::mem::take(&mut self.buf),
+            vec![0u8; BUF_SIZE].into_boxed_slice(),
+        ];
+        let (result, chunker) = std::thread::scope(|s| {
+            let helper = std::thread::Builder::new().spawn_scoped(s, move || {
+                let mut chunker = chunker;
+                while let Ok((buf, n)) = work.recv() {
+                    chunker.update(&buf[..n]);
+                    if give_back.send(buf).is_err() {
+                        break;
+                    }
+                }
+                chunker
+            });
+            let Ok(helper) = helper else {
+                // No thread to spare (TasksMax): this read goes without chunk digests.
+                return (None, None);
+            };
+            let mut size = 0u64;
+            let mut dropped = 0u64;
+            let mut checked = Instant::now();
+            let result = loop {
+                let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
+                    break Err(std::io::Error::other("chunk helper stopped"));
+                };
+                if crate::lifeline::check(&mut checked)
+                    && file.metadata().is_ok_and(|m| m.nlink() == 0)
+                {
+                    free.push(buf);
+                    break Err(std::io::Error::other("deleted or replaced while read"));
+                }
+                let n = match read_some(file, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        free.push(buf);
+                        break Err(e);
+                    }
+                };
+                if n == 0 {
+                    free.push(buf);
+                    break Ok(size);
+                }
+                sha.update(&buf[..n]);
+                size += n as u64;
+                dropped = drop_behind(file, dropped, size);
+                throttle(budget, n as u64);
+                if let Err(back) = to_helper.send((buf, n)) {
+                    free.push(back.0 .0);
+                    break Err(std::io::Error::other("chunk helper stopped"));
+                }
+            };
+            drop(to_helper);
+            let chunker = helper.join().ok();
+            free.extend(returned.try_iter());
+            (Some(result), chunker)
+        });
+        // The reader's own buffer back, whatever happened.
+        self.buf = free
+            .into_iter()
+            .find(|b| b.len() == BUF_SIZE)
+            .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+        match result {
+            None => (self.feed(file, sha, budget), None),
+            Some(Ok(size)) => {
+                crate::sys::advise_done(file);
+                self.bytes += size;
+                (Ok(size), chunker)
+            }
+            Some(Err(e)) => (Err(e), None),
+        }
     }
 
     /// Streams `file` into `sha` through the one buffer, under the read budget, dropping the

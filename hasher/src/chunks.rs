@@ -1,0 +1,252 @@
+//! One big file on every core. A full sequential read of a large file also takes the SHA-256
+//! of each fixed 64 MiB chunk; a later re-verification of that file then reads its chunks on up
+//! to `hash_threads` threads at once. Every chunk matching proves the content is the one whose
+//! whole-file digest was taken in that same read (the digest reported is that one). A chunk
+//! that differs, or a file that changes while read, falls back to a full sequential read,
+//! which reports the actual digest and takes the new content's chunks.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::hashing::Version;
+use crate::reader::{throttle, Budget, BUF_SIZE};
+
+/// Bytes per chunk.
+pub const CHUNK: u64 = 64 << 20;
+/// Files of at least this size get chunk digests: two chunks, so two threads have work.
+pub const MIN_SIZE: u64 = 2 * CHUNK;
+
+/// The chunk digests of content being read in order.
+pub struct ChunkHasher {
+    sha: Sha256,
+    in_chunk: u64,
+    out: Vec<[u8; 32]>,
+}
+
+impl Default for ChunkHasher {
+    fn default() -> Self {
+        ChunkHasher {
+            sha: Sha256::new(),
+            in_chunk: 0,
+            out: Vec::new(),
+        }
+    }
+}
+
+impl ChunkHasher {
+    /// Feeds the next bytes of the content.
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = usize::try_from(CHUNK - self.in_chunk).unwrap_or(usize::MAX);
+            let take = room.min(data.len());
+            self.sha.update(&data[..take]);
+            self.in_chunk += take as u64;
+            data = &data[take..];
+            if self.in_chunk == CHUNK {
+                self.out.push(self.sha.finalize_reset().into());
+                self.in_chunk = 0;
+            }
+        }
+    }
+
+    /// The digests, the last chunk possibly short.
+    pub fn finish(mut self) -> Vec<[u8; 32]> {
+        if self.in_chunk > 0 {
+            self.out.push(self.sha.finalize().into());
+        }
+        self.out
+    }
+}
+
+/// What one full read found: the whole-file digest, the size and the chunk digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Hex SHA-256 of the whole content.
+    pub hash: String,
+    /// Its size.
+    pub size: u64,
+    /// SHA-256 of each [`CHUNK`] of it.
+    pub chunks: Vec<[u8; 32]>,
+}
+
+/// What reading the chunks showed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every chunk matched: the content is the known one, in this version.
+    Same(Version),
+    /// A chunk differs.
+    Differs,
+    /// Could not tell (changed while read, unreadable): read it whole.
+    Unknown,
+}
+
+/// Reads `path`'s chunks on up to `threads` threads and compares them with `known`; returns
+/// the verdict and the bytes read.
+pub fn verify(
+    path: &Path,
+    known: &Known,
+    threads: usize,
+    budget: &Mutex<Budget>,
+) -> (Verdict, u64) {
+    let Ok(file) = crate::reader::open_no_symlinks(path) else {
+        return (Verdict::Unknown, 0);
+    };
+    let Ok(before) = file.metadata() else {
+        return (Verdict::Unknown, 0);
+    };
+    let expected_chunks = known.size.div_ceil(CHUNK);
+    if !before.file_type().is_file()
+        || before.size() != known.size
+        || known.chunks.len() as u64 != expected_chunks
+    {
+        return (Verdict::Unknown, 0);
+    }
+    let next = AtomicUsize::new(0);
+    let differs = AtomicBool::new(false);
+    let failed = AtomicBool::new(false);
+    let bytes = AtomicU64::new(0);
+    let work = || {
+        let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
+        let mut checked = Instant::now();
+        loop {
+            if differs.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(want) = known.chunks.get(i) else {
+                break;
+            };
+            let start = i as u64 * CHUNK;
+            let len = CHUNK.min(known.size - start);
+            match chunk_digest(&file, start, len, &mut buf, budget, &mut checked) {
+                Ok(got) => {
+                    bytes.fetch_add(len, Ordering::Relaxed);
+                    if &got != want {
+                        differs.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => failed.store(true, Ordering::Relaxed),
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let wanted = threads.clamp(1, known.chunks.len());
+        let helpers: Vec<_> = (1..wanted)
+            .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
+        work();
+        for h in helpers {
+            if h.join().is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    crate::sys::advise_done(&file);
+    let read = bytes.load(Ordering::Relaxed);
+    if failed.load(Ordering::Relaxed) {
+        return (Verdict::Unknown, read);
+    }
+    match file.metadata() {
+        Ok(after) if Version::of(&after) == Version::of(&before) => {
+            if differs.load(Ordering::Relaxed) {
+                (Verdict::Differs, read)
+            } else {
+                (Verdict::Same(Version::of(&after)), read)
+            }
+        }
+        _ => (Verdict::Unknown, read),
+    }
+}
+
+/// SHA-256 of `len` bytes at `start`, read through `buf` under the budget.
+fn chunk_digest(
+    file: &File,
+    start: u64,
+    len: u64,
+    buf: &mut [u8],
+    budget: &Mutex<Budget>,
+    checked: &mut Instant,
+) -> std::io::Result<[u8; 32]> {
+    let mut sha = Sha256::new();
+    let mut done = 0u64;
+    while done < len {
+        if crate::lifeline::check(checked) && file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            return Err(std::io::Error::other("deleted or replaced while read"));
+        }
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match file.read_at(&mut buf[..want], start + done) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha.update(&buf[..n]);
+        done += n as u64;
+        throttle(budget, n as u64);
+    }
+    crate::sys::advise_done_range(file, start, len);
+    Ok(sha.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_digests_are_the_digests_of_each_chunk() {
+        let data: Vec<u8> = (0..(2 * CHUNK + 5)).map(|i| (i % 251) as u8).collect();
+        let mut c = ChunkHasher::default();
+        // Fed in odd pieces that straddle the boundaries.
+        for piece in data.chunks(7_777_777) {
+            c.update(piece);
+        }
+        let got = c.finish();
+        let want: Vec<[u8; 32]> = data
+            .chunks(CHUNK as usize)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_change_anywhere_is_seen_and_same_content_is_proven() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("big");
+        let size = 2 * CHUNK + 1234;
+        let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let mut c = ChunkHasher::default();
+        c.update(&data);
+        let known = Known {
+            hash: protocol::hexfmt::encode(&Sha256::digest(&data)),
+            size,
+            chunks: c.finish(),
+        };
+        let budget = Mutex::new(Budget::new(None));
+        for threads in [1, 2, 4] {
+            let (v, read) = verify(&path, &known, threads, &budget);
+            assert!(matches!(v, Verdict::Same(_)), "{threads}: {v:?}");
+            assert_eq!(read, size);
+        }
+        // One byte in each chunk in turn, the last (short) one included.
+        for at in [0, CHUNK + 17, 2 * CHUNK + 1000] {
+            let mut changed = data.clone();
+            changed[at as usize] ^= 1;
+            std::fs::write(&path, &changed).expect("write");
+            let (v, _) = verify(&path, &known, 2, &budget);
+            assert_eq!(v, Verdict::Differs, "byte {at}");
+        }
+        // Another size: not comparable chunk by chunk.
+        std::fs::write(&path, &data[..100]).expect("write");
+        assert_eq!(verify(&path, &known, 2, &budget).0, Verdict::Unknown);
+    }
+}
