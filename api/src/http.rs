@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::MonitorError;
-use crate::monitor::{verdict, Monitor};
+use crate::monitor::Monitor;
+use crate::verdict::verdict;
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
 const MAX_BODY: usize = 4096;

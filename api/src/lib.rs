@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod notify;
 pub mod recorder;
 pub mod sandbox;
+pub mod snapshot;
 pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;
@@ -405,7 +406,7 @@ async fn supervise(
                 backoff = BACKOFF_MIN;
                 tracing::info!("hasher connected");
                 if first && once {
-                    let trusted = monitor::verdict(&monitor.snapshot()).is_ok();
+                    let trusted = verdict::verdict(&monitor.snapshot()).is_ok();
                     let _ = end.send(Some(Outcome::Initialized(trusted)));
                     return;
                 }

@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::monitor::{verdict, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::state::State;
+use crate::verdict::verdict;
 
 /// Renders the snapshot as Prometheus exposition text.
 pub fn render(s: &Snapshot) -> String {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::monitor::{verdict, Monitor};
+use crate::monitor::Monitor;
+use crate::verdict::verdict;
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::monitor::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::state::State;
 
 /// Whether `/verify` may answer 200 now, and if not, why.

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::hashing::Version;
-use crate::reader::{throttle, Budget, BUF_SIZE};
+use crate::budget::{throttle, Budget, BUF_SIZE};
+use crate::version::Version;
 
 /// Bytes per chunk.
 pub const CHUNK: u64 = 64 << 20;
@@ -94,7 +94,7 @@ pub fn verify(
     threads: usize,
     budget: &Mutex<Budget>,
 ) -> (Verdict, u64) {
-    let Ok(file) = crate::reader::open_no_symlinks(path) else {
+    let Ok(file) = crate::resolve::open_no_symlinks(path) else {
         return (Verdict::Unknown, 0);
     };
     let Ok(before) = file.metadata() else {

@@ -9,56 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::reader::{Budget, ReadResult, Reader};
+use crate::budget::Budget;
+use crate::reader::{ReadResult, Reader};
+pub use crate::version::{Outcome, Version};
 
-/// What examining one path found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A regular file and its content digest (hex) and size.
-    Hashed {
-        /// Lower-case hex SHA-256.
-        hash: String,
-        /// Bytes hashed.
-        size: u64,
-    },
-    /// Nothing at the path.
-    Missing,
-    /// A symlink; never followed.
-    Symlink,
-    /// A directory, fifo, socket or device.
-    NotRegular,
-    /// Exists but could not be read, or kept changing while read.
-    Unreadable(String),
-    /// A regular file whose size differs from the one expected: not read.
-    SizeChanged(u64),
-    /// A regular file larger than `max_file_size`: not read.
-    TooLarge(u64),
-}
-
-/// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by
-/// the kernel on every change and cannot be set from user space, so a content change with a
-/// restored mtime still changes the version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version([i64; 7]);
-
-impl Version {
-    /// The file size this version has.
-    pub fn size(&self) -> u64 {
-        u64::try_from(self.0[2]).unwrap_or(0)
-    }
-
-    /// The version `m` describes.
-    pub(crate) fn of(m: &Metadata) -> Version {
-        Version([
-            m.dev() as i64,
-            m.ino() as i64,
-            m.size() as i64,
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        ])
-    }
+/// A directory artifact's digest, and the version of every file it covered (the registry's
+/// entry in this cache, kept here so that forgetting a path also forgets the artifacts under it).
+pub struct DirCached {
+    pub(crate) files: Vec<(PathBuf, Version)>,
+    pub(crate) digest: String,
+    pub(crate) total: u64,
+    pub(crate) due: Instant,
 }
 
 struct Cached {
@@ -82,7 +43,7 @@ pub struct FileHasher {
     pub full_rehash: Duration,
     pub(crate) budget: Mutex<Budget>,
     /// Directory artifacts' digests, with the version of every file they covered.
-    pub(crate) dirs: HashMap<PathBuf, crate::registry::DirCached>,
+    pub(crate) dirs: HashMap<PathBuf, DirCached>,
     /// Larger files are reported, never read (a 1 TiB sparse file must not keep it reading).
     pub max_file_size: u64,
     /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go),
@@ -635,7 +596,7 @@ mod tests {
     fn large_file_streams_through_the_fixed_buffer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
-        let data: Vec<u8> = (0..(3 * crate::reader::BUF_SIZE + 123))
+        let data: Vec<u8> = (0..(3 * crate::budget::BUF_SIZE + 123))
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::write(&f, &data).expect("write");

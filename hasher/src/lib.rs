@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod budget;
 pub mod channel;
 pub mod chunks;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod token;
+pub mod version;
 pub mod walk;
 pub mod watch;
 

@@ -12,59 +12,18 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::hashing::{Outcome, Version};
+use crate::budget::{throttle, Budget, BUF_SIZE};
+use crate::resolve::open_no_symlinks;
+use crate::version::{Outcome, Version};
 
-/// Read buffer size: large enough for full SHA-NI speed, small enough to keep RSS flat.
-pub const BUF_SIZE: usize = 256 * 1024;
 /// Pages already hashed are dropped from the cache in steps of this many bytes.
 const DROP_BEHIND: u64 = 8 * 1024 * 1024;
 /// Attempts before a file that changes under every read is reported unreadable.
 const ATTEMPTS: usize = 3;
-
-/// A read budget in bytes per second shared by every reading thread.
-#[derive(Debug, Default)]
-pub struct Budget {
-    limit: Option<u64>,
-    window: Option<(Instant, u64)>,
-}
-
-impl Budget {
-    /// A budget of `limit` bytes per second (`None`: unlimited).
-    pub fn new(limit: Option<u64>) -> Budget {
-        Budget {
-            limit: limit.filter(|l| *l > 0),
-            window: None,
-        }
-    }
-
-    /// Accounts `n` bytes read; returns how long the reader must pause to stay in budget.
-    fn spend(&mut self, n: u64) -> Duration {
-        let Some(limit) = self.limit else {
-            return Duration::ZERO;
-        };
-        let (start, spent) = self.window.get_or_insert((Instant::now(), 0));
-        *spent += n;
-        let allowed = Duration::from_secs_f64(*spent as f64 / limit as f64);
-        let elapsed = start.elapsed();
-        if elapsed > Duration::from_secs(1) {
-            self.window = None;
-        }
-        allowed.saturating_sub(elapsed)
-    }
-}
-
-/// Accounts `n` bytes against the shared budget, pausing the reader when it is spent.
-pub(crate) fn throttle(budget: &Mutex<Budget>, n: u64) {
-    // A poisoned lock only means another reader panicked mid-accounting; the count is still usable.
-    let pause = budget.lock().unwrap_or_else(|p| p.into_inner()).spend(n);
-    if !pause.is_zero() {
-        crate::lifeline::sleep(pause);
-    }
-}
 
 /// What one read of a path gave: the outcome, and the version it describes when hashed.
 pub type ReadResult = (Outcome, Option<Version>);
@@ -299,15 +258,6 @@ impl Reader {
     }
 }
 
-/// Opens `path` read-only with no symlink in any of its components (a directory swapped for a
-/// symlink mid-scan gives ELOOP, reported as `symlink`, never a file elsewhere).
-pub fn open_no_symlinks(path: &Path) -> std::io::Result<File> {
-    use nix::fcntl::OFlag;
-    let fd = crate::resolve::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
-        .map_err(std::io::Error::from)?;
-    Ok(File::from(fd))
-}
-
 fn read_some(mut file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         match file.read(buf) {
@@ -373,13 +323,5 @@ mod tests {
             );
             assert!(version.is_some());
         }
-    }
-
-    #[test]
-    fn budget_asks_for_a_pause_only_past_the_limit() {
-        let mut b = Budget::new(Some(1024 * 1024));
-        assert!(b.spend(1024) <= Duration::from_millis(1));
-        assert!(b.spend(2 * 1024 * 1024) > Duration::from_millis(500));
-        assert!(Budget::new(None).spend(u64::MAX / 2).is_zero());
     }
 }

@@ -15,8 +15,10 @@ use protocol::report;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::hashing::{FileHasher, Outcome, Version};
-use crate::reader::{Budget, Reader};
+use crate::budget::Budget;
+use crate::hashing::{DirCached, FileHasher};
+use crate::reader::Reader;
+use crate::version::{Outcome, Version};
 use crate::walk::Found;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -126,14 +128,6 @@ impl Registry {
     }
 }
 
-/// A directory artifact's digest, and the version of every file it covered.
-pub struct DirCached {
-    files: Vec<(PathBuf, Version)>,
-    digest: String,
-    total: u64,
-    due: Instant,
-}
-
 /// A directory artifact's digest and total size, or why it is not a valid artifact.
 pub type DirDigest = Result<(String, u64), String>;
 
@@ -204,7 +198,7 @@ fn compute(
             ));
         }
         let file =
-            crate::reader::open_no_symlinks(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            crate::resolve::open_no_symlinks(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let before = file.metadata().map_err(|e| e.to_string())?;
         if Version::of(&before) != *version {
             return Err(format!("{}: changed while hashed", f.display()));

@@ -3,6 +3,7 @@
 //! one `openat(O_NOFOLLOW)` per component from `/`. A symlink anywhere gives ELOOP.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
+
+/// Opens `path` read-only with no symlink in any of its components (a directory swapped for a
+/// symlink mid-scan gives ELOOP, reported as `symlink`, never a file elsewhere).
+pub fn open_no_symlinks(path: &Path) -> std::io::Result<File> {
+    let fd = open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+        .map_err(std::io::Error::from)?;
+    Ok(File::from(fd))
+}
 
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 

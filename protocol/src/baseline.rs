@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::category::Category;
 use crate::hexfmt::is_sha256_hex;
-use crate::message::Category;
 use crate::report::{check_path, MAX_TIME_LEN};
 use crate::sign::{self, UNSIGNED};
 

@@ -6,6 +6,7 @@
 
 pub mod attest;
 pub mod baseline;
+pub mod category;
 pub mod frame;
 pub mod generation;
 pub mod hexfmt;
@@ -13,5 +14,6 @@ pub mod message;
 pub mod report;
 pub mod sign;
 
+pub use category::{Action, Category};
 pub use frame::{FrameError, Reassembler, MAX_FRAME, MAX_MESSAGE};
-pub use message::{Action, Category, Envelope, Request, Response, PROTOCOL_VERSION};
+pub use message::{Envelope, Request, Response, PROTOCOL_VERSION};

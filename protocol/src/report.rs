@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::category::{Action, Category};
 use crate::hexfmt::is_sha256_hex;
-use crate::message::{Action, Category};
 use crate::sign::{self, UNSIGNED};
 
 /// Most violations listed in one report; the count beyond is still given in `violation_count`.

@@ -9,11 +9,12 @@ use protocol::report::{ScanReport, SignedReport, Violation};
 use protocol::{Category, Request, Response, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
-use super::{lock, verdict, Monitor};
+use super::{lock, Monitor};
 use crate::audit::AuditLog;
 use crate::link::Call;
 use crate::recorder::Recorder;
 use crate::state::State;
+use crate::verdict::verdict;
 
 /// A hasher reduced to what the api sees of it; tests change it between steps.
 struct Script {
