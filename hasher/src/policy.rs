@@ -208,77 +208,12 @@ fn checked_path(key: &'static str, value: &Spanned<String>) -> Result<PathBuf, P
 
 impl RawPolicy {
     fn validate(self) -> Result<Policy, PolicyError> {
-        if let Some(v) = &self.version {
-            if v.value != 1 {
-                return Err(invalid(
-                    "version",
-                    v.referenced.line(),
-                    format!("{} is not a known policy version (only 1 is)", v.value),
-                ));
-            }
-        }
-        let scan_interval = match &self.scan_interval {
-            None => Duration::from_secs(30),
-            Some(s) => {
-                let d = humantime::parse_duration(s.value.trim()).map_err(|e| {
-                    invalid(
-                        "scan_interval",
-                        s.referenced.line(),
-                        format!("{:?} is not a duration like \"30s\": {e}", s.value),
-                    )
-                })?;
-                if d.is_zero() {
-                    return Err(invalid(
-                        "scan_interval",
-                        s.referenced.line(),
-                        "must be greater than zero",
-                    ));
-                }
-                if d > Duration::from_secs(24 * 3600) {
-                    return Err(invalid(
-                        "scan_interval",
-                        s.referenced.line(),
-                        "must be at most 24h",
-                    ));
-                }
-                d
-            }
-        };
-        let full_rehash_interval = match &self.full_rehash_interval {
-            None => Duration::from_secs(24 * 3600),
-            Some(s) => humantime::parse_duration(s.value.trim())
-                .ok()
-                .filter(|d| *d >= Duration::from_secs(1) && *d <= MAX_REHASH_INTERVAL)
-                .ok_or_else(|| {
-                    invalid(
-                        "full_rehash_interval",
-                        s.referenced.line(),
-                        format!("{:?} is not a duration from 1s to 366d", s.value),
-                    )
-                })?,
-        };
-        let hash_rate_limit = match &self.hash_rate_limit {
-            None => None,
-            Some(r) if r.value >= 1024 * 1024 => Some(r.value),
-            Some(r) => {
-                return Err(invalid(
-                    "hash_rate_limit",
-                    r.referenced.line(),
-                    "must be at least 1048576 bytes/s",
-                ))
-            }
-        };
-        let max_file_size = match &self.max_file_size {
-            None => DEFAULT_MAX_FILE_SIZE,
-            Some(v) if v.value >= 1 => v.value,
-            Some(v) => {
-                return Err(invalid(
-                    "max_file_size",
-                    v.referenced.line(),
-                    "must be at least 1 byte",
-                ))
-            }
-        };
+        // Settings first, then paths: an operator sees errors in the order the keys are documented.
+        self.check_version()?;
+        let scan_interval = self.scan_interval()?;
+        let full_rehash_interval = self.full_rehash_interval()?;
+        let hash_rate_limit = self.hash_rate_limit()?;
+        let max_file_size = self.max_file_size()?;
         let hash_threads = integer(
             "hash_threads",
             &self.hash_threads,
@@ -297,40 +232,112 @@ impl RawPolicy {
             None => PathBuf::from(DEFAULT_KEY),
             Some(p) => checked_path("hmac_key_path", p)?,
         };
-        let mut files = Vec::new();
-        let lists: [(&'static str, &Vec<Spanned<String>>, Category); 4] = [
-            (
-                "service_binaries",
-                &self.service_binaries,
-                Category::ServiceBinary,
-            ),
-            ("policy_files", &self.policy_files, Category::PolicyFile),
-            ("systemd_units", &self.systemd_units, Category::SystemdUnit),
-            (
-                "trust_material",
-                &self.trust_material,
-                Category::TrustMaterial,
-            ),
-        ];
-        for (key, list, category) in lists {
-            for value in list {
-                let path = checked_path(key, value)?;
-                if files.iter().any(|(p, _)| p == &path) {
-                    return Err(invalid(
-                        key,
-                        value.referenced.line(),
-                        format!("{} is listed twice", path.display()),
-                    ));
-                }
-                files.push((path, category));
-            }
+        let (files, model_dirs) = self.watched()?;
+        let registry_manifest = self.registry_manifest(&model_dirs)?;
+        let release_baseline = self
+            .release_baseline
+            .as_ref()
+            .map(|p| checked_path("release_baseline", p))
+            .transpose()?;
+        Ok(Policy {
+            scan_interval,
+            files,
+            model_dirs,
+            hmac_key_path,
+            degradation_threshold,
+            require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
+            full_rehash_interval,
+            hash_rate_limit,
+            max_file_size,
+            hash_threads,
+            release_baseline,
+            registry_manifest,
+        })
+    }
+
+    fn check_version(&self) -> Result<(), PolicyError> {
+        match &self.version {
+            Some(v) if v.value != 1 => Err(invalid(
+                "version",
+                v.referenced.line(),
+                format!("{} is not a known policy version (only 1 is)", v.value),
+            )),
+            _ => Ok(()),
         }
-        let mut model_dirs = Vec::new();
+    }
+
+    fn scan_interval(&self) -> Result<Duration, PolicyError> {
+        let Some(s) = &self.scan_interval else {
+            return Ok(Duration::from_secs(30));
+        };
+        let line = s.referenced.line();
+        let d = humantime::parse_duration(s.value.trim()).map_err(|e| {
+            invalid(
+                "scan_interval",
+                line,
+                format!("{:?} is not a duration like \"30s\": {e}", s.value),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(invalid("scan_interval", line, "must be greater than zero"));
+        }
+        if d > Duration::from_secs(24 * 3600) {
+            return Err(invalid("scan_interval", line, "must be at most 24h"));
+        }
+        Ok(d)
+    }
+
+    fn full_rehash_interval(&self) -> Result<Duration, PolicyError> {
+        let Some(s) = &self.full_rehash_interval else {
+            return Ok(Duration::from_secs(24 * 3600));
+        };
+        humantime::parse_duration(s.value.trim())
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1) && *d <= MAX_REHASH_INTERVAL)
+            .ok_or_else(|| {
+                invalid(
+                    "full_rehash_interval",
+                    s.referenced.line(),
+                    format!("{:?} is not a duration from 1s to 366d", s.value),
+                )
+            })
+    }
+
+    fn hash_rate_limit(&self) -> Result<Option<u64>, PolicyError> {
+        match &self.hash_rate_limit {
+            None => Ok(None),
+            Some(r) if r.value >= 1024 * 1024 => Ok(Some(r.value)),
+            Some(r) => Err(invalid(
+                "hash_rate_limit",
+                r.referenced.line(),
+                "must be at least 1048576 bytes/s",
+            )),
+        }
+    }
+
+    fn max_file_size(&self) -> Result<u64, PolicyError> {
+        match &self.max_file_size {
+            None => Ok(DEFAULT_MAX_FILE_SIZE),
+            Some(v) if v.value >= 1 => Ok(v.value),
+            Some(v) => Err(invalid(
+                "max_file_size",
+                v.referenced.line(),
+                "must be at least 1 byte",
+            )),
+        }
+    }
+
+    /// The listed files (sorted, each once) and the model dirs (none overlapping another
+    /// watched path).
+    #[allow(clippy::type_complexity)]
+    fn watched(&self) -> Result<(Vec<(PathBuf, Category)>, Vec<PathBuf>), PolicyError> {
+        let files = self.listed_files()?;
+        let mut model_dirs: Vec<PathBuf> = Vec::new();
         for value in &self.model_dirs {
             let dir = checked_path("model_dirs", value)?;
             let overlaps = model_dirs
                 .iter()
-                .any(|d: &PathBuf| d.starts_with(&dir) || dir.starts_with(d));
+                .any(|d| d.starts_with(&dir) || dir.starts_with(d));
             if overlaps || files.iter().any(|(p, _)| p.starts_with(&dir)) {
                 return Err(invalid(
                     "model_dirs",
@@ -354,45 +361,64 @@ impl RawPolicy {
                 "the policy watches nothing: list at least one file or model dir",
             ));
         }
-        files.sort();
-        if let Some(m) = &self.registry_manifest {
-            let path = checked_path("registry_manifest", m)?;
-            if !path
-                .parent()
-                .is_some_and(|d| model_dirs.iter().any(|m| m == d))
-            {
-                return Err(invalid(
-                    "registry_manifest",
-                    m.referenced.line(),
-                    format!(
-                        "{} must sit directly in one of the model_dirs (that dir then follows it)",
-                        path.display()
-                    ),
-                ));
+        Ok((files, model_dirs))
+    }
+
+    /// Every file the four lists name, sorted; a file listed twice (in any lists) is an error.
+    fn listed_files(&self) -> Result<Vec<(PathBuf, Category)>, PolicyError> {
+        let lists: [(&'static str, &Vec<Spanned<String>>, Category); 4] = [
+            (
+                "service_binaries",
+                &self.service_binaries,
+                Category::ServiceBinary,
+            ),
+            ("policy_files", &self.policy_files, Category::PolicyFile),
+            ("systemd_units", &self.systemd_units, Category::SystemdUnit),
+            (
+                "trust_material",
+                &self.trust_material,
+                Category::TrustMaterial,
+            ),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        let mut files = Vec::new();
+        for (key, list, category) in lists {
+            for value in list {
+                let path = checked_path(key, value)?;
+                if !seen.insert(path.clone()) {
+                    return Err(invalid(
+                        key,
+                        value.referenced.line(),
+                        format!("{} is listed twice", path.display()),
+                    ));
+                }
+                files.push((path, category));
             }
         }
-        Ok(Policy {
-            scan_interval,
-            files,
-            model_dirs,
-            hmac_key_path,
-            degradation_threshold,
-            require_token_for_reads: self.require_token_for_reads.unwrap_or(false),
-            full_rehash_interval,
-            hash_rate_limit,
-            max_file_size,
-            hash_threads,
-            release_baseline: self
-                .release_baseline
-                .as_ref()
-                .map(|p| checked_path("release_baseline", p))
-                .transpose()?,
-            registry_manifest: self
-                .registry_manifest
-                .as_ref()
-                .map(|p| checked_path("registry_manifest", p))
-                .transpose()?,
-        })
+        files.sort();
+        Ok(files)
+    }
+
+    /// The registry manifest, which must sit directly in one of `model_dirs`.
+    fn registry_manifest(&self, model_dirs: &[PathBuf]) -> Result<Option<PathBuf>, PolicyError> {
+        let Some(m) = &self.registry_manifest else {
+            return Ok(None);
+        };
+        let path = checked_path("registry_manifest", m)?;
+        if !path
+            .parent()
+            .is_some_and(|d| model_dirs.iter().any(|m| m == d))
+        {
+            return Err(invalid(
+                "registry_manifest",
+                m.referenced.line(),
+                format!(
+                    "{} must sit directly in one of the model_dirs (that dir then follows it)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(path))
     }
 }
 

@@ -1,0 +1,195 @@
+//! The endpoints: which paths exist, which method each takes, and what each answers.
+
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use serde_json::{json, Value};
+
+use super::reply::{error, failed, json_reply, reply, Reply};
+use crate::error::MonitorError;
+use crate::monitor::Monitor;
+use crate::verdict::verdict;
+
+/// One endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /health`: liveness, no token.
+    Health,
+    /// `GET /api/v1/status`.
+    Status,
+    /// `GET /api/v1/baseline`: the signed baseline as the hasher stores it.
+    Baseline,
+    /// `GET /api/v1/verify`: 200 only when trusted.
+    Verify,
+    /// `POST /api/v1/scan`.
+    Scan,
+    /// `POST /api/v1/rebaseline`.
+    Rebaseline,
+    /// `POST /api/v1/reload`.
+    Reload,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// `GET /api/v1/attestation?nonce=…`: a signed statement for a remote verifier.
+    Attestation,
+}
+
+impl Route {
+    /// The endpoint at `path`, if there is one.
+    pub fn find(path: &str) -> Option<Route> {
+        Some(match path {
+            "/health" => Route::Health,
+            "/api/v1/status" => Route::Status,
+            "/api/v1/baseline" => Route::Baseline,
+            "/api/v1/verify" => Route::Verify,
+            "/api/v1/scan" => Route::Scan,
+            "/api/v1/rebaseline" => Route::Rebaseline,
+            "/api/v1/reload" => Route::Reload,
+            "/metrics" => Route::Metrics,
+            "/api/v1/attestation" => Route::Attestation,
+            _ => return None,
+        })
+    }
+
+    /// Whether the endpoint changes something (POST, always behind the token).
+    pub fn mutating(self) -> bool {
+        matches!(self, Route::Scan | Route::Rebaseline | Route::Reload)
+    }
+}
+
+/// Answers an admitted request. `presented` is the bearer token as received: the hasher
+/// checks it again before it makes a baseline.
+pub async fn dispatch(
+    route: Route,
+    monitor: &Monitor,
+    query: &str,
+    presented: Option<Vec<u8>>,
+) -> Reply {
+    match route {
+        Route::Attestation => attestation(monitor, query).await,
+        Route::Health => health(monitor),
+        Route::Status => json_reply(200, &status_body(monitor)),
+        Route::Metrics => metrics(monitor),
+        Route::Baseline => match monitor.baseline_bytes().await {
+            Ok(bytes) => reply(200, bytes),
+            Err(MonitorError::Refused {
+                kind: protocol::message::ErrorKind::NoBaseline,
+                ..
+            }) => error(404, "no_baseline", "no trusted baseline is adopted"),
+            Err(e) => failed(&e),
+        },
+        Route::Verify => verify(monitor),
+        // Each POST answer says at least what the Go service's did (scan: state, violations;
+        // rebaseline: status "rebaselined", entries; reload: status "reloaded"), and more.
+        Route::Scan => match monitor.scan().await {
+            Ok(_) => {
+                let mut body = status_body(monitor);
+                body["violations"] = body["active_violations"].clone();
+                json_reply(200, &body)
+            }
+            Err(e) => failed(&e),
+        },
+        Route::Rebaseline => match monitor.rebaseline(presented.unwrap_or_default()).await {
+            Ok(_) => {
+                let mut body = status_body(monitor);
+                body["status"] = json!("rebaselined");
+                body["entries"] = body["baseline"]["entries"].clone();
+                json_reply(200, &body)
+            }
+            Err(e) => failed(&e),
+        },
+        Route::Reload => match monitor.reload().await {
+            Ok(policy) => json_reply(
+                200,
+                &json!({ "status": "reloaded", "reloaded": true, "policy": policy, "monitor": status_body(monitor) }),
+            ),
+            Err(e) => failed(&e),
+        },
+    }
+}
+
+async fn attestation(monitor: &Monitor, query: &str) -> Reply {
+    let nonce = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("nonce="))
+        .unwrap_or_default();
+    if !protocol::attest::nonce_ok(nonce) {
+        return error(
+            400,
+            "bad_nonce",
+            "nonce must be 16 to 64 bytes of hex (32 to 128 hex digits)",
+        );
+    }
+    match monitor.attest(nonce).await {
+        Ok((payload, hmac)) => {
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            let parsed: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            json_reply(
+                200,
+                &json!({ "payload": text, "hmac": hmac, "attestation": parsed }),
+            )
+        }
+        Err(e) => failed(&e),
+    }
+}
+
+fn health(monitor: &Monitor) -> Reply {
+    // Public liveness: with reads closed by the policy it says nothing more than that.
+    let s = monitor.snapshot();
+    let detail = s.policy_known && !s.policy.require_token_for_reads;
+    let mut body = match &s.hasher_down {
+        None => json!({ "status": "ok" }),
+        Some(why) => json!({ "status": "hasher_unavailable", "reason": why }),
+    };
+    if detail {
+        body["state"] = json!(s.machine.state);
+    }
+    json_reply(if s.hasher_down.is_none() { 200 } else { 503 }, &body)
+}
+
+fn metrics(monitor: &Monitor) -> Reply {
+    let mut r = reply(
+        200,
+        Bytes::from(crate::metrics::render(&monitor.snapshot())),
+    );
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+fn verify(monitor: &Monitor) -> Reply {
+    let s = monitor.snapshot();
+    match verdict(&s) {
+        Ok(()) => json_reply(200, &json!({ "state": s.machine.state, "trusted": true })),
+        Err(why) => json_reply(
+            503,
+            &json!({ "state": s.machine.state, "trusted": false, "reason": why }),
+        ),
+    }
+}
+
+fn status_body(monitor: &Monitor) -> Value {
+    let s = monitor.snapshot();
+    let trusted = verdict(&s);
+    json!({
+        "state": s.machine.state,
+        "trusted": trusted.is_ok(),
+        "reason": s.machine.reason,
+        "untrusted_because": trusted.err(),
+        "watched_files": s.last_report.as_ref().map_or(0, |r| r.report.watched_files),
+        "violation_count": s.machine.violation_count,
+        "last_scan_at": s.last_report.as_ref().map(|r| r.report.completed_at.clone()),
+        "scan_count": s.machine.scan_count,
+        "degraded_count": s.machine.degraded_count,
+        "degraded_scans": s.machine.degraded_scans,
+        "recovery_count": s.machine.recovery_count,
+        "active_violations": s.machine.active,
+        "degradation_threshold": s.policy.degradation_threshold,
+        "scan_interval_ms": s.policy.scan_interval_ms,
+        "signing": if s.key == protocol::message::KeyStatus::Present { "hmac-sha256" } else { "unsigned" },
+        "baseline": s.baseline,
+        "baseline_problem": s.baseline_problem,
+        "hasher": if s.hasher_down.is_some() { "down" } else { "up" },
+        "last_report": s.last_report,
+    })
+}
