@@ -147,53 +147,68 @@ enum Tool {
 fn main() {
     api::init_logging();
     let args = Args::parse();
-    let config = api::Config {
-        policy: args.policy,
-        listen: args.listen,
-        token_file: args.token_file,
-        audit_log: args.audit_log,
-        state_dir: args.state_dir,
-        baseline_path: args.baseline_path,
-        hmac_key_file: args.hmac_key_file,
-        release_baseline: args.release_baseline,
-        hasher: args.hasher.unwrap_or_else(api::default_hasher),
-        hasher_socket: args.hasher_socket,
-        hasher_peer_uid: args.hasher_peer_uid,
-        insecure_no_sandbox: args.insecure_no_sandbox,
-        initialize_only: false,
-        incident_url: args.incident_url,
-        incident_token_file: args.incident_token_file,
-        #[cfg(feature = "probe")]
-        probe: args
-            .sandbox_probe
-            .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
-        #[cfg(not(feature = "probe"))]
-        probe: None,
-    };
+    let config = config(&args);
     let config = match args.command {
         None if args.initialize_baseline => api::Config {
             initialize_only: true,
             ..config
         },
         None => config,
-        Some(Tool::CheckConfig { syntax_only }) => {
-            std::process::exit(api::tools::check_config(&config, syntax_only))
-        }
-        Some(Tool::VerifyBaseline { key, baseline }) => {
-            std::process::exit(api::tools::verify_baseline(&key, &baseline))
-        }
-        Some(Tool::Reload { pid }) => std::process::exit(api::tools::signal_reload(pid)),
-        Some(Tool::VerifyAudit { files, from, head }) => {
-            std::process::exit(api::tools::verify_audit(&files, from, head))
-        }
-        Some(Tool::VerifyAttestation {
+        Some(Tool::InitializeBaseline) => api::Config {
+            initialize_only: true,
+            ..config
+        },
+        Some(tool) => std::process::exit(run_tool(tool, &config)),
+    };
+    if args.demo {
+        std::process::exit(demo(&config));
+    }
+    std::process::exit(api::run(config));
+}
+
+/// The monitor's configuration from the flags (and the environment clap read for them).
+fn config(args: &Args) -> api::Config {
+    api::Config {
+        policy: args.policy.clone(),
+        listen: args.listen,
+        token_file: args.token_file.clone(),
+        audit_log: args.audit_log.clone(),
+        state_dir: args.state_dir.clone(),
+        baseline_path: args.baseline_path.clone(),
+        hmac_key_file: args.hmac_key_file.clone(),
+        release_baseline: args.release_baseline.clone(),
+        hasher: args.hasher.clone().unwrap_or_else(api::default_hasher),
+        hasher_socket: args.hasher_socket.clone(),
+        hasher_peer_uid: args.hasher_peer_uid,
+        insecure_no_sandbox: args.insecure_no_sandbox,
+        initialize_only: false,
+        incident_url: args.incident_url.clone(),
+        incident_token_file: args.incident_token_file.clone(),
+        #[cfg(feature = "probe")]
+        probe: args
+            .sandbox_probe
+            .as_ref()
+            .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
+        #[cfg(not(feature = "probe"))]
+        probe: None,
+    }
+}
+
+/// Runs one of the offline tools; returns its exit code.
+fn run_tool(tool: Tool, config: &api::Config) -> i32 {
+    match tool {
+        Tool::CheckConfig { syntax_only } => api::tools::check_config(config, syntax_only),
+        Tool::VerifyBaseline { key, baseline } => api::tools::verify_baseline(&key, &baseline),
+        Tool::Reload { pid } => api::tools::signal_reload(pid),
+        Tool::VerifyAudit { files, from, head } => api::tools::verify_audit(&files, from, head),
+        Tool::VerifyAttestation {
             key,
             nonce,
             max_age,
             require_clean,
             baseline,
             min_generation,
-        }) => std::process::exit(api::tools::verify_attestation(
+        } => api::tools::verify_attestation(
             &key,
             &nonce,
             &api::tools::Pins {
@@ -202,30 +217,29 @@ fn main() {
                 baseline,
                 min_generation,
             },
-        )),
-        Some(Tool::InitializeBaseline) => api::Config {
-            initialize_only: true,
-            ..config
-        },
-    };
-    if args.demo {
-        match api::demo::prepare(&config) {
-            Ok((config, instructions, root)) => {
-                // Instructions are a courtesy: a closed stdout must not stop the demo.
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{instructions}").and_then(|()| out.flush());
-                drop(out);
-                // The monitor runs sandboxed in a child; this unsandboxed parent removes the
-                // demo's tree (its key and token included) once it is done.
-                let code = api::sys::run_in_child(|| api::run(config));
-                let _ = std::fs::remove_dir_all(&root);
-                std::process::exit(code);
-            }
-            Err(e) => {
-                eprintln!("integrity-monitor: demo setup failed: {e}");
-                std::process::exit(1);
-            }
+        ),
+        // Not a tool: the caller runs the monitor once.
+        Tool::InitializeBaseline => 2,
+    }
+}
+
+/// `--demo`: a throwaway tree, key and token, and the monitor on them; returns its exit code.
+fn demo(config: &api::Config) -> i32 {
+    match api::demo::prepare(config) {
+        Ok((config, instructions, root)) => {
+            // Instructions are a courtesy: a closed stdout must not stop the demo.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{instructions}").and_then(|()| out.flush());
+            drop(out);
+            // The monitor runs sandboxed in a child; this unsandboxed parent removes the
+            // demo's tree (its key and token included) once it is done.
+            let code = api::sys::run_in_child(|| api::run(config));
+            let _ = std::fs::remove_dir_all(&root);
+            code
+        }
+        Err(e) => {
+            eprintln!("integrity-monitor: demo setup failed: {e}");
+            1
         }
     }
-    std::process::exit(api::run(config));
 }

@@ -18,7 +18,8 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(out, "integrity_monitor_{name}{labels} {value}");
         }
     };
-    let is = |state: State| if s.machine.state == state { 1.0 } else { 0.0 };
+    let one = |b: bool| if b { 1.0 } else { 0.0 };
+    let is = |state: State| one(s.machine.state == state);
     metric(
         "state",
         "gauge",
@@ -29,67 +30,51 @@ pub fn render(s: &Snapshot) -> String {
             ("{state=\"recovery_required\"}", is(State::RecoveryRequired)),
         ],
     );
-    let trusted = if verdict(s).is_ok() { 1.0 } else { 0.0 };
-    metric(
-        "trusted",
-        "gauge",
-        "1 when /api/v1/verify answers 200.",
-        &[("", trusted)],
-    );
-    metric(
-        "hasher_up",
-        "gauge",
-        "1 while the hasher is connected.",
-        &[("", if s.hasher_down.is_none() { 1.0 } else { 0.0 })],
-    );
-    metric(
-        "violations",
-        "gauge",
-        "Violations found by the last scan.",
-        &[("", f64::from(s.machine.violation_count))],
-    );
-    metric(
-        "scans_total",
-        "counter",
-        "Scans completed.",
-        &[("", s.machine.scan_count as f64)],
-    );
-    metric(
-        "degraded_total",
-        "counter",
-        "Entries into degraded.",
-        &[("", s.machine.degraded_count as f64)],
-    );
-    metric(
+    let report = s.last_report.as_ref().map(|r| &r.report);
+    let values = [
+        one(verdict(s).is_ok()),
+        one(s.hasher_down.is_none()),
+        f64::from(s.machine.violation_count),
+        s.machine.scan_count as f64,
+        s.machine.degraded_count as f64,
+        s.machine.recovery_count as f64,
+        s.bytes_hashed_total as f64,
+        report.map_or(0.0, |r| r.duration_ms as f64 / 1000.0),
+        report.map_or(0.0, |r| f64::from(r.watched_files)),
+        s.audit_backlog as f64,
+    ];
+    for ((name, kind, help), value) in SINGLE.into_iter().zip(values) {
+        metric(name, kind, help, &[("", value)]);
+    }
+    out
+}
+
+/// The metrics with one sample each (name, type, help), in the order `render` computes them.
+const SINGLE: [(&str, &str, &str); 10] = [
+    ("trusted", "gauge", "1 when /api/v1/verify answers 200."),
+    ("hasher_up", "gauge", "1 while the hasher is connected."),
+    ("violations", "gauge", "Violations found by the last scan."),
+    ("scans_total", "counter", "Scans completed."),
+    ("degraded_total", "counter", "Entries into degraded."),
+    (
         "recovery_required_total",
         "counter",
         "Entries into recovery_required.",
-        &[("", s.machine.recovery_count as f64)],
-    );
-    metric(
+    ),
+    (
         "bytes_hashed_total",
         "counter",
         "Bytes read and hashed by accepted scans.",
-        &[("", s.bytes_hashed_total as f64)],
-    );
-    let report = s.last_report.as_ref().map(|r| &r.report);
-    metric(
+    ),
+    (
         "last_scan_duration_seconds",
         "gauge",
         "Wall time of the last scan.",
-        &[("", report.map_or(0.0, |r| r.duration_ms as f64 / 1000.0))],
-    );
-    metric(
-        "watched_files",
-        "gauge",
-        "Files examined by the last scan.",
-        &[("", report.map_or(0.0, |r| f64::from(r.watched_files)))],
-    );
-    metric(
+    ),
+    ("watched_files", "gauge", "Files examined by the last scan."),
+    (
         "audit_backlog",
         "gauge",
         "Audit records waiting for a writable log.",
-        &[("", s.audit_backlog as f64)],
-    );
-    out
-}
+    ),
+];

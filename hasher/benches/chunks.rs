@@ -29,6 +29,38 @@ fn reverify(h: &mut FileHasher, path: &Path) -> (Duration, Outcome) {
     (t.elapsed(), outcome)
 }
 
+/// Times `cmd`, if it runs and succeeds.
+fn timed(cmd: &mut Command) -> Option<Duration> {
+    let t = Instant::now();
+    let ok = cmd
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| t.elapsed())
+}
+
+fn write_file(path: &Path, gib: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    for i in 0..(gib << 10) {
+        let mut b = block.clone();
+        b[0] = (i % 256) as u8;
+        f.write_all(&b).expect("write");
+    }
+    f.flush().expect("flush");
+}
+
+/// A line: label, median seconds, GB/s over `size` bytes.
+fn line(label: &str, times: Vec<Duration>, size: u64) {
+    if times.is_empty() {
+        return;
+    }
+    let d = median(times);
+    let gbps = size as f64 / d.as_secs_f64() / 1e9;
+    println!("  {label:<40} {:>8.2} s  {gbps:>5.2} GB/s", d.as_secs_f64());
+}
+
 fn main() {
     let gib = env_u64("BENCH_GIB", 8);
     let runs = env_u64("BENCH_RUNS", 3).max(1);
@@ -38,17 +70,7 @@ fn main() {
         .join(format!("integrity-chunks-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
     let path = dir.join("model.gguf");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-        let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-        for i in 0..(gib << 10) {
-            let mut b = block.clone();
-            b[0] = (i % 256) as u8;
-            f.write_all(&b).expect("write");
-        }
-        f.flush().expect("flush");
-    }
+    write_file(&path, gib);
     let size = gib << 30;
     let mut one = FileHasher::default();
     let mut two = FileHasher::default();
@@ -76,70 +98,25 @@ fn main() {
         let (d, o) = reverify(&mut two, &path);
         assert_eq!(o, first);
         t2.push(d);
-        let t = Instant::now();
-        let ok = Command::new("openssl")
-            .args(["dgst", "-sha256"])
-            .arg(&path)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            tssl.push(t.elapsed());
-        }
+        tssl.extend(timed(
+            Command::new("openssl").args(["dgst", "-sha256"]).arg(&path),
+        ));
         // The disk's own rate: what any reader of a file not in the page cache is bound by.
-        let t = Instant::now();
-        let ok = Command::new("dd")
-            .arg(format!("if={}", path.display()))
-            .args(["of=/dev/null", "bs=4M", "iflag=direct", "status=none"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            tdd.push(t.elapsed());
-        }
+        tdd.extend(timed(
+            Command::new("dd")
+                .arg(format!("if={}", path.display()))
+                .args(["of=/dev/null", "bs=4M", "iflag=direct", "status=none"]),
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let (m1, m2) = (median(t1), median(t2));
-    let gbps = |d: Duration| size as f64 / d.as_secs_f64() / 1e9;
-    let (g1, g2) = (median(f1), median(f2));
+    let ratio = median(t1.clone()).as_secs_f64() / median(t2.clone()).as_secs_f64();
     println!("first read of one {gib} GiB file, median of {runs}:");
-    println!(
-        "  whole digest only (hash_threads: 1)   {:>8.2} s  {:>5.2} GB/s",
-        g1.as_secs_f64(),
-        gbps(g1)
-    );
-    println!(
-        "  whole + chunk digests (hash_threads 2) {:>7.2} s  {:>5.2} GB/s",
-        g2.as_secs_f64(),
-        gbps(g2)
-    );
+    line("whole digest only (hash_threads: 1)", f1, size);
+    line("whole + chunk digests (hash_threads: 2)", f2, size);
     println!("re-verification of one {gib} GiB file, median of {runs}:");
-    println!(
-        "  1 thread, whole read      {:>8.2} s  {:>5.2} GB/s",
-        m1.as_secs_f64(),
-        gbps(m1)
-    );
-    println!(
-        "  2 threads, 64 MiB chunks  {:>8.2} s  {:>5.2} GB/s",
-        m2.as_secs_f64(),
-        gbps(m2)
-    );
-    println!(
-        "  speed-up 2 threads / 1    {:>8.2}x",
-        m1.as_secs_f64() / m2.as_secs_f64()
-    );
-    if !tdd.is_empty() {
-        let md = median(tdd);
-        println!(
-            "  dd iflag=direct (the disk) {:>7.2} s  {:>5.2} GB/s",
-            md.as_secs_f64(),
-            gbps(md)
-        );
-    }
-    if !tssl.is_empty() {
-        let ms = median(tssl);
-        println!(
-            "  openssl dgst -sha256      {:>8.2} s  {:>5.2} GB/s  (1 thread, page cache kept)",
-            ms.as_secs_f64(),
-            gbps(ms)
-        );
-    }
+    line("1 thread, whole read", t1, size);
+    line("2 threads, 64 MiB chunks", t2, size);
+    println!("  {:<40} {ratio:>8.2}x", "speed-up 2 threads / 1");
+    line("dd iflag=direct (the disk)", tdd, size);
+    line("openssl dgst -sha256 (1 thread, cache kept)", tssl, size);
 }

@@ -17,69 +17,87 @@ fn env_path(var: &str) -> Option<PathBuf> {
 
 fn main() {
     hasher::init_logging();
-    let mut args = std::env::args_os().skip(1);
-    let mut policy = None;
-    let mut state_dir = None;
-    let mut baseline_path = None;
-    let mut token_file = None;
-    let mut key_file = None;
-    let mut release_baseline = None;
-    let mut insecure_no_sandbox = false;
-    #[cfg_attr(not(feature = "probe"), allow(unused_mut))]
-    let mut probe = None;
-    let mut check_config = false;
-    let mut syntax_only = false;
-    while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some(
-                flag @ ("--policy" | "--state-dir" | "--baseline-path" | "--token-file"
-                | "--hmac-key-file" | "--release-baseline"),
-            ) => {
-                let Some(value) = args.next().map(PathBuf::from) else {
-                    usage_error(&format!("{flag} needs a path"))
-                };
-                let slot = match flag {
-                    "--policy" => &mut policy,
-                    "--state-dir" => &mut state_dir,
-                    "--baseline-path" => &mut baseline_path,
-                    "--token-file" => &mut token_file,
-                    "--hmac-key-file" => &mut key_file,
-                    _ => &mut release_baseline,
-                };
-                *slot = Some(value);
-            }
-            Some("--insecure-no-sandbox") => insecure_no_sandbox = true,
-            Some("--check-config") => check_config = true,
-            Some("--syntax-only") => syntax_only = true,
-            // Test harness for the sandbox tests: attempt one act after sandboxing.
-            #[cfg(feature = "probe")]
-            Some("--sandbox-probe") => match (args.next(), args.next()) {
-                (Some(act), Some(arg)) => {
-                    probe = Some((
-                        act.to_string_lossy().into_owned(),
-                        arg.to_string_lossy().into_owned(),
-                    ))
+    let options = options(Flags::parse(std::env::args_os().skip(1)));
+    std::process::exit(hasher::run(options));
+}
+
+/// What the command line said, before the environment and the defaults fill the gaps.
+#[derive(Default)]
+struct Flags {
+    policy: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    baseline_path: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    release_baseline: Option<PathBuf>,
+    insecure_no_sandbox: bool,
+    probe: Option<(String, String)>,
+    check_config: bool,
+    syntax_only: bool,
+}
+
+impl Flags {
+    /// Parses the arguments; `--help` prints the usage and exits 0, a bad argument exits 2.
+    fn parse(mut args: impl Iterator<Item = std::ffi::OsString>) -> Flags {
+        let mut f = Flags::default();
+        while let Some(arg) = args.next() {
+            match arg.to_str() {
+                Some(
+                    flag @ ("--policy" | "--state-dir" | "--baseline-path" | "--token-file"
+                    | "--hmac-key-file" | "--release-baseline"),
+                ) => {
+                    let Some(value) = args.next().map(PathBuf::from) else {
+                        usage_error(&format!("{flag} needs a path"))
+                    };
+                    let slot = match flag {
+                        "--policy" => &mut f.policy,
+                        "--state-dir" => &mut f.state_dir,
+                        "--baseline-path" => &mut f.baseline_path,
+                        "--token-file" => &mut f.token_file,
+                        "--hmac-key-file" => &mut f.key_file,
+                        _ => &mut f.release_baseline,
+                    };
+                    *slot = Some(value);
                 }
-                _ => usage_error("--sandbox-probe needs an act and an argument"),
-            },
-            Some("--help") | Some("-h") => {
-                println!("{USAGE}");
-                return;
+                Some("--insecure-no-sandbox") => f.insecure_no_sandbox = true,
+                Some("--check-config") => f.check_config = true,
+                Some("--syntax-only") => f.syntax_only = true,
+                // Test harness for the sandbox tests: attempt one act after sandboxing.
+                #[cfg(feature = "probe")]
+                Some("--sandbox-probe") => match (args.next(), args.next()) {
+                    (Some(act), Some(arg)) => {
+                        f.probe = Some((
+                            act.to_string_lossy().into_owned(),
+                            arg.to_string_lossy().into_owned(),
+                        ))
+                    }
+                    _ => usage_error("--sandbox-probe needs an act and an argument"),
+                },
+                Some("--help") | Some("-h") => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                _ => usage_error(&format!("unknown argument {arg:?}")),
             }
-            _ => usage_error(&format!("unknown argument {arg:?}")),
         }
+        f
     }
-    let policy = policy
+}
+
+/// Flags win over the environment, which wins over the defaults.
+fn options(f: Flags) -> hasher::Options {
+    let policy = f
+        .policy
         .or_else(|| env_path("MONITOR_POLICY_PATH"))
         .unwrap_or_else(|| PathBuf::from(hasher::policy::DEFAULT_POLICY));
     // BASELINE_PATH names the baseline file; its directory is the store.
-    let baseline_path = baseline_path.or_else(|| {
-        state_dir
+    let baseline_path = f.baseline_path.or_else(|| {
+        f.state_dir
             .is_none()
             .then(|| env_path("BASELINE_PATH"))
             .flatten()
     });
-    let (state_dir, baseline_name) = match (state_dir, baseline_path) {
+    let (state_dir, baseline_name) = match (f.state_dir, baseline_path) {
         (Some(dir), _) => (dir, None),
         (None, Some(file)) => match (file.parent(), file.file_name()) {
             (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
@@ -89,18 +107,20 @@ fn main() {
         },
         (None, None) => (PathBuf::from(hasher::store::DEFAULT_STATE_DIR), None),
     };
-    std::process::exit(hasher::run(hasher::Options {
+    hasher::Options {
         policy,
         state_dir,
         baseline_name,
-        token_file: token_file.or_else(|| env_path("SERVICE_TOKEN_PATH")),
-        key_file: key_file.or_else(|| env_path("HMAC_KEY_PATH")),
-        release_baseline: release_baseline.or_else(|| env_path("EXPECTED_BASELINE_PATH")),
-        insecure_no_sandbox,
-        probe,
-        check_config,
-        syntax_only,
-    }));
+        token_file: f.token_file.or_else(|| env_path("SERVICE_TOKEN_PATH")),
+        key_file: f.key_file.or_else(|| env_path("HMAC_KEY_PATH")),
+        release_baseline: f
+            .release_baseline
+            .or_else(|| env_path("EXPECTED_BASELINE_PATH")),
+        insecure_no_sandbox: f.insecure_no_sandbox,
+        probe: f.probe,
+        check_config: f.check_config,
+        syntax_only: f.syntax_only,
+    }
 }
 
 fn usage_error(why: &str) -> ! {

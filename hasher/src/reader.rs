@@ -171,39 +171,7 @@ impl Reader {
                 // No thread to spare (TasksMax): this read goes without chunk digests.
                 return (None, None);
             };
-            let mut size = 0u64;
-            let mut dropped = 0u64;
-            let mut checked = Instant::now();
-            let result = loop {
-                let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
-                    break Err(std::io::Error::other("chunk helper stopped"));
-                };
-                if crate::lifeline::check(&mut checked)
-                    && file.metadata().is_ok_and(|m| m.nlink() == 0)
-                {
-                    free.push(buf);
-                    break Err(std::io::Error::other("deleted or replaced while read"));
-                }
-                let n = match read_some(file, &mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        free.push(buf);
-                        break Err(e);
-                    }
-                };
-                if n == 0 {
-                    free.push(buf);
-                    break Ok(size);
-                }
-                sha.update(&buf[..n]);
-                size += n as u64;
-                dropped = drop_behind(file, dropped, size);
-                throttle(budget, n as u64);
-                if let Err(back) = to_helper.send((buf, n)) {
-                    free.push(back.0 .0);
-                    break Err(std::io::Error::other("chunk helper stopped"));
-                }
-            };
+            let result = pump(file, sha, budget, &mut free, &returned, &to_helper);
             drop(to_helper);
             let chunker = helper.join().ok();
             free.extend(returned.try_iter());
@@ -255,6 +223,49 @@ impl Reader {
         crate::sys::advise_done(file);
         self.bytes += size;
         Ok(size)
+    }
+}
+
+/// The read loop of [`Reader::feed_with_chunks`]: each buffer is taken from `free` (or as the
+/// helper gives it back), read into, hashed into `sha`, then passed to the helper.
+fn pump(
+    file: &File,
+    sha: &mut Sha256,
+    budget: &Mutex<Budget>,
+    free: &mut Vec<Box<[u8]>>,
+    returned: &std::sync::mpsc::Receiver<Box<[u8]>>,
+    to_helper: &std::sync::mpsc::SyncSender<(Box<[u8]>, usize)>,
+) -> std::io::Result<u64> {
+    let mut size = 0u64;
+    let mut dropped = 0u64;
+    let mut checked = Instant::now();
+    loop {
+        let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
+            return Err(std::io::Error::other("chunk helper stopped"));
+        };
+        if crate::lifeline::check(&mut checked) && file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            free.push(buf);
+            return Err(std::io::Error::other("deleted or replaced while read"));
+        }
+        let n = match read_some(file, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                free.push(buf);
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            free.push(buf);
+            return Ok(size);
+        }
+        sha.update(&buf[..n]);
+        size += n as u64;
+        dropped = drop_behind(file, dropped, size);
+        throttle(budget, n as u64);
+        if let Err(back) = to_helper.send((buf, n)) {
+            free.push(back.0 .0);
+            return Err(std::io::Error::other("chunk helper stopped"));
+        }
     }
 }
 

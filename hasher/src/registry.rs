@@ -305,8 +305,13 @@ pub type Finding = (String, String, String);
 
 /// Checks the model dir `dir` against the manifest at `manifest`; every finding is returned.
 pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Finding> {
-    let shown = |p: &Path| report::display_path(p.as_os_str().as_bytes());
-    let mut out = Vec::new();
+    let invalid_manifest = || {
+        (
+            shown(manifest),
+            report::NONE.into(),
+            MANIFEST_INVALID.into(),
+        )
+    };
     let registry = match Registry::load(manifest) {
         Ok(r) => r,
         Err(why) => {
@@ -314,23 +319,50 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
                 why,
                 "registry manifest unusable: its model dir is not trusted"
             );
-            out.push((
-                shown(manifest),
-                report::NONE.into(),
-                MANIFEST_INVALID.into(),
-            ));
-            return out;
+            return vec![invalid_manifest()];
         }
     };
+    let mut out = Vec::new();
     for why in &registry.refused {
         tracing::warn!(why, manifest = %manifest.display(), "registry entry refused");
-        out.push((
-            shown(manifest),
-            report::NONE.into(),
-            MANIFEST_INVALID.into(),
-        ));
+        out.push(invalid_manifest());
     }
-    // Every top-level entry must be enrolled (the manifest itself aside).
+    out.extend(unenrolled(&registry, dir, manifest));
+    // Directory artifacts first, all together: they may share the hasher's threads.
+    let dir_artifacts: Vec<PathBuf> = registry
+        .models
+        .iter()
+        .map(|m| dir.join(&m.filename))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir()))
+        .collect();
+    let mut dir_digests: Vec<(PathBuf, DirDigest)> = dir_artifacts
+        .iter()
+        .cloned()
+        .zip(directory_digests(hasher, &dir_artifacts))
+        .collect();
+    for m in &registry.models {
+        let path = dir.join(&m.filename);
+        let mut digest_of_dir = |hasher: &mut FileHasher| {
+            dir_digests
+                .iter()
+                .position(|(p, _)| *p == path)
+                .map(|i| dir_digests.swap_remove(i).1)
+                .unwrap_or_else(|| directory_digest(hasher, &path))
+        };
+        if let Some(actual) = artifact_finding(hasher, m, &path, &mut digest_of_dir) {
+            out.push((shown(&path), m.sha256.clone(), actual));
+        }
+    }
+    out
+}
+
+fn shown(p: &Path) -> String {
+    report::display_path(p.as_os_str().as_bytes())
+}
+
+/// Every top-level entry of `dir` must be enrolled (the manifest itself aside).
+fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
     for (path, what) in top_level(dir) {
         if let Found::Anomaly(kind) = what {
             out.push((shown(&path), report::NONE.into(), kind.into()));
@@ -352,53 +384,40 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
             ));
         }
     }
-    // Directory artifacts first, all together: they may share the hasher's threads.
-    let dir_artifacts: Vec<PathBuf> = registry
-        .models
-        .iter()
-        .map(|m| dir.join(&m.filename))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir()))
-        .collect();
-    let mut dir_digests: Vec<(PathBuf, DirDigest)> = dir_artifacts
-        .iter()
-        .cloned()
-        .zip(directory_digests(hasher, &dir_artifacts))
-        .collect();
-    for m in &registry.models {
-        let path = dir.join(&m.filename);
-        let actual = match std::fs::symlink_metadata(&path) {
-            Err(_) => Some(report::MISSING.to_owned()),
-            Ok(meta) if meta.file_type().is_file() => {
-                match hasher.check_expecting(&path, Some(m.size)) {
-                    Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => None,
-                    Outcome::Hashed { hash, .. } => Some(hash),
-                    Outcome::SizeChanged(_) => Some(report::SIZE_CHANGED.into()),
-                    Outcome::TooLarge(_) => Some(report::TOO_LARGE.into()),
-                    _ => Some(ARTIFACT_INVALID.into()),
-                }
-            }
-            Ok(meta) if meta.file_type().is_dir() => match dir_digests
-                .iter()
-                .position(|(p, _)| *p == path)
-                .map(|i| dir_digests.swap_remove(i).1)
-                .unwrap_or_else(|| directory_digest(hasher, &path))
-            {
-                Ok((hash, size)) if hash == m.sha256 && size == m.size => None,
-                Ok((_, size)) if size != m.size => Some(report::SIZE_CHANGED.into()),
-                Ok((hash, _)) => Some(hash),
-                Err(why) => {
-                    tracing::warn!(path = %path.display(), why, "registry artifact invalid");
-                    Some(ARTIFACT_INVALID.into())
-                }
-            },
-            Ok(meta) if meta.file_type().is_symlink() => Some(report::SYMLINK.into()),
-            Ok(_) => Some(ARTIFACT_INVALID.into()),
-        };
-        if let Some(actual) = actual {
-            out.push((shown(&path), m.sha256.clone(), actual));
-        }
-    }
     out
+}
+
+/// What is wrong with the enrolled artifact `m` at `path`, if anything (the actual digest or
+/// a marker); a directory's digest comes from `digest_of_dir`.
+fn artifact_finding(
+    hasher: &mut FileHasher,
+    m: &Model,
+    path: &Path,
+    digest_of_dir: &mut dyn FnMut(&mut FileHasher) -> DirDigest,
+) -> Option<String> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Some(report::MISSING.to_owned()),
+        Ok(meta) if meta.file_type().is_file() => {
+            match hasher.check_expecting(path, Some(m.size)) {
+                Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => None,
+                Outcome::Hashed { hash, .. } => Some(hash),
+                Outcome::SizeChanged(_) => Some(report::SIZE_CHANGED.into()),
+                Outcome::TooLarge(_) => Some(report::TOO_LARGE.into()),
+                _ => Some(ARTIFACT_INVALID.into()),
+            }
+        }
+        Ok(meta) if meta.file_type().is_dir() => match digest_of_dir(hasher) {
+            Ok((hash, size)) if hash == m.sha256 && size == m.size => None,
+            Ok((_, size)) if size != m.size => Some(report::SIZE_CHANGED.into()),
+            Ok((hash, _)) => Some(hash),
+            Err(why) => {
+                tracing::warn!(path = %path.display(), why, "registry artifact invalid");
+                Some(ARTIFACT_INVALID.into())
+            }
+        },
+        Ok(meta) if meta.file_type().is_symlink() => Some(report::SYMLINK.into()),
+        Ok(_) => Some(ARTIFACT_INVALID.into()),
+    }
 }
 
 /// The entries directly in `dir`, read through a descriptor opened with no symlink in any

@@ -169,121 +169,33 @@ pub fn scan(
 ) -> ScanReport {
     let started = Instant::now();
     let hashed_before = hasher.bytes_hashed;
-    let now = now_rfc3339();
-    let index: BTreeMap<&str, &Entry> = baseline
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), e))
-        .collect();
-    let mut violations: Vec<Violation> = Vec::new();
-    let mut watched = 0u32;
-    let mut flag = |path: String, category: Category, expected: &str, actual: String| {
-        violations.push(Violation {
-            detected_at: now.clone(),
-            category,
-            path,
-            expected_hash: expected.to_owned(),
-            actual_hash: actual,
-            action: category.action(),
-        });
-    };
-    let check = |hasher: &mut FileHasher,
-                 path: &Path,
-                 category: Category,
-                 flag: &mut dyn FnMut(String, Category, &str, String)| {
-        let key = path_str(path);
-        match index.get(key.as_str()) {
-            None => flag(key, category, report::NONE, report::UNREGISTERED.into()),
-            Some(entry) => {
-                // A size change is a violation at once; reading the file would only confirm it.
-                let outcome = hasher.check_expecting(path, Some(entry.size));
-                let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
-                if !matches {
-                    flag(key, entry.category, &entry.hash, actual(&outcome));
-                }
-            }
-        }
-    };
-    let walks = walk_all(policy);
-    let expected_size = |p: &Path| index.get(path_str(p).as_str()).map(|e| e.size);
-    hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));
-    for (path, category) in &policy.files {
-        watched += 1;
-        check(hasher, path, *category, &mut flag);
-    }
-    for (dir, found) in &walks {
-        let seen: HashSet<&[u8]> = found
-            .iter()
-            .map(|(p, _)| p.as_os_str().as_bytes())
-            .collect();
-        for (path, what) in found {
-            if policy.registry_manifest.as_ref() == Some(path) {
-                continue;
-            }
-            watched += 1;
-            match what {
-                Found::File => check(hasher, path, Category::ModelFile, &mut flag),
-                Found::Anomaly(kind) => {
-                    let expected = index
-                        .get(path_str(path).as_str())
-                        .map_or(report::NONE, |e| e.hash.as_str());
-                    flag(
-                        path_str(path),
-                        Category::ModelFile,
-                        expected,
-                        (*kind).to_owned(),
-                    );
-                }
-            }
-        }
-        let prefix = dir.as_os_str().as_bytes();
-        let beneath = |p: &[u8]| p.starts_with(prefix) && p.get(prefix.len()) == Some(&b'/');
-        for entry in baseline
+    let mut cmp = Comparison {
+        index: baseline
             .entries
             .iter()
-            .filter(|e| beneath(e.path.as_bytes()))
-        {
-            if !seen.contains(entry.path.as_bytes()) {
-                flag(
-                    entry.path.clone(),
-                    entry.category,
-                    &entry.hash,
-                    report::MISSING.into(),
-                );
-            }
-        }
+            .map(|e| (e.path.as_str(), e))
+            .collect(),
+        now: now_rfc3339(),
+        violations: Vec::new(),
+        watched: 0,
+    };
+    let walks = walk_all(policy);
+    let expected_size = |p: &Path| cmp.index.get(path_str(p).as_str()).map(|e| e.size);
+    hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));
+    for (path, category) in &policy.files {
+        cmp.file(hasher, path, *category);
+    }
+    for (dir, found) in &walks {
+        cmp.walked(hasher, policy, baseline, dir, found);
     }
     if let Some((dir, manifest)) = governed(policy) {
         for (path, expected, actual) in crate::registry::check(hasher, dir, manifest) {
-            watched += 1;
-            flag(path, Category::ModelFile, &expected, actual);
+            cmp.watched += 1;
+            cmp.flag(path, Category::ModelFile, &expected, actual);
         }
     }
-    // Baselined paths the policy no longer covers (a reload narrowed it): still findings.
-    let listed: HashSet<&[u8]> = policy
-        .files
-        .iter()
-        .map(|(p, _)| p.as_os_str().as_bytes())
-        .collect();
-    let covered = |p: &[u8]| {
-        listed.contains(p)
-            || policy.model_dirs.iter().any(|d| {
-                let d = d.as_os_str().as_bytes();
-                p.starts_with(d) && p.get(d.len()) == Some(&b'/')
-            })
-    };
-    for entry in baseline
-        .entries
-        .iter()
-        .filter(|e| !covered(e.path.as_bytes()))
-    {
-        flag(
-            entry.path.clone(),
-            entry.category,
-            &entry.hash,
-            report::REMOVED.into(),
-        );
-    }
+    cmp.uncovered(policy, baseline);
+    let mut violations = cmp.violations;
     violations.sort_by(|a, b| a.path.cmp(&b.path));
     let violation_count = u32::try_from(violations.len()).unwrap_or(u32::MAX);
     violations.truncate(MAX_REPORTED_VIOLATIONS);
@@ -291,12 +203,129 @@ pub fn scan(
         seq,
         completed_at: now_rfc3339(),
         baseline_digest: digest.to_owned(),
-        watched_files: watched,
+        watched_files: cmp.watched,
         bytes_hashed: hasher.bytes_hashed - hashed_before,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         violation_count,
         violations,
     }
+}
+
+/// One scan's comparison against the baseline, as it goes.
+struct Comparison<'a> {
+    /// The baseline's entries by path.
+    index: BTreeMap<&'a str, &'a Entry>,
+    /// When this scan started (every violation it finds carries it).
+    now: String,
+    violations: Vec<Violation>,
+    watched: u32,
+}
+
+impl Comparison<'_> {
+    fn flag(&mut self, path: String, category: Category, expected: &str, actual: String) {
+        self.violations.push(Violation {
+            detected_at: self.now.clone(),
+            category,
+            path,
+            expected_hash: expected.to_owned(),
+            actual_hash: actual,
+            action: category.action(),
+        });
+    }
+
+    /// A watched regular file: absent from the baseline, or not what the baseline says.
+    fn file(&mut self, hasher: &mut FileHasher, path: &Path, category: Category) {
+        self.watched += 1;
+        let key = path_str(path);
+        let Some(entry) = self.index.get(key.as_str()).copied() else {
+            self.flag(key, category, report::NONE, report::UNREGISTERED.into());
+            return;
+        };
+        // A size change is a violation at once; reading the file would only confirm it.
+        let outcome = hasher.check_expecting(path, Some(entry.size));
+        let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
+        if !matches {
+            self.flag(key, entry.category, &entry.hash, actual(&outcome));
+        }
+    }
+
+    /// What walking one model dir found, and the baselined files beneath it it did not find.
+    fn walked(
+        &mut self,
+        hasher: &mut FileHasher,
+        policy: &Policy,
+        baseline: &Manifest,
+        dir: &Path,
+        found: &[(PathBuf, Found)],
+    ) {
+        for (path, what) in found {
+            if policy.registry_manifest.as_ref() == Some(path) {
+                continue;
+            }
+            match what {
+                Found::File => self.file(hasher, path, Category::ModelFile),
+                Found::Anomaly(kind) => {
+                    self.watched += 1;
+                    let expected = self
+                        .index
+                        .get(path_str(path).as_str())
+                        .map_or(report::NONE, |e| e.hash.as_str())
+                        .to_owned();
+                    self.flag(
+                        path_str(path),
+                        Category::ModelFile,
+                        &expected,
+                        (*kind).to_owned(),
+                    );
+                }
+            }
+        }
+        let seen: HashSet<&[u8]> = found
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_bytes())
+            .collect();
+        for entry in baseline
+            .entries
+            .iter()
+            .filter(|e| beneath(e.path.as_bytes(), dir) && !seen.contains(e.path.as_bytes()))
+        {
+            self.flag(
+                entry.path.clone(),
+                entry.category,
+                &entry.hash,
+                report::MISSING.into(),
+            );
+        }
+    }
+
+    /// Baselined paths the policy no longer covers (a reload narrowed it): still findings.
+    fn uncovered(&mut self, policy: &Policy, baseline: &Manifest) {
+        let listed: HashSet<&[u8]> = policy
+            .files
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_bytes())
+            .collect();
+        let covered =
+            |p: &[u8]| listed.contains(p) || policy.model_dirs.iter().any(|d| beneath(p, d));
+        for entry in baseline
+            .entries
+            .iter()
+            .filter(|e| !covered(e.path.as_bytes()))
+        {
+            self.flag(
+                entry.path.clone(),
+                entry.category,
+                &entry.hash,
+                report::REMOVED.into(),
+            );
+        }
+    }
+}
+
+/// Whether `path` lies strictly beneath `dir`, compared as bytes.
+fn beneath(path: &[u8], dir: &Path) -> bool {
+    let prefix = dir.as_os_str().as_bytes();
+    path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/')
 }
 
 #[cfg(test)]

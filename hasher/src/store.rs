@@ -144,40 +144,36 @@ impl Store {
             };
         };
         let record_gen = record.as_ref().map_or(0, |r| r.generation);
-        let mut event = None;
-        let manifest = match Manifest::parse(&bytes).and_then(|m| m.verify(key).map(|()| m)) {
+        let (manifest, event) = match verified(&bytes, key, record.is_none()) {
             Ok(m) => m,
-            // An appliance upgraded from the Go service: its baseline, signed its way, under
-            // the same key. Never once the store has a record (that would be a rollback).
-            Err(BaselineError::BadHmac)
-                if record.is_none()
-                    && key.is_some()
-                    && Manifest::parse(&bytes)
-                        .is_ok_and(|m| m.verify_go(key.unwrap_or_default())) =>
-            {
-                event = Some(StoreEvent::MigratedFromGo);
-                match Manifest::parse(&bytes) {
-                    Ok(m) => m,
-                    Err(e) => return rejected(format!("{BASELINE}: {e}"), record_gen),
-                }
-            }
             Err(e) => return rejected(format!("{BASELINE}: {e}"), record_gen),
         };
-        let digest = sha256_hex(&bytes);
-        let generation = manifest.generation.unwrap_or(0);
         let current = Current {
+            digest: sha256_hex(&bytes),
+            generation: manifest.generation.unwrap_or(0),
             manifest,
             bytes,
-            digest,
-            generation,
         };
-        let highest = generation.max(record_gen);
+        self.against_record(current, record, event, key)
+    }
+
+    /// Adopts `current` if the generation record agrees (or it is the next generation, whose
+    /// record a crash kept from being written); anything else is a rollback or a deletion.
+    fn against_record(
+        &self,
+        current: Current,
+        record: Option<GenerationRecord>,
+        event: Option<StoreEvent>,
+        key: Option<&[u8]>,
+    ) -> Loaded {
+        let generation = current.generation;
+        let highest = generation.max(record.as_ref().map_or(0, |r| r.generation));
+        let rejected = |reason: String| Loaded::Rejected { reason, highest };
         match record {
             None if generation == 0 => Loaded::Adopted(current, event),
-            None => rejected(
-                format!("{RECORD} is missing but {BASELINE} is generation {generation}: the record was deleted"),
-                highest,
-            ),
+            None => rejected(format!(
+                "{RECORD} is missing but {BASELINE} is generation {generation}: the record was deleted"
+            )),
             Some(r) if r.generation == generation && r.baseline_digest == current.digest => {
                 Loaded::Adopted(current, None)
             }
@@ -186,22 +182,16 @@ impl Store {
                     current,
                     Some(StoreEvent::RolledForward { from: r.generation }),
                 ),
-                Err(why) => rejected(why, highest),
+                Err(why) => rejected(why),
             },
-            Some(r) if generation < r.generation => rejected(
-                format!(
-                    "{BASELINE} is generation {generation} but {RECORD} says {} is current: an older baseline was put back",
-                    r.generation
-                ),
-                highest,
-            ),
-            Some(r) => rejected(
-                format!(
-                    "{BASELINE} (generation {generation}, sha256 {}) disagrees with {RECORD} (generation {}, sha256 {})",
-                    current.digest, r.generation, r.baseline_digest
-                ),
-                highest,
-            ),
+            Some(r) if generation < r.generation => rejected(format!(
+                "{BASELINE} is generation {generation} but {RECORD} says {} is current: an older baseline was put back",
+                r.generation
+            )),
+            Some(r) => rejected(format!(
+                "{BASELINE} (generation {generation}, sha256 {}) disagrees with {RECORD} (generation {}, sha256 {})",
+                current.digest, r.generation, r.baseline_digest
+            )),
         }
     }
 
@@ -250,6 +240,24 @@ impl Store {
             return Err(fail(e));
         }
         Ok(())
+    }
+}
+
+/// The baseline in `bytes`, verified under `key`. With no generation record yet (`first`), a
+/// baseline the Go service signed its way under the same key is accepted too: an appliance
+/// upgraded from it. Never once the store has a record (that would be a rollback).
+fn verified(
+    bytes: &[u8],
+    key: Option<&[u8]>,
+    first: bool,
+) -> Result<(Manifest, Option<StoreEvent>), BaselineError> {
+    let manifest = Manifest::parse(bytes)?;
+    match manifest.verify(key) {
+        Ok(()) => Ok((manifest, None)),
+        Err(BaselineError::BadHmac) if first && key.is_some_and(|k| manifest.verify_go(k)) => {
+            Ok((manifest, Some(StoreEvent::MigratedFromGo)))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -1,0 +1,68 @@
+//! `--check-config`: whether a policy can work on this machine, each problem with its key.
+
+use crate::policy::{self, Policy};
+use crate::{key, Options, EXIT_CONFIG};
+
+/// `--check-config`: the policy parses and validates (done by the caller), and what it names
+/// can work: every listed file is a readable regular file, every model dir a directory, the
+/// key file there and readable by its owner only. Each problem names the key and the path.
+pub fn check_config(options: &Options, policy: &Policy) -> i32 {
+    let mut problems = Vec::new();
+    if options.syntax_only {
+        println!(
+            "{}: form OK (files not looked at)",
+            options.policy.display()
+        );
+        return 0;
+    }
+    for (path, category) in &policy.files {
+        let key = policy::key_of(*category);
+        match std::fs::symlink_metadata(path) {
+            Err(e) => problems.push(format!(
+                "{key}: {}: {e} (a baseline could never be made; rebaseline answers 409)",
+                path.display()
+            )),
+            Ok(m) if m.file_type().is_symlink() => problems.push(format!(
+                "{key}: {}: is a symlink (list its target)",
+                path.display()
+            )),
+            Ok(m) if !m.file_type().is_file() => {
+                problems.push(format!("{key}: {}: not a regular file", path.display()))
+            }
+            Ok(_) => {}
+        }
+    }
+    for dir in &policy.model_dirs {
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir()) {
+            problems.push(format!("model_dirs: {}: not a directory", dir.display()));
+        }
+    }
+    let key_path = options
+        .key_file
+        .clone()
+        .unwrap_or_else(|| policy.hmac_key_path.clone());
+    match key::load(&key_path) {
+        Ok(Some(_)) => {}
+        Ok(None) => problems.push(format!(
+            "hmac_key_path: {}: does not exist (the service would run unsigned and a boot check would refuse it)",
+            key_path.display()
+        )),
+        Err(e) => problems.push(format!("hmac_key_path: {e}")),
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: OK ({} files, {} model dirs, interval {:?}, threshold {})",
+            options.policy.display(),
+            policy.files.len(),
+            policy.model_dirs.len(),
+            policy.scan_interval,
+            policy.degradation_threshold
+        );
+        0
+    } else {
+        for p in &problems {
+            eprintln!("{}: {p}", options.policy.display());
+        }
+        EXIT_CONFIG
+    }
+}

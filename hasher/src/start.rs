@@ -1,0 +1,142 @@
+//! Start-up, in the order it must happen: the channel taken, the policy loaded, the key and
+//! token read, the store opened and loaded, then the sandbox; then serving the api.
+//! Each step's `Err` is the exit code to stop with, its reason already logged.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use crate::policy::{self, Policy};
+use crate::{channel, key, lifeline, sandbox, server, store, sys, token, Options, EXIT_CONFIG};
+
+/// Starts and serves; the exit code either way.
+pub(crate) fn run(options: Options) -> Result<i32, i32> {
+    let fd = take_channel(&options)?;
+    let policy = load_policy(&options)?;
+    if options.check_config {
+        return Ok(crate::checkconfig::check_config(&options, &policy));
+    }
+    let (key_path, key) = load_key(&options, &policy)?;
+    let token_path = token::path(options.token_file.as_deref());
+    let token = token::load(&token_path).map_err(|why| {
+        tracing::error!(why, "service token refused");
+        EXIT_CONFIG
+    })?;
+    sys::lower_priority();
+    let read_set = sandbox::read_set(&policy, &options.policy);
+    if let Some((dir, secret)) = sandbox::exposes(&read_set, &[key_path, token_path]) {
+        tracing::error!(dir = %dir.display(), secret = %secret.display(), "the policy's watched paths would let the hasher read a secret after start: keep the key and token out of every watched file's directory, the model dirs and the policy's directory");
+        return Err(EXIT_CONFIG);
+    }
+    let store = open_store(&options)?;
+    let loaded = store
+        .as_ref()
+        .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
+    enter_sandbox(&options, &read_set)?;
+    #[cfg(feature = "probe")]
+    if let Some((act, arg)) = &options.probe {
+        return Ok(crate::probe::run(act, arg));
+    }
+    let (Some(fd), Some(store), Some(loaded)) = (fd, store, loaded) else {
+        return Err(1);
+    };
+    let mut server = server::Server::new(server::Parts {
+        policy_path: options.policy,
+        policy,
+        key,
+        token,
+        store,
+        loaded,
+        read_set,
+        release_override: options.release_baseline,
+    });
+    match server.serve(&mut channel::Channel::new(fd)) {
+        Ok(()) => {
+            tracing::info!("api closed the channel; exiting");
+            Ok(0)
+        }
+        Err(why) => {
+            tracing::error!(why, "stopping");
+            Err(1)
+        }
+    }
+}
+
+/// The channel to the api on fd 3 (none for `--check-config` and the probe harness).
+fn take_channel(options: &Options) -> Result<Option<OwnedFd>, i32> {
+    if options.probe.is_some() || options.check_config {
+        return Ok(None);
+    }
+    let fd = sys::take_channel().map_err(|why| {
+        tracing::error!(why, "no channel");
+        EXIT_CONFIG
+    })?;
+    // Duplicated now: the sandbox allows no F_DUPFD later.
+    if let Ok(dup) = fd.try_clone() {
+        lifeline::watch(dup);
+    }
+    Ok(Some(fd))
+}
+
+fn load_policy(options: &Options) -> Result<Policy, i32> {
+    match Policy::load(&options.policy) {
+        Ok(p) => Ok(p.with_release_baseline(options.release_baseline.clone())),
+        Err(e) => {
+            tracing::error!(error = %e, "policy refused");
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The HMAC key and where it came from: an explicit key file (flag or HMAC_KEY_PATH) first;
+/// under systemd the credential; elsewhere the policy's path.
+fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::Key>), i32> {
+    let key_path = options.key_file.clone().unwrap_or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| Path::new(&d).join("integrity-hmac-key"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| policy.hmac_key_path.clone())
+    });
+    let key = key::load(&key_path).map_err(|e| {
+        tracing::error!(error = %e, "HMAC key refused");
+        EXIT_CONFIG
+    })?;
+    if key.is_none() {
+        tracing::warn!(path = %key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
+    }
+    Ok((key_path, key))
+}
+
+/// The baseline store (none for the probe harness).
+fn open_store(options: &Options) -> Result<Option<store::Store>, i32> {
+    if options.probe.is_some() {
+        return Ok(None);
+    }
+    let name = options.baseline_name.as_deref().unwrap_or("baseline.json");
+    store::Store::open_named(&options.state_dir, name)
+        .map(Some)
+        .map_err(|why| {
+            tracing::error!(why, "baseline store unusable");
+            EXIT_CONFIG
+        })
+}
+
+fn enter_sandbox(options: &Options, read_set: &[PathBuf]) -> Result<(), i32> {
+    if options.insecure_no_sandbox {
+        if options.policy == Path::new(policy::DEFAULT_POLICY) {
+            tracing::error!("--insecure-no-sandbox is refused with the production policy");
+            return Err(EXIT_CONFIG);
+        }
+        tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
+        return Ok(());
+    }
+    match sandbox::install(read_set, &options.state_dir) {
+        Ok(e) => {
+            tracing::info!(landlock = e.landlock, read_set = ?e.read_set, store = %options.state_dir.display(), seccomp = "hasher.json", "sandbox installed");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sandbox could not be installed; refusing to run");
+            Err(EXIT_CONFIG)
+        }
+    }
+}
