@@ -50,14 +50,22 @@ fn open(path: &Path) -> std::io::Result<File> {
 
 /// Locks the audit log for this process: `PATH.lock` beside it holds an exclusive `flock` and
 /// the holder's pid. A second monitor on the same log is refused, naming the first.
-pub fn lock(path: &Path) -> Result<(), String> {
+pub fn lock(path: &Path) -> Result<(), InUse> {
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    imsys::lockfile::acquire(&lock_path, std::time::Duration::from_secs(2)).map_err(|why| {
-        format!(
-            "{} is in use by another integrity-monitor: {why}",
-            path.display()
-        )
+    imsys::lockfile::acquire(&lock_path, std::time::Duration::from_secs(2)).map_err(|why| InUse {
+        path: path.to_owned(),
+        why,
     })
+}
+
+/// The audit log is locked by another monitor (or its lock file is unusable).
+#[derive(Debug, thiserror::Error)]
+#[error("{} is in use by another integrity-monitor: {why}", path.display())]
+pub struct InUse {
+    /// The audit log.
+    pub path: PathBuf,
+    /// Who holds it.
+    pub why: imsys::lockfile::LockError,
 }
 
 /// Reads the end of an existing log: the head of its chain, or why its tail is broken (with

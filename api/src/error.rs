@@ -52,3 +52,63 @@ impl MonitorError {
         }
     }
 }
+
+/// `--incident-url` names no loopback HTTP endpoint.
+#[derive(Debug, Error)]
+pub enum RecorderUrlError {
+    /// Not `http://`.
+    #[error("incident URL must start with http://")]
+    Scheme,
+    /// The host is not `IP:port` (or `localhost:port`).
+    #[error("incident URL host {host}: {why}")]
+    Host {
+        /// The host part as given.
+        host: String,
+        /// The parser's message.
+        why: std::net::AddrParseError,
+    },
+    /// Not on loopback: the api's sandbox connects nowhere else.
+    #[error("incident URL {0} is not on loopback")]
+    NotLoopback(String),
+}
+
+/// One report to the incident recorder failed (it is retried).
+#[derive(Debug, Error)]
+pub enum PostError {
+    /// No answer in time.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The connection failed.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// HTTP failed.
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+    /// The request could not be built.
+    #[error("request: {0}")]
+    Request(#[from] hyper::http::Error),
+    /// The recorder answered other than 2xx.
+    #[error("recorder answered {0}")]
+    Status(u16),
+}
+
+/// A hasher socket that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// connect(2) failed.
+    #[error("{}: {why}", path.display())]
+    Connect {
+        /// The socket.
+        path: std::path::PathBuf,
+        /// The OS error.
+        why: std::io::Error,
+    },
+    /// The peer is neither root nor the configured uid: not our hasher.
+    #[error("{}: peer uid {uid} is neither root (systemd) nor --hasher-peer-uid", path.display())]
+    Peer {
+        /// The socket.
+        path: std::path::PathBuf,
+        /// The peer's uid.
+        uid: u32,
+    },
+}

@@ -2,6 +2,7 @@
 //! appliance's incident recorder (loopback only), bounded to 64 KiB, retried with backoff, and
 //! its outcome audited. Reporting runs in its own task and never holds up a scan.
 
+use crate::error::{PostError, RecorderUrlError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,19 +37,22 @@ pub struct Recorder {
 
 impl Recorder {
     /// Parses `http://127.0.0.1:8515/api/v1/incidents/report`; only loopback is accepted.
-    pub fn parse(url: &str, token: String) -> Result<Recorder, String> {
+    pub fn parse(url: &str, token: String) -> Result<Recorder, RecorderUrlError> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or("incident URL must start with http://")?;
+            .ok_or(RecorderUrlError::Scheme)?;
         let (host, path) = rest
             .split_once('/')
             .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
         let addr: SocketAddr = host
             .replace("localhost", "127.0.0.1")
             .parse()
-            .map_err(|e| format!("incident URL host {host}: {e}"))?;
+            .map_err(|why| RecorderUrlError::Host {
+                host: host.to_owned(),
+                why,
+            })?;
         if !addr.ip().is_loopback() {
-            return Err(format!("incident URL {url} is not on loopback"));
+            return Err(RecorderUrlError::NotLoopback(url.to_owned()));
         }
         Ok(Recorder { addr, path, token })
     }
@@ -126,29 +130,25 @@ fn action_str(a: protocol::Action) -> &'static str {
     }
 }
 
-async fn post_once(rec: &Recorder, body: &Bytes) -> Result<u16, String> {
+async fn post_once(rec: &Recorder, body: &Bytes) -> Result<u16, PostError> {
     let stream = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::TcpStream::connect(rec.addr),
     )
     .await
-    .map_err(|_| "connect timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| PostError::Timeout("connect"))?
+    .map_err(PostError::Connect)?;
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let req = hyper::Request::post(rec.path.as_str())
         .header("host", rec.addr.to_string())
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", rec.token))
-        .body(Full::new(body.clone()))
-        .map_err(|e| e.to_string())?;
+        .body(Full::new(body.clone()))?;
     let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
-        .map_err(|_| "response timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| PostError::Timeout("response"))??;
     let status = resp.status().as_u16();
     let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()
@@ -156,7 +156,7 @@ async fn post_once(rec: &Recorder, body: &Bytes) -> Result<u16, String> {
     if (200..300).contains(&status) {
         Ok(status)
     } else {
-        Err(format!("recorder answered {status}"))
+        Err(PostError::Status(status))
     }
 }
 
@@ -183,7 +183,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "incident report failed");
-                    last = e;
+                    last = e.to_string();
                     if attempt < ATTEMPTS {
                         tokio::time::sleep(wait).await;
                         wait *= 2;

@@ -30,7 +30,7 @@ pub enum SandboxError {
     Landlock(String),
     /// A seccomp filter did not compile or install.
     #[error("seccomp: {0}")]
-    Seccomp(String),
+    Seccomp(#[from] imsys::seccomp::SeccompError),
 }
 
 /// Sets no_new_privs and drops every capability, bounding set included when permitted.

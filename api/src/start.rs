@@ -84,8 +84,8 @@ fn open_audit(path: &Path) -> Result<audit::AuditLog, i32> {
     if let Some(dir) = path.parent() {
         let _ = create_dir(dir);
     }
-    if let Err(why) = audit::lock(path) {
-        tracing::error!(why, "refusing to start a second monitor");
+    if let Err(e) = audit::lock(path) {
+        tracing::error!(error = %e, "refusing to start a second monitor");
         return Err(EXIT_CONFIG);
     }
     audit::AuditLog::open(path).map_err(|e| {

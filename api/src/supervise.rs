@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::error::ConnectError;
 use crate::{link, monitor, notify, sys, verdict};
 
 /// Where the hasher comes from.
@@ -129,9 +130,9 @@ async fn next_channel(source: &mut Source, backoff: &mut Backoff) -> Option<std:
         Source::Socket { path, peer_uid } => loop {
             match connect(path, *peer_uid) {
                 Ok(fd) => return Some(fd),
-                Err(why) => {
+                Err(e) => {
                     tracing::warn!(
-                        why,
+                        error = %e,
                         retry_ms = backoff.0.as_millis() as u64,
                         "hasher not reachable"
                     );
@@ -142,13 +143,16 @@ async fn next_channel(source: &mut Source, backoff: &mut Backoff) -> Option<std:
     }
 }
 
-fn connect(path: &Path, peer_uid: Option<u32>) -> Result<std::os::fd::OwnedFd, String> {
-    let (fd, uid) = sys::connect_hasher(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn connect(path: &Path, peer_uid: Option<u32>) -> Result<std::os::fd::OwnedFd, ConnectError> {
+    let (fd, uid) = sys::connect_hasher(path).map_err(|why| ConnectError::Connect {
+        path: path.to_owned(),
+        why,
+    })?;
     if uid != 0 && Some(uid) != peer_uid {
-        return Err(format!(
-            "{}: peer uid {uid} is neither root (systemd) nor --hasher-peer-uid",
-            path.display()
-        ));
+        return Err(ConnectError::Peer {
+            path: path.to_owned(),
+            uid,
+        });
     }
     Ok(fd)
 }

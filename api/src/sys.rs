@@ -75,44 +75,39 @@ pub fn spawn_hasher(program: &Path, args: &[OsString], channel: OwnedFd) -> std:
     child
 }
 
-/// Takes a socket-activated listener: `LISTEN_FDS=1` and `LISTEN_PID` naming this process.
-/// The variables are removed so nothing started later inherits them.
+/// Takes a socket-activated listener: `LISTEN_FDS=1` and `LISTEN_PID` naming this process
+/// (checked by `sd_notify::listen_fds`, which also sets `FD_CLOEXEC`). The variables are
+/// removed so nothing started later inherits them.
 pub fn take_listener() -> Option<std::net::TcpListener> {
-    let fds = std::env::var("LISTEN_FDS").ok()?;
-    let pid_ok = std::env::var("LISTEN_PID")
-        .map(|p| p == std::process::id().to_string())
-        .unwrap_or(false);
-    if fds != "1" || !pid_ok {
-        return None;
-    }
-    // SAFETY: systemd (or systemd-socket-activate) handed fd 3 to this process, as the two
-    // variables just checked say; fcntl confirms it is open and nothing else owns it.
-    let fd = unsafe {
-        if libc::fcntl(HANDED_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+    // SAFETY: called once at start, before any thread exists (the runtime starts later), so
+    // removing the environment variables races no reader.
+    let fds = unsafe { sd_notify::listen_fds_and_unset_env() };
+    let mut fds = match fds {
+        Ok(fds) if fds.len() == 1 => fds,
+        Ok(fds) if fds.len() == 0 => return None,
+        Ok(fds) => {
+            tracing::error!(
+                count = fds.len(),
+                "socket activation handed more than one fd; expected one listener"
+            );
             return None;
         }
-        OwnedFd::from_raw_fd(HANDED_FD)
+        Err(e) => {
+            tracing::error!(error = %e, "LISTEN_FDS/LISTEN_PID unusable");
+            return None;
+        }
     };
+    let raw = fds.next()?;
+    // SAFETY: systemd handed `raw` (fd 3) to this process, as LISTEN_FDS and LISTEN_PID say,
+    // and listen_fds just made it close-on-exec (an fcntl that fails on a closed fd); nothing
+    // else in the process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     Some(std::net::TcpListener::from(fd))
 }
 
-/// Fills `buf` from the kernel's CSPRNG.
+/// Fills `buf` from the kernel's CSPRNG (getrandom(2), through the crate rand itself uses).
 pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: the pointer and length describe the writable `rest` slice.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            continue;
-        }
-        filled += n as usize;
-    }
-    Ok(())
+    getrandom::fill(buf).map_err(std::io::Error::from)
 }
 
 /// Registers an owned socket with the tokio reactor.

@@ -90,3 +90,173 @@ pub enum KeyError {
         len: usize,
     },
 }
+
+/// The baseline store could not be opened, read or written.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The state dir could not be created.
+    #[error("state dir {}: cannot create: {why}", dir.display())]
+    CreateDir {
+        /// The state dir.
+        dir: PathBuf,
+        /// The OS error.
+        why: std::io::Error,
+    },
+    /// Another hasher holds the store's lock.
+    #[error("state dir {} is in use by another integrity-hasher: {why}", dir.display())]
+    InUse {
+        /// The state dir.
+        dir: PathBuf,
+        /// Who holds it.
+        why: imsys::lockfile::LockError,
+    },
+    /// A store file exists but could not be read.
+    #[error("{}: cannot read: {why}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        why: std::io::Error,
+    },
+    /// A store file is larger than anything this hasher writes.
+    #[error("{}: larger than {cap} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound.
+        cap: usize,
+    },
+    /// A store file could not be written (the old one stays).
+    #[error("{}: cannot write: {why}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error (ENOSPC on a full disk).
+        why: std::io::Error,
+    },
+}
+
+/// The service token file exists but must not be used.
+#[derive(Debug, Error)]
+pub enum TokenError {
+    /// Readable or writable by others than its owner (refused as the key is).
+    #[error("service token {}: mode {mode:04o} lets others than its owner read or write it; `chmod 600 {}`", path.display(), path.display())]
+    Exposed {
+        /// The token file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// A new baseline disagrees with the release baseline, or the release baseline is unusable.
+#[derive(Debug, Error)]
+pub enum ReleaseError {
+    /// The file could not be read.
+    #[error("{}: {why}", path.display())]
+    Read {
+        /// The release baseline.
+        path: PathBuf,
+        /// Why.
+        why: crate::fsread::ReadError,
+    },
+    /// The file is not the release baseline's JSON.
+    #[error("{}: {why}", path.display())]
+    Parse {
+        /// The release baseline.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        why: serde_json::Error,
+    },
+    /// A format version this hasher does not know.
+    #[error("{}: release baseline version {found} is not 1, the only one known", path.display())]
+    Version {
+        /// The release baseline.
+        path: PathBuf,
+        /// The version it declares.
+        found: u64,
+    },
+    /// An entry without a valid SHA-256.
+    #[error("{}: entry {entry} has no valid sha256", path.display())]
+    BadEntry {
+        /// The release baseline.
+        path: PathBuf,
+        /// The entry's path.
+        entry: String,
+    },
+    /// Files of the new baseline differ from the release's.
+    #[error("{count} file(s) differ from the release baseline of {commit}: {shown}")]
+    Differs {
+        /// How many differ.
+        count: usize,
+        /// The release's source commit.
+        commit: String,
+        /// The first 20, each with both digests.
+        shown: String,
+    },
+}
+
+/// Why a baseline could not be made (the old one, if any, stays).
+#[derive(Debug, Error)]
+pub enum BaselineRefused {
+    /// A listed file is not a readable regular file: a baseline must never bless an absent or
+    /// redirected file.
+    #[error("{}: cannot be baselined: {why}", path.display())]
+    Unreadable {
+        /// The listed file.
+        path: PathBuf,
+        /// What is at the path instead.
+        why: String,
+    },
+    /// A model dir is missing.
+    #[error("{}: model dir does not exist or is not a directory", dir.display())]
+    NoModelDir {
+        /// The model dir.
+        dir: PathBuf,
+    },
+    /// More files than a baseline may hold.
+    #[error("{count} files watched; the limit is {limit}")]
+    TooMany {
+        /// Files found.
+        count: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// The release baseline refuses it.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+}
+
+/// The channel to the api was not handed over as integrity-monitor and systemd hand it.
+#[derive(Debug, Error)]
+pub enum HandOverError {
+    /// No `LISTEN_FDS`: started by hand.
+    #[error("LISTEN_FDS is not set; integrity-hasher is started by integrity-monitor or systemd, not by hand")]
+    NotHanded,
+    /// `LISTEN_FDS` other than 1.
+    #[error("LISTEN_FDS={0}; the hasher takes exactly one channel on fd 3")]
+    Count(String),
+    /// `LISTEN_PID` names another process (the variables were inherited, not meant for us).
+    #[error("LISTEN_PID={0} is not this process")]
+    OtherPid(String),
+    /// fd 3 is closed.
+    #[error("fd 3 is not open")]
+    Closed,
+    /// fd 3 is not a SEQPACKET socket.
+    #[error("fd 3 is not a SEQPACKET socket: {0}")]
+    NotSeqPacket(String),
+    /// fd 3 could not be made close-on-exec.
+    #[error("fd 3: cannot set FD_CLOEXEC: {0}")]
+    Cloexec(nix::errno::Errno),
+}
+
+/// The channel to the api failed; the hasher exits (the api or systemd starts a new one).
+#[derive(Debug, Error)]
+pub enum ChannelError {
+    /// Sending or receiving failed.
+    #[error("channel failed: {0}")]
+    Io(nix::errno::Errno),
+    /// Waiting on the channel and the watcher failed.
+    #[error("poll failed: {0}")]
+    Poll(nix::errno::Errno),
+}

@@ -1,6 +1,7 @@
 //! The release baseline shipped with the OS image: a rebaseline can never bless a file the
 //! release says is different.
 
+use crate::error::ReleaseError;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -30,31 +31,34 @@ struct ReleaseBaseline {
 /// The only release baseline format version known.
 const RELEASE_VERSION: u64 = 1;
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = crate::fsread::read_bounded(path, MAX_BYTES)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReleaseError> {
+    let bytes = crate::fsread::read_bounded(path, MAX_BYTES).map_err(|why| ReleaseError::Read {
+        path: path.to_owned(),
+        why,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|why| ReleaseError::Parse {
+        path: path.to_owned(),
+        why,
+    })
 }
 
 /// Checks new baseline entries against the release baseline; `Err` names every file that
 /// differs (capped) so an operator sees what the rebaseline would have blessed.
-pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
+pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, ReleaseError> {
     let release: ReleaseBaseline = read_json(path)?;
     if release.version != RELEASE_VERSION {
-        return Err(format!(
-            "{}: release baseline version {} is not {RELEASE_VERSION}, the only one known",
-            path.display(),
-            release.version
-        ));
+        return Err(ReleaseError::Version {
+            path: path.to_owned(),
+            found: release.version,
+        });
     }
     let mut expected: HashMap<&str, &ReleaseFile> = HashMap::new();
     for f in &release.files {
         if !is_sha256_hex(&f.sha256) {
-            return Err(format!(
-                "{}: entry {} has no valid sha256",
-                path.display(),
-                f.path
-            ));
+            return Err(ReleaseError::BadEntry {
+                path: path.to_owned(),
+                entry: f.path.clone(),
+            });
         }
         expected.insert(f.path.as_str(), f);
     }
@@ -77,16 +81,15 @@ pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, String> {
         ))
     } else {
         let shown: Vec<&String> = mismatches.iter().take(20).collect();
-        Err(format!(
-            "{} file(s) differ from the release baseline of {}: {}",
-            mismatches.len(),
-            release.source_commit,
-            shown
+        Err(ReleaseError::Differs {
+            count: mismatches.len(),
+            commit: release.source_commit,
+            shown: shown
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
-                .join("; ")
-        ))
+                .join("; "),
+        })
     }
 }
 
@@ -119,7 +122,10 @@ mod tests {
         )
         .is_ok());
         let e = check_release(&p, &[entry("/usr/bin/x", &"b".repeat(64))]).expect_err("refused");
-        assert!(e.contains("/usr/bin/x"), "{e}");
+        assert!(
+            matches!(&e, ReleaseError::Differs { count: 1, shown, .. } if shown.contains("/usr/bin/x")),
+            "{e}"
+        );
         assert!(check_release(&dir.path().join("missing.json"), &[]).is_err());
     }
 }

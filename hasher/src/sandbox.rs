@@ -31,7 +31,7 @@ pub enum SandboxError {
     Landlock(String),
     /// The seccomp filter did not compile or install.
     #[error("seccomp: {0}")]
-    Seccomp(String),
+    Seccomp(#[from] imsys::seccomp::SeccompError),
 }
 
 /// What got enforced, for the log.

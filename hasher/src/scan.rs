@@ -9,6 +9,7 @@ use protocol::baseline::{Entry, Manifest, MAX_ENTRIES};
 use protocol::report::{self, ScanReport, Violation, MAX_REPORTED_VIOLATIONS};
 use protocol::Category;
 
+use crate::error::BaselineRefused;
 use crate::hashing::{FileHasher, Outcome};
 use crate::policy::Policy;
 use crate::walk::Found;
@@ -62,7 +63,7 @@ pub fn create_baseline(
     hasher: &mut FileHasher,
     key: Option<&[u8]>,
     generation: u64,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, BaselineRefused> {
     let mut entries = Vec::new();
     let walks = walk_all(policy);
     // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
@@ -77,20 +78,18 @@ pub fn create_baseline(
                 size,
             }),
             other => {
-                return Err(format!(
-                    "{}: cannot be baselined: {}",
-                    path.display(),
-                    describe(&other)
-                ))
+                return Err(BaselineRefused::Unreadable {
+                    path: path.clone(),
+                    why: describe(&other),
+                })
             }
         }
     }
     for (dir, found) in walks {
         if !dir.is_dir() {
-            return Err(format!(
-                "{}: model dir does not exist or is not a directory",
-                dir.display()
-            ));
+            return Err(BaselineRefused::NoModelDir {
+                dir: dir.to_owned(),
+            });
         }
         for (path, what) in found {
             if policy.registry_manifest.as_ref() == Some(&path) {
@@ -115,10 +114,10 @@ pub fn create_baseline(
         }
     }
     if entries.len() > MAX_ENTRIES {
-        return Err(format!(
-            "{} files watched; the limit is {MAX_ENTRIES}",
-            entries.len()
-        ));
+        return Err(BaselineRefused::TooMany {
+            count: entries.len(),
+            limit: MAX_ENTRIES,
+        });
     }
     if let Some(release) = &policy.release_baseline {
         let version = crate::release::check_release(release, &entries)?;
@@ -450,11 +449,17 @@ mod tests {
         std::fs::remove_file(t.dir.path().join("bin")).expect("rm");
         let e =
             create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect_err("refused");
-        assert!(e.contains("/bin") && e.contains("missing"), "{e}");
+        assert!(
+            matches!(&e, BaselineRefused::Unreadable { path, why } if path.ends_with("bin") && why == "missing"),
+            "{e}"
+        );
         std::os::unix::fs::symlink("/etc/passwd", t.dir.path().join("bin")).expect("symlink");
         let e =
             create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect_err("refused");
-        assert!(e.contains("symlink"), "{e}");
+        assert!(
+            matches!(&e, BaselineRefused::Unreadable { why, .. } if why.contains("symlink")),
+            "{e}"
+        );
     }
 
     /// `SecAI-Directory-Hash-v1` written out from its definition, independently of the code.
@@ -615,6 +620,7 @@ mod tests {
         assert!(create_baseline(&policy, &mut FileHasher::default(), None, 1).is_ok());
         std::fs::write(&bin, "x").expect("tamper");
         let e = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect_err("refused");
+        let e = e.to_string();
         assert!(
             e.contains(&bin.display().to_string()) && e.contains("c0ffee0123456789"),
             "{e}"

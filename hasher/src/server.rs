@@ -7,6 +7,7 @@ use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, Request, Response
 use protocol::PROTOCOL_VERSION;
 
 use crate::channel::{Channel, RecvError};
+use crate::error::ChannelError;
 use crate::hashing::FileHasher;
 use crate::key::Key;
 use crate::policy::Policy;
@@ -140,7 +141,7 @@ impl Server {
     }
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
-    pub fn serve(&mut self, channel: &mut Channel) -> Result<(), String> {
+    pub fn serve(&mut self, channel: &mut Channel) -> Result<(), ChannelError> {
         loop {
             if !self.wait_for_request(channel)? {
                 continue;
@@ -148,12 +149,12 @@ impl Server {
             let message = match channel.recv_message() {
                 Ok(m) => m,
                 Err(RecvError::Closed) => return Ok(()),
-                Err(RecvError::Io(e)) => return Err(format!("channel failed: {e}")),
+                Err(RecvError::Io(e)) => return Err(ChannelError::Io(e)),
                 Err(RecvError::Frame(e)) => {
                     tracing::warn!(error = %e, "refused a frame from the api");
                     channel
                         .send(0, &error(ErrorKind::Protocol, e.to_string()))
-                        .map_err(|e| e.to_string())?;
+                        .map_err(ChannelError::Io)?;
                     continue;
                 }
             };
@@ -171,9 +172,7 @@ impl Server {
                     (0, error(ErrorKind::Protocol, e.to_string()))
                 }
             };
-            channel
-                .send(id, &response)
-                .map_err(|e| format!("channel failed: {e}"))?;
+            channel.send(id, &response).map_err(ChannelError::Io)?;
         }
     }
 
@@ -213,7 +212,7 @@ impl Server {
 
     /// Waits for the channel or the watcher. Watched-path changes are announced to the api
     /// with an unsolicited `Notice` (id 0); returns true once a request is waiting.
-    fn wait_for_request(&mut self, channel: &Channel) -> Result<bool, String> {
+    fn wait_for_request(&mut self, channel: &Channel) -> Result<bool, ChannelError> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let Some(watcher) = self.watcher.as_mut() else {
             return Ok(true);
@@ -235,7 +234,7 @@ impl Server {
             match poll(&mut fds, wait) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(false),
-                Err(e) => return Err(format!("poll failed: {e}")),
+                Err(e) => return Err(ChannelError::Poll(e)),
             }
             let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
             (ready(&fds[0]), ready(&fds[1]))
@@ -266,12 +265,12 @@ impl Server {
     }
 
     /// Sends the changes not announced yet, if any.
-    fn send_held_notice(&mut self, channel: &Channel) -> Result<(), String> {
+    fn send_held_notice(&mut self, channel: &Channel) -> Result<(), ChannelError> {
         if let Some((changed, overflow)) = self.held_notice.take() {
             tracing::debug!(changed, overflow, "watched paths changed");
             channel
                 .send(0, &Response::Notice { changed, overflow })
-                .map_err(|e| format!("channel failed: {e}"))?;
+                .map_err(ChannelError::Io)?;
             self.last_notice = Some(std::time::Instant::now());
         }
         Ok(())
@@ -348,18 +347,18 @@ impl Server {
         let manifest = match scan::create_baseline(&self.policy, &mut self.hasher, key, generation)
         {
             Ok(m) => m,
-            Err(why) => {
-                tracing::error!(why, "baseline refused");
-                return error(ErrorKind::BaselineFailed, why);
+            Err(e) => {
+                tracing::error!(error = %e, "baseline refused");
+                return error(ErrorKind::BaselineFailed, e.to_string());
             }
         };
         let current = match self.store.commit(&manifest, key) {
             Ok(c) => c,
-            Err(why) => {
-                tracing::error!(why, "new baseline could not be stored; the old one stays");
+            Err(e) => {
+                tracing::error!(error = %e, "new baseline could not be stored; the old one stays");
                 return error(
                     ErrorKind::BaselineFailed,
-                    format!("new baseline not stored: {why}"),
+                    format!("new baseline not stored: {e}"),
                 );
             }
         };

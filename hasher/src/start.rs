@@ -17,8 +17,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
     let (key_path, key) = load_key(&options, &policy)?;
     let token_path = token::path(options.token_file.as_deref());
-    let token = token::load(&token_path).map_err(|why| {
-        tracing::error!(why, "service token refused");
+    let token = token::load(&token_path).map_err(|e| {
+        tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
     })?;
     sys::lower_priority();
@@ -54,8 +54,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
             tracing::info!("api closed the channel; exiting");
             Ok(0)
         }
-        Err(why) => {
-            tracing::error!(why, "stopping");
+        Err(e) => {
+            tracing::error!(error = %e, "stopping");
             Err(1)
         }
     }
@@ -66,8 +66,8 @@ fn take_channel(options: &Options) -> Result<Option<OwnedFd>, i32> {
     if options.probe.is_some() || options.check_config {
         return Ok(None);
     }
-    let fd = sys::take_channel().map_err(|why| {
-        tracing::error!(why, "no channel");
+    let fd = sys::take_channel().map_err(|e| {
+        tracing::error!(error = %e, "no channel");
         EXIT_CONFIG
     })?;
     // Duplicated now: the sandbox allows no F_DUPFD later.
@@ -114,8 +114,8 @@ fn open_store(options: &Options) -> Result<Option<store::Store>, i32> {
     let name = options.baseline_name.as_deref().unwrap_or("baseline.json");
     store::Store::open_named(&options.state_dir, name)
         .map(Some)
-        .map_err(|why| {
-            tracing::error!(why, "baseline store unusable");
+        .map_err(|e| {
+            tracing::error!(error = %e, "baseline store unusable");
             EXIT_CONFIG
         })
 }

@@ -15,6 +15,8 @@ use protocol::message::StoreEvent;
 use protocol::sign::sha256_hex;
 use protocol::MAX_MESSAGE;
 
+use crate::error::StoreError;
+
 /// Where the appliance keeps the integrity baseline.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/secure-ai/integrity";
 const BASELINE: &str = "baseline.json";
@@ -63,24 +65,25 @@ pub enum Loaded {
 impl Store {
     /// Opens (creating it 0700 if missing) and locks the store. A second hasher on the same
     /// store is refused, naming the first one's pid.
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::open_named(dir, BASELINE)
     }
 
     /// As [`Store::open`], with the baseline under another file name.
-    pub fn open_named(dir: &Path, name: &str) -> Result<Store, String> {
+    pub fn open_named(dir: &Path, name: &str) -> Result<Store, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("state dir {}: cannot create: {e}", dir.display()))?;
+            .map_err(|why| StoreError::CreateDir {
+                dir: dir.to_owned(),
+                why,
+            })?;
         // A hasher whose api just went away may still be on its way out: wait for it briefly.
-        imsys::lockfile::acquire(&dir.join(LOCK), LOCK_WAIT).map_err(|why| {
-            format!(
-                "state dir {} is in use by another integrity-hasher: {why}",
-                dir.display()
-            )
+        imsys::lockfile::acquire(&dir.join(LOCK), LOCK_WAIT).map_err(|why| StoreError::InUse {
+            dir: dir.to_owned(),
+            why,
         })?;
         Ok(Store {
             dir: dir.to_owned(),
@@ -98,7 +101,7 @@ impl Store {
         self.dir.join(&self.name)
     }
 
-    fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.dir.join(name);
         let file = match OpenOptions::new()
             .read(true)
@@ -107,14 +110,17 @@ impl Store {
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+            Err(why) => return Err(StoreError::Read { path, why }),
         };
         let mut bytes = Vec::new();
         file.take(cap as u64 + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            .map_err(|why| StoreError::Read {
+                path: path.clone(),
+                why,
+            })?;
         if bytes.len() > cap {
-            return Err(format!("{}: larger than {cap} bytes", path.display()));
+            return Err(StoreError::TooLarge { path, cap });
         }
         Ok(Some(bytes))
     }
@@ -124,7 +130,7 @@ impl Store {
         let rejected = |reason: String, highest: u64| Loaded::Rejected { reason, highest };
         let baseline = match self.read(&self.name, MAX_MESSAGE) {
             Ok(b) => b,
-            Err(why) => return rejected(why, 0),
+            Err(why) => return rejected(why.to_string(), 0),
         };
         let record = match self.read(RECORD, protocol::generation::MAX_LEN) {
             Ok(Some(bytes)) => match GenerationRecord::parse_verified(&bytes, key) {
@@ -132,7 +138,7 @@ impl Store {
                 Err(why) => return rejected(format!("{RECORD}: {why}"), 0),
             },
             Ok(None) => None,
-            Err(why) => return rejected(why, 0),
+            Err(why) => return rejected(why.to_string(), 0),
         };
         let Some(bytes) = baseline else {
             return match record {
@@ -182,7 +188,7 @@ impl Store {
                     current,
                     Some(StoreEvent::RolledForward { from: r.generation }),
                 ),
-                Err(why) => rejected(why),
+                Err(why) => rejected(why.to_string()),
             },
             Some(r) if generation < r.generation => rejected(format!(
                 "{BASELINE} is generation {generation} but {RECORD} says {} is current: an older baseline was put back",
@@ -196,7 +202,7 @@ impl Store {
     }
 
     /// Stores `manifest` as the current baseline: the baseline first, then the record.
-    pub fn commit(&self, manifest: &Manifest, key: Option<&[u8]>) -> Result<Current, String> {
+    pub fn commit(&self, manifest: &Manifest, key: Option<&[u8]>) -> Result<Current, StoreError> {
         let bytes = manifest.to_json();
         self.write_atomic(&self.name, &bytes)?;
         let current = Current {
@@ -209,15 +215,18 @@ impl Store {
         Ok(current)
     }
 
-    fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), String> {
+    fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), StoreError> {
         let record = GenerationRecord::new(current.generation, current.digest.clone(), key);
         self.write_atomic(RECORD, &record.to_json())
     }
 
-    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let fail = |e: std::io::Error| format!("{}: cannot write: {e}", path.display());
+        let fail = |why: std::io::Error| StoreError::Write {
+            path: path.clone(),
+            why,
+        };
         match std::fs::remove_file(&tmp) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
             _ => {}
@@ -303,7 +312,13 @@ mod tests {
         }
         let second = Store::open(dir.path()).expect_err("locked");
         assert!(
-            second.contains("in use by another integrity-hasher"),
+            matches!(&second, StoreError::InUse { dir: d, .. } if d == dir.path()),
+            "{second}"
+        );
+        assert!(
+            second
+                .to_string()
+                .contains("in use by another integrity-hasher"),
             "{second}"
         );
     }

@@ -1,43 +1,46 @@
 //! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+use nix::fcntl::{fcntl, posix_fadvise, FcntlArg, FdFlag, PosixFadviseAdvice};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
+
+use crate::error::HandOverError;
 
 /// The fd the channel arrives on, as systemd's LISTEN_FDS would hand it.
 pub const CHANNEL_FD: RawFd = 3;
 
 /// Takes ownership of fd 3 after checking the hand-over: `LISTEN_FDS=1`, `LISTEN_PID` (when
-/// set) naming this process, and fd 3 being a SEQPACKET socket.
-pub fn take_channel() -> Result<OwnedFd, String> {
+/// set) naming this process, and fd 3 being a SEQPACKET socket. Not `sd_notify::listen_fds`:
+/// the api spawns the hasher without `LISTEN_PID` (a parent cannot know the child's pid when
+/// it builds the environment, short of a shell), and that function then hands over nothing.
+pub fn take_channel() -> Result<OwnedFd, HandOverError> {
     match std::env::var("LISTEN_FDS") {
         Ok(v) if v == "1" => {}
-        Ok(v) => return Err(format!("LISTEN_FDS={v}; the hasher takes exactly one channel on fd 3")),
-        Err(_) => return Err("LISTEN_FDS is not set; integrity-hasher is started by integrity-monitor or systemd, not by hand".into()),
+        Ok(v) => return Err(HandOverError::Count(v)),
+        Err(_) => return Err(HandOverError::NotHanded),
     }
     if let Ok(pid) = std::env::var("LISTEN_PID") {
         if pid != std::process::id().to_string() {
-            return Err(format!("LISTEN_PID={pid} is not this process"));
+            return Err(HandOverError::OtherPid(pid));
         }
     }
     // SAFETY: fd 3 was handed to this process by its parent (checked just above through
     // LISTEN_FDS) and nothing else in the process owns it; fcntl validates it is open.
     let fd = unsafe {
         if libc::fcntl(CHANNEL_FD, libc::F_GETFD) < 0 {
-            return Err("fd 3 is not open".into());
+            return Err(HandOverError::Closed);
         }
         OwnedFd::from_raw_fd(CHANNEL_FD)
     };
     match getsockopt(&fd, sockopt::SockType) {
         Ok(SockType::SeqPacket) => {}
-        Ok(other) => return Err(format!("fd 3 is a {other:?} socket, not SEQPACKET")),
-        Err(e) => return Err(format!("fd 3 is not a socket: {e}")),
+        Ok(other) => return Err(HandOverError::NotSeqPacket(format!("a {other:?} socket"))),
+        Err(e) => return Err(HandOverError::NotSeqPacket(e.to_string())),
     }
     // Keep the channel out of anything this process might exec (it execs nothing).
-    // SAFETY: plain fcntl on an fd this function owns.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(HandOverError::Cloexec)?;
     Ok(fd)
 }
 

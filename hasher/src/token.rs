@@ -57,16 +57,15 @@ pub fn path(flag: Option<&Path>) -> PathBuf {
 /// Loads the token; `Ok(None)` (logged) when there is none: then only a first initialization
 /// can make a baseline and the api keeps its token-gated endpoints closed. A token file others
 /// than its owner may read or write is refused, as the key is.
-pub fn load(path: &Path) -> Result<Option<Token>, String> {
+pub fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
         let mode = m.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "service token {}: mode {mode:04o} lets others than its owner read or write it; `chmod 600 {}`",
-                path.display(),
-                path.display()
-            ));
+            return Err(crate::error::TokenError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
         }
     }
     match crate::fsread::read_secret(path, MAX_LEN) {

@@ -65,29 +65,50 @@ impl GenerationRecord {
 
     /// Parses and checks the record: form, then the HMAC against `key` (an unsigned record is
     /// accepted only without a key, a signed one only with it).
-    pub fn parse_verified(bytes: &[u8], key: Option<&[u8]>) -> Result<GenerationRecord, String> {
+    pub fn parse_verified(
+        bytes: &[u8],
+        key: Option<&[u8]>,
+    ) -> Result<GenerationRecord, RecordError> {
         if bytes.len() > MAX_LEN {
-            return Err(format!("larger than {MAX_LEN} bytes"));
+            return Err(RecordError::TooLarge);
         }
         let r: GenerationRecord =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a generation record: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
         if !is_sha256_hex(&r.baseline_digest) || r.generation == 0 {
-            return Err("baseline_digest or generation out of form".into());
+            return Err(RecordError::OutOfForm);
         }
-        let ok = match key {
-            Some(k) => {
-                r.hmac != UNSIGNED && sign::verify_hex(k, &[DOMAIN, &r.signing_bytes()], &r.hmac)
+        match key {
+            Some(k)
+                if r.hmac != UNSIGNED
+                    && sign::verify_hex(k, &[DOMAIN, &r.signing_bytes()], &r.hmac) =>
+            {
+                Ok(r)
             }
-            None => r.hmac == UNSIGNED,
-        };
-        if ok {
-            Ok(r)
-        } else if key.is_some() {
-            Err("HMAC does not verify (altered, unsigned, or signed with another key)".into())
-        } else {
-            Err("signed, but no HMAC key is configured to check it".into())
+            Some(_) => Err(RecordError::BadHmac),
+            None if r.hmac == UNSIGNED => Ok(r),
+            None => Err(RecordError::KeyMissing),
         }
     }
+}
+
+/// Why a generation record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Larger than any record written.
+    #[error("larger than {MAX_LEN} bytes")]
+    TooLarge,
+    /// Not JSON of the record's shape.
+    #[error("not a generation record: {0}")]
+    Malformed(String),
+    /// A field out of form.
+    #[error("baseline_digest or generation out of form")]
+    OutOfForm,
+    /// The HMAC does not match the key.
+    #[error("HMAC does not verify (altered, unsigned, or signed with another key)")]
+    BadHmac,
+    /// Signed, but there is no key to check it with.
+    #[error("signed, but no HMAC key is configured to check it")]
+    KeyMissing,
 }
 
 #[cfg(test)]
@@ -103,11 +124,22 @@ mod tests {
         let edited = String::from_utf8(r.to_json())
             .unwrap_or_default()
             .replace("\"generation\":4", "\"generation\":5");
-        assert!(GenerationRecord::parse_verified(edited.as_bytes(), Some(&key)).is_err());
-        assert!(GenerationRecord::parse_verified(&r.to_json(), Some(&[4u8; 32])).is_err());
-        assert!(GenerationRecord::parse_verified(&r.to_json(), None).is_err());
+        let refused =
+            |bytes: &[u8], key: Option<&[u8]>| GenerationRecord::parse_verified(bytes, key).err();
+        assert_eq!(
+            refused(edited.as_bytes(), Some(&key)),
+            Some(RecordError::BadHmac)
+        );
+        assert_eq!(
+            refused(&r.to_json(), Some(&[4u8; 32])),
+            Some(RecordError::BadHmac)
+        );
+        assert_eq!(refused(&r.to_json(), None), Some(RecordError::KeyMissing));
         let unsigned = GenerationRecord::new(1, "b".repeat(64), None);
-        assert!(GenerationRecord::parse_verified(&unsigned.to_json(), Some(&key)).is_err());
+        assert_eq!(
+            refused(&unsigned.to_json(), Some(&key)),
+            Some(RecordError::BadHmac)
+        );
         assert!(GenerationRecord::parse_verified(&unsigned.to_json(), None).is_ok());
     }
 }
