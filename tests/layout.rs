@@ -1,0 +1,251 @@
+//! The shape the design promises, checked on the source itself: no import circle between a
+//! crate's modules, no function over 80 lines outside tests, unsafe code refused at every crate
+//! root and allowed in one `sys` module per crate only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const CRATES: [&str; 4] = ["protocol", "sys", "hasher", "api"];
+const MAX_FN_LINES: usize = 80;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The source without its `#[cfg(test)] mod tests` (always last in a file here) and without
+/// a file that is itself a test module.
+fn production_part(path: &Path, text: &str) -> Option<String> {
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return None;
+    }
+    let cut = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
+    Some(text[..cut].to_owned())
+}
+
+/// The top-level module a file belongs to (`lib`/`main` for the roots).
+fn top_module(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).expect("under src");
+    let first = rel.components().next().expect("a component");
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_owned()
+}
+
+/// The crate's top-level modules it names after `crate::` (and `super::` from a submodule).
+fn references(text: &str, in_submodule: bool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut grab = |prefix: &str| {
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + prefix.len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let inner = &group[..group.find('}').unwrap_or(0)];
+                for part in inner.split(',') {
+                    let name: String = part
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    out.insert(name);
+                }
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                out.insert(name);
+            }
+        }
+    };
+    grab("crate::");
+    if in_submodule {
+        grab("super::");
+    }
+    out
+}
+
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|n| n == node) {
+            let mut c = path[i..].to_vec();
+            c.push(node.to_owned());
+            return Some(c);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_import_circle_between_modules() {
+    for krate in CRATES {
+        let src = root().join(krate).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in &files {
+            let top = top_module(&src, f);
+            if top == "lib" || top == "main" {
+                continue;
+            }
+            let text = std::fs::read_to_string(f).expect("read");
+            let Some(code) = production_part(f, &text) else {
+                continue;
+            };
+            let nested = f.parent() != Some(src.as_path());
+            let refs = references(&code, nested);
+            graph.entry(top.clone()).or_default().extend(refs);
+        }
+        let modules: BTreeSet<String> = graph.keys().cloned().collect();
+        for (m, deps) in graph.iter_mut() {
+            deps.retain(|d| d != m && modules.contains(d));
+        }
+        assert_eq!(cycle(&graph), None, "{krate}: modules import each other");
+    }
+}
+
+#[test]
+fn the_circle_check_sees_a_circle() {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    g.entry("a".into()).or_default().insert("b".into());
+    g.entry("b".into()).or_default().insert("c".into());
+    g.entry("c".into()).or_default().insert("a".into());
+    assert!(cycle(&g).is_some());
+    g.entry("c".into()).or_default().remove("a");
+    assert_eq!(cycle(&g), None);
+    let refs = references("use crate::{alpha, beta::X};\nlet x = crate::gamma::f();", false);
+    assert_eq!(
+        refs.into_iter().collect::<Vec<_>>(),
+        ["alpha", "beta", "gamma"]
+    );
+}
+
+/// `(name, first line, length)` of each `fn` whose body closes at its own indentation.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let decl = trimmed
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("pub ")
+            .trim_start_matches("async ")
+            .trim_start_matches("const ")
+            .trim_start_matches("unsafe ");
+        let Some(rest) = decl.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        if let Some(end) = lines[i..].iter().position(|l| *l == close) {
+            // A declaration without a body (a trait method) ends at `;` before any `{`.
+            let head: String = lines[i..=i + end].join("\n");
+            if head.find(';').is_some_and(|s| head.find('{').is_none_or(|b| s < b)) {
+                continue;
+            }
+            out.push((name, i + 1, end + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_over_80_lines_outside_tests() {
+    let mut long = Vec::new();
+    for krate in CRATES {
+        let mut files = Vec::new();
+        rust_files(&root().join(krate).join("src"), &mut files);
+        rust_files(&root().join(krate).join("benches"), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read");
+            let Some(code) = production_part(&f, &text) else {
+                continue;
+            };
+            for (name, line, len) in functions(&code) {
+                if len > MAX_FN_LINES {
+                    long.push(format!("{}:{line} {name} ({len} lines)", f.display()));
+                }
+            }
+        }
+    }
+    assert!(long.is_empty(), "split these: {long:#?}");
+}
+
+#[test]
+fn the_length_check_measures_functions() {
+    let body = "    x();\n".repeat(5);
+    let code = format!("pub fn short() {{\n{body}}}\n\n    async fn inner(&self) -> u8;\n");
+    assert_eq!(functions(&code), [("short".to_owned(), 1, 7)]);
+}
+
+#[test]
+fn unsafe_code_only_in_sys_modules() {
+    for krate in CRATES {
+        let src = root().join(krate).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
+        assert!(
+            lib.contains("#![forbid(unsafe_code)]") || lib.contains("#![deny(unsafe_code)]"),
+            "{krate}: the crate root must refuse unsafe code"
+        );
+        for allowed in lib.match_indices("#[allow(unsafe_code)]") {
+            let next = lib[allowed.0..].lines().nth(1).unwrap_or_default();
+            assert_eq!(
+                next.trim(),
+                "pub mod sys;",
+                "{krate}: unsafe allowed outside sys"
+            );
+        }
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read");
+            let uses_unsafe = text.contains("unsafe {") || text.contains("unsafe fn ");
+            assert!(
+                !uses_unsafe || f.file_name().is_some_and(|n| n == "sys.rs"),
+                "{}: unsafe code outside the crate's sys module",
+                f.display()
+            );
+        }
+    }
+}
