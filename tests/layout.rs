@@ -150,7 +150,10 @@ fn the_circle_check_sees_a_circle() {
     assert!(cycle(&g).is_some());
     g.entry("c".into()).or_default().remove("a");
     assert_eq!(cycle(&g), None);
-    let refs = references("use crate::{alpha, beta::X};\nlet x = crate::gamma::f();", false);
+    let refs = references(
+        "use crate::{alpha, beta::X};\nlet x = crate::gamma::f();",
+        false,
+    );
     assert_eq!(
         refs.into_iter().collect::<Vec<_>>(),
         ["alpha", "beta", "gamma"]
@@ -181,7 +184,10 @@ fn functions(code: &str) -> Vec<(String, usize, usize)> {
         if let Some(end) = lines[i..].iter().position(|l| *l == close) {
             // A declaration without a body (a trait method) ends at `;` before any `{`.
             let head: String = lines[i..=i + end].join("\n");
-            if head.find(';').is_some_and(|s| head.find('{').is_none_or(|b| s < b)) {
+            if head
+                .find(';')
+                .is_some_and(|s| head.find('{').is_none_or(|b| s < b))
+            {
                 continue;
             }
             out.push((name, i + 1, end + 1));
