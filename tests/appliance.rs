@@ -311,6 +311,14 @@ fn a_go_baseline_that_does_not_verify_is_not_adopted() {
     .map(|r| r.1.contains("recovery_required"))
     .unwrap_or(false)));
     assert_eq!(get(addr, "/api/v1/verify").unwrap().0, 503);
-    assert!(t.audit().iter().any(|e| e["event"] == "baseline_rejected"));
+    // The audit writer may still be syncing what start-up recorded: wait for it, bounded.
+    assert!(
+        wait_until(Duration::from_secs(10), || t
+            .audit()
+            .iter()
+            .any(|e| e["event"] == "baseline_rejected")),
+        "{:?}",
+        t.audit()
+    );
     assert!(!t.audit().iter().any(|e| e["event"] == "baseline_migrated"));
 }

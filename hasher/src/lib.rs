@@ -18,6 +18,7 @@ pub mod probe;
 pub mod reader;
 pub mod registry;
 pub mod release;
+pub mod rescan;
 pub mod resolve;
 pub mod sandbox;
 pub mod scan;

@@ -1,6 +1,6 @@
 //! Walking the watched set, making baselines and comparing against them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -33,7 +33,7 @@ fn walk_all(policy: &Policy) -> Vec<(&Path, Vec<(PathBuf, Found)>)> {
 }
 
 /// The model dir the registry manifest sits in (the policy checks it is one), and the manifest.
-fn governed(policy: &Policy) -> Option<(&Path, &Path)> {
+pub(crate) fn governed(policy: &Policy) -> Option<(&Path, &Path)> {
     let manifest = policy.registry_manifest.as_deref()?;
     Some((manifest.parent()?, manifest))
 }
@@ -52,7 +52,7 @@ fn regular_files<'a>(
     )
 }
 
-fn path_str(p: &Path) -> String {
+pub(crate) fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -166,26 +166,30 @@ pub fn scan(
     hasher: &mut FileHasher,
     seq: u64,
 ) -> ScanReport {
+    sweep(policy, baseline, digest, hasher, seq).0
+}
+
+/// A full sweep: every watched path compared with `baseline`; the unsigned report, and the
+/// findings kept for later checks of named paths.
+pub fn sweep(
+    policy: &Policy,
+    baseline: &Manifest,
+    digest: &str,
+    hasher: &mut FileHasher,
+    seq: u64,
+) -> (ScanReport, Sweep) {
     let started = Instant::now();
     let hashed_before = hasher.bytes_hashed;
-    let mut cmp = Comparison {
-        index: baseline
-            .entries
-            .iter()
-            .map(|e| (e.path.as_str(), e))
-            .collect(),
-        now: now_rfc3339(),
-        violations: Vec::new(),
-        watched: 0,
-    };
+    let mut cmp = Comparison::new(&baseline.entries);
     let walks = walk_all(policy);
-    let expected_size = |p: &Path| cmp.index.get(path_str(p).as_str()).map(|e| e.size);
+    let expected_size = |p: &Path| cmp.expected(&path_str(p)).map(|e| e.size);
     hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));
     for (path, category) in &policy.files {
         cmp.file(hasher, path, *category);
     }
     for (dir, found) in &walks {
-        cmp.walked(hasher, policy, baseline, dir, found);
+        let key = path_str(dir);
+        cmp.walked(hasher, policy, scoped(&baseline.entries, &key), found);
     }
     if let Some((dir, manifest)) = governed(policy) {
         for (path, expected, actual) in crate::registry::check(hasher, dir, manifest) {
@@ -194,33 +198,95 @@ pub fn scan(
         }
     }
     cmp.uncovered(policy, baseline);
-    let mut violations = cmp.violations;
-    violations.sort_by(|a, b| a.path.cmp(&b.path));
-    let violation_count = u32::try_from(violations.len()).unwrap_or(u32::MAX);
-    violations.truncate(MAX_REPORTED_VIOLATIONS);
-    ScanReport {
-        seq,
-        completed_at: now_rfc3339(),
-        baseline_digest: digest.to_owned(),
-        watched_files: cmp.watched,
-        bytes_hashed: hasher.bytes_hashed - hashed_before,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        violation_count,
-        violations,
+    let mut findings = cmp.violations;
+    findings.sort_by(|a, b| a.path.cmp(&b.path));
+    let sweep = Sweep {
+        findings,
+        watched: cmp.watched,
+        digest: digest.to_owned(),
+        at: Instant::now(),
+    };
+    let bytes = hasher.bytes_hashed - hashed_before;
+    (sweep.report(seq, bytes, started), sweep)
+}
+
+/// What the last full sweep found, kept so that a check of only the paths the kernel named
+/// can bring it up to date (the `rescan` module).
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    /// Every finding, sorted by path, not truncated.
+    pub(crate) findings: Vec<Violation>,
+    /// Paths examined.
+    pub(crate) watched: u32,
+    /// The baseline compared against.
+    pub(crate) digest: String,
+    /// When the full sweep completed.
+    pub(crate) at: Instant,
+}
+
+impl Sweep {
+    /// The report of the findings as they now stand.
+    pub(crate) fn report(&self, seq: u64, bytes_hashed: u64, started: Instant) -> ScanReport {
+        let mut violations = self.findings.clone();
+        violations.truncate(MAX_REPORTED_VIOLATIONS);
+        ScanReport {
+            seq,
+            completed_at: now_rfc3339(),
+            baseline_digest: self.digest.clone(),
+            watched_files: self.watched,
+            bytes_hashed,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            violation_count: u32::try_from(self.findings.len()).unwrap_or(u32::MAX),
+            violations,
+        }
     }
 }
 
-/// One scan's comparison against the baseline, as it goes.
-struct Comparison<'a> {
-    /// The baseline's entries by path.
-    index: BTreeMap<&'a str, &'a Entry>,
-    /// When this scan started (every violation it finds carries it).
-    now: String,
-    violations: Vec<Violation>,
-    watched: u32,
+/// The baseline entries at `key` or beneath it (entries are sorted by path bytes, so those
+/// beneath form one range: from `key/` up to `key0`, `0` being the byte after `/`).
+pub(crate) fn scoped<'e>(entries: &'e [Entry], key: &str) -> Vec<&'e Entry> {
+    let at = entries
+        .binary_search_by(|e| e.path.as_str().cmp(key))
+        .ok()
+        .map(|i| &entries[i]);
+    let (low, high) = (format!("{key}/"), format!("{key}0"));
+    let from = entries.partition_point(|e| e.path < low);
+    let to = entries.partition_point(|e| e.path < high);
+    at.into_iter()
+        .chain(entries[from..to.max(from)].iter())
+        .collect()
 }
 
-impl Comparison<'_> {
+/// One scan's comparison against the baseline, as it goes.
+pub(crate) struct Comparison<'a> {
+    /// The baseline's entries, sorted by path.
+    entries: &'a [Entry],
+    /// When this scan started (every violation it finds carries it).
+    now: String,
+    /// What it found.
+    pub(crate) violations: Vec<Violation>,
+    /// Paths examined.
+    pub(crate) watched: u32,
+}
+
+impl<'a> Comparison<'a> {
+    pub(crate) fn new(entries: &'a [Entry]) -> Comparison<'a> {
+        Comparison {
+            entries,
+            now: now_rfc3339(),
+            violations: Vec::new(),
+            watched: 0,
+        }
+    }
+
+    /// The baseline entry for `key`, if there is one.
+    fn expected(&self, key: &str) -> Option<&'a Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
     fn flag(&mut self, path: String, category: Category, expected: &str, actual: String) {
         self.violations.push(Violation {
             detected_at: self.now.clone(),
@@ -233,10 +299,10 @@ impl Comparison<'_> {
     }
 
     /// A watched regular file: absent from the baseline, or not what the baseline says.
-    fn file(&mut self, hasher: &mut FileHasher, path: &Path, category: Category) {
+    pub(crate) fn file(&mut self, hasher: &mut FileHasher, path: &Path, category: Category) {
         self.watched += 1;
         let key = path_str(path);
-        let Some(entry) = self.index.get(key.as_str()).copied() else {
+        let Some(entry) = self.expected(&key) else {
             self.flag(key, category, report::NONE, report::UNREGISTERED.into());
             return;
         };
@@ -248,13 +314,13 @@ impl Comparison<'_> {
         }
     }
 
-    /// What walking one model dir found, and the baselined files beneath it it did not find.
-    fn walked(
+    /// What walking (part of) a model dir found, and the baselined files in that part
+    /// (`in_scope`) it did not find.
+    pub(crate) fn walked(
         &mut self,
         hasher: &mut FileHasher,
         policy: &Policy,
-        baseline: &Manifest,
-        dir: &Path,
+        in_scope: Vec<&Entry>,
         found: &[(PathBuf, Found)],
     ) {
         for (path, what) in found {
@@ -266,8 +332,7 @@ impl Comparison<'_> {
                 Found::Anomaly(kind) => {
                     self.watched += 1;
                     let expected = self
-                        .index
-                        .get(path_str(path).as_str())
+                        .expected(&path_str(path))
                         .map_or(report::NONE, |e| e.hash.as_str())
                         .to_owned();
                     self.flag(
@@ -283,10 +348,9 @@ impl Comparison<'_> {
             .iter()
             .map(|(p, _)| p.as_os_str().as_bytes())
             .collect();
-        for entry in baseline
-            .entries
-            .iter()
-            .filter(|e| beneath(e.path.as_bytes(), dir) && !seen.contains(e.path.as_bytes()))
+        for entry in in_scope
+            .into_iter()
+            .filter(|e| !seen.contains(e.path.as_bytes()))
         {
             self.flag(
                 entry.path.clone(),
@@ -322,7 +386,7 @@ impl Comparison<'_> {
 }
 
 /// Whether `path` lies strictly beneath `dir`, compared as bytes.
-fn beneath(path: &[u8], dir: &Path) -> bool {
+pub(crate) fn beneath(path: &[u8], dir: &Path) -> bool {
     let prefix = dir.as_os_str().as_bytes();
     path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/')
 }

@@ -15,6 +15,9 @@ use crate::scan;
 use crate::store::{Current, Loaded, Store};
 use crate::token::Token;
 
+/// Most named paths a scan of the changes checks one by one; past it, it sweeps everything.
+const MAX_NAMED: usize = 4096;
+
 /// Shortest time between two change notices to the api.
 const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -43,6 +46,11 @@ pub struct Server {
     last_notice: Option<std::time::Instant>,
     /// The latest completed scan, and when it completed on the monotonic clock.
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
+    /// The last full sweep's findings, brought up to date by each scan of the changes.
+    sweep: Option<scan::Sweep>,
+    /// Paths the kernel named since the last scan, and whether they are all that changed.
+    named: std::collections::HashSet<PathBuf>,
+    named_complete: bool,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -137,6 +145,9 @@ impl Server {
             watcher,
             held_notice: None,
             last_notice: None,
+            sweep: None,
+            named: std::collections::HashSet::new(),
+            named_complete: false,
         }
     }
 
@@ -160,7 +171,7 @@ impl Server {
             };
             let (id, response) = match frame::decode::<Request>(&message) {
                 Ok(envelope) => {
-                    if envelope.body == Request::Scan {
+                    if matches!(envelope.body, Request::Scan | Request::ScanChanged) {
                         // The scan covers every change seen so far: say so first, whatever
                         // the notice gap, so the api knows which changes this report settles.
                         self.send_held_notice(channel)?;
@@ -251,6 +262,17 @@ impl Server {
             for path in &changes.paths {
                 self.hasher.forget(path);
             }
+            // What the next scan of the changes checks; lost or unnamed events, or too many
+            // names, leave only a full sweep sure.
+            if changes.overflow
+                || changes.unnamed
+                || self.named.len() + changes.paths.len() > MAX_NAMED
+            {
+                self.named_complete = false;
+                self.named.clear();
+            } else if self.named_complete {
+                self.named.extend(changes.paths);
+            }
             if changes.changed > 0 || changes.overflow {
                 let (n, o) = self.held_notice.unwrap_or((0, false));
                 self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
@@ -289,6 +311,7 @@ impl Server {
                 None => error(ErrorKind::NoBaseline, "no baseline is adopted"),
             },
             Request::Scan => self.scan(),
+            Request::ScanChanged => self.scan_changed(),
             Request::Attest {
                 nonce,
                 audit_seq,
@@ -379,6 +402,7 @@ impl Server {
         self.store_status = StoreStatus::Adopted(s.clone());
         self.store_event = None;
         self.baseline = Some(current);
+        self.sweep = None;
         Response::BaselineCreated { summary: s }
     }
 
@@ -391,13 +415,17 @@ impl Server {
             );
         };
         self.seq += 1;
-        let report = scan::scan(
+        // Everything named so far is covered: events drained later name later changes.
+        self.named.clear();
+        self.named_complete = self.watcher.as_ref().is_some_and(|w| w.complete());
+        let (report, sweep) = scan::sweep(
             &self.policy,
             &b.manifest,
             &b.digest,
             &mut self.hasher,
             self.seq,
         );
+        self.sweep = Some(sweep);
         tracing::info!(
             seq = report.seq,
             violations = report.violation_count,
@@ -407,6 +435,50 @@ impl Server {
         );
         self.last_report = Some((report.clone(), std::time::Instant::now()));
         Response::Report(report.sign(key))
+    }
+
+    /// Checks only the paths the kernel named since the last scan, when they are all that
+    /// changed and the last full sweep is younger than the scan interval; sweeps otherwise.
+    /// The hasher decides: an api that only ever asks for this still gets a full sweep every
+    /// interval.
+    fn scan_changed(&mut self) -> Response {
+        let fresh = match (&self.sweep, &self.baseline) {
+            (Some(s), Some(b)) => {
+                s.digest == b.digest && s.at.elapsed() < self.policy.scan_interval
+            }
+            _ => false,
+        };
+        if !(fresh && self.named_complete) {
+            return self.scan();
+        }
+        let (Some(mut sweep), Some(b)) = (self.sweep.take(), self.baseline.as_ref()) else {
+            return self.scan();
+        };
+        let paths: Vec<PathBuf> = self.named.drain().collect();
+        let report = crate::rescan::rescan(
+            &self.policy,
+            &b.manifest,
+            &mut self.hasher,
+            &mut sweep,
+            &paths,
+            self.seq + 1,
+        );
+        let Some(report) = report else {
+            tracing::debug!(paths = paths.len(), "named changes need a full sweep");
+            return self.scan();
+        };
+        self.seq += 1;
+        self.sweep = Some(sweep);
+        tracing::info!(
+            seq = report.seq,
+            paths = paths.len(),
+            violations = report.violation_count,
+            bytes = report.bytes_hashed,
+            ms = report.duration_ms,
+            "changes checked"
+        );
+        self.last_report = Some((report.clone(), std::time::Instant::now()));
+        Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
     }
 
     fn reload(&mut self) -> Response {
@@ -435,6 +507,8 @@ impl Server {
         self.watcher = crate::watch::Watcher::new(&policy).ok();
         self.hasher.apply(&policy);
         self.policy = policy;
+        // Findings against the old policy's watch set say nothing about the new one's.
+        self.sweep = None;
         Response::Reloaded {
             policy: self.policy.summary(),
         }

@@ -52,7 +52,7 @@ fn anomaly_of(path: &Path, errno: Errno) -> &'static str {
 }
 
 /// The display path of a name that cannot be used as it is, or `None` when it can.
-fn unusable(path: &Path) -> Option<(PathBuf, &'static str)> {
+pub(crate) fn unusable(path: &Path) -> Option<(PathBuf, &'static str)> {
     let bytes = path.as_os_str().as_bytes();
     if std::str::from_utf8(bytes).is_err() {
         return Some((report::display_path(bytes).into(), report::INVALID_NAME));
@@ -67,8 +67,14 @@ fn unusable(path: &Path) -> Option<(PathBuf, &'static str)> {
 /// component-wise order). A dir that does not exist gives nothing; one that is a symlink or
 /// unreadable gives one anomaly for itself.
 pub fn walk(dir: &Path) -> Vec<Entry> {
+    walk_from(dir, 0)
+}
+
+/// As [`walk`], for a dir already `depth` levels below its model dir (the depth bound counts
+/// from the model dir).
+pub fn walk_from(dir: &Path, depth: usize) -> Vec<Entry> {
     let mut out = Vec::new();
-    let mut stack = vec![(dir.to_owned(), 0usize)];
+    let mut stack = vec![(dir.to_owned(), depth)];
     let mut seen = 0usize;
     while let Some((d, depth)) = stack.pop() {
         let mut handle = match open_dir(&d) {
@@ -128,7 +134,7 @@ fn sort(out: &mut [Entry]) {
     out.sort_unstable_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
 }
 
-fn type_of(t: std::fs::FileType) -> Type {
+pub(crate) fn type_of(t: std::fs::FileType) -> Type {
     if t.is_dir() {
         Type::Directory
     } else if t.is_file() {

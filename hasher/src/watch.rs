@@ -11,6 +11,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use crate::policy::Policy;
 
+/// Most directories watched (each costs the kernel about 1 KiB); past it the periodic sweep
+/// covers the rest.
+const MAX_WATCHES: usize = 100_000;
+
 /// Most changed paths named in one batch; past it the batch counts as an overflow.
 const MAX_NAMED: usize = 4096;
 
@@ -24,14 +28,29 @@ pub struct Changes {
     pub overflow: bool,
     /// The paths the events named, so each is read again whatever its metadata says.
     pub paths: HashSet<PathBuf>,
+    /// A relevant event named no path (a model dir, or a listed file's directory, was itself
+    /// moved or deleted): the named paths are not all that changed.
+    pub unnamed: bool,
+}
+
+/// What one watch stands for.
+struct Watched {
+    dir: PathBuf,
+    /// For a parent of listed files, the names that matter (`None`: a model dir, where every
+    /// name matters).
+    names: Option<HashSet<OsString>>,
+    /// A model dir itself or a listed file's parent: no parent watch names its own changes.
+    root: bool,
 }
 
 /// The inotify instance and what each watch stands for.
 pub struct Watcher {
     inotify: Inotify,
-    /// Per watch: the dir and, for a parent of listed files, the names that matter
-    /// (`None`: a model dir, where every name matters).
-    watches: HashMap<WatchDescriptor, (PathBuf, Option<HashSet<OsString>>)>,
+    /// What each watch stands for.
+    watches: HashMap<WatchDescriptor, Watched>,
+    /// Every directory that should be watched is (no add failed, no bound was hit): only then
+    /// do the named paths tell all that changed.
+    complete: bool,
 }
 
 fn mask() -> AddWatchFlags {
@@ -54,6 +73,7 @@ impl Watcher {
         let mut w = Watcher {
             inotify,
             watches: HashMap::new(),
+            complete: true,
         };
         let mut parents: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
         for (file, _) in &policy.files {
@@ -65,39 +85,52 @@ impl Watcher {
             }
         }
         for (dir, names) in parents {
-            w.add(&dir, Some(names));
+            w.add(&dir, Some(names), true);
         }
         for dir in &policy.model_dirs {
-            w.add_tree(dir);
+            w.add_tree(dir, true);
         }
         Ok(w)
     }
 
-    fn add(&mut self, dir: &Path, names: Option<HashSet<OsString>>) {
+    fn add(&mut self, dir: &Path, names: Option<HashSet<OsString>>, root: bool) {
         match self.inotify.add_watch(dir, mask()) {
             Ok(wd) => {
-                self.watches.insert(wd, (dir.to_owned(), names));
+                let dir = dir.to_owned();
+                self.watches.insert(wd, Watched { dir, names, root });
             }
             Err(e) => {
+                self.complete = false;
                 tracing::debug!(dir = %dir.display(), error = %e, "not watched; the periodic scan covers it")
             }
         }
     }
 
-    fn add_tree(&mut self, dir: &Path) {
-        self.add(dir, None);
+    fn add_tree(&mut self, dir: &Path, root: bool) {
+        self.add(dir, None, root);
         let mut stack = vec![dir.to_owned()];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
                 continue;
             };
             for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) && self.watches.len() < 100_000 {
-                    self.add(&e.path(), None);
-                    stack.push(e.path());
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
                 }
+                if self.watches.len() >= MAX_WATCHES {
+                    self.complete = false;
+                    continue;
+                }
+                self.add(&e.path(), None, false);
+                stack.push(e.path());
             }
         }
+    }
+
+    /// Whether every directory that should be watched is: only then do the named paths tell
+    /// all that changed.
+    pub fn complete(&self) -> bool {
+        self.complete
     }
 
     /// The fd to poll.
@@ -118,7 +151,7 @@ impl Watcher {
                     changes.overflow = true;
                     continue;
                 }
-                let Some((dir, names)) = self.watches.get(&ev.wd) else {
+                let Some(Watched { dir, names, root }) = self.watches.get(&ev.wd) else {
                     continue;
                 };
                 let relevant = match (&names, &ev.name) {
@@ -130,12 +163,14 @@ impl Watcher {
                 };
                 if relevant {
                     changes.changed += 1;
-                    if let Some(name) = &ev.name {
-                        if changes.paths.len() < MAX_NAMED {
+                    match &ev.name {
+                        Some(name) if changes.paths.len() < MAX_NAMED => {
                             changes.paths.insert(dir.join(name));
-                        } else {
-                            changes.overflow = true;
                         }
+                        Some(_) => changes.overflow = true,
+                        None if *root => changes.unnamed = true,
+                        // A subdirectory's own move or deletion: its parent's watch names it.
+                        None => {}
                     }
                 }
                 if names.is_none()
@@ -151,7 +186,7 @@ impl Watcher {
             }
         }
         for d in new_dirs {
-            self.add_tree(&d);
+            self.add_tree(&d, false);
         }
         changes
     }

@@ -6,7 +6,7 @@ pub use crate::category::{Action, Category};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.
@@ -39,6 +39,9 @@ pub enum Request {
         /// The api's audit chain head: hex SHA-256 of the last record.
         audit_head: String,
     },
+    /// Bring the last scan up to date with the changes announced since: the hasher checks
+    /// only the paths the kernel named, and sweeps everything when they may not be all.
+    ScanChanged,
 }
 
 /// What the hasher answers.

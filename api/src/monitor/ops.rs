@@ -13,6 +13,18 @@ use super::{lock, Monitor};
 use crate::error::MonitorError;
 use crate::state::{Input, State};
 
+/// Which scan to ask the hasher for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// Every watched path (the schedule, an operator, start-up).
+    Full,
+    /// Every watched path, against a baseline just made.
+    Rebaselined,
+    /// What changed since the last scan, as the hasher's notices announced (it sweeps
+    /// everything when it cannot be sure the named paths are all).
+    Changes,
+}
+
 impl Monitor {
     /// The audit chain head (seq, hash of the last record) once every record queued so far
     /// is written.
@@ -74,14 +86,18 @@ impl Monitor {
     pub async fn scan(&self) -> Result<State, MonitorError> {
         let result = {
             let _op = self.op.lock().await;
-            self.scan_locked(false).await
+            self.scan_locked(Scan::Full).await
         };
         self.audit_flush().await;
         result
     }
 
-    pub(super) async fn scan_locked(&self, fresh: bool) -> Result<State, MonitorError> {
-        let response = match self.call(Request::Scan).await {
+    pub(super) async fn scan_locked(&self, kind: Scan) -> Result<State, MonitorError> {
+        let request = match kind {
+            Scan::Changes => Request::ScanChanged,
+            Scan::Full | Scan::Rebaselined => Request::Scan,
+        };
+        let response = match self.call(request).await {
             Ok(r) => r,
             Err(
                 e @ MonitorError::Refused {
@@ -116,7 +132,7 @@ impl Monitor {
         }
         self.recorder.follow();
         let report = signed.report.clone();
-        let state = self.apply(if fresh {
+        let state = self.apply(if kind == Scan::Rebaselined {
             Input::Rebaselined(&report)
         } else {
             Input::Scan(&report)
@@ -171,7 +187,7 @@ impl Monitor {
         }
         self.audit(event, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
         self.adopt(summary);
-        self.scan_locked(true).await
+        self.scan_locked(Scan::Rebaselined).await
     }
 
     /// Asks the hasher to re-read its policy; on refusal the old policy stays.
@@ -187,7 +203,7 @@ impl Monitor {
             Ok(Response::Reloaded { policy }) if policy.well_formed() => {
                 self.audit("reload", json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
                 lock(&self.snap).policy = policy.clone();
-                let _ = self.scan_locked(false).await;
+                let _ = self.scan_locked(Scan::Full).await;
                 Ok(policy)
             }
             Ok(_) => Err(self.misbehaved("reload answer")),

@@ -43,7 +43,12 @@ impl Monitor {
                 // hasher's coalescing of a file written without pause.
                 continue;
             }
-            let scanned = self.scan_locked(false).await;
+            let kind = if notified {
+                super::ops::Scan::Changes
+            } else {
+                super::ops::Scan::Full
+            };
+            let scanned = self.scan_locked(kind).await;
             drop(op);
             if let Err(e) = scanned {
                 tracing::warn!(error = %e, "scheduled scan failed");

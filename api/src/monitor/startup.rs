@@ -54,7 +54,7 @@ impl Monitor {
                 return;
             }
         }
-        if let Err(e) = self.scan_locked(false).await {
+        if let Err(e) = self.scan_locked(super::ops::Scan::Full).await {
             tracing::error!(error = %e, "scan after reconnection failed");
         }
     }
@@ -135,7 +135,7 @@ impl Monitor {
                 );
                 self.audit("baseline_loaded", json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed }));
                 self.adopt(summary);
-                if let Err(e) = self.scan_locked(false).await {
+                if let Err(e) = self.scan_locked(super::ops::Scan::Full).await {
                     tracing::error!(error = %e, "first scan failed");
                 }
             }

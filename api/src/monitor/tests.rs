@@ -94,7 +94,7 @@ impl Script {
                     summary: self.summary(),
                 }
             }
-            Request::Scan => {
+            Request::Scan | Request::ScanChanged => {
                 self.seq += 1;
                 self.scans += 1;
                 let baseline_digest = if self.wrong_digest {

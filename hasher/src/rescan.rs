@@ -1,0 +1,331 @@
+//! Checking only what the kernel named: each path a write, create, delete or rename was
+//! reported at is checked (a directory: its whole subtree), and the last full sweep's findings
+//! are brought up to date, so the cost of a change follows the change, not the tree.
+//!
+//! The server widens to a full sweep whenever the named paths may not tell the whole story
+//! (events lost, a change with no name, the sweep older than the scan interval); this module
+//! widens too, by answering `None`, where a part cannot be brought up to date on its own: the
+//! registry's dir, a model dir itself, a bound the sweep hit, a directory swapped above a path.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use protocol::baseline::{Entry, Manifest};
+use protocol::report::{self, ScanReport};
+use protocol::Category;
+
+use crate::hashing::FileHasher;
+use crate::policy::Policy;
+use crate::scan::{beneath, governed, scoped, Comparison, Sweep};
+use crate::walk::{self, Found, MAX_DEPTH};
+
+/// Brings `sweep` up to date with what is now at each of `paths`; the report, or `None` when
+/// only a full sweep can say (then `sweep` must be discarded: it may be half updated).
+pub fn rescan(
+    policy: &Policy,
+    baseline: &Manifest,
+    hasher: &mut FileHasher,
+    sweep: &mut Sweep,
+    paths: &[PathBuf],
+    seq: u64,
+) -> Option<ScanReport> {
+    let started = Instant::now();
+    let hashed_before = hasher.bytes_hashed;
+    if sweep
+        .findings
+        .iter()
+        .any(|v| v.actual_hash == report::LIMIT_EXCEEDED)
+    {
+        return None;
+    }
+    let listed: HashMap<&Path, Category> = policy
+        .files
+        .iter()
+        .map(|(p, c)| (p.as_path(), *c))
+        .collect();
+    let governed_dir = governed(policy).map(|(d, _)| d);
+    let mut roots: Vec<&PathBuf> = paths.iter().collect();
+    roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    let mut cmp = Comparison::new(&baseline.entries);
+    let mut done: Vec<&Path> = Vec::new();
+    let mut watched = i64::from(sweep.watched);
+    for p in roots {
+        if done.iter().any(|d| p.starts_with(d)) {
+            continue; // inside a subtree already checked whole
+        }
+        if let Some(category) = listed.get(p.as_path()) {
+            let key = key_of(p);
+            sweep.findings.retain(|v| v.path != key);
+            cmp.file(hasher, p, *category);
+            continue;
+        }
+        let bytes = p.as_os_str().as_bytes();
+        let Some(dir) = policy.model_dirs.iter().find(|d| beneath(bytes, d)) else {
+            if policy.model_dirs.iter().any(|d| d == p) {
+                return None;
+            }
+            continue; // a neighbour of a listed file: not watched
+        };
+        if Some(dir.as_path()) == governed_dir {
+            return None;
+        }
+        let found = what_is_at(dir, p)?;
+        let key = key_of(p);
+        watched -= present_before(sweep, &baseline.entries, &key);
+        sweep
+            .findings
+            .retain(|v| v.path != key && !beneath_key(&v.path, &key));
+        let examined = cmp.watched;
+        cmp.walked(hasher, policy, scoped(&baseline.entries, &key), &found);
+        watched += i64::from(cmp.watched - examined);
+        done.push(p);
+    }
+    sweep.findings.append(&mut cmp.violations);
+    sweep.findings.sort_by(|a, b| a.path.cmp(&b.path));
+    sweep.watched = u32::try_from(watched.max(0)).unwrap_or(u32::MAX);
+    Some(sweep.report(seq, hasher.bytes_hashed - hashed_before, started))
+}
+
+/// How a path appears in findings (names that are not UTF-8 escaped, as the walk shows them).
+fn key_of(p: &Path) -> String {
+    report::display_path(p.as_os_str().as_bytes())
+}
+
+fn beneath_key(path: &str, key: &str) -> bool {
+    path.starts_with(key) && path.as_bytes().get(key.len()) == Some(&b'/')
+}
+
+/// The entries the full sweep's walk found at or beneath `key`: every baselined path there
+/// that it did not report missing, and every path there it reported that is not baselined.
+fn present_before(sweep: &Sweep, entries: &[Entry], key: &str) -> i64 {
+    let baselined = scoped(entries, key).len() as i64;
+    let (mut missing, mut extra) = (0i64, 0i64);
+    for v in sweep
+        .findings
+        .iter()
+        .filter(|v| v.path == key || beneath_key(&v.path, key))
+    {
+        if v.actual_hash == report::MISSING {
+            missing += 1;
+        } else if v.expected_hash == report::NONE {
+            extra += 1;
+        }
+    }
+    baselined - missing + extra
+}
+
+/// What the walk of `dir` would find at `p` now: nothing, one entry, or (for a directory)
+/// everything beneath it. `None` when a directory between `dir` and `p` is no longer one: that
+/// change is an ancestor's, and only a full sweep reads it right.
+fn what_is_at(dir: &Path, p: &Path) -> Option<Vec<(PathBuf, Found)>> {
+    let rel: Vec<_> = p.strip_prefix(dir).ok()?.components().collect();
+    let mut ancestor = dir.to_path_buf();
+    for c in &rel[..rel.len().saturating_sub(1)] {
+        ancestor.push(c);
+        match std::fs::symlink_metadata(&ancestor) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+            _ => return None,
+        }
+    }
+    let meta = std::fs::symlink_metadata(p);
+    if meta
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return Some(Vec::new());
+    }
+    if let Some((shown, marker)) = walk::unusable(p) {
+        return Some(vec![(shown, Found::Anomaly(marker))]);
+    }
+    let one = |what| Some(vec![(p.to_owned(), what)]);
+    let t = match meta {
+        Err(_) => return one(Found::Anomaly(report::UNREADABLE)),
+        Ok(m) => m.file_type(),
+    };
+    // A directory `depth` levels down is walked when the walk would have entered it.
+    let depth = rel.len();
+    if t.is_dir() && depth <= MAX_DEPTH {
+        Some(walk::walk_from(p, depth))
+    } else if t.is_dir() {
+        one(Found::Anomaly(report::TOO_DEEP))
+    } else if t.is_file() {
+        one(Found::File)
+    } else if t.is_symlink() {
+        one(Found::Anomaly(report::SYMLINK))
+    } else {
+        one(Found::Anomaly(report::NOT_REGULAR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{create_baseline, sweep};
+    use crate::watch::Watcher;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// Findings and count as a full sweep states them (detection times aside).
+    fn essence(r: &ScanReport) -> (u32, u32, Vec<(String, String, String)>) {
+        let v = r
+            .violations
+            .iter()
+            .map(|v| {
+                (
+                    v.path.clone(),
+                    v.expected_hash.clone(),
+                    v.actual_hash.clone(),
+                )
+            })
+            .collect();
+        (r.watched_files, r.violation_count, v)
+    }
+
+    /// After each change, checking only the paths inotify named gives exactly what a full
+    /// sweep gives: the same findings, the same count of watched paths.
+    #[test]
+    fn checking_the_named_paths_agrees_with_a_full_sweep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("models/sub/deep")).expect("mkdir");
+        std::fs::create_dir_all(r.join("models/keep")).expect("mkdir");
+        for (p, c) in [
+            ("bin", "b"),
+            ("models/a.gguf", "a"),
+            ("models/sub/b.gguf", "b"),
+            ("models/sub/deep/c.gguf", "c"),
+            ("models/keep/k.gguf", "k"),
+        ] {
+            std::fs::write(r.join(p), c).expect("write");
+        }
+        let yaml = format!(
+            "service_binaries: [{r}/bin]\nmodel_dirs: [{r}/models]\n",
+            r = r.display()
+        );
+        let policy = Policy::parse(&yaml).expect("policy");
+        let digest = "0".repeat(64);
+        let base = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("base");
+        let mut watcher = Watcher::new(&policy).expect("inotify");
+        let mut hasher = FileHasher::default();
+        let (_, mut kept) = sweep(&policy, &base, &digest, &mut hasher, 1);
+        type Change = Box<dyn Fn(&Path)>;
+        let changes: Vec<(&str, Change)> = vec![
+            (
+                "edit a model",
+                Box::new(|r| std::fs::write(r.join("models/a.gguf"), "A").expect("w")),
+            ),
+            (
+                "edit the listed binary",
+                Box::new(|r| std::fs::write(r.join("bin"), "B").expect("w")),
+            ),
+            (
+                "add a file",
+                Box::new(|r| std::fs::write(r.join("models/new.bin"), "n").expect("w")),
+            ),
+            (
+                "add a dir of files",
+                Box::new(|r| {
+                    std::fs::create_dir_all(r.join("models/nd/x")).expect("mkdir");
+                    std::fs::write(r.join("models/nd/x/1"), "1").expect("w");
+                    std::fs::write(r.join("models/nd/2"), "2").expect("w");
+                }),
+            ),
+            (
+                "delete a baselined file",
+                Box::new(|r| std::fs::remove_file(r.join("models/keep/k.gguf")).expect("rm")),
+            ),
+            (
+                "move a baselined dir away",
+                Box::new(|r| std::fs::rename(r.join("models/sub"), r.join("moved")).expect("mv")),
+            ),
+            (
+                "put it back",
+                Box::new(|r| std::fs::rename(r.join("moved"), r.join("models/sub")).expect("mv")),
+            ),
+            (
+                "a file becomes a symlink",
+                Box::new(|r| {
+                    std::fs::remove_file(r.join("models/a.gguf")).expect("rm");
+                    std::os::unix::fs::symlink("/etc/passwd", r.join("models/a.gguf")).expect("ln");
+                }),
+            ),
+            (
+                "a name that is not UTF-8",
+                Box::new(|r| {
+                    let name = std::ffi::OsStr::from_bytes(b"bad\xff");
+                    std::fs::write(r.join("models").join(name), "x").expect("w");
+                }),
+            ),
+            (
+                "a fifo",
+                Box::new(|r| {
+                    nix::unistd::mkfifo(&r.join("models/sub/pipe"), nix::sys::stat::Mode::S_IRUSR)
+                        .expect("mkfifo");
+                }),
+            ),
+            (
+                "restore everything",
+                Box::new(|r| {
+                    std::fs::remove_file(r.join("models/a.gguf")).expect("rm");
+                    std::fs::write(r.join("models/a.gguf"), "a").expect("w");
+                    std::fs::write(r.join("bin"), "b").expect("w");
+                    std::fs::write(r.join("models/keep/k.gguf"), "k").expect("w");
+                    std::fs::remove_dir_all(r.join("models/nd")).expect("rm");
+                    std::fs::remove_file(r.join("models/new.bin")).expect("rm");
+                    std::fs::remove_file(r.join("models/sub/pipe")).expect("rm");
+                    std::fs::remove_file(
+                        r.join("models")
+                            .join(std::ffi::OsStr::from_bytes(b"bad\xff")),
+                    )
+                    .expect("rm");
+                }),
+            ),
+        ];
+        for (seq, (what, change)) in (2..).zip(&changes) {
+            change(r);
+            let drained = watcher.drain();
+            assert!(!drained.overflow && !drained.unnamed, "{what}: {drained:?}");
+            let named: Vec<PathBuf> = drained.paths.into_iter().collect();
+            for p in &named {
+                hasher.forget(p);
+            }
+            let partial = rescan(&policy, &base, &mut hasher, &mut kept, &named, seq)
+                .unwrap_or_else(|| panic!("{what}: widened to a full sweep"));
+            let full = sweep(&policy, &base, &digest, &mut FileHasher::default(), seq).0;
+            assert_eq!(essence(&partial), essence(&full), "{what}");
+        }
+        assert_eq!(
+            essence(&sweep(&policy, &base, &digest, &mut hasher, 99).0).1,
+            0
+        );
+    }
+
+    #[test]
+    fn a_model_dir_itself_or_a_swapped_ancestor_needs_a_full_sweep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("models/sub")).expect("mkdir");
+        std::fs::write(r.join("models/sub/f"), "f").expect("write");
+        let yaml = format!("model_dirs: [{r}/models]\n", r = r.display());
+        let policy = Policy::parse(&yaml).expect("policy");
+        let base = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("base");
+        let mut hasher = FileHasher::default();
+        let (_, mut kept) = sweep(&policy, &base, &"0".repeat(64), &mut hasher, 1);
+        let models = r.join("models");
+        assert!(rescan(
+            &policy,
+            &base,
+            &mut hasher,
+            &mut kept,
+            std::slice::from_ref(&models),
+            2
+        )
+        .is_none());
+        std::fs::rename(models.join("sub"), r.join("elsewhere")).expect("mv");
+        std::os::unix::fs::symlink(r.join("elsewhere"), models.join("sub")).expect("ln");
+        let inside = [models.join("sub/f")];
+        assert!(rescan(&policy, &base, &mut hasher, &mut kept, &inside, 3).is_none());
+    }
+}
