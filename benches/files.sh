@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Cost against file count: for trees of N small files under one model dir (BENCH_COUNTS,
+# default "10000 100000"), the monitor's baseline, restart-to-trusted, full sweep, a change
+# (tamper -> 503, -> violation recorded, restore -> 200, CPU per change), idle CPU and RSS of
+# each process; AIDE's --init and --check on the same tree in the same run, beside them.
+#
+#   benches/files.sh                      # needs python3; AIDE if installed (apt-get install aide)
+#   BENCH_COUNTS="10000" benches/files.sh # one size
+#   BENCH_CYCLES=20 benches/files.sh      # change cycles per size (default 10)
+# Prints a Markdown table (medians); paste into BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+bin=$PWD/target/release
+work=$(mktemp -d /var/tmp/im-files.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+cycles=${BENCH_CYCLES:-10}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+p99() { sort -n | awk '{a[NR]=$1} END {i=int((NR*99+99)/100); if (i<1) i=1; print a[i]}'; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {printf "%.3f\n", s/1e6}'; }
+hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/"$1"/status; }
+code() { curl -s -o /dev/null -w '%{http_code}' "$url$1"; }
+
+make_tree() { # dir count
+    python3 - "$1" "$2" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+per = 1000
+for d in range((n + per - 1) // per):
+    dd = f"{root}/models/d{d:04}"
+    os.makedirs(dd, exist_ok=True)
+    for i in range(min(per, n - d * per)):
+        with open(f"{dd}/f{i:04}", "wb") as f:
+            f.write(os.urandom(512))
+PY
+    mkdir -p "$1/bin" "$1.secret"
+    echo svc > "$1/bin/svc"
+    (umask 077; head -c 32 /dev/urandom > "$1.secret/key"; echo "bench-token-0123456789abcdef0123456789" > "$1.secret/token")
+    cat > "$1/policy.yaml" <<YAML
+scan_interval: 30s
+service_binaries: [$1/bin/svc]
+model_dirs: [$1/models]
+hmac_key_path: $1.secret/key
+YAML
+}
+
+start() { # dir state -> sets pid, hpid; waits for /verify 200
+    "$bin/integrity-monitor" --policy "$1/policy.yaml" --listen "127.0.0.1:$port" \
+        --token-file "$1.secret/token" --audit-log "$1/log/audit.jsonl" --state-dir "$1/$2" 2>>"$1.err" &
+    pid=$!
+    until [ "$(code /api/v1/verify)" = 200 ]; do sleep 0.01; done
+    hpid=$(pgrep -P "$pid" -f integrity-hasher)
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+
+echo "| files | baseline s | restart→trusted s | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (10 s) | hasher / api RSS MiB | AIDE --init s | AIDE --check s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for n in ${BENCH_COUNTS:-10000 100000}; do
+    d=$work/t$n
+    port=$((20000 + RANDOM % 20000)); url=http://127.0.0.1:$port
+    echo "generating $n files ..." >&2
+    make_tree "$d" "$n"
+    token=$(cat "$d.secret/token")
+    # Baseline: a first start on an empty store, to the first trusted verdict.
+    t0=$(now_ms); start "$d" state; t1=$(now_ms)
+    base_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
+    sweeps=()
+    for r in 1 2 3; do
+        s=$(now_ms); curl -s -XPOST -H "Authorization: Bearer $token" "$url/api/v1/scan" > /dev/null; e=$(now_ms)
+        sweeps+=($((e - s)))
+    done
+    sweep_ms=$(printf '%s\n' "${sweeps[@]}" | median)
+    f=$d/models/d0000/f0000; orig=$(mktemp); cp "$f" "$orig"
+    t503=(); tviol=(); trest=()
+    c0=$(cpu_ms "$hpid")
+    for i in $(seq 1 "$cycles"); do
+        sleep 0.3
+        s=$(now_ms); echo tamper >> "$f"
+        until [ "$(code /api/v1/verify)" = 503 ]; do sleep 0.001; done; t503+=($(($(now_ms) - s)))
+        until curl -s "$url/api/v1/status" | grep -q '"violation_count":1'; do sleep 0.001; done; tviol+=($(($(now_ms) - s)))
+        sleep 0.3
+        s=$(now_ms); cat "$orig" > "$f"
+        until [ "$(code /api/v1/verify)" = 200 ]; do sleep 0.001; done; trest+=($(($(now_ms) - s)))
+    done
+    c1=$(cpu_ms "$hpid")
+    per_change=$(awk -v a="$c0" -v b="$c1" -v n="$cycles" 'BEGIN {printf "%.2f", (b-a)/(2*n)}')
+    i0=$(cpu_ms "$hpid"); j0=$(cpu_ms "$pid"); sleep 10; i1=$(cpu_ms "$hpid"); j1=$(cpu_ms "$pid")
+    idle=$(awk -v a="$i0" -v b="$i1" -v c="$j0" -v d="$j1" 'BEGIN {printf "%.2f", (b-a+d-c)/100}')
+    rss="$(hwm_mib "$hpid") / $(hwm_mib "$pid")"
+    stop
+    # Restart to trusted on the stored baseline.
+    t0=$(now_ms); start "$d" state; t1=$(now_ms); stop
+    restart_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
+    aide_init=n/a; aide_check=n/a
+    if command -v aide > /dev/null; then
+        cat > "$d.aide.conf" <<CONF
+database_in=file:$d.aide.db
+database_out=file:$d.aide.db.new
+$d/models sha256
+$d/bin sha256
+CONF
+        t0=$(now_ms); aide --init --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
+        mv "$d.aide.db.new" "$d.aide.db"
+        aide_init=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
+        t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
+        aide_check=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
+    fi
+    echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $rss | $aide_init | $aide_check |"
+    rm -rf "$d" "$d".*
+done
