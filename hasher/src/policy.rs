@@ -16,10 +16,12 @@ pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 30;
 /// Default HMAC key file.
 pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
-/// Largest policy file read.
-const MAX_POLICY_BYTES: u64 = 1024 * 1024;
-/// Most paths a policy may list, over all categories.
-const MAX_LISTED: usize = 10_000;
+/// Largest policy file read (100,000 listed paths of ~100 bytes fit).
+const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
+/// Most paths a policy may list, over all categories: what the hasher's memory budget holds
+/// (about 1 KiB per watched file, under its unit's MemoryMax=256M with room for model files),
+/// not the Go service's 10,000.
+pub const MAX_LISTED: usize = 100_000;
 /// Longest full re-verification interval: beyond it, time arithmetic is not worth the risk.
 const MAX_REHASH_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most hashing threads a policy may ask for.
@@ -446,6 +448,28 @@ mod tests {
             Ok(p) => panic!("accepted: {p:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// As many listed files as the memory budget holds are accepted; one more is refused
+    /// with the key named.
+    #[test]
+    fn lists_up_to_the_budget_not_the_go_cap() {
+        let list = |n: usize| {
+            let mut y = String::from("service_binaries:\n");
+            for i in 0..n {
+                y.push_str(&format!("  - /usr/libexec/secure-ai/d{}/bin{i}\n", i % 997));
+            }
+            y
+        };
+        let p = Policy::parse(&list(MAX_LISTED)).expect("the budget's worth");
+        assert_eq!(p.files.len(), MAX_LISTED);
+        assert!(p.files.windows(2).all(|w| w[0].0 < w[1].0), "kept sorted");
+        assert!(list(MAX_LISTED).len() < MAX_POLICY_BYTES as usize);
+        let e = err(&list(MAX_LISTED + 1));
+        assert!(
+            e.contains("service_binaries") && e.contains("more than 100000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,14 +7,12 @@
 //! widens too, by answering `None`, where a part cannot be brought up to date on its own: the
 //! registry's dir, a model dir itself, a bound the sweep hit, a directory swapped above a path.
 
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use protocol::baseline::{Entry, Manifest};
 use protocol::report::{self, ScanReport};
-use protocol::Category;
 
 use crate::hashing::FileHasher;
 use crate::policy::Policy;
@@ -40,11 +38,6 @@ pub fn rescan(
     {
         return None;
     }
-    let listed: HashMap<&Path, Category> = policy
-        .files
-        .iter()
-        .map(|(p, c)| (p.as_path(), *c))
-        .collect();
     let governed_dir = governed(policy).map(|(d, _)| d);
     let mut roots: Vec<&PathBuf> = paths.iter().collect();
     roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
@@ -55,10 +48,11 @@ pub fn rescan(
         if done.iter().any(|d| p.starts_with(d)) {
             continue; // inside a subtree already checked whole
         }
-        if let Some(category) = listed.get(p.as_path()) {
+        // The policy keeps its listed files sorted by path.
+        if let Ok(i) = policy.files.binary_search_by(|(f, _)| f.as_path().cmp(p)) {
             let key = key_of(p);
             sweep.findings.retain(|v| v.path != key);
-            cmp.file(hasher, p, *category);
+            cmp.file(hasher, p, policy.files[i].1);
             continue;
         }
         let bytes = p.as_os_str().as_bytes();
