@@ -176,6 +176,33 @@ fn baseline_endpoint_serves_a_manifest_the_key_verifies() {
 }
 
 #[test]
+fn a_manifest_larger_than_a_part_is_relayed_whole_and_exact() {
+    // About 15,000 entries: a manifest of three 1 MiB parts.
+    let a = Appliance::new();
+    for d in 0..15 {
+        for i in 0..1000 {
+            a.write(&format!("models/d{d:02}/f{i:04}.bin"), "x");
+        }
+    }
+    let m = Running::start(&a);
+    let stored = std::fs::read(a.path("state/baseline.json")).unwrap();
+    assert!(
+        stored.len() > 2 * protocol::message::BASELINE_PART,
+        "{} bytes",
+        stored.len()
+    );
+    let (code, body) = get(m.addr, "/api/v1/baseline").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.as_bytes() == stored.as_slice(),
+        "{} bytes relayed, {} stored",
+        body.len(),
+        stored.len()
+    );
+    assert_eq!(m.verify_code(), 200, "relaying cost the hasher no trust");
+}
+
+#[test]
 fn mutations_need_the_token_and_routes_are_strict() {
     let a = Appliance::new();
     let m = Running::start(&a);

@@ -21,7 +21,8 @@ fn protocol_decoders_never_panic() {
         Request::CreateBaseline {
             token: Some(b"test-token".to_vec()),
         },
-        Request::GetBaseline,
+        Request::GetBaseline { offset: 1 << 20 },
+        Request::ScanChanged,
         Request::Attest {
             nonce: "00".repeat(16),
             audit_seq: 3,
@@ -43,6 +44,17 @@ fn protocol_decoders_never_panic() {
         violations: vec![],
     };
     seeds.extend(encode(7, &Response::Report(report.sign(None))).unwrap());
+    seeds.extend(
+        encode(
+            7,
+            &Response::Baseline {
+                total: 3,
+                offset: 0,
+                part: b"{}\n".to_vec(),
+            },
+        )
+        .unwrap(),
+    );
     seeds.extend(
         encode(
             0,

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use protocol::frame;
-use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, Request, Response, StoreStatus};
+use protocol::message::{
+    BaselineSummary, ErrorKind, KeyStatus, Request, Response, StoreStatus, BASELINE_PART,
+};
 use protocol::PROTOCOL_VERSION;
 
 use crate::channel::{Channel, RecvError};
@@ -307,10 +309,18 @@ impl Server {
             Request::Hello { version } => self.hello(version),
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
             Request::CreateBaseline { token } => self.create_baseline(token.as_deref()),
-            Request::GetBaseline => match &self.baseline {
-                Some(b) => Response::Baseline {
-                    manifest: b.bytes.clone(),
-                },
+            Request::GetBaseline { offset } => match &self.baseline {
+                Some(b) => {
+                    let start = usize::try_from(offset)
+                        .unwrap_or(usize::MAX)
+                        .min(b.bytes.len());
+                    let end = start.saturating_add(BASELINE_PART).min(b.bytes.len());
+                    Response::Baseline {
+                        total: b.bytes.len() as u64,
+                        offset: start as u64,
+                        part: b.bytes[start..end].to_vec(),
+                    }
+                }
                 None => error(ErrorKind::NoBaseline, "no baseline is adopted"),
             },
             Request::Scan => self.scan(),

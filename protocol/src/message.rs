@@ -24,8 +24,13 @@ pub enum Request {
         /// The bearer token the operator presented, as received.
         token: Option<Vec<u8>>,
     },
-    /// The adopted baseline manifest, byte for byte as stored.
-    GetBaseline,
+    /// A part of the adopted baseline manifest, byte for byte as stored, from `offset`: the
+    /// manifest travels in parts of at most [`BASELINE_PART`] bytes, so neither process holds
+    /// a second copy of a large one and the api relays it as it comes.
+    GetBaseline {
+        /// Where the part starts.
+        offset: u64,
+    },
     /// Verify every watched file against the adopted baseline.
     Scan,
     /// Re-read and validate the policy; the old one stays in force on error.
@@ -70,8 +75,12 @@ pub enum Response {
     },
     /// The adopted manifest (answer to `GetBaseline`).
     Baseline {
-        /// The manifest JSON exactly as stored, `hmac` included.
-        manifest: Vec<u8>,
+        /// The whole manifest's length.
+        total: u64,
+        /// Where this part starts.
+        offset: u64,
+        /// The manifest JSON's bytes from `offset`, exactly as stored (`hmac` included).
+        part: Vec<u8>,
     },
     /// The outcome of one scan, signed by the hasher.
     Report(SignedReport),
@@ -188,6 +197,22 @@ pub struct BaselineSummary {
     pub generation: u64,
 }
 
+/// Largest part of a baseline manifest in one answer.
+pub const BASELINE_PART: usize = 1024 * 1024;
+/// Largest baseline manifest relayed (200,000 entries of the longest paths fit).
+pub const MAX_MANIFEST: u64 = 1 << 30;
+
+/// Whether a `Baseline` answer to `GetBaseline { offset: asked }` is one the api can relay: the
+/// part asked for, within the manifest, not empty before its end, and no larger than a part.
+pub fn baseline_part_ok(asked: u64, total: u64, offset: u64, part: &[u8]) -> bool {
+    let end = offset.saturating_add(part.len() as u64);
+    offset == asked
+        && total <= MAX_MANIFEST
+        && part.len() <= BASELINE_PART
+        && end <= total
+        && (!part.is_empty() || offset == total)
+}
+
 /// Longest store rejection reason the api accepts from the hasher.
 pub const MAX_REASON_LEN: usize = 4096;
 
@@ -247,6 +272,29 @@ mod tests {
             created_at: "2026-11-25T00:00:00Z".into(),
             generation: 1,
         }
+    }
+
+    #[test]
+    fn a_baseline_part_must_be_the_one_asked_for_and_fit() {
+        let part = vec![b'x'; 10];
+        assert!(baseline_part_ok(0, 25, 0, &part));
+        assert!(baseline_part_ok(20, 25, 20, &part[..5]));
+        assert!(
+            !baseline_part_ok(10, 25, 0, &part),
+            "another offset than asked"
+        );
+        assert!(!baseline_part_ok(20, 25, 20, &part), "past the end");
+        assert!(!baseline_part_ok(0, 25, 0, &[]), "empty before the end");
+        assert!(baseline_part_ok(25, 25, 25, &[]), "empty at the end");
+        assert!(
+            !baseline_part_ok(0, MAX_MANIFEST + 1, 0, &part),
+            "too large a manifest"
+        );
+        let big = vec![0u8; BASELINE_PART + 1];
+        assert!(
+            !baseline_part_ok(0, u64::MAX / 2, 0, &big),
+            "too large a part"
+        );
     }
 
     #[test]

@@ -1,24 +1,62 @@
 //! Building answers: every one is JSON (bar `/metrics`) and never cached.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http_body_util::{Either, Full};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 use crate::error::MonitorError;
+use crate::monitor::ManifestStream;
 
-/// An answer with its whole body in memory (bodies are small and bounded).
-pub type Reply = Response<Full<Bytes>>;
+/// An answer: small and bounded bodies whole, the baseline manifest as it streams.
+pub type Reply = Response<Either<Full<Bytes>, Streamed>>;
 
-/// An answer carrying `body` as JSON.
-pub fn reply(status: u16, body: Bytes) -> Reply {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// A body relayed part by part; an `Err` part ends it short (the connection is closed, and
+/// the client sees fewer bytes than the Content-Length promised).
+pub struct Streamed(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.get_mut()
+            .0
+            .poll_recv(cx)
+            .map(|part| part.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// A 200 answer relaying `stream`, with its length announced.
+pub fn streamed(stream: ManifestStream) -> Reply {
+    let mut r = Response::new(Either::Right(Streamed(stream.parts)));
+    headers(&mut r);
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(stream.total));
+    r
+}
+
+fn headers(r: &mut Reply) {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// An answer carrying `body` as JSON.
+pub fn reply(status: u16, body: Bytes) -> Reply {
+    let mut r = Response::new(Either::Left(Full::new(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    headers(&mut r);
     r
 }
 

@@ -29,7 +29,7 @@ pub async fn handle(req: Request<Incoming>, monitor: Arc<Monitor>) -> Result<Rep
 }
 
 /// The endpoint's answer, or (`Err`) the answer refusing the request.
-async fn admit_and_answer(req: Request<Incoming>, monitor: &Monitor) -> Result<Reply, Reply> {
+async fn admit_and_answer(req: Request<Incoming>, monitor: &Arc<Monitor>) -> Result<Reply, Reply> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let route = Route::find(&path).ok_or_else(|| error(404, "not_found", "no such endpoint"))?;

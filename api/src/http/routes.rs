@@ -1,10 +1,12 @@
 //! The endpoints: which paths exist, which method each takes, and what each answers.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
 
-use super::reply::{error, failed, json_reply, reply, Reply};
+use super::reply::{error, failed, json_reply, reply, streamed, Reply};
 use crate::error::MonitorError;
 use crate::monitor::Monitor;
 use crate::verdict::verdict;
@@ -59,7 +61,7 @@ impl Route {
 /// checks it again before it makes a baseline.
 pub async fn dispatch(
     route: Route,
-    monitor: &Monitor,
+    monitor: &Arc<Monitor>,
     query: &str,
     presented: Option<Vec<u8>>,
 ) -> Reply {
@@ -68,8 +70,8 @@ pub async fn dispatch(
         Route::Health => health(monitor),
         Route::Status => json_reply(200, &status_body(monitor)),
         Route::Metrics => metrics(monitor),
-        Route::Baseline => match monitor.baseline_bytes().await {
-            Ok(bytes) => reply(200, bytes),
+        Route::Baseline => match monitor.baseline_stream().await {
+            Ok(stream) => streamed(stream),
             Err(MonitorError::Refused {
                 kind: protocol::message::ErrorKind::NoBaseline,
                 ..

@@ -14,6 +14,7 @@ use crate::link::Call;
 pub use crate::snapshot::Snapshot;
 use crate::state::{Event, Input, Machine, State};
 use crate::token::Token;
+pub use manifest::ManifestStream;
 
 /// How long a mutation waits for its audit records to reach the disk before it answers anyway
 /// (the backlog then makes `/verify` 503).
@@ -29,6 +30,7 @@ struct AuthLimit {
     suppressed: u64,
 }
 
+mod manifest;
 mod ops;
 mod schedule;
 mod startup;

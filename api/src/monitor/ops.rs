@@ -3,9 +3,7 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use protocol::message::{ErrorKind, PolicySummary};
-use protocol::sign::sha256_hex;
 use protocol::{Request, Response};
 use serde_json::json;
 
@@ -62,23 +60,6 @@ impl Monitor {
                 }
             }
             _ => Err(self.misbehaved("attestation answer")),
-        }
-    }
-
-    /// The adopted manifest, byte for byte as the hasher stored it (checked against the digest
-    /// it announced).
-    pub async fn baseline_bytes(&self) -> Result<Bytes, MonitorError> {
-        let Some(expected) = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone()) else {
-            return Err(MonitorError::Refused {
-                kind: ErrorKind::NoBaseline,
-                message: "no baseline is adopted".into(),
-            });
-        };
-        match self.call(Request::GetBaseline).await? {
-            Response::Baseline { manifest } if sha256_hex(&manifest) == expected => {
-                Ok(Bytes::from(manifest))
-            }
-            _ => Err(self.misbehaved("baseline manifest")),
         }
     }
 

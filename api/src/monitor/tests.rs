@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protocol::message::{BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreStatus};
+use protocol::message::{
+    BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreStatus, BASELINE_PART,
+};
 use protocol::report::{ScanReport, SignedReport, Violation};
 use protocol::{Category, Request, Response, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
@@ -27,6 +29,10 @@ struct Script {
     /// Answer scans for another baseline than the adopted one (a lying hasher).
     wrong_digest: bool,
     scans: u64,
+    /// The manifest a baseline made now has (empty: a stand-in digest).
+    manifest: Vec<u8>,
+    /// Send this byte of the manifest changed (a lying hasher).
+    lie_at: Option<usize>,
 }
 
 fn digest(n: u64) -> String {
@@ -55,6 +61,8 @@ impl Script {
             violations: Vec::new(),
             wrong_digest: false,
             scans: 0,
+            manifest: Vec::new(),
+            lie_at: None,
         }
     }
 
@@ -88,7 +96,11 @@ impl Script {
             }
             Request::CreateBaseline { .. } => {
                 self.generation += 1;
-                self.digest = digest(self.generation);
+                self.digest = if self.manifest.is_empty() {
+                    digest(self.generation)
+                } else {
+                    protocol::sign::sha256_hex(&self.manifest)
+                };
                 self.store = StoreStatus::Adopted(self.summary());
                 Response::BaselineCreated {
                     summary: self.summary(),
@@ -115,6 +127,19 @@ impl Script {
                     },
                     hmac: "ab".repeat(32),
                 })
+            }
+            Request::GetBaseline { offset } => {
+                let start = (offset as usize).min(self.manifest.len());
+                let end = (start + BASELINE_PART).min(self.manifest.len());
+                let mut part = self.manifest[start..end].to_vec();
+                if let Some(i) = self.lie_at.filter(|i| (start..end).contains(i)) {
+                    part[i - start] ^= 1;
+                }
+                Response::Baseline {
+                    total: self.manifest.len() as u64,
+                    offset: start as u64,
+                    part,
+                }
             }
             other => Response::Error {
                 kind: ErrorKind::Protocol,
@@ -298,4 +323,49 @@ async fn a_short_interval_scans_on_its_own() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let ran = lock(&rig.script).scans - before;
     assert!((3..=13).contains(&ran), "{ran} scans in 600 ms at 50 ms");
+}
+
+/// Everything a relayed manifest delivers before it ends, and how it ended.
+async fn drain(mut stream: super::ManifestStream) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut got = Vec::new();
+    while let Some(part) = stream.parts.recv().await {
+        match part {
+            Ok(bytes) => got.extend_from_slice(&bytes),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
+#[tokio::test]
+async fn the_manifest_is_relayed_in_parts_and_checked_before_its_last_part() {
+    let mut script = Script::new();
+    script.manifest = (0..2 * BASELINE_PART + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let manifest = script.manifest.clone();
+    let rig = started(script).await;
+    let stream = rig.monitor.baseline_stream().await.expect("stream");
+    assert_eq!(stream.total, manifest.len() as u64);
+    let (got, end) = drain(stream).await;
+    assert!(end.is_none(), "{end:?}");
+    assert!(got == manifest, "the manifest, byte for byte");
+
+    // A hasher that changes one byte of the second part: the last part is never relayed, so
+    // the client gets fewer bytes than announced, and the hasher is cut off.
+    lock(&rig.script).lie_at = Some(BASELINE_PART + 5);
+    let stream = rig
+        .monitor
+        .baseline_stream()
+        .await
+        .expect("the first part is honest");
+    let (got, end) = drain(stream).await;
+    assert!(end.is_some(), "the body ends in an error");
+    assert_eq!(got.len(), 2 * BASELINE_PART, "the last part was held back");
+    assert!(
+        rig.verdict()
+            .is_err_and(|why| why.starts_with("hasher unavailable")),
+        "{:?}",
+        rig.verdict()
+    );
 }
