@@ -24,7 +24,8 @@ pub struct DirCached {
 
 struct Cached {
     version: Version,
-    hash: String,
+    /// The digest as bytes: half the memory of its hex, for every watched file.
+    hash: [u8; 32],
     size: u64,
     /// When this version must be read again regardless (the full re-verification backstop).
     due: Instant,
@@ -117,7 +118,7 @@ impl FileHasher {
         if let Ok(m) = meta {
             if let Some(c) = self.fresh(path, &m, Instant::now()) {
                 let answer = Outcome::Hashed {
-                    hash: c.hash.clone(),
+                    hash: protocol::hexfmt::encode(&c.hash),
                     size: c.size,
                 };
                 self.fast_hits += 1;
@@ -203,13 +204,19 @@ impl FileHasher {
                     self.known.insert(path.to_owned(), known);
                 }
                 let due = Instant::now() + self.spread(&hash);
-                let cached = Cached {
-                    version,
-                    hash: hash.clone(),
-                    size,
-                    due,
-                };
-                self.cache.insert(path.to_owned(), cached);
+                // A digest the reader produced is always 64 hex digits; anything else is not
+                // remembered (the next check reads the file again).
+                if let Some(raw) =
+                    protocol::hexfmt::decode(&hash).and_then(|b| <[u8; 32]>::try_from(b).ok())
+                {
+                    let cached = Cached {
+                        version,
+                        hash: raw,
+                        size,
+                        due,
+                    };
+                    self.cache.insert(path.to_owned(), cached);
+                }
                 Outcome::Hashed { hash, size }
             }
             (outcome, _) => {

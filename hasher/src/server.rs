@@ -309,20 +309,7 @@ impl Server {
             Request::Hello { version } => self.hello(version),
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
             Request::CreateBaseline { token } => self.create_baseline(token.as_deref()),
-            Request::GetBaseline { offset } => match &self.baseline {
-                Some(b) => {
-                    let start = usize::try_from(offset)
-                        .unwrap_or(usize::MAX)
-                        .min(b.bytes.len());
-                    let end = start.saturating_add(BASELINE_PART).min(b.bytes.len());
-                    Response::Baseline {
-                        total: b.bytes.len() as u64,
-                        offset: start as u64,
-                        part: b.bytes[start..end].to_vec(),
-                    }
-                }
-                None => error(ErrorKind::NoBaseline, "no baseline is adopted"),
-            },
+            Request::GetBaseline { offset } => self.baseline_part(offset),
             Request::Scan => self.scan(),
             Request::ScanChanged => self.scan_changed(),
             Request::Attest {
@@ -417,6 +404,23 @@ impl Server {
         self.baseline = Some(current);
         self.sweep = None;
         Response::BaselineCreated { summary: s }
+    }
+
+    /// A part of the adopted manifest, read from the store file.
+    fn baseline_part(&self, offset: u64) -> Response {
+        let Some(b) = &self.baseline else {
+            return error(ErrorKind::NoBaseline, "no baseline is adopted");
+        };
+        let start = offset.min(b.len);
+        let want = usize::try_from(b.len - start).map_or(BASELINE_PART, |l| l.min(BASELINE_PART));
+        match self.store.read_part(start, want) {
+            Ok(part) => Response::Baseline {
+                total: b.len,
+                offset: start,
+                part,
+            },
+            Err(e) => error(ErrorKind::BaselineRejected, e.to_string()),
+        }
     }
 
     fn scan(&mut self) -> Response {

@@ -38,8 +38,8 @@ pub struct Store {
 pub struct Current {
     /// The parsed manifest.
     pub manifest: Manifest,
-    /// The bytes as stored.
-    pub bytes: Vec<u8>,
+    /// The length of the manifest as stored (its bytes stay on disk: [`Store::read_part`]).
+    pub len: u64,
     /// Hex SHA-256 of `bytes`.
     pub digest: String,
     /// Its generation (0 for a baseline made before generations existed).
@@ -101,6 +101,34 @@ impl Store {
         self.dir.join(&self.name)
     }
 
+    /// Up to `len` bytes of the stored baseline from `offset`, read from the file (the api
+    /// checks what it relays against the adopted digest: a file changed under the store is
+    /// caught there).
+    pub fn read_part(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let path = self.baseline_path();
+        let fail = |why: std::io::Error| StoreError::Read {
+            path: path.clone(),
+            why,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(fail)?;
+        let mut part = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match file.read_at(&mut part[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        part.truncate(filled);
+        Ok(part)
+    }
+
     fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.dir.join(name);
         let file = match OpenOptions::new()
@@ -158,7 +186,7 @@ impl Store {
             digest: sha256_hex(&bytes),
             generation: manifest.generation.unwrap_or(0),
             manifest,
-            bytes,
+            len: bytes.len() as u64,
         };
         self.against_record(current, record, event, key)
     }
@@ -209,7 +237,7 @@ impl Store {
             digest: sha256_hex(&bytes),
             generation: manifest.generation.unwrap_or(0),
             manifest: manifest.clone(),
-            bytes,
+            len: bytes.len() as u64,
         };
         self.write_record(&current, key)?;
         Ok(current)
