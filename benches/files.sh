@@ -46,7 +46,7 @@ YAML
 }
 
 start() { # dir state -> sets pid, hpid; waits for /verify 200
-    "$bin/integrity-monitor" --policy "$1/policy.yaml" --listen "127.0.0.1:$port" \
+    RUST_LOG=info,hasher=debug "$bin/integrity-monitor" --policy "$1/policy.yaml" --listen "127.0.0.1:$port" \
         --token-file "$1.secret/token" --audit-log "$1/log/audit.jsonl" --state-dir "$1/$2" 2>>"$1.err" &
     pid=$!
     until [ "$(code /api/v1/verify)" = 200 ]; do sleep 0.01; done
@@ -54,8 +54,8 @@ start() { # dir state -> sets pid, hpid; waits for /verify 200
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
-echo "| files | baseline s | restart→trusted s | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (10 s) | hasher / api RSS MiB | GET /baseline | AIDE --init s | AIDE --check s |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| files | baseline s | restart→trusted s | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice ms | hasher / api RSS MiB | GET /baseline | AIDE --init s | AIDE --check s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in ${BENCH_COUNTS:-10000 100000}; do
     d=$work/t$n
     port=$((20000 + RANDOM % 20000)); url=http://127.0.0.1:$port
@@ -85,8 +85,11 @@ for n in ${BENCH_COUNTS:-10000 100000}; do
     done
     c1=$(cpu_ms "$hpid")
     per_change=$(awk -v a="$c0" -v b="$c1" -v n="$cycles" 'BEGIN {printf "%.2f", (b-a)/(2*n)}')
-    i0=$(cpu_ms "$hpid"); j0=$(cpu_ms "$pid"); sleep 10; i1=$(cpu_ms "$hpid"); j1=$(cpu_ms "$pid")
-    idle=$(awk -v a="$i0" -v b="$i1" -v c="$j0" -v d="$j1" 'BEGIN {printf "%.2f", (b-a+d-c)/100}')
+    # Idle for one scan interval (30 s): the sweep spread over it, in 100 ms slices.
+    i0=$(cpu_ms "$hpid"); j0=$(cpu_ms "$pid"); sleep 30; i1=$(cpu_ms "$hpid"); j1=$(cpu_ms "$pid")
+    idle=$(awk -v a="$i0" -v b="$i1" -v c="$j0" -v d="$j1" 'BEGIN {printf "%.2f", (b-a+d-c)/300}')
+    slowest=$(grep 'spread sweep cycle complete' "$d.err" | sed -n 's/.*slowest_us=\([0-9]*\).*/\1/p' | sort -n | tail -1)
+    slowest=$(awk -v u="${slowest:-0}" 'BEGIN {printf "%.1f", u/1000}')
     rss="$(hwm_mib "$hpid") / $(hwm_mib "$pid")"
     # The manifest relayed to a client: its size, the time, and the api's peak after it.
     s=$(now_ms); mbytes=$(curl -s "$url/api/v1/baseline" | wc -c); e=$(now_ms)
@@ -109,6 +112,6 @@ CONF
         t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
         aide_check=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     fi
-    echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $rss | $relay | $aide_init | $aide_check |"
+    echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $relay | $aide_init | $aide_check |"
     rm -rf "$d" "$d".*
 done

@@ -23,6 +23,7 @@ pub mod resolve;
 pub mod sandbox;
 pub mod scan;
 pub mod server;
+pub mod spread;
 mod start;
 pub mod store;
 #[allow(unsafe_code)]

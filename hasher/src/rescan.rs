@@ -31,6 +31,19 @@ pub fn rescan(
 ) -> Option<ScanReport> {
     let started = Instant::now();
     let hashed_before = hasher.bytes_hashed;
+    update(policy, baseline, hasher, sweep, paths)?;
+    Some(sweep.report(seq, hasher.bytes_hashed - hashed_before, started))
+}
+
+/// Brings `sweep` up to date with what is now at each of `paths`; `None` when only a full
+/// sweep can say (then `sweep` must be discarded: it may be half updated).
+pub fn update(
+    policy: &Policy,
+    baseline: &Manifest,
+    hasher: &mut FileHasher,
+    sweep: &mut Sweep,
+    paths: &[PathBuf],
+) -> Option<()> {
     if sweep
         .findings
         .iter()
@@ -79,7 +92,7 @@ pub fn rescan(
     sweep.findings.append(&mut cmp.violations);
     sweep.findings.sort_by(|a, b| a.path.cmp(&b.path));
     sweep.watched = u32::try_from(watched.max(0)).unwrap_or(u32::MAX);
-    Some(sweep.report(seq, hasher.bytes_hashed - hashed_before, started))
+    Some(())
 }
 
 /// How a path appears in findings (names that are not UTF-8 escaped, as the walk shows them).

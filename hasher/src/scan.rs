@@ -33,7 +33,7 @@ fn walk_all(policy: &Policy) -> Vec<(&Path, Vec<(PathBuf, Found)>)> {
 }
 
 /// The model dir the registry manifest sits in (the policy checks it is one), and the manifest.
-pub(crate) fn governed(policy: &Policy) -> Option<(&Path, &Path)> {
+pub fn governed(policy: &Policy) -> Option<(&Path, &Path)> {
     let manifest = policy.registry_manifest.as_deref()?;
     Some((manifest.parent()?, manifest))
 }

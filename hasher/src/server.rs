@@ -56,6 +56,9 @@ pub struct Server {
     /// Paths the kernel named since the last scan, and whether they are all that changed.
     named: std::collections::HashSet<PathBuf>,
     named_complete: bool,
+    /// The sweep spread over the interval, and when its next slice is due.
+    cycle: Option<crate::spread::Cycle>,
+    next_slice: std::time::Instant,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -153,6 +156,8 @@ impl Server {
             sweep: None,
             named: std::collections::HashSet::new(),
             named_complete: false,
+            cycle: None,
+            next_slice: std::time::Instant::now(),
         }
     }
 
@@ -229,18 +234,10 @@ impl Server {
     /// Waits for the channel or the watcher. Watched-path changes are announced to the api
     /// with an unsolicited `Notice` (id 0); returns true once a request is waiting.
     fn wait_for_request(&mut self, channel: &Channel) -> Result<bool, ChannelError> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::poll::{poll, PollFd, PollFlags};
+        let wait = self.poll_timeout();
         let Some(watcher) = self.watcher.as_mut() else {
             return Ok(true);
-        };
-        // A notice held back (see NOTICE_GAP) is sent when its gap is over.
-        let wait = match (&self.held_notice, self.last_notice) {
-            (Some(_), Some(last)) => {
-                let left = NOTICE_GAP.saturating_sub(last.elapsed());
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
-            }
-            (Some(_), None) => PollTimeout::ZERO,
-            (None, _) => PollTimeout::NONE,
         };
         let (chan_ready, watch_ready) = {
             let mut fds = [
@@ -257,31 +254,11 @@ impl Server {
         };
         if watch_ready {
             let changes = watcher.drain();
-            if changes.overflow {
-                // Events were lost: nothing remembered can be trusted; the next scan reads all.
-                tracing::warn!("inotify queue overflowed: next scan re-reads every file");
-                self.hasher.forget_all();
-            }
-            // A path the kernel says changed is read again even if its metadata looks the
-            // same (a clock stepped back, a filesystem with coarse timestamps).
-            for path in &changes.paths {
-                self.hasher.forget(path);
-            }
-            // What the next scan of the changes checks; lost or unnamed events, or too many
-            // names, leave only a full sweep sure.
-            if changes.overflow
-                || changes.unnamed
-                || self.named.len() + changes.paths.len() > MAX_NAMED
-            {
-                self.named_complete = false;
-                self.named.clear();
-            } else if self.named_complete {
-                self.named.extend(changes.paths);
-            }
-            if changes.changed > 0 || changes.overflow {
-                let (n, o) = self.held_notice.unwrap_or((0, false));
-                self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
-            }
+            self.absorb(changes);
+        }
+        if self.sweep.is_some() && std::time::Instant::now() >= self.next_slice {
+            self.run_slice();
+            self.next_slice = std::time::Instant::now() + crate::spread::SLICE_PERIOD;
         }
         // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
         // a few times a second, not back to back.
@@ -289,6 +266,111 @@ impl Server {
             self.send_held_notice(channel)?;
         }
         Ok(chan_ready)
+    }
+
+    /// How long to wait for the channel or the watcher: until a notice held back (see
+    /// NOTICE_GAP) may go out, or the next slice of the spread sweep is due.
+    fn poll_timeout(&self) -> nix::poll::PollTimeout {
+        use nix::poll::PollTimeout;
+        let wait = match (&self.held_notice, self.last_notice) {
+            (Some(_), Some(last)) => {
+                let left = NOTICE_GAP.saturating_sub(last.elapsed());
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
+            }
+            (Some(_), None) => PollTimeout::ZERO,
+            (None, _) => PollTimeout::NONE,
+        };
+        // The next slice of the spread sweep is due then, while there is a sweep to keep.
+        match self.sweep {
+            Some(_) => {
+                let left = self
+                    .next_slice
+                    .saturating_duration_since(std::time::Instant::now());
+                let slice = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+                if wait == PollTimeout::NONE {
+                    slice
+                } else {
+                    wait.min(slice)
+                }
+            }
+            None => wait,
+        }
+    }
+
+    /// Takes in what the watcher drained: paths to read again, what the next check of the
+    /// changes covers, and the notice to send.
+    fn absorb(&mut self, changes: crate::watch::Changes) {
+        if changes.overflow {
+            // Events were lost: nothing remembered can be trusted; the next scan reads all.
+            tracing::warn!("inotify queue overflowed: next scan re-reads every file");
+            self.hasher.forget_all();
+        }
+        // A path the kernel says changed is read again even if its metadata looks the
+        // same (a clock stepped back, a filesystem with coarse timestamps).
+        for path in &changes.paths {
+            self.hasher.forget(path);
+        }
+        // What the next scan of the changes checks; lost or unnamed events, or too many
+        // names, leave only a full sweep sure.
+        if changes.overflow || changes.unnamed || self.named.len() + changes.paths.len() > MAX_NAMED
+        {
+            self.named_complete = false;
+            self.named.clear();
+        } else if self.named_complete {
+            self.named.extend(changes.paths);
+        }
+        if changes.changed > 0 || changes.overflow {
+            let (n, o) = self.held_notice.unwrap_or((0, false));
+            self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
+        }
+    }
+
+    /// One slice of the spread sweep; a finding it adds or clears is announced like a change.
+    fn run_slice(&mut self) {
+        let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) else {
+            return;
+        };
+        if self.cycle.is_none() {
+            self.cycle = crate::spread::Cycle::new(&self.policy, &b.manifest);
+        }
+        let Some(cycle) = self.cycle.as_mut() else {
+            return; // not spread (a registry's dir): the api's ticks sweep everything
+        };
+        let units = cycle.slice().to_vec();
+        let before = fingerprint(&sweep.findings);
+        let took = std::time::Instant::now();
+        let updated =
+            crate::rescan::update(&self.policy, &b.manifest, &mut self.hasher, sweep, &units);
+        cycle.slowest = cycle.slowest.max(took.elapsed());
+        let changed = match updated {
+            Some(()) => fingerprint(&sweep.findings) != before,
+            None => {
+                // Only a full sweep can say: the next request makes one.
+                self.sweep = None;
+                self.cycle = None;
+                true
+            }
+        };
+        if changed {
+            tracing::info!(
+                units = units.len(),
+                "the spread sweep found a change no event announced"
+            );
+            let (n, o) = self.held_notice.unwrap_or((0, false));
+            self.held_notice = Some((n.saturating_add(1), o));
+        }
+        if let (Some(cycle), Some(sweep)) = (&self.cycle, self.sweep.as_mut()) {
+            if cycle.complete() {
+                tracing::debug!(
+                    units = cycle.units(),
+                    ms = u64::try_from(cycle.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    slowest_us = u64::try_from(cycle.slowest.as_micros()).unwrap_or(u64::MAX),
+                    "spread sweep cycle complete"
+                );
+                sweep.at = cycle.started;
+                self.cycle = None;
+            }
+        }
     }
 
     /// Sends the changes not announced yet, if any.
@@ -403,6 +485,7 @@ impl Server {
         self.store_event = None;
         self.baseline = Some(current);
         self.sweep = None;
+        self.cycle = None;
         Response::BaselineCreated { summary: s }
     }
 
@@ -435,6 +518,7 @@ impl Server {
         // Everything named so far is covered: events drained later name later changes.
         self.named.clear();
         self.named_complete = self.watcher.as_ref().is_some_and(|w| w.complete());
+        self.cycle = None;
         let (report, sweep) = scan::sweep(
             &self.policy,
             &b.manifest,
@@ -454,15 +538,26 @@ impl Server {
         Response::Report(report.sign(key))
     }
 
+    /// How long a sweep's findings stand in for a new sweep. Spread, a cycle examines every
+    /// unit once per interval and `at` is when the last complete one began: at most two
+    /// intervals old while cycles keep up. Not spread (no inotify, or a registry's dir), the
+    /// api's tick, an interval after the last report, must find it stale and sweep: 0.9 of it.
+    fn sweep_lifetime(&self) -> std::time::Duration {
+        let interval = self.policy.scan_interval;
+        if self.watcher.is_some() && scan::governed(&self.policy).is_none() {
+            interval.saturating_mul(2)
+        } else {
+            interval.mul_f64(0.9)
+        }
+    }
+
     /// Checks only the paths the kernel named since the last scan, when they are all that
-    /// changed and the last full sweep is younger than the scan interval; sweeps otherwise.
+    /// changed and the sweep (full, or spread over the interval) is current; sweeps otherwise.
     /// The hasher decides: an api that only ever asks for this still gets a full sweep every
     /// interval.
     fn scan_changed(&mut self) -> Response {
         let fresh = match (&self.sweep, &self.baseline) {
-            (Some(s), Some(b)) => {
-                s.digest == b.digest && s.at.elapsed() < self.policy.scan_interval
-            }
+            (Some(s), Some(b)) => s.digest == b.digest && s.at.elapsed() < self.sweep_lifetime(),
             _ => false,
         };
         if !(fresh && self.named_complete) {
@@ -526,8 +621,19 @@ impl Server {
         self.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.
         self.sweep = None;
+        self.cycle = None;
         Response::Reloaded {
             policy: self.policy.summary(),
         }
     }
+}
+
+/// A digest of the findings that changes when any is added, cleared or changed.
+fn fingerprint(findings: &[protocol::report::Violation]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in findings {
+        (&v.path, &v.expected_hash, &v.actual_hash).hash(&mut h);
+    }
+    h.finish()
 }

@@ -43,12 +43,9 @@ impl Monitor {
                 // hasher's coalescing of a file written without pause.
                 continue;
             }
-            let kind = if notified {
-                super::ops::Scan::Changes
-            } else {
-                super::ops::Scan::Full
-            };
-            let scanned = self.scan_locked(kind).await;
+            // The tick, like a notice, asks for what changed: the hasher keeps its sweep spread
+            // over the interval and sweeps everything itself whenever that is not enough.
+            let scanned = self.scan_locked(super::ops::Scan::Changes).await;
             drop(op);
             if let Err(e) = scanned {
                 tracing::warn!(error = %e, "scheduled scan failed");

@@ -1,0 +1,177 @@
+//! The sweep spread over its interval: instead of one pass over the whole tree every
+//! `scan_interval`, the hasher checks a slice of it every [`SLICE_PERIOD`] between requests
+//! (each listed file, and each top-level entry of each model dir, is a unit), so that a whole
+//! cycle takes the interval and no moment pays for the whole tree. This is what catches
+//! what inotify cannot see (a write through `mmap`, a change in a directory the kernel would
+//! not watch); what it finds is announced like any change, so the api asks for it at once.
+
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use protocol::baseline::Manifest;
+
+use crate::policy::Policy;
+use crate::scan::governed;
+
+/// How often a slice runs while the hasher waits for requests.
+pub const SLICE_PERIOD: Duration = Duration::from_millis(100);
+
+/// One pass over every unit of the watched set.
+#[derive(Debug)]
+pub struct Cycle {
+    units: Vec<PathBuf>,
+    next: usize,
+    per_slice: usize,
+    /// When the cycle began: a completed cycle examined everything since then.
+    pub started: Instant,
+    /// The longest slice so far (reported when the cycle completes).
+    pub slowest: Duration,
+}
+
+impl Cycle {
+    /// A cycle over the policy's units, paced to complete in `scan_interval`; `None`
+    /// where a unit cannot be checked on its own (a registry governs a model dir: its check is
+    /// one piece), so full sweeps remain.
+    pub fn new(policy: &Policy, baseline: &Manifest) -> Option<Cycle> {
+        if governed(policy).is_some() {
+            return None;
+        }
+        let mut units: BTreeSet<Vec<u8>> = policy
+            .files
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
+            .collect();
+        for dir in &policy.model_dirs {
+            units.extend(top_level(dir, baseline));
+        }
+        let units: Vec<PathBuf> = units
+            .into_iter()
+            .map(|b| PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&b))))
+            .collect();
+        let slices = (policy.scan_interval.as_millis() / SLICE_PERIOD.as_millis()).max(1);
+        let per_slice = units
+            .len()
+            .div_ceil(usize::try_from(slices).unwrap_or(usize::MAX));
+        Some(Cycle {
+            units,
+            next: 0,
+            per_slice: per_slice.max(1),
+            started: Instant::now(),
+            slowest: Duration::ZERO,
+        })
+    }
+
+    /// The units of the next slice (empty once the cycle is complete).
+    pub fn slice(&mut self) -> &[PathBuf] {
+        let start = self.next;
+        self.next = (self.next + self.per_slice).min(self.units.len());
+        &self.units[start..self.next]
+    }
+
+    /// How many units the cycle covers.
+    pub fn units(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether every unit has been handed out.
+    pub fn complete(&self) -> bool {
+        self.next >= self.units.len()
+    }
+}
+
+/// The entries directly in `dir` now, and those the baseline has there (so a unit that
+/// vanished is still checked, and found missing). A dir that cannot be listed is its own unit:
+/// checking it widens to a full sweep, which reports it.
+fn top_level(dir: &Path, baseline: &Manifest) -> Vec<Vec<u8>> {
+    let prefix = dir.as_os_str().as_bytes();
+    let mut out: Vec<Vec<u8>> = baseline
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let rest = e.path.as_bytes().strip_prefix(prefix)?.strip_prefix(b"/")?;
+            let first = rest.split(|b| *b == b'/').next()?;
+            Some([prefix, b"/", first].concat())
+        })
+        .collect();
+    let listed = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .ok()
+        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok());
+    let Some(mut handle) = listed else {
+        out.push(prefix.to_vec());
+        return out;
+    };
+    for entry in handle.iter().filter_map(Result::ok) {
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push([prefix, b"/", name].concat());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::FileHasher;
+    use crate::scan::{create_baseline, sweep};
+
+    /// One whole cycle of slices finds what a full sweep finds, including a change no event
+    /// announced (as a write through `mmap` would be), a deleted dir and a new one.
+    #[test]
+    fn a_cycle_of_slices_equals_a_full_sweep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        for d in 0..5 {
+            std::fs::create_dir_all(r.join(format!("models/d{d}"))).expect("mkdir");
+            for i in 0..4 {
+                std::fs::write(r.join(format!("models/d{d}/f{i}")), "x").expect("write");
+            }
+        }
+        std::fs::write(r.join("models/top.bin"), "t").expect("write");
+        std::fs::write(r.join("bin"), "b").expect("write");
+        let yaml = format!(
+            "scan_interval: 1s\nservice_binaries: [{r}/bin]\nmodel_dirs: [{r}/models]\n",
+            r = r.display()
+        );
+        let policy = Policy::parse(&yaml).expect("policy");
+        let digest = "0".repeat(64);
+        let base = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("base");
+        let mut hasher = FileHasher::default();
+        let (_, mut kept) = sweep(&policy, &base, &digest, &mut hasher, 1);
+        // Unannounced: same size, new content (the metadata fast path sees the new ctime).
+        std::fs::write(r.join("models/d1/f2"), "y").expect("write");
+        std::fs::remove_dir_all(r.join("models/d3")).expect("rm");
+        std::fs::create_dir_all(r.join("models/new/deep")).expect("mkdir");
+        std::fs::write(r.join("models/new/deep/n"), "n").expect("write");
+        std::fs::write(r.join("bin"), "B").expect("write");
+        let mut cycle = Cycle::new(&policy, &base).expect("no registry");
+        let mut slices = 0;
+        while !cycle.complete() {
+            let units = cycle.slice().to_vec();
+            crate::rescan::update(&policy, &base, &mut hasher, &mut kept, &units)
+                .expect("every unit checks on its own");
+            slices += 1;
+        }
+        // 8 units (bin, top.bin, d0-d4 with the vanished d3, new) over the 10 slices a 1 s
+        // interval holds: 1 unit a slice.
+        assert_eq!(slices, 8);
+        let spread = kept.report(2, 0, Instant::now());
+        let full = sweep(&policy, &base, &digest, &mut FileHasher::default(), 2).0;
+        let essence = |r: &protocol::report::ScanReport| {
+            let v: Vec<_> = r
+                .violations
+                .iter()
+                .map(|v| (v.path.clone(), v.actual_hash.clone()))
+                .collect();
+            (r.watched_files, r.violation_count, v)
+        };
+        assert_eq!(essence(&spread), essence(&full));
+        assert_eq!(
+            full.violation_count, 7,
+            "1 edited, 4 missing, 1 new, the binary: {full:?}"
+        );
+    }
+}
