@@ -330,13 +330,25 @@ impl Server {
         let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) else {
             return;
         };
+        // A cycle done early (fewer units than slices) rests until its interval is over.
+        let interval = self.policy.scan_interval;
+        if self
+            .cycle
+            .as_ref()
+            .is_some_and(|c| c.complete() && c.started.elapsed() >= interval)
+        {
+            self.cycle = None;
+        }
         if self.cycle.is_none() {
             self.cycle = crate::spread::Cycle::new(&self.policy, &b.manifest);
         }
         let Some(cycle) = self.cycle.as_mut() else {
             return; // not spread (a registry's dir): the api's ticks sweep everything
         };
-        let units = cycle.slice().to_vec();
+        if cycle.complete() {
+            return;
+        }
+        let units = cycle.slice_at(std::time::Instant::now()).to_vec();
         let before = fingerprint(&sweep.findings);
         let took = std::time::Instant::now();
         let updated =
@@ -368,7 +380,6 @@ impl Server {
                     "spread sweep cycle complete"
                 );
                 sweep.at = cycle.started;
-                self.cycle = None;
             }
         }
     }

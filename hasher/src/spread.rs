@@ -24,7 +24,7 @@ pub const SLICE_PERIOD: Duration = Duration::from_millis(100);
 pub struct Cycle {
     units: Vec<PathBuf>,
     next: usize,
-    per_slice: usize,
+    interval: Duration,
     /// When the cycle began: a completed cycle examined everything since then.
     pub started: Instant,
     /// The longest slice so far (reported when the cycle completes).
@@ -51,23 +51,23 @@ impl Cycle {
             .into_iter()
             .map(|b| PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&b))))
             .collect();
-        let slices = (policy.scan_interval.as_millis() / SLICE_PERIOD.as_millis()).max(1);
-        let per_slice = units
-            .len()
-            .div_ceil(usize::try_from(slices).unwrap_or(usize::MAX));
         Some(Cycle {
             units,
             next: 0,
-            per_slice: per_slice.max(1),
+            interval: policy.scan_interval,
             started: Instant::now(),
             slowest: Duration::ZERO,
         })
     }
 
-    /// The units of the next slice (empty once the cycle is complete).
-    pub fn slice(&mut self) -> &[PathBuf] {
+    /// The units due by `now` and not yet handed out: the cycle hands its units out evenly
+    /// over the interval (one slice ahead), so it costs the same at every moment of it.
+    pub fn slice_at(&mut self, now: Instant) -> &[PathBuf] {
+        let ahead = now.saturating_duration_since(self.started) + SLICE_PERIOD;
+        let share = ahead.as_secs_f64() / self.interval.as_secs_f64().max(f64::EPSILON);
+        let due = (self.units.len() as f64 * share).ceil() as usize;
         let start = self.next;
-        self.next = (self.next + self.per_slice).min(self.units.len());
+        self.next = due.clamp(start, self.units.len());
         &self.units[start..self.next]
     }
 
@@ -148,16 +148,18 @@ mod tests {
         std::fs::write(r.join("models/new/deep/n"), "n").expect("write");
         std::fs::write(r.join("bin"), "B").expect("write");
         let mut cycle = Cycle::new(&policy, &base).expect("no registry");
-        let mut slices = 0;
-        while !cycle.complete() {
-            let units = cycle.slice().to_vec();
+        let mut sizes = Vec::new();
+        for k in 0..10u32 {
+            let units = cycle.slice_at(cycle.started + SLICE_PERIOD * k).to_vec();
             crate::rescan::update(&policy, &base, &mut hasher, &mut kept, &units)
                 .expect("every unit checks on its own");
-            slices += 1;
+            sizes.push(units.len());
         }
-        // 8 units (bin, top.bin, d0-d4 with the vanished d3, new) over the 10 slices a 1 s
-        // interval holds: 1 unit a slice.
-        assert_eq!(slices, 8);
+        assert!(cycle.complete());
+        // 8 units (bin, top.bin, d0-d4 with the vanished d3, new) handed out evenly over the
+        // ten 100 ms slices of a 1 s interval.
+        assert_eq!(sizes.iter().sum::<usize>(), 8);
+        assert!(sizes.iter().all(|n| *n <= 2), "{sizes:?}");
         let spread = kept.report(2, 0, Instant::now());
         let full = sweep(&policy, &base, &digest, &mut FileHasher::default(), 2).0;
         let essence = |r: &protocol::report::ScanReport| {
