@@ -258,7 +258,14 @@ impl Server {
         }
         if self.sweep.is_some() && std::time::Instant::now() >= self.next_slice {
             self.run_slice();
-            self.next_slice = std::time::Instant::now() + crate::spread::SLICE_PERIOD;
+            let soonest = std::time::Instant::now() + crate::spread::SLICE_PERIOD;
+            // No cycle: nothing is spread (a registry's dir); look again an interval later.
+            self.next_slice = self
+                .cycle
+                .as_ref()
+                .map_or(std::time::Instant::now() + self.policy.scan_interval, |c| {
+                    c.next_due().max(soonest)
+                });
         }
         // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
         // a few times a second, not back to back.

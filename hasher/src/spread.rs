@@ -71,6 +71,17 @@ impl Cycle {
         &self.units[start..self.next]
     }
 
+    /// When the next unit falls due (the end of the interval once all are handed out): no
+    /// wake-up before it has work.
+    pub fn next_due(&self) -> Instant {
+        if self.complete() {
+            return self.started + self.interval;
+        }
+        let share = self.next as f64 / self.units.len().max(1) as f64;
+        (self.started + self.interval.mul_f64(share)).max(self.started + SLICE_PERIOD)
+            - SLICE_PERIOD
+    }
+
     /// How many units the cycle covers.
     pub fn units(&self) -> usize {
         self.units.len()
