@@ -1429,3 +1429,47 @@ fn a_large_model_is_reverified_on_every_thread_inside_the_sandbox() {
         "the same hasher, its threads not killed"
     );
 }
+
+#[test]
+fn a_write_through_mmap_that_no_event_announces_is_found_by_the_sweep() {
+    // A shared mapping written in place: same size, no inotify event; the kernel still sets
+    // a new ctime, which the sweep (spread over the 2 s interval) sees and reads.
+    let a = Appliance::with_options("scan_interval: 2s\n");
+    let m = Running::start(&a);
+    assert_eq!(m.verify_code(), 200);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.path("models/sub/b.gguf"))
+        .unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a fresh shared mapping of `len` bytes of a file this test opened read-write;
+    // it is written within bounds, synced and unmapped before the file is closed.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        *(p as *mut u8) ^= 0x20;
+        assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
+        assert_eq!(libc::munmap(p, len), 0);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let s = m.status();
+            s["violation_count"] == 1
+                && s["active_violations"][0]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("models/sub/b.gguf"))
+        }),
+        "found within a few intervals: {}",
+        m.status()
+    );
+    assert_eq!(m.verify_code(), 503);
+}
