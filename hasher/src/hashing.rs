@@ -22,6 +22,22 @@ pub struct DirCached {
     pub(crate) due: Instant,
 }
 
+/// A path's key in the cache: 128 bits of SipHash under a key drawn at random for this
+/// process (two domain-separated 64-bit outputs), so two watched paths share a key with odds
+/// of about 2^-128, and no one who does not know the key can choose paths that do.
+#[derive(Default)]
+struct PathKeys(std::hash::RandomState);
+
+impl PathKeys {
+    fn of(&self, path: &Path) -> u128 {
+        use std::hash::BuildHasher;
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        let half = |domain: u8| u128::from(self.0.hash_one((domain, bytes)));
+        (half(0) << 64) | half(1)
+    }
+}
+
 struct Cached {
     version: Version,
     /// The digest as bytes: half the memory of its hex, for every watched file.
@@ -39,7 +55,9 @@ pub struct FileHasher {
     pub bytes_hashed: u64,
     /// Files answered from the metadata fast path since creation.
     pub fast_hits: u64,
-    cache: HashMap<PathBuf, Cached>,
+    /// Keyed by [`PathKeys`], not by the path: a million paths are not held twice.
+    cache: HashMap<u128, Cached>,
+    keys: PathKeys,
     /// Every file is read again at least this often.
     pub full_rehash: Duration,
     pub(crate) budget: Mutex<Budget>,
@@ -62,6 +80,7 @@ impl Default for FileHasher {
             bytes_hashed: 0,
             fast_hits: 0,
             cache: HashMap::new(),
+            keys: PathKeys::default(),
             full_rehash: Duration::from_secs(24 * 3600),
             budget: Mutex::new(Budget::new(None)),
             dirs: HashMap::new(),
@@ -115,8 +134,8 @@ impl FileHasher {
                 return Outcome::SizeChanged(m.size());
             }
         }
-        if let Ok(m) = meta {
-            if let Some(c) = self.fresh(path, &m, Instant::now()) {
+        if let Ok(m) = &meta {
+            if let Some(c) = self.fresh(path, m, Instant::now()) {
                 let answer = Outcome::Hashed {
                     hash: protocol::hexfmt::encode(&c.hash),
                     size: c.size,
@@ -125,12 +144,12 @@ impl FileHasher {
                 return answer;
             }
         }
-        self.hash(path)
+        self.hash_stated(path, meta.ok())
     }
 
     fn fresh(&self, path: &Path, m: &Metadata, now: Instant) -> Option<&Cached> {
         self.cache
-            .get(path)
+            .get(&self.keys.of(path))
             .filter(|c| m.file_type().is_file() && Version::of(m) == c.version && now < c.due)
     }
 
@@ -144,7 +163,7 @@ impl FileHasher {
 
     /// Forgets the digest of `path`: its next check reads it in full.
     pub fn forget(&mut self, path: &Path) {
-        self.cache.remove(path);
+        self.cache.remove(&self.keys.of(path));
         self.dirs
             .retain(|dir, _| !path.starts_with(dir) && !dir.starts_with(path));
     }
@@ -157,9 +176,15 @@ impl FileHasher {
 
     /// Reads `path` in full; a file that changes while it is read is read again.
     pub fn hash(&mut self, path: &Path) -> Outcome {
-        if let Ok(m) = std::fs::symlink_metadata(path) {
+        self.hash_stated(path, None)
+    }
+
+    /// As [`FileHasher::hash`], with the `lstat` the caller has just taken (`None`: take one).
+    fn hash_stated(&mut self, path: &Path, stated: Option<Metadata>) -> Outcome {
+        let stated = stated.or_else(|| std::fs::symlink_metadata(path).ok());
+        if let Some(m) = &stated {
             if m.file_type().is_file() && m.size() > self.max_file_size {
-                self.cache.remove(path);
+                self.cache.remove(&self.keys.of(path));
                 return Outcome::TooLarge(m.size());
             }
         }
@@ -167,7 +192,7 @@ impl FileHasher {
             return outcome;
         }
         let before = self.reader.bytes;
-        let result = self.reader.read(path, &self.budget);
+        let result = self.reader.read_stated(path, &self.budget, stated);
         self.bytes_hashed += self.reader.bytes - before;
         let chunks = std::mem::take(&mut self.reader.last_chunks);
         self.remember(path, result, chunks)
@@ -215,12 +240,12 @@ impl FileHasher {
                         size,
                         due,
                     };
-                    self.cache.insert(path.to_owned(), cached);
+                    self.cache.insert(self.keys.of(path), cached);
                 }
                 Outcome::Hashed { hash, size }
             }
             (outcome, _) => {
-                self.cache.remove(path);
+                self.cache.remove(&self.keys.of(path));
                 outcome
             }
         }
@@ -241,7 +266,11 @@ impl FileHasher {
         let now = Instant::now();
         let mut todo: Vec<(&Path, u64)> = paths
             .into_iter()
-            .filter(|(p, _)| self.cache.get(*p).is_none_or(|c| now >= c.due))
+            .filter(|(p, _)| {
+                self.cache
+                    .get(&self.keys.of(p))
+                    .is_none_or(|c| now >= c.due)
+            })
             // A large file read before is left to its check, which reads its chunks on every
             // thread rather than the whole file on one.
             .filter(|(p, _)| !self.known.contains_key(*p))

@@ -64,9 +64,20 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
 impl Reader {
     /// Reads `path` in full; a file that changes while it is read is read again.
     pub fn read(&mut self, path: &Path, budget: &Mutex<Budget>) -> ReadResult {
+        self.read_stated(path, budget, None)
+    }
+
+    /// As [`Reader::read`], with the `lstat` the caller has just taken standing in for the
+    /// first attempt's own (a path lookup is most of what reading a small file costs).
+    pub fn read_stated(
+        &mut self,
+        path: &Path,
+        budget: &Mutex<Budget>,
+        mut stated: Option<Metadata>,
+    ) -> ReadResult {
         self.last_chunks.clear();
         for _ in 0..ATTEMPTS {
-            if let Attempt::Done(result) = self.attempt(path, budget) {
+            if let Attempt::Done(result) = self.attempt(path, budget, stated.take()) {
                 return result;
             }
         }
@@ -76,8 +87,13 @@ impl Reader {
         )
     }
 
-    fn attempt(&mut self, path: &Path, budget: &Mutex<Budget>) -> Attempt {
-        let before = match std::fs::symlink_metadata(path) {
+    fn attempt(
+        &mut self,
+        path: &Path,
+        budget: &Mutex<Budget>,
+        stated: Option<Metadata>,
+    ) -> Attempt {
+        let before = match stated.map_or_else(|| std::fs::symlink_metadata(path), Ok) {
             Ok(m) => m,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
@@ -98,7 +114,12 @@ impl Reader {
         if !same_version(&before, &opened) {
             return Attempt::Changed;
         }
-        crate::sys::advise_sequential(&file);
+        // Files under one drop-behind step keep their pages, as any reader's would: dropping
+        // them made every later read of a small file (a restart, the backstop) a disk read,
+        // 50 µs each here, for a cache footprint of at most one step per file.
+        if opened.size() >= DROP_BEHIND {
+            crate::sys::advise_sequential(&file);
+        }
         self.chunker = (self.take_chunks && opened.size() >= crate::chunks::MIN_SIZE)
             .then(crate::chunks::ChunkHasher::default);
         let digest = match self.stream(&file, budget) {
@@ -185,7 +206,7 @@ impl Reader {
         match result {
             None => (self.feed(file, sha, budget), None),
             Some(Ok(size)) => {
-                crate::sys::advise_done(file);
+                drop_all(file, size);
                 self.bytes += size;
                 (Ok(size), chunker)
             }
@@ -220,7 +241,7 @@ impl Reader {
             dropped = drop_behind(file, dropped, size);
             throttle(budget, n as u64);
         }
-        crate::sys::advise_done(file);
+        drop_all(file, size);
         self.bytes += size;
         Ok(size)
     }
@@ -286,6 +307,14 @@ fn drop_behind(file: &File, dropped: u64, read: u64) -> u64 {
     }
     crate::sys::advise_done_range(file, dropped, read - dropped);
     read
+}
+
+/// Drops a large file's pages once it is hashed (a 70 GB model must not evict the
+/// appliance's working set); a file under one drop-behind step keeps them.
+fn drop_all(file: &File, size: u64) {
+    if size >= DROP_BEHIND {
+        crate::sys::advise_done(file);
+    }
 }
 
 fn from_io(e: &std::io::Error) -> Outcome {

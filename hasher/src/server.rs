@@ -475,7 +475,7 @@ impl Server {
                 return error(ErrorKind::BaselineFailed, e.to_string());
             }
         };
-        let current = match self.store.commit(&manifest, key) {
+        let current = match self.store.commit(manifest, key) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "new baseline could not be stored; the old one stays");

@@ -230,14 +230,16 @@ impl Store {
     }
 
     /// Stores `manifest` as the current baseline: the baseline first, then the record.
-    pub fn commit(&self, manifest: &Manifest, key: Option<&[u8]>) -> Result<Current, StoreError> {
-        let bytes = manifest.to_json();
-        self.write_atomic(&self.name, &bytes)?;
+    /// The manifest is serialized straight to the file (its bytes are never held whole).
+    pub fn commit(&self, manifest: Manifest, key: Option<&[u8]>) -> Result<Current, StoreError> {
+        let (digest, len) = self.write_atomic_with(&self.name, |sink| {
+            serde_json::to_writer(&mut *sink, &manifest).map_err(std::io::Error::other)
+        })?;
         let current = Current {
-            digest: sha256_hex(&bytes),
+            digest,
             generation: manifest.generation.unwrap_or(0),
-            manifest: manifest.clone(),
-            len: bytes.len() as u64,
+            manifest,
+            len,
         };
         self.write_record(&current, key)?;
         Ok(current)
@@ -249,6 +251,16 @@ impl Store {
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_atomic_with(name, |sink| std::io::Write::write_all(sink, bytes))
+            .map(drop)
+    }
+
+    /// Writes what `fill` writes atomically to `name`; returns its SHA-256 hex and length.
+    fn write_atomic_with(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut std::io::BufWriter<Sink>) -> std::io::Result<()>,
+    ) -> Result<(String, u64), StoreError> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let fail = |why: std::io::Error| StoreError::Write {
@@ -266,16 +278,56 @@ impl Store {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
-            // pwrite: the sandbox lets plain write(2) reach stderr only.
-            f.write_all_at(bytes, 0)?;
-            f.sync_all()?;
+            let mut sink = std::io::BufWriter::with_capacity(SINK_BUF, Sink::new(f));
+            fill(&mut sink)?;
+            let sink = sink.into_inner().map_err(|e| e.into_error())?;
+            sink.file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            File::open(&self.dir)?.sync_all()?;
+            Ok((
+                protocol::hexfmt::encode(&sha2::Digest::finalize(sink.sha)),
+                sink.len,
+            ))
         })();
-        if let Err(e) = written {
+        written.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            return Err(fail(e));
+            fail(e)
+        })
+    }
+}
+
+/// Buffer between the serializer and the store file.
+const SINK_BUF: usize = 256 * 1024;
+
+/// A store file being written: with `pwrite` (the sandbox lets plain write(2) reach stderr
+/// only), digesting what it writes.
+struct Sink {
+    file: File,
+    len: u64,
+    sha: sha2::Sha256,
+}
+
+impl Sink {
+    fn new(file: File) -> Sink {
+        use sha2::Digest;
+        Sink {
+            file,
+            len: 0,
+            sha: sha2::Sha256::new(),
         }
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.file.write_at(buf, self.len)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -321,6 +373,31 @@ mod tests {
         )
     }
 
+    #[test]
+    fn a_commit_streams_the_stored_form_and_digests_what_it_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        // Larger than the sink's buffer, so the digest spans several writes.
+        let entries: Vec<Entry> = (0..5000)
+            .map(|i| Entry {
+                path: format!("/m/{i:06}"),
+                hash: "e".repeat(64),
+                category: Category::ModelFile,
+                size: i,
+            })
+            .collect();
+        let m =
+            Manifest::with_generation("2026-01-01T00:00:00Z".into(), Some(1), entries, Some(KEY));
+        let expected = m.to_json();
+        assert!(expected.len() > 2 * SINK_BUF);
+        let current = store.commit(m, Some(KEY)).expect("commits");
+        let stored = std::fs::read(store.baseline_path()).expect("reads");
+        assert_eq!(stored, expected);
+        assert_eq!(current.len, stored.len() as u64);
+        assert_eq!(current.digest, sha256_hex(&stored));
+        assert!(matches!(store.load(Some(KEY)), Loaded::Adopted(..)));
+    }
+
     fn reason(l: Loaded) -> String {
         match l {
             Loaded::Rejected { reason, .. } => reason,
@@ -333,7 +410,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("opens");
         assert!(matches!(store.load(Some(KEY)), Loaded::Empty));
-        store.commit(&manifest(1, 'a'), Some(KEY)).expect("commits");
+        store.commit(manifest(1, 'a'), Some(KEY)).expect("commits");
         match store.load(Some(KEY)) {
             Loaded::Adopted(c, None) => assert_eq!(c.generation, 1),
             other => panic!("{other:?}"),
@@ -355,9 +432,9 @@ mod tests {
     fn rollback_deletion_and_disagreement_are_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("opens");
-        store.commit(&manifest(1, 'a'), Some(KEY)).expect("commits");
+        store.commit(manifest(1, 'a'), Some(KEY)).expect("commits");
         let old = std::fs::read(store.baseline_path()).expect("reads");
-        store.commit(&manifest(2, 'b'), Some(KEY)).expect("commits");
+        store.commit(manifest(2, 'b'), Some(KEY)).expect("commits");
         // An older, validly signed baseline put back.
         std::fs::write(store.baseline_path(), &old).expect("writes");
         assert!(reason(store.load(Some(KEY))).contains("older baseline was put back"));
@@ -368,7 +445,7 @@ mod tests {
         std::fs::write(store.baseline_path(), manifest(2, 'c').to_json()).expect("writes");
         assert!(reason(store.load(Some(KEY))).contains("disagrees"));
         // The record deleted.
-        store.commit(&manifest(3, 'd'), Some(KEY)).expect("commits");
+        store.commit(manifest(3, 'd'), Some(KEY)).expect("commits");
         std::fs::remove_file(dir.path().join(RECORD)).expect("rm");
         assert!(reason(store.load(Some(KEY))).contains("record was deleted"));
     }
@@ -377,7 +454,7 @@ mod tests {
     fn an_interrupted_commit_rolls_forward() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("opens");
-        store.commit(&manifest(1, 'a'), Some(KEY)).expect("commits");
+        store.commit(manifest(1, 'a'), Some(KEY)).expect("commits");
         // The baseline of generation 2 landed, the record did not.
         std::fs::write(store.baseline_path(), manifest(2, 'b').to_json()).expect("writes");
         match store.load(Some(KEY)) {

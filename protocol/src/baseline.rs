@@ -127,21 +127,32 @@ impl Manifest {
             hmac: String::new(),
         };
         manifest.hmac = match key {
-            Some(key) => sign::hmac_hex(key, &[&manifest.signing_bytes()]),
+            Some(key) => crate::hexfmt::encode(&manifest.mac(key).finish()),
             None => UNSIGNED.to_owned(),
         };
         manifest
     }
 
-    /// The exact bytes the HMAC covers.
-    pub fn signing_bytes(&self) -> Vec<u8> {
-        // A struct of strings and integers always serializes.
-        serde_json::to_vec(&Signed {
+    /// The MAC over [`Manifest::signing_bytes`], serialized straight into it.
+    fn mac(&self, key: &[u8]) -> sign::MacWriter {
+        let mut mac = sign::MacWriter::new(key);
+        // Writing into a MAC never fails, and a struct of strings and integers serializes.
+        let _ = serde_json::to_writer(&mut mac, &self.signed());
+        mac
+    }
+
+    fn signed(&self) -> Signed<'_> {
+        Signed {
             created_at: &self.created_at,
             generation: self.generation,
             entries: &self.entries,
-        })
-        .unwrap_or_default()
+        }
+    }
+
+    /// The exact bytes the HMAC covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec(&self.signed()).unwrap_or_default()
     }
 
     /// The stored form (compact JSON, `hmac` last).
@@ -193,7 +204,7 @@ impl Manifest {
     pub fn verify(&self, key: Option<&[u8]>) -> Result<(), BaselineError> {
         match key {
             Some(_) if self.hmac == UNSIGNED => Err(BaselineError::UnsignedWithKey),
-            Some(key) if sign::verify_hex(key, &[&self.signing_bytes()], &self.hmac) => Ok(()),
+            Some(key) if self.mac(key).matches_hex(&self.hmac) => Ok(()),
             Some(_) => Err(BaselineError::BadHmac),
             None if self.hmac == UNSIGNED => Ok(()),
             None => Err(BaselineError::KeyMissing),
@@ -271,6 +282,18 @@ mod tests {
             String::from_utf8(m.signing_bytes()).unwrap_or_default(),
             expected
         );
+    }
+
+    #[test]
+    fn the_streamed_hmac_is_the_hmac_of_the_documented_bytes() {
+        let key = [7u8; 32];
+        let m = sample(Some(&key));
+        assert_eq!(m.hmac, sign::hmac_hex(&key, &[&m.signing_bytes()]));
+        assert_eq!(m.verify(Some(&key)), Ok(()));
+        let mut altered = m.clone();
+        altered.entries[0].size += 1;
+        assert_eq!(altered.verify(Some(&key)), Err(BaselineError::BadHmac));
+        assert_eq!(m.verify(Some(&[8u8; 32])), Err(BaselineError::BadHmac));
     }
 
     #[test]

@@ -36,6 +36,45 @@ fn hmac_raw(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// An HMAC-SHA256 that serializers write into, so a manifest of a million entries is signed
+/// without its signed bytes ever being held whole. Writing never fails.
+pub struct MacWriter(Hmac<Sha256>);
+
+impl MacWriter {
+    /// A MAC under `key`.
+    pub fn new(key: &[u8]) -> MacWriter {
+        match Hmac::<Sha256>::new_from_slice(key) {
+            Ok(mac) => MacWriter(mac),
+            Err(_) => unreachable_key(),
+        }
+    }
+
+    /// The MAC of everything written.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into_bytes().into()
+    }
+
+    /// True when `claimed` is the hex MAC of everything written; compared in constant time.
+    pub fn matches_hex(self, claimed: &str) -> bool {
+        let Some(claimed) = hexfmt::decode(claimed) else {
+            return false;
+        };
+        let expected = self.finish();
+        claimed.len() == expected.len() && bool::from(expected.ct_eq(&claimed[..]))
+    }
+}
+
+impl std::io::Write for MacWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cold]
 fn unreachable_key() -> ! {
     // Hmac::new_from_slice only fails for fixed-key-size MACs, which HMAC is not.
