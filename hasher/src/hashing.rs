@@ -36,15 +36,25 @@ impl PathKeys {
         let half = |domain: u8| u128::from(self.0.hash_one((domain, bytes)));
         (half(0) << 64) | half(1)
     }
+
+    /// A version's fingerprint under the same key: a change of any of its fields (ctime among
+    /// them, which only the kernel sets) leaves it the same with odds of about 2^-64.
+    fn version(&self, v: &Version) -> u64 {
+        use std::hash::BuildHasher;
+        self.0.hash_one((2u8, v))
+    }
 }
 
+/// What is remembered of one file: 56 bytes, for each of up to a million watched files.
 struct Cached {
-    version: Version,
+    /// [`PathKeys::version`] of the version read.
+    version: u64,
     /// The digest as bytes: half the memory of its hex, for every watched file.
     hash: [u8; 32],
     size: u64,
-    /// When this version must be read again regardless (the full re-verification backstop).
-    due: Instant,
+    /// When this version must be read again regardless (the full re-verification backstop),
+    /// in milliseconds since the hasher's `born`.
+    due_ms: u64,
 }
 
 /// Hashes files through buffers allocated up front, remembering the version each digest
@@ -58,6 +68,8 @@ pub struct FileHasher {
     /// Keyed by [`PathKeys`], not by the path: a million paths are not held twice.
     cache: HashMap<u128, Cached>,
     keys: PathKeys,
+    /// What the cache's deadlines count from.
+    born: Instant,
     /// Every file is read again at least this often.
     pub full_rehash: Duration,
     pub(crate) budget: Mutex<Budget>,
@@ -81,6 +93,7 @@ impl Default for FileHasher {
             fast_hits: 0,
             cache: HashMap::new(),
             keys: PathKeys::default(),
+            born: Instant::now(),
             full_rehash: Duration::from_secs(24 * 3600),
             budget: Mutex::new(Budget::new(None)),
             dirs: HashMap::new(),
@@ -148,9 +161,15 @@ impl FileHasher {
     }
 
     fn fresh(&self, path: &Path, m: &Metadata, now: Instant) -> Option<&Cached> {
-        self.cache
-            .get(&self.keys.of(path))
-            .filter(|c| m.file_type().is_file() && Version::of(m) == c.version && now < c.due)
+        self.cache.get(&self.keys.of(path)).filter(|c| {
+            m.file_type().is_file()
+                && self.keys.version(&Version::of(m)) == c.version
+                && self.ms_since_born(now) < c.due_ms
+        })
+    }
+
+    fn ms_since_born(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The current size of `path` when it is a regular file (one `statx`, no read).
@@ -228,17 +247,19 @@ impl FileHasher {
                     };
                     self.known.insert(path.to_owned(), known);
                 }
-                let due = Instant::now() + self.spread(&hash);
+                let due_ms = self.ms_since_born(Instant::now()).saturating_add(
+                    u64::try_from(self.spread(&hash).as_millis()).unwrap_or(u64::MAX),
+                );
                 // A digest the reader produced is always 64 hex digits; anything else is not
                 // remembered (the next check reads the file again).
                 if let Some(raw) =
                     protocol::hexfmt::decode(&hash).and_then(|b| <[u8; 32]>::try_from(b).ok())
                 {
                     let cached = Cached {
-                        version,
+                        version: self.keys.version(&version),
                         hash: raw,
                         size,
-                        due,
+                        due_ms,
                     };
                     self.cache.insert(self.keys.of(path), cached);
                 }
@@ -269,7 +290,7 @@ impl FileHasher {
             .filter(|(p, _)| {
                 self.cache
                     .get(&self.keys.of(p))
-                    .is_none_or(|c| now >= c.due)
+                    .is_none_or(|c| self.ms_since_born(now) >= c.due_ms)
             })
             // A large file read before is left to its check, which reads its chunks on every
             // thread rather than the whole file on one.

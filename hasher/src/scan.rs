@@ -344,14 +344,21 @@ impl<'a> Comparison<'a> {
                 }
             }
         }
-        let seen: HashSet<&[u8]> = found
-            .iter()
-            .map(|(p, _)| p.as_os_str().as_bytes())
-            .collect();
-        for entry in in_scope
-            .into_iter()
-            .filter(|e| !seen.contains(e.path.as_bytes()))
-        {
+        // Both lists are sorted by their bytes: a merge finds what is missing, with no set
+        // of a million paths built beside them.
+        let mut at = 0;
+        let mut seen = |p: &[u8]| {
+            while found
+                .get(at)
+                .is_some_and(|(f, _)| f.as_os_str().as_bytes() < p)
+            {
+                at += 1;
+            }
+            found
+                .get(at)
+                .is_some_and(|(f, _)| f.as_os_str().as_bytes() == p)
+        };
+        for entry in in_scope.into_iter().filter(|e| !seen(e.path.as_bytes())) {
             self.flag(
                 entry.path.clone(),
                 entry.category,

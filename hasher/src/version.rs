@@ -31,7 +31,7 @@ pub enum Outcome {
 /// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by
 /// the kernel on every change and cannot be set from user space, so a content change with a
 /// restored mtime still changes the version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Version([i64; 7]);
 
 impl Version {
