@@ -180,6 +180,12 @@ impl FileHasher {
             .map(|m| m.size())
     }
 
+    /// Makes room to remember `files` files at once: the table then never doubles mid-scan,
+    /// when the old and the new one would both be held.
+    pub fn reserve(&mut self, files: usize) {
+        self.cache.reserve(files.saturating_sub(self.cache.len()));
+    }
+
     /// Forgets the digest of `path`: its next check reads it in full.
     pub fn forget(&mut self, path: &Path) {
         self.cache.remove(&self.keys.of(path));

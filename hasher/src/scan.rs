@@ -52,6 +52,14 @@ fn regular_files<'a>(
     )
 }
 
+/// As [`path_str`], taking the path's bytes instead of copying them when they are UTF-8 (a
+/// walk's files always are: other names are anomalies).
+fn owned_str(p: PathBuf) -> String {
+    p.into_os_string()
+        .into_string()
+        .unwrap_or_else(|raw| raw.to_string_lossy().into_owned())
+}
+
 pub(crate) fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -64,8 +72,10 @@ pub fn create_baseline(
     key: Option<&[u8]>,
     generation: u64,
 ) -> Result<Manifest, BaselineRefused> {
-    let mut entries = Vec::new();
     let walks = walk_all(policy);
+    // Sized once: grown by doubling, a million entries would hold room for two.
+    let mut entries = Vec::with_capacity(regular_files(policy, &walks).count());
+    hasher.reserve(entries.capacity());
     // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
     hasher.forget_all();
     hasher.prefetch(regular_files(policy, &walks).map(|p| (p, None)));
@@ -98,7 +108,8 @@ pub fn create_baseline(
             match what {
                 Found::File => match hasher.check(&path) {
                     Outcome::Hashed { hash, size } => entries.push(Entry {
-                        path: path_str(&path),
+                        // The walk's own path moves into the entry (not held twice).
+                        path: owned_str(path),
                         hash,
                         category: Category::ModelFile,
                         size,
@@ -181,6 +192,7 @@ pub fn sweep(
     let started = Instant::now();
     let hashed_before = hasher.bytes_hashed;
     let mut cmp = Comparison::new(&baseline.entries);
+    hasher.reserve(baseline.entries.len() + policy.files.len());
     let walks = walk_all(policy);
     let expected_size = |p: &Path| cmp.expected(&path_str(p)).map(|e| e.size);
     hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use protocol::baseline::{BaselineError, Manifest};
 use protocol::generation::GenerationRecord;
 use protocol::message::StoreEvent;
-use protocol::sign::sha256_hex;
 use protocol::MAX_MESSAGE;
 
 use crate::error::StoreError;
@@ -129,16 +128,24 @@ impl Store {
         Ok(part)
     }
 
-    fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The store file `name`, or `None` when there is none.
+    fn open_file(&self, name: &str) -> Result<Option<File>, StoreError> {
         let path = self.dir.join(name);
-        let file = match OpenOptions::new()
+        match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
         {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(why) => return Err(StoreError::Read { path, why }),
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(why) => Err(StoreError::Read { path, why }),
+        }
+    }
+
+    fn read(&self, name: &str, cap: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.dir.join(name);
+        let Some(file) = self.open_file(name)? else {
+            return Ok(None);
         };
         let mut bytes = Vec::new();
         file.take(cap as u64 + 1)
@@ -156,7 +163,7 @@ impl Store {
     /// Reads and verifies what the store holds.
     pub fn load(&self, key: Option<&[u8]>) -> Loaded {
         let rejected = |reason: String, highest: u64| Loaded::Rejected { reason, highest };
-        let baseline = match self.read(&self.name, MAX_MESSAGE) {
+        let baseline = match self.open_file(&self.name) {
             Ok(b) => b,
             Err(why) => return rejected(why.to_string(), 0),
         };
@@ -168,7 +175,7 @@ impl Store {
             Ok(None) => None,
             Err(why) => return rejected(why.to_string(), 0),
         };
-        let Some(bytes) = baseline else {
+        let Some(file) = baseline else {
             return match record {
                 None => Loaded::Empty,
                 Some(r) => rejected(
@@ -178,17 +185,52 @@ impl Store {
             };
         };
         let record_gen = record.as_ref().map_or(0, |r| r.generation);
-        let (manifest, event) = match verified(&bytes, key, record.is_none()) {
+        let (manifest, event, digest, len) = match self.parse_stored(file, key, record.is_none()) {
             Ok(m) => m,
-            Err(e) => return rejected(format!("{BASELINE}: {e}"), record_gen),
+            Err(why) => return rejected(why, record_gen),
         };
         let current = Current {
-            digest: sha256_hex(&bytes),
+            digest,
             generation: manifest.generation.unwrap_or(0),
             manifest,
-            len: bytes.len() as u64,
+            len,
         };
         self.against_record(current, record, event, key)
+    }
+
+    /// The stored baseline parsed and verified as it is read (never held whole), with the
+    /// SHA-256 hex and length of its bytes.
+    fn parse_stored(
+        &self,
+        file: File,
+        key: Option<&[u8]>,
+        first: bool,
+    ) -> Result<(Manifest, Option<StoreEvent>, String, u64), String> {
+        let path = self.baseline_path();
+        let mut tee = Tee::new(
+            std::io::BufReader::with_capacity(SINK_BUF, file).take(MAX_MESSAGE as u64 + 1),
+        );
+        let parsed = Manifest::parse_from(&mut tee);
+        // What the parser left unread counts too: the digest is of the whole file.
+        let rest = std::io::copy(&mut tee, &mut std::io::sink());
+        if tee.len > MAX_MESSAGE as u64 {
+            return Err(StoreError::TooLarge {
+                path,
+                cap: MAX_MESSAGE,
+            }
+            .to_string());
+        }
+        if let Err(why) = rest {
+            return Err(StoreError::Read { path, why }.to_string());
+        }
+        let (manifest, event) =
+            verified(parsed, key, first).map_err(|e| format!("{BASELINE}: {e}"))?;
+        Ok((
+            manifest,
+            event,
+            protocol::hexfmt::encode(&sha2::Digest::finalize(tee.sha)),
+            tee.len,
+        ))
     }
 
     /// Adopts `current` if the generation record agrees (or it is the next generation, whose
@@ -332,15 +374,43 @@ impl std::io::Write for Sink {
     }
 }
 
-/// The baseline in `bytes`, verified under `key`. With no generation record yet (`first`), a
+/// A reader that digests and counts what passes through it.
+struct Tee<R> {
+    inner: R,
+    len: u64,
+    sha: sha2::Sha256,
+}
+
+impl<R> Tee<R> {
+    fn new(inner: R) -> Tee<R> {
+        use sha2::Digest;
+        Tee {
+            inner,
+            len: 0,
+            sha: sha2::Sha256::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// The baseline parsed, verified under `key`. With no generation record yet (`first`), a
 /// baseline the Go service signed its way under the same key is accepted too: an appliance
 /// upgraded from it. Never once the store has a record (that would be a rollback).
 fn verified(
-    bytes: &[u8],
+    parsed: Result<Manifest, BaselineError>,
     key: Option<&[u8]>,
     first: bool,
 ) -> Result<(Manifest, Option<StoreEvent>), BaselineError> {
-    let manifest = Manifest::parse(bytes)?;
+    let manifest = parsed?;
     match manifest.verify(key) {
         Ok(()) => Ok((manifest, None)),
         Err(BaselineError::BadHmac) if first && key.is_some_and(|k| manifest.verify_go(k)) => {
@@ -355,6 +425,8 @@ mod tests {
     use super::*;
     use protocol::baseline::Entry;
     use protocol::message::Category;
+
+    use protocol::sign::sha256_hex;
 
     const KEY: &[u8] = &[7u8; 32];
 
@@ -396,6 +468,25 @@ mod tests {
         assert_eq!(current.len, stored.len() as u64);
         assert_eq!(current.digest, sha256_hex(&stored));
         assert!(matches!(store.load(Some(KEY)), Loaded::Adopted(..)));
+    }
+
+    #[test]
+    fn a_stored_baseline_too_large_or_with_trailing_bytes_is_refused_naming_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let mut bytes = manifest(0, 'a').to_json();
+        bytes.extend_from_slice(b" {}");
+        std::fs::write(store.baseline_path(), &bytes).expect("writes");
+        let why = reason(store.load(Some(KEY)));
+        assert!(
+            why.starts_with("baseline.json: ") && why.contains("trailing"),
+            "{why}"
+        );
+        let f = std::fs::File::create(store.baseline_path()).expect("create");
+        f.set_len(MAX_MESSAGE as u64 + 1)
+            .expect("a sparse file past the cap");
+        let why = reason(store.load(Some(KEY)));
+        assert!(why.contains("larger than"), "{why}");
     }
 
     fn reason(l: Loaded) -> String {

@@ -168,6 +168,15 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// As [`Manifest::parse`], from bytes as a reader yields them (a stored manifest of a
+    /// million entries is parsed without being held whole beside what it parses into).
+    pub fn parse_from(reader: impl std::io::Read) -> Result<Manifest, BaselineError> {
+        let manifest: Manifest =
+            serde_json::from_reader(reader).map_err(|e| BaselineError::Malformed(e.to_string()))?;
+        manifest.check_form()?;
+        Ok(manifest)
+    }
+
     fn check_form(&self) -> Result<(), BaselineError> {
         let field = |field, why: &str| BaselineError::Field {
             field,
