@@ -7,7 +7,11 @@
 #   benches/files.sh                      # needs python3; AIDE if installed (apt-get install aide)
 #   BENCH_COUNTS="10000" benches/files.sh # one size
 #   BENCH_CYCLES=20 benches/files.sh      # change cycles per size (default 10)
-# Prints a Markdown table (medians); paste into BENCHMARKS.md.
+#   BENCH_PLOT=out.png benches/files.sh   # where the plot goes (default benches/files.png)
+# Prints a Markdown table (medians); paste into BENCHMARKS.md. With gnuplot installed
+# (apt-get install gnuplot-nox) it also plots cost against file count.
+# As root, the page cache is dropped before each baseline, restart and AIDE run, so the monitor
+# and AIDE both start cold (as after a boot); otherwise both run on whatever the cache holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -21,6 +25,11 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {printf "%.3f\n", s/1e6}'; }
 hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/"$1"/status; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$url$1"; }
+cache=warm
+[ -w /proc/sys/vm/drop_caches ] && cache=cold
+cold() { [ "$cache" = cold ] && sync && echo 3 > /proc/sys/vm/drop_caches; true; }
+plot=${BENCH_PLOT:-$PWD/benches/files.png}
+dat=$work/files.dat
 
 make_tree() { # dir count
     python3 - "$1" "$2" <<'PY'
@@ -63,7 +72,7 @@ for n in ${BENCH_COUNTS:-10000 100000}; do
     make_tree "$d" "$n"
     token=$(cat "$d.secret/token")
     # Baseline: a first start on an empty store, to the first trusted verdict.
-    t0=$(now_ms); start "$d" state; t1=$(now_ms)
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms)
     base_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     sweeps=()
     for r in 1 2 3; do
@@ -99,7 +108,7 @@ for n in ${BENCH_COUNTS:-10000 100000}; do
     relay="$((mbytes / 1048576)) MiB in $((e - s)) ms, api peak $(hwm_mib "$pid") MiB"
     stop
     # Restart to trusted on the stored baseline.
-    t0=$(now_ms); start "$d" state; t1=$(now_ms); stop
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); stop
     restart_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     aide_init=n/a; aide_check=n/a
     if command -v aide > /dev/null; then
@@ -109,12 +118,33 @@ database_out=file:$d.aide.db.new
 $d/models sha256
 $d/bin sha256
 CONF
-        t0=$(now_ms); aide --init --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
+        cold; t0=$(now_ms); aide --init --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
         mv "$d.aide.db.new" "$d.aide.db"
         aide_init=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
-        t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
+        cold; t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
         aide_check=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     fi
     echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $relay | $aide_init | $aide_check |"
+    echo "$n $base_s $restart_s $sweep_ms $(printf '%s\n' "${t503[@]}" | p99) ${rss%% *} ${rss##* } $aide_init $aide_check" >> "$dat"
     rm -rf "$d" "$d".*
 done
+echo "page cache: $cache before each baseline, restart and AIDE run" >&2
+if command -v gnuplot > /dev/null && [ -s "$dat" ]; then
+    gnuplot <<GP
+set terminal pngcairo size 1100,480 font ",10"
+set output "$plot"
+set multiplot layout 1,2 title "integrity-monitor against AIDE 0.18 by file count (page cache $cache; benches/files.sh)"
+set logscale xy
+set key top left
+set grid
+set xlabel "files"
+set ylabel "seconds"
+plot "$dat" u 1:2 w lp t "monitor: baseline", "" u 1:3 w lp t "monitor: restart to trusted", \
+     "" u 1:8 w lp t "AIDE --init", "" u 1:9 w lp t "AIDE --check", \
+     "" u 1:(\$4/1000) w lp t "monitor: full sweep (POST /scan)", "" u 1:(\$5/1000) w lp t "monitor: change to 503, p99"
+set ylabel "MiB"
+plot "$dat" u 1:6 w lp t "hasher peak RSS", "" u 1:7 w lp t "api peak RSS"
+unset multiplot
+GP
+    echo "plot: $plot" >&2
+fi
