@@ -203,6 +203,39 @@ fn a_manifest_larger_than_a_part_is_relayed_whole_and_exact() {
 }
 
 #[test]
+fn a_flood_of_bad_tokens_fills_neither_the_audit_log_nor_stderr() {
+    let a = Appliance::new();
+    let log = a.path("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let m = Running::start_with_stderr(&a, &[], file.into());
+    for _ in 0..300 {
+        let (code, _) = post(m.addr, "/api/v1/scan", Some("wrong-token-0123456789abcdef")).unwrap();
+        assert_eq!(code, 403);
+    }
+    assert_eq!(m.verify_code(), 200, "the flood changed no verdict");
+    // Written at most 20 a minute, the rest counted: in the audit log and on stderr alike.
+    let deadline = Duration::from_secs(10);
+    assert!(wait_until(deadline, || a.count_events("auth_refused") == 20));
+    let text = std::fs::read(&log).unwrap();
+    let lines = String::from_utf8_lossy(&text);
+    let refused = lines
+        .lines()
+        .filter(|l| l.contains("request refused: bad or missing token"))
+        .count();
+    assert_eq!(refused, 20, "stderr is rate-limited with the audit log");
+    assert!(
+        text.len() < 64 * 1024,
+        "stderr grew by {} bytes",
+        text.len()
+    );
+    // stderr is a file here, not a terminal: no colour codes.
+    assert!(
+        !text.contains(&0x1b),
+        "ANSI escapes on a stderr that is not a terminal"
+    );
+}
+
+#[test]
 fn mutations_need_the_token_and_routes_are_strict() {
     let a = Appliance::new();
     let m = Running::start(&a);

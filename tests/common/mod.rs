@@ -142,6 +142,11 @@ impl Running {
     /// Starts the monitor on a listener this test made and hands over as fd 3, as systemd
     /// does (no race with other tests for a port).
     pub fn start_with(a: &Appliance, extra: &[&str]) -> Running {
+        Running::start_with_stderr(a, extra, Stdio::inherit())
+    }
+
+    /// As [`Running::start_with`], with the monitor's stderr going to `stderr`.
+    pub fn start_with_stderr(a: &Appliance, extra: &[&str], stderr: Stdio) -> Running {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -157,7 +162,8 @@ impl Running {
             .arg(monitor_bin())
             .args(&args)
             .env("LISTEN_FDS", "1")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stderr(stderr);
         // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl on fds.
         unsafe {
             cmd.pre_exec(move || {
