@@ -62,16 +62,14 @@ fn jump(offset: &str, year: &str) {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let addr = free_addr();
+    let handed = Handed::new();
+    let addr = handed.addr;
     let mut args = a.args(addr);
     let at = args.iter().position(|x| x == "--hasher").unwrap();
     args[at + 1] = wrapper.display().to_string();
-    let child = Command::new(monitor_bin())
-        .args(&args)
-        .envs(env)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut inner = Command::new(monitor_bin());
+    inner.args(&args).envs(env);
+    let child = handed.command(&inner).stdin(Stdio::null()).spawn().unwrap();
     let mut m = Running { child, addr };
     m.wait_ready();
 

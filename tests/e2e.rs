@@ -558,11 +558,11 @@ fn missing_token_keeps_mutations_closed() {
 #[test]
 fn require_token_for_reads_closes_the_gets() {
     let a = Appliance::with_options("scan_interval: 1h\nrequire_token_for_reads: true\n");
-    let addr = free_addr();
-    let mut child = std::process::Command::new(monitor_bin())
-        .args(a.args(addr))
-        .spawn()
-        .unwrap();
+    let handed = Handed::new();
+    let addr = handed.addr;
+    let mut inner = std::process::Command::new(monitor_bin());
+    inner.args(a.args(addr));
+    let mut child = handed.command(&inner).spawn().unwrap();
     // Liveness stays public (the boot checks probe it without a token) and tells nothing more.
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/health")
         .map(|r| r.0 == 200)
@@ -733,15 +733,14 @@ fn rebaseline_cannot_bless_what_the_release_baseline_disagrees_with() {
 #[test]
 fn a_relative_policy_path_works() {
     let a = Appliance::new();
-    let addr = free_addr();
+    let handed = Handed::new();
+    let addr = handed.addr;
     let mut args = a.args(addr);
     let i = args.iter().position(|x| x == "--policy").unwrap();
     args[i + 1] = "etc/monitor.yaml".into();
-    let mut child = std::process::Command::new(monitor_bin())
-        .args(&args)
-        .current_dir(a.dir.path())
-        .spawn()
-        .unwrap();
+    let mut inner = std::process::Command::new(monitor_bin());
+    inner.args(&args).current_dir(a.dir.path());
+    let mut child = handed.command(&inner).spawn().unwrap();
     let ok = wait_until(Duration::from_secs(10), || {
         get(addr, "/api/v1/verify")
             .map(|r| r.0 == 200)
@@ -890,9 +889,12 @@ fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
 fn full_disk_keeps_evidence_in_order_and_verify_closed_until_it_is_written() {
     // A file size limit on the api stands in for a full disk: writes past it fail (EFBIG).
     let a = Appliance::new();
-    let addr = free_addr();
-    let mut cmd = std::process::Command::new(monitor_bin());
-    cmd.args(a.args(addr));
+    let handed = Handed::new();
+    let addr = handed.addr;
+    let mut inner = std::process::Command::new(monitor_bin());
+    inner.args(a.args(addr));
+    // The limit is set in the shell that execs the monitor, which keeps it.
+    let mut cmd = handed.command(&inner);
     // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -907,6 +909,7 @@ fn full_disk_keeps_evidence_in_order_and_verify_closed_until_it_is_written() {
         });
     }
     let child = cmd.spawn().unwrap();
+    drop(cmd); // the listener now lives in the monitor only
     let mut m = Running { child, addr };
     m.wait_ready();
     // Fill the log to its limit with violations and transitions.

@@ -361,14 +361,14 @@ fn api_refuses_bad_frames_from_a_hostile_hasher() {
         );
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let addr = free_addr();
+        let handed = Handed::new();
+        let addr = handed.addr;
         let mut args = a.args(addr);
         let i = args.iter().position(|x| x == "--hasher").unwrap();
         args[i + 1] = script.display().to_string();
-        let mut child = std::process::Command::new(monitor_bin())
-            .args(&args)
-            .spawn()
-            .unwrap();
+        let mut inner = std::process::Command::new(monitor_bin());
+        inner.args(&args);
+        let mut child = handed.command(&inner).spawn().unwrap();
         // Every answer /verify gives before the api exits is 503, and it exits within 20 s.
         let mut answers = std::collections::BTreeSet::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -197,9 +197,12 @@ fn boot_check(
 #[test]
 fn boot_checks_work_with_reads_closed_and_refuse_an_unsigned_baseline() {
     let a = Appliance::with_options("scan_interval: 1h\nrequire_token_for_reads: true\n");
-    let addr = free_addr();
-    let child = Command::new(monitor_bin())
-        .args(a.args(addr))
+    let handed = Handed::new();
+    let addr = handed.addr;
+    let mut inner = Command::new(monitor_bin());
+    inner.args(a.args(addr));
+    let child = handed
+        .command(&inner)
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -27,6 +27,9 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// The answer to a request whose head or body did not arrive in time.
 pub const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 86\r\n\r\n{\"error\":\"request_timeout\",\"message\":\"the request did not arrive in time; try again\"}\n";
 
+/// The answer to a request that arrived as the api stopped accepting: unavailable, not late.
+pub const STOPPING: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 76\r\n\r\n{\"error\":\"stopping\",\"message\":\"the monitor is stopping; try again shortly\"}\n";
+
 /// A socket that can be written without waiting, for the last word as a connection is dropped.
 pub trait TryWrite {
     /// Writes what fits now, without waiting.
@@ -50,6 +53,9 @@ pub struct JsonAutoAnswers<S: TryWrite> {
     /// Set once an automatic answer went out: the connection then lingers on shutdown.
     answered: bool,
     linger: Option<(Pin<Box<Sleep>>, usize)>,
+    /// Set by the server once it stops accepting: a request dropped after that was cut off by
+    /// the shutdown, not by its own slowness.
+    stopping: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<S: TryWrite> JsonAutoAnswers<S> {
@@ -61,7 +67,14 @@ impl<S: TryWrite> JsonAutoAnswers<S> {
             replacing: None,
             answered: false,
             linger: None,
+            stopping: None,
         }
+    }
+
+    /// Answers a request dropped once `flag` is set with 503 "stopping" instead of 408.
+    pub fn stopping_with(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stopping = Some(flag);
+        self
     }
 }
 
@@ -118,9 +131,15 @@ pub fn rewrite(buf: &[u8]) -> Option<Vec<u8>> {
 
 impl<S: TryWrite> Drop for JsonAutoAnswers<S> {
     fn drop(&mut self) {
-        // Dropped with part of a request read and nothing answered: hyper's header timeout.
+        // Dropped with part of a request read and nothing answered: hyper's header timeout,
+        // or the shutdown closing a connection whose request it had not yet taken up.
         if self.unanswered > 0 && !self.answered {
-            let _ = self.inner.try_write_now(REQUEST_TIMEOUT);
+            let stopping = self
+                .stopping
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Acquire));
+            let answer = if stopping { STOPPING } else { REQUEST_TIMEOUT };
+            let _ = self.inner.try_write_now(answer);
         }
     }
 }
@@ -204,18 +223,21 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> AsyncWrite for JsonAutoAnswer
 
 #[cfg(test)]
 mod tests {
-    use super::{rewrite, REQUEST_TIMEOUT};
+    use super::{rewrite, REQUEST_TIMEOUT, STOPPING};
 
     #[test]
-    fn the_timeout_answer_is_well_formed() {
-        let text = std::str::from_utf8(REQUEST_TIMEOUT).expect("utf8");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head");
-        assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{text}"
-        );
-        let v: serde_json::Value = serde_json::from_str(body).expect("json");
-        assert_eq!(v["error"], "request_timeout");
+    fn the_timeout_and_stopping_answers_are_well_formed() {
+        for (answer, error) in [(REQUEST_TIMEOUT, "request_timeout"), (STOPPING, "stopping")] {
+            let text = std::str::from_utf8(answer).expect("utf8");
+            let (head, body) = text.split_once("\r\n\r\n").expect("head");
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{text}"
+            );
+            let v: serde_json::Value = serde_json::from_str(body).expect("json");
+            assert_eq!(v["error"], error);
+        }
+        assert!(STOPPING.starts_with(b"HTTP/1.1 503 "));
     }
 
     #[test]

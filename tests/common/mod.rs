@@ -123,6 +123,67 @@ impl Appliance {
     }
 }
 
+/// A loopback listener a test hands to the process it starts as fd 3, as systemd does: the
+/// port is the test's from bind to exit, so no other test can take it in between.
+pub struct Handed {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl Handed {
+    pub fn new() -> Handed {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        Handed { listener, addr }
+    }
+
+    /// `inner` (program, arguments, environment, directory) started with this listener as
+    /// fd 3 and `LISTEN_FDS=1`. `LISTEN_PID` must name the process itself: a shell sets it to
+    /// its own pid, then execs the program, which keeps that pid. The listener lives as long
+    /// as the returned command: drop it once spawned, so that after the process exits a
+    /// client is refused rather than queued on a socket nobody serves.
+    pub fn command(self, inner: &Command) -> Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let listener = self.listener;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env("LISTEN_FDS", "1");
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if let Some(dir) = inner.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl on fds.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = listener.as_raw_fd();
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, 3) == 3
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        cmd
+    }
+}
+
+/// A port free a moment ago: only for a process that must bind the port itself (its own
+/// listener under test, the demo, systemd-socket-activate) or never listens; anything else
+/// gets a [`Handed`] listener.
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -147,40 +208,16 @@ impl Running {
 
     /// As [`Running::start_with`], with the monitor's stderr going to `stderr`.
     pub fn start_with_stderr(a: &Appliance, extra: &[&str], stderr: Stdio) -> Running {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let fd = listener.as_raw_fd();
-        let mut args = a.args(addr);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        // LISTEN_PID must name the monitor: the shell sets it to its own pid, then execs the
-        // monitor, which keeps that pid.
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
-            .arg(monitor_bin())
-            .args(&args)
-            .env("LISTEN_FDS", "1")
+        let handed = Handed::new();
+        let addr = handed.addr;
+        let mut inner = Command::new(monitor_bin());
+        inner.args(a.args(addr)).args(extra);
+        let child = handed
+            .command(&inner)
             .stdin(Stdio::null())
-            .stderr(stderr);
-        // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl on fds.
-        unsafe {
-            cmd.pre_exec(move || {
-                let ok = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(fd, 3) == 3
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            })
-        };
-        let child = cmd.spawn().unwrap();
-        drop(listener);
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
         let mut r = Running { child, addr };
         r.wait_ready();
         r

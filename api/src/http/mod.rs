@@ -50,6 +50,7 @@ pub async fn serve(
         .saturating_sub(64)
         .clamp(64, MAX_CONNECTIONS);
     let slots = Arc::new(Semaphore::new(limit));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -73,7 +74,9 @@ pub async fn serve(
             .header_read_timeout(HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD)
             .serve_connection(
-                TokioIo::new(crate::autoreply::JsonAutoAnswers::new(stream)),
+                TokioIo::new(
+                    crate::autoreply::JsonAutoAnswers::new(stream).stopping_with(stopping.clone()),
+                ),
                 service_fn(move |req| handle(req, m.clone())),
             );
         let conn = graceful.watch(conn);
@@ -83,6 +86,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stopping.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("no longer accepting; draining in-flight requests");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
