@@ -70,6 +70,8 @@ pub struct FileHasher {
     keys: PathKeys,
     /// What the cache's deadlines count from.
     born: Instant,
+    /// Checks made (what reads issued ahead keep ahead of).
+    checks: std::sync::Arc<AtomicUsize>,
     /// Every file is read again at least this often.
     pub full_rehash: Duration,
     pub(crate) budget: Mutex<Budget>,
@@ -94,6 +96,7 @@ impl Default for FileHasher {
             cache: HashMap::new(),
             keys: PathKeys::default(),
             born: Instant::now(),
+            checks: Default::default(),
             full_rehash: Duration::from_secs(24 * 3600),
             budget: Mutex::new(Budget::new(None)),
             dirs: HashMap::new(),
@@ -141,6 +144,7 @@ impl FileHasher {
     /// As [`FileHasher::check`]; a regular file whose size is not `expected_size` is reported
     /// at once, unread (one `statx` for both checks).
     pub fn check_expecting(&mut self, path: &Path, expected_size: Option<u64>) -> Outcome {
+        self.checks.fetch_add(1, Ordering::Relaxed);
         let meta = std::fs::symlink_metadata(path);
         if let (Ok(m), Some(expected)) = (&meta, expected_size) {
             if m.file_type().is_file() && m.size() != expected {
@@ -178,6 +182,16 @@ impl FileHasher {
             .ok()
             .filter(|m| m.file_type().is_file())
             .map(|m| m.size())
+    }
+
+    /// True when no file's digest is remembered: the next sweep reads every file.
+    pub fn remembers_nothing(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// The count of checks made so far, shared with a read-ahead helper.
+    pub(crate) fn progress(&self) -> std::sync::Arc<AtomicUsize> {
+        self.checks.clone()
     }
 
     /// Makes room to remember `files` files at once: the table then never doubles mid-scan,

@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod ahead;
 pub mod budget;
 pub mod channel;
 pub mod checkconfig;

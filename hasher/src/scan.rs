@@ -52,14 +52,6 @@ fn regular_files<'a>(
     )
 }
 
-/// As [`path_str`], taking the path's bytes instead of copying them when they are UTF-8 (a
-/// walk's files always are: other names are anomalies).
-fn owned_str(p: PathBuf) -> String {
-    p.into_os_string()
-        .into_string()
-        .unwrap_or_else(|raw| raw.to_string_lossy().into_owned())
-}
-
 pub(crate) fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -73,57 +65,14 @@ pub fn create_baseline(
     generation: u64,
 ) -> Result<Manifest, BaselineRefused> {
     let walks = walk_all(policy);
-    // Sized once: grown by doubling, a million entries would hold room for two.
-    let mut entries = Vec::with_capacity(regular_files(policy, &walks).count());
-    hasher.reserve(entries.capacity());
     // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
     hasher.forget_all();
     hasher.prefetch(regular_files(policy, &walks).map(|p| (p, None)));
-    for (path, category) in &policy.files {
-        match hasher.check(path) {
-            Outcome::Hashed { hash, size } => entries.push(Entry {
-                path: path_str(path),
-                hash,
-                category: *category,
-                size,
-            }),
-            other => {
-                return Err(BaselineRefused::Unreadable {
-                    path: path.clone(),
-                    why: describe(&other),
-                })
-            }
-        }
-    }
-    for (dir, found) in walks {
-        if !dir.is_dir() {
-            return Err(BaselineRefused::NoModelDir {
-                dir: dir.to_owned(),
-            });
-        }
-        for (path, what) in found {
-            if policy.registry_manifest.as_ref() == Some(&path) {
-                continue; // the registry's own bookkeeping, not a model
-            }
-            match what {
-                Found::File => match hasher.check(&path) {
-                    Outcome::Hashed { hash, size } => entries.push(Entry {
-                        // The walk's own path moves into the entry (not held twice).
-                        path: owned_str(path),
-                        hash,
-                        category: Category::ModelFile,
-                        size,
-                    }),
-                    other => {
-                        tracing::warn!(path = %path.display(), why = describe(&other), "left out of the baseline; it will be reported")
-                    }
-                },
-                Found::Anomaly(kind) => {
-                    tracing::warn!(path = %path.display(), kind, "left out of the baseline; it will be reported");
-                }
-            }
-        }
-    }
+    let order: Vec<&Path> = regular_files(policy, &walks).collect();
+    hasher.reserve(order.len());
+    let entries = with_read_ahead(hasher, true, &order, |h| {
+        hashed_entries(policy, h, &walks, order.len())
+    })?;
     if entries.len() > MAX_ENTRIES {
         return Err(BaselineRefused::TooMany {
             count: entries.len(),
@@ -143,6 +92,77 @@ pub fn create_baseline(
         entries,
         key,
     ))
+}
+
+/// Every watched file hashed into an entry, in the order of `regular_files`.
+fn hashed_entries(
+    policy: &Policy,
+    hasher: &mut FileHasher,
+    walks: &[(&Path, Vec<(PathBuf, Found)>)],
+    files: usize,
+) -> Result<Vec<Entry>, BaselineRefused> {
+    // Sized once: grown by doubling, a million entries would hold room for two.
+    let mut entries = Vec::with_capacity(files);
+    for (path, category) in &policy.files {
+        match hasher.check(path) {
+            Outcome::Hashed { hash, size } => entries.push(Entry {
+                path: path_str(path),
+                hash,
+                category: *category,
+                size,
+            }),
+            other => {
+                return Err(BaselineRefused::Unreadable {
+                    path: path.clone(),
+                    why: describe(&other),
+                })
+            }
+        }
+    }
+    for (dir, found) in walks {
+        if !dir.is_dir() {
+            return Err(BaselineRefused::NoModelDir {
+                dir: dir.to_path_buf(),
+            });
+        }
+        for (path, what) in found {
+            if policy.registry_manifest.as_ref() == Some(path) {
+                continue; // the registry's own bookkeeping, not a model
+            }
+            match what {
+                Found::File => match hasher.check(path) {
+                    Outcome::Hashed { hash, size } => entries.push(Entry {
+                        path: path_str(path),
+                        hash,
+                        category: Category::ModelFile,
+                        size,
+                    }),
+                    other => {
+                        tracing::warn!(path = %path.display(), why = describe(&other), "left out of the baseline; it will be reported")
+                    }
+                },
+                Found::Anomaly(kind) => {
+                    tracing::warn!(path = %path.display(), kind, "left out of the baseline; it will be reported");
+                }
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Runs `work` with reads issued ahead (`crate::ahead`) over `order` when it must read every
+/// file (`all_read`) one at a time; with `hash_threads` > 1 the prefetch has read them already.
+fn with_read_ahead<R>(
+    hasher: &mut FileHasher,
+    all_read: bool,
+    order: &[&Path],
+    work: impl FnOnce(&mut FileHasher) -> R,
+) -> R {
+    if !all_read || hasher.threads > 1 {
+        return work(hasher);
+    }
+    let progress = hasher.progress();
+    crate::ahead::run(order, &progress, || work(hasher))
 }
 
 fn describe(o: &Outcome) -> String {
@@ -196,13 +216,22 @@ pub fn sweep(
     let walks = walk_all(policy);
     let expected_size = |p: &Path| cmp.expected(&path_str(p)).map(|e| e.size);
     hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));
-    for (path, category) in &policy.files {
-        cmp.file(hasher, path, *category);
-    }
-    for (dir, found) in &walks {
-        let key = path_str(dir);
-        cmp.walked(hasher, policy, scoped(&baseline.entries, &key), found);
-    }
+    // Nothing remembered (the first sweep after a start): every file is read.
+    let all_read = hasher.remembers_nothing();
+    let order: Vec<&Path> = if all_read {
+        regular_files(policy, &walks).collect()
+    } else {
+        Vec::new()
+    };
+    with_read_ahead(hasher, all_read, &order, |hasher| {
+        for (path, category) in &policy.files {
+            cmp.file(hasher, path, *category);
+        }
+        for (dir, found) in &walks {
+            let key = path_str(dir);
+            cmp.walked(hasher, policy, scoped(&baseline.entries, &key), found);
+        }
+    });
     if let Some((dir, manifest)) = governed(policy) {
         for (path, expected, actual) in crate::registry::check(hasher, dir, manifest) {
             cmp.watched += 1;

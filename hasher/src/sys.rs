@@ -54,6 +54,11 @@ pub fn advise_sequential(file: &File) {
     );
 }
 
+/// Asks the kernel to start reading the whole file into the cache now (it does not wait).
+pub fn advise_willneed(file: &File) {
+    let _ = posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_WILLNEED);
+}
+
 /// Drops the file's pages from the cache once hashed, so a 70 GB model does not evict the
 /// appliance's working set.
 pub fn advise_done(file: &File) {

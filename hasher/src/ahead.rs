@@ -1,0 +1,96 @@
+//! Reads issued ahead. A scan that must read every file (a new baseline, the first scan after a
+//! start) reads them one at a time; from a cold cache each read of a small file then waits for
+//! the disk. Meanwhile a helper thread opens the next files and asks the kernel to start
+//! reading them (`POSIX_FADV_WILLNEED`, which returns at once), so the reads find their pages
+//! in the cache. It stays a bounded number of files ahead and advises only small files (a
+//! large one is read ahead by the kernel's own sequential read-ahead, and must not be pulled
+//! into the cache whole).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Files advised ahead of the one being checked.
+const WINDOW: usize = 128;
+/// Larger files are not advised.
+const MAX_ADVISED: u64 = 1024 * 1024;
+/// How long the helper waits when it is a window ahead.
+const PAUSE: Duration = Duration::from_micros(200);
+
+/// Runs `work` while a helper advises `paths` in order, a window ahead of `checked` (the
+/// count of those paths `work` has checked so far). Without a thread to spare, `work` runs
+/// alone.
+pub fn run<R>(paths: &[&Path], checked: &AtomicUsize, work: impl FnOnce() -> R) -> R {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new().spawn_scoped(s, || advise(paths, checked, &stop));
+        let result = work();
+        stop.store(true, Ordering::Relaxed);
+        if let Ok(h) = helper {
+            let _ = h.join();
+        }
+        result
+    })
+}
+
+fn advise(paths: &[&Path], checked: &AtomicUsize, stop: &AtomicBool) {
+    for (i, path) in paths.iter().enumerate() {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if i < checked.load(Ordering::Relaxed) + WINDOW {
+                break;
+            }
+            std::thread::sleep(PAUSE);
+        }
+        if i < checked.load(Ordering::Relaxed) {
+            continue; // already checked: the helper fell behind
+        }
+        // Opened as the reader opens (no symlink in any component, never blocking on a fifo).
+        let Ok(file) = crate::resolve::open_no_symlinks(path) else {
+            continue;
+        };
+        if file
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_ADVISED)
+        {
+            crate::sys::advise_willneed(&file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_helper_stays_a_window_ahead_and_stops_with_the_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths: Vec<std::path::PathBuf> = (0..WINDOW * 3)
+            .map(|i| {
+                let p = dir.path().join(format!("f{i}"));
+                std::fs::write(&p, b"x").expect("write");
+                p
+            })
+            .collect();
+        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        let checked = AtomicUsize::new(0);
+        // The work checks nothing for a while: the helper must wait at the window, and the
+        // work's end must stop it (the test would hang otherwise).
+        let got = run(&refs, &checked, || {
+            std::thread::sleep(Duration::from_millis(50));
+            checked.store(WINDOW, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(50));
+            42
+        });
+        assert_eq!(got, 42);
+        // Files that are gone, unreadable or not regular are passed over.
+        std::fs::remove_file(&paths[0]).expect("rm");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let odd = [paths[0].as_path(), fifo.as_path(), dir.path()];
+        let checked = AtomicUsize::new(0);
+        assert_eq!(run(&odd, &checked, || 7), 7);
+    }
+}
