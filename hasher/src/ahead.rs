@@ -17,34 +17,41 @@ const MAX_ADVISED: u64 = 1024 * 1024;
 /// How long the helper waits when it is a window ahead.
 const PAUSE: Duration = Duration::from_micros(200);
 
-/// Runs `work` while a helper advises `paths` in order, a window ahead of `checked` (the
-/// count of those paths `work` has checked so far). Without a thread to spare, `work` runs
-/// alone.
+/// Runs `work` while a helper advises `paths` in order, a window ahead of the checks `work`
+/// makes (`checked` counts checks, from whatever it holds when `work` begins). Without a
+/// thread to spare, `work` runs alone.
 pub fn run<R>(paths: &[&Path], checked: &AtomicUsize, work: impl FnOnce() -> R) -> R {
+    run_counting(paths, checked, work).0
+}
+
+/// As [`run`], with the count of files the helper advised.
+fn run_counting<R>(paths: &[&Path], checked: &AtomicUsize, work: impl FnOnce() -> R) -> (R, usize) {
     let stop = AtomicBool::new(false);
+    let base = checked.load(Ordering::Relaxed);
+    let done = || checked.load(Ordering::Relaxed).saturating_sub(base);
     std::thread::scope(|s| {
-        let helper = std::thread::Builder::new().spawn_scoped(s, || advise(paths, checked, &stop));
+        let helper = std::thread::Builder::new().spawn_scoped(s, || advise(paths, &done, &stop));
         let result = work();
         stop.store(true, Ordering::Relaxed);
-        if let Ok(h) = helper {
-            let _ = h.join();
-        }
-        result
+        let advised = helper.ok().and_then(|h| h.join().ok()).unwrap_or(0);
+        (result, advised)
     })
 }
 
-fn advise(paths: &[&Path], checked: &AtomicUsize, stop: &AtomicBool) {
+/// Advises `paths` a window ahead of `done()`; returns how many it advised.
+fn advise(paths: &[&Path], done: &(impl Fn() -> usize + Sync), stop: &AtomicBool) -> usize {
+    let mut advised = 0;
     for (i, path) in paths.iter().enumerate() {
         loop {
             if stop.load(Ordering::Relaxed) {
-                return;
+                return advised;
             }
-            if i < checked.load(Ordering::Relaxed) + WINDOW {
+            if i < done() + WINDOW {
                 break;
             }
             std::thread::sleep(PAUSE);
         }
-        if i < checked.load(Ordering::Relaxed) {
+        if i < done() {
             continue; // already checked: the helper fell behind
         }
         // Opened as the reader opens (no symlink in any component, never blocking on a fifo).
@@ -56,8 +63,10 @@ fn advise(paths: &[&Path], checked: &AtomicUsize, stop: &AtomicBool) {
             .is_ok_and(|m| m.is_file() && m.len() <= MAX_ADVISED)
         {
             crate::sys::advise_willneed(&file);
+            advised += 1;
         }
     }
+    advised
 }
 
 #[cfg(test)]
@@ -75,22 +84,28 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-        let checked = AtomicUsize::new(0);
+        // Checks made before this work began do not count: the helper starts at the window.
+        let checked = AtomicUsize::new(1_000_000);
         // The work checks nothing for a while: the helper must wait at the window, and the
         // work's end must stop it (the test would hang otherwise).
-        let got = run(&refs, &checked, || {
-            std::thread::sleep(Duration::from_millis(50));
-            checked.store(WINDOW, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_millis(50));
+        let (got, advised) = run_counting(&refs, &checked, || {
+            std::thread::sleep(Duration::from_millis(100));
+            checked.fetch_add(WINDOW, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(100));
             42
         });
         assert_eq!(got, 42);
+        assert_eq!(
+            advised,
+            2 * WINDOW,
+            "a window ahead of each check, no further"
+        );
         // Files that are gone, unreadable or not regular are passed over.
         std::fs::remove_file(&paths[0]).expect("rm");
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         let odd = [paths[0].as_path(), fifo.as_path(), dir.path()];
         let checked = AtomicUsize::new(0);
-        assert_eq!(run(&odd, &checked, || 7), 7);
+        assert_eq!(run_counting(&odd, &checked, || 7), (7, 0));
     }
 }

@@ -85,7 +85,7 @@ pub fn update(
             .findings
             .retain(|v| v.path != key && !beneath_key(&v.path, &key));
         let examined = cmp.watched;
-        cmp.walked(hasher, policy, scoped(&baseline.entries, &key), &found);
+        cmp.walked(hasher, policy, &scoped(&baseline.entries, &key), &found);
         watched += i64::from(cmp.watched - examined);
         done.push(p);
     }

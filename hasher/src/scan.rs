@@ -150,6 +150,25 @@ fn hashed_entries(
     Ok(entries)
 }
 
+/// Compares part of the watched set (`work` checks `files`, in that order): files with a
+/// remembered digest due or none are read first on the hashing threads, or, with one thread
+/// and every file to be read, with reads issued ahead.
+fn compare_part(
+    hasher: &mut FileHasher,
+    cmp: &mut Comparison,
+    all_read: bool,
+    files: &[&Path],
+    work: impl FnOnce(&mut Comparison, &mut FileHasher),
+) {
+    // Lazy: with one thread the prefetch returns before asking for any size.
+    hasher.prefetch(
+        files
+            .iter()
+            .map(|p| (*p, cmp.expected(&path_str(p)).map(|e| e.size))),
+    );
+    with_read_ahead(hasher, all_read, files, |hasher| work(cmp, hasher));
+}
+
 /// Runs `work` with reads issued ahead (`crate::ahead`) over `order` when it must read every
 /// file (`all_read`) one at a time; with `hash_threads` > 1 the prefetch has read them already.
 fn with_read_ahead<R>(
@@ -213,25 +232,35 @@ pub fn sweep(
     let hashed_before = hasher.bytes_hashed;
     let mut cmp = Comparison::new(&baseline.entries);
     hasher.reserve(baseline.entries.len() + policy.files.len());
-    let walks = walk_all(policy);
-    let expected_size = |p: &Path| cmp.expected(&path_str(p)).map(|e| e.size);
-    hasher.prefetch(regular_files(policy, &walks).map(|p| (p, expected_size(p))));
     // Nothing remembered (the first sweep after a start): every file is read.
     let all_read = hasher.remembers_nothing();
-    let order: Vec<&Path> = if all_read {
-        regular_files(policy, &walks).collect()
-    } else {
-        Vec::new()
-    };
-    with_read_ahead(hasher, all_read, &order, |hasher| {
+    let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
+    compare_part(hasher, &mut cmp, all_read, &listed, |cmp, hasher| {
         for (path, category) in &policy.files {
             cmp.file(hasher, path, *category);
         }
-        for (dir, found) in &walks {
-            let key = path_str(dir);
-            cmp.walked(hasher, policy, scoped(&baseline.entries, &key), found);
-        }
     });
+    let governed_dir = governed(policy).map(|(d, _)| d);
+    for dir in policy
+        .model_dirs
+        .iter()
+        .filter(|d| Some(d.as_path()) != governed_dir)
+    {
+        let scope = scoped(&baseline.entries, &path_str(dir));
+        cmp.forget_seen(&scope);
+        // A directory at a time: the model dir is never held whole.
+        crate::walk::visit(dir, 0, |batch| {
+            let files: Vec<&Path> = batch
+                .iter()
+                .filter(|(_, what)| matches!(what, Found::File))
+                .map(|(p, _)| p.as_path())
+                .collect();
+            compare_part(hasher, &mut cmp, all_read, &files, |cmp, hasher| {
+                cmp.walked_part(hasher, policy, batch);
+            });
+        });
+        cmp.missing(&scope);
+    }
     if let Some((dir, manifest)) = governed(policy) {
         for (path, expected, actual) in crate::registry::check(hasher, dir, manifest) {
             cmp.watched += 1;
@@ -283,19 +312,37 @@ impl Sweep {
     }
 }
 
-/// The baseline entries at `key` or beneath it (entries are sorted by path bytes, so those
-/// beneath form one range: from `key/` up to `key0`, `0` being the byte after `/`).
-pub(crate) fn scoped<'e>(entries: &'e [Entry], key: &str) -> Vec<&'e Entry> {
-    let at = entries
-        .binary_search_by(|e| e.path.as_str().cmp(key))
-        .ok()
-        .map(|i| &entries[i]);
+/// Where the baseline entries at `key` or beneath it are: the entry at `key` itself, and the
+/// range of those beneath (entries are sorted by path bytes, so those beneath form one range:
+/// from `key/` up to `key0`, `0` being the byte after `/`).
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    at: Option<usize>,
+    beneath: std::ops::Range<usize>,
+}
+
+impl Scope {
+    /// The indices of the entries in scope.
+    fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.at.into_iter().chain(self.beneath.clone())
+    }
+
+    /// How many entries are in scope.
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.at.is_some()) + self.beneath.len()
+    }
+}
+
+/// The baseline entries at `key` or beneath it.
+pub(crate) fn scoped(entries: &[Entry], key: &str) -> Scope {
+    let at = entries.binary_search_by(|e| e.path.as_str().cmp(key)).ok();
     let (low, high) = (format!("{key}/"), format!("{key}0"));
     let from = entries.partition_point(|e| e.path < low);
     let to = entries.partition_point(|e| e.path < high);
-    at.into_iter()
-        .chain(entries[from..to.max(from)].iter())
-        .collect()
+    Scope {
+        at,
+        beneath: from..to.max(from),
+    }
 }
 
 /// One scan's comparison against the baseline, as it goes.
@@ -308,6 +355,9 @@ pub(crate) struct Comparison<'a> {
     pub(crate) violations: Vec<Violation>,
     /// Paths examined.
     pub(crate) watched: u32,
+    /// Which baseline entries were found, a bit each (what a walk did not find is missing);
+    /// allocated when first needed.
+    seen: Vec<u64>,
 }
 
 impl<'a> Comparison<'a> {
@@ -317,15 +367,40 @@ impl<'a> Comparison<'a> {
             now: now_rfc3339(),
             violations: Vec::new(),
             watched: 0,
+            seen: Vec::new(),
         }
+    }
+
+    /// The index of the baseline entry for `key`, if there is one.
+    fn index_of(&self, key: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(key))
+            .ok()
     }
 
     /// The baseline entry for `key`, if there is one.
     fn expected(&self, key: &str) -> Option<&'a Entry> {
-        self.entries
-            .binary_search_by(|e| e.path.as_str().cmp(key))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.index_of(key).map(|i| &self.entries[i])
+    }
+
+    fn set_seen(&mut self, i: usize, value: bool) {
+        if self.seen.is_empty() {
+            self.seen = vec![0; self.entries.len().div_ceil(64)];
+        }
+        if let Some(word) = self.seen.get_mut(i / 64) {
+            let bit = 1u64 << (i % 64);
+            if value {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+
+    fn was_seen(&self, i: usize) -> bool {
+        self.seen
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 
     fn flag(&mut self, path: String, category: Category, expected: &str, actual: String) {
@@ -343,10 +418,12 @@ impl<'a> Comparison<'a> {
     pub(crate) fn file(&mut self, hasher: &mut FileHasher, path: &Path, category: Category) {
         self.watched += 1;
         let key = path_str(path);
-        let Some(entry) = self.expected(&key) else {
+        let Some(index) = self.index_of(&key) else {
             self.flag(key, category, report::NONE, report::UNREGISTERED.into());
             return;
         };
+        self.set_seen(index, true);
+        let entry = &self.entries[index];
         // A size change is a violation at once; reading the file would only confirm it.
         let outcome = hasher.check_expecting(path, Some(entry.size));
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
@@ -356,12 +433,31 @@ impl<'a> Comparison<'a> {
     }
 
     /// What walking (part of) a model dir found, and the baselined files in that part
-    /// (`in_scope`) it did not find.
+    /// (`scope`) it did not find.
     pub(crate) fn walked(
         &mut self,
         hasher: &mut FileHasher,
         policy: &Policy,
-        in_scope: Vec<&Entry>,
+        scope: &Scope,
+        found: &[(PathBuf, Found)],
+    ) {
+        self.forget_seen(scope);
+        self.walked_part(hasher, policy, found);
+        self.missing(scope);
+    }
+
+    /// Clears what earlier walks found in `scope`: a check walks it afresh.
+    pub(crate) fn forget_seen(&mut self, scope: &Scope) {
+        for i in scope.indices() {
+            self.set_seen(i, false);
+        }
+    }
+
+    /// Part of what a walk found (one directory's entries, say).
+    pub(crate) fn walked_part(
+        &mut self,
+        hasher: &mut FileHasher,
+        policy: &Policy,
         found: &[(PathBuf, Found)],
     ) {
         for (path, what) in found {
@@ -372,40 +468,33 @@ impl<'a> Comparison<'a> {
                 Found::File => self.file(hasher, path, Category::ModelFile),
                 Found::Anomaly(kind) => {
                     self.watched += 1;
-                    let expected = self
-                        .expected(&path_str(path))
-                        .map_or(report::NONE, |e| e.hash.as_str())
+                    let key = path_str(path);
+                    let index = self.index_of(&key);
+                    if let Some(i) = index {
+                        self.set_seen(i, true);
+                    }
+                    let expected = index
+                        .map_or(report::NONE, |i| self.entries[i].hash.as_str())
                         .to_owned();
-                    self.flag(
-                        path_str(path),
-                        Category::ModelFile,
-                        &expected,
-                        (*kind).to_owned(),
-                    );
+                    self.flag(key, Category::ModelFile, &expected, (*kind).to_owned());
                 }
             }
         }
-        // Both lists are sorted by their bytes: a merge finds what is missing, with no set
-        // of a million paths built beside them.
-        let mut at = 0;
-        let mut seen = |p: &[u8]| {
-            while found
-                .get(at)
-                .is_some_and(|(f, _)| f.as_os_str().as_bytes() < p)
-            {
-                at += 1;
+    }
+
+    /// The baselined files in `scope` that the walks since [`Comparison::forget_seen`] did
+    /// not find.
+    pub(crate) fn missing(&mut self, scope: &Scope) {
+        for i in scope.indices() {
+            if !self.was_seen(i) {
+                let entry = &self.entries[i];
+                self.flag(
+                    entry.path.clone(),
+                    entry.category,
+                    &entry.hash,
+                    report::MISSING.into(),
+                );
             }
-            found
-                .get(at)
-                .is_some_and(|(f, _)| f.as_os_str().as_bytes() == p)
-        };
-        for entry in in_scope.into_iter().filter(|e| !seen(e.path.as_bytes())) {
-            self.flag(
-                entry.path.clone(),
-                entry.category,
-                &entry.hash,
-                report::MISSING.into(),
-            );
         }
     }
 

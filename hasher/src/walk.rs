@@ -74,15 +74,25 @@ pub fn walk(dir: &Path) -> Vec<Entry> {
 /// from the model dir).
 pub fn walk_from(dir: &Path, depth: usize) -> Vec<Entry> {
     let mut out = Vec::new();
+    visit(dir, depth, |batch| out.append(batch));
+    sort(&mut out);
+    out
+}
+
+/// As [`walk_from`], handing over what each directory holds (sorted, subdirectories walked
+/// later) as it is read, so a model dir of a million files is never held whole. Every entry
+/// of the walk is in exactly one batch.
+pub fn visit(dir: &Path, depth: usize, mut each: impl FnMut(&mut Vec<Entry>)) {
     let mut stack = vec![(dir.to_owned(), depth)];
     let mut seen = 0usize;
+    let mut batch = Vec::new();
     while let Some((d, depth)) = stack.pop() {
         let mut handle = match open_dir(&d) {
             Ok(h) => h,
             Err(Errno::ENOENT) if d == dir => continue,
             Err(e) => {
                 let marker = anomaly_of(&d, e);
-                out.push((d, Found::Anomaly(marker)));
+                each(&mut vec![(d, Found::Anomaly(marker))]);
                 continue;
             }
         };
@@ -91,12 +101,13 @@ pub fn walk_from(dir: &Path, depth: usize) -> Vec<Entry> {
             if seen > MAX_ENTRIES {
                 // Not seen whole: a finding of its own, so the state cannot stay trusted.
                 tracing::error!(dir = %dir.display(), limit = MAX_ENTRIES, "model dir holds more entries than the walk may hold: reported as limit_exceeded");
-                out.push((dir.to_owned(), Found::Anomaly(report::LIMIT_EXCEEDED)));
-                sort(&mut out);
-                return out;
+                batch.push((dir.to_owned(), Found::Anomaly(report::LIMIT_EXCEEDED)));
+                sort(&mut batch);
+                each(&mut batch);
+                return;
             }
             let Ok(entry) = entry else {
-                out.push((d.clone(), Found::Anomaly(report::UNREADABLE)));
+                batch.push((d.clone(), Found::Anomaly(report::UNREADABLE)));
                 break;
             };
             let name = entry.file_name().to_bytes();
@@ -105,7 +116,7 @@ pub fn walk_from(dir: &Path, depth: usize) -> Vec<Entry> {
             }
             let path = d.join(OsStr::from_bytes(name));
             if let Some((shown, marker)) = unusable(&path) {
-                out.push((shown, Found::Anomaly(marker)));
+                batch.push((shown, Found::Anomaly(marker)));
                 continue;
             }
             let kind = match entry.file_type() {
@@ -118,16 +129,19 @@ pub fn walk_from(dir: &Path, depth: usize) -> Vec<Entry> {
             };
             match kind {
                 Some(Type::Directory) if depth < MAX_DEPTH => stack.push((path, depth + 1)),
-                Some(Type::Directory) => out.push((path, Found::Anomaly(report::TOO_DEEP))),
-                Some(Type::File) => out.push((path, Found::File)),
-                Some(Type::Symlink) => out.push((path, Found::Anomaly(report::SYMLINK))),
-                Some(_) => out.push((path, Found::Anomaly(report::NOT_REGULAR))),
-                None => out.push((path, Found::Anomaly(report::UNREADABLE))),
+                Some(Type::Directory) => batch.push((path, Found::Anomaly(report::TOO_DEEP))),
+                Some(Type::File) => batch.push((path, Found::File)),
+                Some(Type::Symlink) => batch.push((path, Found::Anomaly(report::SYMLINK))),
+                Some(_) => batch.push((path, Found::Anomaly(report::NOT_REGULAR))),
+                None => batch.push((path, Found::Anomaly(report::UNREADABLE))),
             }
         }
+        if !batch.is_empty() {
+            sort(&mut batch);
+            each(&mut batch);
+            batch.clear();
+        }
     }
-    sort(&mut out);
-    out
 }
 
 fn sort(out: &mut [Entry]) {
@@ -183,6 +197,39 @@ mod tests {
                 .any(|(_, f)| *f == Found::Anomaly(report::TOO_DEEP)),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_visit_hands_over_every_entry_once_a_directory_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("models");
+        for sub in ["a", "a/b", "c"] {
+            std::fs::create_dir_all(m.join(sub)).expect("mkdir");
+            for f in ["z", "y"] {
+                std::fs::write(m.join(sub).join(f), "x").expect("write");
+            }
+        }
+        std::fs::write(m.join("top"), "x").expect("write");
+        std::os::unix::fs::symlink("/etc", m.join("c/link")).expect("symlink");
+        let mut batches = Vec::new();
+        visit(&m, 0, |batch| batches.push(std::mem::take(batch)));
+        assert_eq!(batches.len(), 4, "one per directory: {batches:?}");
+        for b in &batches {
+            let parents: std::collections::HashSet<_> = b
+                .iter()
+                .map(|(p, _)| p.parent().map(Path::to_owned))
+                .collect();
+            assert_eq!(parents.len(), 1, "one directory's entries: {b:?}");
+            assert!(b.windows(2).all(|w| w[0].0 < w[1].0), "sorted: {b:?}");
+        }
+        let mut all: Vec<Entry> = batches.into_iter().flatten().collect();
+        sort(&mut all);
+        assert_eq!(
+            all,
+            walk(&m),
+            "the same entries as a whole walk, none twice"
+        );
+        assert_eq!(all.len(), 8);
     }
 
     #[test]
