@@ -63,8 +63,8 @@ start() { # dir state -> sets pid, hpid; waits for /verify 200
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
-echo "| files | baseline s | restart→trusted s | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice ms | hasher / api RSS MiB | GET /baseline | AIDE --init s | AIDE --check s |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| files | baseline s | restart→trusted s | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice ms | hasher / api RSS MiB | hasher RSS at restart MiB | GET /baseline | AIDE --init s | AIDE --check s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in ${BENCH_COUNTS:-10000 100000}; do
     d=$work/t$n
     port=$((20000 + RANDOM % 20000)); url=http://127.0.0.1:$port
@@ -108,7 +108,7 @@ for n in ${BENCH_COUNTS:-10000 100000}; do
     relay="$((mbytes / 1048576)) MiB in $((e - s)) ms, api peak $(hwm_mib "$pid") MiB"
     stop
     # Restart to trusted on the stored baseline.
-    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); stop
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); restart_rss=$(hwm_mib "$hpid"); stop
     restart_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     aide_init=n/a; aide_check=n/a
     if command -v aide > /dev/null; then
@@ -124,8 +124,8 @@ CONF
         cold; t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
         aide_check=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     fi
-    echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $relay | $aide_init | $aide_check |"
-    echo "$n $base_s $restart_s $sweep_ms $(printf '%s\n' "${t503[@]}" | p99) ${rss%% *} ${rss##* } $aide_init $aide_check" >> "$dat"
+    echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $restart_rss | $relay | $aide_init | $aide_check |"
+    echo "$n $base_s $restart_s $sweep_ms $(printf '%s\n' "${t503[@]}" | p99) ${rss%% *} ${rss##* } $aide_init $aide_check $restart_rss" >> "$dat"
     rm -rf "$d" "$d".*
 done
 echo "page cache: $cache before each baseline, restart and AIDE run" >&2
@@ -143,7 +143,7 @@ plot "$dat" u 1:2 w lp t "monitor: baseline", "" u 1:3 w lp t "monitor: restart 
      "" u 1:8 w lp t "AIDE --init", "" u 1:9 w lp t "AIDE --check", \
      "" u 1:(\$4/1000) w lp t "monitor: full sweep (POST /scan)", "" u 1:(\$5/1000) w lp t "monitor: change to 503, p99"
 set ylabel "MiB"
-plot "$dat" u 1:6 w lp t "hasher peak RSS", "" u 1:7 w lp t "api peak RSS"
+plot "$dat" u 1:6 w lp t "hasher peak RSS", "" u 1:10 w lp t "hasher peak RSS, restart to trusted", "" u 1:7 w lp t "api peak RSS"
 unset multiplot
 GP
     echo "plot: $plot" >&2
