@@ -139,7 +139,7 @@ fn instructions(root: &Path, c: &Config, token: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "  curl -s -X POST http://{a}/api/v1/scan         # 403 without the token"
+        "  curl -s -X POST http://{a}/api/v1/scan         # 401 without the token"
     );
     let _ = writeln!(s, "  tail -f {}", c.audit_log.display());
     let _ = writeln!(s, "Stop with Ctrl-C.");
