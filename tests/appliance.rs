@@ -90,7 +90,7 @@ fn entry(path: &Path, category: Category) -> Entry {
     let bytes = std::fs::read(path).unwrap();
     Entry {
         path: path.display().to_string(),
-        hash: sha256_hex(&bytes),
+        hash: protocol::hexfmt::Sha256Digest::from_hex(&sha256_hex(&bytes)).unwrap(),
         category,
         size: bytes.len() as u64,
     }

@@ -404,7 +404,7 @@ fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
     // Re-bless a tampered binary by editing its hash in the stored manifest.
     tamper(&a, BINARIES[0]);
     let mut manifest = Manifest::parse(text.as_bytes()).unwrap();
-    manifest.entries[0].hash = "0".repeat(64);
+    manifest.entries[0].hash = protocol::hexfmt::Sha256Digest([0; 32]);
     std::fs::write(&stored, manifest.to_json()).unwrap();
     let m = Running::start(&a);
     let s = m.status();

@@ -91,7 +91,7 @@ fn manifest_and_attestation_parsers_never_panic() {
         "2026-01-01T00:00:00Z".into(),
         vec![protocol::baseline::Entry {
             path: "/a".into(),
-            hash: "a".repeat(64),
+            hash: protocol::hexfmt::Sha256Digest::from_hex(&"a".repeat(64)).expect("hex"),
             category: protocol::Category::ModelFile,
             size: 1,
         }],

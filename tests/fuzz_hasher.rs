@@ -38,7 +38,7 @@ fn registry_and_release_parsers_never_panic() {
     let release = format!("{{\"version\":1,\"source_commit\":\"0123456789abcdef0123456789abcdef01234567\",\"files\":[{{\"path\":\"/a\",\"sha256\":\"{h}\",\"size\":1}}]}}").into_bytes();
     let entries = [protocol::baseline::Entry {
         path: "/a".into(),
-        hash: h.clone(),
+        hash: protocol::hexfmt::Sha256Digest([0xaa; 32]),
         category: protocol::Category::ServiceBinary,
         size: 1,
     }];

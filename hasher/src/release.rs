@@ -101,7 +101,7 @@ mod tests {
     fn entry(path: &str, hash: &str) -> Entry {
         Entry {
             path: path.into(),
-            hash: hash.into(),
+            hash: protocol::hexfmt::Sha256Digest::from_hex(hash).expect("64 hex digits"),
             category: Category::ServiceBinary,
             size: 3,
         }

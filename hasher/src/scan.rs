@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use protocol::baseline::{Entry, Manifest, MAX_ENTRIES};
+use protocol::hexfmt::Sha256Digest;
 use protocol::report::{self, ScanReport, Violation, MAX_REPORTED_VIOLATIONS};
 use protocol::Category;
 
@@ -104,17 +105,13 @@ fn hashed_entries(
     // Sized once: grown by doubling, a million entries would hold room for two.
     let mut entries = Vec::with_capacity(files);
     for (path, category) in &policy.files {
-        match hasher.check(path) {
-            Outcome::Hashed { hash, size } => entries.push(Entry {
-                path: path_str(path),
-                hash,
-                category: *category,
-                size,
-            }),
-            other => {
+        let outcome = hasher.check(path);
+        match entry_of(path, &outcome, *category) {
+            Some(e) => entries.push(e),
+            None => {
                 return Err(BaselineRefused::Unreadable {
                     path: path.clone(),
-                    why: describe(&other),
+                    why: describe(&outcome),
                 })
             }
         }
@@ -130,17 +127,15 @@ fn hashed_entries(
                 continue; // the registry's own bookkeeping, not a model
             }
             match what {
-                Found::File => match hasher.check(path) {
-                    Outcome::Hashed { hash, size } => entries.push(Entry {
-                        path: path_str(path),
-                        hash,
-                        category: Category::ModelFile,
-                        size,
-                    }),
-                    other => {
-                        tracing::warn!(path = %path.display(), why = describe(&other), "left out of the baseline; it will be reported")
+                Found::File => {
+                    let outcome = hasher.check(path);
+                    match entry_of(path, &outcome, Category::ModelFile) {
+                        Some(e) => entries.push(e),
+                        None => {
+                            tracing::warn!(path = %path.display(), why = describe(&outcome), "left out of the baseline; it will be reported")
+                        }
                     }
-                },
+                }
                 Found::Anomaly(kind) => {
                     tracing::warn!(path = %path.display(), kind, "left out of the baseline; it will be reported");
                 }
@@ -182,6 +177,20 @@ fn with_read_ahead<R>(
     }
     let progress = hasher.progress();
     crate::ahead::run(order, &progress, || work(hasher))
+}
+
+/// The baseline entry for `path` when it was hashed (a reader's digest is always 64 hex
+/// digits; anything else is no entry).
+fn entry_of(path: &Path, outcome: &Outcome, category: Category) -> Option<Entry> {
+    let Outcome::Hashed { hash, size } = outcome else {
+        return None;
+    };
+    Some(Entry {
+        path: path_str(path),
+        hash: Sha256Digest::from_hex(hash)?,
+        category,
+        size: *size,
+    })
 }
 
 fn describe(o: &Outcome) -> String {
@@ -428,7 +437,7 @@ impl<'a> Comparison<'a> {
         let outcome = hasher.check_expecting(path, Some(entry.size));
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
         if !matches {
-            self.flag(key, entry.category, &entry.hash, actual(&outcome));
+            self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));
         }
     }
 
@@ -473,9 +482,10 @@ impl<'a> Comparison<'a> {
                     if let Some(i) = index {
                         self.set_seen(i, true);
                     }
-                    let expected = index
-                        .map_or(report::NONE, |i| self.entries[i].hash.as_str())
-                        .to_owned();
+                    let expected = index.map_or_else(
+                        || report::NONE.to_owned(),
+                        |i| self.entries[i].hash.to_hex(),
+                    );
                     self.flag(key, Category::ModelFile, &expected, (*kind).to_owned());
                 }
             }
@@ -491,7 +501,7 @@ impl<'a> Comparison<'a> {
                 self.flag(
                     entry.path.clone(),
                     entry.category,
-                    &entry.hash,
+                    &entry.hash.to_hex(),
                     report::MISSING.into(),
                 );
             }
@@ -515,7 +525,7 @@ impl<'a> Comparison<'a> {
             self.flag(
                 entry.path.clone(),
                 entry.category,
-                &entry.hash,
+                &entry.hash.to_hex(),
                 report::REMOVED.into(),
             );
         }

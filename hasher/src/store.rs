@@ -433,7 +433,8 @@ mod tests {
     fn manifest(generation: u64, hash: char) -> Manifest {
         let entries = vec![Entry {
             path: "/a".into(),
-            hash: hash.to_string().repeat(64),
+            hash: protocol::hexfmt::Sha256Digest::from_hex(&hash.to_string().repeat(64))
+                .expect("hex"),
             category: Category::TrustMaterial,
             size: 1,
         }];
@@ -453,7 +454,7 @@ mod tests {
         let entries: Vec<Entry> = (0..5000)
             .map(|i| Entry {
                 path: format!("/m/{i:06}"),
-                hash: "e".repeat(64),
+                hash: protocol::hexfmt::Sha256Digest::from_hex(&"e".repeat(64)).expect("hex"),
                 category: Category::ModelFile,
                 size: i,
             })

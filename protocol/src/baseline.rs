@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::category::Category;
-use crate::hexfmt::is_sha256_hex;
+use crate::hexfmt::{is_sha256_hex, Sha256Digest};
 use crate::report::{check_path, MAX_TIME_LEN};
 use crate::sign::{self, UNSIGNED};
 
@@ -23,8 +23,8 @@ pub const MAX_ENTRIES: usize = 200_000;
 pub struct Entry {
     /// Absolute path.
     pub path: String,
-    /// SHA-256 hex of the content.
-    pub hash: String,
+    /// SHA-256 of the content (64 lower-case hex digits on the wire and on disk).
+    pub hash: Sha256Digest,
     /// Watch category.
     pub category: Category,
     /// Size in bytes.
@@ -195,13 +195,8 @@ impl Manifest {
             return Err(field("entries", "more than the maximum of 200000"));
         }
         for entry in &self.entries {
+            // The hash is a digest by its type: its form was checked as it was parsed.
             check_path("path", &entry.path).map_err(|e| field("entries.path", &e.to_string()))?;
-            if !is_sha256_hex(&entry.hash) {
-                return Err(field(
-                    "entries.hash",
-                    &format!("{}: not a SHA-256 hex digest", entry.path),
-                ));
-            }
         }
         if self.entries.windows(2).any(|w| w[0].path >= w[1].path) {
             return Err(field("entries", "not sorted by path or a path repeats"));
@@ -265,13 +260,13 @@ mod tests {
         let entries = vec![
             Entry {
                 path: "/b".into(),
-                hash: "b".repeat(64),
+                hash: Sha256Digest::from_hex(&"b".repeat(64)).expect("hex"),
                 category: Category::PolicyFile,
                 size: 2,
             },
             Entry {
                 path: "/a".into(),
-                hash: "a".repeat(64),
+                hash: Sha256Digest::from_hex(&"a".repeat(64)).expect("hex"),
                 category: Category::ServiceBinary,
                 size: 1,
             },
@@ -294,6 +289,21 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_hash_that_is_not_lower_case_hex_is_refused_naming_it() {
+        let json = String::from_utf8(sample(None).to_json()).unwrap_or_default();
+        for bad in ["A".repeat(64), "a".repeat(63), "g".repeat(64)] {
+            let text = json.replacen(&"a".repeat(64), &bad, 1);
+            match Manifest::parse(text.as_bytes()) {
+                Err(BaselineError::Malformed(why)) => {
+                    assert!(why.contains("not 64 lower-case hex digits"), "{why}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+            assert!(Manifest::parse_from(text.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
     fn the_streamed_hmac_is_the_hmac_of_the_documented_bytes() {
         let key = [7u8; 32];
         let m = sample(Some(&key));
@@ -310,7 +320,7 @@ mod tests {
         let key = [5u8; 32];
         let entries = vec![Entry {
             path: "/m/a<b>&c\u{2028}".into(),
-            hash: "a".repeat(64),
+            hash: Sha256Digest::from_hex(&"a".repeat(64)).expect("hex"),
             category: Category::ModelFile,
             size: 1,
         }];
