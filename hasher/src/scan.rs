@@ -68,9 +68,9 @@ pub fn create_baseline(
     let walks = walk_all(policy);
     // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
     hasher.forget_all();
-    hasher.prefetch(regular_files(policy, &walks).map(|p| (p, None)));
     let order: Vec<&Path> = regular_files(policy, &walks).collect();
     hasher.reserve(order.len());
+    hasher.prefetch(order.iter().map(|p| (*p, None)));
     let entries = with_read_ahead(hasher, true, &order, |h| {
         hashed_entries(policy, h, &walks, order.len())
     })?;
