@@ -56,11 +56,7 @@ impl MacWriter {
 
     /// True when `claimed` is the hex MAC of everything written; compared in constant time.
     pub fn matches_hex(self, claimed: &str) -> bool {
-        let Some(claimed) = hexfmt::decode(claimed) else {
-            return false;
-        };
-        let expected = self.finish();
-        claimed.len() == expected.len() && bool::from(expected.ct_eq(&claimed[..]))
+        matches_hex(&self.finish(), claimed)
     }
 }
 
@@ -83,10 +79,14 @@ fn unreachable_key() -> ! {
 
 /// True when `claimed` is the hex HMAC of `parts` under `key`; compared in constant time.
 pub fn verify_hex(key: &[u8], parts: &[&[u8]], claimed: &str) -> bool {
+    matches_hex(&hmac_raw(key, parts), claimed)
+}
+
+/// True when `claimed` is the hex of `expected`; compared in constant time.
+fn matches_hex(expected: &[u8; 32], claimed: &str) -> bool {
     let Some(claimed) = hexfmt::decode(claimed) else {
         return false;
     };
-    let expected = hmac_raw(key, parts);
     claimed.len() == expected.len() && bool::from(expected.ct_eq(&claimed[..]))
 }
 
