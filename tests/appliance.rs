@@ -298,7 +298,9 @@ fn a_go_baseline_that_does_not_verify_is_not_adopted() {
     let text = std::fs::read_to_string(&path).unwrap();
     // One entry's size changed: the Go HMAC check is as strict as ours.
     let mut m = Manifest::parse(text.as_bytes()).unwrap();
-    m.entries[0].size += 1;
+    let mut entries = m.entries.to_vec();
+    entries[0].size += 1;
+    m.entries = entries.into();
     std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
     let addr = free_addr();
     let mut cmd = Command::new(monitor_bin());

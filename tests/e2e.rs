@@ -404,7 +404,9 @@ fn tampered_or_unsigned_stored_baseline_starts_in_recovery_required() {
     // Re-bless a tampered binary by editing its hash in the stored manifest.
     tamper(&a, BINARIES[0]);
     let mut manifest = Manifest::parse(text.as_bytes()).unwrap();
-    manifest.entries[0].hash = protocol::hexfmt::Sha256Digest([0; 32]);
+    let mut entries = manifest.entries.to_vec();
+    entries[0].hash = protocol::hexfmt::Sha256Digest([0; 32]);
+    manifest.entries = entries.into();
     std::fs::write(&stored, manifest.to_json()).unwrap();
     let m = Running::start(&a);
     let s = m.status();
@@ -1235,11 +1237,12 @@ fn names_and_bounds_are_findings_never_a_crash_nor_a_merge() {
 
 #[test]
 fn a_model_dir_larger_than_the_walk_limit_is_not_trusted() {
-    let a = Appliance::new();
+    // The policy's max_watched_files bounds each model dir's walk (the hasher's memory).
+    let a = Appliance::with_options("scan_interval: 1h\nmax_watched_files: 2000\n");
     let m = Running::start(&a);
     let many = a.path("models/many");
     std::fs::create_dir(&many).unwrap();
-    for i in 0..protocol::baseline::MAX_ENTRIES {
+    for i in 0..2000 {
         std::fs::File::create(many.join(i.to_string())).unwrap();
     }
     m.scan();

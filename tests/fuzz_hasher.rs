@@ -42,6 +42,7 @@ fn registry_and_release_parsers_never_panic() {
         category: protocol::Category::ServiceBinary,
         size: 1,
     }];
+    let entries = protocol::entries::Entries::from(entries.to_vec());
     let iters = fuzz::iterations() / 4;
     fuzz::run(
         "registry+release",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
 use crate::reader::{ReadResult, Reader};
+use crate::slots::{Expect, Slot, Slots};
 pub use crate::version::{Outcome, Version};
 
 /// A directory artifact's digest, and the version of every file it covered (the registry's
@@ -45,7 +46,8 @@ impl PathKeys {
     }
 }
 
-/// What is remembered of one file: 56 bytes, for each of up to a million watched files.
+/// What is remembered of a file that has no baseline entry or does not match it (a matching
+/// one is remembered in its entry's [`Slot`]).
 struct Cached {
     /// [`PathKeys::version`] of the version read.
     version: u64,
@@ -67,6 +69,8 @@ pub struct FileHasher {
     pub fast_hits: u64,
     /// Keyed by [`PathKeys`], not by the path: a million paths are not held twice.
     cache: HashMap<u128, Cached>,
+    /// Files that matched their baseline entry, in the entry's place.
+    slots: Slots,
     keys: PathKeys,
     /// What the cache's deadlines count from.
     born: Instant,
@@ -94,6 +98,7 @@ impl Default for FileHasher {
             bytes_hashed: 0,
             fast_hits: 0,
             cache: HashMap::new(),
+            slots: Slots::default(),
             keys: PathKeys::default(),
             born: Instant::now(),
             checks: Default::default(),
@@ -144,15 +149,41 @@ impl FileHasher {
     /// As [`FileHasher::check`]; a regular file whose size is not `expected_size` is reported
     /// at once, unread (one `statx` for both checks).
     pub fn check_expecting(&mut self, path: &Path, expected_size: Option<u64>) -> Outcome {
+        self.check_with(path, expected_size, None)
+    }
+
+    /// As [`FileHasher::check_expecting`] for a file with a baseline entry (`expect`): a
+    /// version that matched the entry before answers from the entry's slot.
+    pub fn check_entry(&mut self, path: &Path, expect: Option<Expect>) -> Outcome {
+        self.check_with(path, expect.map(|e| e.size), expect)
+    }
+
+    fn check_with(
+        &mut self,
+        path: &Path,
+        expected_size: Option<u64>,
+        expect: Option<Expect>,
+    ) -> Outcome {
         self.checks.fetch_add(1, Ordering::Relaxed);
         let meta = std::fs::symlink_metadata(path);
         if let (Ok(m), Some(expected)) = (&meta, expected_size) {
             if m.file_type().is_file() && m.size() != expected {
+                if let Some(e) = expect {
+                    self.slots.clear(e.index);
+                }
                 return Outcome::SizeChanged(m.size());
             }
         }
         if let Ok(m) = &meta {
-            if let Some(c) = self.fresh(path, m, Instant::now()) {
+            let now = Instant::now();
+            if let Some(e) = expect.filter(|e| self.slot_fresh(path, e, m, now)) {
+                self.fast_hits += 1;
+                return Outcome::Hashed {
+                    hash: e.hash.to_hex(),
+                    size: e.size,
+                };
+            }
+            if let Some(c) = self.fresh(path, m, now) {
                 let answer = Outcome::Hashed {
                     hash: protocol::hexfmt::encode(&c.hash),
                     size: c.size,
@@ -161,7 +192,65 @@ impl FileHasher {
                 return answer;
             }
         }
-        self.hash_stated(path, meta.ok())
+        self.hash_stated(path, meta.ok(), expect)
+    }
+
+    /// True when `e`'s slot remembers the version `m` describes, and it is not due.
+    fn slot_fresh(&self, path: &Path, e: &Expect, m: &Metadata, now: Instant) -> bool {
+        self.slots
+            .get(e.index, || self.keys.of(path))
+            .is_some_and(|slot| {
+                m.file_type().is_file()
+                    && self.keys.version(&Version::of(m)) == slot.version
+                    && self.ms_since_born(now) < slot.due_ms
+            })
+    }
+
+    /// Binds the slots to the baseline with digest `baseline` and `entries` entries (what
+    /// they remember of another baseline is dropped).
+    pub fn bind(&mut self, baseline: &str, entries: usize) {
+        self.slots.bind(baseline, entries);
+    }
+
+    /// Takes the slots a new baseline's making filled (see [`FileHasher::check_new`]), in the
+    /// order of its entries, for the baseline with digest `baseline`.
+    pub fn adopt(&mut self, baseline: &str, slots: Vec<Slot>) {
+        self.slots.adopt(baseline, slots);
+    }
+
+    /// Reads `path` for a new baseline (a read the prefetch made is taken, not re-read), and
+    /// what its entry's slot will remember; nothing is kept here, so making a baseline of a
+    /// million files fills no table of them.
+    pub fn check_new(&mut self, path: &Path) -> (Outcome, Slot) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        let meta = std::fs::symlink_metadata(path).ok();
+        let now = Instant::now();
+        let key = self.keys.of(path);
+        let prefetched = meta
+            .as_ref()
+            .and_then(|m| self.fresh(path, m, now))
+            .is_some();
+        if let Some(c) = self.cache.remove(&key).filter(|_| prefetched) {
+            let slot = Slot {
+                version: c.version,
+                due_ms: c.due_ms,
+            };
+            let hash = protocol::hexfmt::encode(&c.hash);
+            return (Outcome::Hashed { hash, size: c.size }, slot);
+        }
+        let (result, chunks) = self.read_now(path, meta);
+        let (outcome, version) = result;
+        let slot = match (&outcome, version) {
+            (Outcome::Hashed { hash, size }, Some(version)) => {
+                self.keep_chunks(path, hash, *size, chunks);
+                Slot {
+                    version: self.keys.version(&version),
+                    due_ms: self.due_ms(hash),
+                }
+            }
+            _ => Slot::default(),
+        };
+        (outcome, slot)
     }
 
     fn fresh(&self, path: &Path, m: &Metadata, now: Instant) -> Option<&Cached> {
@@ -186,7 +275,7 @@ impl FileHasher {
 
     /// True when no file's digest is remembered: the next sweep reads every file.
     pub fn remembers_nothing(&self) -> bool {
-        self.cache.is_empty()
+        self.cache.is_empty() && self.slots.is_empty()
     }
 
     /// The count of checks made so far, shared with a read-ahead helper.
@@ -194,52 +283,60 @@ impl FileHasher {
         self.checks.clone()
     }
 
-    /// Makes room to remember `files` files at once: the table then never doubles mid-scan,
-    /// when the old and the new one would both be held.
-    pub fn reserve(&mut self, files: usize) {
-        self.cache.reserve(files.saturating_sub(self.cache.len()));
-    }
-
     /// Forgets the digest of `path`: its next check reads it in full.
     pub fn forget(&mut self, path: &Path) {
-        self.cache.remove(&self.keys.of(path));
+        let key = self.keys.of(path);
+        self.cache.remove(&key);
+        self.slots.forget(key);
         self.dirs
             .retain(|dir, _| !path.starts_with(dir) && !dir.starts_with(path));
     }
 
     /// Forgets every remembered digest: the next check of each file reads it in full.
     pub fn forget_all(&mut self) {
-        self.cache.clear();
+        self.cache = HashMap::new();
+        self.slots.forget_all();
         self.dirs.clear();
     }
 
     /// Reads `path` in full; a file that changes while it is read is read again.
     pub fn hash(&mut self, path: &Path) -> Outcome {
-        self.hash_stated(path, None)
+        self.hash_stated(path, None, None)
     }
 
-    /// As [`FileHasher::hash`], with the `lstat` the caller has just taken (`None`: take one).
-    fn hash_stated(&mut self, path: &Path, stated: Option<Metadata>) -> Outcome {
+    /// As [`FileHasher::hash`], with the `lstat` the caller has just taken (`None`: take one),
+    /// remembered in the slot of `expect` when it matches it.
+    fn hash_stated(
+        &mut self,
+        path: &Path,
+        stated: Option<Metadata>,
+        expect: Option<Expect>,
+    ) -> Outcome {
+        let (result, chunks) = self.read_now(path, stated);
+        self.remember(path, result, chunks, expect)
+    }
+
+    /// Reads `path` now (by its chunks when it is a large file read before), remembering
+    /// nothing but the chunks' digests.
+    fn read_now(&mut self, path: &Path, stated: Option<Metadata>) -> (ReadResult, Vec<[u8; 32]>) {
         let stated = stated.or_else(|| std::fs::symlink_metadata(path).ok());
         if let Some(m) = &stated {
             if m.file_type().is_file() && m.size() > self.max_file_size {
-                self.cache.remove(&self.keys.of(path));
-                return Outcome::TooLarge(m.size());
+                return ((Outcome::TooLarge(m.size()), None), Vec::new());
             }
         }
-        if let Some(outcome) = self.verify_chunks(path) {
-            return outcome;
+        if let Some(settled) = self.verify_chunks(path) {
+            return settled;
         }
         let before = self.reader.bytes;
         let result = self.reader.read_stated(path, &self.budget, stated);
         self.bytes_hashed += self.reader.bytes - before;
-        let chunks = std::mem::take(&mut self.reader.last_chunks);
-        self.remember(path, result, chunks)
+        (result, std::mem::take(&mut self.reader.last_chunks))
     }
 
     /// A large file read before is re-verified by its chunks, on every hashing thread; `None`
     /// when that cannot settle it (then it is read whole).
-    fn verify_chunks(&mut self, path: &Path) -> Option<Outcome> {
+    fn verify_chunks(&mut self, path: &Path) -> Option<(ReadResult, Vec<[u8; 32]>)> {
         if self.threads < 2 {
             return None;
         }
@@ -253,43 +350,67 @@ impl FileHasher {
             hash: known.hash.clone(),
             size: known.size,
         };
-        Some(self.remember(path, (outcome, Some(version)), known.chunks))
+        Some(((outcome, Some(version)), known.chunks))
     }
 
-    fn remember(&mut self, path: &Path, result: ReadResult, chunks: Vec<[u8; 32]>) -> Outcome {
-        match result {
-            (Outcome::Hashed { hash, size }, Some(version)) => {
-                if !chunks.is_empty() {
-                    let known = crate::chunks::Known {
-                        hash: hash.clone(),
-                        size,
-                        chunks,
-                    };
-                    self.known.insert(path.to_owned(), known);
+    /// Keeps a large file's chunk digests for its next re-verification.
+    fn keep_chunks(&mut self, path: &Path, hash: &str, size: u64, chunks: Vec<[u8; 32]>) {
+        if !chunks.is_empty() {
+            let known = crate::chunks::Known {
+                hash: hash.to_owned(),
+                size,
+                chunks,
+            };
+            self.known.insert(path.to_owned(), known);
+        }
+    }
+
+    /// When a version read now with digest `hash` is due to be read again.
+    fn due_ms(&self, hash: &str) -> u64 {
+        self.ms_since_born(Instant::now())
+            .saturating_add(u64::try_from(self.spread(hash).as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn remember(
+        &mut self,
+        path: &Path,
+        result: ReadResult,
+        chunks: Vec<[u8; 32]>,
+        expect: Option<Expect>,
+    ) -> Outcome {
+        let key = self.keys.of(path);
+        let (Outcome::Hashed { hash, size }, Some(version)) = result else {
+            self.cache.remove(&key);
+            if let Some(e) = expect {
+                self.slots.clear(e.index);
+            }
+            return result.0;
+        };
+        self.keep_chunks(path, &hash, size, chunks);
+        let (version, due_ms) = (self.keys.version(&version), self.due_ms(&hash));
+        match expect {
+            Some(e) if e.size == size && e.hash == hash => {
+                self.cache.remove(&key);
+                self.slots.set(e.index, key, Slot { version, due_ms });
+            }
+            _ => {
+                if let Some(e) = expect {
+                    self.slots.clear(e.index);
                 }
-                let due_ms = self.ms_since_born(Instant::now()).saturating_add(
-                    u64::try_from(self.spread(&hash).as_millis()).unwrap_or(u64::MAX),
-                );
                 // A digest the reader produced is always 64 hex digits; anything else is not
                 // remembered (the next check reads the file again).
-                if let Some(raw) =
-                    protocol::hexfmt::decode(&hash).and_then(|b| <[u8; 32]>::try_from(b).ok())
-                {
+                if let Some(raw) = protocol::hexfmt::Sha256Digest::from_hex(&hash) {
                     let cached = Cached {
-                        version: self.keys.version(&version),
-                        hash: raw,
+                        version,
+                        hash: raw.0,
                         size,
                         due_ms,
                     };
-                    self.cache.insert(self.keys.of(path), cached);
+                    self.cache.insert(key, cached);
                 }
-                Outcome::Hashed { hash, size }
-            }
-            (outcome, _) => {
-                self.cache.remove(&self.keys.of(path));
-                outcome
             }
         }
+        Outcome::Hashed { hash, size }
     }
 
     /// Reads, up to `threads` files at once and largest first, every regular file among
@@ -300,25 +421,27 @@ impl FileHasher {
     /// an event is read by its check, as is any file that changes after this.
     /// A path given with an expected size is skipped when its size differs: its check reports
     /// the change unread.
-    pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = (&'a Path, Option<u64>)>) {
+    pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = (&'a Path, Option<Expect>)>) {
         if self.threads <= 1 {
             return;
         }
-        let now = Instant::now();
-        let mut todo: Vec<(&Path, u64)> = paths
+        let now_ms = self.ms_since_born(Instant::now());
+        let mut todo: Vec<(&Path, u64, Option<Expect>)> = paths
             .into_iter()
-            .filter(|(p, _)| {
-                self.cache
-                    .get(&self.keys.of(p))
-                    .is_none_or(|c| self.ms_since_born(now) >= c.due_ms)
+            .filter(|(p, e)| {
+                let slot = e.and_then(|e| self.slots.get(e.index, || self.keys.of(p)));
+                let due = slot
+                    .map(|s| s.due_ms)
+                    .or_else(|| self.cache.get(&self.keys.of(p)).map(|c| c.due_ms));
+                due.is_none_or(|due| now_ms >= due)
             })
             // A large file read before is left to its check, which reads its chunks on every
             // thread rather than the whole file on one.
             .filter(|(p, _)| !self.known.contains_key(*p))
             .filter_map(|(p, expected)| {
                 let m = std::fs::symlink_metadata(p).ok()?;
-                let wanted = m.file_type().is_file() && expected.is_none_or(|e| e == m.size());
-                wanted.then_some((p, m.size()))
+                let wanted = m.file_type().is_file() && expected.is_none_or(|e| e.size == m.size());
+                wanted.then_some((p, m.size(), expected))
             })
             .collect();
         if todo.len() < 2 {
@@ -336,7 +459,9 @@ impl FileHasher {
                 reader.take_chunks = take_chunks;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, _)) = todo.get(i) else { break };
+                    let Some((path, _, _)) = todo.get(i) else {
+                        break;
+                    };
                     let result = reader.read(path, budget);
                     let chunks = std::mem::take(&mut reader.last_chunks);
                     done.lock()
@@ -362,8 +487,8 @@ impl FileHasher {
         self.bytes_hashed += bytes;
         let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
         for (i, result, chunks) in done {
-            if let Some((path, _)) = todo.get(i) {
-                self.remember(path, result, chunks);
+            if let Some((path, _, expect)) = todo.get(i) {
+                self.remember(path, result, chunks, *expect);
             }
         }
     }
@@ -481,9 +606,17 @@ mod tests {
             ..FileHasher::default()
         };
         // One path announced with a size it no longer has: left for its check to report.
-        let sized: Vec<(&Path, Option<u64>)> = paths
+        let sized: Vec<(&Path, Option<Expect>)> = paths
             .iter()
-            .map(|p| (p.as_path(), (p == &paths[0]).then_some(1)))
+            .enumerate()
+            .map(|(index, p)| {
+                let expect = Expect {
+                    index,
+                    hash: protocol::hexfmt::Sha256Digest([0; 32]),
+                    size: 1,
+                };
+                (p.as_path(), (p == &paths[0]).then_some(expect))
+            })
             .collect();
         h.prefetch(sized.iter().copied());
         let total: u64 = (1..=9).map(|i| 1000 * i).sum();

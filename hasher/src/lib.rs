@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod sandbox;
 pub mod scan;
 pub mod server;
+pub mod slots;
 pub mod spread;
 mod start;
 pub mod store;

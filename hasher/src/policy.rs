@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::error::PolicyError;
+use protocol::baseline::MAX_ENTRIES;
 
 /// Default place of the policy file.
 pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
@@ -18,10 +19,15 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 30;
 pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
 /// Largest policy file read (100,000 listed paths of ~100 bytes fit).
 const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
-/// Most paths a policy may list, over all categories: what the hasher's memory budget holds
-/// (about 1 KiB per watched file, under its unit's MemoryMax=256M with room for model files),
-/// not the Go service's 10,000.
+/// Most paths a policy may list, over all categories: far more than the Go service's 10,000,
+/// and few enough that the policy itself (held as paths, about 100 bytes each) stays small
+/// beside the baseline the hasher holds.
 pub const MAX_LISTED: usize = 100_000;
+/// Default `sweep_files_per_second`: at about 5 µs a check, half a percent of a core.
+pub const DEFAULT_SWEEP_RATE: usize = 1000;
+/// Default `max_watched_files`: a million and a half files fit the hasher's unit
+/// (MemoryMax=256M) at about 110 bytes each, with room to spare.
+pub const DEFAULT_MAX_WATCHED: usize = 1_500_000;
 /// Longest full re-verification interval: beyond it, time arithmetic is not worth the risk.
 const MAX_REHASH_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most hashing threads a policy may ask for.
@@ -50,6 +56,8 @@ struct RawPolicy {
     hash_rate_limit: Option<Spanned<u64>>,
     max_file_size: Option<Spanned<u64>>,
     hash_threads: Option<Spanned<i64>>,
+    max_watched_files: Option<Spanned<i64>>,
+    sweep_files_per_second: Option<Spanned<i64>>,
     release_baseline: Option<Spanned<String>>,
     registry_manifest: Option<Spanned<String>>,
 }
@@ -77,6 +85,12 @@ pub struct Policy {
     pub max_file_size: u64,
     /// Files read in parallel when many need a full read (1: one at a time).
     pub hash_threads: usize,
+    /// Most entries a walk of one model dir takes in: past it the dir is a `limit_exceeded`
+    /// finding (never trusted), so memory stays bounded whatever is put there.
+    pub max_watched_files: usize,
+    /// The spread sweep checks at most this many files a second on average: a cycle over a
+    /// tree takes the scan interval or, for a larger tree, its size over this rate.
+    pub sweep_files_per_second: usize,
     /// The OS image's release baseline; a new baseline must agree with it.
     pub release_baseline: Option<PathBuf>,
     /// The model registry's manifest of promoted models.
@@ -223,6 +237,20 @@ impl RawPolicy {
             |v: &usize| (1..=MAX_HASH_THREADS).contains(v),
             &format!("an integer from 1 to {MAX_HASH_THREADS}"),
         )?;
+        let max_watched_files = integer(
+            "max_watched_files",
+            &self.max_watched_files,
+            DEFAULT_MAX_WATCHED,
+            |v: &usize| (1..=MAX_ENTRIES).contains(v),
+            &format!("an integer from 1 to {MAX_ENTRIES}"),
+        )?;
+        let sweep_files_per_second = integer(
+            "sweep_files_per_second",
+            &self.sweep_files_per_second,
+            DEFAULT_SWEEP_RATE,
+            |v: &usize| (1..=10_000_000).contains(v),
+            "an integer from 1 to 10000000",
+        )?;
         let degradation_threshold = integer(
             "degradation_threshold",
             &self.degradation_threshold,
@@ -252,6 +280,8 @@ impl RawPolicy {
             hash_rate_limit,
             max_file_size,
             hash_threads,
+            max_watched_files,
+            sweep_files_per_second,
             release_baseline,
             registry_manifest,
         })
@@ -487,6 +517,22 @@ mod tests {
         assert_eq!(d.hash_threads, 1);
         let t = Policy::parse("trust_material: [/k]\nhash_threads: 4\n").expect("valid");
         assert_eq!(t.hash_threads, 4);
+        assert_eq!(d.max_watched_files, DEFAULT_MAX_WATCHED);
+        let w = Policy::parse("trust_material: [/k]\nmax_watched_files: 1000\n").expect("valid");
+        assert_eq!(w.max_watched_files, 1000);
+        assert_eq!(d.sweep_files_per_second, DEFAULT_SWEEP_RATE);
+        let e = err("trust_material: [/k]\nsweep_files_per_second: 0\n");
+        assert!(
+            e.contains("sweep_files_per_second") && e.contains("line 2"),
+            "{e}"
+        );
+        for bad in ["0", "-1", "2000001", "x"] {
+            let e = err(&format!("trust_material: [/k]\nmax_watched_files: {bad}\n"));
+            assert!(
+                e.contains("max_watched_files") && e.contains("line 2"),
+                "{e}"
+            );
+        }
         for bad in ["0", "17", "-1"] {
             let e = err(&format!("trust_material: [/k]\nhash_threads: {bad}\n"));
             assert!(e.contains("hash_threads") && e.contains("line 2"), "{e}");

@@ -139,7 +139,7 @@ struct Plan {
 
 /// Walks `dir` and checks the artifact's bounds without reading any content.
 fn plan(dir: &Path) -> Result<Plan, String> {
-    let found = crate::walk::walk(dir);
+    let found = crate::walk::walk(dir, MAX_DIR_ENTRIES + 1);
     if found.len() > MAX_DIR_ENTRIES {
         return Err(format!("more than {MAX_DIR_ENTRIES} entries"));
     }

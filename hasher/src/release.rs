@@ -5,7 +5,7 @@ use crate::error::ReleaseError;
 use std::collections::HashMap;
 use std::path::Path;
 
-use protocol::baseline::Entry;
+use protocol::entries::Entries;
 use protocol::hexfmt::is_sha256_hex;
 use serde::Deserialize;
 
@@ -44,7 +44,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReleaseEr
 
 /// Checks new baseline entries against the release baseline; `Err` names every file that
 /// differs (capped) so an operator sees what the rebaseline would have blessed.
-pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, ReleaseError> {
+pub fn check_release(path: &Path, entries: &Entries) -> Result<String, ReleaseError> {
     let release: ReleaseBaseline = read_json(path)?;
     if release.version != RELEASE_VERSION {
         return Err(ReleaseError::Version {
@@ -65,7 +65,7 @@ pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, ReleaseEr
     let mismatches: Vec<String> = entries
         .iter()
         .filter_map(|e| {
-            let r = expected.get(e.path.as_str())?;
+            let r = expected.get(e.path)?;
             (r.sha256 != e.hash || r.size != e.size).then(|| {
                 format!(
                     "{} (release {} expects {}, found {})",
@@ -96,6 +96,7 @@ pub fn check_release(path: &Path, entries: &[Entry]) -> Result<String, ReleaseEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::baseline::Entry;
     use protocol::Category;
 
     fn entry(path: &str, hash: &str) -> Entry {
@@ -115,17 +116,19 @@ mod tests {
         std::fs::write(&p, format!("{{\"version\":1,\"source_commit\":\"abcdef0123456789abcdef0123456789abcdef01\",\"files\":[{{\"path\":\"/usr/bin/x\",\"sha256\":\"{good}\",\"size\":3}}]}}")).expect("write");
         assert!(check_release(
             &p,
-            &[
+            &vec![
                 entry("/usr/bin/x", &good),
                 entry("/etc/local", &"c".repeat(64))
             ]
+            .into()
         )
         .is_ok());
-        let e = check_release(&p, &[entry("/usr/bin/x", &"b".repeat(64))]).expect_err("refused");
+        let e = check_release(&p, &vec![entry("/usr/bin/x", &"b".repeat(64))].into())
+            .expect_err("refused");
         assert!(
             matches!(&e, ReleaseError::Differs { count: 1, shown, .. } if shown.contains("/usr/bin/x")),
             "{e}"
         );
-        assert!(check_release(&dir.path().join("missing.json"), &[]).is_err());
+        assert!(check_release(&dir.path().join("missing.json"), &Entries::new()).is_err());
     }
 }

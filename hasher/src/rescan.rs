@@ -11,7 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use protocol::baseline::{Entry, Manifest};
+use protocol::baseline::Manifest;
+use protocol::entries::Entries;
 use protocol::report::{self, ScanReport};
 
 use crate::hashing::FileHasher;
@@ -54,6 +55,7 @@ pub fn update(
     let governed_dir = governed(policy).map(|(d, _)| d);
     let mut roots: Vec<&PathBuf> = paths.iter().collect();
     roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    hasher.bind(&sweep.digest, baseline.entries.len());
     let mut cmp = Comparison::new(&baseline.entries);
     let mut done: Vec<&Path> = Vec::new();
     let mut watched = i64::from(sweep.watched);
@@ -78,7 +80,7 @@ pub fn update(
         if Some(dir.as_path()) == governed_dir {
             return None;
         }
-        let found = what_is_at(dir, p)?;
+        let found = what_is_at(dir, p, policy.max_watched_files)?;
         let key = key_of(p);
         watched -= present_before(sweep, &baseline.entries, &key);
         sweep
@@ -106,7 +108,7 @@ fn beneath_key(path: &str, key: &str) -> bool {
 
 /// The entries the full sweep's walk found at or beneath `key`: every baselined path there
 /// that it did not report missing, and every path there it reported that is not baselined.
-fn present_before(sweep: &Sweep, entries: &[Entry], key: &str) -> i64 {
+fn present_before(sweep: &Sweep, entries: &Entries, key: &str) -> i64 {
     let baselined = scoped(entries, key).len() as i64;
     let (mut missing, mut extra) = (0i64, 0i64);
     for v in sweep
@@ -126,7 +128,7 @@ fn present_before(sweep: &Sweep, entries: &[Entry], key: &str) -> i64 {
 /// What the walk of `dir` would find at `p` now: nothing, one entry, or (for a directory)
 /// everything beneath it. `None` when a directory between `dir` and `p` is no longer one: that
 /// change is an ancestor's, and only a full sweep reads it right.
-fn what_is_at(dir: &Path, p: &Path) -> Option<Vec<(PathBuf, Found)>> {
+fn what_is_at(dir: &Path, p: &Path, limit: usize) -> Option<Vec<(PathBuf, Found)>> {
     let rel: Vec<_> = p.strip_prefix(dir).ok()?.components().collect();
     let mut ancestor = dir.to_path_buf();
     for c in &rel[..rel.len().saturating_sub(1)] {
@@ -155,7 +157,7 @@ fn what_is_at(dir: &Path, p: &Path) -> Option<Vec<(PathBuf, Found)>> {
     // A directory `depth` levels down is walked when the walk would have entered it.
     let depth = rel.len();
     if t.is_dir() && depth <= MAX_DEPTH {
-        Some(walk::walk_from(p, depth))
+        Some(walk::walk_from(p, depth, limit))
     } else if t.is_dir() {
         one(Found::Anomaly(report::TOO_DEEP))
     } else if t.is_file() {

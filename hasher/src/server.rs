@@ -122,7 +122,7 @@ impl Server {
                 store_event = event;
                 let status = StoreStatus::Adopted(summary(&current));
                 let generation = current.generation;
-                (Some(current), status, generation)
+                (Some(*current), status, generation)
             }
             Loaded::Rejected { reason, highest } => {
                 tracing::error!(reason, "stored baseline rejected");
@@ -338,11 +338,10 @@ impl Server {
             return;
         };
         // A cycle done early (fewer units than slices) rests until its interval is over.
-        let interval = self.policy.scan_interval;
         if self
             .cycle
             .as_ref()
-            .is_some_and(|c| c.complete() && c.started.elapsed() >= interval)
+            .is_some_and(|c| c.complete() && c.started.elapsed() >= c.interval())
         {
             self.cycle = None;
         }
@@ -467,14 +466,14 @@ impl Server {
         };
         let key = self.key.as_ref().map(Key::bytes);
         let generation = self.next_generation;
-        let manifest = match scan::create_baseline(&self.policy, &mut self.hasher, key, generation)
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "baseline refused");
-                return error(ErrorKind::BaselineFailed, e.to_string());
-            }
-        };
+        let (manifest, slots) =
+            match scan::make_baseline(&self.policy, &mut self.hasher, key, generation) {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::error!(error = %e, "baseline refused");
+                    return error(ErrorKind::BaselineFailed, e.to_string());
+                }
+            };
         let current = match self.store.commit(manifest, key) {
             Ok(c) => c,
             Err(e) => {
@@ -497,6 +496,8 @@ impl Server {
             by,
             "new baseline signed, stored and adopted"
         );
+        // What was read to make it stands for the first sweep against it.
+        self.hasher.adopt(&current.digest, slots);
         let s = summary(&current);
         self.next_generation = generation.saturating_add(1);
         self.store_status = StoreStatus::Adopted(s.clone());
@@ -557,15 +558,19 @@ impl Server {
     }
 
     /// How long a sweep's findings stand in for a new sweep. Spread, a cycle examines every
-    /// unit once per interval and `at` is when the last complete one began: at most two
-    /// intervals old while cycles keep up. Not spread (no inotify, or a registry's dir), the
-    /// api's tick, an interval after the last report, must find it stale and sweep: 0.9 of it.
+    /// unit once per cycle interval and `at` is when the last complete one began: at most two
+    /// cycles old while cycles keep up. Not spread (no inotify, or a registry's dir), the
+    /// api's tick, a scan interval after the last report, must find it stale and sweep: 0.9
+    /// of it.
     fn sweep_lifetime(&self) -> std::time::Duration {
-        let interval = self.policy.scan_interval;
         if self.watcher.is_some() && scan::governed(&self.policy).is_none() {
-            interval.saturating_mul(2)
+            let files = self
+                .baseline
+                .as_ref()
+                .map_or(0, |b| b.manifest.entries.len());
+            crate::spread::cycle_interval(&self.policy, files).saturating_mul(2)
         } else {
-            interval.mul_f64(0.9)
+            self.policy.scan_interval.mul_f64(0.9)
         }
     }
 

@@ -4,6 +4,10 @@
 //! cycle takes the interval and no moment pays for the whole tree. This is what catches
 //! what inotify cannot see (a write through `mmap`, a change in a directory the kernel would
 //! not watch); what it finds is announced like any change, so the api asks for it at once.
+//!
+//! A cycle takes `scan_interval`, or longer for a tree larger than `sweep_files_per_second`
+//! checks in it: the idle cost of a million files stays a fraction of a core, while every
+//! change the kernel names is still checked at once.
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -54,7 +58,7 @@ impl Cycle {
         Some(Cycle {
             units,
             next: 0,
-            interval: policy.scan_interval,
+            interval: cycle_interval(policy, baseline.entries.len()),
             started: Instant::now(),
             slowest: Duration::ZERO,
         })
@@ -82,6 +86,11 @@ impl Cycle {
             - SLICE_PERIOD
     }
 
+    /// How long the cycle takes.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// How many units the cycle covers.
     pub fn units(&self) -> usize {
         self.units.len()
@@ -93,20 +102,38 @@ impl Cycle {
     }
 }
 
+/// How long a cycle over `files` baselined files takes: the scan interval, or as long as
+/// checking them at the policy's `sweep_files_per_second` takes.
+pub fn cycle_interval(policy: &Policy, files: usize) -> Duration {
+    let rate = policy.sweep_files_per_second.max(1) as f64;
+    policy
+        .scan_interval
+        .max(Duration::from_secs_f64(files as f64 / rate))
+}
+
 /// The entries directly in `dir` now, and those the baseline has there (so a unit that
 /// vanished is still checked, and found missing). A dir that cannot be listed is its own unit:
 /// checking it widens to a full sweep, which reports it.
 fn top_level(dir: &Path, baseline: &Manifest) -> Vec<Vec<u8>> {
     let prefix = dir.as_os_str().as_bytes();
-    let mut out: Vec<Vec<u8>> = baseline
-        .entries
-        .iter()
-        .filter_map(|e| {
-            let rest = e.path.as_bytes().strip_prefix(prefix)?.strip_prefix(b"/")?;
-            let first = rest.split(|b| *b == b'/').next()?;
-            Some([prefix, b"/", first].concat())
-        })
-        .collect();
+    // Sorted entries name each top-level entry in one run: one unit per run, not one
+    // allocation per baselined file.
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for e in baseline.entries.iter() {
+        let Some(rest) = e.path.as_bytes().strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(first) = rest
+            .strip_prefix(b"/")
+            .and_then(|r| r.split(|b| *b == b'/').next())
+        else {
+            continue;
+        };
+        let unit = [prefix, b"/", first].concat();
+        if out.last() != Some(&unit) {
+            out.push(unit);
+        }
+    }
     let listed = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .ok()
         .and_then(|fd| nix::dir::Dir::from_fd(fd).ok());
@@ -128,6 +155,17 @@ mod tests {
     use super::*;
     use crate::hashing::FileHasher;
     use crate::scan::{create_baseline, sweep};
+
+    #[test]
+    fn a_large_tree_is_swept_at_the_policy_pace_and_a_small_one_every_interval() {
+        let policy =
+            Policy::parse("trust_material: [/k]\nsweep_files_per_second: 1000\n").expect("policy");
+        assert_eq!(cycle_interval(&policy, 10_000), Duration::from_secs(30));
+        assert_eq!(
+            cycle_interval(&policy, 1_000_000),
+            Duration::from_secs(1000)
+        );
+    }
 
     /// One whole cycle of slices finds what a full sweep finds, including a change no event
     /// announced (as a write through `mmap` would be), a deleted dir and a new one.

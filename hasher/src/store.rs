@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 use protocol::baseline::{BaselineError, Manifest};
 use protocol::generation::GenerationRecord;
 use protocol::message::StoreEvent;
-use protocol::MAX_MESSAGE;
 
 use crate::error::StoreError;
+
+/// Largest stored baseline read: one of [`protocol::baseline::MAX_ENTRIES`] entries of
+/// typical paths (about 170 bytes of JSON each) with room to spare. It is parsed as it is
+/// read, so this bounds the time a load takes, not the memory.
+pub const MAX_STORED: usize = 512 * 1024 * 1024;
 
 /// Where the appliance keeps the integrity baseline.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/secure-ai/integrity";
@@ -51,7 +55,7 @@ pub enum Loaded {
     /// Nothing was ever stored: first initialization.
     Empty,
     /// A baseline verified; and what was repaired or converted on the way, if anything.
-    Adopted(Current, Option<StoreEvent>),
+    Adopted(Box<Current>, Option<StoreEvent>),
     /// Something is there that does not verify; `highest` is the newest generation seen.
     Rejected {
         /// What was found, for the operator and the audit log.
@@ -207,16 +211,15 @@ impl Store {
         first: bool,
     ) -> Result<(Manifest, Option<StoreEvent>, String, u64), String> {
         let path = self.baseline_path();
-        let mut tee = Tee::new(
-            std::io::BufReader::with_capacity(SINK_BUF, file).take(MAX_MESSAGE as u64 + 1),
-        );
+        let mut tee =
+            Tee::new(std::io::BufReader::with_capacity(SINK_BUF, file).take(MAX_STORED as u64 + 1));
         let parsed = Manifest::parse_from(&mut tee);
         // What the parser left unread counts too: the digest is of the whole file.
         let rest = std::io::copy(&mut tee, &mut std::io::sink());
-        if tee.len > MAX_MESSAGE as u64 {
+        if tee.len > MAX_STORED as u64 {
             return Err(StoreError::TooLarge {
                 path,
-                cap: MAX_MESSAGE,
+                cap: MAX_STORED,
             }
             .to_string());
         }
@@ -246,16 +249,16 @@ impl Store {
         let highest = generation.max(record.as_ref().map_or(0, |r| r.generation));
         let rejected = |reason: String| Loaded::Rejected { reason, highest };
         match record {
-            None if generation == 0 => Loaded::Adopted(current, event),
+            None if generation == 0 => Loaded::Adopted(Box::new(current), event),
             None => rejected(format!(
                 "{RECORD} is missing but {BASELINE} is generation {generation}: the record was deleted"
             )),
             Some(r) if r.generation == generation && r.baseline_digest == current.digest => {
-                Loaded::Adopted(current, None)
+                Loaded::Adopted(Box::new(current), None)
             }
             Some(r) if generation == r.generation + 1 => match self.write_record(&current, key) {
                 Ok(()) => Loaded::Adopted(
-                    current,
+                    Box::new(current),
                     Some(StoreEvent::RolledForward { from: r.generation }),
                 ),
                 Err(why) => rejected(why.to_string()),
@@ -484,7 +487,7 @@ mod tests {
             "{why}"
         );
         let f = std::fs::File::create(store.baseline_path()).expect("create");
-        f.set_len(MAX_MESSAGE as u64 + 1)
+        f.set_len(MAX_STORED as u64 + 1)
             .expect("a sparse file past the cap");
         let why = reason(store.load(Some(KEY)));
         assert!(why.contains("larger than"), "{why}");

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use protocol::baseline::MAX_ENTRIES;
 use protocol::report::{self, MAX_PATH_LEN};
 
 /// Deepest directory nesting followed under a model dir.
@@ -66,23 +65,24 @@ pub(crate) fn unusable(path: &Path) -> Option<(PathBuf, &'static str)> {
 /// Every path under `dir`, sorted by its bytes (cheap to compare, unlike `Path`'s
 /// component-wise order). A dir that does not exist gives nothing; one that is a symlink or
 /// unreadable gives one anomaly for itself.
-pub fn walk(dir: &Path) -> Vec<Entry> {
-    walk_from(dir, 0)
+pub fn walk(dir: &Path, limit: usize) -> Vec<Entry> {
+    walk_from(dir, 0, limit)
 }
 
 /// As [`walk`], for a dir already `depth` levels below its model dir (the depth bound counts
 /// from the model dir).
-pub fn walk_from(dir: &Path, depth: usize) -> Vec<Entry> {
+pub fn walk_from(dir: &Path, depth: usize, limit: usize) -> Vec<Entry> {
     let mut out = Vec::new();
-    visit(dir, depth, |batch| out.append(batch));
+    visit(dir, depth, limit, |batch| out.append(batch));
     sort(&mut out);
     out
 }
 
 /// As [`walk_from`], handing over what each directory holds (sorted, subdirectories walked
 /// later) as it is read, so a model dir of a million files is never held whole. Every entry
-/// of the walk is in exactly one batch.
-pub fn visit(dir: &Path, depth: usize, mut each: impl FnMut(&mut Vec<Entry>)) {
+/// of the walk is in exactly one batch; past `limit` entries the walk stops with a
+/// `limit_exceeded` finding for `dir`.
+pub fn visit(dir: &Path, depth: usize, limit: usize, mut each: impl FnMut(&mut Vec<Entry>)) {
     let mut stack = vec![(dir.to_owned(), depth)];
     let mut seen = 0usize;
     let mut batch = Vec::new();
@@ -98,9 +98,9 @@ pub fn visit(dir: &Path, depth: usize, mut each: impl FnMut(&mut Vec<Entry>)) {
         };
         for entry in handle.iter() {
             seen += 1;
-            if seen > MAX_ENTRIES {
+            if seen > limit {
                 // Not seen whole: a finding of its own, so the state cannot stay trusted.
-                tracing::error!(dir = %dir.display(), limit = MAX_ENTRIES, "model dir holds more entries than the walk may hold: reported as limit_exceeded");
+                tracing::error!(dir = %dir.display(), limit, "model dir holds more entries than max_watched_files: reported as limit_exceeded");
                 batch.push((dir.to_owned(), Found::Anomaly(report::LIMIT_EXCEEDED)));
                 sort(&mut batch);
                 each(&mut batch);
@@ -183,7 +183,7 @@ mod tests {
             deep = deep.join("d");
         }
         std::fs::create_dir_all(&deep).expect("mkdir");
-        let out = walk(&m);
+        let out = walk(&m, 1000);
         let found = kinds(&out);
         let invalid: Vec<_> = found
             .iter()
@@ -212,7 +212,7 @@ mod tests {
         std::fs::write(m.join("top"), "x").expect("write");
         std::os::unix::fs::symlink("/etc", m.join("c/link")).expect("symlink");
         let mut batches = Vec::new();
-        visit(&m, 0, |batch| batches.push(std::mem::take(batch)));
+        visit(&m, 0, 1000, |batch| batches.push(std::mem::take(batch)));
         assert_eq!(batches.len(), 4, "one per directory: {batches:?}");
         for b in &batches {
             let parents: std::collections::HashSet<_> = b
@@ -226,7 +226,7 @@ mod tests {
         sort(&mut all);
         assert_eq!(
             all,
-            walk(&m),
+            walk(&m, 1000),
             "the same entries as a whole walk, none twice"
         );
         assert_eq!(all.len(), 8);
@@ -241,7 +241,7 @@ mod tests {
         std::fs::create_dir_all(&secret).expect("mkdir");
         std::fs::write(secret.join("key"), "k").expect("write");
         std::os::unix::fs::symlink(&secret, m.join("sub")).expect("symlink");
-        let found = kinds(&walk(&m));
+        let found = kinds(&walk(&m, 1000));
         assert_eq!(
             found,
             vec![(
@@ -253,7 +253,7 @@ mod tests {
         let moved = dir.path().join("models.real");
         std::fs::rename(&m, &moved).expect("rename");
         std::os::unix::fs::symlink(&secret, &m).expect("symlink");
-        let found = kinds(&walk(&m));
+        let found = kinds(&walk(&m, 1000));
         assert_eq!(
             found,
             vec![(m.display().to_string(), Found::Anomaly(report::SYMLINK))]

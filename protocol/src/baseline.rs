@@ -9,27 +9,10 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::category::Category;
-use crate::hexfmt::{is_sha256_hex, Sha256Digest};
+pub use crate::entries::{Entries, Entry, MAX_ENTRIES};
+use crate::hexfmt::is_sha256_hex;
 use crate::report::{check_path, MAX_TIME_LEN};
 use crate::sign::{self, UNSIGNED};
-
-/// Most entries a manifest may hold.
-pub const MAX_ENTRIES: usize = 200_000;
-
-/// One watched file as it was when the baseline was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    /// Absolute path.
-    pub path: String,
-    /// SHA-256 of the content (64 lower-case hex digits on the wire and on disk).
-    pub hash: Sha256Digest,
-    /// Watch category.
-    pub category: Category,
-    /// Size in bytes.
-    pub size: u64,
-}
 
 /// A baseline manifest as stored and served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +25,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
     /// Entries sorted by path, paths unique.
-    pub entries: Vec<Entry>,
+    pub entries: Entries,
     /// Hex HMAC-SHA256 of [`Manifest::signing_bytes`], or `"unsigned"`.
     pub hmac: String,
 }
@@ -52,14 +35,14 @@ struct Signed<'a> {
     created_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     generation: Option<u64>,
-    entries: &'a [Entry],
+    entries: &'a Entries,
 }
 
 /// The Go service's signed object: ours with a trailing empty `hmac`.
 #[derive(Serialize)]
 struct GoSigned<'a> {
     created_at: &'a str,
-    entries: Option<&'a [Entry]>,
+    entries: Option<&'a Entries>,
     hmac: &'a str,
 }
 
@@ -108,18 +91,28 @@ pub enum BaselineError {
 
 impl Manifest {
     /// Builds and signs a manifest; `entries` are sorted here.
-    pub fn new(created_at: String, mut entries: Vec<Entry>, key: Option<&[u8]>) -> Manifest {
-        Manifest::with_generation(created_at, None, std::mem::take(&mut entries), key)
+    pub fn new(created_at: String, entries: Vec<Entry>, key: Option<&[u8]>) -> Manifest {
+        Manifest::with_generation(created_at, None, entries, key)
     }
 
     /// Builds and signs a manifest of store generation `generation`; `entries` are sorted here.
     pub fn with_generation(
         created_at: String,
         generation: Option<u64>,
-        mut entries: Vec<Entry>,
+        entries: Vec<Entry>,
         key: Option<&[u8]>,
     ) -> Manifest {
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Manifest::of_entries(created_at, generation, entries.into(), key)
+    }
+
+    /// As [`Manifest::with_generation`], from entries already in columns (sorted here).
+    pub fn of_entries(
+        created_at: String,
+        generation: Option<u64>,
+        mut entries: Entries,
+        key: Option<&[u8]>,
+    ) -> Manifest {
+        entries.sort();
         let mut manifest = Manifest {
             created_at,
             generation,
@@ -192,13 +185,13 @@ impl Manifest {
             ));
         }
         if self.entries.len() > MAX_ENTRIES {
-            return Err(field("entries", "more than the maximum of 200000"));
+            return Err(field("entries", "more than the maximum of 2000000"));
         }
-        for entry in &self.entries {
+        for entry in self.entries.iter() {
             // The hash is a digest by its type: its form was checked as it was parsed.
-            check_path("path", &entry.path).map_err(|e| field("entries.path", &e.to_string()))?;
+            check_path("path", entry.path).map_err(|e| field("entries.path", &e.to_string()))?;
         }
-        if self.entries.windows(2).any(|w| w[0].path >= w[1].path) {
+        if !self.entries.is_sorted_unique() {
             return Err(field("entries", "not sorted by path or a path repeats"));
         }
         Ok(())
@@ -219,7 +212,7 @@ impl Manifest {
     /// `{"created_at","entries","hmac":""}` with Go's HTML-safe escaping (a nil entry list is
     /// `null` there, so both forms are returned for an empty manifest).
     pub fn go_signing_bytes(&self) -> Vec<Vec<u8>> {
-        let render = |entries: Option<&[Entry]>| {
+        let render = |entries: Option<&Entries>| {
             let json = serde_json::to_string(&GoSigned {
                 created_at: &self.created_at,
                 entries,
@@ -255,6 +248,14 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::category::Category;
+    use crate::hexfmt::Sha256Digest;
+
+    fn with_size(entries: &Entries, i: usize, size: u64) -> Entries {
+        let mut v = entries.to_vec();
+        v[i].size = size;
+        v.into()
+    }
 
     fn sample(key: Option<&[u8]>) -> Manifest {
         let entries = vec![
@@ -310,7 +311,7 @@ mod tests {
         assert_eq!(m.hmac, sign::hmac_hex(&key, &[&m.signing_bytes()]));
         assert_eq!(m.verify(Some(&key)), Ok(()));
         let mut altered = m.clone();
-        altered.entries[0].size += 1;
+        altered.entries = with_size(&m.entries, 0, 2);
         assert_eq!(altered.verify(Some(&key)), Err(BaselineError::BadHmac));
         assert_eq!(m.verify(Some(&[8u8; 32])), Err(BaselineError::BadHmac));
     }
@@ -339,7 +340,7 @@ mod tests {
             "not our format"
         );
         let mut edited = m.clone();
-        edited.entries[0].size = 2;
+        edited.entries = with_size(&m.entries, 0, 2);
         assert!(!edited.verify_go(&key), "an edited entry");
         let empty = Manifest::new("t".into(), vec![], None);
         let forms = empty.go_signing_bytes();
@@ -349,7 +350,7 @@ mod tests {
     #[test]
     fn generation_is_signed_when_present() {
         let key = [1u8; 32];
-        let m = Manifest::with_generation("t".into(), Some(7), sample(None).entries, Some(&key));
+        let m = Manifest::of_entries("t".into(), Some(7), sample(None).entries, Some(&key));
         let text = String::from_utf8(m.signing_bytes()).unwrap_or_default();
         assert!(text.starts_with("{\"created_at\":\"t\",\"generation\":7,\"entries\""));
         let parsed = Manifest::parse(&m.to_json()).expect("parses");
@@ -367,7 +368,7 @@ mod tests {
         parsed.verify(Some(&key)).expect("verifies");
         assert_eq!(parsed.verify(Some(&[2u8; 32])), Err(BaselineError::BadHmac));
         let mut tampered = parsed.clone();
-        tampered.entries[0].size = 99;
+        tampered.entries = with_size(&parsed.entries, 0, 99);
         assert_eq!(tampered.verify(Some(&key)), Err(BaselineError::BadHmac));
         let unsigned = sample(None);
         assert_eq!(

@@ -7,6 +7,7 @@
 pub mod attest;
 pub mod baseline;
 pub mod category;
+pub mod entries;
 pub mod frame;
 pub mod generation;
 pub mod hexfmt;
