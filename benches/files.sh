@@ -63,7 +63,7 @@ start() { # dir state -> sets pid, hpid; waits for /verify 200
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
-echo "| files | baseline s | restart→trusted s | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice ms | hasher / api RSS MiB | hasher RSS at restart MiB | GET /baseline | AIDE --init s | AIDE --check s |"
+echo "| files | baseline s | restart→trusted s (within the boot / after a reboot) | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice ms | hasher / api RSS MiB | hasher RSS at restart MiB (within / after a reboot) | GET /baseline | AIDE --init s | AIDE --check s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in ${BENCH_COUNTS:-10000 100000}; do
     d=$work/t$n
@@ -84,7 +84,8 @@ for n in ${BENCH_COUNTS:-10000 100000}; do
     i0=$(cpu_ms "$hpid"); j0=$(cpu_ms "$pid"); sleep 30; i1=$(cpu_ms "$hpid"); j1=$(cpu_ms "$pid")
     idle=$(awk -v a="$i0" -v b="$i1" -v c="$j0" -v d="$j1" 'BEGIN {printf "%.2f", (b-a+d-c)/300}')
     hidle=$(awk -v a="$i0" -v b="$i1" 'BEGIN {printf "%.6f", (b-a)/30000}')
-    slowest=$(grep 'spread sweep cycle complete' "$d.err" | sed -n 's/.*slowest_us=\([0-9]*\).*/\1/p' | sort -n | tail -1)
+    # A cycle over a large tree outlasts the bench: new maxima are logged as they happen.
+    slowest=$(grep 'spread sweep' "$d.err" | sed -n 's/.*slowest_us=\([0-9]*\).*/\1/p' | sort -n | tail -1)
     slowest=$(awk -v u="${slowest:-0}" 'BEGIN {printf "%.1f", u/1000}')
     f=$d/models/d0000/f0000; orig=$(mktemp); cp "$f" "$orig"
     t503=(); tviol=(); trest=()
@@ -107,9 +108,13 @@ for n in ${BENCH_COUNTS:-10000 100000}; do
     s=$(now_ms); mbytes=$(curl -s "$url/api/v1/baseline" | wc -c); e=$(now_ms)
     relay="$((mbytes / 1048576)) MiB in $((e - s)) ms, api peak $(hwm_mib "$pid") MiB"
     stop
-    # Restart to trusted on the stored baseline.
+    # Restart to trusted on the stored baseline: within the boot (the versions verified before
+    # are recalled: a stat per file), and as after a reboot (no versions kept: a read per file).
     cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); restart_rss=$(hwm_mib "$hpid"); stop
     restart_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
+    rm -f "$d/state/versions.bin"
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); reboot_rss=$(hwm_mib "$hpid"); stop
+    reboot_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     aide_init=n/a; aide_check=n/a
     if command -v aide > /dev/null; then
         cat > "$d.aide.conf" <<CONF
@@ -124,8 +129,8 @@ CONF
         cold; t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
         aide_check=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     fi
-    echo "| $n | $base_s | $restart_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $restart_rss | $relay | $aide_init | $aide_check |"
-    echo "$n $base_s $restart_s $sweep_ms $(printf '%s\n' "${t503[@]}" | p99) ${rss%% *} ${rss##* } $aide_init $aide_check $restart_rss" >> "$dat"
+    echo "| $n | $base_s | $restart_s / $reboot_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $restart_rss / $reboot_rss | $relay | $aide_init | $aide_check |"
+    echo "$n $base_s $restart_s $sweep_ms $(printf '%s\n' "${t503[@]}" | p99) ${rss%% *} ${rss##* } $aide_init $aide_check $restart_rss $reboot_s $reboot_rss" >> "$dat"
     rm -rf "$d" "$d".*
 done
 echo "page cache: $cache before each baseline, restart and AIDE run" >&2
@@ -139,11 +144,13 @@ set key top left
 set grid
 set xlabel "files"
 set ylabel "seconds"
-plot "$dat" u 1:2 w lp t "monitor: baseline", "" u 1:3 w lp t "monitor: restart to trusted", \
+plot "$dat" u 1:2 w lp t "monitor: baseline", "" u 1:3 w lp t "monitor: restart to trusted (within the boot)", \
+     "" u 1:11 w lp t "monitor: restart to trusted (after a reboot)", \
      "" u 1:8 w lp t "AIDE --init", "" u 1:9 w lp t "AIDE --check", \
      "" u 1:(\$4/1000) w lp t "monitor: full sweep (POST /scan)", "" u 1:(\$5/1000) w lp t "monitor: change to 503, p99"
 set ylabel "MiB"
-plot "$dat" u 1:6 w lp t "hasher peak RSS", "" u 1:10 w lp t "hasher peak RSS, restart to trusted", "" u 1:7 w lp t "api peak RSS"
+plot "$dat" u 1:6 w lp t "hasher peak RSS", "" u 1:10 w lp t "hasher peak RSS, restart within the boot", \
+     "" u 1:12 w lp t "hasher peak RSS, restart after a reboot", "" u 1:7 w lp t "api peak RSS"
 unset multiplot
 GP
     echo "plot: $plot" >&2

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::budget::Budget;
 use crate::reader::{ReadResult, Reader};
@@ -25,24 +25,57 @@ pub struct DirCached {
 
 /// A path's key in the cache: 128 bits of SipHash under a key drawn at random for this
 /// process (two domain-separated 64-bit outputs), so two watched paths share a key with odds
-/// of about 2^-128, and no one who does not know the key can choose paths that do.
-#[derive(Default)]
-struct PathKeys(std::hash::RandomState);
+/// of about 2^-128, and no one who does not know the key can choose paths that do. Versions
+/// are fingerprinted under a key of their own (see [`PathKeys::version`]).
+struct PathKeys {
+    paths: std::hash::RandomState,
+    /// SHA-256 with one 64-byte key block absorbed.
+    versions: sha2::Sha256,
+}
+
+impl Default for PathKeys {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        // Random for this process; made stable by [`FileHasher::key_versions`].
+        let random = std::hash::RandomState::new();
+        let mut key = [0u8; 64];
+        for (i, chunk) in (0u8..).zip(key.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&random.hash_one((3u8, i)).to_le_bytes());
+        }
+        PathKeys {
+            paths: std::hash::RandomState::new(),
+            versions: keyed(&key),
+        }
+    }
+}
+
+/// SHA-256 that has absorbed `key` as its first block.
+fn keyed(key: &[u8; 64]) -> sha2::Sha256 {
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, key);
+    h
+}
 
 impl PathKeys {
     fn of(&self, path: &Path) -> u128 {
         use std::hash::BuildHasher;
         use std::os::unix::ffi::OsStrExt;
         let bytes = path.as_os_str().as_bytes();
-        let half = |domain: u8| u128::from(self.0.hash_one((domain, bytes)));
+        let half = |domain: u8| u128::from(self.paths.hash_one((domain, bytes)));
         (half(0) << 64) | half(1)
     }
 
-    /// A version's fingerprint under the same key: a change of any of its fields (ctime among
-    /// them, which only the kernel sets) leaves it the same with odds of about 2^-64.
+    /// A version's fingerprint: 64 bits of SHA-256 over a secret key block and the version
+    /// (one more block), so a change of any of its fields (ctime among them, which only the
+    /// kernel sets) leaves it the same with odds of about 2^-64, and no one without the key
+    /// can choose metadata that collides.
     fn version(&self, v: &Version) -> u64 {
-        use std::hash::BuildHasher;
-        self.0.hash_one((2u8, v))
+        let mut h = self.versions.clone();
+        sha2::Digest::update(&mut h, v.to_bytes());
+        let d = sha2::Digest::finalize(h);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(first)
     }
 }
 
@@ -57,6 +90,13 @@ struct Cached {
     /// When this version must be read again regardless (the full re-verification backstop),
     /// in milliseconds since the hasher's `born`.
     due_ms: u64,
+}
+
+/// Seconds since the epoch now (0 before it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Hashes files through buffers allocated up front, remembering the version each digest
@@ -204,6 +244,51 @@ impl FileHasher {
                     && self.keys.version(&Version::of(m)) == slot.version
                     && self.ms_since_born(now) < slot.due_ms
             })
+    }
+
+    /// Fingerprints versions under a key derived from `secret` (the HMAC key), so what the
+    /// slots remember can be stored and still mean the same after a restart. Forgets all.
+    pub fn key_versions(&mut self, secret: &[u8]) {
+        let derived =
+            protocol::sign::hmac_raw(secret, &[b"integrity-monitor.version-fingerprint.v1"]);
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&derived);
+        self.keys.versions = keyed(&block);
+        self.forget_all();
+    }
+
+    /// What the slots remember, for the store: the baseline they are bound to, and for each
+    /// entry its version's fingerprint and when it falls due in seconds since the epoch
+    /// (`(0, 0)`: nothing remembered).
+    pub fn remembered(&self) -> (&str, Vec<(u64, u64)>) {
+        let now = Instant::now();
+        let (now_ms, wall) = (self.ms_since_born(now), unix_now());
+        let slots = self.slots.all().iter().map(|s| {
+            if s.due_ms == 0 {
+                return (0, 0);
+            }
+            (s.version, wall + s.due_ms.saturating_sub(now_ms) / 1000)
+        });
+        (self.slots.bound(), slots.collect())
+    }
+
+    /// Takes what a store remembered for the baseline with digest `baseline` (see
+    /// [`FileHasher::remembered`]); a due time past, or further off than the backstop period,
+    /// is due now.
+    pub fn recall(&mut self, baseline: &str, remembered: &[(u64, u64)]) {
+        let (now_ms, wall) = (self.ms_since_born(Instant::now()), unix_now());
+        let longest = self.full_rehash.as_secs();
+        let slots = remembered.iter().map(|&(version, due)| {
+            let ahead = due.saturating_sub(wall);
+            if version == 0 || ahead == 0 || ahead > longest {
+                return Slot::default();
+            }
+            Slot {
+                version,
+                due_ms: now_ms + ahead * 1000,
+            }
+        });
+        self.slots.adopt(baseline, slots.collect());
     }
 
     /// Binds the slots to the baseline with digest `baseline` and `entries` entries (what

@@ -19,6 +19,7 @@ pub mod probe;
 pub mod reader;
 pub mod registry;
 pub mod release;
+pub mod remember;
 pub mod rescan;
 pub mod resolve;
 pub mod sandbox;

@@ -404,6 +404,9 @@ pub(crate) struct Comparison<'a> {
     /// Which baseline entries were found, a bit each (what a walk did not find is missing);
     /// allocated when first needed.
     seen: Vec<u64>,
+    /// The index after the last entry found: a walk's sorted batch finds its entries one
+    /// after another, so the next is tried before a search of a million paths.
+    next: usize,
 }
 
 impl<'a> Comparison<'a> {
@@ -414,12 +417,21 @@ impl<'a> Comparison<'a> {
             violations: Vec::new(),
             watched: 0,
             seen: Vec::new(),
+            next: 0,
         }
     }
 
     /// The index of the baseline entry for `key`, if there is one.
-    fn index_of(&self, key: &str) -> Option<usize> {
-        self.entries.index_of(key)
+    fn index_of(&mut self, key: &str) -> Option<usize> {
+        let found = if self.next < self.entries.len() && self.entries.path(self.next) == key {
+            Some(self.next)
+        } else {
+            self.entries.index_of(key)
+        };
+        if let Some(i) = found {
+            self.next = i + 1;
+        }
+        found
     }
 
     fn set_seen(&mut self, i: usize, value: bool) {

@@ -59,6 +59,10 @@ pub struct Server {
     /// The sweep spread over the interval, and when its next slice is due.
     cycle: Option<crate::spread::Cycle>,
     next_slice: std::time::Instant,
+    /// The boot this runs in (what the slots remember is kept for a restart within it).
+    boot_id: Option<String>,
+    /// When what the slots remember was last kept.
+    kept_at: Option<std::time::Instant>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -96,6 +100,8 @@ pub struct Parts {
     pub read_set: Vec<PathBuf>,
     /// A release baseline given outside the policy; it survives reloads.
     pub release_override: Option<PathBuf>,
+    /// The boot this runs in ([`crate::remember::boot_id`]).
+    pub boot_id: Option<String>,
 }
 
 impl Server {
@@ -110,8 +116,12 @@ impl Server {
             loaded,
             read_set,
             release_override,
+            boot_id,
         } = parts;
-        let hasher = FileHasher::for_policy(&policy);
+        let mut hasher = FileHasher::for_policy(&policy);
+        if let Some(k) = &key {
+            hasher.key_versions(k.bytes());
+        }
         let mut store_event = None;
         let (baseline, store_status, highest) = match loaded {
             Loaded::Empty => (None, StoreStatus::Empty, 0),
@@ -129,6 +139,9 @@ impl Server {
                 (None, StoreStatus::Rejected { reason }, highest)
             }
         };
+        if let (Some(k), Some(boot), Some(current)) = (&key, &boot_id, &baseline) {
+            crate::remember::recall(&store, k.bytes(), boot, current, &mut hasher);
+        }
         let watcher = crate::watch::Watcher::new(&policy)
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
@@ -158,6 +171,8 @@ impl Server {
             named_complete: false,
             cycle: None,
             next_slice: std::time::Instant::now(),
+            boot_id,
+            kept_at: None,
         }
     }
 
@@ -359,7 +374,17 @@ impl Server {
         let took = std::time::Instant::now();
         let updated =
             crate::rescan::update(&self.policy, &b.manifest, &mut self.hasher, sweep, &units);
-        cycle.slowest = cycle.slowest.max(took.elapsed());
+        let took = took.elapsed();
+        if took > cycle.slowest {
+            // Rare (a new maximum): a cycle over a large tree may take many minutes.
+            let slowest_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(
+                slowest_us,
+                units = units.len(),
+                "spread sweep: slowest slice so far"
+            );
+            cycle.slowest = took;
+        }
         let changed = match updated {
             Some(()) => fingerprint(&sweep.findings) != before,
             None => {
@@ -386,8 +411,26 @@ impl Server {
                     "spread sweep cycle complete"
                 );
                 sweep.at = cycle.started;
+                self.keep_versions();
             }
         }
+    }
+
+    /// Keeps what the slots remember for a restart (at once the first time after a start or a
+    /// new baseline, then at most every [`crate::remember::SAVE_EVERY`]).
+    fn keep_versions(&mut self) {
+        let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.baseline)
+        else {
+            return;
+        };
+        if self
+            .kept_at
+            .is_some_and(|t| t.elapsed() < crate::remember::SAVE_EVERY)
+        {
+            return;
+        }
+        crate::remember::keep(&self.store, k.bytes(), boot, current, &self.hasher);
+        self.kept_at = Some(std::time::Instant::now());
     }
 
     /// Sends the changes not announced yet, if any.
@@ -505,6 +548,7 @@ impl Server {
         self.baseline = Some(current);
         self.sweep = None;
         self.cycle = None;
+        self.kept_at = None;
         Response::BaselineCreated { summary: s }
     }
 
@@ -526,7 +570,6 @@ impl Server {
     }
 
     fn scan(&mut self) -> Response {
-        let key = self.key.as_ref().map(Key::bytes);
         let Some(b) = &self.baseline else {
             return error(
                 ErrorKind::NoBaseline,
@@ -546,6 +589,7 @@ impl Server {
             self.seq,
         );
         self.sweep = Some(sweep);
+        self.keep_versions();
         tracing::info!(
             seq = report.seq,
             violations = report.violation_count,
@@ -554,7 +598,7 @@ impl Server {
             "scan complete"
         );
         self.last_report = Some((report.clone(), std::time::Instant::now()));
-        Response::Report(report.sign(key))
+        Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
     }
 
     /// How long a sweep's findings stand in for a new sweep. Spread, a cycle examines every

@@ -116,6 +116,16 @@ impl Slots {
         self.stale = HashSet::new();
     }
 
+    /// The digest of the baseline they are bound to.
+    pub fn bound(&self) -> &str {
+        &self.bound
+    }
+
+    /// Every slot, in the order of the entries.
+    pub fn all(&self) -> &[Slot] {
+        &self.slots
+    }
+
     /// True when no slot holds a version.
     pub fn is_empty(&self) -> bool {
         self.set == 0

@@ -31,6 +31,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     let loaded = store
         .as_ref()
         .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
+    // Read now, before the sandbox narrows what may be read.
+    let boot_id = crate::remember::boot_id();
     enter_sandbox(&options, &read_set)?;
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {
@@ -48,6 +50,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         loaded,
         read_set,
         release_override: options.release_baseline,
+        boot_id,
     });
     match server.serve(&mut channel::Channel::new(fd)) {
         Ok(()) => {

@@ -133,7 +133,7 @@ impl Store {
     }
 
     /// The store file `name`, or `None` when there is none.
-    fn open_file(&self, name: &str) -> Result<Option<File>, StoreError> {
+    pub(crate) fn open_file(&self, name: &str) -> Result<Option<File>, StoreError> {
         let path = self.dir.join(name);
         match OpenOptions::new()
             .read(true)
@@ -301,7 +301,7 @@ impl Store {
     }
 
     /// Writes what `fill` writes atomically to `name`; returns its SHA-256 hex and length.
-    fn write_atomic_with(
+    pub(crate) fn write_atomic_with(
         &self,
         name: &str,
         fill: impl FnOnce(&mut std::io::BufWriter<Sink>) -> std::io::Result<()>,
@@ -346,7 +346,7 @@ const SINK_BUF: usize = 256 * 1024;
 
 /// A store file being written: with `pwrite` (the sandbox lets plain write(2) reach stderr
 /// only), digesting what it writes.
-struct Sink {
+pub(crate) struct Sink {
     file: File,
     len: u64,
     sha: sha2::Sha256,

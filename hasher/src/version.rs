@@ -52,4 +52,18 @@ impl Version {
             m.ctime_nsec(),
         ])
     }
+
+    /// The version as 48 bytes (nanoseconds fit 32 bits): with its padding, one SHA-256 block.
+    pub(crate) fn to_bytes(self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        let [dev, ino, size, mtime, mtime_ns, ctime, ctime_ns] = self.0;
+        let wide = [dev, ino, size, mtime, ctime];
+        for (chunk, v) in out.chunks_exact_mut(8).zip(wide) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        // Nanoseconds are below 10^9: the low 32 bits are all of them.
+        out[40..44].copy_from_slice(&(mtime_ns as u32).to_le_bytes());
+        out[44..48].copy_from_slice(&(ctime_ns as u32).to_le_bytes());
+        out
+    }
 }

@@ -1,7 +1,8 @@
 //! A baseline's entries held in columns: every path in one buffer, every digest, size and
-//! category in an array of its own. A million entries then cost their path bytes and 45 bytes
-//! each, not a `String` (and its allocation) apiece. On the wire and on disk they are the same
-//! JSON array of `{"path","hash","category","size"}` objects as a `Vec<Entry>`.
+//! category in an array of its own. A million entries then cost their path bytes and 49 bytes
+//! each (with the index sorting reorders), not a `String` (and its allocation) apiece. On the
+//! wire and on disk they are the same JSON array of `{"path","hash","category","size"}`
+//! objects as a `Vec<Entry>`.
 
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -26,10 +27,14 @@ pub struct Entry {
     pub size: u64,
 }
 
-/// Baseline entries, in the order they were pushed (a manifest keeps them sorted by path).
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Baseline entries, in the order they were pushed until sorted (a manifest keeps them sorted
+/// by path). Sorting reorders only an index, so a million entries are sorted without a second
+/// copy of their paths.
+#[derive(Clone, Default)]
 pub struct Entries {
-    /// Every path, one after another.
+    /// Where each entry's columns are, in entry order.
+    order: Vec<u32>,
+    /// Every path, one after another, as pushed.
     paths: String,
     /// Where each path ends in `paths` (it starts where the one before ends).
     ends: Vec<u32>,
@@ -78,6 +83,7 @@ impl Entries {
     /// what it needs, and the old and new one at once while it grows).
     pub fn with_capacity(count: usize) -> Entries {
         Entries {
+            order: Vec::with_capacity(count),
             paths: String::new(),
             ends: Vec::with_capacity(count),
             hashes: Vec::with_capacity(count),
@@ -88,12 +94,12 @@ impl Entries {
 
     /// How many entries there are.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.order.len()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.order.is_empty()
     }
 
     /// Adds an entry at the end.
@@ -108,6 +114,9 @@ impl Entries {
         if self.len() >= MAX_ENTRIES {
             return Err(TooMany);
         }
+        // Below MAX_ENTRIES: fits.
+        self.order
+            .push(u32::try_from(self.ends.len()).map_err(|_| TooMany)?);
         self.paths.push_str(path);
         self.ends.push(end);
         self.hashes.push(hash);
@@ -116,42 +125,50 @@ impl Entries {
         Ok(())
     }
 
-    fn start(&self, i: usize) -> usize {
-        match i.checked_sub(1) {
+    /// Where entry `i`'s columns are.
+    fn at(&self, i: usize) -> Option<usize> {
+        self.order.get(i).map(|j| *j as usize)
+    }
+
+    /// The path in column place `j`.
+    fn path_at(&self, j: usize) -> &str {
+        let Some(end) = self.ends.get(j) else {
+            return "";
+        };
+        let start = match j.checked_sub(1) {
             Some(before) => self.ends.get(before).map_or(0, |e| *e as usize),
             None => 0,
-        }
+        };
+        self.paths.get(start..*end as usize).unwrap_or("")
     }
 
     /// The path of entry `i` ("" past the end).
     pub fn path(&self, i: usize) -> &str {
-        let Some(end) = self.ends.get(i) else {
-            return "";
-        };
-        self.paths.get(self.start(i)..*end as usize).unwrap_or("")
+        self.at(i).map_or("", |j| self.path_at(j))
     }
 
     /// Entry `i`, if there is one.
     pub fn get(&self, i: usize) -> Option<EntryRef<'_>> {
+        let j = self.at(i)?;
         Some(EntryRef {
-            path: self.path(i),
-            hash: *self.hashes.get(i)?,
-            category: *self.categories.get(i)?,
-            size: *self.sizes.get(i)?,
+            path: self.path_at(j),
+            hash: *self.hashes.get(j)?,
+            category: *self.categories.get(j)?,
+            size: *self.sizes.get(j)?,
         })
     }
 
     /// Every entry, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = EntryRef<'_>> + '_ {
-        let columns = self.hashes.iter().zip(&self.sizes).zip(&self.categories);
-        columns
-            .enumerate()
-            .map(|(i, ((hash, size), category))| EntryRef {
-                path: self.path(i),
-                hash: *hash,
-                category: *category,
-                size: *size,
+        // Every index in `order` has its columns: push fills them together.
+        (0..self.len()).map(|i| {
+            self.get(i).unwrap_or(EntryRef {
+                path: "",
+                hash: Sha256Digest([0; 32]),
+                category: Category::ModelFile,
+                size: 0,
             })
+        })
     }
 
     /// The index of the entry for `path`, in entries sorted by path.
@@ -179,9 +196,8 @@ impl Entries {
         (1..self.len()).all(|i| self.path(i - 1) < self.path(i))
     }
 
-    /// Sorts by path bytes, and returns the order applied (`order[new] = old`) so that
-    /// anything kept beside the entries can follow. Each column is rebuilt in turn, so the
-    /// most held at once is the entries and one copy of the largest column.
+    /// Sorts by path bytes (stable), and returns the order applied (`order[new] = old`) so
+    /// that anything kept beside the entries can follow. Only the index is reordered.
     pub fn sort(&mut self) -> Vec<u32> {
         // Indices fit: push refuses more than MAX_ENTRIES.
         let mut order: Vec<u32> = (0..self.len())
@@ -191,22 +207,13 @@ impl Entries {
             return order;
         }
         order.sort_by(|a, b| self.path(*a as usize).cmp(self.path(*b as usize)));
-        let mut paths = String::with_capacity(self.paths.len());
-        let mut ends = Vec::with_capacity(self.len());
-        for &i in &order {
-            paths.push_str(self.path(i as usize));
-            // No longer than before: it fitted in u32 then.
-            ends.push(u32::try_from(paths.len()).unwrap_or(u32::MAX));
-        }
-        (self.paths, self.ends) = (paths, ends);
-        self.hashes = permuted(&self.hashes, &order);
-        self.sizes = permuted(&self.sizes, &order);
-        self.categories = permuted(&self.categories, &order);
+        self.order = permuted(&self.order, &order);
         order
     }
 
     /// Gives back room grown for entries that never came.
     pub fn shrink_to_fit(&mut self) {
+        self.order.shrink_to_fit();
         self.paths.shrink_to_fit();
         self.ends.shrink_to_fit();
         self.hashes.shrink_to_fit();
@@ -227,6 +234,15 @@ pub fn permuted<T: Copy>(column: &[T], order: &[u32]) -> Vec<T> {
         .filter_map(|&i| column.get(i as usize).copied())
         .collect()
 }
+
+impl PartialEq for Entries {
+    /// The same entries in the same order, however their columns are laid out.
+    fn eq(&self, other: &Entries) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Entries {}
 
 impl std::fmt::Debug for Entries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -24,7 +24,8 @@ pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     hexfmt::encode(&hmac_raw(key, parts))
 }
 
-fn hmac_raw(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// HMAC-SHA256 of the concatenation of `parts` under `key`.
+pub fn hmac_raw(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length; new_from_slice cannot fail for Hmac<Sha256>.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mac) => mac,
