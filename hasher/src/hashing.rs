@@ -272,23 +272,17 @@ impl FileHasher {
         (self.slots.bound(), slots.collect())
     }
 
-    /// Takes what a store remembered for the baseline with digest `baseline` (see
-    /// [`FileHasher::remembered`]); a due time past, or further off than the backstop period,
-    /// is due now.
-    pub fn recall(&mut self, baseline: &str, remembered: &[(u64, u64)]) {
-        let (now_ms, wall) = (self.ms_since_born(Instant::now()), unix_now());
-        let longest = self.full_rehash.as_secs();
-        let slots = remembered.iter().map(|&(version, due)| {
-            let ahead = due.saturating_sub(wall);
-            if version == 0 || ahead == 0 || ahead > longest {
-                return Slot::default();
-            }
-            Slot {
-                version,
-                due_ms: now_ms + ahead * 1000,
-            }
-        });
-        self.slots.adopt(baseline, slots.collect());
+    /// The slot for what a store remembered of one entry (see [`FileHasher::remembered`]):
+    /// a due time past, or further off than the backstop period, is due now.
+    pub fn slot_of(&self, version: u64, due: u64) -> Slot {
+        let ahead = due.saturating_sub(unix_now());
+        if version == 0 || ahead == 0 || ahead > self.full_rehash.as_secs() {
+            return Slot::default();
+        }
+        Slot {
+            version,
+            due_ms: self.ms_since_born(Instant::now()) + ahead * 1000,
+        }
     }
 
     /// Binds the slots to the baseline with digest `baseline` and `entries` entries (what

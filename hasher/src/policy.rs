@@ -23,8 +23,9 @@ const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
 /// and few enough that the policy itself (held as paths, about 100 bytes each) stays small
 /// beside the baseline the hasher holds.
 pub const MAX_LISTED: usize = 100_000;
-/// Default `sweep_files_per_second`: at about 5 µs a check, half a percent of a core.
-pub const DEFAULT_SWEEP_RATE: usize = 1000;
+/// Default `sweep_files_per_second`: at a million files, about 0.2% of a core idle (1,000 a
+/// second measured 0.67%: BENCHMARKS.md).
+pub const DEFAULT_SWEEP_RATE: usize = 500;
 /// Default `max_watched_files`: a million and a half files fit the hasher's unit
 /// (MemoryMax=256M) at about 110 bytes each, with room to spare.
 pub const DEFAULT_MAX_WATCHED: usize = 1_500_000;

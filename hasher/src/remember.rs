@@ -57,15 +57,17 @@ pub fn save(
         .map(drop)
 }
 
-/// What was saved for `baseline` (of `count` entries) in `boot`; `Err` says why nothing is
-/// taken (none saved, another boot or baseline, or a file that does not verify).
-pub fn load(
+/// What was saved for `baseline` (of `count` entries) in `boot`, each record as `each` makes
+/// it; `Err` says why nothing is taken (none saved, another boot or baseline, or a file that
+/// does not verify).
+pub fn load<T>(
     store: &Store,
     key: &[u8],
     boot: &str,
     baseline: &str,
     count: usize,
-) -> Result<Vec<(u64, u64)>, String> {
+    each: impl Fn(u64, u64) -> T,
+) -> Result<Vec<T>, String> {
     let file = match store.open_file(FILE) {
         Ok(Some(f)) => f,
         Ok(None) => return Err("none stored".into()),
@@ -94,7 +96,7 @@ pub fn load(
         let _ = mac.write_all(&record);
         let (version, due) = record.split_at(8);
         let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        out.push((word(version), word(due)));
+        out.push(each(word(version), word(due)));
     }
     let mut tag = String::new();
     let tail = reader.take(65).read_to_string(&mut tag);
@@ -128,10 +130,11 @@ pub fn recall(
     hasher: &mut crate::hashing::FileHasher,
 ) {
     let count = current.manifest.entries.len();
-    match load(store, key, boot, &current.digest, count) {
+    let slot_of = |version, due| hasher.slot_of(version, due);
+    match load(store, key, boot, &current.digest, count, slot_of) {
         Ok(slots) => {
-            hasher.recall(&current.digest, &slots);
-            let known = slots.iter().filter(|s| s.0 != 0).count();
+            let known = slots.iter().filter(|s| s.due_ms != 0).count();
+            hasher.adopt(&current.digest, slots);
             tracing::info!(
                 known,
                 entries = count,
@@ -171,11 +174,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         let slots = vec![(1, 100), (0, 0), (u64::MAX, 7)];
-        assert_eq!(load(&store, KEY, "b1", "d1", 3), Err("none stored".into()));
+        let pair = |v, d| (v, d);
+        let loaded = |count| load(&store, KEY, "b1", "d1", count, pair);
+        assert_eq!(loaded(3), Err("none stored".into()));
         save(&store, KEY, "b1", "d1", &slots).expect("saved");
-        assert_eq!(load(&store, KEY, "b1", "d1", 3), Ok(slots.clone()));
-        let refused =
-            |boot, digest, count, key| load(&store, key, boot, digest, count).expect_err("refused");
+        assert_eq!(loaded(3), Ok(slots.clone()));
+        let refused = |boot, digest, count, key| {
+            load(&store, key, boot, digest, count, pair).expect_err("refused")
+        };
         assert!(refused("b2", "d1", 3, KEY).contains("another boot"));
         assert!(refused("b1", "d2", 3, KEY).contains("another baseline"));
         assert!(refused("b1", "d1", 4, KEY).contains("another baseline"));
