@@ -129,16 +129,16 @@ pub fn make_baseline(
                 dir: dir.to_path_buf(),
             });
         }
-        crate::walk::visit(dir, 0, policy.max_watched_files, |batch| {
-            let files = regular(batch);
-            read_part(
-                hasher,
-                true,
-                &files,
-                |_| None,
-                |hasher| hashed_part(policy, hasher, batch, &mut made),
-            );
-        });
+        walk_reading(
+            hasher,
+            policy,
+            dir,
+            true,
+            |_| None,
+            |hasher, batch| {
+                hashed_part(policy, hasher, batch, &mut made);
+            },
+        );
     }
     let count = made.slots.len();
     if count > MAX_ENTRIES || made.entries.len() != count {
@@ -158,6 +158,24 @@ pub fn make_baseline(
     }
     let manifest = Manifest::of_entries(now_rfc3339(), Some(generation), made.entries, key);
     Ok((manifest, made.slots))
+}
+
+/// Walks `dir` a directory at a time (the model dir is never held whole), handing each part
+/// to `work` with its regular files read first as [`read_part`] does.
+fn walk_reading(
+    hasher: &mut FileHasher,
+    policy: &Policy,
+    dir: &Path,
+    all_read: bool,
+    expect: impl Fn(&Path) -> Option<Expect>,
+    mut work: impl FnMut(&mut FileHasher, &[(PathBuf, Found)]),
+) {
+    crate::walk::visit(dir, 0, policy.max_watched_files, |batch| {
+        let files = regular(batch);
+        read_part(hasher, all_read, &files, &expect, |hasher| {
+            work(hasher, batch)
+        });
+    });
 }
 
 /// The regular files among what a walk found.
@@ -281,18 +299,9 @@ pub fn sweep(
     for dir in walked_dirs(policy) {
         let scope = scoped(&baseline.entries, &path_str(dir));
         cmp.forget_seen(&scope);
-        // A directory at a time: the model dir is never held whole.
-        crate::walk::visit(dir, 0, policy.max_watched_files, |batch| {
-            let files = regular(batch);
-            read_part(
-                hasher,
-                all_read,
-                &files,
-                |p| expect_in(entries, p),
-                |hasher| {
-                    cmp.walked_part(hasher, policy, batch);
-                },
-            );
+        let expect = |p: &Path| expect_in(entries, p);
+        walk_reading(hasher, policy, dir, all_read, expect, |hasher, batch| {
+            cmp.walked_part(hasher, policy, batch);
         });
         cmp.missing(&scope);
     }
