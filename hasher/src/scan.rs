@@ -359,12 +359,7 @@ impl Sweep {
 /// What a check of `path` expects: its entry in `entries`, if it has one.
 fn expect_in(entries: &Entries, path: &Path) -> Option<Expect> {
     let index = entries.index_of(&path_str(path))?;
-    let e = entries.get(index)?;
-    Some(Expect {
-        index,
-        hash: e.hash,
-        size: e.size,
-    })
+    Some(Expect::of(index, &entries.get(index)?))
 }
 
 /// Where the baseline entries at `key` or beneath it are: the entry at `key` itself, and the
@@ -487,12 +482,7 @@ impl<'a> Comparison<'a> {
             return;
         };
         // A size change is a violation at once; reading the file would only confirm it.
-        let expect = Expect {
-            index,
-            hash: entry.hash,
-            size: entry.size,
-        };
-        let outcome = hasher.check_entry(path, Some(expect));
+        let outcome = hasher.check_entry(path, Some(Expect::of(index, &entry)));
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
         if !matches {
             self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));

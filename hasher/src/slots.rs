@@ -27,6 +27,17 @@ pub struct Expect {
     pub size: u64,
 }
 
+impl Expect {
+    /// What a check expects of entry `index`, `entry`.
+    pub fn of(index: usize, entry: &protocol::entries::EntryRef<'_>) -> Expect {
+        Expect {
+            index,
+            hash: entry.hash,
+            size: entry.size,
+        }
+    }
+}
+
 /// Most paths held as forgotten before everything is forgotten instead (each is cleared when
 /// its file is next read; a deleted file's stays until then).
 const MAX_STALE: usize = 100_000;
