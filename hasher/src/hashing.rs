@@ -107,6 +107,8 @@ pub struct FileHasher {
     pub bytes_hashed: u64,
     /// Files answered from the metadata fast path since creation.
     pub fast_hits: u64,
+    /// Large files proven unchanged by reading their chunks on several threads.
+    pub chunked_reads: u64,
     /// Keyed by [`PathKeys`], not by the path: a million paths are not held twice.
     cache: HashMap<u128, Cached>,
     /// Files that matched their baseline entry, in the entry's place.
@@ -129,6 +131,8 @@ pub struct FileHasher {
     /// What full reads of large files found, kept across changes (it describes content, not
     /// a version): the next re-verification of that file reads its chunks in parallel.
     known: HashMap<PathBuf, crate::chunks::Known>,
+    /// Chunk digests were learned since the store was last told.
+    chunks_learned: bool,
 }
 
 impl Default for FileHasher {
@@ -137,6 +141,7 @@ impl Default for FileHasher {
             reader: Reader::default(),
             bytes_hashed: 0,
             fast_hits: 0,
+            chunked_reads: 0,
             cache: HashMap::new(),
             slots: Slots::default(),
             keys: PathKeys::default(),
@@ -148,6 +153,7 @@ impl Default for FileHasher {
             max_file_size: crate::policy::DEFAULT_MAX_FILE_SIZE,
             threads: 1,
             known: HashMap::new(),
+            chunks_learned: false,
         }
     }
 }
@@ -189,13 +195,24 @@ impl FileHasher {
     /// As [`FileHasher::check`]; a regular file whose size is not `expected_size` is reported
     /// at once, unread (one `statx` for both checks).
     pub fn check_expecting(&mut self, path: &Path, expected_size: Option<u64>) -> Outcome {
-        self.check_with(path, expected_size, None)
+        self.check_with(path, expected_size, None, None)
     }
 
     /// As [`FileHasher::check_expecting`] for a file with a baseline entry (`expect`): a
     /// version that matched the entry before answers from the entry's slot.
     pub fn check_entry(&mut self, path: &Path, expect: Option<Expect>) -> Outcome {
-        self.check_with(path, expect.map(|e| e.size), expect)
+        self.check_with(path, expect.map(|e| e.size), expect, None)
+    }
+
+    /// As [`FileHasher::check_entry`], with the `lstat` the caller has just taken of `path`
+    /// standing in for the check's own.
+    pub fn check_entry_stated(
+        &mut self,
+        path: &Path,
+        expect: Option<Expect>,
+        stated: Option<Metadata>,
+    ) -> Outcome {
+        self.check_with(path, expect.map(|e| e.size), expect, stated)
     }
 
     fn check_with(
@@ -203,9 +220,10 @@ impl FileHasher {
         path: &Path,
         expected_size: Option<u64>,
         expect: Option<Expect>,
+        stated: Option<Metadata>,
     ) -> Outcome {
         self.checks.fetch_add(1, Ordering::Relaxed);
-        let meta = std::fs::symlink_metadata(path);
+        let meta = stated.map_or_else(|| std::fs::symlink_metadata(path), Ok);
         if let (Ok(m), Some(expected)) = (&meta, expected_size) {
             if m.file_type().is_file() && m.size() != expected {
                 if let Some(e) = expect {
@@ -425,6 +443,7 @@ impl FileHasher {
         let crate::chunks::Verdict::Same(version) = verdict else {
             return None;
         };
+        self.chunked_reads += 1;
         let outcome = Outcome::Hashed {
             hash: known.hash.clone(),
             size: known.size,
@@ -440,8 +459,26 @@ impl FileHasher {
                 size,
                 chunks,
             };
-            self.known.insert(path.to_owned(), known);
+            self.learn_chunks(path.to_owned(), known);
         }
+    }
+
+    /// Takes the chunk digests of content at `path` (read now, or recalled from the store).
+    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::chunks::Known) {
+        if self.known.get(&path) != Some(&known) {
+            self.known.insert(path, known);
+            self.chunks_learned = true;
+        }
+    }
+
+    /// The chunk digests held, by path.
+    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::chunks::Known)> {
+        self.known.iter().map(|(p, k)| (p.as_path(), k))
+    }
+
+    /// Whether chunk digests were learned since the last call (what the store holds is stale).
+    pub fn take_chunks_learned(&mut self) -> bool {
+        std::mem::take(&mut self.chunks_learned)
     }
 
     /// When a version read now with digest `hash` is due to be read again.

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod channel;
 pub mod checkconfig;
 pub mod chunks;
+pub mod chunkstore;
 pub mod error;
 pub mod fsread;
 pub mod hashing;

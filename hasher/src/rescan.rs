@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use protocol::baseline::Manifest;
-use protocol::entries::Entries;
 use protocol::report::{self, ScanReport};
 
 use crate::hashing::FileHasher;
 use crate::policy::Policy;
-use crate::scan::{beneath, governed, scoped, Comparison, Sweep};
+use crate::scan::{beneath, governed, scoped, Comparison, Scope, Sweep};
 use crate::walk::{self, Found, MAX_DEPTH};
 
 /// Brings `sweep` up to date with what is now at each of `paths`; the report, or `None` when
@@ -57,10 +56,14 @@ pub fn update(
     roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
     hasher.bind(&sweep.digest, baseline.entries.len());
     let mut cmp = Comparison::new(&baseline.entries);
-    let mut done: Vec<&Path> = Vec::new();
+    // A spread sweep's slice names dozens of files: each lookup costs its path's depth.
+    let mut done: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
+    let mut dirs = Ancestors::default();
     let mut watched = i64::from(sweep.watched);
     for p in roots {
-        if done.iter().any(|d| p.starts_with(d)) {
+        let bytes = p.as_os_str().as_bytes();
+        let parents = bytes.iter().enumerate().filter(|(_, b)| **b == b'/');
+        if parents.clone().any(|(i, _)| done.contains(&bytes[..i])) {
             continue; // inside a subtree already checked whole
         }
         // The policy keeps its listed files sorted by path.
@@ -70,7 +73,6 @@ pub fn update(
             cmp.file(hasher, p, policy.files[i].1);
             continue;
         }
-        let bytes = p.as_os_str().as_bytes();
         let Some(dir) = policy.model_dirs.iter().find(|d| beneath(bytes, d)) else {
             if policy.model_dirs.iter().any(|d| d == p) {
                 return None;
@@ -80,16 +82,20 @@ pub fn update(
         if Some(dir.as_path()) == governed_dir {
             return None;
         }
-        let found = what_is_at(dir, p, policy.max_watched_files)?;
+        let at = what_is_at(dir, p, policy.max_watched_files, &mut dirs)?;
         let key = key_of(p);
-        watched -= present_before(sweep, &baseline.entries, &key);
+        let scope = scoped(&baseline.entries, &key);
+        watched -= present_before(sweep, &scope, &key);
         sweep
             .findings
             .retain(|v| v.path != key && !beneath_key(&v.path, &key));
         let examined = cmp.watched;
-        cmp.walked(hasher, policy, &scoped(&baseline.entries, &key), &found);
+        match at {
+            At::Walked(found) => cmp.walked(hasher, policy, &scope, &found),
+            At::File(meta) => cmp.walked_file(hasher, policy, &scope, p, meta),
+        }
         watched += i64::from(cmp.watched - examined);
-        done.push(p);
+        done.insert(bytes);
     }
     sweep.findings.append(&mut cmp.violations);
     sweep.findings.sort_by(|a, b| a.path.cmp(&b.path));
@@ -108,8 +114,8 @@ fn beneath_key(path: &str, key: &str) -> bool {
 
 /// The entries the full sweep's walk found at or beneath `key`: every baselined path there
 /// that it did not report missing, and every path there it reported that is not baselined.
-fn present_before(sweep: &Sweep, entries: &Entries, key: &str) -> i64 {
-    let baselined = scoped(entries, key).len() as i64;
+fn present_before(sweep: &Sweep, scope: &Scope, key: &str) -> i64 {
+    let baselined = scope.len() as i64;
     let (mut missing, mut extra) = (0i64, 0i64);
     for v in sweep
         .findings
@@ -125,17 +131,40 @@ fn present_before(sweep: &Sweep, entries: &Entries, key: &str) -> i64 {
     baselined - missing + extra
 }
 
+/// The directories one update found to be directories: sibling paths (a slice of a large
+/// directory's files) share their ancestors, looked up once.
+#[derive(Default)]
+struct Ancestors(Vec<PathBuf>);
+
+/// What is at a path now.
+enum At {
+    /// What the walk would find there: nothing, one anomaly, or a directory's subtree.
+    Walked(Vec<(PathBuf, Found)>),
+    /// A regular file, with the `lstat` that says so (its check needs no second one).
+    File(std::fs::Metadata),
+}
+
 /// What the walk of `dir` would find at `p` now: nothing, one entry, or (for a directory)
 /// everything beneath it. `None` when a directory between `dir` and `p` is no longer one: that
 /// change is an ancestor's, and only a full sweep reads it right.
-fn what_is_at(dir: &Path, p: &Path, limit: usize) -> Option<Vec<(PathBuf, Found)>> {
+fn what_is_at(dir: &Path, p: &Path, limit: usize, dirs: &mut Ancestors) -> Option<At> {
     let rel: Vec<_> = p.strip_prefix(dir).ok()?.components().collect();
     let mut ancestor = dir.to_path_buf();
     for c in &rel[..rel.len().saturating_sub(1)] {
         ancestor.push(c);
+        if dirs.0.contains(&ancestor) {
+            continue;
+        }
         match std::fs::symlink_metadata(&ancestor) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+            Ok(m) if m.file_type().is_dir() => {
+                if dirs.0.len() >= 16 {
+                    dirs.0.clear(); // sorted roots: the ones that repeat are the latest
+                }
+                dirs.0.push(ancestor.clone());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(At::Walked(Vec::new()))
+            }
             _ => return None,
         }
     }
@@ -144,24 +173,25 @@ fn what_is_at(dir: &Path, p: &Path, limit: usize) -> Option<Vec<(PathBuf, Found)
         .as_ref()
         .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
     {
-        return Some(Vec::new());
+        return Some(At::Walked(Vec::new()));
     }
     if let Some((shown, marker)) = walk::unusable(p) {
-        return Some(vec![(shown, Found::Anomaly(marker))]);
+        return Some(At::Walked(vec![(shown, Found::Anomaly(marker))]));
     }
-    let one = |what| Some(vec![(p.to_owned(), what)]);
-    let t = match meta {
+    let one = |what| Some(At::Walked(vec![(p.to_owned(), what)]));
+    let meta = match meta {
         Err(_) => return one(Found::Anomaly(report::UNREADABLE)),
-        Ok(m) => m.file_type(),
+        Ok(m) => m,
     };
+    let t = meta.file_type();
     // A directory `depth` levels down is walked when the walk would have entered it.
     let depth = rel.len();
     if t.is_dir() && depth <= MAX_DEPTH {
-        Some(walk::walk_from(p, depth, limit))
+        Some(At::Walked(walk::walk_from(p, depth, limit)))
     } else if t.is_dir() {
         one(Found::Anomaly(report::TOO_DEEP))
     } else if t.is_file() {
-        one(Found::File)
+        Some(At::File(meta))
     } else if t.is_symlink() {
         one(Found::Anomaly(report::SYMLINK))
     } else {

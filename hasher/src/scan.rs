@@ -377,6 +377,11 @@ impl Scope {
         self.at.into_iter().chain(self.beneath.clone())
     }
 
+    /// The indices of the entries beneath `key` (not at it).
+    pub(crate) fn beneath_range(&self) -> std::ops::Range<usize> {
+        self.beneath.clone()
+    }
+
     /// How many entries are in scope.
     pub(crate) fn len(&self) -> usize {
         usize::from(self.at.is_some()) + self.beneath.len()
@@ -471,6 +476,17 @@ impl<'a> Comparison<'a> {
 
     /// A watched regular file: absent from the baseline, or not what the baseline says.
     pub(crate) fn file(&mut self, hasher: &mut FileHasher, path: &Path, category: Category) {
+        self.file_stated(hasher, path, category, None);
+    }
+
+    /// As [`Comparison::file`], with the `lstat` just taken where there is one.
+    fn file_stated(
+        &mut self,
+        hasher: &mut FileHasher,
+        path: &Path,
+        category: Category,
+        stated: Option<std::fs::Metadata>,
+    ) {
         self.watched += 1;
         let key = path_str(path);
         let Some(index) = self.index_of(&key) else {
@@ -482,7 +498,7 @@ impl<'a> Comparison<'a> {
             return;
         };
         // A size change is a violation at once; reading the file would only confirm it.
-        let outcome = hasher.check_entry(path, Some(Expect::of(index, &entry)));
+        let outcome = hasher.check_entry_stated(path, Some(Expect::of(index, &entry)), stated);
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
         if !matches {
             self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));
@@ -500,6 +516,23 @@ impl<'a> Comparison<'a> {
     ) {
         self.forget_seen(scope);
         self.walked_part(hasher, policy, found);
+        self.missing(scope);
+    }
+
+    /// As [`Comparison::walked`] for one regular file at `path` (the whole scope), with the
+    /// `lstat` that found it.
+    pub(crate) fn walked_file(
+        &mut self,
+        hasher: &mut FileHasher,
+        policy: &Policy,
+        scope: &Scope,
+        path: &Path,
+        meta: std::fs::Metadata,
+    ) {
+        self.forget_seen(scope);
+        if policy.registry_manifest.as_deref() != Some(path) {
+            self.file_stated(hasher, path, Category::ModelFile, Some(meta));
+        }
         self.missing(scope);
     }
 

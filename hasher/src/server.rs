@@ -142,6 +142,10 @@ impl Server {
         if let (Some(k), Some(boot), Some(current)) = (&key, &boot_id, &baseline) {
             crate::remember::recall(&store, k.bytes(), boot, current, &mut hasher);
         }
+        if let (Some(k), Some(current)) = (&key, &baseline) {
+            crate::chunkstore::recall(&store, k.bytes(), current, &mut hasher);
+            hasher.take_chunks_learned();
+        }
         let watcher = crate::watch::Watcher::new(&policy)
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
@@ -296,7 +300,8 @@ impl Server {
         use nix::poll::PollTimeout;
         let wait = match (&self.held_notice, self.last_notice) {
             (Some(_), Some(last)) => {
-                let left = NOTICE_GAP.saturating_sub(last.elapsed());
+                let left = NOTICE_GAP.saturating_sub(last.elapsed())
+                    + std::time::Duration::from_micros(999);
                 PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
             }
             (Some(_), None) => PollTimeout::ZERO,
@@ -308,6 +313,9 @@ impl Server {
                 let left = self
                     .next_slice
                     .saturating_duration_since(std::time::Instant::now());
+                // Rounded up: poll counts whole milliseconds, and a wait cut short to 0 ms
+                // would spin until the slice is due.
+                let left = left + std::time::Duration::from_micros(999);
                 let slice = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
                 if wait == PollTimeout::NONE {
                     slice
@@ -369,17 +377,17 @@ impl Server {
         if cycle.complete() {
             return;
         }
-        let units = cycle.slice_at(std::time::Instant::now()).to_vec();
+        let units = cycle.slice_at(std::time::Instant::now(), &b.manifest);
         let before = fingerprint(&sweep.findings);
-        let took = std::time::Instant::now();
+        let (wall, cpu) = (std::time::Instant::now(), crate::spread::thread_cpu());
         let updated =
             crate::rescan::update(&self.policy, &b.manifest, &mut self.hasher, sweep, &units);
-        let took = took.elapsed();
+        let took = crate::spread::thread_cpu().saturating_sub(cpu);
         if took > cycle.slowest {
             // Rare (a new maximum): a cycle over a large tree may take many minutes.
-            let slowest_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             tracing::debug!(
-                slowest_us,
+                slowest_cpu_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX),
                 units = units.len(),
                 "spread sweep: slowest slice so far"
             );
@@ -407,7 +415,7 @@ impl Server {
                 tracing::debug!(
                     units = cycle.units(),
                     ms = u64::try_from(cycle.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    slowest_us = u64::try_from(cycle.slowest.as_micros()).unwrap_or(u64::MAX),
+                    slowest_cpu_us = u64::try_from(cycle.slowest.as_micros()).unwrap_or(u64::MAX),
                     "spread sweep cycle complete"
                 );
                 sweep.at = cycle.started;
@@ -419,6 +427,13 @@ impl Server {
     /// Keeps what the slots remember for a restart (at once the first time after a start or a
     /// new baseline, then at most every [`crate::remember::SAVE_EVERY`]).
     fn keep_versions(&mut self) {
+        // Chunk digests describe the baseline's content, not a boot: kept whenever new ones
+        // were learned (a few large files: small and rare writes).
+        if let (Some(k), Some(current)) = (&self.key, &self.baseline) {
+            if self.hasher.take_chunks_learned() {
+                crate::chunkstore::keep(&self.store, k.bytes(), current, &self.hasher);
+            }
+        }
         let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.baseline)
         else {
             return;

@@ -7,9 +7,11 @@
 //!
 //! A cycle takes `scan_interval`, or longer for a tree larger than `sweep_files_per_second`
 //! checks in it: the idle cost of a million files stays a fraction of a core, while every
-//! change the kernel names is still checked at once.
+//! change the kernel names is still checked at once. Units are handed out by the files they
+//! hold, and a directory holding more than [`UNIT_FILES`] is opened when its turn comes and
+//! handed out as its entries: one slice never checks a whole large directory at once.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,20 +20,35 @@ use nix::fcntl::OFlag;
 use protocol::baseline::Manifest;
 
 use crate::policy::Policy;
-use crate::scan::governed;
+use crate::scan::{governed, path_str, scoped};
 
 /// How often a slice runs while the hasher waits for requests.
 pub const SLICE_PERIOD: Duration = Duration::from_millis(100);
+/// A directory with more baselined files beneath it than this is handed out as its entries
+/// (at 5 µs a file checked, a unit then costs at most ~1 ms of CPU).
+pub const UNIT_FILES: usize = 200;
+
+/// A path to check and the baselined files at or beneath it (its share of the cycle).
+#[derive(Debug)]
+struct Unit {
+    path: PathBuf,
+    files: usize,
+}
 
 /// One pass over every unit of the watched set.
 #[derive(Debug)]
 pub struct Cycle {
-    units: Vec<PathBuf>,
-    next: usize,
+    /// Units not handed out yet, the next one last.
+    pending: Vec<Unit>,
+    /// Files handed out so far, and in all.
+    handed: usize,
+    total: usize,
+    /// Units handed out so far.
+    units: usize,
     interval: Duration,
     /// When the cycle began: a completed cycle examined everything since then.
     pub started: Instant,
-    /// The longest slice so far (reported when the cycle completes).
+    /// The most CPU time one slice took so far (reported when the cycle completes).
     pub slowest: Duration,
 }
 
@@ -43,36 +60,83 @@ impl Cycle {
         if governed(policy).is_some() {
             return None;
         }
-        let mut units: BTreeSet<Vec<u8>> = policy
+        let mut units: BTreeMap<Vec<u8>, usize> = policy
             .files
             .iter()
-            .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
+            .map(|(p, _)| (p.as_os_str().as_bytes().to_vec(), 1))
             .collect();
         for dir in &policy.model_dirs {
-            units.extend(top_level(dir, baseline));
+            let Some(inside) = children(dir, baseline) else {
+                // Checking the model dir itself widens to a full sweep, which reports it.
+                let files = scoped(&baseline.entries, &path_str(dir)).len();
+                units.insert(dir.as_os_str().as_bytes().to_vec(), files);
+                continue;
+            };
+            for (unit, files) in inside {
+                let n = units.entry(unit).or_default();
+                *n = (*n).max(files);
+            }
         }
-        let units: Vec<PathBuf> = units
+        let mut pending: Vec<Unit> = units
             .into_iter()
-            .map(|b| PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&b))))
+            .map(|(b, files)| Unit {
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(&b)),
+                files: files.max(1),
+            })
             .collect();
+        pending.reverse();
         Some(Cycle {
-            units,
-            next: 0,
+            total: pending.iter().map(|u| u.files).sum(),
+            pending,
+            handed: 0,
+            units: 0,
             interval: cycle_interval(policy, baseline.entries.len()),
             started: Instant::now(),
             slowest: Duration::ZERO,
         })
     }
 
-    /// The units due by `now` and not yet handed out: the cycle hands its units out evenly
-    /// over the interval (one slice ahead), so it costs the same at every moment of it.
-    pub fn slice_at(&mut self, now: Instant) -> &[PathBuf] {
+    /// The units due by `now` and not yet handed out: the cycle hands its files out evenly
+    /// over the interval (one slice ahead), so it costs the same at every moment of it. A
+    /// large directory whose turn it is is handed out as its entries (`baseline` says what
+    /// each holds).
+    pub fn slice_at(&mut self, now: Instant, baseline: &Manifest) -> Vec<PathBuf> {
         let ahead = now.saturating_duration_since(self.started) + SLICE_PERIOD;
         let share = ahead.as_secs_f64() / self.interval.as_secs_f64().max(f64::EPSILON);
-        let due = (self.units.len() as f64 * share).ceil() as usize;
-        let start = self.next;
-        self.next = due.clamp(start, self.units.len());
-        &self.units[start..self.next]
+        let due = (self.total as f64 * share).ceil() as usize;
+        let mut out = Vec::new();
+        while self.handed < due {
+            let Some(unit) = self.pending.pop() else {
+                break;
+            };
+            let inside = (unit.files > UNIT_FILES && is_dir(&unit.path))
+                .then(|| children(&unit.path, baseline))
+                .flatten();
+            if let Some(inside) = inside {
+                let mut inner: Vec<Unit> = inside
+                    .into_iter()
+                    .map(|(b, files)| Unit {
+                        path: PathBuf::from(std::ffi::OsStr::from_bytes(&b)),
+                        files,
+                    })
+                    .collect();
+                // The entries share the directory's files (new ones count as nothing).
+                let mut left = unit.files;
+                for u in &mut inner {
+                    u.files = u.files.min(left);
+                    left -= u.files;
+                }
+                if let Some(first) = inner.first_mut() {
+                    first.files += left;
+                }
+                self.pending.extend(inner.into_iter().rev());
+                continue;
+            }
+            self.handed += unit.files;
+            self.units += 1;
+            out.push(unit.path);
+        }
+        out
     }
 
     /// When the next unit falls due (the end of the interval once all are handed out): no
@@ -81,7 +145,7 @@ impl Cycle {
         if self.complete() {
             return self.started + self.interval;
         }
-        let share = self.next as f64 / self.units.len().max(1) as f64;
+        let share = self.handed as f64 / self.total.max(1) as f64;
         (self.started + self.interval.mul_f64(share)).max(self.started + SLICE_PERIOD)
             - SLICE_PERIOD
     }
@@ -91,14 +155,14 @@ impl Cycle {
         self.interval
     }
 
-    /// How many units the cycle covers.
+    /// How many units the cycle has handed out.
     pub fn units(&self) -> usize {
-        self.units.len()
+        self.units
     }
 
     /// Whether every unit has been handed out.
     pub fn complete(&self) -> bool {
-        self.next >= self.units.len()
+        self.pending.is_empty()
     }
 }
 
@@ -111,43 +175,64 @@ pub fn cycle_interval(policy: &Policy, files: usize) -> Duration {
         .max(Duration::from_secs_f64(files as f64 / rate))
 }
 
-/// The entries directly in `dir` now, and those the baseline has there (so a unit that
-/// vanished is still checked, and found missing). A dir that cannot be listed is its own unit:
-/// checking it widens to a full sweep, which reports it.
-fn top_level(dir: &Path, baseline: &Manifest) -> Vec<Vec<u8>> {
+/// CPU time this thread has used: what a slice costs, whatever else the machine is doing
+/// (zero where the clock cannot be read, which only hides a slice's cost from the log).
+pub fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
+}
+
+/// Whether `path` is a directory itself (not a link to one): only then has it entries to
+/// hand out; anything else is checked as it is.
+fn is_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
+}
+
+/// The entries directly in `dir` now and those the baseline has there (so one that vanished
+/// is still checked, and found missing), each with the baselined files at or beneath it;
+/// `None` when `dir` cannot be listed (it is then checked whole, which reports it).
+fn children(dir: &Path, baseline: &Manifest) -> Option<BTreeMap<Vec<u8>, usize>> {
     let prefix = dir.as_os_str().as_bytes();
-    // Sorted entries name each top-level entry in one run: one unit per run, not one
+    let scope = scoped(&baseline.entries, &path_str(dir));
+    let mut out: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    // Sorted entries name each entry of `dir` in one run: one key per run, not one
     // allocation per baselined file.
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for e in baseline.entries.iter() {
-        let Some(rest) = e.path.as_bytes().strip_prefix(prefix) else {
-            continue;
-        };
-        let Some(first) = rest
-            .strip_prefix(b"/")
+    let mut run: Option<(Vec<u8>, usize)> = None;
+    for e in scope
+        .beneath_range()
+        .filter_map(|i| baseline.entries.get(i))
+    {
+        let Some(first) = e
+            .path
+            .as_bytes()
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(b"/"))
             .and_then(|r| r.split(|b| *b == b'/').next())
         else {
             continue;
         };
-        let unit = [prefix, b"/", first].concat();
-        if out.last() != Some(&unit) {
-            out.push(unit);
+        match &mut run {
+            Some((unit, n)) if &unit[prefix.len() + 1..] == first => *n += 1,
+            _ => {
+                if let Some((unit, n)) = run.take() {
+                    *out.entry(unit).or_default() += n;
+                }
+                run = Some(([prefix, b"/", first].concat(), 1));
+            }
         }
     }
-    let listed = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-        .ok()
-        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok());
-    let Some(mut handle) = listed else {
-        out.push(prefix.to_vec());
-        return out;
-    };
+    if let Some((unit, n)) = run {
+        *out.entry(unit).or_default() += n;
+    }
+    let fd = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok()?;
+    let mut handle = nix::dir::Dir::from_fd(fd).ok()?;
     for entry in handle.iter().filter_map(Result::ok) {
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            out.push([prefix, b"/", name].concat());
+            out.entry([prefix, b"/", name].concat()).or_default();
         }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -168,7 +253,8 @@ mod tests {
     }
 
     /// One whole cycle of slices finds what a full sweep finds, including a change no event
-    /// announced (as a write through `mmap` would be), a deleted dir and a new one.
+    /// announced (as a write through `mmap` would be), a deleted dir and a new one; a large
+    /// dir is handed out as its entries, never whole.
     #[test]
     fn a_cycle_of_slices_equals_a_full_sweep() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -181,6 +267,14 @@ mod tests {
         }
         std::fs::write(r.join("models/top.bin"), "t").expect("write");
         std::fs::write(r.join("bin"), "b").expect("write");
+        let big = r.join("models/big");
+        std::fs::create_dir_all(big.join("sub")).expect("mkdir");
+        for i in 0..UNIT_FILES + 50 {
+            std::fs::write(big.join(format!("f{i:03}")), "x").expect("write");
+        }
+        for i in 0..3 {
+            std::fs::write(big.join(format!("sub/s{i}")), "x").expect("write");
+        }
         let yaml = format!(
             "scan_interval: 1s\nservice_binaries: [{r}/bin]\nmodel_dirs: [{r}/models]\n",
             r = r.display()
@@ -196,19 +290,30 @@ mod tests {
         std::fs::create_dir_all(r.join("models/new/deep")).expect("mkdir");
         std::fs::write(r.join("models/new/deep/n"), "n").expect("write");
         std::fs::write(r.join("bin"), "B").expect("write");
+        std::fs::write(big.join("f007"), "z").expect("write");
+        std::fs::remove_file(big.join("f009")).expect("rm");
+        std::fs::write(big.join("sub/s1"), "z").expect("write");
+        std::fs::write(big.join("late"), "l").expect("write");
         let mut cycle = Cycle::new(&policy, &base).expect("no registry");
         let mut sizes = Vec::new();
         for k in 0..10u32 {
-            let units = cycle.slice_at(cycle.started + SLICE_PERIOD * k).to_vec();
+            let units = cycle.slice_at(cycle.started + SLICE_PERIOD * k, &base);
             crate::rescan::update(&policy, &base, &mut hasher, &mut kept, &units)
                 .expect("every unit checks on its own");
+            assert!(
+                !units.contains(&big),
+                "the large dir is handed out as its entries"
+            );
             sizes.push(units.len());
         }
         assert!(cycle.complete());
-        // 8 units (bin, top.bin, d0-d4 with the vanished d3, new) handed out evenly over the
-        // ten 100 ms slices of a 1 s interval.
-        assert_eq!(sizes.iter().sum::<usize>(), 8);
-        assert!(sizes.iter().all(|n| *n <= 2), "{sizes:?}");
+        // bin, top.bin, d0-d4 with the vanished d3, new; big's files with the vanished one
+        // and the late one, and its sub (small: whole), handed out evenly over the ten 100 ms
+        // slices of a 1 s interval.
+        let big_units = UNIT_FILES + 50 + 2;
+        assert_eq!(sizes.iter().sum::<usize>(), 8 + big_units);
+        assert_eq!(cycle.units(), 8 + big_units);
+        assert!(sizes.iter().all(|n| *n <= big_units / 5), "{sizes:?}");
         let spread = kept.report(2, 0, Instant::now());
         let full = sweep(&policy, &base, &digest, &mut FileHasher::default(), 2).0;
         let essence = |r: &protocol::report::ScanReport| {
@@ -221,8 +326,8 @@ mod tests {
         };
         assert_eq!(essence(&spread), essence(&full));
         assert_eq!(
-            full.violation_count, 7,
-            "1 edited, 4 missing, 1 new, the binary: {full:?}"
+            full.violation_count, 11,
+            "3 edited, 5 missing, 2 new, the binary: {full:?}"
         );
     }
 }
