@@ -5,7 +5,8 @@
 # each process; AIDE's --init and --check on the same tree in the same run, beside them.
 #
 #   benches/files.sh                      # needs python3; AIDE if installed (apt-get install aide)
-#   BENCH_COUNTS="10000" benches/files.sh # one size
+#   BENCH_COUNTS="10000" benches/files.sh # one size ("": none, only the large file)
+#   BENCH_BIG_GIB=1 benches/files.sh      # the one-large-file table's size (default 8; 0: none)
 #   BENCH_CYCLES=20 benches/files.sh      # change cycles per size (default 10)
 #   BENCH_PLOT=out.png benches/files.sh   # where the plot goes (default benches/files.png)
 # Prints a Markdown table (medians); paste into BENCHMARKS.md. With gnuplot installed
@@ -65,7 +66,7 @@ stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
 echo "| files | baseline s | restart→trusted s (within the boot / after a reboot) | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice, CPU ms | hasher / api RSS MiB | hasher RSS at restart MiB (within / after a reboot) | GET /baseline | cat ×8, cold (read floor) s | AIDE --init s | AIDE --check s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-for n in ${BENCH_COUNTS:-10000 100000}; do
+for n in ${BENCH_COUNTS-10000 100000}; do
     d=$work/t$n
     port=$((20000 + RANDOM % 20000)); url=http://127.0.0.1:$port
     echo "generating $n files ..." >&2
@@ -145,7 +146,7 @@ if [ "$big_gib" != 0 ]; then
     d=$work/big; port=$((20000 + RANDOM % 20000)); url=http://127.0.0.1:$port
     echo "generating one ${big_gib} GiB file ..." >&2
     make_tree "$d" 0
-    f=$d/models/big.bin
+    f=$d/models/big.bin; mkdir -p "$d/models"
     head -c "$((big_gib * 1024 * 1024 * 1024))" /dev/urandom > "$f"
     echo "hash_threads: 2" >> "$d/policy.yaml"
     token=$(cat "$d.secret/token")
@@ -155,7 +156,8 @@ if [ "$big_gib" != 0 ]; then
     t503=(); trest=()
     for i in 1 2 3; do
         old=$(dd if="$f" bs=1 skip=4096 count=1 status=none | od -An -tx1 | tr -d ' ')
-        s=$(now_ms); printf '\x%02x' $((0x$old ^ 1)) | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
+        new=$(printf %02x $((0x$old ^ 1)))
+        s=$(now_ms); printf "\x$new" | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
         until [ "$(code /api/v1/verify)" = 503 ]; do sleep 0.001; done; t503+=($(($(now_ms) - s)))
         sleep 0.5
         s=$(now_ms); printf "\x$old" | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
