@@ -1566,3 +1566,59 @@ fn a_restart_within_the_boot_reads_only_what_changed_while_it_was_down() {
     assert_eq!(m.status()["state"], "degraded");
     assert_eq!(metric(&m, "bytes_hashed_total"), everything);
 }
+
+#[test]
+fn a_write_while_a_large_file_is_read_is_announced_before_the_read_ends() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    use std::time::Instant;
+    // 4 GiB, sparse (no disk, seconds to hash), one thread: a read of it takes seconds.
+    let a = Appliance::with_options("scan_interval: 1h\nhash_threads: 1\n");
+    let huge = a.path("models/huge.gguf");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let m = Running::start(&a);
+    assert_eq!(m.verify_code(), 200);
+    let count = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
+    let before = m.status();
+    let (scans, notices) = (
+        count(&before, "scan_count"),
+        count(&before, "change_notices"),
+    );
+    // Its mode set again: an event, the content unchanged; the hasher reads it all again.
+    std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || count(
+        &m.status(),
+        "change_notices"
+    ) > notices));
+    std::thread::sleep(Duration::from_millis(300));
+    let during = m.status();
+    assert_eq!(
+        count(&during, "scan_count"),
+        scans,
+        "the read of 4 GiB ended within 300 ms: this machine is too fast for the test to show anything"
+    );
+    // Behind the read (offset 0 is hashed already). The read may see at its end that the file
+    // changed under it; the notice must not wait for that.
+    let file = std::fs::OpenOptions::new().write(true).open(&huge).unwrap();
+    file.write_all_at(&[1], 0).unwrap();
+    let announced = Instant::now();
+    assert!(wait_until(Duration::from_secs(60), || {
+        let s = m.status();
+        count(&s, "change_notices") > count(&during, "change_notices")
+            || count(&s, "scan_count") > scans
+    }));
+    let s = m.status();
+    assert!(
+        count(&s, "change_notices") > count(&during, "change_notices")
+            && count(&s, "scan_count") == scans,
+        "the write must be announced while the read runs, not after it: {s}"
+    );
+    assert_eq!(m.verify_code(), 503, "{s}");
+    eprintln!("write announced in {:?}", announced.elapsed());
+    // The read that was under way is not taken as the last word: the edit is found.
+    assert!(wait_until(Duration::from_secs(60), || m.status()["state"]
+        == "degraded"));
+    assert_eq!(m.verify_code(), 503);
+}

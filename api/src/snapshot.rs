@@ -39,4 +39,6 @@ pub struct Snapshot {
     /// True when a change notice arrived that no accepted scan has verified yet: any write to
     /// a watched path makes `/verify` 503 at once, whatever the file's size, until it is read.
     pub unverified_change: bool,
+    /// Change notices the hasher has sent since the api started (shown in `/api/v1/status`).
+    pub change_notices: u64,
 }

@@ -78,6 +78,7 @@ mod tests {
             policy_known: true,
             verified_changes: 0,
             unverified_change: false,
+            change_notices: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Blocking end of the SEQPACKET channel: whole datagrams in, bounded by a fixed buffer.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -21,16 +22,45 @@ pub enum RecvError {
 
 /// One end of the channel.
 pub struct Channel {
-    fd: OwnedFd,
+    sender: Sender,
     buf: Box<[u8]>,
     reasm: Reassembler,
+}
+
+/// The sending half, shared with the sentinel thread; a message's frames go out under one
+/// lock, so a notice never lands between the frames of a response.
+#[derive(Clone)]
+pub struct Sender {
+    fd: Arc<OwnedFd>,
+    lock: Arc<Mutex<()>>,
+}
+
+impl Sender {
+    /// Sends one message, cut into frames.
+    pub fn send<T: Serialize>(&self, id: u64, body: &T) -> Result<(), Errno> {
+        let frames = frame::encode(id, body).map_err(|_| Errno::EMSGSIZE)?;
+        let _whole = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        for f in frames {
+            loop {
+                match send(self.fd.as_raw_fd(), &f, MsgFlags::MSG_NOSIGNAL) {
+                    Ok(_) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Channel {
     /// Wraps a connected SEQPACKET socket.
     pub fn new(fd: OwnedFd) -> Channel {
         Channel {
-            fd,
+            sender: Sender {
+                fd: Arc::new(fd),
+                lock: Arc::new(Mutex::new(())),
+            },
             buf: vec![0u8; MAX_FRAME + 1].into_boxed_slice(),
             reasm: Reassembler::new(),
         }
@@ -39,14 +69,19 @@ impl Channel {
     /// The socket, for polling.
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.fd.as_fd()
+        self.sender.fd.as_fd()
+    }
+
+    /// A sending half for another thread.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     /// Receives datagrams until one whole message is in.
     pub fn recv_message(&mut self) -> Result<Vec<u8>, RecvError> {
         loop {
             let n = match recv(
-                self.fd.as_raw_fd(),
+                self.sender.fd.as_raw_fd(),
                 &mut self.buf,
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
@@ -66,16 +101,6 @@ impl Channel {
 
     /// Sends one message, cut into frames.
     pub fn send<T: Serialize>(&self, id: u64, body: &T) -> Result<(), Errno> {
-        let frames = frame::encode(id, body).map_err(|_| Errno::EMSGSIZE)?;
-        for f in frames {
-            loop {
-                match send(self.fd.as_raw_fd(), &f, MsgFlags::MSG_NOSIGNAL) {
-                    Ok(_) => break,
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
+        self.sender.send(id, body)
     }
 }

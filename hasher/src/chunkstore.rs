@@ -14,21 +14,18 @@
 //! the chunks' 32-byte digests; integers little-endian), then the hex HMAC-SHA256 of
 //! everything before it.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 
 use protocol::baseline::Manifest;
-use protocol::sign::MacWriter;
 
 use crate::chunks::{Known, CHUNK, MIN_SIZE};
 use crate::error::StoreError;
+use crate::sidefile::{self, Reading};
 use crate::store::Store;
 
 /// The file's name in the store.
 pub const FILE: &str = "chunks.bin";
 const MAGIC: &str = "integrity-monitor chunks v1";
-/// Longest header line read.
-const MAX_HEADER: u64 = 512;
 /// Records read at most (each is a file of at least [`MIN_SIZE`]: 128 MiB).
 const MAX_RECORDS: usize = 100_000;
 /// Longest path a record may hold.
@@ -63,13 +60,7 @@ pub fn save<'a>(
         .filter(|(p, k)| k.size >= MIN_SIZE && named(baseline, p, k))
         .take(MAX_RECORDS)
         .collect();
-    store.write_atomic_with(FILE, |sink| {
-        let mut mac = MacWriter::new(key);
-        let mut put = |bytes: &[u8]| -> std::io::Result<()> {
-            sink.write_all(bytes)?;
-            mac.write_all(bytes)
-        };
-        put(header(digest, kept.len()).as_bytes())?;
+    sidefile::write(store, key, FILE, &header(digest, kept.len()), |put| {
         for (path, k) in &kept {
             put(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes())?;
             put(path.as_bytes())?;
@@ -82,41 +73,30 @@ pub fn save<'a>(
                 put(c)?;
             }
         }
-        sink.write_all(protocol::hexfmt::encode(&mac.finish()).as_bytes())
+        Ok(())
     })?;
     Ok(kept.len())
 }
 
-/// Reads exactly `N` bytes into the MAC and returns them.
-fn take<const N: usize>(r: &mut impl Read, mac: &mut MacWriter) -> Result<[u8; N], String> {
-    let mut b = [0u8; N];
-    r.read_exact(&mut b)
-        .map_err(|e| format!("{FILE}: truncated: {e}"))?;
-    let _ = mac.write_all(&b);
-    Ok(b)
-}
-
 /// One record as read, before it is checked against the baseline.
-fn record(r: &mut impl Read, mac: &mut MacWriter) -> Result<(String, Known), String> {
-    let len = u32::from_le_bytes(take::<4>(r, mac)?) as usize;
+fn record(file: &mut Reading) -> Result<(String, Known), String> {
+    let len = u32::from_le_bytes(file.take::<4>()?) as usize;
     if len == 0 || len > MAX_PATH {
         return Err(format!("{FILE}: a path of {len} bytes"));
     }
     let mut path = vec![0u8; len];
-    r.read_exact(&mut path)
-        .map_err(|e| format!("{FILE}: truncated: {e}"))?;
-    let _ = mac.write_all(&path);
+    file.fill(&mut path)?;
     let path = String::from_utf8(path).map_err(|_| format!("{FILE}: a path not UTF-8"))?;
-    let hash = take::<64>(r, mac)?;
+    let hash = file.take::<64>()?;
     let hash = String::from_utf8(hash.to_vec()).map_err(|_| format!("{FILE}: a bad digest"))?;
-    let size = u64::from_le_bytes(take::<8>(r, mac)?);
-    let count = u64::from(u32::from_le_bytes(take::<4>(r, mac)?));
+    let size = u64::from_le_bytes(file.take::<8>()?);
+    let count = u64::from(u32::from_le_bytes(file.take::<4>()?));
     if count > MAX_CHUNKS || count != size.div_ceil(CHUNK) {
         return Err(format!("{FILE}: {count} chunks for {size} bytes"));
     }
     let mut chunks = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        chunks.push(take::<32>(r, mac)?);
+        chunks.push(file.take::<32>()?);
     }
     Ok((path, Known { hash, size, chunks }))
 }
@@ -129,18 +109,10 @@ pub fn load(
     digest: &str,
     baseline: &Manifest,
 ) -> Result<Vec<(PathBuf, Known)>, String> {
-    let file = match store.open_file(FILE) {
-        Ok(Some(f)) => f,
-        Ok(None) => return Err("none stored".into()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut head = Vec::new();
-    let read = (&mut reader).take(MAX_HEADER).read_until(b'\n', &mut head);
-    read.map_err(|e| format!("{FILE}: cannot read: {e}"))?;
+    let mut file = Reading::open(store, key, FILE)?;
     let prefix = header(digest, 0);
     let prefix = prefix.trim_end_matches("0\n");
-    let count = std::str::from_utf8(&head)
+    let count = std::str::from_utf8(&file.head)
         .ok()
         .and_then(|h| h.strip_prefix(prefix))
         .and_then(|n| n.strip_suffix('\n'))
@@ -149,20 +121,11 @@ pub fn load(
     if count > MAX_RECORDS {
         return Err(format!("{FILE}: {count} records (at most {MAX_RECORDS})"));
     }
-    let mut mac = MacWriter::new(key);
-    let _ = mac.write_all(&head);
     let mut out = Vec::new();
     for _ in 0..count {
-        out.push(record(&mut reader, &mut mac)?);
+        out.push(record(&mut file)?);
     }
-    let mut tag = String::new();
-    let tail = reader.take(65).read_to_string(&mut tag);
-    tail.map_err(|e| format!("{FILE}: cannot read its HMAC: {e}"))?;
-    if !mac.matches_hex(&tag) {
-        return Err(format!(
-            "{FILE}: HMAC does not verify (altered, or written under another key)"
-        ));
-    }
+    file.finish()?;
     Ok(out
         .into_iter()
         .filter(|(p, k)| named(baseline, p, k))

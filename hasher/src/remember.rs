@@ -14,18 +14,13 @@
 //! count=<n>`, then n × 16 bytes (fingerprint, due time in seconds since the epoch; both
 //! little-endian u64), then the hex HMAC-SHA256 of everything before it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-
-use protocol::sign::MacWriter;
-
 use crate::error::StoreError;
+use crate::sidefile::{self, Reading};
 use crate::store::Store;
 
 /// The file's name in the store.
 pub const FILE: &str = "versions.bin";
 const MAGIC: &str = "integrity-monitor versions v1";
-/// Longest header line read.
-const MAX_HEADER: u64 = 512;
 
 fn header(boot: &str, baseline: &str, count: usize) -> String {
     format!("{MAGIC} boot={boot} baseline={baseline} count={count}\n")
@@ -39,22 +34,16 @@ pub fn save(
     baseline: &str,
     slots: &[(u64, u64)],
 ) -> Result<(), StoreError> {
-    store
-        .write_atomic_with(FILE, |sink| {
-            let mut mac = MacWriter::new(key);
-            let head = header(boot, baseline, slots.len());
-            sink.write_all(head.as_bytes())?;
-            mac.write_all(head.as_bytes())?;
-            for (version, due) in slots {
-                let mut record = [0u8; 16];
-                record[..8].copy_from_slice(&version.to_le_bytes());
-                record[8..].copy_from_slice(&due.to_le_bytes());
-                sink.write_all(&record)?;
-                mac.write_all(&record)?;
-            }
-            sink.write_all(protocol::hexfmt::encode(&mac.finish()).as_bytes())
-        })
-        .map(drop)
+    let head = header(boot, baseline, slots.len());
+    sidefile::write(store, key, FILE, &head, |put| {
+        for (version, due) in slots {
+            let mut record = [0u8; 16];
+            record[..8].copy_from_slice(&version.to_le_bytes());
+            record[8..].copy_from_slice(&due.to_le_bytes());
+            put(&record)?;
+        }
+        Ok(())
+    })
 }
 
 /// What was saved for `baseline` (of `count` entries) in `boot`, each record as `each` makes
@@ -68,44 +57,22 @@ pub fn load<T>(
     count: usize,
     each: impl Fn(u64, u64) -> T,
 ) -> Result<Vec<T>, String> {
-    let file = match store.open_file(FILE) {
-        Ok(Some(f)) => f,
-        Ok(None) => return Err("none stored".into()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut head = Vec::new();
-    let read = (&mut reader).take(MAX_HEADER).read_until(b'\n', &mut head);
-    read.map_err(|e| format!("{FILE}: cannot read: {e}"))?;
-    if head != header(boot, baseline, count).as_bytes() {
-        let ours = String::from_utf8_lossy(&head).contains(&format!(" boot={boot} "));
+    let mut file = Reading::open(store, key, FILE)?;
+    if file.head != header(boot, baseline, count).as_bytes() {
+        let ours = String::from_utf8_lossy(&file.head).contains(&format!(" boot={boot} "));
         return Err(if ours {
             format!("{FILE} was written for another baseline")
         } else {
             format!("{FILE} was written in another boot (or is not one): every file is read")
         });
     }
-    let mut mac = MacWriter::new(key);
-    let _ = mac.write_all(&head);
     let mut out = Vec::with_capacity(count);
-    let mut record = [0u8; 16];
     for _ in 0..count {
-        reader
-            .read_exact(&mut record)
-            .map_err(|e| format!("{FILE}: truncated: {e}"))?;
-        let _ = mac.write_all(&record);
-        let (version, due) = record.split_at(8);
-        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        out.push(each(word(version), word(due)));
+        let version = u64::from_le_bytes(file.take::<8>()?);
+        let due = u64::from_le_bytes(file.take::<8>()?);
+        out.push(each(version, due));
     }
-    let mut tag = String::new();
-    let tail = reader.take(65).read_to_string(&mut tag);
-    tail.map_err(|e| format!("{FILE}: cannot read its HMAC: {e}"))?;
-    if !mac.matches_hex(&tag) {
-        return Err(format!(
-            "{FILE}: HMAC does not verify (altered, or written under another key)"
-        ));
-    }
+    file.finish()?;
     Ok(out)
 }
 

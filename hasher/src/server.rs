@@ -45,7 +45,8 @@ pub struct Server {
     greeted: bool,
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
-    watcher: Option<crate::watch::Watcher>,
+    /// The watcher, shared with the thread that announces changes while a request runs.
+    sentinel: crate::sentinel::Sentinel,
     /// Changes not announced yet (count, overflow), and when the last notice went out.
     held_notice: Option<(u32, bool)>,
     last_notice: Option<std::time::Instant>,
@@ -167,7 +168,7 @@ impl Server {
             read_set,
             release_override,
             last_report: None,
-            watcher,
+            sentinel: crate::sentinel::Sentinel::new(watcher),
             held_notice: None,
             last_notice: None,
             sweep: None,
@@ -182,6 +183,9 @@ impl Server {
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
     pub fn serve(&mut self, channel: &mut Channel) -> Result<(), ChannelError> {
+        if let Err(e) = self.sentinel.start(channel.sender()) {
+            tracing::warn!(error = %e, "no sentinel thread: a change made during a long scan is announced when it ends");
+        }
         loop {
             if !self.wait_for_request(channel)? {
                 continue;
@@ -198,6 +202,7 @@ impl Server {
                     continue;
                 }
             };
+            self.sentinel.busy();
             let (id, response) = match frame::decode::<Request>(&message) {
                 Ok(envelope) => {
                     if matches!(envelope.body, Request::Scan | Request::ScanChanged) {
@@ -213,6 +218,7 @@ impl Server {
                 }
             };
             channel.send(id, &response).map_err(ChannelError::Io)?;
+            self.sentinel.idle();
         }
     }
 
@@ -255,13 +261,14 @@ impl Server {
     fn wait_for_request(&mut self, channel: &Channel) -> Result<bool, ChannelError> {
         use nix::poll::{poll, PollFd, PollFlags};
         let wait = self.poll_timeout();
-        let Some(watcher) = self.watcher.as_mut() else {
+        let Some(inotify) = self.sentinel.inotify() else {
             return Ok(true);
         };
         let (chan_ready, watch_ready) = {
+            use std::os::fd::AsFd;
             let mut fds = [
                 PollFd::new(channel.fd(), PollFlags::POLLIN),
-                PollFd::new(watcher.fd(), PollFlags::POLLIN),
+                PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, wait) {
                 Ok(_) => {}
@@ -272,8 +279,14 @@ impl Server {
             (ready(&fds[0]), ready(&fds[1]))
         };
         if watch_ready {
-            let changes = watcher.drain();
-            self.absorb(changes);
+            if let Some(changes) = self.sentinel.drain() {
+                self.absorb(changes, true);
+            }
+        }
+        // Announced already: taken in before any request, so the scan the notice asks for
+        // reads these paths again.
+        if let Some(changes) = self.sentinel.take_drained() {
+            self.absorb(changes, false);
         }
         if self.sweep.is_some() && std::time::Instant::now() >= self.next_slice {
             self.run_slice();
@@ -328,8 +341,8 @@ impl Server {
     }
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the
-    /// changes covers, and the notice to send.
-    fn absorb(&mut self, changes: crate::watch::Changes) {
+    /// changes covers, and (unless the sentinel sent it) the notice to send.
+    fn absorb(&mut self, changes: crate::watch::Changes, announce: bool) {
         if changes.overflow {
             // Events were lost: nothing remembered can be trusted; the next scan reads all.
             tracing::warn!("inotify queue overflowed: next scan re-reads every file");
@@ -349,7 +362,7 @@ impl Server {
         } else if self.named_complete {
             self.named.extend(changes.paths);
         }
-        if changes.changed > 0 || changes.overflow {
+        if announce && (changes.changed > 0 || changes.overflow) {
             let (n, o) = self.held_notice.unwrap_or((0, false));
             self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
         }
@@ -594,7 +607,7 @@ impl Server {
         self.seq += 1;
         // Everything named so far is covered: events drained later name later changes.
         self.named.clear();
-        self.named_complete = self.watcher.as_ref().is_some_and(|w| w.complete());
+        self.named_complete = self.sentinel.complete();
         self.cycle = None;
         let (report, sweep) = scan::sweep(
             &self.policy,
@@ -622,7 +635,7 @@ impl Server {
     /// api's tick, a scan interval after the last report, must find it stale and sweep: 0.9
     /// of it.
     fn sweep_lifetime(&self) -> std::time::Duration {
-        if self.watcher.is_some() && scan::governed(&self.policy).is_none() {
+        if self.sentinel.watching() && scan::governed(&self.policy).is_none() {
             let files = self
                 .baseline
                 .as_ref()
@@ -698,7 +711,8 @@ impl Server {
             );
         }
         tracing::info!(path = %self.policy_path.display(), "policy reloaded");
-        self.watcher = crate::watch::Watcher::new(&policy).ok();
+        self.sentinel
+            .replace(crate::watch::Watcher::new(&policy).ok());
         self.hasher.apply(&policy);
         self.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
@@ -33,6 +34,22 @@ pub struct Changes {
     pub unnamed: bool,
 }
 
+impl Changes {
+    /// Adds a later batch to this one.
+    pub fn merge(&mut self, later: Changes) {
+        self.changed = self.changed.saturating_add(later.changed);
+        self.overflow |= later.overflow;
+        self.unnamed |= later.unnamed;
+        for p in later.paths {
+            if self.paths.len() >= MAX_NAMED {
+                self.overflow = true;
+                break;
+            }
+            self.paths.insert(p);
+        }
+    }
+}
+
 /// What one watch stands for.
 struct Watched {
     dir: PathBuf,
@@ -45,7 +62,8 @@ struct Watched {
 
 /// The inotify instance and what each watch stands for.
 pub struct Watcher {
-    inotify: Inotify,
+    /// Shared with the sentinel thread, which polls it while a request is answered.
+    inotify: Arc<Inotify>,
     /// What each watch stands for.
     watches: HashMap<WatchDescriptor, Watched>,
     /// Every directory that should be watched is (no add failed, no bound was hit): only then
@@ -69,7 +87,9 @@ fn mask() -> AddWatchFlags {
 impl Watcher {
     /// Watches the policy's paths; paths that do not exist are left to the periodic scan.
     pub fn new(policy: &Policy) -> nix::Result<Watcher> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        let inotify = Arc::new(Inotify::init(
+            InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC,
+        )?);
         let mut w = Watcher {
             inotify,
             watches: HashMap::new(),
@@ -136,6 +156,11 @@ impl Watcher {
     /// The fd to poll.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.inotify.as_fd()
+    }
+
+    /// The inotify instance, to poll from another thread (it outlives a reload's new one).
+    pub fn shared(&self) -> Arc<Inotify> {
+        Arc::clone(&self.inotify)
     }
 
     /// Reads what is queued and says whether any of it matters.

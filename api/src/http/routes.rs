@@ -182,6 +182,7 @@ fn status_body(monitor: &Monitor) -> Value {
         "violation_count": s.machine.violation_count,
         "last_scan_at": s.last_report.as_ref().map(|r| r.report.completed_at.clone()),
         "scan_count": s.machine.scan_count,
+        "change_notices": s.change_notices,
         "degraded_count": s.machine.degraded_count,
         "degraded_scans": s.machine.degraded_scans,
         "recovery_count": s.machine.recovery_count,

@@ -90,6 +90,7 @@ impl Monitor {
                 policy_known: false,
                 verified_changes: 0,
                 unverified_change: false,
+                change_notices: 0,
             }),
             op: tokio::sync::Mutex::new(()),
             calls,
@@ -160,7 +161,8 @@ impl Monitor {
     /// A copy of the current snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = lock(&self.snap).clone();
-        s.unverified_change = self.changes.count() > s.verified_changes;
+        s.change_notices = self.changes.count();
+        s.unverified_change = s.change_notices > s.verified_changes;
         s.audit_backlog = self.recorder.backlog();
         s
     }

@@ -1,0 +1,101 @@
+//! The frame of the store's side files (what the slots remember, the chunk digests): a header
+//! line naming what the file belongs to, binary records, then the hex HMAC-SHA256 under the
+//! baseline key of everything before it. One frame, so a file is refused for the same reasons
+//! (truncated, edited, re-keyed, extended) whichever it is.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+
+use protocol::sign::MacWriter;
+
+use crate::error::StoreError;
+use crate::store::Store;
+
+/// Longest header line read.
+const MAX_HEADER: u64 = 512;
+
+/// Writes `name` atomically: `head`, what `body` puts, then the HMAC of both under `key`.
+pub fn write(
+    store: &Store,
+    key: &[u8],
+    name: &str,
+    head: &str,
+    body: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
+    store
+        .write_atomic_with(name, |sink| {
+            let mut mac = MacWriter::new(key);
+            {
+                let mut put = |bytes: &[u8]| -> std::io::Result<()> {
+                    sink.write_all(bytes)?;
+                    mac.write_all(bytes)
+                };
+                put(head.as_bytes())?;
+                body(&mut put)?;
+            }
+            sink.write_all(protocol::hexfmt::encode(&mac.finish()).as_bytes())
+        })
+        .map(drop)
+}
+
+/// A side file being read: its header line, then its records, each through the MAC.
+pub struct Reading {
+    name: &'static str,
+    reader: BufReader<File>,
+    mac: MacWriter,
+    /// The header line as read (newline included), for the caller to match.
+    pub head: Vec<u8>,
+}
+
+impl Reading {
+    /// Opens `name` in `store` and reads its header line; `Err` says why not ("none stored").
+    pub fn open(store: &Store, key: &[u8], name: &'static str) -> Result<Reading, String> {
+        let file = match store.open_file(name) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err("none stored".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        let mut head = Vec::new();
+        let read = (&mut reader).take(MAX_HEADER).read_until(b'\n', &mut head);
+        read.map_err(|e| format!("{name}: cannot read: {e}"))?;
+        let mut mac = MacWriter::new(key);
+        let _ = mac.write_all(&head);
+        Ok(Reading {
+            name,
+            reader,
+            mac,
+            head,
+        })
+    }
+
+    /// Reads exactly `buf.len()` bytes of a record into `buf`, through the MAC.
+    pub fn fill(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        self.reader
+            .read_exact(buf)
+            .map_err(|e| format!("{}: truncated: {e}", self.name))?;
+        let _ = self.mac.write_all(buf);
+        Ok(())
+    }
+
+    /// Reads exactly `N` bytes of a record, through the MAC.
+    pub fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut b = [0u8; N];
+        self.fill(&mut b)?;
+        Ok(b)
+    }
+
+    /// Checks the HMAC that ends the file: what was read is taken only if it verifies.
+    pub fn finish(self) -> Result<(), String> {
+        let name = self.name;
+        let mut tag = String::new();
+        let tail = self.reader.take(65).read_to_string(&mut tag);
+        tail.map_err(|e| format!("{name}: cannot read its HMAC: {e}"))?;
+        if !self.mac.matches_hex(&tag) {
+            return Err(format!(
+                "{name}: HMAC does not verify (altered, or written under another key)"
+            ));
+        }
+        Ok(())
+    }
+}
