@@ -1568,6 +1568,38 @@ fn a_restart_within_the_boot_reads_only_what_changed_while_it_was_down() {
 }
 
 #[test]
+fn a_clean_stop_keeps_what_was_verified_since_the_last_save() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Appliance::with_options("scan_interval: 1h\n");
+    let model = a.path("models/a.gguf");
+    let mut m = Running::start(&a);
+    assert_eq!(m.verify_code(), 200);
+    assert!(
+        a.path("state/versions.bin").exists(),
+        "kept at the first sweep"
+    );
+    // A new version of the file (its ctime moves), read again and verified within the
+    // minutes before the next periodic save.
+    std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let size = std::fs::metadata(&model).unwrap().len();
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(&m, "bytes_hashed_total")
+            >= size),
+        "the changed file was read again"
+    );
+    assert_eq!(m.verify_code(), 200);
+    m.stop_cleanly();
+    // Nothing changed while it was down: the restart reads nothing.
+    let m = Running::start(&a);
+    assert_eq!(m.status()["state"], "trusted");
+    assert_eq!(
+        metric(&m, "bytes_hashed_total"),
+        0,
+        "the version verified before the stop was kept when the api closed the channel"
+    );
+}
+
+#[test]
 fn a_write_while_a_large_file_is_read_is_announced_before_the_read_ends() {
     use std::os::unix::fs::{FileExt, PermissionsExt};
     use std::time::Instant;
@@ -1621,4 +1653,53 @@ fn a_write_while_a_large_file_is_read_is_announced_before_the_read_ends() {
     assert!(wait_until(Duration::from_secs(60), || m.status()["state"]
         == "degraded"));
     assert_eq!(m.verify_code(), 503);
+}
+
+/// Bytes the process `pid` has read so far (`rchar` of `/proc/PID/io`).
+fn bytes_read(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_write_while_the_backstop_reads_a_large_file_is_announced_at_once() {
+    use std::time::Instant;
+    // The backstop re-reads the 4 GiB file (sparse: no disk) every second or two, in the
+    // spread sweep's slices between requests, one thread: each read takes seconds.
+    let a =
+        Appliance::with_options("scan_interval: 3s\nfull_rehash_interval: 2s\nhash_threads: 1\n");
+    let huge = a.path("models/huge.gguf");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let m = Running::start(&a);
+    assert_eq!(m.verify_code(), 200);
+    let hasher = m.hasher_pid();
+    // Wait until a read of it is under way.
+    let start = bytes_read(hasher);
+    assert!(
+        wait_until(Duration::from_secs(30), || bytes_read(hasher)
+            > start + (256 << 20)),
+        "the backstop read the large file again"
+    );
+    let reading_from = bytes_read(hasher);
+    // A small file changed while the hasher is busy reading the large one.
+    a.write("models/a.gguf", "model b");
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || m.verify_code() == 503),
+        "never 503"
+    );
+    let took = t.elapsed();
+    let read_since = bytes_read(hasher) - reading_from;
+    assert!(
+        took < Duration::from_millis(500) && read_since < (3 << 30),
+        "503 came {took:?} after the write, once the hasher had read {read_since} more bytes \
+         (the read of the large file ended first)"
+    );
 }

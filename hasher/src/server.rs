@@ -192,7 +192,13 @@ impl Server {
             }
             let message = match channel.recv_message() {
                 Ok(m) => m,
-                Err(RecvError::Closed) => return Ok(()),
+                Err(RecvError::Closed) => {
+                    // The api stopped (a restart, an update): what was verified since the
+                    // last save is kept, so the next start in this boot need not read it.
+                    self.kept_at = None;
+                    self.keep_versions();
+                    return Ok(());
+                }
                 Err(RecvError::Io(e)) => return Err(ChannelError::Io(e)),
                 Err(RecvError::Frame(e)) => {
                     tracing::warn!(error = %e, "refused a frame from the api");
@@ -283,13 +289,20 @@ impl Server {
                 self.absorb(changes, true);
             }
         }
-        // Announced already: taken in before any request, so the scan the notice asks for
-        // reads these paths again.
-        if let Some(changes) = self.sentinel.take_drained() {
-            self.absorb(changes, false);
+        self.take_announced();
+        // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
+        // a few times a second, not back to back.
+        if self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP) {
+            self.send_held_notice(channel)?;
         }
-        if self.sweep.is_some() && std::time::Instant::now() >= self.next_slice {
+        // A slice may read a large file for seconds: a notice held back goes out first (the
+        // poll wakes when it may), and the sentinel watches meanwhile.
+        let slice_due = self.sweep.is_some() && std::time::Instant::now() >= self.next_slice;
+        if slice_due && self.held_notice.is_none() {
+            self.sentinel.busy();
             self.run_slice();
+            self.sentinel.idle();
+            self.take_announced();
             let soonest = std::time::Instant::now() + crate::spread::SLICE_PERIOD;
             // No cycle: nothing is spread (a registry's dir); look again an interval later.
             self.next_slice = self
@@ -299,12 +312,15 @@ impl Server {
                     c.next_due().max(soonest)
                 });
         }
-        // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
-        // a few times a second, not back to back.
-        if self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP) {
-            self.send_held_notice(channel)?;
-        }
         Ok(chan_ready)
+    }
+
+    /// Takes in what the sentinel drained (its notice went out already) before any request,
+    /// so the scan the notice asks for reads those paths again.
+    fn take_announced(&mut self) {
+        if let Some(changes) = self.sentinel.take_drained() {
+            self.absorb(changes, false);
+        }
     }
 
     /// How long to wait for the channel or the watcher: until a notice held back (see
@@ -438,7 +454,8 @@ impl Server {
     }
 
     /// Keeps what the slots remember for a restart (at once the first time after a start or a
-    /// new baseline, then at most every [`crate::remember::SAVE_EVERY`]).
+    /// new baseline, then at most every [`crate::remember::SAVE_EVERY`], and when the api
+    /// closes the channel).
     fn keep_versions(&mut self) {
         // Chunk digests describe the baseline's content, not a boot: kept whenever new ones
         // were learned (a few large files: small and rare writes).
