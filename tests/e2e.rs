@@ -1600,6 +1600,39 @@ fn a_clean_stop_keeps_what_was_verified_since_the_last_save() {
 }
 
 #[test]
+fn a_large_read_is_kept_for_a_restart_even_if_the_hasher_is_killed() {
+    use std::os::unix::fs::PermissionsExt;
+    // 2 GiB, sparse: reading it again on a restart would cost more than keeping the record.
+    let a = Appliance::with_options("scan_interval: 1h\n");
+    let big = a.path("models/big.gguf");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let mut m = Running::start(&a);
+    assert_eq!(m.verify_code(), 200);
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || metric(&m, "bytes_hashed_total")
+            >= 2 << 30),
+        "the changed file was read again"
+    );
+    assert_eq!(m.verify_code(), 200);
+    let pid = m.hasher_pid();
+    // SAFETY: kill(2) on the hasher child of our own child: no clean stop, no save at close.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    m.wait_exit(Duration::from_secs(10))
+        .expect("the api exits when its hasher dies");
+    let m = Running::start(&a);
+    assert_eq!(m.status()["state"], "trusted");
+    assert_eq!(
+        metric(&m, "bytes_hashed_total"),
+        0,
+        "the 2 GiB verified after the last periodic save were kept once read"
+    );
+}
+
+#[test]
 fn a_write_while_a_large_file_is_read_is_announced_before_the_read_ends() {
     use std::os::unix::fs::{FileExt, PermissionsExt};
     use std::time::Instant;

@@ -80,6 +80,10 @@ pub fn load<T>(
 /// cycle of the spread sweep; the first time at once).
 pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Bytes read since the last save past which it is written again at once: reading them again
+/// on a restart costs far more than the save (~16 bytes a file).
+pub const SAVE_AFTER_BYTES: u64 = 1 << 30;
+
 /// The boot this hasher runs in, read before the sandbox (`None`: nothing is kept).
 pub fn boot_id() -> Option<String> {
     let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

@@ -62,8 +62,8 @@ pub struct Server {
     next_slice: std::time::Instant,
     /// The boot this runs in (what the slots remember is kept for a restart within it).
     boot_id: Option<String>,
-    /// When what the slots remember was last kept.
-    kept_at: Option<std::time::Instant>,
+    /// When what the slots remember was last kept, and the bytes hashed by then.
+    kept_at: Option<(std::time::Instant, u64)>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -448,14 +448,16 @@ impl Server {
                     "spread sweep cycle complete"
                 );
                 sweep.at = cycle.started;
-                self.keep_versions();
             }
         }
+        // After a completed cycle, or a slice that read much (the backstop); throttled.
+        self.keep_versions();
     }
 
-    /// Keeps what the slots remember for a restart (at once the first time after a start or a
-    /// new baseline, then at most every [`crate::remember::SAVE_EVERY`], and when the api
-    /// closes the channel).
+    /// Keeps what the slots remember for a restart: at once the first time after a start or a
+    /// new baseline, when the api closes the channel, and after any check once
+    /// [`crate::remember::SAVE_AFTER_BYTES`] were read since the last save; else at most every
+    /// [`crate::remember::SAVE_EVERY`].
     fn keep_versions(&mut self) {
         // Chunk digests describe the baseline's content, not a boot: kept whenever new ones
         // were learned (a few large files: small and rare writes).
@@ -468,14 +470,15 @@ impl Server {
         else {
             return;
         };
-        if self
-            .kept_at
-            .is_some_and(|t| t.elapsed() < crate::remember::SAVE_EVERY)
-        {
+        let read = self.hasher.bytes_hashed;
+        if self.kept_at.is_some_and(|(t, bytes)| {
+            t.elapsed() < crate::remember::SAVE_EVERY
+                && read.saturating_sub(bytes) < crate::remember::SAVE_AFTER_BYTES
+        }) {
             return;
         }
         crate::remember::keep(&self.store, k.bytes(), boot, current, &self.hasher);
-        self.kept_at = Some(std::time::Instant::now());
+        self.kept_at = Some((std::time::Instant::now(), read));
     }
 
     /// Sends the changes not announced yet, if any.
@@ -693,6 +696,7 @@ impl Server {
         };
         self.seq += 1;
         self.sweep = Some(sweep);
+        self.keep_versions();
         tracing::info!(
             seq = report.seq,
             paths = paths.len(),
