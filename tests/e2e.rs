@@ -1567,33 +1567,45 @@ fn a_restart_within_the_boot_reads_only_what_changed_while_it_was_down() {
     assert_eq!(metric(&m, "bytes_hashed_total"), everything);
 }
 
-#[test]
-fn a_clean_stop_keeps_what_was_verified_since_the_last_save() {
-    use std::os::unix::fs::PermissionsExt;
-    let a = Appliance::with_options("scan_interval: 1h\n");
-    let model = a.path("models/a.gguf");
-    let mut m = Running::start(&a);
+/// An appliance with `options` and a sparse `len`-byte model (no disk; a read of it costs
+/// only hashing), its monitor started and trusted.
+fn with_sparse_model(options: &str, len: u64) -> (Appliance, std::path::PathBuf, Running) {
+    let a = Appliance::with_options(options);
+    let model = a.path("models/big.gguf");
+    std::fs::File::create(&model).unwrap().set_len(len).unwrap();
+    let m = Running::start(&a);
     assert_eq!(m.verify_code(), 200);
+    (a, model, m)
+}
+
+/// Bytes read by a restart after a `len`-byte (sparse) model was changed in mode, read again
+/// and verified, and the monitor then stopped by `stop`: nothing changed while it was down.
+fn read_on_restart_after_a_verified_change(len: u64, stop: impl FnOnce(&mut Running)) -> u64 {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, model, mut m) = with_sparse_model("scan_interval: 1h\n", len);
     assert!(
         a.path("state/versions.bin").exists(),
         "kept at the first sweep"
     );
-    // A new version of the file (its ctime moves), read again and verified within the
-    // minutes before the next periodic save.
+    // A new version (its ctime moves), read again and verified within the minutes before
+    // the next periodic save.
     std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let size = std::fs::metadata(&model).unwrap().len();
     assert!(
-        wait_until(Duration::from_secs(10), || metric(&m, "bytes_hashed_total")
-            >= size),
+        wait_until(Duration::from_secs(30), || metric(&m, "bytes_hashed_total")
+            >= len),
         "the changed file was read again"
     );
     assert_eq!(m.verify_code(), 200);
-    m.stop_cleanly();
-    // Nothing changed while it was down: the restart reads nothing.
+    stop(&mut m);
     let m = Running::start(&a);
     assert_eq!(m.status()["state"], "trusted");
+    metric(&m, "bytes_hashed_total")
+}
+
+#[test]
+fn a_clean_stop_keeps_what_was_verified_since_the_last_save() {
     assert_eq!(
-        metric(&m, "bytes_hashed_total"),
+        read_on_restart_after_a_verified_change(4096, Running::stop_cleanly),
         0,
         "the version verified before the stop was kept when the api closed the channel"
     );
@@ -1601,32 +1613,16 @@ fn a_clean_stop_keeps_what_was_verified_since_the_last_save() {
 
 #[test]
 fn a_large_read_is_kept_for_a_restart_even_if_the_hasher_is_killed() {
-    use std::os::unix::fs::PermissionsExt;
-    // 2 GiB, sparse: reading it again on a restart would cost more than keeping the record.
-    let a = Appliance::with_options("scan_interval: 1h\n");
-    let big = a.path("models/big.gguf");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(2 << 30)
-        .unwrap();
-    let mut m = Running::start(&a);
-    assert_eq!(m.verify_code(), 200);
-    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), || metric(&m, "bytes_hashed_total")
-            >= 2 << 30),
-        "the changed file was read again"
-    );
-    assert_eq!(m.verify_code(), 200);
-    let pid = m.hasher_pid();
-    // SAFETY: kill(2) on the hasher child of our own child: no clean stop, no save at close.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    m.wait_exit(Duration::from_secs(10))
-        .expect("the api exits when its hasher dies");
-    let m = Running::start(&a);
-    assert_eq!(m.status()["state"], "trusted");
+    // 2 GiB: reading it again on a restart would cost more than keeping the record.
+    let killed = |m: &mut Running| {
+        let pid = m.hasher_pid();
+        // SAFETY: kill(2) on the hasher child of our own child: no clean stop, no save.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        m.wait_exit(Duration::from_secs(10))
+            .expect("the api exits when its hasher dies");
+    };
     assert_eq!(
-        metric(&m, "bytes_hashed_total"),
+        read_on_restart_after_a_verified_change(2 << 30, killed),
         0,
         "the 2 GiB verified after the last periodic save were kept once read"
     );
@@ -1637,14 +1633,7 @@ fn a_write_while_a_large_file_is_read_is_announced_before_the_read_ends() {
     use std::os::unix::fs::{FileExt, PermissionsExt};
     use std::time::Instant;
     // 4 GiB, sparse (no disk, seconds to hash), one thread: a read of it takes seconds.
-    let a = Appliance::with_options("scan_interval: 1h\nhash_threads: 1\n");
-    let huge = a.path("models/huge.gguf");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
-    let m = Running::start(&a);
-    assert_eq!(m.verify_code(), 200);
+    let (_a, huge, m) = with_sparse_model("scan_interval: 1h\nhash_threads: 1\n", 4 << 30);
     let count = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
     let before = m.status();
     let (scans, notices) = (
@@ -1703,15 +1692,10 @@ fn a_write_while_the_backstop_reads_a_large_file_is_announced_at_once() {
     use std::time::Instant;
     // The backstop re-reads the 4 GiB file (sparse: no disk) every second or two, in the
     // spread sweep's slices between requests, one thread: each read takes seconds.
-    let a =
-        Appliance::with_options("scan_interval: 3s\nfull_rehash_interval: 2s\nhash_threads: 1\n");
-    let huge = a.path("models/huge.gguf");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
-    let m = Running::start(&a);
-    assert_eq!(m.verify_code(), 200);
+    let (a, _huge, m) = with_sparse_model(
+        "scan_interval: 3s\nfull_rehash_interval: 2s\nhash_threads: 1\n",
+        4 << 30,
+    );
     let hasher = m.hasher_pid();
     // Wait until a read of it is under way.
     let start = bytes_read(hasher);
