@@ -26,6 +26,11 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 cpu_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {printf "%.3f\n", s/1e6}'; }
 hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/"$1"/status; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$url$1"; }
+# CPU seconds (user + system) of the running hasher and api together.
+# (utime + stime of /proc/PID/stat, which keep what exited threads used, in clock ticks.)
+both_cpu_s() { cat /proc/"$hpid"/stat /proc/"$pid"/stat | sed 's/.*) //' | awk -v hz="$(getconf CLK_TCK)" '{s+=$12+$13} END {printf "%.2f", s/hz}'; }
+# Runs a command (its output dropped, its failure ignored); prints its user + system CPU s.
+cpu_of() { local TIMEFORMAT="%U %S"; { time "$@" > /dev/null 2>&1 || true; } 2>&1 | awk '{printf "%.2f", $1+$2}'; }
 cache=warm
 [ -w /proc/sys/vm/drop_caches ] && cache=cold
 cold() { [ "$cache" = cold ] && sync && echo 3 > /proc/sys/vm/drop_caches; true; }
@@ -64,8 +69,8 @@ start() { # dir state -> sets pid, hpid; waits for /verify 200
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
-echo "| files | baseline s | restart→trusted s (within the boot / after a reboot) | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice, CPU ms | hasher / api RSS MiB | hasher RSS at restart MiB (within / after a reboot) | GET /baseline | cat ×8, cold (read floor) s | AIDE --init s | AIDE --check s |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| files | baseline s | restart→trusted s (within the boot / after a reboot) | full sweep ms | change: →503 p50/p99 ms | →violation p50 ms | restore→200 p50 ms | hasher CPU per change ms | idle CPU % (30 s) | slowest sweep slice, CPU ms | hasher / api RSS MiB | hasher RSS at restart MiB (within / after a reboot) | GET /baseline | cat ×8, cold (read floor) s | AIDE --init s | AIDE --check s | CPU s, hasher + api: baseline / restart within / after a reboot | full sweep CPU ms | AIDE CPU s: --init / --check |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in ${BENCH_COUNTS-10000 100000}; do
     d=$work/t$n
     port=$((20000 + RANDOM % 20000)); url=http://127.0.0.1:$port
@@ -73,14 +78,15 @@ for n in ${BENCH_COUNTS-10000 100000}; do
     make_tree "$d" "$n"
     token=$(cat "$d.secret/token")
     # Baseline: a first start on an empty store, to the first trusted verdict.
-    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms)
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); base_cpu=$(both_cpu_s)
     base_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
-    sweeps=()
+    sweeps=(); k0=$(cpu_ms "$hpid"); l0=$(cpu_ms "$pid")
     for r in 1 2 3; do
         s=$(now_ms); curl -s -XPOST -H "Authorization: Bearer $token" "$url/api/v1/scan" > /dev/null; e=$(now_ms)
         sweeps+=($((e - s)))
     done
     sweep_ms=$(printf '%s\n' "${sweeps[@]}" | median)
+    sweep_cpu=$(awk -v a="$k0" -v b="$(cpu_ms "$hpid")" -v c="$l0" -v d="$(cpu_ms "$pid")" 'BEGIN {printf "%.0f", (b-a+d-c)/3}')
     # Idle for one scan interval (30 s): the sweep spread over it, in 100 ms slices.
     i0=$(cpu_ms "$hpid"); j0=$(cpu_ms "$pid"); sleep 30; i1=$(cpu_ms "$hpid"); j1=$(cpu_ms "$pid")
     idle=$(awk -v a="$i0" -v b="$i1" -v c="$j0" -v d="$j1" 'BEGIN {printf "%.2f", (b-a+d-c)/300}')
@@ -111,16 +117,16 @@ for n in ${BENCH_COUNTS-10000 100000}; do
     stop
     # Restart to trusted on the stored baseline: within the boot (the versions verified before
     # are recalled: a stat per file), and as after a reboot (no versions kept: a read per file).
-    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); restart_rss=$(hwm_mib "$hpid"); stop
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); restart_rss=$(hwm_mib "$hpid"); restart_cpu=$(both_cpu_s); stop
     restart_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     rm -f "$d/state/versions.bin"
-    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); reboot_rss=$(hwm_mib "$hpid"); stop
+    cold; t0=$(now_ms); start "$d" state; t1=$(now_ms); reboot_rss=$(hwm_mib "$hpid"); reboot_cpu=$(both_cpu_s); stop
     reboot_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
     # The floor for any program that reads every file: cat on 8 processes, from a cold cache
     # (the kernel's cost per cold small-file read bounds it, not the reader).
     cold; t0=$(now_ms); (cd "$d" && find models bin -type f -print0 | xargs -0 -P 8 -n 1000 cat > /dev/null); t1=$(now_ms)
     floor_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
-    aide_init=n/a; aide_check=n/a
+    aide_init=n/a; aide_check=n/a; aide_cpu=n/a
     if command -v aide > /dev/null; then
         cat > "$d.aide.conf" <<CONF
 database_in=file:$d.aide.db
@@ -128,13 +134,14 @@ database_out=file:$d.aide.db.new
 $d/models sha256
 $d/bin sha256
 CONF
-        cold; t0=$(now_ms); aide --init --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
+        cold; t0=$(now_ms); ci=$(cpu_of aide --init --config="$d.aide.conf"); t1=$(now_ms)
         mv "$d.aide.db.new" "$d.aide.db"
         aide_init=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
-        cold; t0=$(now_ms); aide --check --config="$d.aide.conf" > /dev/null 2>&1 || true; t1=$(now_ms)
+        cold; t0=$(now_ms); cc=$(cpu_of aide --check --config="$d.aide.conf"); t1=$(now_ms)
         aide_check=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1000}')
+        aide_cpu="$ci / $cc"
     fi
-    echo "| $n | $base_s | $restart_s / $reboot_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $restart_rss / $reboot_rss | $relay | $floor_s | $aide_init | $aide_check |"
+    echo "| $n | $base_s | $restart_s / $reboot_s | $sweep_ms | $(printf '%s\n' "${t503[@]}" | median) / $(printf '%s\n' "${t503[@]}" | p99) | $(printf '%s\n' "${tviol[@]}" | median) | $(printf '%s\n' "${trest[@]}" | median) | $per_change | $idle | $slowest | $rss | $restart_rss / $reboot_rss | $relay | $floor_s | $aide_init | $aide_check | $base_cpu / $restart_cpu / $reboot_cpu | $sweep_cpu | $aide_cpu |"
     echo "$n $base_s $restart_s $sweep_ms $(printf '%s\n' "${t503[@]}" | p99) ${rss%% *} ${rss##* } $aide_init $aide_check $restart_rss $reboot_s $reboot_rss" >> "$dat"
     rm -rf "$d" "$d".*
 done
