@@ -119,6 +119,7 @@ impl Reader {
         // 50 µs each here, for a cache footprint of at most one step per file.
         if opened.size() >= DROP_BEHIND {
             crate::sys::advise_sequential(&file);
+            crate::sentinel::long_read();
         }
         self.chunker = (self.take_chunks && opened.size() >= crate::chunks::MIN_SIZE)
             .then(crate::chunks::ChunkHasher::default);

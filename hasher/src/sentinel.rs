@@ -5,7 +5,7 @@
 //! what it drained waits for the server, which takes it in before it answers anything else
 //! (so the scan the notice asks for reads those paths again).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -17,6 +17,25 @@ use crate::watch::{Changes, Watcher};
 /// How long one look at the watcher lasts before the sentinel checks the request is still
 /// being answered (a change wakes it at once; this only bounds how long it outlives one).
 const LOOK: Duration = Duration::from_millis(50);
+
+/// The running sentinel, for a long read outside a request to arm ([`long_read`]).
+static ARMABLE: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
+
+/// A read long enough to matter (a large file) began: if no request is being answered (a
+/// slice of the spread sweep), the sentinel watches until the server is idle again. Slices
+/// do not arm it themselves: most take well under a millisecond, and waking a thread for each
+/// would cost more than they do.
+pub fn long_read() {
+    let Some(shared) = lock(&ARMABLE).upgrade() else {
+        return;
+    };
+    let mut state = lock(&shared.state);
+    if !state.busy {
+        state.busy = true;
+        state.announced = false;
+        shared.wake.notify_one();
+    }
+}
 
 /// The watcher, shared between the server and its sentinel.
 pub struct Sentinel {
@@ -59,6 +78,7 @@ impl Sentinel {
     /// Starts the thread that announces changes through `sender` while a request is answered.
     pub fn start(&self, sender: Sender) -> std::io::Result<()> {
         let shared = Arc::clone(&self.shared);
+        *lock(&ARMABLE) = Arc::downgrade(&self.shared);
         // Unnamed: naming a thread is a prctl the seccomp filter does not allow.
         std::thread::Builder::new()
             .spawn(move || run(&shared, &sender))
@@ -105,7 +125,7 @@ impl Sentinel {
         self.shared.wake.notify_one();
     }
 
-    /// The request is answered: the server watches again.
+    /// The request (or the slice) is done: the server watches again.
     pub fn idle(&self) {
         lock(&self.shared.state).busy = false;
     }

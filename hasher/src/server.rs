@@ -296,10 +296,9 @@ impl Server {
             self.send_held_notice(channel)?;
         }
         // A slice may read a large file for seconds: a notice held back goes out first (the
-        // poll wakes when it may), and the sentinel watches meanwhile.
+        // poll wakes when it may), and such a read arms the sentinel (`sentinel::long_read`).
         let slice_due = self.sweep.is_some() && std::time::Instant::now() >= self.next_slice;
         if slice_due && self.held_notice.is_none() {
-            self.sentinel.busy();
             self.run_slice();
             self.sentinel.idle();
             self.take_announced();
