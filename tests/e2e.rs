@@ -1677,6 +1677,84 @@ fn a_write_while_a_large_file_is_read_is_announced_before_the_read_ends() {
     assert_eq!(m.verify_code(), 503);
 }
 
+#[test]
+fn a_change_announced_while_a_scan_runs_is_not_taken_as_covered_by_it() {
+    use std::os::unix::fs::PermissionsExt;
+    // 4 GiB, sparse, one thread: the scan a change of its mode asks for runs for seconds.
+    let (a, huge, m) = with_sparse_model("scan_interval: 1h\nhash_threads: 1\n", 4 << 30);
+    let count = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
+    let scans = count(&m.status(), "scan_count");
+    std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || m.verify_code() == 503));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        count(&m.status(), "scan_count"),
+        scans,
+        "the read of 4 GiB ended within 300 ms: this machine is too fast for the test"
+    );
+    // Another file changed while that scan reads the large one: the scan does not look at it,
+    // so its report must not make the appliance trusted.
+    a.write("models/a.gguf", "model b");
+    let mut codes = Vec::new();
+    let found = wait_until(Duration::from_secs(60), || {
+        codes.push(m.verify_code());
+        m.status()["state"] == "degraded"
+    });
+    let s = m.status();
+    assert!(found, "the change was never checked: {s}");
+    assert!(
+        count(&s, "scan_count") > scans + 1,
+        "a scan after the one under way found it: {s}"
+    );
+    assert!(
+        !codes.contains(&200),
+        "/verify answered 200 with the change unchecked"
+    );
+    assert_eq!(m.verify_code(), 503);
+}
+
+#[test]
+fn a_write_during_a_large_read_ends_that_read_and_one_more_read_settles_it() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    // 4 GiB, sparse (no disk, seconds to hash), one thread: a read of it takes seconds.
+    let len: u64 = 4 << 30;
+    let (_a, huge, m) = with_sparse_model("scan_interval: 1h\nhash_threads: 1\n", len);
+    let hasher = m.hasher_pid();
+    let count = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
+    let scans = count(&m.status(), "scan_count");
+    // Its mode set again: an event, the content unchanged; the hasher reads it all again.
+    let start = bytes_read(hasher);
+    std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || bytes_read(hasher)
+            > start + (256 << 20)),
+        "the hasher read the file again"
+    );
+    assert_eq!(
+        count(&m.status(), "scan_count"),
+        scans,
+        "the read of 4 GiB ended before the write: this machine is too fast for the test"
+    );
+    // The byte at offset 0 written again, the same: the content is what was baselined, but the
+    // read under way began before the write and cannot settle it.
+    let from = bytes_read(hasher);
+    let file = std::fs::OpenOptions::new().write(true).open(&huge).unwrap();
+    file.write_all_at(&[0], 0).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(120), || m.verify_code() == 200),
+        "never trusted again: {}",
+        m.status()
+    );
+    assert_eq!(m.status()["state"], "trusted");
+    // The read under way stops at the write (within a look, 200 ms); one whole read settles it.
+    // Read to its end, it would have been most of 4 GiB more, then the whole file once more.
+    let read_since = bytes_read(hasher) - from;
+    assert!(
+        read_since < len + len / 2,
+        "{read_since} bytes read between the write and trusted, for a {len}-byte file"
+    );
+}
+
 /// Bytes the process `pid` has read so far (`rchar` of `/proc/PID/io`).
 fn bytes_read(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))

@@ -61,6 +61,7 @@ fn protocol_decoders_never_panic() {
             &Response::Notice {
                 changed: 1,
                 overflow: false,
+                during_request: false,
             },
         )
         .unwrap(),

@@ -91,18 +91,29 @@ impl Link {
         })
     }
 
-    /// Sends `request` and waits for its response.
-    pub async fn call(&mut self, request: &Request) -> Result<Response, LinkError> {
+    /// Sends `request` and waits for its response; with it, how many of the notices received
+    /// so far that response covers (all but those sent while it was being answered).
+    pub async fn call(&mut self, request: &Request) -> Result<(Response, u64), LinkError> {
         let id = self.next_id;
         self.next_id += 1;
         let frames = frame::encode(id, request).map_err(LinkError::Frame)?;
         for f in &frames {
             self.send_frame(f).await?;
         }
+        let mut uncovered = 0u64;
         loop {
             let message = self.recv_message().await?;
             let envelope = frame::decode::<Response>(&message).map_err(LinkError::Frame)?;
             if self.is_notice(&envelope) {
+                if matches!(
+                    envelope.body,
+                    Response::Notice {
+                        during_request: true,
+                        ..
+                    }
+                ) {
+                    uncovered += 1;
+                }
                 continue;
             }
             if envelope.id != id {
@@ -111,7 +122,10 @@ impl Link {
                     expected: id,
                 });
             }
-            return Ok(envelope.body);
+            // Counted here, in the order the messages came: a notice after the response
+            // must not count as covered by it.
+            let covered = self.notices.count().saturating_sub(uncovered);
+            return Ok((envelope.body, covered));
         }
     }
 
@@ -204,8 +218,8 @@ impl Link {
 pub struct Call {
     /// The request.
     pub request: Request,
-    /// Where the response goes.
-    pub reply: oneshot::Sender<Result<Response, LinkError>>,
+    /// Where the response goes, with the notices it covers ([`Link::call`]).
+    pub reply: oneshot::Sender<Result<(Response, u64), LinkError>>,
 }
 
 /// Owns the link: serves calls one at a time and watches the idle channel. Returns the call

@@ -82,8 +82,11 @@ pub enum Verdict {
     Same(Version),
     /// A chunk differs.
     Differs,
-    /// Could not tell (changed while read, unreadable): read it whole.
+    /// Could not tell (unreadable, or changed as the read ended): read it whole.
     Unknown,
+    /// Written to in the middle of the read: the next check reads it (its write's event asks
+    /// for one), not this one.
+    Changed,
 }
 
 /// Reads `path`'s chunks on up to `threads` threads and compares them with `known`; returns
@@ -108,30 +111,31 @@ pub fn verify(
         return (Verdict::Unknown, 0);
     }
     let next = AtomicUsize::new(0);
-    let differs = AtomicBool::new(false);
-    let failed = AtomicBool::new(false);
+    let found = Found::default();
+    let opened = Version::of(&before);
     let bytes = AtomicU64::new(0);
     let work = || {
         let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
         let mut checked = Instant::now();
-        loop {
-            if differs.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
-                break;
-            }
+        while !found.any() {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(want) = known.chunks.get(i) else {
                 break;
             };
             let start = i as u64 * CHUNK;
             let len = CHUNK.min(known.size - start);
-            match chunk_digest(&file, start, len, &mut buf, budget, &mut checked) {
+            let at = Span { start, len, opened };
+            match chunk_digest(&file, at, &mut buf, budget, &mut checked) {
                 Ok(got) => {
                     bytes.fetch_add(len, Ordering::Relaxed);
                     if &got != want {
-                        differs.store(true, Ordering::Relaxed);
+                        found.differs.store(true, Ordering::Relaxed);
                     }
                 }
-                Err(_) => failed.store(true, Ordering::Relaxed),
+                Err(e) if crate::current::changed_while_read(&e) => {
+                    found.changed.store(true, Ordering::Relaxed);
+                }
+                Err(_) => found.failed.store(true, Ordering::Relaxed),
             }
         }
     };
@@ -143,42 +147,69 @@ pub fn verify(
         work();
         for h in helpers {
             if h.join().is_err() {
-                failed.store(true, Ordering::Relaxed);
+                found.failed.store(true, Ordering::Relaxed);
             }
         }
     });
     crate::sys::advise_done(&file);
-    let read = bytes.load(Ordering::Relaxed);
-    if failed.load(Ordering::Relaxed) {
-        return (Verdict::Unknown, read);
+    let after = file.metadata().ok().map(|m| Version::of(&m));
+    (found.verdict(opened, after), bytes.load(Ordering::Relaxed))
+}
+
+/// What the chunk readers found, shared between them; any of it stops them all.
+#[derive(Default)]
+struct Found {
+    differs: AtomicBool,
+    failed: AtomicBool,
+    changed: AtomicBool,
+}
+
+impl Found {
+    fn any(&self) -> bool {
+        self.differs.load(Ordering::Relaxed)
+            || self.failed.load(Ordering::Relaxed)
+            || self.changed.load(Ordering::Relaxed)
     }
-    match file.metadata() {
-        Ok(after) if Version::of(&after) == Version::of(&before) => {
-            if differs.load(Ordering::Relaxed) {
-                (Verdict::Differs, read)
-            } else {
-                (Verdict::Same(Version::of(&after)), read)
-            }
+
+    /// The verdict once every reader stopped, the file at version `after` then.
+    fn verdict(&self, opened: Version, after: Option<Version>) -> Verdict {
+        if self.changed.load(Ordering::Relaxed) {
+            return Verdict::Changed;
         }
-        _ => (Verdict::Unknown, read),
+        match after {
+            Some(v) if v == opened && !self.failed.load(Ordering::Relaxed) => {
+                if self.differs.load(Ordering::Relaxed) {
+                    Verdict::Differs
+                } else {
+                    Verdict::Same(v)
+                }
+            }
+            _ => Verdict::Unknown,
+        }
     }
 }
 
-/// SHA-256 of `len` bytes at `start`, read through `buf` under the budget.
-fn chunk_digest(
-    file: &File,
+/// One chunk of a file opened at version `opened`.
+#[derive(Clone, Copy)]
+struct Span {
     start: u64,
     len: u64,
+    opened: Version,
+}
+
+/// SHA-256 of the chunk `at`, read through `buf` under the budget.
+fn chunk_digest(
+    file: &File,
+    at: Span,
     buf: &mut [u8],
     budget: &Mutex<Budget>,
     checked: &mut Instant,
 ) -> std::io::Result<[u8; 32]> {
+    let Span { start, len, opened } = at;
     let mut sha = Sha256::new();
     let mut done = 0u64;
     while done < len {
-        if crate::lifeline::check(checked) && file.metadata().is_ok_and(|m| m.nlink() == 0) {
-            return Err(std::io::Error::other("deleted or replaced while read"));
-        }
+        crate::current::still_current(file, checked, Some(opened))?;
         let want = usize::try_from(len - done)
             .unwrap_or(usize::MAX)
             .min(buf.len());
@@ -215,6 +246,46 @@ mod tests {
             .collect();
         assert_eq!(got.len(), 3);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_write_in_the_middle_of_a_chunked_read_ends_it() {
+        use std::os::unix::fs::FileExt;
+        // Four chunks of zeros (sparse) under a 32 MiB/s budget: 8 s to read them all.
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("big");
+        let size = 4 * CHUNK;
+        std::fs::File::create(&path)
+            .expect("create")
+            .set_len(size)
+            .expect("set_len");
+        let zeros: [u8; 32] = Sha256::digest(vec![0u8; CHUNK as usize]).into();
+        let known = Known {
+            hash: String::new(),
+            size,
+            chunks: vec![zeros; 4],
+        };
+        let budget = Mutex::new(Budget::new(Some(32 << 20)));
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .expect("open");
+                // The same byte: the content does not change, its version does.
+                f.write_all_at(&[0], 0).expect("write");
+            })
+        };
+        let (verdict, read) = verify(&path, &known, 2, &budget);
+        writer.join().expect("writer");
+        // Read to the end, the chunks would match and the version check there say Unknown.
+        assert_eq!(verdict, Verdict::Changed, "the read ran on after the write");
+        assert!(read < size, "read {read} of {size}");
+        // Left alone, the same content is proven by its chunks.
+        let (verdict, _) = verify(&path, &known, 2, &Mutex::new(Budget::new(None)));
+        assert!(matches!(verdict, Verdict::Same(_)), "{verdict:?}");
     }
 
     #[test]

@@ -441,8 +441,13 @@ impl FileHasher {
         crate::sentinel::long_read();
         let (verdict, read) = crate::chunks::verify(path, &known, self.threads, &self.budget);
         self.bytes_hashed += read;
-        let crate::chunks::Verdict::Same(version) = verdict else {
-            return None;
+        let version = match verdict {
+            crate::chunks::Verdict::Same(version) => version,
+            crate::chunks::Verdict::Changed => {
+                let outcome = Outcome::Unreadable(crate::current::CHANGED_WHILE_READ.to_owned());
+                return Some(((outcome, None), Vec::new()));
+            }
+            crate::chunks::Verdict::Differs | crate::chunks::Verdict::Unknown => return None,
         };
         self.chunked_reads += 1;
         let outcome = Outcome::Hashed {

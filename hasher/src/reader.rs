@@ -24,7 +24,6 @@ use crate::version::{Outcome, Version};
 const DROP_BEHIND: u64 = 8 * 1024 * 1024;
 /// Attempts before a file that changes under every read is reported unreadable.
 const ATTEMPTS: usize = 3;
-
 /// What one read of a path gave: the outcome, and the version it describes when hashed.
 pub type ReadResult = (Outcome, Option<Version>);
 
@@ -123,8 +122,16 @@ impl Reader {
         }
         self.chunker = (self.take_chunks && opened.size() >= crate::chunks::MIN_SIZE)
             .then(crate::chunks::ChunkHasher::default);
-        let digest = match self.stream(&file, budget) {
+        let digest = match self.stream(&file, budget, Version::of(&opened)) {
             Ok(d) => d,
+            Err(e) if crate::current::changed_while_read(&e) => {
+                // Not read again now: the file is being written, and the write's event has
+                // the next check read it (this one reports it unverified meanwhile).
+                return Attempt::Done((
+                    Outcome::Unreadable(crate::current::CHANGED_WHILE_READ.to_owned()),
+                    None,
+                ));
+            }
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
         match file.metadata() {
@@ -148,15 +155,21 @@ impl Reader {
     }
 
     /// Reads and hashes through the one buffer.
-    fn stream(&mut self, file: &File, budget: &Mutex<Budget>) -> std::io::Result<(String, u64)> {
+    fn stream(
+        &mut self,
+        file: &File,
+        budget: &Mutex<Budget>,
+        opened: Version,
+    ) -> std::io::Result<(String, u64)> {
         let mut sha = Sha256::new();
         let size = match self.chunker.take() {
             Some(chunker) => {
-                let (size, chunker) = self.feed_with_chunks(file, &mut sha, budget, chunker);
+                let (size, chunker) =
+                    self.feed_with_chunks(file, &mut sha, budget, chunker, opened);
                 self.chunker = chunker;
                 size?
             }
-            None => self.feed(file, &mut sha, budget)?,
+            None => self.feed(file, &mut sha, budget, Some(opened))?,
         };
         Ok((protocol::hexfmt::encode(&sha.finalize()), size))
     }
@@ -170,6 +183,7 @@ impl Reader {
         sha: &mut Sha256,
         budget: &Mutex<Budget>,
         chunker: crate::chunks::ChunkHasher,
+        opened: Version,
     ) -> (std::io::Result<u64>, Option<crate::chunks::ChunkHasher>) {
         use std::sync::mpsc::sync_channel;
         let (to_helper, work) = sync_channel::<(Box<[u8]>, usize)>(2);
@@ -193,7 +207,7 @@ impl Reader {
                 // No thread to spare (TasksMax): this read goes without chunk digests.
                 return (None, None);
             };
-            let result = pump(file, sha, budget, &mut free, &returned, &to_helper);
+            let result = pump(file, sha, budget, opened, &mut free, &returned, &to_helper);
             drop(to_helper);
             let chunker = helper.join().ok();
             free.extend(returned.try_iter());
@@ -205,7 +219,7 @@ impl Reader {
             .find(|b| b.len() == BUF_SIZE)
             .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
         match result {
-            None => (self.feed(file, sha, budget), None),
+            None => (self.feed(file, sha, budget, Some(opened)), None),
             Some(Ok(size)) => {
                 drop_all(file, size);
                 self.bytes += size;
@@ -216,23 +230,20 @@ impl Reader {
     }
 
     /// Streams `file` into `sha` through the one buffer, under the read budget, dropping the
-    /// pages behind; returns the bytes read.
+    /// pages behind; returns the bytes read. Stops early if the file moves from version
+    /// `opened` ([`crate::current::still_current`]).
     pub fn feed(
         &mut self,
         file: &File,
         sha: &mut Sha256,
         budget: &Mutex<Budget>,
+        opened: Option<Version>,
     ) -> std::io::Result<u64> {
         let mut size = 0u64;
         let mut dropped = 0u64;
         let mut checked = Instant::now();
         loop {
-            if crate::lifeline::check(&mut checked) {
-                // Deleted, or replaced by a rename, while read: no digest of it can matter.
-                if file.metadata().is_ok_and(|m| m.nlink() == 0) {
-                    return Err(std::io::Error::other("deleted or replaced while read"));
-                }
-            }
+            crate::current::still_current(file, &mut checked, opened)?;
             let n = read_some(file, &mut self.buf)?;
             if n == 0 {
                 break;
@@ -254,6 +265,7 @@ fn pump(
     file: &File,
     sha: &mut Sha256,
     budget: &Mutex<Budget>,
+    opened: Version,
     free: &mut Vec<Box<[u8]>>,
     returned: &std::sync::mpsc::Receiver<Box<[u8]>>,
     to_helper: &std::sync::mpsc::SyncSender<(Box<[u8]>, usize)>,
@@ -265,9 +277,9 @@ fn pump(
         let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
             return Err(std::io::Error::other("chunk helper stopped"));
         };
-        if crate::lifeline::check(&mut checked) && file.metadata().is_ok_and(|m| m.nlink() == 0) {
+        if let Err(e) = crate::current::still_current(file, &mut checked, Some(opened)) {
             free.push(buf);
-            return Err(std::io::Error::other("deleted or replaced while read"));
+            return Err(e);
         }
         let n = match read_some(file, &mut buf) {
             Ok(n) => n,
@@ -333,6 +345,47 @@ mod tests {
 
     fn digest_of(data: &[u8]) -> String {
         protocol::hexfmt::encode(&Sha256::digest(data))
+    }
+
+    /// Writes one byte at offset 0 of `path` once `after` has passed, from another thread.
+    fn write_later(path: &Path, after: std::time::Duration) -> std::thread::JoinHandle<()> {
+        use std::os::unix::fs::FileExt;
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.write_all_at(&[1], 0).expect("write");
+        })
+    }
+
+    #[test]
+    fn a_write_in_the_middle_of_a_long_read_ends_it_unverified() {
+        // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read whole, were it not stopped.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("big");
+        std::fs::File::create(&f)
+            .expect("create")
+            .set_len(256 << 20)
+            .expect("set_len");
+        let budget = Mutex::new(Budget::new(Some(32 << 20)));
+        let mut reader = Reader::default();
+        let writer = write_later(&f, std::time::Duration::from_millis(300));
+        let (outcome, version) = reader.read(&f, &budget);
+        writer.join().expect("writer");
+        // Read to the end, the change would be seen there and the file read again, whole.
+        assert_eq!(
+            outcome,
+            Outcome::Unreadable(crate::current::CHANGED_WHILE_READ.to_owned()),
+            "the read ran on after the write"
+        );
+        assert!(version.is_none());
+        assert_eq!(reader.bytes, 0, "no read was completed");
+        // Left alone, the same file reads and hashes as ever.
+        let (outcome, _) = reader.read(&f, &Mutex::new(Budget::new(None)));
+        assert!(matches!(outcome, Outcome::Hashed { size, .. } if size == 256 << 20));
     }
 
     #[test]

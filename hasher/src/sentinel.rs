@@ -32,6 +32,7 @@ pub fn long_read() {
     let mut state = lock(&shared.state);
     if !state.busy {
         state.busy = true;
+        state.request = false;
         state.announced = false;
         shared.wake.notify_one();
     }
@@ -50,8 +51,10 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// A request is being answered.
+    /// A request is being answered, or a long read outside one is under way.
     busy: bool,
+    /// It is a request: its answer will not cover what the sentinel announces meanwhile.
+    request: bool,
     /// This request's notice went out.
     announced: bool,
     /// What the sentinel drained, for the server to take in.
@@ -121,6 +124,7 @@ impl Sentinel {
     pub fn busy(&self) {
         let mut state = lock(&self.shared.state);
         state.busy = true;
+        state.request = true;
         state.announced = false;
         self.shared.wake.notify_one();
     }
@@ -178,7 +182,12 @@ fn run(shared: &Shared, sender: &Sender) {
         }
         if changed > 0 || overflow {
             state.announced = true;
-            if let Err(e) = sender.send(0, &Response::Notice { changed, overflow }) {
+            let notice = Response::Notice {
+                changed,
+                overflow,
+                during_request: state.request,
+            };
+            if let Err(e) = sender.send(0, &notice) {
                 // The server sees the channel fail on its next send or receive.
                 tracing::warn!(error = %e, "sentinel could not announce a change");
                 return;

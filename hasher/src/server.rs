@@ -485,7 +485,14 @@ impl Server {
         if let Some((changed, overflow)) = self.held_notice.take() {
             tracing::debug!(changed, overflow, "watched paths changed");
             channel
-                .send(0, &Response::Notice { changed, overflow })
+                .send(
+                    0,
+                    &Response::Notice {
+                        changed,
+                        overflow,
+                        during_request: false,
+                    },
+                )
                 .map_err(ChannelError::Io)?;
             self.last_notice = Some(std::time::Instant::now());
         }

@@ -6,7 +6,7 @@ pub use crate::category::{Action, Category};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.
@@ -102,6 +102,9 @@ pub enum Response {
         changed: u32,
         /// Events were lost: the next scan re-reads every file.
         overflow: bool,
+        /// Sent while a request was being answered: that answer does not cover these changes
+        /// (the next check does).
+        during_request: bool,
     },
     /// The request failed; nothing changed in the hasher.
     Error {

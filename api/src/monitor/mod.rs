@@ -307,6 +307,11 @@ impl Monitor {
     }
 
     async fn call(&self, request: Request) -> Result<Response, MonitorError> {
+        self.call_counted(request).await.map(|(r, _)| r)
+    }
+
+    /// As [`Monitor::call`], with how many change notices the response covers.
+    async fn call_counted(&self, request: Request) -> Result<(Response, u64), MonitorError> {
         if let Some(why) = lock(&self.snap).hasher_down.clone() {
             return Err(MonitorError::HasherDown(why));
         }
@@ -317,15 +322,20 @@ impl Monitor {
             Err(_) => Err(crate::link::LinkError::Down),
         };
         match result {
-            Ok(Response::Error {
-                kind: ErrorKind::Protocol,
-                message,
-            }) => {
+            Ok((
+                Response::Error {
+                    kind: ErrorKind::Protocol,
+                    message,
+                },
+                _,
+            )) => {
                 self.hasher_lost(&format!("hasher refused our message: {message}"));
                 Err(MonitorError::HasherDown(message))
             }
-            Ok(Response::Error { kind, message }) => Err(MonitorError::Refused { kind, message }),
-            Ok(response) => Ok(response),
+            Ok((Response::Error { kind, message }, _)) => {
+                Err(MonitorError::Refused { kind, message })
+            }
+            Ok(answer) => Ok(answer),
             Err(e) => {
                 self.hasher_lost(&e.to_string());
                 Err(MonitorError::HasherDown(e.to_string()))

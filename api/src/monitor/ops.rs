@@ -78,7 +78,7 @@ impl Monitor {
             Scan::Changes => Request::ScanChanged,
             Scan::Full | Scan::Rebaselined => Request::Scan,
         };
-        let response = match self.call(request).await {
+        let (response, changes_covered) = match self.call_counted(request).await {
             Ok(r) => r,
             Err(
                 e @ MonitorError::Refused {
@@ -98,8 +98,8 @@ impl Monitor {
             return Err(self.misbehaved("scan response"));
         };
         // The hasher announces what changed before it starts a scan, and only then scans:
-        // every notice that arrived before this report is covered by it.
-        let changes_covered = self.changes.count();
+        // every notice that arrived before this report is covered by it, but those its
+        // sentinel sent while the scan ran (counted by the link, in order).
         let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone());
         let last_seq = lock(&self.snap).link_seq;
         if let Err(e) = signed.validate() {

@@ -1,0 +1,55 @@
+//! Whether a file being read is still the version that was opened: looked at between
+//! buffers of a long read, so a write in the middle of reading a 70 GB model ends the read
+//! at once instead of being found at its end.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
+
+use crate::version::Version;
+
+/// What a file found changed in the middle of a long read is reported as.
+pub const CHANGED_WHILE_READ: &str = "changed while read (read again at the next check)";
+
+/// A long read stopped because its file changed: the rest would be a digest of nothing.
+#[derive(Debug)]
+struct ChangedWhileRead;
+
+impl std::fmt::Display for ChangedWhileRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(CHANGED_WHILE_READ)
+    }
+}
+
+impl std::error::Error for ChangedWhileRead {}
+
+/// Whether `e` is a read stopped by [`still_current`] because the file changed.
+pub fn changed_while_read(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<ChangedWhileRead>())
+}
+
+/// Looked at between buffers, every [`crate::lifeline::CHECK_EVERY`]: the api is still there
+/// (else the process exits) and `file` is neither deleted nor, when `opened` is its version at
+/// the start, changed since. A write in the middle of reading a 70 GB model ends the read at
+/// once: finishing it would only find the change at the end, and the write's own event asks
+/// for a check of the new content anyway.
+pub fn still_current(
+    file: &File,
+    checked: &mut Instant,
+    opened: Option<Version>,
+) -> std::io::Result<()> {
+    if !crate::lifeline::check(checked) {
+        return Ok(());
+    }
+    let Ok(now) = file.metadata() else {
+        return Ok(());
+    };
+    if now.nlink() == 0 {
+        // Deleted, or replaced by a rename, while read: no digest of it can matter.
+        return Err(std::io::Error::other("deleted or replaced while read"));
+    }
+    if opened.is_some_and(|v| v != Version::of(&now)) {
+        return Err(std::io::Error::other(ChangedWhileRead));
+    }
+    Ok(())
+}
