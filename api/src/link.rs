@@ -255,3 +255,72 @@ pub fn refuse_pending(calls: &mut mpsc::Receiver<Call>) {
         let _ = call.reply.send(Err(LinkError::Down));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{recv, socketpair, AddressFamily, SockFlag, SockType};
+    use protocol::message::ErrorKind;
+
+    fn notice(during_request: bool) -> Vec<Vec<u8>> {
+        let body = Response::Notice {
+            changed: 1,
+            overflow: false,
+            during_request,
+        };
+        frame::encode(0, &body).expect("encode")
+    }
+
+    fn answer(id: u64) -> Vec<Vec<u8>> {
+        let body = Response::Error {
+            kind: ErrorKind::NoBaseline,
+            message: "answer".into(),
+        };
+        frame::encode(id, &body).expect("encode")
+    }
+
+    /// A hasher that, for each request it reads, sends the frames `script` gives for its id.
+    fn peer(fd: OwnedFd, script: fn(u64) -> Vec<Vec<Vec<u8>>>, requests: u64) {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_FRAME + 1];
+            for id in 1..=requests {
+                recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("request");
+                for f in script(id).concat() {
+                    send(fd.as_raw_fd(), &f, MsgFlags::empty()).expect("send");
+                }
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_notice_sent_while_a_request_is_answered_is_not_covered_by_its_answer() {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        // First request: the notice a scan sends before it starts (covered), the sentinel's
+        // during it (not), the answer, then a notice after it (not, and not yet read). Second:
+        // the answer alone, which covers all three.
+        peer(
+            theirs,
+            |id| match id {
+                1 => vec![notice(false), notice(true), answer(1), notice(false)],
+                _ => vec![answer(id)],
+            },
+            2,
+        );
+        let notices = Arc::new(Changes::default());
+        let mut link = Link::new(ours, notices.clone()).expect("link");
+        let (_, covered) = link.call(&Request::ScanChanged).await.expect("first");
+        assert_eq!(
+            covered, 1,
+            "only the notice sent before the scan is covered"
+        );
+        let (_, covered) = link.call(&Request::ScanChanged).await.expect("second");
+        assert_eq!(covered, 3);
+        assert_eq!(notices.count(), 3);
+    }
+}
