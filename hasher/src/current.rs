@@ -8,8 +8,11 @@ use std::time::Instant;
 
 use crate::version::Version;
 
-/// What a file found changed in the middle of a long read is reported as.
-pub const CHANGED_WHILE_READ: &str = "changed while read (read again at the next check)";
+/// What a file found changed in the middle of a long read is reported as. A scan reports it
+/// unverified and the write's event has the next check read it; a new baseline leaves such a
+/// model out (so it is reported until baselined again) and refuses such a listed file: a
+/// digest of a file being written is not its content.
+pub const CHANGED_WHILE_READ: &str = "changed while it was read (it is being written)";
 
 /// A long read stopped because its file changed: the rest would be a digest of nothing.
 #[derive(Debug)]

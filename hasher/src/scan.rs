@@ -767,6 +767,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_model_written_while_a_baseline_reads_it_is_left_out_and_reported() {
+        use std::os::unix::fs::FileExt;
+        let t = tree();
+        // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read, written to 300 ms in.
+        let big = t.dir.path().join("models/big.gguf");
+        std::fs::File::create(&big)
+            .expect("create")
+            .set_len(256 << 20)
+            .expect("set_len");
+        let mut hasher = FileHasher::default();
+        hasher.set_rate_limit(Some(32 << 20));
+        let writer = {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&big)
+                    .expect("open");
+                f.write_all_at(&[0], 0).expect("write");
+            })
+        };
+        let m = create_baseline(&t.policy, &mut hasher, None, 1).expect("baseline");
+        writer.join().expect("writer");
+        // A digest of a file being written is not its content: no entry, so it is reported.
+        assert!(m.entries.iter().all(|e| e.path != path_str(&big)));
+        let r = run(&t, &m);
+        assert_eq!(r.violation_count, 1);
+        assert!(r.violations[0].path.ends_with("/models/big.gguf"));
+        // Once the writes are done, a new baseline has it.
+        hasher.set_rate_limit(None);
+        let m = create_baseline(&t.policy, &mut hasher, None, 2).expect("baseline");
+        assert!(m.entries.iter().any(|e| e.path == path_str(&big)));
+    }
+
     /// `SecAI-Directory-Hash-v1` written out from its definition, independently of the code.
     fn dir_hash_by_hand(files: &[(&str, &[u8])]) -> String {
         use sha2::{Digest, Sha256};
