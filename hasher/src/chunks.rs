@@ -250,7 +250,6 @@ mod tests {
 
     #[test]
     fn a_write_in_the_middle_of_a_chunked_read_ends_it() {
-        use std::os::unix::fs::FileExt;
         // Four chunks of zeros (sparse) under a 32 MiB/s budget: 8 s to read them all.
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("big");
@@ -266,18 +265,8 @@ mod tests {
             chunks: vec![zeros; 4],
         };
         let budget = Mutex::new(Budget::new(Some(32 << 20)));
-        let writer = {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .expect("open");
-                // The same byte: the content does not change, its version does.
-                f.write_all_at(&[0], 0).expect("write");
-            })
-        };
+        // The same byte: the content does not change, its version does.
+        let writer = crate::current::write_later(&path, std::time::Duration::from_millis(300), 0);
         let (verdict, read) = verify(&path, &known, 2, &budget);
         writer.join().expect("writer");
         // Read to the end, the chunks would match and the version check there say Unknown.

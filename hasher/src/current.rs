@@ -56,3 +56,23 @@ pub fn still_current(
     }
     Ok(())
 }
+
+/// Test helper: writes `byte` at offset 0 of `path` once `after` has passed, from another
+/// thread (the file's version moves whether or not its content does).
+#[cfg(test)]
+pub fn write_later(
+    path: &std::path::Path,
+    after: std::time::Duration,
+    byte: u8,
+) -> std::thread::JoinHandle<()> {
+    use std::os::unix::fs::FileExt;
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.write_all_at(&[byte], 0).expect("write");
+    })
+}

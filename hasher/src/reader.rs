@@ -347,20 +347,6 @@ mod tests {
         protocol::hexfmt::encode(&Sha256::digest(data))
     }
 
-    /// Writes one byte at offset 0 of `path` once `after` has passed, from another thread.
-    fn write_later(path: &Path, after: std::time::Duration) -> std::thread::JoinHandle<()> {
-        use std::os::unix::fs::FileExt;
-        let path = path.to_owned();
-        std::thread::spawn(move || {
-            std::thread::sleep(after);
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .expect("open");
-            f.write_all_at(&[1], 0).expect("write");
-        })
-    }
-
     #[test]
     fn a_write_in_the_middle_of_a_long_read_ends_it_unverified() {
         // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read whole, were it not stopped.
@@ -372,7 +358,7 @@ mod tests {
             .expect("set_len");
         let budget = Mutex::new(Budget::new(Some(32 << 20)));
         let mut reader = Reader::default();
-        let writer = write_later(&f, std::time::Duration::from_millis(300));
+        let writer = crate::current::write_later(&f, std::time::Duration::from_millis(300), 1);
         let (outcome, version) = reader.read(&f, &budget);
         writer.join().expect("writer");
         // Read to the end, the change would be seen there and the file read again, whole.

@@ -769,7 +769,6 @@ mod tests {
 
     #[test]
     fn a_model_written_while_a_baseline_reads_it_is_left_out_and_reported() {
-        use std::os::unix::fs::FileExt;
         let t = tree();
         // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read, written to 300 ms in.
         let big = t.dir.path().join("models/big.gguf");
@@ -779,17 +778,7 @@ mod tests {
             .expect("set_len");
         let mut hasher = FileHasher::default();
         hasher.set_rate_limit(Some(32 << 20));
-        let writer = {
-            let big = big.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&big)
-                    .expect("open");
-                f.write_all_at(&[0], 0).expect("write");
-            })
-        };
+        let writer = crate::current::write_later(&big, std::time::Duration::from_millis(300), 0);
         let m = create_baseline(&t.policy, &mut hasher, None, 1).expect("baseline");
         writer.join().expect("writer");
         // A digest of a file being written is not its content: no entry, so it is reported.
