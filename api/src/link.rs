@@ -104,16 +104,8 @@ impl Link {
         loop {
             let message = self.recv_message().await?;
             let envelope = frame::decode::<Response>(&message).map_err(LinkError::Frame)?;
-            if self.is_notice(&envelope) {
-                if matches!(
-                    envelope.body,
-                    Response::Notice {
-                        during_request: true,
-                        ..
-                    }
-                ) {
-                    uncovered += 1;
-                }
+            if let Some(during_request) = self.notice(&envelope) {
+                uncovered += u64::from(during_request);
                 continue;
             }
             if envelope.id != id {
@@ -129,13 +121,17 @@ impl Link {
         }
     }
 
-    /// A change notice (unsolicited, id 0) wakes the scheduler; anything else is not one.
-    fn is_notice(&self, envelope: &protocol::Envelope<Response>) -> bool {
-        let notice = envelope.id == 0 && matches!(envelope.body, Response::Notice { .. });
-        if notice {
-            self.notices.seen();
+    /// A change notice (unsolicited, id 0) wakes the scheduler; returns whether it was sent
+    /// while a request was answered (`None`: not a notice).
+    fn notice(&self, envelope: &protocol::Envelope<Response>) -> Option<bool> {
+        let Response::Notice { during_request, .. } = envelope.body else {
+            return None;
+        };
+        if envelope.id != 0 {
+            return None;
         }
-        notice
+        self.notices.seen();
+        Some(during_request)
     }
 
     async fn send_frame(&self, f: &[u8]) -> Result<(), LinkError> {
@@ -201,7 +197,7 @@ impl Link {
                 Err(e) => return e,
             };
             match frame::decode::<Response>(&message) {
-                Ok(envelope) if self.is_notice(&envelope) => continue,
+                Ok(envelope) if self.notice(&envelope).is_some() => continue,
                 Ok(envelope) => {
                     return LinkError::OutOfTurn {
                         got: envelope.id,

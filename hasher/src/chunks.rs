@@ -10,7 +10,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -116,7 +115,7 @@ pub fn verify(
     let bytes = AtomicU64::new(0);
     let work = || {
         let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
-        let mut checked = Instant::now();
+        let mut looks = crate::current::Looks::new(opened);
         while !found.any() {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(want) = known.chunks.get(i) else {
@@ -124,8 +123,7 @@ pub fn verify(
             };
             let start = i as u64 * CHUNK;
             let len = CHUNK.min(known.size - start);
-            let at = Span { start, len, opened };
-            match chunk_digest(&file, at, &mut buf, budget, &mut checked) {
+            match chunk_digest(&file, start, len, &mut buf, budget, &mut looks) {
                 Ok(got) => {
                     bytes.fetch_add(len, Ordering::Relaxed);
                     if &got != want {
@@ -189,27 +187,19 @@ impl Found {
     }
 }
 
-/// One chunk of a file opened at version `opened`.
-#[derive(Clone, Copy)]
-struct Span {
-    start: u64,
-    len: u64,
-    opened: Version,
-}
-
-/// SHA-256 of the chunk `at`, read through `buf` under the budget.
+/// SHA-256 of `len` bytes at `start`, read through `buf` under the budget.
 fn chunk_digest(
     file: &File,
-    at: Span,
+    start: u64,
+    len: u64,
     buf: &mut [u8],
     budget: &Mutex<Budget>,
-    checked: &mut Instant,
+    looks: &mut crate::current::Looks,
 ) -> std::io::Result<[u8; 32]> {
-    let Span { start, len, opened } = at;
     let mut sha = Sha256::new();
     let mut done = 0u64;
     while done < len {
-        crate::current::still_current(file, checked, Some(opened))?;
+        looks.check(file)?;
         let want = usize::try_from(len - done)
             .unwrap_or(usize::MAX)
             .min(buf.len());

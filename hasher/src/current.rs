@@ -26,35 +26,52 @@ impl std::fmt::Display for ChangedWhileRead {
 
 impl std::error::Error for ChangedWhileRead {}
 
-/// Whether `e` is a read stopped by [`still_current`] because the file changed.
+/// Whether `e` is a read stopped by [`Looks::check`] because the file changed.
 pub fn changed_while_read(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|r| r.is::<ChangedWhileRead>())
 }
 
-/// Looked at between buffers, every [`crate::lifeline::CHECK_EVERY`]: the api is still there
-/// (else the process exits) and `file` is neither deleted nor, when `opened` is its version at
-/// the start, changed since. A write in the middle of reading a 70 GB model ends the read at
-/// once: finishing it would only find the change at the end, and the write's own event asks
-/// for a check of the new content anyway.
-pub fn still_current(
-    file: &File,
-    checked: &mut Instant,
-    opened: Option<Version>,
-) -> std::io::Result<()> {
-    if !crate::lifeline::check(checked) {
-        return Ok(());
+/// What [`CHANGED_WHILE_READ`] reports: the file unverified, no version to remember.
+pub fn changed_outcome() -> crate::version::Outcome {
+    crate::version::Outcome::Unreadable(CHANGED_WHILE_READ.to_owned())
+}
+
+/// A long read's look at its file, between buffers, every [`crate::lifeline::CHECK_EVERY`]:
+/// the api is still there (else the process exits) and the file is neither deleted nor moved
+/// from the version `opened` it had when the read began. A write in the middle of reading a
+/// 70 GB model ends the read at once: finishing it would only find the change at the end, and
+/// the write's own event asks for a check of the new content anyway.
+pub struct Looks {
+    last: Instant,
+    opened: Version,
+}
+
+impl Looks {
+    /// Looks for a read, starting now, of a file at version `opened`.
+    pub fn new(opened: Version) -> Looks {
+        Looks {
+            last: Instant::now(),
+            opened,
+        }
     }
-    let Ok(now) = file.metadata() else {
-        return Ok(());
-    };
-    if now.nlink() == 0 {
-        // Deleted, or replaced by a rename, while read: no digest of it can matter.
-        return Err(std::io::Error::other("deleted or replaced while read"));
+
+    /// `Err` when the read should stop: the file deleted or replaced, or changed.
+    pub fn check(&mut self, file: &File) -> std::io::Result<()> {
+        if !crate::lifeline::check(&mut self.last) {
+            return Ok(());
+        }
+        let Ok(now) = file.metadata() else {
+            return Ok(());
+        };
+        if now.nlink() == 0 {
+            // Deleted, or replaced by a rename, while read: no digest of it can matter.
+            return Err(std::io::Error::other("deleted or replaced while read"));
+        }
+        if Version::of(&now) != self.opened {
+            return Err(std::io::Error::other(ChangedWhileRead));
+        }
+        Ok(())
     }
-    if opened.is_some_and(|v| v != Version::of(&now)) {
-        return Err(std::io::Error::other(ChangedWhileRead));
-    }
-    Ok(())
 }
 
 /// Test helper: writes `byte` at offset 0 of `path` once `after` has passed, from another

@@ -444,8 +444,7 @@ impl FileHasher {
         let version = match verdict {
             crate::chunks::Verdict::Same(version) => version,
             crate::chunks::Verdict::Changed => {
-                let outcome = Outcome::Unreadable(crate::current::CHANGED_WHILE_READ.to_owned());
-                return Some(((outcome, None), Vec::new()));
+                return Some(((crate::current::changed_outcome(), None), Vec::new()));
             }
             crate::chunks::Verdict::Differs | crate::chunks::Verdict::Unknown => return None,
         };

@@ -12,7 +12,6 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -24,6 +23,7 @@ use crate::version::{Outcome, Version};
 const DROP_BEHIND: u64 = 8 * 1024 * 1024;
 /// Attempts before a file that changes under every read is reported unreadable.
 const ATTEMPTS: usize = 3;
+
 /// What one read of a path gave: the outcome, and the version it describes when hashed.
 pub type ReadResult = (Outcome, Option<Version>);
 
@@ -127,10 +127,7 @@ impl Reader {
             Err(e) if crate::current::changed_while_read(&e) => {
                 // Not read again now: the file is being written, and the write's event has
                 // the next check read it (this one reports it unverified meanwhile).
-                return Attempt::Done((
-                    Outcome::Unreadable(crate::current::CHANGED_WHILE_READ.to_owned()),
-                    None,
-                ));
+                return Attempt::Done((crate::current::changed_outcome(), None));
             }
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
@@ -169,7 +166,7 @@ impl Reader {
                 self.chunker = chunker;
                 size?
             }
-            None => self.feed(file, &mut sha, budget, Some(opened))?,
+            None => self.feed(file, &mut sha, budget, opened)?,
         };
         Ok((protocol::hexfmt::encode(&sha.finalize()), size))
     }
@@ -219,7 +216,7 @@ impl Reader {
             .find(|b| b.len() == BUF_SIZE)
             .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
         match result {
-            None => (self.feed(file, sha, budget, Some(opened)), None),
+            None => (self.feed(file, sha, budget, opened), None),
             Some(Ok(size)) => {
                 drop_all(file, size);
                 self.bytes += size;
@@ -231,19 +228,19 @@ impl Reader {
 
     /// Streams `file` into `sha` through the one buffer, under the read budget, dropping the
     /// pages behind; returns the bytes read. Stops early if the file moves from version
-    /// `opened` ([`crate::current::still_current`]).
+    /// `opened` ([`crate::current::Looks`]).
     pub fn feed(
         &mut self,
         file: &File,
         sha: &mut Sha256,
         budget: &Mutex<Budget>,
-        opened: Option<Version>,
+        opened: Version,
     ) -> std::io::Result<u64> {
         let mut size = 0u64;
         let mut dropped = 0u64;
-        let mut checked = Instant::now();
+        let mut looks = crate::current::Looks::new(opened);
         loop {
-            crate::current::still_current(file, &mut checked, opened)?;
+            looks.check(file)?;
             let n = read_some(file, &mut self.buf)?;
             if n == 0 {
                 break;
@@ -272,12 +269,12 @@ fn pump(
 ) -> std::io::Result<u64> {
     let mut size = 0u64;
     let mut dropped = 0u64;
-    let mut checked = Instant::now();
+    let mut looks = crate::current::Looks::new(opened);
     loop {
         let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
             return Err(std::io::Error::other("chunk helper stopped"));
         };
-        if let Err(e) = crate::current::still_current(file, &mut checked, Some(opened)) {
+        if let Err(e) = looks.check(file) {
             free.push(buf);
             return Err(e);
         }

@@ -207,7 +207,7 @@ fn compute(
         sha.update(rel);
         sha.update(before.size().to_be_bytes());
         let n = reader
-            .feed(&file, &mut sha, budget, Some(*version))
+            .feed(&file, &mut sha, budget, *version)
             .map_err(|e| format!("{}: {e}", f.display()))?;
         let after = file.metadata().map_err(|e| e.to_string())?;
         if n != before.size() || Version::of(&after) != *version {
