@@ -324,3 +324,139 @@ fn a_go_baseline_that_does_not_verify_is_not_adopted() {
     );
     assert!(!t.audit().iter().any(|e| e["event"] == "baseline_migrated"));
 }
+
+/// 64 lower-case hex digits and a newline: how the appliance provisions every secret.
+fn hex_secret(byte: u8) -> String {
+    format!("{}\n", format!("{byte:02x}").repeat(32))
+}
+
+/// Today's image: the secrets reach the service as `LoadCredential=` copies
+/// (`$CREDENTIALS_DIRECTORY`), the policy still names the old `/run/secure-ai` key path (absent
+/// here), and the registry manifest lives outside the model dir. Run as the one-command mode
+/// (the api spawns the hasher), which must hand the credentials directory on.
+#[test]
+fn todays_image_layout_credentials_directory_and_a_manifest_outside_the_model_dir() {
+    let t = Tree {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let r = t.dir.path().display().to_string();
+    t.write("usr/libexec/secure-ai/registry", b"#!/bin/sh\n");
+    t.write(
+        "usr/libexec/secure-ai/secure-tpm-attestation.py",
+        b"print()\n",
+    );
+    t.write("etc/pki/containers/secai-cosign.pub", b"pub\n");
+    t.write("var/lib/secure-ai/vault/models/m.gguf", b"weights");
+    t.write("var/lib/secure-ai/vault/models/sd/unet/w.bin", b"unet");
+    let dir_digest = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"SecAI-Directory-Hash-v1\0");
+        h.update(10u64.to_be_bytes());
+        h.update(b"unet/w.bin");
+        h.update(4u64.to_be_bytes());
+        h.update(b"unet");
+        protocol::hexfmt::encode(&h.finalize())
+    };
+    t.write(
+        "var/lib/secure-ai/registry/manifest.json",
+        format!(
+            "{{\"version\":1,\"models\":[{{\"name\":\"m\",\"filename\":\"m.gguf\",\"sha256\":\"{}\",\"size_bytes\":7}},{{\"name\":\"sd\",\"filename\":\"sd\",\"sha256\":\"{dir_digest}\",\"size_bytes\":4}}]}}",
+            sha256_hex(b"weights")
+        )
+        .as_bytes(),
+    );
+    let policy = format!(
+        "version: 1\nscan_interval: \"30s\"\n\
+         service_binaries:\n  - {r}/usr/libexec/secure-ai/registry\n  - {r}/usr/libexec/secure-ai/secure-tpm-attestation.py\n\
+         policy_files:\n  - {r}/etc/secure-ai/policy/integrity-monitor.yaml\n\
+         model_dirs:\n  - {r}/var/lib/secure-ai/vault/models\n\
+         registry_manifest: {r}/var/lib/secure-ai/registry/manifest.json\n\
+         trust_material:\n  - {r}/etc/pki/containers/secai-cosign.pub\n\
+         hmac_key_path: {r}/run/secure-ai/integrity-hmac-key\n\
+         degradation_threshold: 3\n"
+    );
+    t.write(
+        "etc/secure-ai/policy/integrity-monitor.yaml",
+        policy.as_bytes(),
+    );
+    let token = hex_secret(0xab);
+    t.write("credentials/service-token", token.as_bytes());
+    t.write(
+        "credentials/integrity-hmac-key",
+        hex_secret(0xcd).as_bytes(),
+    );
+    for s in [
+        "credentials/service-token",
+        "credentials/integrity-hmac-key",
+    ] {
+        std::fs::set_permissions(t.p(s), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let run = |cmd: &mut Command, addr: std::net::SocketAddr| {
+        cmd.env_clear()
+            .env("CREDENTIALS_DIRECTORY", t.p("credentials"))
+            .env(
+                "MONITOR_POLICY_PATH",
+                t.p("etc/secure-ai/policy/integrity-monitor.yaml"),
+            )
+            .env("BIND_ADDR", addr.to_string())
+            .env("AUDIT_LOG_PATH", t.p("logs/audit.jsonl"))
+            .env("BASELINE_PATH", t.p("integrity/baseline.json"))
+            .stdin(Stdio::null());
+    };
+    let mut check = Command::new(monitor_bin());
+    run(&mut check, free_addr());
+    let out = check.arg("check-config").output().unwrap();
+    assert!(
+        out.status.success(),
+        "check-config passes the image's policy shape: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = free_addr();
+    let mut cmd = Command::new(monitor_bin());
+    run(&mut cmd, addr);
+    let _s = Service(cmd.spawn().unwrap(), addr);
+    assert!(wait_until(Duration::from_secs(20), || get(addr, "/health")
+        .map(|r| r.0 == 200)
+        .unwrap_or(false)));
+    let bearer = token.trim();
+    let (code, body) = post(addr, "/api/v1/scan", Some(bearer)).unwrap();
+    assert_eq!(code, 200, "the credential token authorises: {body}");
+    let status: serde_json::Value =
+        serde_json::from_str(&get(addr, "/api/v1/status").unwrap().1).unwrap();
+    assert_eq!(status["state"], "trusted", "{status}");
+    assert_eq!(status["signing"], "hmac-sha256", "the credential key signs");
+    assert_eq!(get(addr, "/api/v1/verify").unwrap().0, 200);
+    // A model tampered in the dir the manifest does not sit in: not trusted.
+    t.write("var/lib/secure-ai/vault/models/sd/unet/w.bin", b"UNET");
+    let (_, body) = post(addr, "/api/v1/scan", Some(bearer)).unwrap();
+    assert!(body.contains("\"state\":\"degraded\""), "{body}");
+    assert!(body.contains("/vault/models/sd"), "{body}");
+    assert_eq!(get(addr, "/api/v1/verify").unwrap().0, 503);
+}
+
+/// The operations guide's rotation leaves the token `chmod 0640` at `/run/secure-ai/`: group
+/// read is accepted, world read is not.
+#[test]
+fn a_legacy_token_with_group_read_is_accepted_and_one_with_world_read_is_refused() {
+    for (mode, works) in [(0o640, true), (0o644, false)] {
+        let t = appliance();
+        std::fs::set_permissions(
+            t.p("run/secure-ai/service-token"),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+        let addr = free_addr();
+        let mut cmd = Command::new(monitor_bin());
+        t.env(&mut cmd, addr);
+        if works {
+            let s = start(&t);
+            assert_eq!(post(s.1, "/api/v1/scan", Some(SHORT_TOKEN)).unwrap().0, 200);
+        } else {
+            let out = cmd.stderr(Stdio::piped()).output().unwrap();
+            assert_eq!(out.status.code(), Some(78), "{mode:o}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("0644"));
+        }
+    }
+}

@@ -386,6 +386,25 @@ fn incidents_are_posted_once_per_transition() {
         == 2));
 }
 
+/// With no recorder token configured, an incident carries no `Authorization` header at all
+/// (an empty `Bearer ` is refused by the appliance's recorder), and still goes out.
+#[test]
+fn without_a_recorder_token_an_incident_carries_no_authorization_header() {
+    let (port, seen) = recorder();
+    let a = Appliance::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/incidents/report");
+    let m = Running::start_with(&a, &["--incident-url", &url]);
+    a.write(BINARIES[0], "t1");
+    m.scan();
+    assert!(wait_until(std::time::Duration::from_secs(5), || !seen
+        .lock()
+        .unwrap()
+        .is_empty()));
+    let (auth, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(auth, "", "no Authorization header");
+    assert_eq!(body["source"], "integrity-monitor");
+}
+
 #[test]
 fn an_unreachable_recorder_is_retried_then_audited_without_blocking_scans() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

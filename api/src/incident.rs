@@ -24,6 +24,27 @@ pub const QUEUE: usize = 32;
 /// The reporter's queue: (state entered, JSON body).
 pub type Queue = mpsc::Sender<(String, Vec<u8>)>;
 
+/// The credential id under which our unit loads the recorder's token.
+pub const TOKEN_CREDENTIAL: &str = "incident-reporter-token";
+
+/// Reads the recorder's token: at most 4 KiB, surrounding whitespace dropped, one line of
+/// visible ASCII (it goes into a header); `None` when empty.
+pub fn read_token(path: &std::path::Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4097).read_to_string(&mut text))
+        .map_err(|e| e.to_string())?;
+    if text.len() > 4096 {
+        return Err("longer than 4096 bytes".into());
+    }
+    let token = text.trim();
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("not one line of visible ASCII".into());
+    }
+    Ok((!token.is_empty()).then(|| token.to_owned()))
+}
+
 /// Where incidents go.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -31,13 +52,13 @@ pub struct Recorder {
     pub addr: SocketAddr,
     /// Request path, e.g. `/api/v1/incidents/report`.
     pub path: String,
-    /// Bearer token for the recorder.
-    pub token: String,
+    /// Bearer token for the recorder; with none, requests carry no `Authorization` header.
+    pub token: Option<String>,
 }
 
 impl Recorder {
     /// Parses `http://127.0.0.1:8515/api/v1/incidents/report`; only loopback is accepted.
-    pub fn parse(url: &str, token: String) -> Result<Recorder, RecorderUrlError> {
+    pub fn parse(url: &str, token: Option<String>) -> Result<Recorder, RecorderUrlError> {
         let rest = url
             .strip_prefix("http://")
             .ok_or(RecorderUrlError::Scheme)?;
@@ -141,11 +162,13 @@ async fn post_once(rec: &Recorder, body: &Bytes) -> Result<u16, PostError> {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::post(rec.path.as_str())
+    let mut req = hyper::Request::post(rec.path.as_str())
         .header("host", rec.addr.to_string())
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", rec.token))
-        .body(Full::new(body.clone()))?;
+        .header("content-type", "application/json");
+    if let Some(token) = &rec.token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(body.clone()))?;
     let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .map_err(|_| PostError::Timeout("response"))??;

@@ -58,7 +58,8 @@ struct Args {
     /// (loopback only), e.g. http://127.0.0.1:8515/api/v1/incidents/report.
     #[arg(long, global = true, env = "INCIDENT_RECORDER_URL")]
     incident_url: Option<String>,
-    /// Bearer token file for the incident recorder [default: the service token].
+    /// Bearer token file for the incident recorder (never the service token) [default:
+    /// $CREDENTIALS_DIRECTORY/incident-reporter-token; with none, no Authorization header].
     #[arg(long, global = true, env = "INCIDENT_RECORDER_TOKEN_PATH")]
     incident_token_file: Option<PathBuf>,
     /// Besides root, the uid allowed at the other end of --hasher-socket (SO_PEERCRED).

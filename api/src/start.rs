@@ -100,16 +100,25 @@ fn incident_recorder(config: &Config) -> Result<Option<incident::Recorder>, i32>
         return Ok(None);
     };
     // Never the service token: with it a compromised api could have the hasher bless
-    // tampering. The recorder gets a token of its own, if it wants one.
-    let secret = match &config.incident_token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) => t.trim().to_owned(),
+    // tampering. The recorder gets a token of its own (the appliance's
+    // incident-reporter-integrity-monitor.token), if it wants one.
+    let path = config.incident_token_file.clone().or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| Path::new(&d).join(incident::TOKEN_CREDENTIAL))
+            .filter(|p| p.exists())
+    });
+    let secret = match &path {
+        Some(path) => match incident::read_token(path) {
+            Ok(t) => t,
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "incident recorder token unreadable");
+                tracing::error!(path = %path.display(), error = %e, "incident recorder token unusable");
                 return Err(EXIT_CONFIG);
             }
         },
-        None => String::new(),
+        None => {
+            tracing::warn!(url, "no incident recorder token (INCIDENT_RECORDER_TOKEN_PATH, --incident-token-file or the incident-reporter-token credential): incidents are sent without one");
+            None
+        }
     };
     incident::Recorder::parse(url, secret)
         .map(Some)

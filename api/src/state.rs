@@ -71,12 +71,15 @@ pub struct Machine {
     pub active: Vec<Violation>,
     /// Completed scans.
     pub scan_count: u64,
-    /// Entries into `degraded`.
-    pub degraded_count: u64,
-    /// Entries into `recovery_required`.
-    pub recovery_count: u64,
-    /// Scans that found at least one violation (what the Go service called degraded_count).
+    /// Entries into `degraded` (transitions).
+    pub degraded_entries: u64,
+    /// Entries into `recovery_required` (transitions).
+    pub recovery_entries: u64,
+    /// Scans that found at least one violation: the Go service's `degraded_count`.
     pub degraded_scans: u64,
+    /// Scans that found at least `degradation_threshold` violations: the Go service's
+    /// `recovery_count`.
+    pub recovery_scans: u64,
 }
 
 impl Default for Machine {
@@ -94,9 +97,10 @@ impl Machine {
             violation_count: 0,
             active: Vec::new(),
             scan_count: 0,
-            degraded_count: 0,
-            recovery_count: 0,
+            degraded_entries: 0,
+            recovery_entries: 0,
             degraded_scans: 0,
+            recovery_scans: 0,
         }
     }
 
@@ -119,6 +123,9 @@ impl Machine {
                 next.scan_count += 1;
                 if report.violation_count > 0 {
                     next.degraded_scans += 1;
+                }
+                if report.violation_count >= threshold.max(1) {
+                    next.recovery_scans += 1;
                 }
                 next.violation_count = report.violation_count;
                 next.active = report.violations.clone();
@@ -157,8 +164,8 @@ impl Machine {
         };
         if target != self.state {
             match target {
-                State::Degraded => next.degraded_count += 1,
-                State::RecoveryRequired => next.recovery_count += 1,
+                State::Degraded => next.degraded_entries += 1,
+                State::RecoveryRequired => next.recovery_entries += 1,
                 State::Trusted => {}
             }
             events.push(Event::Transition {
@@ -221,7 +228,7 @@ mod tests {
         assert_eq!(m.state, State::Trusted);
         assert_eq!(transitions(&ev), vec![(State::Degraded, State::Trusted)]);
         assert_eq!(
-            (m.scan_count, m.degraded_count, m.recovery_count),
+            (m.scan_count, m.degraded_entries, m.recovery_entries),
             (1, 0, 0)
         );
     }
@@ -237,8 +244,8 @@ mod tests {
             ev.is_empty(),
             "a known violation is not re-recorded: {ev:?}"
         );
-        // Ours counts entries into degraded; the Go service's counted scans that found any.
-        assert_eq!((m.degraded_count, m.degraded_scans), (1, 2));
+        // Entries into degraded, beside the Go service's count of scans that found any.
+        assert_eq!((m.degraded_entries, m.degraded_scans), (1, 2));
         let (m, ev) = m.step(Input::Scan(&report(&["/a", "/b", "/c"])), 3);
         assert_eq!(m.state, State::RecoveryRequired);
         assert_eq!(
@@ -256,9 +263,11 @@ mod tests {
             vec![(State::RecoveryRequired, State::Trusted)]
         );
         assert_eq!(
-            (m.scan_count, m.degraded_count, m.recovery_count),
+            (m.scan_count, m.degraded_entries, m.recovery_entries),
             (6, 1, 1)
         );
+        // The Go service's counters: every scan with a violation, every one at the threshold.
+        assert_eq!((m.degraded_scans, m.recovery_scans), (4, 1));
     }
 
     #[test]

@@ -22,8 +22,16 @@ pub fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     .map_err(std::io::Error::from)
 }
 
-/// Environment variables passed through to the hasher; everything else is cleared.
-const PASSED_ENV: [&str; 4] = ["RUST_LOG", "JOURNAL_STREAM", "NO_COLOR", "TZ"];
+/// Environment variables passed through to the hasher; everything else is cleared. The unit's
+/// credentials directory goes too: under `LoadCredential=` it is where the hasher finds the
+/// key and the token (their paths only: this process reads neither).
+const PASSED_ENV: [&str; 5] = [
+    "RUST_LOG",
+    "JOURNAL_STREAM",
+    "NO_COLOR",
+    "TZ",
+    "CREDENTIALS_DIRECTORY",
+];
 
 /// Starts the hasher with `channel` as fd 3 and `LISTEN_FDS=1`, dying with this process.
 /// Must run before any thread is started: the child runs code between fork and exec.

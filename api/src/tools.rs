@@ -21,6 +21,9 @@ pub fn check_config(config: &Config, syntax_only: bool) -> i32 {
     if let Some(key) = &config.hmac_key_file {
         cmd.arg("--hmac-key-file").arg(key);
     }
+    if let Some(token) = &config.token_file {
+        cmd.arg("--token-file").arg(token);
+    }
     let status = cmd.status();
     match status {
         Ok(s) => s.code().unwrap_or(1),

@@ -5,7 +5,8 @@ use crate::{key, Options, EXIT_CONFIG};
 
 /// `--check-config`: the policy parses and validates (done by the caller), and what it names
 /// can work: every listed file is a readable regular file, every model dir a directory, the
-/// key file there and readable by its owner only. Each problem names the key and the path.
+/// registry manifest valid, the key file there and not open to others, the token not open to
+/// others. Each problem names the key and the path.
 pub fn check_config(options: &Options, policy: &Policy) -> i32 {
     let mut problems = Vec::new();
     if options.syntax_only {
@@ -37,10 +38,29 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
             problems.push(format!("model_dirs: {}: not a directory", dir.display()));
         }
     }
-    let key_path = options
-        .key_file
-        .clone()
-        .unwrap_or_else(|| policy.hmac_key_path.clone());
+    if let Some(manifest) = &policy.registry_manifest {
+        match crate::registry::Registry::load(manifest) {
+            Err(why) => problems.push(format!(
+                "registry_manifest: {why} (every scan would report it manifest_invalid)"
+            )),
+            Ok(r) => problems.extend(
+                r.refused
+                    .iter()
+                    .map(|why| format!("registry_manifest: {}: {why}", manifest.display())),
+            ),
+        }
+    }
+    let token_path = crate::credentials::token_path(options.token_file.as_deref());
+    match crate::token::load(&token_path) {
+        Err(e) => problems.push(e.to_string()),
+        Ok(None) => eprintln!(
+            "{}: note: no service token at {}: scan, reload and rebaseline would answer 503",
+            options.policy.display(),
+            token_path.display()
+        ),
+        Ok(Some(_)) => {}
+    }
+    let key_path = crate::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
     match key::load(&key_path) {
         Ok(Some(_)) => {}
         Ok(None) => problems.push(format!(

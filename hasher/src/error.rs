@@ -73,8 +73,8 @@ pub enum KeyError {
         /// The OS error.
         why: String,
     },
-    /// Readable or writable by others than its owner (refused as ssh refuses such a key).
-    #[error("HMAC key {}: mode {mode:04o} lets others than its owner read or write it; `chmod 600 {}`", path.display(), path.display())]
+    /// Open to others, or writable by its group (refused as ssh refuses such a key).
+    #[error("HMAC key {}: mode {mode:04o} lets others use it or its group write it; `chmod 600 {}` (0640 is accepted)", path.display(), path.display())]
     Exposed {
         /// The key file.
         path: PathBuf,
@@ -139,8 +139,8 @@ pub enum StoreError {
 /// The service token file exists but must not be used.
 #[derive(Debug, Error)]
 pub enum TokenError {
-    /// Readable or writable by others than its owner (refused as the key is).
-    #[error("service token {}: mode {mode:04o} lets others than its owner read or write it; `chmod 600 {}`", path.display(), path.display())]
+    /// Open to others, or writable by its group (refused as the key is).
+    #[error("service token {}: mode {mode:04o} lets others use it or its group write it; `chmod 600 {}` (0640 is accepted)", path.display(), path.display())]
     Exposed {
         /// The token file.
         path: PathBuf,

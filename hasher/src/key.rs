@@ -36,7 +36,7 @@ pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
         Ok(m) => {
             use std::os::unix::fs::PermissionsExt;
             let mode = m.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
+            if crate::credentials::exposed(mode) {
                 return Err(KeyError::Exposed {
                     path: path.to_owned(),
                     mode,
@@ -80,11 +80,16 @@ mod tests {
         assert_eq!(load(&p).expect("good").map(|k| k.bytes().len()), Some(32));
         std::fs::write(&p, vec![1u8; MAX_KEY_LEN + 1]).expect("write");
         assert!(matches!(load(&p), Err(KeyError::BadLength { .. })));
+        std::fs::write(&p, [1u8; 65]).expect("write");
+        // Group read is the operations guide's rotation mode; world read is not.
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .expect("chmod");
+        assert_eq!(load(&p).expect("0640").map(|k| k.bytes().len()), Some(65));
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .expect("chmod");
         assert!(matches!(
             load(&p),
-            Err(KeyError::Exposed { mode: 0o640, .. })
+            Err(KeyError::Exposed { mode: 0o644, .. })
         ));
         let d = dir.path().join("dir");
         std::fs::create_dir(&d).expect("mkdir");

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod checkconfig;
 pub mod chunks;
 pub mod chunkstore;
+pub mod credentials;
 pub mod current;
 pub mod error;
 pub mod fsread;

@@ -94,7 +94,7 @@ pub struct Policy {
     pub sweep_files_per_second: usize,
     /// The OS image's release baseline; a new baseline must agree with it.
     pub release_baseline: Option<PathBuf>,
-    /// The model registry's manifest of promoted models.
+    /// The model registry's manifest of promoted models: when set, every model dir follows it.
     pub registry_manifest: Option<PathBuf>,
 }
 
@@ -432,22 +432,25 @@ impl RawPolicy {
         Ok(files)
     }
 
-    /// The registry manifest, which must sit directly in one of `model_dirs`.
+    /// The registry manifest: anywhere (the appliance keeps it beside the vault, in
+    /// `/var/lib/secure-ai/registry/`), or directly in a model dir; never deeper inside one,
+    /// where it would sit in an artifact.
     fn registry_manifest(&self, model_dirs: &[PathBuf]) -> Result<Option<PathBuf>, PolicyError> {
         let Some(m) = &self.registry_manifest else {
             return Ok(None);
         };
         let path = checked_path("registry_manifest", m)?;
-        if !path
-            .parent()
-            .is_some_and(|d| model_dirs.iter().any(|m| m == d))
-        {
+        let inside = model_dirs
+            .iter()
+            .find(|d| path.starts_with(d) && path.parent() != Some(d.as_path()));
+        if let Some(dir) = inside {
             return Err(invalid(
                 "registry_manifest",
                 m.referenced.line(),
                 format!(
-                    "{} must sit directly in one of the model_dirs (that dir then follows it)",
-                    path.display()
+                    "{} lies inside an artifact of the model dir {} (keep it outside the model dirs, or directly in one)",
+                    path.display(),
+                    dir.display()
                 ),
             ));
         }

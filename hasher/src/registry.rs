@@ -1,5 +1,6 @@
-//! The model registry (`registry_manifest:`): when set, the model dir holding the manifest
-//! follows it instead of the per-file baseline. Every top-level entry of that dir must be
+//! The model registry (`registry_manifest:`): when set, every model dir follows it instead of
+//! the per-file baseline (the Go service's rule; the manifest may live anywhere, and is re-read
+//! at every check, never frozen into a baseline). Every top-level entry of each dir must be
 //! enrolled (a file, or a directory of a sharded checkpoint or a diffusers tree, by its
 //! `SecAI-Directory-Hash-v1`), and every enrolled artifact must be there with its digest and
 //! size. A promoted artifact is trusted without a rebaseline.
@@ -303,8 +304,9 @@ pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> DirDigest {
 /// A finding about one registry path: (path, expected digest, actual marker or digest).
 pub type Finding = (String, String, String);
 
-/// Checks the model dir `dir` against the manifest at `manifest`; every finding is returned.
-pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Finding> {
+/// Checks every model dir in `dirs` against the manifest at `manifest` (each enrolled
+/// `filename` is looked for in each dir, as the Go service does); every finding is returned.
+pub fn check(hasher: &mut FileHasher, dirs: &[PathBuf], manifest: &Path) -> Vec<Finding> {
     let invalid_manifest = || {
         (
             shown(manifest),
@@ -317,7 +319,7 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
         Err(why) => {
             tracing::warn!(
                 why,
-                "registry manifest unusable: its model dir is not trusted"
+                "registry manifest unusable: the model dirs are not trusted"
             );
             return vec![invalid_manifest()];
         }
@@ -327,12 +329,20 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
         tracing::warn!(why, manifest = %manifest.display(), "registry entry refused");
         out.push(invalid_manifest());
     }
-    out.extend(unenrolled(&registry, dir, manifest));
+    for dir in dirs {
+        out.extend(unenrolled(&registry, dir, manifest));
+    }
     // Directory artifacts first, all together: they may share the hasher's threads.
-    let dir_artifacts: Vec<PathBuf> = registry
-        .models
-        .iter()
-        .map(|m| dir.join(&m.filename))
+    let enrolled = || {
+        dirs.iter().flat_map(|dir| {
+            registry
+                .models
+                .iter()
+                .map(move |m| (m, dir.join(&m.filename)))
+        })
+    };
+    let dir_artifacts: Vec<PathBuf> = enrolled()
+        .map(|(_, p)| p)
         .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir()))
         .collect();
     let mut dir_digests: Vec<(PathBuf, DirDigest)> = dir_artifacts
@@ -340,8 +350,7 @@ pub fn check(hasher: &mut FileHasher, dir: &Path, manifest: &Path) -> Vec<Findin
         .cloned()
         .zip(directory_digests(hasher, &dir_artifacts))
         .collect();
-    for m in &registry.models {
-        let path = dir.join(&m.filename);
+    for (m, path) in enrolled() {
         let mut digest_of_dir = |hasher: &mut FileHasher| {
             dir_digests
                 .iter()
@@ -360,6 +369,10 @@ fn shown(p: &Path) -> String {
     report::display_path(p.as_os_str().as_bytes())
 }
 
+/// The one top-level name a model dir may hold unenrolled: a manifest of that name is the
+/// registry's bookkeeping, skipped as the Go service skips it, wherever the manifest itself is.
+const MANIFEST_NAME: &str = "manifest.json";
+
 /// Every top-level entry of `dir` must be enrolled (the manifest itself aside).
 fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -368,7 +381,7 @@ fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> 
             out.push((shown(&path), report::NONE.into(), kind.into()));
             continue;
         }
-        if path == manifest {
+        if path == manifest || path.file_name().is_some_and(|n| n == MANIFEST_NAME) {
             continue;
         }
         let enrolled = path
@@ -439,4 +452,98 @@ fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
             (dir.join(name), Found::File)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hashing::FileHasher;
+    use crate::policy::Policy;
+    use crate::scan::{create_baseline, scan};
+
+    /// The appliance's layout: the manifest in `registry/`, the models in `vault/models`.
+    #[test]
+    fn a_manifest_outside_the_model_dir_governs_it_and_is_reported_by_its_own_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path();
+        let models = r.join("vault/models");
+        std::fs::create_dir_all(models.join("sd/unet")).expect("mkdir");
+        std::fs::create_dir_all(r.join("registry")).expect("mkdir");
+        std::fs::write(models.join("m.gguf"), "weights").expect("write");
+        std::fs::write(models.join("sd/unet/w.bin"), "unet").expect("write");
+        let manifest = r.join("registry/manifest.json");
+        let mut sd = sha2::Sha256::new();
+        use sha2::Digest;
+        sd.update(b"SecAI-Directory-Hash-v1\0");
+        sd.update(10u64.to_be_bytes());
+        sd.update(b"unet/w.bin");
+        sd.update(4u64.to_be_bytes());
+        sd.update(b"unet");
+        let sd = protocol::hexfmt::encode(&sd.finalize());
+        let m = protocol::sign::sha256_hex(b"weights");
+        let good = format!(
+            "{{\"version\":1,\"models\":[{{\"name\":\"m\",\"filename\":\"m.gguf\",\"sha256\":\"{m}\",\"size_bytes\":7}},{{\"name\":\"sd\",\"filename\":\"sd\",\"sha256\":\"{sd}\",\"size_bytes\":4}}]}}"
+        );
+        std::fs::write(&manifest, &good).expect("write");
+        let yaml = format!(
+            "version: 1\nmodel_dirs: [{d}/vault/models]\nregistry_manifest: {d}/registry/manifest.json\n",
+            d = r.display()
+        );
+        let policy = Policy::parse(&yaml).expect("a manifest outside the model dir is accepted");
+        let baseline =
+            create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("baseline");
+        assert!(
+            baseline.entries.is_empty(),
+            "never frozen into the baseline"
+        );
+        let mut hasher = FileHasher::default();
+        let mut found = || -> Vec<(String, String)> {
+            scan(&policy, &baseline, &"0".repeat(64), &mut hasher, 1)
+                .violations
+                .into_iter()
+                .map(|v| (v.path, v.actual_hash))
+                .collect()
+        };
+        let shown = |p: &std::path::Path| p.display().to_string();
+        assert_eq!(
+            found(),
+            vec![],
+            "a file and a directory artifact, both enrolled"
+        );
+        // A manifest.json in the model dir is the registry's bookkeeping: skipped.
+        std::fs::write(models.join("manifest.json"), "{}").expect("write");
+        assert_eq!(found(), vec![]);
+        // A tampered model is found in the dir the manifest does not sit in.
+        std::fs::write(models.join("m.gguf"), "weighTs").expect("write");
+        let got = found();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, shown(&models.join("m.gguf")));
+        std::fs::write(models.join("m.gguf"), "weights").expect("write");
+        assert_eq!(found(), vec![]);
+        // The manifest itself, by its own path: invalid, replaced by a symlink or a directory,
+        // missing.
+        let bad = vec![(shown(&manifest), "manifest_invalid".to_owned())];
+        std::fs::write(&manifest, "{not json").expect("write");
+        assert_eq!(found(), bad, "invalid");
+        std::fs::remove_file(&manifest).expect("rm");
+        std::fs::write(r.join("elsewhere.json"), &good).expect("write");
+        std::os::unix::fs::symlink(r.join("elsewhere.json"), &manifest).expect("symlink");
+        assert_eq!(found(), bad, "replaced by a symlink");
+        std::fs::remove_file(&manifest).expect("rm");
+        std::fs::create_dir(&manifest).expect("mkdir");
+        assert_eq!(found(), bad, "replaced by a directory");
+        std::fs::remove_dir(&manifest).expect("rmdir");
+        assert_eq!(found(), bad, "missing");
+        std::fs::write(&manifest, &good).expect("write");
+        assert_eq!(found(), vec![], "put back");
+    }
+
+    #[test]
+    fn a_manifest_deeper_inside_a_model_dir_is_refused_naming_the_key() {
+        let e = Policy::parse("model_dirs: [/m]\nregistry_manifest: /m/artifact/manifest.json\n")
+            .expect_err("inside an artifact");
+        assert!(e.to_string().contains("registry_manifest"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        Policy::parse("model_dirs: [/m]\nregistry_manifest: /m/manifest.json\n")
+            .expect("directly in the dir");
+    }
 }

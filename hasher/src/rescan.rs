@@ -51,7 +51,7 @@ pub fn update(
     {
         return None;
     }
-    let governed_dir = governed(policy).map(|(d, _)| d);
+    let manifest = governed(policy);
     let mut roots: Vec<&PathBuf> = paths.iter().collect();
     roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
     hasher.bind(&sweep.digest, baseline.entries.len());
@@ -73,13 +73,17 @@ pub fn update(
             cmp.file(hasher, p, policy.files[i].1);
             continue;
         }
+        // The registry's manifest and the dirs that follow it are checked as one piece.
+        if manifest == Some(p.as_path()) {
+            return None;
+        }
         let Some(dir) = policy.model_dirs.iter().find(|d| beneath(bytes, d)) else {
             if policy.model_dirs.iter().any(|d| d == p) {
                 return None;
             }
             continue; // a neighbour of a listed file: not watched
         };
-        if Some(dir.as_path()) == governed_dir {
+        if manifest.is_some() {
             return None;
         }
         let at = what_is_at(dir, p, policy.max_watched_files, &mut dirs)?;

@@ -22,21 +22,20 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// The model dirs a sweep walks: the dir the registry governs is not walked (it follows the
-/// registry, not the per-file baseline).
+/// The model dirs a sweep walks: none while a registry manifest is set, for then every model
+/// dir follows the registry, not the per-file baseline (the Go service's rule).
 fn walked_dirs(policy: &Policy) -> impl Iterator<Item = &Path> {
-    let governed = governed(policy).map(|(d, _)| d);
+    let governed = governed(policy).is_some();
     policy
         .model_dirs
         .iter()
         .map(PathBuf::as_path)
-        .filter(move |d| Some(*d) != governed)
+        .filter(move |_| !governed)
 }
 
-/// The model dir the registry manifest sits in (the policy checks it is one), and the manifest.
-pub fn governed(policy: &Policy) -> Option<(&Path, &Path)> {
-    let manifest = policy.registry_manifest.as_deref()?;
-    Some((manifest.parent()?, manifest))
+/// The registry manifest every model dir follows, when the policy names one.
+pub fn governed(policy: &Policy) -> Option<&Path> {
+    policy.registry_manifest.as_deref()
 }
 
 pub(crate) fn path_str(p: &Path) -> String {
@@ -305,8 +304,9 @@ pub fn sweep(
         });
         cmp.missing(&scope);
     }
-    if let Some((dir, manifest)) = governed(policy) {
-        for (path, expected, actual) in crate::registry::check(hasher, dir, manifest) {
+    if let Some(manifest) = governed(policy) {
+        for (path, expected, actual) in crate::registry::check(hasher, &policy.model_dirs, manifest)
+        {
             cmp.watched += 1;
             cmp.flag(path, Category::ModelFile, &expected, actual);
         }

@@ -16,7 +16,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         return Ok(crate::checkconfig::check_config(&options, &policy));
     }
     let (key_path, key) = load_key(&options, &policy)?;
-    let token_path = token::path(options.token_file.as_deref());
+    let token_path = crate::credentials::token_path(options.token_file.as_deref());
     let token = token::load(&token_path).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
@@ -90,15 +90,9 @@ fn load_policy(options: &Options) -> Result<Policy, i32> {
     }
 }
 
-/// The HMAC key and where it came from: an explicit key file (flag or HMAC_KEY_PATH) first;
-/// under systemd the credential; elsewhere the policy's path.
+/// The HMAC key and where it came from (`credentials::key_path`).
 fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::Key>), i32> {
-    let key_path = options.key_file.clone().unwrap_or_else(|| {
-        std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(|d| Path::new(&d).join("integrity-hmac-key"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| policy.hmac_key_path.clone())
-    });
+    let key_path = crate::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
     let key = key::load(&key_path).map_err(|e| {
         tracing::error!(error = %e, "HMAC key refused");
         EXIT_CONFIG

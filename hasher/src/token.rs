@@ -2,12 +2,12 @@
 //! SHA-256. The hasher compares it itself before it makes a baseline: the api, facing the
 //! network, is not trusted with that decision.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Where the appliance keeps the service token.
+/// Where the operations guide keeps the service token (a fallback: see `credentials`).
 pub const DEFAULT_TOKEN_FILE: &str = "/run/secure-ai/service-token";
 /// Largest token file read.
 const MAX_LEN: usize = 4096;
@@ -43,25 +43,14 @@ impl Token {
     }
 }
 
-/// The token file: the flag, else the unit's credential, else the appliance default.
-pub fn path(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_owned();
-    }
-    std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|d| Path::new(&d).join("service-token"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE))
-}
-
 /// Loads the token; `Ok(None)` (logged) when there is none: then only a first initialization
 /// can make a baseline and the api keeps its token-gated endpoints closed. A token file others
-/// than its owner may read or write is refused, as the key is.
+/// may read or its group write is refused, as the key is (`credentials::exposed`).
 pub fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
         let mode = m.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        if crate::credentials::exposed(mode) {
             return Err(crate::error::TokenError::Exposed {
                 path: path.to_owned(),
                 mode,

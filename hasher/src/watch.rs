@@ -96,7 +96,9 @@ impl Watcher {
             complete: true,
         };
         let mut parents: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
-        for (file, _) in &policy.files {
+        // The registry manifest is watched as a listed file is: a change to it asks for a check.
+        let listed = policy.files.iter().map(|(f, _)| f);
+        for file in listed.chain(&policy.registry_manifest) {
             if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
                 parents
                     .entry(dir.to_owned())
