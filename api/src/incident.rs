@@ -26,6 +26,11 @@ pub type Queue = mpsc::Sender<(String, Vec<u8>)>;
 
 /// The credential id under which our unit loads the recorder's token.
 pub const TOKEN_CREDENTIAL: &str = "incident-reporter-token";
+/// What our unit's `SetCredential=` puts in the credential when its source is missing.
+pub const UNPROVISIONED: &str = "(not provisioned)";
+/// Where the appliance provisions it (our unit's `LoadCredential=` source).
+pub const TOKEN_SOURCE: &str =
+    "/var/lib/secure-ai/credentials/incident-reporter-integrity-monitor.token";
 
 /// Reads the recorder's token: at most 4 KiB, surrounding whitespace dropped, one line of
 /// visible ASCII (it goes into a header); `None` when empty.
@@ -39,6 +44,9 @@ pub fn read_token(path: &std::path::Path) -> Result<Option<String>, String> {
         return Err("longer than 4096 bytes".into());
     }
     let token = text.trim();
+    if token == UNPROVISIONED {
+        return Ok(None);
+    }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("not one line of visible ASCII".into());
     }

@@ -109,6 +109,10 @@ fn incident_recorder(config: &Config) -> Result<Option<incident::Recorder>, i32>
     });
     let secret = match &path {
         Some(path) => match incident::read_token(path) {
+            Ok(None) => {
+                tracing::warn!(path = %path.display(), source = incident::TOKEN_SOURCE, "no incident recorder token (under our unit: its source was missing): incidents are sent without one");
+                None
+            }
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "incident recorder token unusable");

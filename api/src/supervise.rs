@@ -83,6 +83,7 @@ pub(crate) async fn supervise(
             j = &mut task => (None, Some(j)),
         };
         let spawned = matches!(source, Source::Spawned(_));
+        let first_failed = first && !matches!(handshake, Some(Ok(())));
         match handshake {
             Some(Ok(())) => {
                 backoff = Backoff(BACKOFF_MIN);
@@ -116,6 +117,11 @@ pub(crate) async fn supervise(
         calls = rx;
         let why = failure.map_or_else(|| "call queue closed".to_owned(), |e| e.to_string());
         monitor.hasher_lost(&why);
+        if first_failed {
+            // The first hasher refused to start (its key, say): requests held for the first
+            // verdict get this one (503, hasher unavailable) instead of waiting out their hold.
+            monitor.release_held();
+        }
         if !spawned {
             backoff.wait().await;
         }

@@ -6,8 +6,14 @@
 # INTEGRITY_MONITOR_ALLOW_UNSIGNED=1 lets an appliance without an HMAC key pass (not advised).
 set -euo pipefail
 url="${INTEGRITY_MONITOR_URL:-http://127.0.0.1:8510}"
-token_file="${INTEGRITY_MONITOR_TOKEN_FILE:-/run/secure-ai/service-token}"
-key_file="${INTEGRITY_MONITOR_KEY_FILE:-/run/secure-ai/integrity-hmac-key}"
+# The appliance's credential store first (or the LoadCredential= copy a unit points
+# INTEGRITY_MONITOR_TOKEN_PATH at, as the appliance's health check unit does); the operations
+# guide's /run/secure-ai files as the fallback.
+first() { for f in "$@"; do [ -e "$f" ] && { echo "$f"; return; }; done; echo "$1"; }
+token_file="${INTEGRITY_MONITOR_TOKEN_FILE:-${INTEGRITY_MONITOR_TOKEN_PATH:-$(first \
+    /var/lib/secure-ai/credentials/integrity-monitor.token /run/secure-ai/service-token)}}"
+key_file="${INTEGRITY_MONITOR_KEY_FILE:-$(first \
+    /var/lib/secure-ai/credentials/integrity-hmac.key /run/secure-ai/integrity-hmac-key)}"
 monitor="${INTEGRITY_MONITOR_BIN:-/usr/libexec/secure-ai/integrity-monitor}"
 
 if [ ! -r "$token_file" ]; then

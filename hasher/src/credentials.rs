@@ -50,6 +50,34 @@ pub fn token_path(explicit: Option<&Path>) -> PathBuf {
     )
 }
 
+/// What our units put in a credential whose source is missing (`SetCredential=` beside each
+/// `LoadCredential=`; systemd 252 refuses an empty value). Never a secret: a key of 17 bytes
+/// is refused for its length, and a token with this text is no token.
+pub const UNPROVISIONED: &[u8] = b"(not provisioned)";
+
+/// Whether a secret's content is our units' stand-in for a missing source.
+pub fn is_unprovisioned(content: &[u8]) -> bool {
+    content.trim_ascii() == UNPROVISIONED
+}
+
+/// When `path` is one of our units' credentials and holds [`UNPROVISIONED`], what is missing.
+pub fn missing_source(path: &Path) -> Option<String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    if path.parent() != Some(Path::new(&dir)) {
+        return None;
+    }
+    let content = crate::fsread::read_secret(path, 64).ok()?;
+    if !is_unprovisioned(&content) {
+        return None;
+    }
+    let id = path.file_name()?.to_str()?;
+    let file = [KEY, TOKEN].into_iter().find(|(_, i)| *i == id)?.0;
+    Some(format!(
+        "credential {id} holds no secret: its source {STORE}/{file} was not there when the unit started \
+         (provision it, or point the unit at the old /run/secure-ai file: README \"Replacing the Go service\")"
+    ))
+}
+
 /// Whether a secret with these permission bits is open to too many: any access by others, or
 /// writes by its group. Group read is accepted (the operations guide's rotation steps leave
 /// `chmod 0640`), as the appliance's own services accept it.

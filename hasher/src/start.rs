@@ -94,7 +94,10 @@ fn load_policy(options: &Options) -> Result<Policy, i32> {
 fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::Key>), i32> {
     let key_path = crate::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
     let key = key::load(&key_path).map_err(|e| {
-        tracing::error!(error = %e, "HMAC key refused");
+        match crate::credentials::missing_source(&key_path) {
+            Some(missing) => tracing::error!(error = %missing, "HMAC key missing"),
+            None => tracing::error!(error = %e, "HMAC key refused"),
+        }
         EXIT_CONFIG
     })?;
     if key.is_none() {

@@ -63,12 +63,21 @@ pub fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
             Ok(None)
         }
         Ok(bytes) => {
-            let token = Token::from_text(&bytes);
+            let token = if crate::credentials::is_unprovisioned(&bytes) {
+                None
+            } else {
+                Token::from_text(&bytes)
+            };
             let len = bytes.trim_ascii().len();
             match &token {
-                None => {
-                    tracing::warn!(path = %path.display(), "service token file is empty: rebaseline, scan and reload stay closed")
-                }
+                None => match crate::credentials::missing_source(path) {
+                    Some(missing) => {
+                        tracing::error!(error = %missing, "no service token: rebaseline, scan and reload stay closed")
+                    }
+                    None => {
+                        tracing::warn!(path = %path.display(), "service token file is empty: rebaseline, scan and reload stay closed")
+                    }
+                },
                 Some(_) if len < SHORT => {
                     tracing::warn!(path = %path.display(), len, "service token is short; use 32 random bytes (e.g. `openssl rand -hex 32`)")
                 }
@@ -91,5 +100,17 @@ mod tests {
         assert!(!t.matches(b""));
         assert!(Token::from_text(b" \n").is_none());
         assert!(Token::from_text(b"x").is_some_and(|t| t.matches(b"x")));
+    }
+
+    #[test]
+    fn our_units_marker_for_a_missing_source_is_no_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("service-token");
+        std::fs::write(&p, b"(not provisioned)").expect("write");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        assert!(load(&p).expect("not exposed").is_none(), "no token at all");
+        std::fs::write(&p, b"0123456789abcdef0123\n").expect("write");
+        assert!(load(&p).expect("a token").is_some());
     }
 }

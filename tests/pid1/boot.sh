@@ -34,21 +34,55 @@ install -D -m0755 "$SRC/contrib/greenboot/01-integrity-monitor.sh" "$R/etc/green
 install -D -m0755 "$SRC/contrib/first-boot/integrity-monitor.sh" "$R/usr/libexec/secure-ai/first-boot-check.d/integrity-monitor.sh"
 install -D -m0755 "$SRC/tests/pid1/inside.sh" "$R/root/inside.sh"
 
-# An appliance tree: a service binary to tamper with, trust material, a model, the policy.
-install -d "$R/etc/secure-ai/policy" "$R/var/lib/secure-ai/registry/models"
+install -D -m0755 "$SRC/tests/pid1/health-check.sh" "$R/root/health-check.sh"
+# The README: the legacy-layout drop-in is taken from it, as an operator would copy it.
+install -D -m0644 "$SRC/README.md" "$R/root/README.md"
+install -D -m0755 "$SRC/tests/pid1/recorder.sh" "$R/root/recorder.sh"
+
+# The appliance as its image ships today: the policy's shape (version, quoted interval, a .py
+# service binary, this policy among the policy files, units under /usr/lib/systemd/system, the
+# cosign key under /etc/pki/containers, the old /run/secure-ai key path that HMAC_KEY_PATH
+# overrides), models in the vault and the registry manifest outside it, enrolling a file and a
+# directory artifact (its SecAI-Directory-Hash-v1 computed here by hand).
+install -d "$R/etc/secure-ai/policy" "$R/var/lib/secure-ai/registry" "$R/etc/pki/containers" \
+  "$R/var/lib/secure-ai/vault/models/sd-turbo/unet"
 printf '#!/bin/sh\necho registry\n' > "$R/usr/libexec/secure-ai/registry"; chmod 0755 "$R/usr/libexec/secure-ai/registry"
-echo "test-cosign-pub" > "$R/etc/secure-ai/cosign.pub"
-head -c 1048576 /dev/urandom > "$R/var/lib/secure-ai/registry/models/model.bin"
+printf 'print("attest")\n' > "$R/usr/libexec/secure-ai/secure-tpm-attestation.py"
+echo "test-cosign-pub" > "$R/etc/pki/containers/secai-cosign.pub"
+M=$R/var/lib/secure-ai/vault/models
+head -c 1048576 /dev/urandom > "$M/model.gguf"
+head -c 65536 /dev/urandom > "$M/sd-turbo/unet/weights.bin"
+be64() { local i; for i in 7 6 5 4 3 2 1 0; do printf "\\$(printf '%03o' $(( ($1 >> (i * 8)) & 255 )))"; done; }
+dirhash() { # SecAI-Directory-Hash-v1 of a directory holding one file: REL, CONTENT FILE
+  { printf 'SecAI-Directory-Hash-v1\0'; be64 "${#1}"; printf '%s' "$1"
+    be64 "$(stat -c %s "$2")"; cat "$2"; } | sha256sum | cut -d' ' -f1; }
+cat > "$R/var/lib/secure-ai/registry/manifest.json" <<J
+{"version":1,"models":[
+ {"name":"model","filename":"model.gguf","sha256":"$(sha256sum < "$M/model.gguf" | cut -d' ' -f1)","size_bytes":1048576},
+ {"name":"sd-turbo","filename":"sd-turbo","sha256":"$(dirhash unet/weights.bin "$M/sd-turbo/unet/weights.bin")","size_bytes":65536}]}
+J
 cat > "$R/etc/secure-ai/policy/integrity-monitor.yaml" <<'Y'
-scan_interval: 30s
-service_binaries: [/usr/libexec/secure-ai/integrity-monitor, /usr/libexec/secure-ai/integrity-hasher, /usr/libexec/secure-ai/registry]
-policy_files: [/etc/secure-ai/policy/integrity-monitor.yaml]
-model_dirs: [/var/lib/secure-ai/registry/models]
-systemd_units: [/usr/lib/systemd/system/secure-ai-integrity-monitor.service, /usr/lib/systemd/system/secure-ai-integrity-hasher@.service]
-trust_material: [/etc/secure-ai/cosign.pub]
+version: 1
+scan_interval: "30s"
+service_binaries:
+  - /usr/libexec/secure-ai/registry
+  - /usr/libexec/secure-ai/secure-tpm-attestation.py
+  - /usr/libexec/secure-ai/integrity-monitor
+  - /usr/libexec/secure-ai/integrity-hasher
+policy_files:
+  - /etc/secure-ai/policy/integrity-monitor.yaml
+model_dirs:
+  - /var/lib/secure-ai/vault/models
+registry_manifest: /var/lib/secure-ai/registry/manifest.json
+systemd_units:
+  - /usr/lib/systemd/system/secure-ai-integrity-monitor.service
+  - /usr/lib/systemd/system/secure-ai-integrity-hasher@.service
+trust_material:
+  - /etc/pki/containers/secai-cosign.pub
 hmac_key_path: /run/secure-ai/integrity-hmac-key
+degradation_threshold: 3
 Y
-chmod -R a+rX "$R/etc/secure-ai" "$R/var/lib/secure-ai"
+chmod -R a+rX "$R/etc/secure-ai" "$R/etc/pki" "$R/var/lib/secure-ai"
 
 # Boot. The host has cgroup v1 controllers plus a v2 "unified" tree and no systemd to ask for a
 # scope: move into child cgroups of our current ones (v1 cpuset needs cpus/mems copied), then

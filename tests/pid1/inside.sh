@@ -13,9 +13,29 @@ hasher_unit() { systemctl list-units --plain --no-legend 'secure-ai-integrity-ha
 prop() { systemctl show -p "$1" --value "$2"; }
 
 systemd-sysusers
-install -d -m0755 /run/secure-ai   # 0755: the api (a dynamic user) must reach the socket in it
-(umask 077; head -c 32 /dev/urandom > /run/secure-ai/integrity-hmac-key
- echo "pid1-token-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" > /run/secure-ai/service-token)
+# Credentials as the appliance provisions them (secure-ai-credentials.service): a root-only
+# store, each secret 64 lower-case hex digits and a newline, 0600 root, one link. Nothing under
+# /run/secure-ai: the units load from the store.
+C=/var/lib/secure-ai/credentials
+install -d -m0700 -o root -g root $C
+for n in integrity-monitor.token integrity-hmac.key incident-reporter-integrity-monitor.token; do
+  (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > $C/$n; echo >> $C/$n)
+done
+check "credentials as the appliance makes them: $(stat -c '%a:%u:%h:%s' $C/* | sort -u | tr '\n' ' ')" \
+  sh -c "[ \"\$(stat -c '%a:%u:%h:%s' $C/* | sort -u)\" = '600:0:1:65' ] && [ \"\$(stat -c %a $C)\" = 700 ]"
+# The appliance's boot check, as a oneshot with its own LoadCredential= of the token.
+cat > /etc/systemd/system/im-health-check.service <<'U'
+[Service]
+Type=oneshot
+ExecStart=/root/health-check.sh
+Environment=INTEGRITY_MONITOR_TOKEN_PATH=%d/integrity-monitor-token
+LoadCredential=integrity-monitor-token:/var/lib/secure-ai/credentials/integrity-monitor.token
+U
+health() { systemctl start im-health-check.service 2>/dev/null; local rc=$?
+  journalctl -b -u im-health-check.service --no-pager -o cat | grep '^\[health-check\]' | tail -1; return $rc; }
+# A stand-in incident recorder that demands the reporter token.
+systemd-socket-activate -l 127.0.0.1:8515 -a --inetd /root/recorder.sh >/dev/null 2>&1 &
+RECORDER=$!
 systemctl daemon-reload
 
 # --- the units as shipped pass systemd's own checks
@@ -39,7 +59,9 @@ check "first-boot check: $out" sh -c "echo '$out' | grep -q '^PASS'"
 H=$(hasher_unit)
 check "hasher instance $H running" test -n "$H"
 check "key and token credentials in the hasher unit" sh -c "[ -s /run/credentials/$H/integrity-hmac-key ] && [ -s /run/credentials/$H/service-token ]"
-check "no credential at all in the api unit" sh -c "[ ! -e /run/credentials/$A/service-token ] && [ ! -e /run/credentials/$A/integrity-hmac-key ]"
+check "the hasher's credentials are the store's key and token" sh -c "cmp -s /run/credentials/$H/integrity-hmac-key $C/integrity-hmac.key && cmp -s /run/credentials/$H/service-token $C/integrity-monitor.token"
+check "the api unit holds the reporter token only: no service token, no key" sh -c "cmp -s /run/credentials/$A/incident-reporter-token $C/incident-reporter-integrity-monitor.token && [ \"\$(ls /run/credentials/$A)\" = incident-reporter-token ]"
+check "no secret under /run/secure-ai ($(ls /run/secure-ai | tr '\n' ' '))" test -z "$(find /run/secure-ai -type f)"
 huid=$(awk '/^Uid:/{print $2}' /proc/$(prop MainPID "$H")/status)
 check "the baseline store is the hasher's (uid $huid), 0700, baseline and generation record" sh -c "[ \"\$(stat -L -c '%a %u' /var/lib/secure-ai/integrity)\" = '700 $huid' ] && [ -s /var/lib/secure-ai/integrity/baseline.json ] && [ -s /var/lib/secure-ai/integrity/generation.json ]"
 auid=$(awk '/^Uid:/{print $2}' /proc/$(prop MainPID $A)/status)
@@ -60,7 +82,6 @@ check "api walls: $(walls $A 2>&1 | tr '\n' ' ')" walls $A
 check "hasher walls: $(walls "$H" 2>&1 | tr '\n' ' ')" walls "$H"
 
 # --- a tampered watched binary is seen by the running service, and its restore too
-T=$(cat /run/secure-ai/service-token)
 cp /usr/libexec/secure-ai/registry /tmp/registry.orig
 printf 'tampered' >> /usr/libexec/secure-ai/registry
 for _ in $(seq 50); do [ "$(code /api/v1/verify)" = 503 ] && break; sleep 0.1; done
@@ -69,6 +90,22 @@ check "violation recorded in the audit log" grep -q '"event":"violation".*"path"
 cat /tmp/registry.orig > /usr/libexec/secure-ai/registry
 for _ in $(seq 50); do [ "$(code /api/v1/verify)" = 200 ] && break; sleep 0.1; done
 check "restored -> 200" test "$(code /api/v1/verify)" = 200
+
+# --- the appliance's boot check: passes; a tampered model fails it and reaches the recorder
+out=$(health); rc=$?
+check "appliance health check (token from its LoadCredential, curl --max-time 30) passes: $out" test $rc = 0
+MODEL=/var/lib/secure-ai/vault/models/sd-turbo/unet/weights.bin
+cp $MODEL /tmp/weights.orig
+printf 'X' | dd of=$MODEL bs=1 seek=100 conv=notrunc status=none
+out=$(health); rc=$?
+check "a model tampered inside a directory artifact fails the health check: $out" test $rc != 0
+check "the violation names the artifact" sh -c "curl -s -m 5 http://127.0.0.1:8510/api/v1/status | jq -e '.active_violations[] | select(.path == \"/var/lib/secure-ai/vault/models/sd-turbo\" and .category == \"model_file\")' >/dev/null"
+for _ in $(seq 50); do [ -s /run/im-recorder/accepted.jsonl ] && break; sleep 0.1; done
+check "the recorder received the incident with the reporter token" sh -c "jq -e 'select(.source == \"integrity-monitor\" and .class == \"manifest_mismatch\")' /run/im-recorder/accepted.jsonl >/dev/null"
+check "the recorder refused nothing ($(cat /run/im-recorder/refused.log 2>/dev/null | tr '\n' ' '))" test ! -e /run/im-recorder/refused.log
+cat /tmp/weights.orig > $MODEL
+out=$(health); rc=$?
+check "restored: the health check passes again: $out" test $rc = 0
 
 # --- IPAddressDeny= on the listener: a non-loopback peer on the container's own network is refused
 # A veth pair inside the container's own network namespace (192.0.2.0/24 is TEST-NET-1): the
@@ -121,16 +158,56 @@ check "stop record last in the audit log" sh -c "tail -1 $AUDIT | grep -q '\"eve
 # --- first boot as the appliance runs it: the Go service's flag, configured by the environment
 systemctl stop secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
 rm -rf /var/lib/private/secure-ai/integrity /var/lib/secure-ai/integrity
+# As root, with no key or token path given: the credential store is where they are found.
 env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=127.0.0.1:8597 \
-  AUDIT_LOG_PATH=$AUDIT SERVICE_TOKEN_PATH=/run/secure-ai/service-token \
-  HMAC_KEY_PATH=/run/secure-ai/integrity-hmac-key BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \
+  AUDIT_LOG_PATH=$AUDIT BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \
   /usr/libexec/secure-ai/integrity-monitor --initialize-baseline >/tmp/firstboot.log 2>&1; rc=$?
 check "firstboot: integrity-monitor --initialize-baseline exits 0 ($(tail -1 /tmp/firstboot.log | cut -c1-120))" test $rc = 0
 check "firstboot: a signed baseline of generation 1 is stored" sh -c "grep -q '\"generation\":1' /var/lib/secure-ai/integrity/baseline.json && [ -s /var/lib/secure-ai/integrity/generation.json ]"
 systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
 for _ in $(seq 100); do [ "$(code /api/v1/verify 30)" = 200 ] && break; sleep 0.2; done
 check "the service adopts the firstboot baseline (its store moved to the hasher's user) and is trusted" sh -c "[ '$(code /api/v1/verify)' = 200 ] && tail -20 $AUDIT | grep -q '\"event\":\"baseline_loaded\"'"
+check "check-config passes the appliance's policy with its credentials" /usr/libexec/secure-ai/integrity-monitor check-config --policy /etc/secure-ai/policy/integrity-monitor.yaml
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+
+# --- the operations guide's older layout, by the drop-in the README shows: /run/secure-ai
+# secrets, the token group-readable (0640) as the guide's rotation leaves it
+install -d -m0755 /run/secure-ai
+(umask 077; cp $C/integrity-hmac.key /run/secure-ai/integrity-hmac-key
+ od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > /run/secure-ai/service-token; echo >> /run/secure-ai/service-token)
+chmod 0640 /run/secure-ai/service-token
+install -d /etc/systemd/system/secure-ai-integrity-hasher@.service.d
+sed -n '/^# BEGIN legacy-run-secure-ai.conf/,/^# END/p' /root/README.md | sed '1d;$d' \
+  > /etc/systemd/system/secure-ai-integrity-hasher@.service.d/legacy-run-secure-ai.conf
+systemctl daemon-reload
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+LT=$(tr -d '[:space:]' < /run/secure-ai/service-token)
+lc=$(curl -s -o /dev/null -m 30 -w '%{http_code}' -X POST -H "Authorization: Bearer $LT" http://127.0.0.1:8510/api/v1/scan)
+check "legacy drop-in ($(wc -l < /etc/systemd/system/secure-ai-integrity-hasher@.service.d/legacy-run-secure-ai.conf) lines): the /run/secure-ai token (0640) authorises a scan ($lc)" test "$lc" = 200
+sc=$(curl -s -o /dev/null -m 30 -w '%{http_code}' -X POST -H "Authorization: Bearer $(tr -d '[:space:]' < $C/integrity-monitor.token)" http://127.0.0.1:8510/api/v1/scan)
+check "legacy drop-in: the store's token no longer does ($sc)" test "$sc" = 403
+check "legacy drop-in: trusted with the /run/secure-ai key" test "$(code /api/v1/verify)" = 200
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+rm -rf /etc/systemd/system/secure-ai-integrity-hasher@.service.d /run/secure-ai/integrity-hmac-key /run/secure-ai/service-token
+systemctl daemon-reload
+
+# --- a credential the store lacks: the units still start, and the journal says in one line what is missing
+mv $C/integrity-monitor.token /tmp/token.away
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+mc=$(code /api/v1/verify 30)
+mp=$(curl -s -o /dev/null -m 30 -w '%{http_code}' -X POST -H "Authorization: Bearer x" http://127.0.0.1:8510/api/v1/scan)
+check "token missing from the store: verify $mc, POST /scan closed ($mp)" sh -c "[ '$mc' = 200 ] && [ '$mp' = 503 ]"
+check "token missing: the journal names the file" sh -c "journalctl -b -p err --no-pager -o cat -u 'secure-ai-integrity-hasher@*' | grep -q 'credentials/integrity-monitor.token was not there'"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+mv /tmp/token.away $C/integrity-monitor.token
+mv $C/integrity-hmac.key /tmp/key.away
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+kc=$(code /api/v1/verify 30)
+check "key missing from the store: not trusted ($kc)" test "$kc" = 503
+check "key missing: the journal names the file" sh -c "journalctl -b -p err --no-pager -o cat -u 'secure-ai-integrity-hasher@*' | grep -q 'credentials/integrity-hmac.key was not there'"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+mv /tmp/key.away $C/integrity-hmac.key
+kill $RECORDER 2>/dev/null
 
 echo "--- warnings and errors of the run"
 journalctl -b --no-pager -o short-monotonic -u 'secure-ai-*' -p warning | grep -v 'incident report' | tail -15

@@ -158,6 +158,12 @@ impl Monitor {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Ends the hold on requests waiting for start-up's first verdict without one: the first
+    /// hasher went away, and the snapshot (not trusted, hasher down) is the answer.
+    pub fn release_held(&self) {
+        self.first_verdict.send_replace(true);
+    }
+
     /// A copy of the current snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = lock(&self.snap).clone();
