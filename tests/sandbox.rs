@@ -229,6 +229,12 @@ fn api_reads_nothing_and_writes_only_its_two_dirs() {
         Verdict::Sigsys,
         "no datagram even with reporting on"
     );
+    // MPTCP escapes Landlock's TCP port rules on this kernel: seccomp refuses the socket.
+    assert_eq!(
+        probe_act("mptcp", &other_port),
+        Verdict::Sigsys,
+        "no MPTCP socket, to any port"
+    );
     // The api never reads, even what it wrote itself.
     assert_eq!(
         api_probe(&a, "read", &path_str(&a.path("logs/probe"))),

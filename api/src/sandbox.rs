@@ -109,6 +109,9 @@ pub fn probe(act: &str, arg: &str) -> i32 {
         "connect" => {
             std::net::TcpStream::connect(("127.0.0.1", arg.parse().unwrap_or(1))).map(drop)
         }
+        // An MPTCP stream to the given loopback port: Landlock's TCP rules do not cover MPTCP,
+        // so seccomp must refuse the socket itself.
+        "mptcp" => crate::sys::mptcp_connect(arg.parse().unwrap_or(1)),
         // A datagram to the given loopback port: the api may never send one.
         "udp" => std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.send_to(b"probe", ("127.0.0.1", arg.parse().unwrap_or(9))))

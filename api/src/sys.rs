@@ -221,3 +221,42 @@ pub fn run_in_child(work: impl FnOnce() -> i32) -> i32 {
         }
     }
 }
+
+/// Test harness (`--sandbox-probe mptcp PORT`): an MPTCP stream to 127.0.0.1:`port`.
+#[cfg(feature = "probe")]
+pub fn mptcp_connect(port: u16) -> std::io::Result<()> {
+    const IPPROTO_MPTCP: libc::c_int = 262;
+    // SAFETY: socket(2) with constant arguments; the fd it returns is owned at once below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            IPPROTO_MPTCP,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in and the length passed is its size.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            std::ptr::from_ref(&addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
