@@ -322,6 +322,12 @@ pub fn verify_with(
     }));
     let mut reached = upto.is_none();
     let mut records = 0u64;
+    let empty = |file: Option<&PathBuf>| Break {
+        file: file.cloned().unwrap_or_default(),
+        line: 0,
+        expected: "at least one record".into(),
+        found: "an empty log (a log emptied by an attacker verifies nothing)".into(),
+    };
     for file in files {
         let text = std::fs::read(file).map_err(|e| Break {
             file: file.clone(),
@@ -383,6 +389,9 @@ pub fn verify_with(
             expected: format!("record {} with hash {}", u.seq, u.hash),
             found: format!("the chain ends at record {}", head.map_or(0, |h| h.seq)),
         });
+    }
+    if records == 0 {
+        return Err(empty(files.last()));
     }
     Ok(records)
 }

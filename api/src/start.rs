@@ -18,7 +18,9 @@ pub(crate) struct Prepared {
 /// Prepares the monitor; `Err` is the exit code to stop with (the reason is already logged).
 pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
     let audit = open_audit(&config.audit_log)?;
-    if config.insecure_no_sandbox && config.policy == Path::new(DEFAULT_POLICY) {
+    if config.insecure_no_sandbox
+        && imsys::paths::same_file(&config.policy, Path::new(DEFAULT_POLICY))
+    {
         tracing::error!("--insecure-no-sandbox is refused with the production policy");
         return Err(EXIT_CONFIG);
     }

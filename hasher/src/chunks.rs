@@ -104,6 +104,7 @@ pub fn verify(
     };
     let expected_chunks = known.size.div_ceil(CHUNK);
     if !before.file_type().is_file()
+        || crate::credentials::is_secret_inode(&before)
         || before.size() != known.size
         || known.chunks.len() as u64 != expected_chunks
     {

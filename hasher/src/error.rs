@@ -81,6 +81,14 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A directory above it is world-writable (not sticky): anyone could swap it by rename.
+    #[error("HMAC key {}: the directory {} above it is world-writable, so anyone could replace the key by rename; `chmod o-w {}`", path.display(), dir.display(), dir.display())]
+    OpenDir {
+        /// The key file.
+        path: PathBuf,
+        /// The world-writable directory.
+        dir: PathBuf,
+    },
     /// Shorter than 32 bytes or longer than 4096.
     #[error("HMAC key {}: {len} bytes; a key must be 32 to 4096 bytes (e.g. `openssl rand 32 > {}`)", path.display(), path.display())]
     BadLength {
@@ -146,6 +154,14 @@ pub enum TokenError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// A directory above it is world-writable (not sticky): anyone could swap it by rename.
+    #[error("service token {}: the directory {} above it is world-writable, so anyone could replace the token by rename; `chmod o-w {}`", path.display(), dir.display(), dir.display())]
+    OpenDir {
+        /// The token file.
+        path: PathBuf,
+        /// The world-writable directory.
+        dir: PathBuf,
     },
 }
 

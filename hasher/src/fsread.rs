@@ -36,7 +36,9 @@ pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
 }
 
 /// As [`read_bounded`] for a secret: read into one buffer allocated up front, so no copy is
-/// left behind by a reallocation, and wiped (its whole capacity) when dropped.
+/// left behind by a reallocation, and wiped (its whole capacity) when dropped. The secret's
+/// inode and digest are remembered, so no watched file that is it is ever given out
+/// (`credentials::remember_secret`).
 pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let mut file = File::open(path)?;
     let mut buf = Zeroizing::new(vec![0u8; cap + 1]);
@@ -53,6 +55,7 @@ pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadEr
         return Err(ReadError::TooLarge { cap: cap as u64 });
     }
     buf.truncate(len);
+    crate::credentials::remember_secret(&file, &buf);
     Ok(buf)
 }
 

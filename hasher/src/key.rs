@@ -35,6 +35,12 @@ pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
         }
         Ok(m) => {
             use std::os::unix::fs::PermissionsExt;
+            if let Some(dir) = imsys::paths::world_writable_parent(path) {
+                return Err(KeyError::OpenDir {
+                    path: path.to_owned(),
+                    dir,
+                });
+            }
             let mode = m.permissions().mode() & 0o7777;
             if crate::credentials::exposed(mode) {
                 return Err(KeyError::Exposed {

@@ -115,6 +115,16 @@ impl Policy {
                 });
             }
         }
+        if let Some(dir) = imsys::paths::world_writable_parent(path) {
+            return Err(PolicyError::Read {
+                path: path.to_owned(),
+                why: format!(
+                    "{} above it is world-writable: anyone could replace the policy by rename; `chmod o-w {}`",
+                    dir.display(),
+                    dir.display()
+                ),
+            });
+        }
         let text = crate::fsread::read_bounded_text(path, MAX_POLICY_BYTES).map_err(|e| {
             PolicyError::Read {
                 path: path.to_owned(),

@@ -102,6 +102,9 @@ impl Reader {
         if !before.file_type().is_file() {
             return Attempt::Done((Outcome::NotRegular, None));
         }
+        if crate::credentials::is_secret_inode(&before) {
+            return Attempt::Done((Outcome::Secret, None));
+        }
         let file = match open_no_symlinks(path) {
             Ok(f) => f,
             Err(e) => return Attempt::Done((from_io(&e), None)),
@@ -110,6 +113,9 @@ impl Reader {
             Ok(m) => m,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
+        if crate::credentials::is_secret_inode(&opened) {
+            return Attempt::Done((Outcome::Secret, None));
+        }
         if !same_version(&before, &opened) {
             return Attempt::Changed;
         }
@@ -131,6 +137,11 @@ impl Reader {
             }
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
+        // A copy of a secret: read, but its digest goes no further.
+        if crate::credentials::is_secret_digest(&digest.0) {
+            self.chunker = None;
+            return Attempt::Done((Outcome::Secret, None));
+        }
         match file.metadata() {
             Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
                 self.last_chunks = self

@@ -201,6 +201,12 @@ fn compute(
         let file =
             crate::resolve::open_no_symlinks(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let before = file.metadata().map_err(|e| e.to_string())?;
+        if crate::credentials::is_secret_inode(&before) {
+            return Err(format!(
+                "{}: is the HMAC key or the service token; never read",
+                f.display()
+            ));
+        }
         if Version::of(&before) != *version {
             return Err(format!("{}: changed while hashed", f.display()));
         }
@@ -416,6 +422,7 @@ fn artifact_finding(
                 Outcome::Hashed { hash, .. } => Some(hash),
                 Outcome::SizeChanged(_) => Some(report::SIZE_CHANGED.into()),
                 Outcome::TooLarge(_) => Some(report::TOO_LARGE.into()),
+                Outcome::Secret => Some(report::SECRET_FILE.into()),
                 _ => Some(ARTIFACT_INVALID.into()),
             }
         }

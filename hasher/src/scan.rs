@@ -241,6 +241,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::Unreadable(why) => format!("unreadable: {why}"),
         Outcome::SizeChanged(n) => format!("size changed to {n}"),
         Outcome::TooLarge(n) => format!("{n} bytes, more than max_file_size"),
+        Outcome::Secret => "is the HMAC key or the service token (a hard link, bind mount or copy of it); never digested".into(),
     }
 }
 
@@ -253,6 +254,7 @@ fn actual(o: &Outcome) -> String {
         Outcome::Unreadable(_) => report::UNREADABLE.into(),
         Outcome::SizeChanged(_) => report::SIZE_CHANGED.into(),
         Outcome::TooLarge(_) => report::TOO_LARGE.into(),
+        Outcome::Secret => report::SECRET_FILE.into(),
     }
 }
 
@@ -490,7 +492,13 @@ impl<'a> Comparison<'a> {
         self.watched += 1;
         let key = path_str(path);
         let Some(index) = self.index_of(&key) else {
-            self.flag(key, category, report::NONE, report::UNREGISTERED.into());
+            // Not read either way; a hard link or bind mount of a secret says what it is.
+            let meta = stated.or_else(|| std::fs::symlink_metadata(path).ok());
+            let marker = match meta {
+                Some(m) if crate::credentials::is_secret_inode(&m) => report::SECRET_FILE,
+                _ => report::UNREGISTERED,
+            };
+            self.flag(key, category, report::NONE, marker.into());
             return;
         };
         self.set_seen(index, true);

@@ -122,7 +122,7 @@ fn open_store(options: &Options) -> Result<Option<store::Store>, i32> {
 
 fn enter_sandbox(options: &Options, read_set: &[PathBuf]) -> Result<(), i32> {
     if options.insecure_no_sandbox {
-        if options.policy == Path::new(policy::DEFAULT_POLICY) {
+        if imsys::paths::same_file(&options.policy, Path::new(policy::DEFAULT_POLICY)) {
             tracing::error!("--insecure-no-sandbox is refused with the production policy");
             return Err(EXIT_CONFIG);
         }

@@ -7,8 +7,6 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Where the operations guide keeps the service token (a fallback: see `credentials`).
-pub const DEFAULT_TOKEN_FILE: &str = "/run/secure-ai/service-token";
 /// Largest token file read.
 const MAX_LEN: usize = 4096;
 /// Below this, a token is accepted with a warning (the Go service took any length).
@@ -49,6 +47,12 @@ impl Token {
 pub fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
+        if let Some(dir) = imsys::paths::world_writable_parent(path) {
+            return Err(crate::error::TokenError::OpenDir {
+                path: path.to_owned(),
+                dir,
+            });
+        }
         let mode = m.permissions().mode() & 0o7777;
         if crate::credentials::exposed(mode) {
             return Err(crate::error::TokenError::Exposed {

@@ -26,6 +26,9 @@ pub enum Outcome {
     SizeChanged(u64),
     /// A regular file larger than `max_file_size`: not read.
     TooLarge(u64),
+    /// The HMAC key or the service token (same inode, or same bytes): its digest is never
+    /// given out.
+    Secret,
 }
 
 /// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by

@@ -51,7 +51,13 @@ pub const ARTIFACT_INVALID: &str = "artifact_invalid";
 /// `actual_hash` of a file larger than the policy's `max_file_size`: reported, never read.
 pub const TOO_LARGE: &str = "too_large";
 
-const MARKERS: [&str; 15] = [
+/// `actual_hash` of a watched file that is the hasher's HMAC key or service token: the same
+/// inode (a hard link, a bind mount) or the same bytes (a copy). Its digest is never published:
+/// SHA-256 of a key longer than 64 bytes is an equivalent HMAC key.
+pub const SECRET_FILE: &str = "secret_file";
+
+const MARKERS: [&str; 16] = [
+    SECRET_FILE,
     TOO_LARGE,
     MANIFEST_INVALID,
     ARTIFACT_INVALID,

@@ -5,5 +5,6 @@
 
 pub mod lockfile;
 pub mod logging;
+pub mod paths;
 pub mod privileges;
 pub mod seccomp;
