@@ -2,6 +2,7 @@
 //! compromised api, a writer of model files or a writer of the hasher's store could try, and
 //! sees it fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Items 1-6 of the threat model's review (#29); the README's threat model names each test.
 
 mod common;
 
@@ -133,4 +134,149 @@ fn a_world_writable_directory_above_policy_key_or_token_is_refused() {
         std::fs::set_permissions(a.path(dir), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let _m = Running::start(&a);
     }
+}
+
+/// The store as the first start left it (generation 1), with one binary then tampered and an
+/// old-format baseline that blesses the tampering signed with the real key: what someone who
+/// can write the hasher's store (and holds, or once saw, a signed baseline) could put back.
+fn tampered_entries(a: &Appliance) -> Vec<protocol::baseline::Entry> {
+    let stored = std::fs::read(a.path("state/baseline.json")).unwrap();
+    let m = protocol::baseline::Manifest::parse(&stored).unwrap();
+    assert_eq!(m.generation, Some(1));
+    a.write(BINARIES[0], "tampered");
+    let tampered = path_str(&a.path(BINARIES[0]));
+    m.entries
+        .to_vec()
+        .into_iter()
+        .map(|mut e| {
+            if e.path == tampered {
+                e.hash =
+                    protocol::hexfmt::Sha256Digest::from_hex(&sha256_hex(b"tampered")).unwrap();
+                e.size = 8;
+            }
+            e
+        })
+        .collect()
+}
+
+/// Starts the monitor on `a`, waits for its first verdict, and says what it was.
+fn verdict_after_restart(a: &Appliance) -> (String, u16, Running) {
+    let m = Running::start(a);
+    let s = m.status();
+    (
+        s["state"].as_str().unwrap_or("").to_owned(),
+        m.verify_code(),
+        m,
+    )
+}
+
+fn assert_rollback_refused(a: &Appliance, what: &str) {
+    let (state, code, _m) = verdict_after_restart(a);
+    assert_eq!((state.as_str(), code), ("recovery_required", 503), "{what}");
+    let rejected = a
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "baseline_rejected")
+        .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        rejected.iter().any(|r| r.contains("rollback")),
+        "{what}: {rejected:?}"
+    );
+}
+
+/// Delete `generation.json` and put back a Go-format baseline signed with the same key: the
+/// hasher alone would take it as a first migration; the api's log says generation 1 was
+/// adopted, so generation 0 is a rollback.
+#[test]
+fn a_go_baseline_put_back_with_the_generation_record_deleted_is_refused() {
+    let a = Appliance::new();
+    Running::start(&a).stop_cleanly();
+    let mut go = protocol::baseline::Manifest::new(
+        "2026-10-01T08:00:00Z".into(),
+        tampered_entries(&a),
+        None,
+    );
+    go.hmac = protocol::sign::hmac_hex(&[0x42u8; 32], &[&go.go_signing_bytes()[0]]);
+    std::fs::write(
+        a.path("state/baseline.json"),
+        serde_json::to_vec_pretty(&go).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(a.path("state/generation.json")).unwrap();
+    assert_rollback_refused(&a, "Go format");
+}
+
+/// The same with one of our own baselines from before generations existed.
+#[test]
+fn a_pre_generation_baseline_of_ours_put_back_is_refused() {
+    let a = Appliance::new();
+    Running::start(&a).stop_cleanly();
+    let old = protocol::baseline::Manifest::new(
+        "2026-10-01T08:00:00Z".into(),
+        tampered_entries(&a),
+        Some(&[0x42u8; 32]),
+    );
+    std::fs::write(a.path("state/baseline.json"), old.to_json()).unwrap();
+    std::fs::remove_file(a.path("state/generation.json")).unwrap();
+    assert_rollback_refused(&a, "pre-generation format");
+}
+
+/// The whole store copied at generation 1 and put back after generation 2 (the audit log
+/// kept): the hasher's store is consistent, the api's log is not fooled.
+#[test]
+fn a_whole_store_rolled_back_with_the_audit_log_kept_is_refused() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let copy = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(a.path("state")).unwrap().flatten() {
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), copy.path().join(f.file_name())).unwrap();
+        }
+    }
+    a.write(BINARIES[0], "an update, rebaselined");
+    assert_eq!(
+        post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap().0,
+        200
+    );
+    // logrotate's copytruncate: the generation-2 record goes with the copy; the records that
+    // open the truncated file carry it forward.
+    std::fs::copy(a.audit_log(), a.path("logs/audit.jsonl.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.audit_log())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let mut m = m;
+    m.stop_cleanly();
+    for f in std::fs::read_dir(a.path("state")).unwrap().flatten() {
+        if f.file_type().unwrap().is_file() {
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
+    for f in std::fs::read_dir(copy.path()).unwrap().flatten() {
+        std::fs::copy(f.path(), a.path("state").join(f.file_name())).unwrap();
+    }
+    assert_rollback_refused(&a, "whole store at generation 1");
+}
+
+/// An emptied store is no first boot once the log has recorded a baseline: it is not
+/// re-initialised over whatever the files now hold.
+#[test]
+fn an_emptied_store_is_not_reinitialised_over_the_current_files() {
+    let a = Appliance::new();
+    Running::start(&a).stop_cleanly();
+    a.write(BINARIES[0], "tampered");
+    for f in std::fs::read_dir(a.path("state")).unwrap().flatten() {
+        if f.file_type().unwrap().is_file() {
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
+    assert_rollback_refused(&a, "emptied store");
+    assert_eq!(
+        a.count_events("initialized"),
+        1,
+        "only the first start initialised"
+    );
 }

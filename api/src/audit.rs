@@ -35,6 +35,9 @@ pub struct AuditLog {
     /// Length of the file after our last write: shorter on disk means it was truncated.
     end: u64,
     head: Head,
+    /// The last baseline adoption recorded (`adopted`): carried into every record that opens
+    /// a file, so the current file always holds it.
+    adopted: Option<crate::adopted::Adopted>,
     /// Set when a broken tail was moved aside at start: (snapshot path, why).
     pub recovered: Option<(PathBuf, String)>,
 }
@@ -132,6 +135,7 @@ impl AuditLog {
     /// Opens (creating) the log and finds the chain head. A broken tail is moved aside to
     /// `PATH.broken-UNIXTIME` and the chain continues from the last whole record.
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
+        let adopted = crate::adopted::recall(path);
         let (head, recovered) = match read_head(path)? {
             Ok(head) => (head, None),
             Err((head, why)) => {
@@ -150,8 +154,14 @@ impl AuditLog {
             file,
             end,
             head,
+            adopted,
             recovered,
         })
+    }
+
+    /// The last baseline adoption this log records.
+    pub fn adopted(&self) -> Option<&crate::adopted::Adopted> {
+        self.adopted.as_ref()
     }
 
     /// The chain head: the last record written.
@@ -268,6 +278,11 @@ impl AuditLog {
                 record.insert(k, v);
             }
         }
+        let carried = crate::adopted::CARRIERS.contains(&event);
+        let adopted = crate::adopted::Adopted::from_record(&record);
+        if let (None, Some(known), true) = (&adopted, &self.adopted, carried) {
+            record.extend(known.fields());
+        }
         let mut line = serde_json::to_vec(&Value::Object(record)).map_err(std::io::Error::other)?;
         let hash = sha256_hex(&line);
         line.push(b'\n');
@@ -283,8 +298,21 @@ impl AuditLog {
             seq: self.head.seq + 1,
             hash,
         };
+        if adopted.is_some() {
+            self.adopted = adopted;
+        }
         self.end = before + line.len() as u64;
         Ok(())
+    }
+}
+
+/// An emptied log proves nothing: it is a break, not an empty success.
+fn empty_log(file: Option<&PathBuf>) -> Break {
+    Break {
+        file: file.cloned().unwrap_or_default(),
+        line: 0,
+        expected: "at least one record".into(),
+        found: "an empty log (a log emptied by an attacker verifies nothing)".into(),
     }
 }
 
@@ -322,12 +350,6 @@ pub fn verify_with(
     }));
     let mut reached = upto.is_none();
     let mut records = 0u64;
-    let empty = |file: Option<&PathBuf>| Break {
-        file: file.cloned().unwrap_or_default(),
-        line: 0,
-        expected: "at least one record".into(),
-        found: "an empty log (a log emptied by an attacker verifies nothing)".into(),
-    };
     for file in files {
         let text = std::fs::read(file).map_err(|e| Break {
             file: file.clone(),
@@ -391,7 +413,7 @@ pub fn verify_with(
         });
     }
     if records == 0 {
-        return Err(empty(files.last()));
+        return Err(empty_log(files.last()));
     }
     Ok(records)
 }

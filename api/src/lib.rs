@@ -2,6 +2,7 @@
 //! machine, serves HTTP and keeps the audit log.
 #![deny(unsafe_code)]
 
+pub mod adopted;
 pub mod audit;
 pub mod autoreply;
 pub mod demo;

@@ -37,6 +37,7 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
     };
     let spawned = matches!(source, Source::Spawned(_));
     let (calls_tx, calls_rx) = mpsc::channel(8);
+    let memory = audit.adopted().cloned();
     let audit_writer = match recorder::Recorder::start(audit) {
         Ok(r) => r,
         Err(e) => {
@@ -44,7 +45,7 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
             return Outcome::StartFailed;
         }
     };
-    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit_writer));
+    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit_writer).recalling(memory));
     let reporter = recorder.map(|rec| {
         let (tx, rx) = mpsc::channel(incident::QUEUE);
         monitor.set_incident_queue(tx);

@@ -158,6 +158,14 @@ check "stop record last in the audit log" sh -c "tail -1 $AUDIT | grep -q '\"eve
 # --- first boot as the appliance runs it: the Go service's flag, configured by the environment
 systemctl stop secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
 rm -rf /var/lib/private/secure-ai/integrity /var/lib/secure-ai/integrity
+# The store emptied under a log that recorded a baseline: a rollback, not a first boot.
+env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=127.0.0.1:8597 \
+  AUDIT_LOG_PATH=$AUDIT BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \
+  /usr/libexec/secure-ai/integrity-monitor --initialize-baseline >/tmp/firstboot.log 2>&1; rc=$?
+check "an emptied store under the old audit log is refused, not initialised (rc=$rc)" sh -c "[ $rc != 0 ] && tail -5 $AUDIT | grep -q rollback"
+rm -rf /var/lib/private/secure-ai/integrity /var/lib/secure-ai/integrity
+# A real first boot has no audit log yet.
+mv $AUDIT $AUDIT.before-firstboot
 # As root, with no key or token path given: the credential store is where they are found.
 env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=127.0.0.1:8597 \
   AUDIT_LOG_PATH=$AUDIT BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \

@@ -52,6 +52,8 @@ pub struct Monitor {
     first_verdict: tokio::sync::watch::Sender<bool>,
     changes: Arc<crate::link::Changes>,
     incidents: Mutex<Option<crate::incident::Queue>>,
+    /// The last baseline adopted, as this process's audit log records it (`adopted`).
+    adopted: Mutex<Option<crate::adopted::Adopted>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +105,15 @@ impl Monitor {
             first_verdict: tokio::sync::watch::Sender::new(false),
             changes: Arc::new(crate::link::Changes::default()),
             incidents: Mutex::new(None),
+            adopted: Mutex::new(None),
         }
+    }
+
+    /// The monitor, remembering the last baseline its audit log recorded as adopted: a store
+    /// holding an older one is refused as a rollback.
+    pub fn recalling(self, adopted: Option<crate::adopted::Adopted>) -> Monitor {
+        *lock(&self.adopted) = adopted;
+        self
     }
 
     /// Sends each transition into degraded or recovery_required to the incident reporter.

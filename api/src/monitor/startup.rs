@@ -34,6 +34,9 @@ impl Monitor {
     }
 
     async fn restore(&self, store: StoreStatus) {
+        if let Some(why) = self.rolled_back(&store) {
+            return self.baseline_rejected(&why);
+        }
         let before = lock(&self.snap).baseline.clone();
         match (store, before) {
             (StoreStatus::Adopted(now), Some(was)) if now.digest == was.digest => {}
@@ -115,6 +118,9 @@ impl Monitor {
 
     /// Start-up: adopt what the hasher's store holds (or have it make the first), then scan.
     async fn start(&self, store: StoreStatus) {
+        if let Some(why) = self.rolled_back(&store) {
+            return self.baseline_rejected(&why);
+        }
         match store {
             StoreStatus::Rejected { reason } => self.baseline_rejected(&reason),
             StoreStatus::Empty => {
@@ -152,9 +158,22 @@ impl Monitor {
         self.apply(Input::Compromised("baseline_rejected"));
     }
 
+    /// Why the store's content rolls back what this process's audit log last recorded.
+    fn rolled_back(&self, store: &StoreStatus) -> Option<String> {
+        crate::adopted::rollback(lock(&self.adopted).as_ref(), store)
+    }
+
+    /// Takes `summary` as the baseline; the audit log records each new adoption (its
+    /// generation and digest), which later starts hold the store to.
     pub(super) fn adopt(&self, summary: BaselineSummary) {
         if !summary.signed {
             self.audit("baseline_unsigned", json!({ "digest": summary.digest }));
+        }
+        let now = crate::adopted::Adopted::of(&summary);
+        let changed = lock(&self.adopted).as_ref() != Some(&now);
+        if changed {
+            self.recorder.record("baseline_adopted", now.fields());
+            *lock(&self.adopted) = Some(now);
         }
         let mut snap = lock(&self.snap);
         snap.baseline = Some(summary);
