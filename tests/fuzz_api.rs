@@ -20,7 +20,12 @@ fn protocol_decoders_never_panic() {
         Request::Scan,
         Request::CreateBaseline {
             token: Some(b"test-token".to_vec()),
+            proof: Some(protocol::message::Proof {
+                challenge: "ab".repeat(32),
+                proof: "cd".repeat(32),
+            }),
         },
+        Request::RebaselineChallenge,
         Request::GetBaseline { offset: 1 << 20 },
         Request::ScanChanged,
         Request::Attest {

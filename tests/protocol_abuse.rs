@@ -91,6 +91,32 @@ fn create(fd: &OwnedFd, id: u64, token: Option<&[u8]>) -> Response {
         id,
         &Request::CreateBaseline {
             token: token.map(<[u8]>::to_vec),
+            proof: None,
+        },
+    );
+    recv_answer(fd).1
+}
+
+/// A one-time challenge from the hasher, as the api relays it.
+fn challenge(fd: &OwnedFd, id: u64) -> String {
+    send_msg(fd, id, &Request::RebaselineChallenge);
+    match recv_answer(fd).1 {
+        Response::Challenge { challenge, .. } => challenge,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `CreateBaseline` with a proof (and no token).
+fn prove(fd: &OwnedFd, id: u64, challenge: &str, proof: &str) -> Response {
+    send_msg(
+        fd,
+        id,
+        &Request::CreateBaseline {
+            token: None,
+            proof: Some(protocol::message::Proof {
+                challenge: challenge.to_owned(),
+                proof: proof.to_owned(),
+            }),
         },
     );
     recv_answer(fd).1
@@ -240,11 +266,54 @@ fn a_hostile_api_cannot_bless_tampering_nor_roll_the_store_back() {
         }
         other => panic!("{other:?}"),
     }
-    // The operator's token does it.
-    let second = create(&ours, 8, Some(TOKEN.trim().as_bytes()));
+    // The service token, which every scan carries through the api, does not do it: a
+    // stand-in api that has seen it still cannot bless the tampering.
+    assert!(
+        unauthorised(&create(&ours, 8, Some(TOKEN.trim().as_bytes()))),
+        "the service token no longer authorises a rebaseline"
+    );
+    // Proofs the stand-in api could make: with the service token as the key, for a challenge
+    // the hasher never issued, or altered. Each spends the challenge it names.
+    let authority = protocol::authority::Authority::derive(&a.key());
+    let token_as_key = protocol::authority::Authority::derive(TOKEN.trim().as_bytes());
+    let c = challenge(&ours, 9);
+    assert!(unauthorised(&prove(
+        &ours,
+        10,
+        &c,
+        &token_as_key.prove(&c, "rebaseline")
+    )));
+    let never_issued = "ab".repeat(32);
+    assert!(unauthorised(&prove(
+        &ours,
+        11,
+        &never_issued,
+        &authority.prove(&never_issued, "rebaseline")
+    )));
+    let c = challenge(&ours, 12);
+    let mut altered = authority.prove(&c, "rebaseline").into_bytes();
+    altered[63] = if altered[63] == b'0' { b'1' } else { b'0' };
+    assert!(unauthorised(&prove(
+        &ours,
+        13,
+        &c,
+        &String::from_utf8(altered).unwrap()
+    )));
+    assert!(
+        unauthorised(&prove(&ours, 14, &c, &authority.prove(&c, "rebaseline"))),
+        "spent by the altered proof"
+    );
+    // The operator's key ceremony does it, once: every byte of it replayed is refused.
+    let c = challenge(&ours, 15);
+    let proof = authority.prove(&c, "rebaseline");
+    let second = prove(&ours, 16, &c, &proof);
     assert!(
         matches!(&second, Response::BaselineCreated { summary } if summary.generation == 2),
         "{second:?}"
+    );
+    assert!(
+        unauthorised(&prove(&ours, 17, &c, &proof)),
+        "a replayed ceremony"
     );
     drop(ours);
     assert_eq!(child.wait().unwrap().code(), Some(0));

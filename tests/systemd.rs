@@ -286,7 +286,8 @@ fn the_hasher_never_outlives_its_api_even_mid_read() {
     let (activator, mut api, addr) = slow_pair(&a);
     // Not its parent (systemd's socket is): no PR_SET_PDEATHSIG can help here.
     let hasher = children(activator.0.id())[0];
-    std::thread::spawn(move || post(addr, "/api/v1/rebaseline", Some(TOKEN)));
+    let key = a.key();
+    std::thread::spawn(move || rebaseline(addr, &key));
     std::thread::sleep(Duration::from_millis(800));
     assert!(alive(hasher), "the hasher is in its long read");
     api.0.kill().unwrap();
@@ -304,11 +305,9 @@ fn hasher_killed_during_a_scan_fails_closed_and_recovers() {
     let a = Appliance::with_options("scan_interval: 1h\nhash_rate_limit: 16777216\n");
     let (activator, _api, addr) = slow_pair(&a);
 
-    let rebaseline = std::thread::spawn(move || {
-        post(addr, "/api/v1/rebaseline", Some(TOKEN))
-            .map(|r| r.0)
-            .unwrap_or(0)
-    });
+    let key = a.key();
+    let rebaseline =
+        std::thread::spawn(move || common::rebaseline(addr, &key).map(|r| r.0).unwrap_or(0));
     std::thread::sleep(Duration::from_millis(800));
     let pid = children(activator.0.id())[0];
     // SAFETY: kill(2) on the hasher instance our activator started, mid-read.

@@ -72,7 +72,7 @@ fn the_key_put_into_a_model_dir_by_hard_link_or_copy_is_never_digested() {
         );
     }
     // Nor does an authorised rebaseline take them in.
-    let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
+    let (code, body) = rebaseline(m.addr, &a.key()).unwrap();
     let (_, baseline) = get(m.addr, "/api/v1/baseline").unwrap();
     assert!(!baseline.contains(&forged_key), "{code} {body}");
     assert!(!baseline.contains("linked-key.gguf"), "{baseline}");
@@ -235,10 +235,7 @@ fn a_whole_store_rolled_back_with_the_audit_log_kept_is_refused() {
         }
     }
     a.write(BINARIES[0], "an update, rebaselined");
-    assert_eq!(
-        post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap().0,
-        200
-    );
+    assert_eq!(rebaseline(m.addr, &a.key()).unwrap().0, 200);
     // logrotate's copytruncate: the generation-2 record goes with the copy; the records that
     // open the truncated file carry it forward.
     std::fs::copy(a.audit_log(), a.path("logs/audit.jsonl.1")).unwrap();
@@ -279,4 +276,25 @@ fn an_emptied_store_is_not_reinitialised_over_the_current_files() {
         1,
         "only the first start initialised"
     );
+}
+
+/// The Go-style bearer rebaseline remains, only by an explicit policy choice: the token then
+/// authorises it again (and a compromised api that saw it could too: the README says so).
+#[test]
+fn the_bearer_rebaseline_is_an_explicit_policy_choice() {
+    let a = Appliance::with_options("scan_interval: 1h\nrebaseline_auth: bearer\n");
+    let m = Running::start(&a);
+    a.write(BINARIES[0], "an update");
+    let (code, body) = post(m.addr, "/api/v1/rebaseline", Some(TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    // The key ceremony works under either choice.
+    a.write(BINARIES[1], "another update");
+    assert_eq!(rebaseline(m.addr, &a.key()).unwrap().0, 200);
+    let other = Appliance::with_options("scan_interval: 1h\nrebaseline_auth: anyone\n");
+    let out = std::process::Command::new(monitor_bin())
+        .args(other.args(free_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rebaseline_auth"));
 }

@@ -148,6 +148,9 @@ impl AuditLog {
             }
         };
         let file = open(path)?;
+        if let Err(e) = imsys::paths::give_to_dir_owner(&file, path) {
+            tracing::warn!(path = %path.display(), error = %e, "the audit log stays root's: the service may not open it");
+        }
         let end = file.metadata()?.len();
         Ok(AuditLog {
             path: path.to_owned(),

@@ -100,6 +100,7 @@ pub fn prepare(base: &Config) -> Result<(Config, String, PathBuf), String> {
     let config = Config {
         policy: policy_path,
         token_file: Some(token_path),
+        hmac_key_file: Some(key_path.clone()),
         audit_log: root.join("var/lib/secure-ai/logs/integrity-monitor-audit.jsonl"),
         state_dir: root.join("var/lib/secure-ai/integrity"),
         ..base.clone()
@@ -133,9 +134,14 @@ fn instructions(root: &Path, c: &Config, token: &str) -> String {
         s,
         "  curl -si http://{a}/api/v1/verify            # now 503"
     );
+    // A rebaseline is the key ceremony: the token (which crosses the api) cannot make one.
+    let key = c.hmac_key_file.as_deref().unwrap_or(Path::new("KEY"));
     let _ = writeln!(
         s,
-        "  curl -s -X POST -H 'Authorization: Bearer {token}' http://{a}/api/v1/rebaseline"
+        "  {} rebaseline --key {} --url http://{a}",
+        std::env::current_exe()
+            .map_or_else(|_| "integrity-monitor".into(), |p| p.display().to_string()),
+        key.display()
     );
     let _ = writeln!(
         s,

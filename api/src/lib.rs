@@ -5,6 +5,7 @@
 pub mod adopted;
 pub mod audit;
 pub mod autoreply;
+pub mod ceremony;
 pub mod demo;
 pub mod error;
 pub mod http;

@@ -93,6 +93,18 @@ enum Tool {
         #[arg(long)]
         syntax_only: bool,
     },
+    /// Make a new baseline of the current files by the key ceremony: prove the rebaseline
+    /// authority derived from the HMAC key over a one-time challenge from the hasher (the
+    /// bearer token does not authorise a rebaseline unless the policy says
+    /// `rebaseline_auth: bearer`).
+    Rebaseline {
+        /// The HMAC key file (root only: /var/lib/secure-ai/credentials/integrity-hmac.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// The monitor.
+        #[arg(long, default_value = "http://127.0.0.1:8510")]
+        url: String,
+    },
     /// Check a baseline manifest (e.g. a backup) against the HMAC key, offline.
     VerifyBaseline {
         /// The HMAC key file.
@@ -200,6 +212,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
     match tool {
         Tool::CheckConfig { syntax_only } => api::tools::check_config(config, syntax_only),
         Tool::VerifyBaseline { key, baseline } => api::tools::verify_baseline(&key, &baseline),
+        Tool::Rebaseline { key, url } => api::ceremony::rebaseline(&key, &url),
         Tool::Reload { pid } => api::tools::signal_reload(pid),
         Tool::VerifyAudit { files, from, head } => api::tools::verify_audit(&files, from, head),
         Tool::VerifyAttestation {

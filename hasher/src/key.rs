@@ -15,6 +15,12 @@ impl Key {
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key from bytes in memory, for unit tests.
+    #[cfg(test)]
+    pub fn for_test(bytes: Vec<u8>) -> Key {
+        Key(zeroize::Zeroizing::new(bytes))
+    }
 }
 
 impl std::fmt::Debug for Key {

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod ahead;
+pub mod authority;
 pub mod budget;
 pub mod channel;
 pub mod checkconfig;

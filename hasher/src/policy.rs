@@ -61,6 +61,21 @@ struct RawPolicy {
     sweep_files_per_second: Option<Spanned<i64>>,
     release_baseline: Option<Spanned<String>>,
     registry_manifest: Option<Spanned<String>>,
+    rebaseline_auth: Option<RebaselineAuth>,
+}
+
+/// What authorises a new baseline once one exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebaselineAuth {
+    /// Only a proof made with the key derived from the HMAC key over a one-time challenge
+    /// (`integrity-monitor rebaseline --key FILE`): the api, which sees every bearer token,
+    /// can never make one.
+    #[default]
+    Proof,
+    /// Also the service token, as the Go service took it. The token crosses the api with
+    /// every scan, so a compromised api can then bless tampering: drop-in compatibility only.
+    Bearer,
 }
 
 /// A validated policy: every path absolute and normal, every setting in range.
@@ -96,6 +111,8 @@ pub struct Policy {
     pub release_baseline: Option<PathBuf>,
     /// The model registry's manifest of promoted models: when set, every model dir follows it.
     pub registry_manifest: Option<PathBuf>,
+    /// What authorises a new baseline once one exists.
+    pub rebaseline_auth: RebaselineAuth,
 }
 
 impl Policy {
@@ -295,6 +312,7 @@ impl RawPolicy {
             sweep_files_per_second,
             release_baseline,
             registry_manifest,
+            rebaseline_auth: self.rebaseline_auth.unwrap_or_default(),
         })
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use protocol::frame;
 use protocol::message::{
-    BaselineSummary, ErrorKind, KeyStatus, Request, Response, StoreStatus, BASELINE_PART,
+    BaselineSummary, ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
 };
 use protocol::PROTOCOL_VERSION;
 
@@ -12,7 +12,7 @@ use crate::channel::{Channel, RecvError};
 use crate::error::ChannelError;
 use crate::hashing::FileHasher;
 use crate::key::Key;
-use crate::policy::Policy;
+use crate::policy::{Policy, RebaselineAuth};
 use crate::scan;
 use crate::store::{Current, Loaded, Store};
 use crate::token::Token;
@@ -64,6 +64,8 @@ pub struct Server {
     boot_id: Option<String>,
     /// When what the slots remember was last kept, and the bytes hashed by then.
     kept_at: Option<(std::time::Instant, u64)>,
+    /// Rebaseline challenges issued and not yet spent.
+    challenges: crate::authority::Challenges,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -178,6 +180,7 @@ impl Server {
             next_slice: std::time::Instant::now(),
             boot_id,
             kept_at: None,
+            challenges: crate::authority::Challenges::default(),
         }
     }
 
@@ -504,7 +507,19 @@ impl Server {
         match request {
             Request::Hello { version } => self.hello(version),
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
-            Request::CreateBaseline { token } => self.create_baseline(token.as_deref()),
+            Request::CreateBaseline { token, proof } => {
+                self.create_baseline(token.as_deref(), proof.as_ref())
+            }
+            Request::RebaselineChallenge => match self.challenges.issue() {
+                Ok(challenge) => Response::Challenge {
+                    challenge,
+                    ttl_ms: crate::authority::TTL.as_millis() as u64,
+                },
+                Err(e) => error(
+                    ErrorKind::BaselineFailed,
+                    format!("no challenge: no randomness: {e}"),
+                ),
+            },
             Request::GetBaseline { offset } => self.baseline_part(offset),
             Request::Scan => self.scan(),
             Request::ScanChanged => self.scan_changed(),
@@ -540,21 +555,35 @@ impl Server {
         }
     }
 
-    /// Only the operator's token makes a baseline, compared here; the one exception is the
-    /// first initialization of a store that has never held one.
-    fn authorised(&self, presented: Option<&[u8]>) -> Result<&'static str, &'static str> {
+    /// Who may make a baseline, decided here: a proof of the rebaseline authority over a
+    /// challenge this hasher issued; the operator's token only where the policy says
+    /// `rebaseline_auth: bearer`; nobody else but the first initialization of a store that
+    /// has never held a baseline.
+    fn authorised(
+        &mut self,
+        presented: Option<&[u8]>,
+        proof: Option<&Proof>,
+    ) -> Result<&'static str, &'static str> {
+        if let Some(proof) = proof {
+            return self
+                .challenges
+                .redeem(self.key.as_ref(), proof)
+                .map(|()| "rebaseline authority (key ceremony)");
+        }
+        let bearer = self.policy.rebaseline_auth == RebaselineAuth::Bearer;
         match (presented, &self.token) {
-            (Some(p), Some(t)) if t.matches(p) => Ok("token"),
+            (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
+            (Some(p), Some(t)) if t.matches(p) => Err("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
             (Some(_), _) => Err("the token presented is not the service token"),
             (None, _) if self.store_status == StoreStatus::Empty && self.baseline.is_none() => {
                 Ok("first initialization of an empty store")
             }
-            (None, _) => Err("a new baseline needs the operator's service token"),
+            (None, _) => Err("a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
         }
     }
 
-    fn create_baseline(&mut self, presented: Option<&[u8]>) -> Response {
-        let by = match self.authorised(presented) {
+    fn create_baseline(&mut self, presented: Option<&[u8]>, proof: Option<&Proof>) -> Response {
+        let by = match self.authorised(presented, proof) {
             Ok(by) => by,
             Err(why) => {
                 tracing::warn!(why, "baseline refused: not authorised");

@@ -179,6 +179,7 @@ mod tests {
         assert_eq!((e.id, e.body), (7, Request::Scan));
         let big = Request::CreateBaseline {
             token: Some(vec![0xa5; 5 * MAX_FRAME + 17]),
+            proof: None,
         };
         let e = round_trip(9, &big);
         assert_eq!(e.body, big);
@@ -195,7 +196,14 @@ mod tests {
 
     #[test]
     fn truncated_trailing_and_garbage_frames_are_refused() {
-        let frames = encode(1, &Request::CreateBaseline { token: None }).expect("encodes");
+        let frames = encode(
+            1,
+            &Request::CreateBaseline {
+                token: None,
+                proof: None,
+            },
+        )
+        .expect("encodes");
         let f = &frames[0];
         let mut r = Reassembler::new();
         assert!(r.push(&f[..f.len() - 1]).is_err());
@@ -210,6 +218,7 @@ mod tests {
     fn out_of_order_and_interleaved_frames_are_refused() {
         let big = Request::CreateBaseline {
             token: Some(vec![1; 3 * MAX_FRAME]),
+            proof: None,
         };
         let frames = encode(3, &big).expect("encodes");
         let mut r = Reassembler::new();

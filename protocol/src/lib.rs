@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod authority;
 pub mod baseline;
 pub mod category;
 pub mod entries;

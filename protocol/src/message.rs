@@ -6,7 +6,7 @@ pub use crate::category::{Action, Category};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.
@@ -18,12 +18,18 @@ pub enum Request {
         version: u16,
     },
     /// Hash every watched file, sign a new baseline, store it and adopt it. The hasher does
-    /// so only for the operator's token (compared in the hasher), or with no token while its
-    /// store has never held a baseline (first initialization).
+    /// so only for a proof made with the rebaseline authority over a challenge it issued
+    /// (`protocol::authority`), for the operator's token when its policy says
+    /// `rebaseline_auth: bearer`, or with neither while its store has never held a baseline
+    /// (first initialization).
     CreateBaseline {
         /// The bearer token the operator presented, as received.
         token: Option<Vec<u8>>,
+        /// The key ceremony's proof, as received.
+        proof: Option<Proof>,
     },
+    /// Issue a one-time challenge for a rebaseline proof.
+    RebaselineChallenge,
     /// A part of the adopted baseline manifest, byte for byte as stored, from `offset`: the
     /// manifest travels in parts of at most [`BASELINE_PART`] bytes, so neither process holds
     /// a second copy of a large one and the api relays it as it comes.
@@ -49,6 +55,15 @@ pub enum Request {
     ScanChanged,
 }
 
+/// A client's proof that it holds the rebaseline authority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// The challenge the hasher issued, hex.
+    pub challenge: String,
+    /// Hex HMAC-SHA256 under the authority over the challenge and the action.
+    pub proof: String,
+}
+
 /// What the hasher answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
@@ -67,6 +82,13 @@ pub enum Response {
         token_digest: Option<String>,
         /// What loading the store repaired or converted, for the audit log.
         store_event: Option<StoreEvent>,
+    },
+    /// A one-time challenge for a rebaseline proof.
+    Challenge {
+        /// 32 random bytes, hex.
+        challenge: String,
+        /// How long it may be used, in milliseconds.
+        ttl_ms: u64,
     },
     /// A new signed baseline was stored and adopted.
     BaselineCreated {
@@ -131,7 +153,8 @@ pub enum ErrorKind {
     RestartRequired,
     /// The request made no sense in this state or version.
     Protocol,
-    /// A baseline was asked for without the operator's token.
+    /// A baseline was asked for without the rebaseline authority (or, under
+    /// `rebaseline_auth: bearer`, the operator's token).
     Unauthorized,
 }
 

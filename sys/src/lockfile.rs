@@ -44,6 +44,8 @@ pub fn acquire(path: &Path, wait: Duration) -> Result<(), LockError> {
             path: path.to_owned(),
             why,
         })?;
+    // Made by root for a service's directory (firstboot): the service must open it later.
+    let _ = crate::paths::give_to_dir_owner(&file, path);
     let deadline = Instant::now() + wait;
     let held = loop {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {

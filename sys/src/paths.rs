@@ -43,6 +43,20 @@ pub fn world_writable_parent(file: &Path) -> Option<PathBuf> {
     })
 }
 
+/// A file root made (firstboot runs `--initialize-baseline` as root) in a directory that
+/// belongs to the service's user goes to that user, or the service could never open it.
+pub fn give_to_dir_owner(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    let ours = file.metadata()?;
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let dir = std::fs::metadata(dir)?;
+    if ours.uid() == 0 && dir.uid() != 0 {
+        std::os::unix::fs::fchown(file, Some(dir.uid()), Some(dir.gid()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,11 @@ impl Appliance {
         self.write("etc/monitor.yaml", &self.policy_text(extra));
     }
 
+    /// The HMAC key's bytes (for the key ceremony).
+    pub fn key(&self) -> Vec<u8> {
+        std::fs::read(self.path("secret/key")).unwrap()
+    }
+
     pub fn audit_log(&self) -> PathBuf {
         self.path("logs/audit.jsonl")
     }
@@ -362,6 +367,28 @@ pub fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Resul
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
     request(addr, "POST", path, &headers, b"")
+}
+
+/// A rebaseline by the key ceremony, as `integrity-monitor rebaseline --key` makes it: a
+/// challenge from the hasher (through the api), the proof made with the authority derived
+/// from `key`, sent back. Returns the rebaseline's status and body.
+pub fn rebaseline(addr: SocketAddr, key: &[u8]) -> std::io::Result<(u16, String)> {
+    let (code, body) = request(addr, "POST", "/api/v1/rebaseline/challenge", &[], b"")?;
+    if code != 200 {
+        return Ok((code, body));
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    let challenge = answer["challenge"].as_str().unwrap_or_default().to_owned();
+    let proof = protocol::authority::Authority::derive(key)
+        .prove(&challenge, protocol::authority::REBASELINE);
+    let header = format!("{challenge}:{proof}");
+    request(
+        addr,
+        "POST",
+        "/api/v1/rebaseline",
+        &[("X-Rebaseline-Proof", &header)],
+        b"",
+    )
 }
 
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {

@@ -39,7 +39,7 @@ async fn admit_and_answer(req: Request<Incoming>, monitor: &Arc<Monitor>) -> Res
     // held (bounded) until start-up has a verdict, so the request that socket-activated the
     // service is not told "starting".
     if route == Route::Health {
-        return Ok(dispatch(route, monitor, "", None).await);
+        return Ok(dispatch(route, monitor, "", None, None).await);
     }
     let wait = if route.mutating() {
         WRITE_TIMEOUT
@@ -47,7 +47,16 @@ async fn admit_and_answer(req: Request<Incoming>, monitor: &Arc<Monitor>) -> Res
         FIRST_VERDICT_WAIT
     };
     monitor.first_verdict(wait).await;
-    let presented = authorize(&req, route, monitor)?;
+    let proof = (route == Route::Rebaseline)
+        .then(|| rebaseline_proof(&req))
+        .transpose()?
+        .flatten();
+    let presented = if proof.is_some() {
+        // The proof is the authority, checked by the hasher; no bearer token is involved.
+        None
+    } else {
+        authorize(&req, route, monitor)?
+    };
     drain_body(req).await?;
     let limit = if route.mutating() || route == Route::Attestation {
         WRITE_TIMEOUT
@@ -55,7 +64,7 @@ async fn admit_and_answer(req: Request<Incoming>, monitor: &Arc<Monitor>) -> Res
         READ_TIMEOUT
     };
     Ok(
-        tokio::time::timeout(limit, dispatch(route, monitor, &query, presented))
+        tokio::time::timeout(limit, dispatch(route, monitor, &query, presented, proof))
             .await
             .unwrap_or_else(|_| {
                 error(
@@ -68,7 +77,7 @@ async fn admit_and_answer(req: Request<Incoming>, monitor: &Arc<Monitor>) -> Res
 }
 
 fn check_method(route: Route, method: &Method, path: &str) -> Result<(), Reply> {
-    let allowed = if route.mutating() {
+    let allowed = if route.posted() {
         Method::POST
     } else {
         Method::GET
@@ -83,7 +92,7 @@ fn check_method(route: Route, method: &Method, path: &str) -> Result<(), Reply> 
     );
     r.headers_mut().insert(
         ALLOW,
-        HeaderValue::from_static(if route.mutating() { "POST" } else { "GET" }),
+        HeaderValue::from_static(if route.posted() { "POST" } else { "GET" }),
     );
     Err(r)
 }
@@ -155,6 +164,32 @@ fn authorize(
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     Err(r)
+}
+
+/// The header carrying the key ceremony's proof: `CHALLENGE:PROOF`, both 64 hex digits.
+pub const PROOF_HEADER: &str = "x-rebaseline-proof";
+
+/// The rebaseline proof presented, if any; a malformed one is refused (400).
+fn rebaseline_proof(req: &Request<Incoming>) -> Result<Option<protocol::message::Proof>, Reply> {
+    let Some(value) = req.headers().get(PROOF_HEADER) else {
+        return Ok(None);
+    };
+    let parsed = value.to_str().ok().and_then(|v| v.trim().split_once(':'));
+    match parsed {
+        Some((c, p))
+            if protocol::authority::challenge_ok(c) && protocol::hexfmt::is_sha256_hex(p) =>
+        {
+            Ok(Some(protocol::message::Proof {
+                challenge: c.to_owned(),
+                proof: p.to_owned(),
+            }))
+        }
+        _ => Err(error(
+            400,
+            "bad_proof",
+            "X-Rebaseline-Proof must be CHALLENGE:PROOF, each 64 lower-case hex digits",
+        )),
+    }
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {

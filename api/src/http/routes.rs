@@ -24,8 +24,12 @@ pub enum Route {
     Verify,
     /// `POST /api/v1/scan`.
     Scan,
-    /// `POST /api/v1/rebaseline`.
+    /// `POST /api/v1/rebaseline`: with a proof of the rebaseline authority (or, where the
+    /// hasher's policy allows it, the bearer token).
     Rebaseline,
+    /// `POST /api/v1/rebaseline/challenge`: a one-time challenge for the key ceremony, relayed
+    /// from the hasher; no token (it grants nothing by itself).
+    RebaselineChallenge,
     /// `POST /api/v1/reload`.
     Reload,
     /// `GET /metrics`: Prometheus text.
@@ -44,6 +48,7 @@ impl Route {
             "/api/v1/verify" => Route::Verify,
             "/api/v1/scan" => Route::Scan,
             "/api/v1/rebaseline" => Route::Rebaseline,
+            "/api/v1/rebaseline/challenge" => Route::RebaselineChallenge,
             "/api/v1/reload" => Route::Reload,
             "/metrics" => Route::Metrics,
             "/api/v1/attestation" => Route::Attestation,
@@ -51,9 +56,15 @@ impl Route {
         })
     }
 
-    /// Whether the endpoint changes something (POST, always behind the token).
+    /// Whether the endpoint changes something (POST, behind the token or, for a rebaseline,
+    /// a proof).
     pub fn mutating(self) -> bool {
         matches!(self, Route::Scan | Route::Rebaseline | Route::Reload)
+    }
+
+    /// Whether the endpoint takes POST.
+    pub fn posted(self) -> bool {
+        self.mutating() || self == Route::RebaselineChallenge
     }
 }
 
@@ -64,6 +75,7 @@ pub async fn dispatch(
     monitor: &Arc<Monitor>,
     query: &str,
     presented: Option<Vec<u8>>,
+    proof: Option<protocol::message::Proof>,
 ) -> Reply {
     match route {
         Route::Attestation => attestation(monitor, query).await,
@@ -89,7 +101,14 @@ pub async fn dispatch(
             }
             Err(e) => failed(&e),
         },
-        Route::Rebaseline => match monitor.rebaseline(presented.unwrap_or_default()).await {
+        Route::RebaselineChallenge => match monitor.rebaseline_challenge().await {
+            Ok((challenge, ttl_ms)) => json_reply(
+                200,
+                &json!({ "challenge": challenge, "expires_in_ms": ttl_ms, "action": protocol::authority::REBASELINE }),
+            ),
+            Err(e) => failed(&e),
+        },
+        Route::Rebaseline => match monitor.rebaseline(presented, proof).await {
             Ok(_) => {
                 let mut body = status_body(monitor);
                 body["status"] = json!("rebaselined");

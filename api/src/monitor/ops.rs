@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use protocol::message::{ErrorKind, PolicySummary};
+use protocol::message::{ErrorKind, PolicySummary, Proof};
 use protocol::{Request, Response};
 use serde_json::json;
 
@@ -136,23 +136,40 @@ impl Monitor {
         Ok(state)
     }
 
-    /// Has the hasher make, store and adopt a new baseline (it checks `token` itself), then
-    /// scans against it.
-    pub async fn rebaseline(&self, token: Vec<u8>) -> Result<State, MonitorError> {
+    /// Has the hasher make, store and adopt a new baseline (it checks the proof or the token
+    /// itself), then scans against it.
+    pub async fn rebaseline(
+        &self,
+        token: Option<Vec<u8>>,
+        proof: Option<Proof>,
+    ) -> Result<State, MonitorError> {
         let result = {
             let _op = self.op.lock().await;
-            self.rebaseline_locked("rebaseline", Some(token)).await
+            self.rebaseline_locked("rebaseline", token, proof).await
         };
         self.audit_flush().await;
         result
+    }
+
+    /// A one-time challenge for the key ceremony, from the hasher: (challenge, ttl in ms).
+    pub async fn rebaseline_challenge(&self) -> Result<(String, u64), MonitorError> {
+        match self.call(Request::RebaselineChallenge).await? {
+            Response::Challenge { challenge, ttl_ms }
+                if protocol::authority::challenge_ok(&challenge) && ttl_ms <= 3_600_000 =>
+            {
+                Ok((challenge, ttl_ms))
+            }
+            _ => Err(self.misbehaved("rebaseline challenge")),
+        }
     }
 
     pub(super) async fn rebaseline_locked(
         &self,
         event: &str,
         token: Option<Vec<u8>>,
+        proof: Option<Proof>,
     ) -> Result<State, MonitorError> {
-        let response = match self.call(Request::CreateBaseline { token }).await {
+        let response = match self.call(Request::CreateBaseline { token, proof }).await {
             Ok(r) => r,
             Err(e) => {
                 self.audit("rebaseline_refused", json!({ "reason": e.to_string() }));

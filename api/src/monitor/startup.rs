@@ -125,7 +125,7 @@ impl Monitor {
             StoreStatus::Rejected { reason } => self.baseline_rejected(&reason),
             StoreStatus::Empty => {
                 tracing::info!("the hasher's store is empty: first start, computing a baseline");
-                if let Err(e) = self.rebaseline_locked("initialized", None).await {
+                if let Err(e) = self.rebaseline_locked("initialized", None, None).await {
                     tracing::error!(error = %e, "first baseline failed");
                     if !matches!(e, MonitorError::HasherDown(_)) {
                         lock(&self.snap).baseline_problem = Some(e.to_string());

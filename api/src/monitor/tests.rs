@@ -261,7 +261,7 @@ async fn a_new_instance_with_an_empty_store_means_the_baseline_was_deleted() {
     assert_eq!(rig.state(), State::RecoveryRequired);
     assert!(rig.verdict().is_err());
     let why = rig.monitor.snapshot().baseline_problem.unwrap_or_default();
-    assert!(why.contains("it was deleted"), "{why}");
+    assert!(why.contains("the store was emptied"), "{why}");
     assert!(rig.events().await.contains(&"baseline_rejected".to_owned()));
 }
 
