@@ -47,6 +47,7 @@ fn protocol_decoders_never_panic() {
         duration_ms: 1,
         violation_count: 0,
         violations: vec![],
+        unsettled: 0,
     };
     seeds.extend(encode(7, &Response::Report(report.sign(None))).unwrap());
     seeds.extend(

@@ -298,3 +298,72 @@ fn the_bearer_rebaseline_is_an_explicit_policy_choice() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rebaseline_auth"));
 }
+
+/// A write into a page a shared mapping already dirtied: no fault, no timestamp, no event. The
+/// model is mapped `MAP_SHARED` and its fd closed; one byte is written back unchanged (the
+/// first write faults: the times move, the hasher reads the file again and finds it as it
+/// was); then the tampering goes into the still-dirty page. The page stays dirty across the
+/// settle read (the kernel writes it back only after `dirty_expire_centisecs`), which reads
+/// what the page cache holds and finds it. Until then `/verify` is never 200. (What it costs:
+/// `settle.rs`'s unit test counts the bytes.)
+#[test]
+fn a_write_through_a_shared_mapping_into_a_dirty_page_is_found_by_the_settle_read() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let a = Appliance::with_options("scan_interval: 1h\nsettle_window: 3s\n");
+    let m = Running::start(&a);
+    let model = a.path("models/a.gguf");
+    let len = std::fs::metadata(&model).unwrap().len() as usize;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&model)
+        .unwrap();
+    // SAFETY: a fresh shared mapping of `len` bytes of a file we opened read-write; only
+    // this test touches it, within its bounds, and it is unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    drop(file);
+    let page = map.cast::<u8>();
+    // SAFETY: within the mapping; volatile so the writes are not elided.
+    unsafe { page.write_volatile(page.read_volatile()) };
+    let first = m.scan();
+    assert_eq!(first["state"], "trusted", "the same bytes: {first}");
+    assert_eq!(first["last_report"]["report"]["unsettled"], 1, "{first}");
+    assert_eq!(m.verify_code(), 503, "a change read once is not proven yet");
+    let times = |p: &std::path::Path| {
+        let md = std::fs::metadata(p).unwrap();
+        (md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec())
+    };
+    let before = times(&model);
+    // SAFETY: as above.
+    unsafe { page.write_volatile(b'X') };
+    assert_eq!(
+        times(&model),
+        before,
+        "the tampering moved no timestamp: the attack is silent"
+    );
+    let scanned = m.scan();
+    assert_eq!(scanned["state"], "trusted", "no stat can see it: {scanned}");
+    assert_eq!(m.verify_code(), 503, "still not proven");
+    let mut saw_200 = false;
+    let found = wait_until(std::time::Duration::from_secs(15), || {
+        saw_200 |= m.verify_code() == 200;
+        m.status()["state"] == "degraded"
+    });
+    assert!(found, "the settle read found the tampering: {}", m.status());
+    assert!(!saw_200, "never trusted in between");
+    let s = m.status();
+    assert_eq!(s["active_violations"][0]["path"], path_str(&model), "{s}");
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(map, len) };
+}

@@ -207,6 +207,7 @@ mod tests {
             duration_ms: 0,
             violation_count: paths.len() as u32,
             violations: paths.iter().map(|p| v(p)).collect(),
+            unsettled: 0,
         }
     }
 

@@ -28,6 +28,18 @@ pub fn verdict_at(s: &Snapshot, now: Instant) -> Result<(), String> {
     if s.unverified_change {
         return Err("a watched path changed and is being verified".into());
     }
+    // A change read once is not proven until its settle read (a write through a shared
+    // mapping may still be in a dirty page): see the hasher's `settle`.
+    if let Some(n) = s
+        .last_report
+        .as_ref()
+        .map(|r| r.report.unsettled)
+        .filter(|n| *n > 0)
+    {
+        return Err(format!(
+            "{n} changed file(s) await their settle read after the kernel's writeback window"
+        ));
+    }
     // Three missed intervals (and 10 s for a slow scan) before evidence counts as stale.
     let interval = Duration::from_millis(s.policy.scan_interval_ms);
     let allowance = interval
@@ -56,6 +68,7 @@ mod tests {
             duration_ms: 0,
             violation_count: 0,
             violations: Vec::new(),
+            unsettled: 0,
         };
         let (machine, _) = Machine::new().step(Input::Scan(&report), 3);
         Snapshot {
@@ -94,7 +107,7 @@ mod tests {
             Err("last scan is stale".into())
         );
         type Spoil = fn(&mut Snapshot);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
             ("hasher unavailable: gone", |s| {
                 s.hasher_down = Some("gone".into())
             }),
@@ -105,6 +118,25 @@ mod tests {
                 s.unverified_change = true
             }),
             ("no scan yet", |s| s.last_scan = None),
+            (
+                "2 changed file(s) await their settle read after the kernel's writeback window",
+                |s| {
+                    s.last_report = Some(protocol::report::SignedReport {
+                        report: protocol::report::ScanReport {
+                            seq: 2,
+                            completed_at: "t".into(),
+                            baseline_digest: "0".repeat(64),
+                            watched_files: 1,
+                            bytes_hashed: 0,
+                            duration_ms: 0,
+                            violation_count: 0,
+                            violations: Vec::new(),
+                            unsettled: 2,
+                        },
+                        hmac: "unsigned".into(),
+                    })
+                },
+            ),
         ];
         for (why, spoil) in cases {
             let mut s = trusted(t0);

@@ -133,6 +133,8 @@ pub struct FileHasher {
     known: HashMap<PathBuf, crate::chunks::Known>,
     /// Chunk digests were learned since the store was last told.
     chunks_learned: bool,
+    /// Changed files awaiting their settle read.
+    pub settling: crate::settle::Settling,
 }
 
 impl Default for FileHasher {
@@ -154,6 +156,7 @@ impl Default for FileHasher {
             threads: 1,
             known: HashMap::new(),
             chunks_learned: false,
+            settling: crate::settle::Settling::default(),
         }
     }
 }
@@ -172,6 +175,11 @@ impl FileHasher {
         self.set_rate_limit(policy.hash_rate_limit);
         self.set_threads(policy.hash_threads);
         self.max_file_size = policy.max_file_size;
+        self.settling.set_window(
+            policy
+                .settle_window
+                .unwrap_or_else(crate::settle::read_kernel_window),
+        );
     }
 
     /// Sets how many threads read at once. With more than one, full reads of large files also
@@ -250,7 +258,23 @@ impl FileHasher {
                 return answer;
             }
         }
+        if let Ok(m) = &meta {
+            if self.remembered_another(path, expect, m) {
+                // A change no event named (a sweep's stat found it): settle it too.
+                self.settling.note(path);
+            }
+        }
         self.hash_stated(path, meta.ok(), expect)
+    }
+
+    /// Whether a version other than the one `m` describes was remembered for `path`.
+    fn remembered_another(&self, path: &Path, expect: Option<Expect>, m: &Metadata) -> bool {
+        let now = self.keys.version(&Version::of(m));
+        let slot = expect
+            .and_then(|e| self.slots.get(e.index, || self.keys.of(path)))
+            .map(|s| s.version);
+        let cached = || self.cache.get(&self.keys.of(path)).map(|c| c.version);
+        slot.or_else(cached).is_some_and(|v| v != 0 && v != now)
     }
 
     /// True when `e`'s slot remembers the version `m` describes, and it is not due.

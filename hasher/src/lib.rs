@@ -30,6 +30,7 @@ pub mod sandbox;
 pub mod scan;
 pub mod sentinel;
 pub mod server;
+pub mod settle;
 pub mod sidefile;
 pub mod slots;
 pub mod spread;

@@ -62,6 +62,7 @@ struct RawPolicy {
     release_baseline: Option<Spanned<String>>,
     registry_manifest: Option<Spanned<String>>,
     rebaseline_auth: Option<RebaselineAuth>,
+    settle_window: Option<Spanned<String>>,
 }
 
 /// What authorises a new baseline once one exists.
@@ -113,6 +114,10 @@ pub struct Policy {
     pub registry_manifest: Option<PathBuf>,
     /// What authorises a new baseline once one exists.
     pub rebaseline_auth: RebaselineAuth,
+    /// How long after a change its file is read once more (`None`: the kernel's writeback
+    /// window, `auto`; zero: never, and writes through a shared mapping go unnoticed until the
+    /// backstop).
+    pub settle_window: Option<Duration>,
 }
 
 impl Policy {
@@ -313,6 +318,7 @@ impl RawPolicy {
             release_baseline,
             registry_manifest,
             rebaseline_auth: self.rebaseline_auth.unwrap_or_default(),
+            settle_window: self.settle_window()?,
         })
     }
 
@@ -346,6 +352,26 @@ impl RawPolicy {
             return Err(invalid("scan_interval", line, "must be at most 24h"));
         }
         Ok(d)
+    }
+
+    fn settle_window(&self) -> Result<Option<Duration>, PolicyError> {
+        let Some(s) = &self.settle_window else {
+            return Ok(None);
+        };
+        if s.value.trim() == "auto" {
+            return Ok(None);
+        }
+        humantime::parse_duration(s.value.trim())
+            .ok()
+            .filter(|d| *d <= Duration::from_secs(3600))
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    "settle_window",
+                    s.referenced.line(),
+                    format!("{:?} is neither \"auto\" nor a duration up to 1h", s.value),
+                )
+            })
     }
 
     fn full_rehash_interval(&self) -> Result<Duration, PolicyError> {

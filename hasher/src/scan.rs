@@ -354,6 +354,8 @@ impl Sweep {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             violation_count: u32::try_from(self.findings.len()).unwrap_or(u32::MAX),
             violations,
+            // Filled by the server, which knows what awaits its settle read.
+            unsettled: 0,
         }
     }
 }

@@ -293,6 +293,7 @@ impl Server {
             }
         }
         self.take_announced();
+        self.settle_reads();
         // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
         // a few times a second, not back to back.
         if self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP) {
@@ -317,6 +318,35 @@ impl Server {
         Ok(chan_ready)
     }
 
+    /// Reads again the changed files whose writeback window has passed (`settle`), bringing
+    /// the last sweep up to date, and announces it so the api's next report says they are
+    /// proven (or what they now hold).
+    fn settle_reads(&mut self) {
+        let due = self.hasher.settling.take_due(std::time::Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        for path in &due {
+            self.hasher.forget(path);
+        }
+        tracing::info!(
+            files = due.len(),
+            "settle read: changed files read again after the writeback window"
+        );
+        if let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) {
+            let updated =
+                crate::rescan::update(&self.policy, &b.manifest, &mut self.hasher, sweep, &due);
+            if updated.is_none() {
+                // Only a full sweep can say (a registry's dir): the next request makes one,
+                // reading them (their digests are forgotten).
+                self.sweep = None;
+                self.cycle = None;
+            }
+        }
+        let (n, o) = self.held_notice.unwrap_or((0, false));
+        self.held_notice = Some((n.saturating_add(1), o));
+    }
+
     /// Takes in what the sentinel drained (its notice went out already) before any request,
     /// so the scan the notice asks for reads those paths again.
     fn take_announced(&mut self) {
@@ -337,6 +367,20 @@ impl Server {
             }
             (Some(_), None) => PollTimeout::ZERO,
             (None, _) => PollTimeout::NONE,
+        };
+        // A settle read falls due then.
+        let wait = match self.hasher.settling.next_due() {
+            Some(at) => {
+                let left = at.saturating_duration_since(std::time::Instant::now())
+                    + std::time::Duration::from_micros(999);
+                let settle = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+                if wait == PollTimeout::NONE {
+                    settle
+                } else {
+                    wait.min(settle)
+                }
+            }
+            None => wait,
         };
         // The next slice of the spread sweep is due then, while there is a sweep to keep.
         match self.sweep {
@@ -370,6 +414,7 @@ impl Server {
         // same (a clock stepped back, a filesystem with coarse timestamps).
         for path in &changes.paths {
             self.hasher.forget(path);
+            self.hasher.settling.note(path);
         }
         // What the next scan of the changes checks; lost or unnamed events, or too many
         // names, leave only a full sweep sure.
@@ -680,6 +725,13 @@ impl Server {
             ms = report.duration_ms,
             "scan complete"
         );
+        self.finish(report)
+    }
+
+    /// A report as sent: saying how many changed files await their settle read, kept as the
+    /// latest, signed.
+    fn finish(&mut self, mut report: protocol::report::ScanReport) -> Response {
+        report.unsettled = u32::try_from(self.hasher.settling.pending()).unwrap_or(u32::MAX);
         self.last_report = Some((report.clone(), std::time::Instant::now()));
         Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
     }
@@ -740,8 +792,7 @@ impl Server {
             ms = report.duration_ms,
             "changes checked"
         );
-        self.last_report = Some((report.clone(), std::time::Instant::now()));
-        Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
+        self.finish(report)
     }
 
     fn reload(&mut self) -> Response {

@@ -33,6 +33,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::remember::boot_id();
+    crate::settle::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {

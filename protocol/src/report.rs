@@ -153,6 +153,11 @@ pub struct ScanReport {
     pub violation_count: u32,
     /// The first [`MAX_REPORTED_VIOLATIONS`] violations, sorted by path.
     pub violations: Vec<Violation>,
+    /// Files that changed and await their settle read: read again once the kernel's
+    /// writeback window has passed, since a write into a page a shared mapping already dirtied
+    /// moves no timestamp and raises no event. Until then they are not proven.
+    #[serde(default)]
+    pub unsettled: u32,
 }
 
 /// A report and the hasher's HMAC over it (`"unsigned"` without a key).
@@ -326,6 +331,7 @@ mod tests {
             duration_ms: 1,
             violation_count: u32::try_from(violations.len()).unwrap_or(u32::MAX),
             violations,
+            unsettled: 0,
         }
     }
 

@@ -124,6 +124,7 @@ impl Script {
                         duration_ms: 0,
                         violation_count: u32::try_from(self.violations.len()).unwrap_or(0),
                         violations: self.violations.clone(),
+                        unsettled: 0,
                     },
                     hmac: "ab".repeat(32),
                 })

@@ -1,0 +1,198 @@
+//! Settle reads. A write into a page of a `MAP_SHARED` mapping that is already dirty raises no
+//! page fault: no timestamp moves, inotify says nothing, and writeback later stores the bytes
+//! with the old times. So a read made just after a change proves only what the page cache held
+//! then. Each changed file is read once more when the kernel's writeback window has passed
+//! (`vm.dirty_expire_centisecs` + `vm.dirty_writeback_centisecs`, read at start): by then the
+//! pages dirtied by that change are written back, and a later write through the mapping faults
+//! again, moving the file's times. Until its settle read is in, the file is not proven, and the
+//! reports say so (`unsettled`). Unchanged files cost nothing; a changed one, one more read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Linux's defaults: 30 s until dirty data expires, the flusher every 5 s.
+const DEFAULT_WINDOW: Duration = Duration::from_millis(35_000);
+/// Past the window, for the flusher's own scheduling.
+const MARGIN: Duration = Duration::from_secs(2);
+/// Most changed files awaiting their settle read; past it, the oldest are read at once.
+const MAX_PENDING: usize = 4096;
+
+static KERNEL_WINDOW: OnceLock<Duration> = OnceLock::new();
+
+/// Reads the kernel's writeback window (before the sandbox: `/proc/sys` is out of it after).
+/// Unreadable (a unit with `ProcSubset=pid`), Linux's defaults stand.
+pub fn read_kernel_window() -> Duration {
+    *KERNEL_WINDOW.get_or_init(|| {
+        let centisecs = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+        };
+        let window = match (
+            centisecs("dirty_expire_centisecs"),
+            centisecs("dirty_writeback_centisecs"),
+        ) {
+            (Some(e), Some(w)) => Duration::from_millis((e + w).saturating_mul(10)),
+            _ => DEFAULT_WINDOW,
+        };
+        let window = window.min(Duration::from_secs(3600)) + MARGIN;
+        tracing::info!(
+            ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            "settle window: a changed file is read once more after the kernel's writeback window"
+        );
+        window
+    })
+}
+
+/// The changed files awaiting their settle read.
+#[derive(Debug)]
+pub struct Settling {
+    window: Duration,
+    due: HashMap<PathBuf, Instant>,
+}
+
+impl Default for Settling {
+    fn default() -> Self {
+        Settling {
+            window: DEFAULT_WINDOW + MARGIN,
+            due: HashMap::new(),
+        }
+    }
+}
+
+impl Settling {
+    /// Uses `window` from now on (zero: no settle reads).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+        if window.is_zero() {
+            self.due.clear();
+        }
+    }
+
+    /// `path` changed now: it is read once more a window from now (a later change moves that).
+    pub fn note(&mut self, path: &Path) {
+        if self.window.is_zero()
+            || !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+        {
+            return;
+        }
+        if self.due.len() >= MAX_PENDING && !self.due.contains_key(path) {
+            // Bounded: the oldest is made due now rather than another one forgotten.
+            if let Some(oldest) = self
+                .due
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(p, _)| p.clone())
+            {
+                self.due.insert(oldest, Instant::now());
+            }
+            return;
+        }
+        self.due
+            .insert(path.to_owned(), Instant::now() + self.window);
+    }
+
+    /// The files whose settle read is due at `now`; they are no longer pending (the caller
+    /// reads them before its next report).
+    pub fn take_due(&mut self, now: Instant) -> Vec<PathBuf> {
+        let due: Vec<PathBuf> = self
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &due {
+            self.due.remove(p);
+        }
+        due
+    }
+
+    /// When the next settle read falls due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.values().min().copied()
+    }
+
+    /// Files not proven yet.
+    pub fn pending(&self) -> usize {
+        self.due.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_due_a_window_later_and_a_later_change_moves_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("m.gguf");
+        std::fs::write(&f, "x").expect("write");
+        let mut s = Settling::default();
+        s.set_window(Duration::from_millis(200));
+        s.note(&f);
+        s.note(dir.path()); // a directory is never pending
+        assert_eq!(s.pending(), 1);
+        assert!(s.take_due(Instant::now()).is_empty(), "not yet");
+        std::thread::sleep(Duration::from_millis(120));
+        s.note(&f);
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(
+            s.take_due(Instant::now()).is_empty(),
+            "moved by the later change"
+        );
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(s.take_due(Instant::now()), vec![f.clone()]);
+        assert_eq!(s.pending(), 0);
+        s.set_window(Duration::ZERO);
+        s.note(&f);
+        assert_eq!(s.pending(), 0, "off");
+    }
+
+    #[test]
+    fn a_settle_read_costs_one_read_of_the_changed_file_and_none_of_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<PathBuf> = (0..20).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for f in &files {
+            std::fs::write(f, vec![b'a'; 1000]).expect("write");
+        }
+        let mut h = crate::hashing::FileHasher::default();
+        h.settling.set_window(Duration::from_millis(50));
+        for f in &files {
+            h.check(f);
+        }
+        let read = |h: &crate::hashing::FileHasher| h.bytes_hashed;
+        let after_first = read(&h);
+        assert_eq!(after_first, 20_000);
+        // One file changes (same size, new content): its check reads it and notes it.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&files[3], vec![b'b'; 1000]).expect("write");
+        for f in &files {
+            h.check(f);
+        }
+        assert_eq!(read(&h) - after_first, 1000, "only the changed file");
+        assert_eq!(h.settling.pending(), 1);
+        std::thread::sleep(Duration::from_millis(60));
+        let due = h.settling.take_due(Instant::now());
+        assert_eq!(due, vec![files[3].clone()]);
+        for p in &due {
+            h.forget(p);
+        }
+        let before_settle = read(&h);
+        for f in &files {
+            h.check(f);
+        }
+        assert_eq!(
+            read(&h) - before_settle,
+            1000,
+            "the settle read: that file, once more"
+        );
+        assert_eq!(h.settling.pending(), 0);
+        let before_idle = read(&h);
+        for f in &files {
+            h.check(f);
+        }
+        assert_eq!(read(&h), before_idle, "unchanged files cost nothing");
+    }
+}
