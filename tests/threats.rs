@@ -78,6 +78,50 @@ fn the_key_put_into_a_model_dir_by_hard_link_or_copy_is_never_digested() {
     assert!(!baseline.contains("linked-key.gguf"), "{baseline}");
 }
 
+/// The key bind-mounted over a file in a model dir (in a mount namespace of the monitor's own,
+/// so the host's mounts are untouched): the same inode, a `secret_file` finding, never read.
+#[test]
+fn the_key_bind_mounted_into_a_model_dir_is_never_read() {
+    let a = Appliance::new();
+    let key = appliance_key(&a);
+    a.write("models/mounted.gguf", "");
+    let handed = Handed::new();
+    let addr = handed.addr;
+    let mut inner = std::process::Command::new("unshare");
+    inner
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"")
+        .arg("sh")
+        .arg(a.path("secret/key"))
+        .arg(a.path("models/mounted.gguf"))
+        .arg(monitor_bin())
+        .args(a.args(addr));
+    let child = handed
+        .command(&inner)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut m = Running { child, addr };
+    m.wait_ready();
+    let s = m.scan();
+    let finding = s["active_violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["path"] == path_str(&a.path("models/mounted.gguf")))
+        .cloned();
+    assert_eq!(
+        finding.map(|v| v["actual_hash"].clone()),
+        Some("secret_file".into()),
+        "{s}"
+    );
+    let (_, baseline) = get(m.addr, "/api/v1/baseline").unwrap();
+    assert!(!baseline.contains(&sha256_hex(&key)));
+    assert!(!std::fs::read_to_string(a.audit_log())
+        .unwrap()
+        .contains(&sha256_hex(&key)));
+}
+
 /// `verify-audit` on an emptied log is no proof of anything: it fails, even without `--head`.
 #[test]
 fn verify_audit_refuses_an_empty_log() {

@@ -58,8 +58,9 @@ mod tests {
     use crate::state::{Input, Machine};
     use protocol::message::{KeyStatus, PolicySummary};
 
-    fn trusted(at: Instant) -> Snapshot {
-        let report = protocol::report::ScanReport {
+    /// A report of a scan that found nothing, with `unsettled` files awaiting a settle read.
+    fn clean_report(unsettled: u32) -> protocol::report::ScanReport {
+        protocol::report::ScanReport {
             seq: 1,
             completed_at: "t".into(),
             baseline_digest: "0".repeat(64),
@@ -68,8 +69,12 @@ mod tests {
             duration_ms: 0,
             violation_count: 0,
             violations: Vec::new(),
-            unsettled: 0,
-        };
+            unsettled,
+        }
+    }
+
+    fn trusted(at: Instant) -> Snapshot {
+        let report = clean_report(0);
         let (machine, _) = Machine::new().step(Input::Scan(&report), 3);
         Snapshot {
             machine,
@@ -122,17 +127,7 @@ mod tests {
                 "2 changed file(s) await their settle read after the kernel's writeback window",
                 |s| {
                     s.last_report = Some(protocol::report::SignedReport {
-                        report: protocol::report::ScanReport {
-                            seq: 2,
-                            completed_at: "t".into(),
-                            baseline_digest: "0".repeat(64),
-                            watched_files: 1,
-                            bytes_hashed: 0,
-                            duration_ms: 0,
-                            violation_count: 0,
-                            violations: Vec::new(),
-                            unsettled: 2,
-                        },
+                        report: clean_report(2),
                         hmac: "unsigned".into(),
                     })
                 },

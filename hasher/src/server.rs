@@ -68,6 +68,20 @@ pub struct Server {
     challenges: crate::authority::Challenges,
 }
 
+/// `wait`, or the time left until `at` when that is sooner. Rounded up: poll counts whole
+/// milliseconds, and a wait cut short to 0 ms would spin until `at`.
+fn sooner(wait: nix::poll::PollTimeout, at: std::time::Instant) -> nix::poll::PollTimeout {
+    use nix::poll::PollTimeout;
+    let left = at.saturating_duration_since(std::time::Instant::now())
+        + std::time::Duration::from_micros(999);
+    let until = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+    if wait == PollTimeout::NONE {
+        until
+    } else {
+        wait.min(until)
+    }
+}
+
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error {
         kind,
@@ -368,38 +382,13 @@ impl Server {
             (Some(_), None) => PollTimeout::ZERO,
             (None, _) => PollTimeout::NONE,
         };
-        // A settle read falls due then.
-        let wait = match self.hasher.settling.next_due() {
-            Some(at) => {
-                let left = at.saturating_duration_since(std::time::Instant::now())
-                    + std::time::Duration::from_micros(999);
-                let settle = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
-                if wait == PollTimeout::NONE {
-                    settle
-                } else {
-                    wait.min(settle)
-                }
-            }
-            None => wait,
-        };
-        // The next slice of the spread sweep is due then, while there is a sweep to keep.
-        match self.sweep {
-            Some(_) => {
-                let left = self
-                    .next_slice
-                    .saturating_duration_since(std::time::Instant::now());
-                // Rounded up: poll counts whole milliseconds, and a wait cut short to 0 ms
-                // would spin until the slice is due.
-                let left = left + std::time::Duration::from_micros(999);
-                let slice = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
-                if wait == PollTimeout::NONE {
-                    slice
-                } else {
-                    wait.min(slice)
-                }
-            }
-            None => wait,
-        }
+        // A settle read falls due then; the next slice of the spread sweep, while there is a
+        // sweep to keep.
+        let slice = self.sweep.as_ref().map(|_| self.next_slice);
+        [self.hasher.settling.next_due(), slice]
+            .into_iter()
+            .flatten()
+            .fold(wait, sooner)
     }
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the

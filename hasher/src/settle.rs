@@ -40,7 +40,7 @@ pub fn read_kernel_window() -> Duration {
         let window = window.min(Duration::from_secs(3600)) + MARGIN;
         tracing::info!(
             ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
-            "settle window: a changed file is read once more after the kernel's writeback window"
+            "kernel writeback window: a changed file is read once more after it, unless the policy sets settle_window"
         );
         window
     })
