@@ -29,14 +29,35 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source without its `#[cfg(test)] mod tests` (always last in a file here) and without
-/// a file that is itself a test module.
+/// The source without its test modules, wherever they sit (each `#[cfg(test)]` then `mod`
+/// at the start of a line, to its closing `}` at the start of a line; a `#[cfg(test)] mod x;`
+/// line), and without a file that is itself a test module.
 fn production_part(path: &Path, text: &str) -> Option<String> {
     if path.file_name().is_some_and(|n| n == "tests.rs") {
         return None;
     }
-    let cut = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
-    Some(text[..cut].to_owned())
+    let mut out = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let next_is_mod = lines
+            .peek()
+            .is_some_and(|n| n.starts_with("mod ") || n.starts_with("pub mod "));
+        if line == "#[cfg(test)]" && next_is_mod {
+            let decl = lines.next().unwrap_or_default();
+            if !decl.trim_end().ends_with(';') {
+                // Skip to the module's closing brace at the start of a line.
+                for inner in lines.by_ref() {
+                    if inner == "}" {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// The top-level module a file belongs to (`lib`/`main` for the roots).
@@ -216,6 +237,20 @@ fn no_function_over_80_lines_outside_tests() {
         }
     }
     assert!(long.is_empty(), "split these: {long:#?}");
+}
+
+#[test]
+fn test_modules_are_left_out_wherever_they_sit() {
+    let text = "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n\nfn after() { crate::c::f(); }\n#[cfg(test)]\nmod more;\n";
+    let code = production_part(Path::new("x.rs"), text).expect("not a test file");
+    assert!(
+        code.contains("crate::a") && code.contains("crate::c"),
+        "{code}"
+    );
+    assert!(
+        !code.contains("crate::b") && !code.contains("mod more"),
+        "{code}"
+    );
 }
 
 #[test]

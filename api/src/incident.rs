@@ -4,15 +4,12 @@
 
 use crate::error::{PostError, RecorderUrlError};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-
-use crate::monitor::Monitor;
 
 /// Largest report body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -195,8 +192,13 @@ async fn post_once(rec: &Recorder, body: &Bytes) -> Result<u16, PostError> {
 pub async fn run(
     rec: Recorder,
     mut queue: mpsc::Receiver<(String, Vec<u8>)>,
-    monitor: Arc<Monitor>,
+    audit: crate::recorder::Recorder,
 ) {
+    let record = |event: &str, v: serde_json::Value| {
+        if let serde_json::Value::Object(fields) = v {
+            audit.record(event, fields);
+        }
+    };
     while let Some((to, body)) = queue.recv().await {
         let body = Bytes::from(body);
         let mut wait = Duration::from_secs(1);
@@ -205,7 +207,7 @@ pub async fn run(
         for attempt in 1..=ATTEMPTS {
             match post_once(&rec, &body).await {
                 Ok(status) => {
-                    monitor.audit(
+                    record(
                         "incident_reported",
                         json!({ "state": to, "status": status, "attempt": attempt }),
                     );
@@ -223,7 +225,7 @@ pub async fn run(
             }
         }
         if !sent {
-            monitor.audit(
+            record(
                 "incident_report_failed",
                 json!({ "state": to, "attempts": ATTEMPTS, "error": last }),
             );

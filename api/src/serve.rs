@@ -19,6 +19,20 @@ pub(crate) struct Parts {
     pub(crate) once: bool,
 }
 
+/// The incident reporter's queue and task, when a recorder is configured: handed to the
+/// monitor at its making (the reporter audits through the writer, not through the monitor).
+fn reporter(
+    recorder: Option<incident::Recorder>,
+    audit: &recorder::Recorder,
+) -> (Option<incident::Queue>, Option<tokio::task::JoinHandle<()>>) {
+    let Some(rec) = recorder else {
+        return (None, None);
+    };
+    let (tx, rx) = mpsc::channel(incident::QUEUE);
+    let task = tokio::spawn(incident::run(rec, rx, audit.clone()));
+    (Some(tx), Some(task))
+}
+
 /// Serves until a signal or the hasher ends it; returns how it ended.
 pub(crate) async fn serve(parts: Parts) -> Outcome {
     let Parts {
@@ -45,12 +59,12 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
             return Outcome::StartFailed;
         }
     };
-    let monitor = Arc::new(monitor::Monitor::new(calls_tx, audit_writer).recalling(memory));
-    let reporter = recorder.map(|rec| {
-        let (tx, rx) = mpsc::channel(incident::QUEUE);
-        monitor.set_incident_queue(tx);
-        tokio::spawn(incident::run(rec, rx, monitor.clone()))
-    });
+    let (queue, reporter) = reporter(recorder, &audit_writer);
+    let monitor = Arc::new(
+        monitor::Monitor::new(calls_tx, audit_writer)
+            .recalling(memory)
+            .reporting_to(queue),
+    );
     monitor.audit(
         "start",
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),

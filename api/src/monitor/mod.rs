@@ -51,7 +51,8 @@ pub struct Monitor {
     started: std::sync::atomic::AtomicBool,
     first_verdict: tokio::sync::watch::Sender<bool>,
     changes: Arc<crate::link::Changes>,
-    incidents: Mutex<Option<crate::incident::Queue>>,
+    /// Where transitions are reported, when an incident recorder is configured.
+    incidents: Option<crate::incident::Queue>,
     /// The last baseline adopted, as this process's audit log records it (`adopted`).
     adopted: Mutex<Option<crate::adopted::Adopted>>,
 }
@@ -104,7 +105,7 @@ impl Monitor {
             started: std::sync::atomic::AtomicBool::new(false),
             first_verdict: tokio::sync::watch::Sender::new(false),
             changes: Arc::new(crate::link::Changes::default()),
-            incidents: Mutex::new(None),
+            incidents: None,
             adopted: Mutex::new(None),
         }
     }
@@ -116,13 +117,15 @@ impl Monitor {
         self
     }
 
-    /// Sends each transition into degraded or recovery_required to the incident reporter.
-    pub fn set_incident_queue(&self, queue: crate::incident::Queue) {
-        *lock(&self.incidents) = Some(queue);
+    /// The monitor, sending each transition into degraded or recovery_required to the
+    /// incident reporter's queue.
+    pub fn reporting_to(mut self, queue: Option<crate::incident::Queue>) -> Monitor {
+        self.incidents = queue;
+        self
     }
 
     fn report_incident(&self, from: State, to: State, reason: &str) {
-        let Some(queue) = lock(&self.incidents).clone() else {
+        let Some(queue) = self.incidents.clone() else {
             return;
         };
         let (active, count, scans) = {
