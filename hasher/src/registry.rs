@@ -35,8 +35,6 @@ const MAX_FILE: u64 = 50 << 30;
 const MAX_TOTAL: u64 = 64 << 30;
 const MAX_REL_PATH: usize = 4096;
 
-use protocol::report::{ARTIFACT_INVALID, MANIFEST_INVALID};
-
 #[derive(Debug, Deserialize)]
 struct RawModel {
     #[serde(default)]
@@ -317,7 +315,7 @@ pub fn check(hasher: &mut FileHasher, dirs: &[PathBuf], manifest: &Path) -> Vec<
         (
             shown(manifest),
             report::NONE.into(),
-            MANIFEST_INVALID.into(),
+            protocol::Finding::ManifestInvalid.as_str().into(),
         )
     };
     let registry = match Registry::load(manifest) {
@@ -384,7 +382,7 @@ fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> 
     let mut out = Vec::new();
     for (path, what) in top_level(dir) {
         if let Found::Anomaly(kind) = what {
-            out.push((shown(&path), report::NONE.into(), kind.into()));
+            out.push((shown(&path), report::NONE.into(), kind.as_str().into()));
             continue;
         }
         if path == manifest || path.file_name().is_some_and(|n| n == MANIFEST_NAME) {
@@ -399,7 +397,7 @@ fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> 
             out.push((
                 shown(&path),
                 report::NONE.into(),
-                report::UNREGISTERED.into(),
+                protocol::Finding::Unregistered.as_str().into(),
             ));
         }
     }
@@ -415,28 +413,30 @@ fn artifact_finding(
     digest_of_dir: &mut dyn FnMut(&mut FileHasher) -> DirDigest,
 ) -> Option<String> {
     match std::fs::symlink_metadata(path) {
-        Err(_) => Some(report::MISSING.to_owned()),
+        Err(_) => Some(protocol::Finding::Missing.as_str().to_owned()),
         Ok(meta) if meta.file_type().is_file() => {
             match hasher.check_expecting(path, Some(m.size)) {
                 Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => None,
                 Outcome::Hashed { hash, .. } => Some(hash),
-                Outcome::SizeChanged(_) => Some(report::SIZE_CHANGED.into()),
-                Outcome::TooLarge(_) => Some(report::TOO_LARGE.into()),
-                Outcome::Secret => Some(report::SECRET_FILE.into()),
-                _ => Some(ARTIFACT_INVALID.into()),
+                Outcome::SizeChanged(_) => Some(protocol::Finding::SizeChanged.as_str().into()),
+                Outcome::TooLarge(_) => Some(protocol::Finding::TooLarge.as_str().into()),
+                Outcome::Secret => Some(protocol::Finding::SecretFile.as_str().into()),
+                _ => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
             }
         }
         Ok(meta) if meta.file_type().is_dir() => match digest_of_dir(hasher) {
             Ok((hash, size)) if hash == m.sha256 && size == m.size => None,
-            Ok((_, size)) if size != m.size => Some(report::SIZE_CHANGED.into()),
+            Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.as_str().into()),
             Ok((hash, _)) => Some(hash),
             Err(why) => {
                 tracing::warn!(path = %path.display(), why, "registry artifact invalid");
-                Some(ARTIFACT_INVALID.into())
+                Some(protocol::Finding::ArtifactInvalid.as_str().into())
             }
         },
-        Ok(meta) if meta.file_type().is_symlink() => Some(report::SYMLINK.into()),
-        Ok(_) => Some(ARTIFACT_INVALID.into()),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Some(protocol::Finding::Symlink.as_str().into())
+        }
+        Ok(_) => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
     }
 }
 
@@ -445,10 +445,16 @@ fn artifact_finding(
 fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
     use nix::fcntl::OFlag;
     let Ok(fd) = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
-        return vec![(dir.to_owned(), Found::Anomaly(report::UNREADABLE))];
+        return vec![(
+            dir.to_owned(),
+            Found::Anomaly(protocol::Finding::Unreadable),
+        )];
     };
     let Ok(mut handle) = nix::dir::Dir::from_fd(fd) else {
-        return vec![(dir.to_owned(), Found::Anomaly(report::UNREADABLE))];
+        return vec![(
+            dir.to_owned(),
+            Found::Anomaly(protocol::Finding::Unreadable),
+        )];
     };
     handle
         .iter()

@@ -47,7 +47,7 @@ pub fn update(
     if sweep
         .findings
         .iter()
-        .any(|v| v.actual_hash == report::LIMIT_EXCEEDED)
+        .any(|v| v.actual_hash == protocol::Finding::LimitExceeded.as_str())
     {
         return None;
     }
@@ -126,7 +126,7 @@ fn present_before(sweep: &Sweep, scope: &Scope, key: &str) -> i64 {
         .iter()
         .filter(|v| v.path == key || beneath_key(&v.path, key))
     {
-        if v.actual_hash == report::MISSING {
+        if v.actual_hash == protocol::Finding::Missing.as_str() {
             missing += 1;
         } else if v.expected_hash == report::NONE {
             extra += 1;
@@ -184,7 +184,7 @@ fn what_is_at(dir: &Path, p: &Path, limit: usize, dirs: &mut Ancestors) -> Optio
     }
     let one = |what| Some(At::Walked(vec![(p.to_owned(), what)]));
     let meta = match meta {
-        Err(_) => return one(Found::Anomaly(report::UNREADABLE)),
+        Err(_) => return one(Found::Anomaly(protocol::Finding::Unreadable)),
         Ok(m) => m,
     };
     let t = meta.file_type();
@@ -193,13 +193,13 @@ fn what_is_at(dir: &Path, p: &Path, limit: usize, dirs: &mut Ancestors) -> Optio
     if t.is_dir() && depth <= MAX_DEPTH {
         Some(At::Walked(walk::walk_from(p, depth, limit)))
     } else if t.is_dir() {
-        one(Found::Anomaly(report::TOO_DEEP))
+        one(Found::Anomaly(protocol::Finding::TooDeep))
     } else if t.is_file() {
         Some(At::File(meta))
     } else if t.is_symlink() {
-        one(Found::Anomaly(report::SYMLINK))
+        one(Found::Anomaly(protocol::Finding::Symlink))
     } else {
-        one(Found::Anomaly(report::NOT_REGULAR))
+        one(Found::Anomaly(protocol::Finding::NotRegular))
     }
 }
 

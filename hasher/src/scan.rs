@@ -206,7 +206,7 @@ fn hashed_part(
                 }
             }
             Found::Anomaly(kind) => {
-                tracing::warn!(path = %path.display(), kind, "left out of the baseline; it will be reported");
+                tracing::warn!(path = %path.display(), kind = kind.as_str(), "left out of the baseline; it will be reported");
             }
         }
     }
@@ -248,13 +248,13 @@ fn describe(o: &Outcome) -> String {
 fn actual(o: &Outcome) -> String {
     match o {
         Outcome::Hashed { hash, .. } => hash.clone(),
-        Outcome::Missing => report::MISSING.into(),
-        Outcome::Symlink => report::SYMLINK.into(),
-        Outcome::NotRegular => report::NOT_REGULAR.into(),
-        Outcome::Unreadable(_) => report::UNREADABLE.into(),
-        Outcome::SizeChanged(_) => report::SIZE_CHANGED.into(),
-        Outcome::TooLarge(_) => report::TOO_LARGE.into(),
-        Outcome::Secret => report::SECRET_FILE.into(),
+        Outcome::Missing => protocol::Finding::Missing.as_str().into(),
+        Outcome::Symlink => protocol::Finding::Symlink.as_str().into(),
+        Outcome::NotRegular => protocol::Finding::NotRegular.as_str().into(),
+        Outcome::Unreadable(_) => protocol::Finding::Unreadable.as_str().into(),
+        Outcome::SizeChanged(_) => protocol::Finding::SizeChanged.as_str().into(),
+        Outcome::TooLarge(_) => protocol::Finding::TooLarge.as_str().into(),
+        Outcome::Secret => protocol::Finding::SecretFile.as_str().into(),
     }
 }
 
@@ -497,8 +497,10 @@ impl<'a> Comparison<'a> {
             // Not read either way; a hard link or bind mount of a secret says what it is.
             let meta = stated.or_else(|| std::fs::symlink_metadata(path).ok());
             let marker = match meta {
-                Some(m) if crate::credentials::is_secret_inode(&m) => report::SECRET_FILE,
-                _ => report::UNREGISTERED,
+                Some(m) if crate::credentials::is_secret_inode(&m) => {
+                    protocol::Finding::SecretFile.as_str()
+                }
+                _ => protocol::Finding::Unregistered.as_str(),
             };
             self.flag(key, category, report::NONE, marker.into());
             return;
@@ -582,7 +584,12 @@ impl<'a> Comparison<'a> {
                                 .unwrap_or_default()
                         },
                     );
-                    self.flag(key, Category::ModelFile, &expected, (*kind).to_owned());
+                    self.flag(
+                        key,
+                        Category::ModelFile,
+                        &expected,
+                        kind.as_str().to_owned(),
+                    );
                 }
             }
         }
@@ -600,7 +607,7 @@ impl<'a> Comparison<'a> {
                     entry.path.to_owned(),
                     entry.category,
                     &entry.hash.to_hex(),
-                    report::MISSING.into(),
+                    protocol::Finding::Missing.as_str().into(),
                 );
             }
         }
@@ -624,7 +631,7 @@ impl<'a> Comparison<'a> {
                 entry.path.to_owned(),
                 entry.category,
                 &entry.hash.to_hex(),
-                report::REMOVED.into(),
+                protocol::Finding::Removed.as_str().into(),
             );
         }
     }

@@ -20,7 +20,7 @@ pub enum Found {
     /// A regular file.
     File,
     /// Something that must not be in a model dir, or a bound hit: the `actual_hash` marker.
-    Anomaly(&'static str),
+    Anomaly(protocol::Finding),
 }
 
 /// One walk result: the path as the hasher uses it, and how it is shown (differs only for
@@ -34,30 +34,36 @@ fn open_dir(path: &Path) -> nix::Result<Dir> {
     )?)
 }
 
-fn anomaly_of(path: &Path, errno: Errno) -> &'static str {
+fn anomaly_of(path: &Path, errno: Errno) -> protocol::Finding {
     match errno {
         // A component was swapped for a symlink (or is one): never followed.
-        Errno::ELOOP => report::SYMLINK,
+        Errno::ELOOP => protocol::Finding::Symlink,
         // O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR.
         Errno::ENOTDIR
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
         {
-            report::SYMLINK
+            protocol::Finding::Symlink
         }
-        Errno::ENOTDIR => report::NOT_REGULAR,
-        Errno::ENAMETOOLONG => report::PATH_TOO_LONG,
-        _ => report::UNREADABLE,
+        Errno::ENOTDIR => protocol::Finding::NotRegular,
+        Errno::ENAMETOOLONG => protocol::Finding::PathTooLong,
+        _ => protocol::Finding::Unreadable,
     }
 }
 
 /// The display path of a name that cannot be used as it is, or `None` when it can.
-pub(crate) fn unusable(path: &Path) -> Option<(PathBuf, &'static str)> {
+pub(crate) fn unusable(path: &Path) -> Option<(PathBuf, protocol::Finding)> {
     let bytes = path.as_os_str().as_bytes();
     if std::str::from_utf8(bytes).is_err() {
-        return Some((report::display_path(bytes).into(), report::INVALID_NAME));
+        return Some((
+            report::display_path(bytes).into(),
+            protocol::Finding::InvalidName,
+        ));
     }
     if bytes.len() > MAX_PATH_LEN {
-        return Some((report::display_path(bytes).into(), report::PATH_TOO_LONG));
+        return Some((
+            report::display_path(bytes).into(),
+            protocol::Finding::PathTooLong,
+        ));
     }
     None
 }
@@ -101,13 +107,16 @@ pub fn visit(dir: &Path, depth: usize, limit: usize, mut each: impl FnMut(&mut V
             if seen > limit {
                 // Not seen whole: a finding of its own, so the state cannot stay trusted.
                 tracing::error!(dir = %dir.display(), limit, "model dir holds more entries than max_watched_files: reported as limit_exceeded");
-                batch.push((dir.to_owned(), Found::Anomaly(report::LIMIT_EXCEEDED)));
+                batch.push((
+                    dir.to_owned(),
+                    Found::Anomaly(protocol::Finding::LimitExceeded),
+                ));
                 sort(&mut batch);
                 each(&mut batch);
                 return;
             }
             let Ok(entry) = entry else {
-                batch.push((d.clone(), Found::Anomaly(report::UNREADABLE)));
+                batch.push((d.clone(), Found::Anomaly(protocol::Finding::Unreadable)));
                 break;
             };
             let name = entry.file_name().to_bytes();
@@ -129,11 +138,15 @@ pub fn visit(dir: &Path, depth: usize, limit: usize, mut each: impl FnMut(&mut V
             };
             match kind {
                 Some(Type::Directory) if depth < MAX_DEPTH => stack.push((path, depth + 1)),
-                Some(Type::Directory) => batch.push((path, Found::Anomaly(report::TOO_DEEP))),
+                Some(Type::Directory) => {
+                    batch.push((path, Found::Anomaly(protocol::Finding::TooDeep)))
+                }
                 Some(Type::File) => batch.push((path, Found::File)),
-                Some(Type::Symlink) => batch.push((path, Found::Anomaly(report::SYMLINK))),
-                Some(_) => batch.push((path, Found::Anomaly(report::NOT_REGULAR))),
-                None => batch.push((path, Found::Anomaly(report::UNREADABLE))),
+                Some(Type::Symlink) => {
+                    batch.push((path, Found::Anomaly(protocol::Finding::Symlink)))
+                }
+                Some(_) => batch.push((path, Found::Anomaly(protocol::Finding::NotRegular))),
+                None => batch.push((path, Found::Anomaly(protocol::Finding::Unreadable))),
             }
         }
         if !batch.is_empty() {
@@ -187,14 +200,14 @@ mod tests {
         let found = kinds(&out);
         let invalid: Vec<_> = found
             .iter()
-            .filter(|(_, f)| *f == Found::Anomaly(report::INVALID_NAME))
+            .filter(|(_, f)| *f == Found::Anomaly(protocol::Finding::InvalidName))
             .collect();
         assert_eq!(invalid.len(), 2, "{found:?}");
         assert!(found.contains(&(format!("{}/ok\u{FFFD}", m.display()), Found::File)));
         assert!(
             found
                 .iter()
-                .any(|(_, f)| *f == Found::Anomaly(report::TOO_DEEP)),
+                .any(|(_, f)| *f == Found::Anomaly(protocol::Finding::TooDeep)),
             "{found:?}"
         );
     }
@@ -246,7 +259,7 @@ mod tests {
             found,
             vec![(
                 format!("{}/sub", m.display()),
-                Found::Anomaly(report::SYMLINK)
+                Found::Anomaly(protocol::Finding::Symlink)
             )]
         );
         // The model dir itself replaced by a symlink: one finding, nothing read beyond it.
@@ -256,7 +269,10 @@ mod tests {
         let found = kinds(&walk(&m, 1000));
         assert_eq!(
             found,
-            vec![(m.display().to_string(), Found::Anomaly(report::SYMLINK))]
+            vec![(
+                m.display().to_string(),
+                Found::Anomaly(protocol::Finding::Symlink)
+            )]
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod authority;
 pub mod baseline;
 pub mod category;
 pub mod entries;
+pub mod finding;
 pub mod frame;
 pub mod generation;
 pub mod hexfmt;
@@ -17,5 +18,6 @@ pub mod report;
 pub mod sign;
 
 pub use category::{Action, Category};
+pub use finding::Finding;
 pub use frame::{FrameError, Reassembler, MAX_FRAME, MAX_MESSAGE};
 pub use message::{Envelope, Request, Response, PROTOCOL_VERSION};

@@ -14,66 +14,9 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// Longest timestamp string accepted.
 pub const MAX_TIME_LEN: usize = 64;
 
-/// `actual_hash` of a watched file that no longer exists.
-pub const MISSING: &str = "missing";
-/// `actual_hash` of a file under a model dir that the baseline does not list.
-pub const UNREGISTERED: &str = "unregistered";
-/// `actual_hash` of a symlink where a regular file was expected (never followed).
-pub const SYMLINK: &str = "symlink";
-/// `actual_hash` of a directory, fifo, socket or device where a regular file was expected.
-pub const NOT_REGULAR: &str = "not_regular";
-/// `actual_hash` of a file the hasher could not open or read.
-pub const UNREADABLE: &str = "unreadable";
-/// `actual_hash` of a file whose size differs from the baseline: reported at once, unread.
-pub const SIZE_CHANGED: &str = "size_changed";
-/// `expected_hash` of a file the baseline does not list.
+/// `expected_hash` of a file the baseline does not list (the markers an `actual_hash` may
+/// carry are [`crate::Finding`]'s).
 pub const NONE: &str = "none";
-/// `actual_hash` of a name that is not UTF-8 (its path is shown escaped, see [`display_path`]).
-pub const INVALID_NAME: &str = "invalid_name";
-/// `actual_hash` of a path longer than [`MAX_PATH_LEN`] (shown truncated).
-pub const PATH_TOO_LONG: &str = "path_too_long";
-/// `actual_hash` of a directory nested deeper than the walk follows.
-pub const TOO_DEEP: &str = "too_deep";
-/// `actual_hash` of a baselined path the policy no longer watches (a reload dropped it): it
-/// stays a finding until a rebaseline, so narrowing the policy cannot hide a change.
-pub const REMOVED: &str = "removed";
-/// `actual_hash` of a model dir holding more entries than the walk may hold: it was not seen
-/// whole, so it is not trusted.
-pub const LIMIT_EXCEEDED: &str = "limit_exceeded";
-
-/// `actual_hash` of a registry manifest that is missing, unreadable, too large, invalid, of
-/// another version, or holds an entry that is not canonical or repeats a file name.
-pub const MANIFEST_INVALID: &str = "manifest_invalid";
-/// `actual_hash` of an enrolled registry artifact that cannot be one (a symlink or hard link
-/// inside, too many entries, too large, changing while hashed…).
-pub const ARTIFACT_INVALID: &str = "artifact_invalid";
-
-/// `actual_hash` of a file larger than the policy's `max_file_size`: reported, never read.
-pub const TOO_LARGE: &str = "too_large";
-
-/// `actual_hash` of a watched file that is the hasher's HMAC key or service token: the same
-/// inode (a hard link, a bind mount) or the same bytes (a copy). Its digest is never published:
-/// SHA-256 of a key longer than 64 bytes is an equivalent HMAC key.
-pub const SECRET_FILE: &str = "secret_file";
-
-const MARKERS: [&str; 16] = [
-    SECRET_FILE,
-    TOO_LARGE,
-    MANIFEST_INVALID,
-    ARTIFACT_INVALID,
-    REMOVED,
-    MISSING,
-    UNREGISTERED,
-    SYMLINK,
-    NOT_REGULAR,
-    UNREADABLE,
-    SIZE_CHANGED,
-    NONE,
-    INVALID_NAME,
-    PATH_TOO_LONG,
-    TOO_DEEP,
-    LIMIT_EXCEEDED,
-];
 
 /// Prefix of a path shown escaped because it is not UTF-8. No real watched path can begin
 /// with it (they all begin with `/`), so an escaped name never collides with another.
@@ -245,7 +188,8 @@ impl Violation {
             ("expected_hash", &self.expected_hash),
             ("actual_hash", &self.actual_hash),
         ] {
-            if !is_sha256_hex(value) && !MARKERS.contains(&value.as_str()) {
+            let marker = value == NONE || crate::Finding::parse(value).is_some();
+            if !is_sha256_hex(value) && !marker {
                 return Err(bad(
                     field,
                     "neither a SHA-256 hex digest nor a known marker",
@@ -316,7 +260,7 @@ mod tests {
             category: Category::ModelFile,
             path: "/var/lib/m/a.gguf".into(),
             expected_hash: NONE.into(),
-            actual_hash: UNREGISTERED.into(),
+            actual_hash: crate::Finding::Unregistered.as_str().into(),
             action: Action::QuarantineModel,
         }
     }

@@ -1,0 +1,137 @@
+//! What a check can find besides a digest: the markers a violation's `actual_hash` carries,
+//! one enum, written as exactly the strings the Go service and earlier reports used. A new
+//! kind is one arm here; every `match` on it then asks for its handling.
+
+use serde::{Deserialize, Serialize};
+
+/// A finding that is not a digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// A watched file that no longer exists.
+    Missing,
+    /// A file under a model dir that the baseline (or the registry) does not list.
+    Unregistered,
+    /// A symlink where a regular file was expected (never followed).
+    Symlink,
+    /// A directory, fifo, socket or device where a regular file was expected.
+    NotRegular,
+    /// A file the hasher could not open or read (or that changed while it was read).
+    Unreadable,
+    /// A file whose size differs from the baseline: reported at once, unread.
+    SizeChanged,
+    /// A name that is not UTF-8 (its path is shown escaped).
+    InvalidName,
+    /// A path longer than the 4,096 bytes a report carries (shown truncated).
+    PathTooLong,
+    /// A directory nested deeper than the walk follows.
+    TooDeep,
+    /// A baselined path the policy no longer watches (a reload dropped it): a finding until a
+    /// rebaseline, so narrowing the policy cannot hide a change.
+    Removed,
+    /// A model dir holding more entries than the walk may hold: not seen whole, not trusted.
+    LimitExceeded,
+    /// A registry manifest that is missing or not a regular file, unreadable, too large,
+    /// invalid, of another version, or holds an entry that is not canonical or repeats a name.
+    ManifestInvalid,
+    /// An enrolled registry artifact that cannot be one (a symlink or hard link inside, too
+    /// many entries, too large, changing while hashed…).
+    ArtifactInvalid,
+    /// A file larger than the policy's `max_file_size`: reported, never read.
+    TooLarge,
+    /// A watched file that is the hasher's HMAC key or service token: the same inode (a hard
+    /// link, a bind mount) or the same bytes (a copy). Its digest is never published: SHA-256
+    /// of a key longer than 64 bytes is an equivalent HMAC key.
+    SecretFile,
+}
+
+impl Finding {
+    /// Every finding.
+    pub const ALL: [Finding; 15] = [
+        Finding::Missing,
+        Finding::Unregistered,
+        Finding::Symlink,
+        Finding::NotRegular,
+        Finding::Unreadable,
+        Finding::SizeChanged,
+        Finding::InvalidName,
+        Finding::PathTooLong,
+        Finding::TooDeep,
+        Finding::Removed,
+        Finding::LimitExceeded,
+        Finding::ManifestInvalid,
+        Finding::ArtifactInvalid,
+        Finding::TooLarge,
+        Finding::SecretFile,
+    ];
+
+    /// The marker as reports, the audit log and the Go service write it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Finding::Missing => "missing",
+            Finding::Unregistered => "unregistered",
+            Finding::Symlink => "symlink",
+            Finding::NotRegular => "not_regular",
+            Finding::Unreadable => "unreadable",
+            Finding::SizeChanged => "size_changed",
+            Finding::InvalidName => "invalid_name",
+            Finding::PathTooLong => "path_too_long",
+            Finding::TooDeep => "too_deep",
+            Finding::Removed => "removed",
+            Finding::LimitExceeded => "limit_exceeded",
+            Finding::ManifestInvalid => "manifest_invalid",
+            Finding::ArtifactInvalid => "artifact_invalid",
+            Finding::TooLarge => "too_large",
+            Finding::SecretFile => "secret_file",
+        }
+    }
+
+    /// The finding `marker` names, if any.
+    pub fn parse(marker: &str) -> Option<Finding> {
+        Finding::ALL.into_iter().find(|f| f.as_str() == marker)
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_todays_strings_and_round_trip() {
+        let today = [
+            "missing",
+            "unregistered",
+            "symlink",
+            "not_regular",
+            "unreadable",
+            "size_changed",
+            "invalid_name",
+            "path_too_long",
+            "too_deep",
+            "removed",
+            "limit_exceeded",
+            "manifest_invalid",
+            "artifact_invalid",
+            "too_large",
+            "secret_file",
+        ];
+        let written: Vec<&str> = Finding::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(written, today);
+        for f in Finding::ALL {
+            assert_eq!(Finding::parse(f.as_str()), Some(f));
+            let json = serde_json::to_string(&f).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", f.as_str()));
+        }
+        assert_eq!(
+            Finding::parse("none"),
+            None,
+            "an expected_hash, not a finding"
+        );
+    }
+}
