@@ -1,8 +1,8 @@
-//! The README's threat model, attacked on the real binaries: each test performs one attack a
+//! The threat model (docs/threat-model.md), attacked on the real binaries: each test performs one attack a
 //! compromised api, a writer of model files or a writer of the hasher's store could try, and
 //! sees it fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Items 1-6 of the threat model's review (#29); the README's threat model names each test.
+// Items 1-6 of the threat model's review (#29); docs/threat-model.md names each test.
 
 mod common;
 

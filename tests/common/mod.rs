@@ -488,3 +488,22 @@ pub fn settled_audit(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
         .collect()
 }
+
+/// Helpers the e2e test files share.
+pub fn tamper(a: &Appliance, rel: &str) {
+    a.write(rel, "tampered!\n");
+}
+
+pub fn restore_binary(a: &Appliance, rel: &str) {
+    a.write(rel, &format!("#!/bin/sh\necho {rel}\n"));
+}
+
+pub fn violations_with(status: &serde_json::Value, marker: &str) -> Vec<String> {
+    status["active_violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["actual_hash"] == marker)
+        .map(|v| v["path"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -35,8 +35,9 @@ install -D -m0755 "$SRC/contrib/first-boot/integrity-monitor.sh" "$R/usr/libexec
 install -D -m0755 "$SRC/tests/pid1/inside.sh" "$R/root/inside.sh"
 
 install -D -m0755 "$SRC/tests/pid1/health-check.sh" "$R/root/health-check.sh"
-# The README: the legacy-layout drop-in is taken from it, as an operator would copy it.
-install -D -m0644 "$SRC/README.md" "$R/root/README.md"
+# The docs' page on replacing the Go service: the legacy-layout drop-in is taken from it, as
+# an operator would copy it.
+install -D -m0644 "$SRC/docs/replacing-go.md" "$R/root/replacing-go.md"
 install -D -m0755 "$SRC/tests/pid1/recorder.sh" "$R/root/recorder.sh"
 
 # The appliance as its image ships today: the policy's shape (version, quoted interval, a .py

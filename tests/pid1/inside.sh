@@ -183,14 +183,14 @@ check "the service adopts the firstboot baseline (its store moved to the hasher'
 check "check-config passes the appliance's policy with its credentials" /usr/libexec/secure-ai/integrity-monitor check-config --policy /etc/secure-ai/policy/integrity-monitor.yaml
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
 
-# --- the operations guide's older layout, by the drop-in the README shows: /run/secure-ai
+# --- the operations guide's older layout, by the drop-in docs/replacing-go.md shows: /run/secure-ai
 # secrets, the token group-readable (0640) as the guide's rotation leaves it
 install -d -m0755 /run/secure-ai
 (umask 077; cp $C/integrity-hmac.key /run/secure-ai/integrity-hmac-key
  od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > /run/secure-ai/service-token; echo >> /run/secure-ai/service-token)
 chmod 0640 /run/secure-ai/service-token
 install -d /etc/systemd/system/secure-ai-integrity-hasher@.service.d
-sed -n '/^# BEGIN legacy-run-secure-ai.conf/,/^# END/p' /root/README.md | sed '1d;$d' \
+sed -n '/^# BEGIN legacy-run-secure-ai.conf/,/^# END/p' /root/replacing-go.md | sed '1d;$d' \
   > /etc/systemd/system/secure-ai-integrity-hasher@.service.d/legacy-run-secure-ai.conf
 systemctl daemon-reload
 systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket

@@ -1,0 +1,418 @@
+//! Whole-system tests of the evidence: attestations, the hash-chained audit log across restarts, rotations, full disks and kills.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn readme_python_check_verifies_the_stored_baseline() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+            .unwrap();
+    let block = readme
+        .split("<!-- python-hmac-check -->\n```python\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let a = Appliance::new();
+    let mut m = Running::start(&a);
+    m.stop_cleanly();
+    a.write("check.py", block);
+    let run = |key: &str| {
+        std::process::Command::new("python3")
+            .args([
+                a.path("check.py"),
+                a.path("state/baseline.json"),
+                a.path(key),
+            ])
+            .status()
+            .expect("python3 is installed by .ci/run")
+            .code()
+    };
+    assert_eq!(
+        run("secret/key"),
+        Some(0),
+        "the README's check accepts a genuine baseline"
+    );
+    std::fs::write(a.path("other-key"), [0x41u8; 32]).unwrap();
+    assert_eq!(
+        run("other-key"),
+        Some(1),
+        "and refuses it under another key"
+    );
+}
+
+#[test]
+fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let nonce = "00112233445566778899aabbccddeeff";
+    let (code, body) = attestation(&m, nonce);
+    assert_eq!(code, 200, "{body}");
+    let ok = verify_attestation(&a, nonce, &body, &["--require-clean"]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // A remote verifier pins the baseline it approved and the oldest generation it accepts.
+    let digest = m.status()["baseline"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(doc["attestation"]["baseline_generation"], 1);
+    let pinned = |extra: &[&str]| verify_attestation(&a, nonce, &body, extra).status.code();
+    assert_eq!(
+        pinned(&["--baseline", &digest, "--min-generation", "1"]),
+        Some(0)
+    );
+    assert_eq!(
+        pinned(&["--baseline", &"0".repeat(64)]),
+        Some(1),
+        "another baseline"
+    );
+    assert_eq!(
+        pinned(&["--min-generation", "2"]),
+        Some(1),
+        "a reset or rolled-back store"
+    );
+    assert_eq!(
+        doc["attestation"]["audit_seq"].as_u64().unwrap() as usize,
+        a.audit_events().len()
+    );
+
+    // A replay under another nonce, an edited payload, and a stale scan are all refused.
+    let other = "ffeeddccbbaa99887766554433221100";
+    assert_eq!(
+        verify_attestation(&a, other, &body, &[]).status.code(),
+        Some(1)
+    );
+    let forged = body.replace("\\\"violation_count\\\":0", "\\\"violation_count\\\":0 ");
+    assert_ne!(forged, body);
+    assert_eq!(
+        verify_attestation(&a, nonce, &forged, &[]).status.code(),
+        Some(1)
+    );
+    // Stale: signed now, but the latest scan completed over 1 s before (hasher's monotonic
+    // clock). The same request passes a looser bound.
+    std::thread::sleep(Duration::from_millis(2100));
+    let later = "0123456789abcdef0123456789abcdef";
+    let (_, stale) = attestation(&m, later);
+    let doc: serde_json::Value = serde_json::from_str(&stale).unwrap();
+    assert!(
+        doc["attestation"]["scan_age_ms"].as_u64().unwrap() >= 2000,
+        "{doc}"
+    );
+    let verdict = |max: &str| {
+        verify_attestation(&a, later, &stale, &["--max-age", max])
+            .status
+            .code()
+    };
+    assert_eq!((verdict("1"), verdict("60")), (Some(1), Some(0)));
+
+    // Violations are attested, so --require-clean fails on a tampered appliance.
+    a.write(BINARIES[0], "implant");
+    m.scan();
+    let (_, body) = attestation(&m, nonce);
+    assert_eq!(
+        verify_attestation(&a, nonce, &body, &[]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        verify_attestation(&a, nonce, &body, &["--require-clean"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    for bad in [
+        "",
+        "abc",
+        "zz112233445566778899aabbccddeeff",
+        &"ab".repeat(65),
+    ] {
+        assert_eq!(attestation(&m, bad).0, 400, "nonce {bad:?}");
+    }
+}
+
+#[test]
+fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
+    let a = Appliance::new();
+    let mut m = Running::start(&a);
+    a.write(BINARIES[0], "x");
+    m.scan();
+    m.stop_cleanly();
+    let m = Running::start(&a);
+    m.scan();
+    drop(m);
+    let ok = verify_audit(&[a.audit_log()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Deleting one record in the middle breaks the chain at that point.
+    let text = std::fs::read_to_string(a.audit_log()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(a.audit_log(), cut).unwrap();
+    let bad = verify_audit(&[a.audit_log()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 4"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
+fn full_disk_keeps_evidence_in_order_and_verify_closed_until_it_is_written() {
+    // A file size limit on the api stands in for a full disk: writes past it fail (EFBIG).
+    let a = Appliance::new();
+    let handed = Handed::new();
+    let addr = handed.addr;
+    let mut inner = std::process::Command::new(monitor_bin());
+    inner.args(a.args(addr));
+    // The limit is set in the shell that execs the monitor, which keeps it.
+    let mut cmd = handed.command(&inner);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 2000,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(cmd); // the listener now lives in the monitor only
+    let mut m = Running { child, addr };
+    m.wait_ready();
+    // Fill the log to its limit with violations and transitions.
+    for b in BINARIES {
+        a.write(b, "tampered and tampered again");
+        let _ = post(m.addr, "/api/v1/scan", Some(TOKEN));
+    }
+    let s = m.status();
+    assert_eq!(
+        s["state"], "recovery_required",
+        "the state machine does not depend on the disk"
+    );
+    assert!(wait_until(Duration::from_secs(2), || m.verify_code() == 503));
+    let (_, body) = get(m.addr, "/metrics").unwrap();
+    assert!(
+        !body.contains("integrity_monitor_audit_backlog 0"),
+        "records are waiting: {body}"
+    );
+    // Space comes back: lift the limit; the next record flushes the backlog in order.
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    assert_eq!(
+        // SAFETY: prlimit on our own child with a valid rlimit struct.
+        unsafe {
+            libc::prlimit(
+                m.child.id() as i32,
+                libc::RLIMIT_FSIZE,
+                &lim,
+                std::ptr::null_mut(),
+            )
+        },
+        0
+    );
+    for b in BINARIES {
+        a.write(b, &format!("#!/bin/sh\necho {b}\n"));
+    }
+    assert_eq!(m.scan()["state"], "trusted");
+    let (_, body) = get(m.addr, "/metrics").unwrap();
+    assert!(body.contains("integrity_monitor_audit_backlog 0"), "{body}");
+    assert_eq!(m.verify_code(), 200);
+    let events = a.audit_events();
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "violation").count(),
+        BINARIES.len(),
+        "no violation record lost"
+    );
+    m.stop_cleanly();
+    let out = verify_audit(&[a.audit_log()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the chain holds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn api_killed_mid_record_leaves_a_chain_that_verifies_to_the_last_whole_record() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    m.scan();
+    drop(m); // SIGKILL
+             // What a crash in the middle of a write leaves behind.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(a.audit_log())
+        .unwrap()
+        .write_all(b"{\"seq\":99,\"prev\":\"0f")
+        .unwrap();
+    let mut m = Running::start(&a);
+    let events = a.audit_events();
+    let recovered = events
+        .iter()
+        .find(|e| e["event"] == "audit_tail_recovered")
+        .unwrap_or_else(|| panic!("not recorded: {events:?}"))
+        .clone();
+    let snapshot = std::path::PathBuf::from(recovered["snapshot"].as_str().unwrap());
+    assert!(
+        snapshot.exists(),
+        "the broken file is kept aside, not deleted"
+    );
+    m.stop_cleanly();
+    let broken = verify_audit(std::slice::from_ref(&snapshot));
+    assert_eq!(broken.status.code(), Some(1), "the torn record is reported");
+    let whole: String = std::fs::read_to_string(&snapshot)
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with('}'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(a.path("logs/whole.jsonl"), whole).unwrap();
+    let ok = verify_audit(&[a.path("logs/whole.jsonl"), a.audit_log()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+fn first_event(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap()
+}
+
+#[test]
+fn an_audit_log_rotated_or_removed_under_the_api_is_followed_and_the_chain_holds() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let log = a.audit_log();
+    let aside = |n: &str| a.path(&format!("logs/audit.jsonl.{n}"));
+
+    // logrotate's copytruncate: a copy, then the original cut to nothing; no signal.
+    std::fs::copy(&log, aside("1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    m.scan();
+    let first = first_event(&log);
+    assert_eq!(
+        (first["event"].as_str(), first["reason"].as_str()),
+        (Some("audit_log_replaced"), Some("truncated")),
+        "{first}"
+    );
+    let ok = verify_audit(&[aside("1"), log.clone()]);
+    assert!(
+        ok.status.success(),
+        "chain over (copy, current): {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // A rename with no signal: the next record goes to a new file at the path.
+    std::fs::rename(&log, aside("2")).unwrap();
+    m.scan();
+    assert_eq!(first_event(&log)["event"], "audit_log_replaced");
+    assert!(verify_audit(&[aside("1"), aside("2"), log.clone()])
+        .status
+        .success());
+
+    // Deleted while running: noticed, a new file, and /verify is 200 again only once written.
+    std::fs::remove_file(&log).unwrap();
+    m.scan();
+    assert_eq!(first_event(&log)["reason"], "deleted or renamed");
+    assert_eq!(m.verify_code(), 200);
+    // The new file alone does not start at the genesis record: verify-audit says so by
+    // default, and checks it on purpose with --from.
+    let alone = verify_audit(std::slice::from_ref(&log));
+    assert_eq!(
+        alone.status.code(),
+        Some(1),
+        "a log whose first records are gone is not OK"
+    );
+    let first = first_event(&log);
+    let from = format!(
+        "{}:{}",
+        first["last_seq"].as_u64().unwrap(),
+        first["last_hash"].as_str().unwrap()
+    );
+    let tail = Command::new(monitor_bin())
+        .args(["verify-audit", "--from", &from])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+}
+
+#[test]
+fn verify_audit_head_proves_the_log_complete_up_to_an_attested_record() {
+    let a = Appliance::new();
+    let mut m = Running::start(&a);
+    m.scan();
+    m.stop_cleanly();
+    let lines: Vec<String> = std::fs::read_to_string(a.audit_log())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let hash = protocol::sign::sha256_hex(lines.last().unwrap().as_bytes());
+    let head = format!("{}:{hash}", last["seq"].as_u64().unwrap());
+    let run = |file: &std::path::Path| {
+        Command::new(monitor_bin())
+            .args(["verify-audit", "--head", &head])
+            .arg(file)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(run(&a.audit_log()), Some(0));
+    // The same log with its last record cut off does not reach the attested head.
+    a.write(
+        "cut.jsonl",
+        &format!("{}\n", lines[..lines.len() - 1].join("\n")),
+    );
+    assert_eq!(run(&a.path("cut.jsonl")), Some(1));
+    // And a log whose first record is gone fails even without --head.
+    a.write("headless.jsonl", &format!("{}\n", lines[1..].join("\n")));
+    assert_eq!(
+        verify_audit(&[a.path("headless.jsonl")]).status.code(),
+        Some(1)
+    );
+}
