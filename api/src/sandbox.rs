@@ -9,7 +9,6 @@ use landlock::{
     Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
     Scope, ABI,
 };
-use thiserror::Error;
 
 /// The Landlock ABI whose rights this code knows.
 const ABI_PINNED: ABI = ABI::V6;
@@ -19,24 +18,7 @@ const SECCOMP_JSON: &str = include_str!("../../seccomp/api.json");
 /// `api_no_inet` only when incident reporting is off: then no internet socket at all.
 const FILTERS: [&str; 4] = ["api_enosys", "api_eacces", "api_no_inet", "api"];
 
-/// Why the sandbox could not be installed.
-#[derive(Debug, Error)]
-pub enum SandboxError {
-    /// no_new_privs or a capability could not be dropped.
-    #[error("dropping privileges: {0}")]
-    Privileges(String),
-    /// Landlock could not be set up, or the kernel has none.
-    #[error("landlock: {0}")]
-    Landlock(String),
-    /// A seccomp filter did not compile or install.
-    #[error("seccomp: {0}")]
-    Seccomp(#[from] imsys::seccomp::SeccompError),
-}
-
-/// Sets no_new_privs and drops every capability, bounding set included when permitted.
-pub fn drop_privileges() -> Result<(), SandboxError> {
-    imsys::privileges::drop_all().map_err(|e| SandboxError::Privileges(e.to_string()))
-}
+pub use imsys::walls::{drop_privileges, SandboxError};
 
 /// Installs every wall; `write_dirs` are the audit log dir and the state dir, `connect_port`
 /// the incident recorder's loopback port, if reporting is on.
@@ -121,19 +103,7 @@ pub fn probe(act: &str, arg: &str) -> i32 {
             return 2;
         }
     };
-    match result {
-        Ok(()) => {
-            eprintln!("probe {act}: allowed");
-            0
-        }
-        Err(e) => {
-            eprintln!(
-                "probe {act}: refused errno={} ({e})",
-                e.raw_os_error().unwrap_or(0)
-            );
-            3
-        }
-    }
+    imsys::walls::report_probe(act, result)
 }
 
 #[cfg(test)]

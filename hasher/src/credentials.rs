@@ -103,22 +103,31 @@ pub fn exposed(mode: u32) -> bool {
 struct Secrets {
     inodes: Vec<(u64, u64)>,
     digests: Vec<zeroize::Zeroizing<[u8; 32]>>,
+    /// The secrets' files, held open so their inodes cannot be freed and given to a watched
+    /// file while they are compared with it.
+    open: Vec<std::fs::File>,
 }
 
 static SECRETS: Mutex<Secrets> = Mutex::new(Secrets {
     inodes: Vec::new(),
     digests: Vec::new(),
+    open: Vec::new(),
 });
 
 fn secrets() -> std::sync::MutexGuard<'static, Secrets> {
     SECRETS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Remembers a secret just read from `file` (its inode) with these `bytes`.
-pub fn remember_secret(file: &std::fs::File, bytes: &[u8]) {
+/// Remembers a secret in use, just read from `file` (kept open: its inode) with these
+/// `bytes` (their digest). Only secrets the process keeps: an empty file is no secret.
+pub fn remember_secret(file: std::fs::File, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
     let mut s = secrets();
     if let Ok(m) = file.metadata() {
         s.inodes.push((m.dev(), m.ino()));
+        s.open.push(file);
     }
     s.digests
         .push(zeroize::Zeroizing::new(Sha256::digest(bytes).into()));

@@ -36,10 +36,15 @@ pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
 }
 
 /// As [`read_bounded`] for a secret: read into one buffer allocated up front, so no copy is
-/// left behind by a reallocation, and wiped (its whole capacity) when dropped. The secret's
-/// inode and digest are remembered, so no watched file that is it is ever given out
-/// (`credentials::remember_secret`).
+/// left behind by a reallocation, and wiped (its whole capacity) when dropped.
 pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    read_secret_file(path, cap).map(|(bytes, _)| bytes)
+}
+
+/// As [`read_secret`], with the file still open: the caller that keeps the secret keeps the
+/// file too (`credentials::remember_secret`), so its inode cannot be freed and reused while
+/// watched files are compared with it.
+pub fn read_secret_file(path: &Path, cap: usize) -> Result<(Zeroizing<Vec<u8>>, File), ReadError> {
     let mut file = File::open(path)?;
     let mut buf = Zeroizing::new(vec![0u8; cap + 1]);
     let mut len = 0;
@@ -55,8 +60,7 @@ pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadEr
         return Err(ReadError::TooLarge { cap: cap as u64 });
     }
     buf.truncate(len);
-    crate::credentials::remember_secret(&file, &buf);
-    Ok(buf)
+    Ok((buf, file))
 }
 
 /// As [`read_bounded`], and the content must be UTF-8.

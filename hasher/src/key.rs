@@ -31,6 +31,16 @@ impl std::fmt::Debug for Key {
 
 /// Loads the key: `Ok(None)` when the file does not exist.
 pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
+    load_with(path, false)
+}
+
+/// As [`load`], for the key the process will use: it is remembered (`credentials`), so no
+/// watched file that is it (or a copy of it) is ever digested where others can see it.
+pub fn load_in_use(path: &Path) -> Result<Option<Key>, KeyError> {
+    load_with(path, true)
+}
+
+fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -56,21 +66,25 @@ pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
             }
         }
     }
-    let bytes = crate::fsread::read_secret(path, MAX_KEY_LEN).map_err(|e| match e {
-        crate::fsread::ReadError::TooLarge { .. } => KeyError::BadLength {
-            path: path.to_owned(),
-            len: MAX_KEY_LEN + 1,
-        },
-        e => KeyError::Unreadable {
-            path: path.to_owned(),
-            why: e.to_string(),
-        },
-    })?;
+    let (bytes, file) =
+        crate::fsread::read_secret_file(path, MAX_KEY_LEN).map_err(|e| match e {
+            crate::fsread::ReadError::TooLarge { .. } => KeyError::BadLength {
+                path: path.to_owned(),
+                len: MAX_KEY_LEN + 1,
+            },
+            e => KeyError::Unreadable {
+                path: path.to_owned(),
+                why: e.to_string(),
+            },
+        })?;
     if bytes.len() < MIN_KEY_LEN {
         return Err(KeyError::BadLength {
             path: path.to_owned(),
             len: bytes.len(),
         });
+    }
+    if in_use {
+        crate::credentials::remember_secret(file, &bytes);
     }
     Ok(Some(Key(bytes)))
 }

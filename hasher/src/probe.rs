@@ -4,9 +4,6 @@
 
 use std::io::{Read, Write};
 
-/// Exit code when the act was refused with an errno.
-pub const REFUSED: i32 = 3;
-
 /// Attempts `act` on `arg`; prints `probe ACT: allowed` or `probe ACT: refused errno=N` on stderr.
 pub fn run(act: &str, arg: &str) -> i32 {
     let pid = || nix::unistd::Pid::from_raw(arg.parse().unwrap_or(0));
@@ -41,17 +38,5 @@ pub fn run(act: &str, arg: &str) -> i32 {
             return 2;
         }
     };
-    match result {
-        Ok(()) => {
-            eprintln!("probe {act}: allowed");
-            0
-        }
-        Err(e) => {
-            eprintln!(
-                "probe {act}: refused errno={} ({e})",
-                e.raw_os_error().unwrap_or(0)
-            );
-            REFUSED
-        }
-    }
+    imsys::walls::report_probe(act, result)
 }

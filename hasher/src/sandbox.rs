@@ -9,7 +9,6 @@ use landlock::{
     Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
     Scope, ABI,
 };
-use thiserror::Error;
 
 use crate::policy::Policy;
 
@@ -20,19 +19,7 @@ const SECCOMP_JSON: &str = include_str!("../../seccomp/hasher.json");
 /// The filters installed, in order.
 const FILTERS: [&str; 2] = ["hasher_enosys", "hasher"];
 
-/// Why the sandbox could not be installed.
-#[derive(Debug, Error)]
-pub enum SandboxError {
-    /// no_new_privs or a capability could not be set or dropped.
-    #[error("dropping privileges: {0}")]
-    Privileges(String),
-    /// Landlock could not be set up, or the kernel has none.
-    #[error("landlock: {0}")]
-    Landlock(String),
-    /// The seccomp filter did not compile or install.
-    #[error("seccomp: {0}")]
-    Seccomp(#[from] imsys::seccomp::SeccompError),
-}
+pub use imsys::walls::{drop_privileges, SandboxError};
 
 /// What got enforced, for the log.
 #[derive(Debug, Clone)]
@@ -77,11 +64,6 @@ pub fn covers(read_set: &[PathBuf], needed: &[PathBuf]) -> Option<PathBuf> {
         .iter()
         .find(|n| !read_set.iter().any(|r| n.starts_with(r)))
         .cloned()
-}
-
-/// Sets no_new_privs and drops every capability, bounding set included when permitted.
-pub fn drop_privileges() -> Result<(), SandboxError> {
-    imsys::privileges::drop_all().map_err(|e| SandboxError::Privileges(e.to_string()))
 }
 
 /// Installs every wall. The process must be single-threaded (Landlock binds the calling

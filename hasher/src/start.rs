@@ -17,7 +17,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
     let (key_path, key) = load_key(&options, &policy)?;
     let token_path = crate::credentials::token_path(options.token_file.as_deref());
-    let token = token::load(&token_path).map_err(|e| {
+    let token = token::load_in_use(&token_path).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
     })?;
@@ -94,7 +94,7 @@ fn load_policy(options: &Options) -> Result<Policy, i32> {
 /// The HMAC key and where it came from (`credentials::key_path`).
 fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::Key>), i32> {
     let key_path = crate::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
-    let key = key::load(&key_path).map_err(|e| {
+    let key = key::load_in_use(&key_path).map_err(|e| {
         match crate::credentials::missing_source(&key_path) {
             Some(missing) => tracing::error!(error = %missing, "HMAC key missing"),
             None => tracing::error!(error = %e, "HMAC key refused"),

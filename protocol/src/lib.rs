@@ -16,6 +16,7 @@ pub mod hexfmt;
 pub mod message;
 pub mod report;
 pub mod sign;
+pub mod token;
 
 pub use category::{Action, Category};
 pub use finding::Finding;

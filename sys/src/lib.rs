@@ -8,3 +8,4 @@ pub mod logging;
 pub mod paths;
 pub mod privileges;
 pub mod seccomp;
+pub mod walls;

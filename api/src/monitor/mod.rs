@@ -188,7 +188,7 @@ impl Monitor {
 
     /// The gate for the bearer token, once the hasher said what it is.
     pub fn token(&self) -> Option<Token> {
-        *lock(&self.token)
+        lock(&self.token).clone()
     }
 
     /// Queues an audit record for the writer; never waits for the disk. While records cannot
