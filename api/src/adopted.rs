@@ -13,12 +13,18 @@ use std::path::Path;
 use protocol::message::{BaselineSummary, StoreStatus};
 use serde_json::{Map, Value};
 
+use crate::events::AuditEvent;
+
 /// Field of a record naming an adopted baseline's generation.
 pub const GENERATION: &str = "adopted_generation";
 /// Field of a record naming an adopted baseline's digest.
 pub const DIGEST: &str = "adopted_digest";
 /// Records that open a log file and so carry the memory forward.
-pub const CARRIERS: [&str; 3] = ["start", "audit_reopened", "audit_log_replaced"];
+pub const CARRIERS: [AuditEvent; 3] = [
+    AuditEvent::Start,
+    AuditEvent::AuditReopened,
+    AuditEvent::AuditLogReplaced,
+];
 /// Longest record line looked at when recalling (records are far shorter).
 const MAX_LINE: usize = 1 << 20;
 

@@ -12,6 +12,8 @@ use std::time::SystemTime;
 use protocol::sign::sha256_hex;
 use serde_json::{Map, Value};
 
+use crate::events::AuditEvent;
+
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl";
 /// `prev` of the very first record of a chain.
@@ -209,13 +211,13 @@ impl AuditLog {
         fields.insert("path".into(), self.path.display().to_string().into());
         fields.insert("last_seq".into(), before.seq.into());
         fields.insert("last_hash".into(), before.hash.into());
-        self.append("audit_log_replaced", fields)?;
+        self.append(AuditEvent::AuditLogReplaced, fields)?;
         Ok(Some(what))
     }
 
     /// Appends one record `{"seq","prev","time","event",…fields}` in a single write and syncs
     /// it, after following a log that was rotated or removed under us (see [`AuditLog::follow`]).
-    pub fn record(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
+    pub fn record(&mut self, event: AuditEvent, fields: Map<String, Value>) -> std::io::Result<()> {
         self.follow()?;
         self.append(event, fields)
     }
@@ -225,7 +227,7 @@ impl AuditLog {
     /// rotated or removed under us first. Returns how many were written.
     pub fn record_batch<'a>(
         &mut self,
-        records: impl Iterator<Item = (&'a str, &'a Map<String, Value>, SystemTime)>,
+        records: impl Iterator<Item = (AuditEvent, &'a Map<String, Value>, SystemTime)>,
     ) -> (usize, Option<std::io::Error>) {
         if let Err(e) = self.follow() {
             return (0, Some(e));
@@ -251,7 +253,7 @@ impl AuditLog {
         (written, failed)
     }
 
-    fn append(&mut self, event: &str, fields: Map<String, Value>) -> std::io::Result<()> {
+    fn append(&mut self, event: AuditEvent, fields: Map<String, Value>) -> std::io::Result<()> {
         let (end, head) = (self.end, self.head.clone());
         self.write_line(event, fields, SystemTime::now())?;
         if let Err(e) = self.file.sync_data() {
@@ -264,7 +266,7 @@ impl AuditLog {
 
     fn write_line(
         &mut self,
-        event: &str,
+        event: AuditEvent,
         fields: Map<String, Value>,
         at: SystemTime,
     ) -> std::io::Result<()> {
@@ -275,7 +277,7 @@ impl AuditLog {
             "time".into(),
             humantime::format_rfc3339_millis(at).to_string().into(),
         );
-        record.insert("event".into(), event.into());
+        record.insert("event".into(), event.as_str().into());
         for (k, v) in fields {
             if !matches!(k.as_str(), "seq" | "prev" | "time" | "event") {
                 record.insert(k, v);
@@ -425,7 +427,7 @@ pub fn verify_with(
 mod tests {
     use super::*;
 
-    fn rec(log: &mut AuditLog, event: &str) {
+    fn rec(log: &mut AuditLog, event: AuditEvent) {
         let mut f = Map::new();
         f.insert("path".into(), "/x".into());
         log.record(event, f).expect("record");
@@ -436,15 +438,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        rec(&mut log, "a");
-        rec(&mut log, "b");
+        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, AuditEvent::Violation);
         std::fs::rename(&p, dir.path().join("audit.jsonl.1")).expect("rotate");
         log.reopen().expect("reopen");
-        rec(&mut log, "c");
+        rec(&mut log, AuditEvent::Violation);
         drop(log);
         let mut log = AuditLog::open(&p).expect("restart");
         assert_eq!(log.head().seq, 3);
-        rec(&mut log, "d");
+        rec(&mut log, AuditEvent::Violation);
         let files = [dir.path().join("audit.jsonl.1"), p.clone()];
         assert_eq!(verify(&files), Ok(4));
         let old = std::fs::read_to_string(&files[0]).expect("read");
@@ -461,12 +463,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        for e in ["a", "b", "c"] {
+        for e in [
+            AuditEvent::Violation,
+            AuditEvent::Transition,
+            AuditEvent::Reload,
+        ] {
             rec(&mut log, e);
         }
         drop(log);
         let text = std::fs::read_to_string(&p).expect("read");
-        std::fs::write(&p, text.replacen("\"event\":\"b\"", "\"event\":\"B\"", 1)).expect("edit");
+        std::fs::write(
+            &p,
+            text.replacen("\"event\":\"transition\"", "\"event\":\"reload\"", 1),
+        )
+        .expect("edit");
         let b = verify(std::slice::from_ref(&p)).expect_err("edit found");
         assert_eq!(b.line, 3, "{b:?}");
         let lines: Vec<&str> = text.lines().collect();
@@ -480,8 +490,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        rec(&mut log, "a");
-        rec(&mut log, "b");
+        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, AuditEvent::Violation);
         drop(log);
         // A crash mid-write leaves half a record.
         let mut f = OpenOptions::new().append(true).open(&p).expect("open");
@@ -492,7 +502,7 @@ mod tests {
         assert!(why.contains("torn"));
         assert!(aside.exists(), "nothing deleted");
         assert_eq!(log.head().seq, 2);
-        rec(&mut log, "c");
+        rec(&mut log, AuditEvent::Violation);
         assert!(
             verify(std::slice::from_ref(&aside)).is_err(),
             "the snapshot shows its break"

@@ -3,6 +3,7 @@
 //! its outcome audited. Reporting runs in its own task and never holds up a scan.
 
 use crate::error::{PostError, RecorderUrlError};
+use crate::events::AuditEvent;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ pub async fn run(
     mut queue: mpsc::Receiver<(String, Vec<u8>)>,
     audit: crate::recorder::Recorder,
 ) {
-    let record = |event: &str, v: serde_json::Value| {
+    let record = |event: AuditEvent, v: serde_json::Value| {
         if let serde_json::Value::Object(fields) = v {
             audit.record(event, fields);
         }
@@ -208,7 +209,7 @@ pub async fn run(
             match post_once(&rec, &body).await {
                 Ok(status) => {
                     record(
-                        "incident_reported",
+                        AuditEvent::IncidentReported,
                         json!({ "state": to, "status": status, "attempt": attempt }),
                     );
                     sent = true;
@@ -226,7 +227,7 @@ pub async fn run(
         }
         if !sent {
             record(
-                "incident_report_failed",
+                AuditEvent::IncidentReportFailed,
                 json!({ "state": to, "attempts": ATTEMPTS, "error": last }),
             );
         }

@@ -8,6 +8,7 @@ pub mod autoreply;
 pub mod ceremony;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod incident;
 pub mod link;

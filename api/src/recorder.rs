@@ -3,6 +3,7 @@
 //! `/verify` therefore answer at once on a stalled disk, and a flood of refused requests costs
 //! a queue slot each, never a `fsync` on the runtime.
 
+use crate::events::AuditEvent;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ const BATCH: usize = 256;
 const RETRY: Duration = Duration::from_secs(1);
 
 enum Command {
-    Record(String, Map<String, Value>, SystemTime),
+    Record(AuditEvent, Map<String, Value>, SystemTime),
     /// Reopen the path (SIGHUP, after rotation).
     Reopen,
     /// Follow a log deleted, renamed, replaced or truncated under us.
@@ -71,11 +72,15 @@ impl Recorder {
     }
 
     /// Queues a record; never waits. A full queue drops it, counted and recorded later.
-    pub fn record(&self, event: &str, fields: Map<String, Value>) {
-        let command = Command::Record(event.to_owned(), fields, SystemTime::now());
+    pub fn record(&self, event: AuditEvent, fields: Map<String, Value>) {
+        let command = Command::Record(event, fields, SystemTime::now());
         if let Err(TrySendError::Full(_)) = self.tx.try_send(command) {
             let dropped = self.shared.dropped.fetch_add(1, Ordering::SeqCst) + 1;
-            tracing::error!(event, dropped, "audit queue full; record dropped");
+            tracing::error!(
+                event = event.as_str(),
+                dropped,
+                "audit queue full; record dropped"
+            );
         }
     }
 
@@ -123,7 +128,7 @@ impl Recorder {
 
 struct Writer {
     log: AuditLog,
-    pending: std::collections::VecDeque<(String, Map<String, Value>, SystemTime)>,
+    pending: std::collections::VecDeque<(AuditEvent, Map<String, Value>, SystemTime)>,
     shared: Arc<Shared>,
     /// Drops already counted in `pending`'s place whose `audit_records_dropped` is not written.
     unrecorded_drops: u64,
@@ -134,7 +139,7 @@ impl Writer {
         if let Some((aside, why)) = self.log.recovered.take() {
             tracing::warn!(snapshot = %aside.display(), why, "audit log tail was broken: kept aside, chain continues");
             self.keep(
-                "audit_tail_recovered",
+                AuditEvent::AuditTailRecovered,
                 json!({ "snapshot": aside, "reason": why }),
             );
             self.write_pending();
@@ -170,7 +175,7 @@ impl Writer {
                 if self.pending.len() >= MAX_PENDING {
                     self.unrecorded_drops += 1;
                     tracing::error!(
-                        event,
+                        event = event.as_str(),
                         dropped = self.unrecorded_drops,
                         "audit backlog full; record dropped"
                     );
@@ -181,7 +186,7 @@ impl Writer {
                 // the disk refused is (see `write_pending`).
             }
             Command::Reopen => match self.log.reopen() {
-                Ok(()) => self.keep("audit_reopened", json!({})),
+                Ok(()) => self.keep(AuditEvent::AuditReopened, json!({})),
                 Err(e) => {
                     tracing::error!(error = %e, "audit log reopen failed; still writing to the old file")
                 }
@@ -200,12 +205,12 @@ impl Writer {
         }
     }
 
-    fn keep(&mut self, event: &str, fields: Value) {
+    fn keep(&mut self, event: AuditEvent, fields: Value) {
         let fields = match fields {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        self.handle(Command::Record(event.to_owned(), fields, SystemTime::now()));
+        self.handle(Command::Record(event, fields, SystemTime::now()));
     }
 
     fn follow(&mut self) {
@@ -221,7 +226,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "audit log replaced and cannot be reopened; /verify answers 503 until it can");
                 self.keep(
-                    "audit_log_reopen_failed",
+                    AuditEvent::AuditLogReopenFailed,
                     json!({ "reason": e.to_string() }),
                 );
             }
@@ -241,14 +246,11 @@ impl Writer {
             let count = std::mem::take(&mut self.unrecorded_drops);
             let mut fields = Map::new();
             fields.insert("count".into(), count.into());
-            self.pending.push_back((
-                "audit_records_dropped".to_owned(),
-                fields,
-                SystemTime::now(),
-            ));
+            self.pending
+                .push_back((AuditEvent::AuditRecordsDropped, fields, SystemTime::now()));
         }
         if !self.pending.is_empty() {
-            let records = self.pending.iter().map(|(e, f, at)| (e.as_str(), f, *at));
+            let records = self.pending.iter().map(|(e, f, at)| (*e, f, *at));
             let (written, failed) = self.log.record_batch(records);
             self.pending.drain(..written);
             if let Some(e) = failed {
@@ -292,12 +294,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let r = Recorder::start(log(dir.path())).expect("start");
         for i in 0..50 {
-            r.record(&format!("e{i}"), Map::new());
+            let mut f = Map::new();
+            f.insert("i".into(), i.into());
+            r.record(AuditEvent::Violation, f);
         }
         assert!(r.flush(Duration::from_secs(10)).await);
         let got = events(dir.path());
         assert_eq!(got.len(), 50);
-        assert_eq!(got[49], "e49");
+        let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("read");
+        let order: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).expect("json")["i"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            (0..50).collect::<Vec<u64>>(),
+            "in the order recorded"
+        );
         assert_eq!(r.head().await.map(|h| h.seq), Some(50));
         assert_eq!(r.backlog(), 0);
         let files = [dir.path().join("audit.jsonl")];
@@ -309,12 +326,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("audit.jsonl");
         let r = Recorder::start(log(dir.path())).expect("start");
-        r.record("before", Map::new());
+        r.record(AuditEvent::Violation, Map::new());
         assert!(r.flush(Duration::from_secs(10)).await);
         // A directory where the log was, and the log deleted: every reopen fails.
         std::fs::remove_file(&path).expect("rm");
         std::fs::create_dir(&path).expect("mkdir");
-        r.record("during", Map::new());
+        r.record(AuditEvent::Transition, Map::new());
         r.follow();
         assert!(!r.flush(Duration::from_secs(10)).await);
         assert!(r.backlog() > 0, "not on disk: counted");
@@ -328,7 +345,7 @@ mod tests {
         assert!(r.flush(Duration::from_secs(10)).await);
         let got = events(dir.path());
         // The new file starts by saying what happened to the old one, chained to it.
-        assert_eq!(got, ["audit_log_replaced", "during"]);
+        assert_eq!(got, ["audit_log_replaced", "transition"]);
     }
 
     #[tokio::test]
@@ -340,7 +357,7 @@ mod tests {
         let total = QUEUE * 4;
         let started = std::time::Instant::now();
         for _ in 0..total {
-            r.record("flood", Map::new());
+            r.record(AuditEvent::Violation, Map::new());
         }
         let took = started.elapsed();
         assert!(
@@ -352,7 +369,7 @@ mod tests {
         let flushed = r.flush(Duration::from_secs(120)).await;
         let got = events(dir.path());
         assert!(flushed, "{} records, backlog {}", got.len(), r.backlog());
-        let flood = got.iter().filter(|e| *e == "flood").count();
+        let flood = got.iter().filter(|e| *e == "violation").count();
         let dropped: u64 = std::fs::read_to_string(dir.path().join("audit.jsonl"))
             .unwrap_or_default()
             .lines()

@@ -1,6 +1,7 @@
 //! The running monitor: the audit writer, the hasher's supervisor, the HTTP server, the
 //! scheduler and the signal handlers started together, and stopped together with a `stop` record.
 
+use crate::events::AuditEvent;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
             .reporting_to(queue),
     );
     monitor.audit(
-        "start",
+        AuditEvent::Start,
         json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
     );
     let (end_tx, mut end_rx) = watch::channel(None);
@@ -104,7 +105,7 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
         Outcome::StartFailed => "start_failed",
         Outcome::Initialized(_) => "initialized",
     };
-    monitor.audit("stop", json!({ "reason": reason }));
+    monitor.audit(AuditEvent::Stop, json!({ "reason": reason }));
     if !monitor.audit_flush().await {
         tracing::error!("stopping with audit records not on disk (see the errors above)");
     }

@@ -1,5 +1,6 @@
 //! The monitor core: drives the hasher, feeds the state machine, records every decision.
 
+use crate::events::AuditEvent;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,7 @@ impl Monitor {
         let body = crate::incident::body(to.as_str(), from.as_str(), reason, &active, count, scans);
         if queue.try_send((to.as_str().to_owned(), body)).is_err() {
             self.audit(
-                "incident_dropped",
+                AuditEvent::IncidentDropped,
                 json!({ "state": to, "reason": "reporter queue full" }),
             );
         }
@@ -193,7 +194,7 @@ impl Monitor {
 
     /// Queues an audit record for the writer; never waits for the disk. While records cannot
     /// be written `/verify` answers 503, since evidence that cannot be kept is not evidence.
-    pub fn audit(&self, event: &str, record: Value) {
+    pub fn audit(&self, event: AuditEvent, record: Value) {
         self.recorder.record(event, fields(record));
     }
 
@@ -236,11 +237,14 @@ impl Monitor {
                 count = suppressed,
                 "more requests were refused in the last minute (not logged one by one)"
             );
-            self.audit("auth_refused_suppressed", json!({ "count": suppressed }));
+            self.audit(
+                AuditEvent::AuthRefusedSuppressed,
+                json!({ "count": suppressed }),
+            );
         }
         if write {
             self.audit(
-                "auth_refused",
+                AuditEvent::AuthRefused,
                 json!({ "method": method, "path": path, "reason": reason }),
             );
         }
@@ -261,7 +265,10 @@ impl Monitor {
             match event {
                 Event::Violation(v) => {
                     tracing::warn!(path = %v.path, category = v.category.as_str(), expected = %v.expected_hash, actual = %v.actual_hash, "integrity violation");
-                    self.audit("violation", serde_json::to_value(&v).unwrap_or(Value::Null));
+                    self.audit(
+                        AuditEvent::Violation,
+                        serde_json::to_value(&v).unwrap_or(Value::Null),
+                    );
                 }
                 Event::Transition {
                     from,
@@ -286,7 +293,7 @@ impl Monitor {
                             "state transition"
                         );
                     }
-                    self.audit("transition", json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
+                    self.audit(AuditEvent::Transition, json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
                     if to != State::Trusted {
                         self.report_incident(from, to, &reason);
                     }
@@ -316,9 +323,9 @@ impl Monitor {
             // Before start-up completed the hasher did not start (its own error says why, e.g.
             // a store it cannot use): not a loss of a running hasher.
             let event = if self.started.load(std::sync::atomic::Ordering::SeqCst) {
-                "hasher_lost"
+                AuditEvent::HasherLost
             } else {
-                "hasher_start_failed"
+                AuditEvent::HasherStartFailed
             };
             self.audit(event, json!({ "reason": why }));
             self.apply(Input::Unverifiable("hasher_unavailable"));

@@ -1,6 +1,7 @@
 //! What the api asks of the hasher once it runs: scans, rebaselines, reloads, the stored
 //! manifest and attestations; every answer checked before it counts.
 
+use crate::events::AuditEvent;
 use std::time::Instant;
 
 use protocol::message::{ErrorKind, PolicySummary, Proof};
@@ -145,7 +146,8 @@ impl Monitor {
     ) -> Result<State, MonitorError> {
         let result = {
             let _op = self.op.lock().await;
-            self.rebaseline_locked("rebaseline", token, proof).await
+            self.rebaseline_locked(AuditEvent::Rebaseline, token, proof)
+                .await
         };
         self.audit_flush().await;
         result
@@ -165,14 +167,17 @@ impl Monitor {
 
     pub(super) async fn rebaseline_locked(
         &self,
-        event: &str,
+        event: AuditEvent,
         token: Option<Vec<u8>>,
         proof: Option<Proof>,
     ) -> Result<State, MonitorError> {
         let response = match self.call(Request::CreateBaseline { token, proof }).await {
             Ok(r) => r,
             Err(e) => {
-                self.audit("rebaseline_refused", json!({ "reason": e.to_string() }));
+                self.audit(
+                    AuditEvent::RebaselineRefused,
+                    json!({ "reason": e.to_string() }),
+                );
                 return Err(e);
             }
         };
@@ -199,14 +204,17 @@ impl Monitor {
         let _op = self.op.lock().await;
         match self.call(Request::Reload).await {
             Ok(Response::Reloaded { policy }) if policy.well_formed() => {
-                self.audit("reload", json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
+                self.audit(AuditEvent::Reload, json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
                 lock(&self.snap).policy = policy.clone();
                 let _ = self.scan_locked(Scan::Full).await;
                 Ok(policy)
             }
             Ok(_) => Err(self.misbehaved("reload answer")),
             Err(e) => {
-                self.audit("reload_refused", json!({ "reason": e.to_string() }));
+                self.audit(
+                    AuditEvent::ReloadRefused,
+                    json!({ "reason": e.to_string() }),
+                );
                 Err(e)
             }
         }

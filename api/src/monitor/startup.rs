@@ -1,5 +1,6 @@
 //! Start-up and hand-over: the handshake with a (new) hasher and what its store holds.
 
+use crate::events::AuditEvent;
 use protocol::message::{BaselineSummary, KeyStatus, StoreEvent, StoreStatus};
 use protocol::{Request, Response, PROTOCOL_VERSION};
 use serde_json::json;
@@ -27,7 +28,7 @@ impl Monitor {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             self.first_verdict.send_replace(true);
         } else {
-            self.audit("hasher_reconnected", json!({ "after": again }));
+            self.audit(AuditEvent::HasherReconnected, json!({ "after": again }));
             self.restore(store).await;
         }
         Ok(())
@@ -42,7 +43,7 @@ impl Monitor {
             (StoreStatus::Adopted(now), Some(was)) if now.digest == was.digest => {}
             (StoreStatus::Adopted(now), was) => {
                 tracing::warn!(digest = now.digest, "the new hasher instance holds another baseline; adopting it");
-                self.audit("baseline_changed", json!({ "from": was.map(|b| b.digest), "to": now.digest, "generation": now.generation }));
+                self.audit(AuditEvent::BaselineChanged, json!({ "from": was.map(|b| b.digest), "to": now.digest, "generation": now.generation }));
                 self.adopt(now);
             }
             (StoreStatus::Rejected { reason }, _) => return self.baseline_rejected(&reason),
@@ -87,20 +88,20 @@ impl Monitor {
                 tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, token = token_digest.is_some(), "hasher ready");
                 if key == KeyStatus::Absent {
                     tracing::warn!("no HMAC key: baselines and reports are unsigned");
-                    self.audit("hmac_key_absent", json!({ "signing": "unsigned" }));
+                    self.audit(AuditEvent::HmacKeyAbsent, json!({ "signing": "unsigned" }));
                 }
                 *lock(&self.token) = token_digest.as_deref().and_then(Token::from_digest_hex);
                 match (store_event, &store) {
                     (Some(StoreEvent::MigratedFromGo), StoreStatus::Adopted(s)) => {
                         tracing::warn!(digest = s.digest, "stored baseline signed the Go service's way: verified and adopted; the next rebaseline re-signs it in this format");
                         self.audit(
-                            "baseline_migrated",
+                            AuditEvent::BaselineMigrated,
                             json!({ "from": "go", "digest": s.digest, "entries": s.entries }),
                         );
                     }
                     (Some(StoreEvent::RolledForward { from }), StoreStatus::Adopted(s)) => {
                         self.audit(
-                            "baseline_rolled_forward",
+                            AuditEvent::BaselineRolledForward,
                             json!({ "from": from, "to": s.generation, "digest": s.digest }),
                         );
                     }
@@ -125,7 +126,10 @@ impl Monitor {
             StoreStatus::Rejected { reason } => self.baseline_rejected(&reason),
             StoreStatus::Empty => {
                 tracing::info!("the hasher's store is empty: first start, computing a baseline");
-                if let Err(e) = self.rebaseline_locked("initialized", None, None).await {
+                if let Err(e) = self
+                    .rebaseline_locked(AuditEvent::Initialized, None, None)
+                    .await
+                {
                     tracing::error!(error = %e, "first baseline failed");
                     if !matches!(e, MonitorError::HasherDown(_)) {
                         lock(&self.snap).baseline_problem = Some(e.to_string());
@@ -139,7 +143,7 @@ impl Monitor {
                     generation = summary.generation,
                     "the hasher's store already holds a baseline: adopted (nothing to initialize)"
                 );
-                self.audit("baseline_loaded", json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed }));
+                self.audit(AuditEvent::BaselineLoaded, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed }));
                 self.adopt(summary);
                 if let Err(e) = self.scan_locked(super::ops::Scan::Full).await {
                     tracing::error!(error = %e, "first scan failed");
@@ -153,7 +157,7 @@ impl Monitor {
             why,
             "stored baseline rejected: recovery_required until an authorised rebaseline"
         );
-        self.audit("baseline_rejected", json!({ "reason": why }));
+        self.audit(AuditEvent::BaselineRejected, json!({ "reason": why }));
         lock(&self.snap).baseline_problem = Some(why.to_owned());
         self.apply(Input::Compromised("baseline_rejected"));
     }
@@ -167,12 +171,16 @@ impl Monitor {
     /// generation and digest), which later starts hold the store to.
     pub(super) fn adopt(&self, summary: BaselineSummary) {
         if !summary.signed {
-            self.audit("baseline_unsigned", json!({ "digest": summary.digest }));
+            self.audit(
+                AuditEvent::BaselineUnsigned,
+                json!({ "digest": summary.digest }),
+            );
         }
         let now = crate::adopted::Adopted::of(&summary);
         let changed = lock(&self.adopted).as_ref() != Some(&now);
         if changed {
-            self.recorder.record("baseline_adopted", now.fields());
+            self.recorder
+                .record(AuditEvent::BaselineAdopted, now.fields());
             *lock(&self.adopted) = Some(now);
         }
         let mut snap = lock(&self.snap);
