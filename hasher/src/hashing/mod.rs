@@ -1,6 +1,9 @@
 //! Which files need reading: the metadata fast path, the full re-verification backstop, and
 //! the spreading of full reads over threads. Reading itself is in [`crate::reader`].
 
+mod memory;
+mod prefetch;
+
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -288,57 +291,6 @@ impl FileHasher {
             })
     }
 
-    /// Fingerprints versions under a key derived from `secret` (the HMAC key), so what the
-    /// slots remember can be stored and still mean the same after a restart. Forgets all.
-    pub fn key_versions(&mut self, secret: &[u8]) {
-        let derived =
-            protocol::sign::hmac_raw(secret, &[b"integrity-monitor.version-fingerprint.v1"]);
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&derived);
-        self.keys.versions = keyed(&block);
-        self.forget_all();
-    }
-
-    /// What the slots remember, for the store: the baseline they are bound to, and for each
-    /// entry its version's fingerprint and when it falls due in seconds since the epoch
-    /// (`(0, 0)`: nothing remembered).
-    pub fn remembered(&self) -> (&str, Vec<(u64, u64)>) {
-        let now = Instant::now();
-        let (now_ms, wall) = (self.ms_since_born(now), unix_now());
-        let slots = self.slots.all().iter().map(|s| {
-            if s.due_ms == 0 {
-                return (0, 0);
-            }
-            (s.version, wall + s.due_ms.saturating_sub(now_ms) / 1000)
-        });
-        (self.slots.bound(), slots.collect())
-    }
-
-    /// The slot for what a store remembered of one entry (see [`FileHasher::remembered`]):
-    /// a due time past, or further off than the backstop period, is due now.
-    pub fn slot_of(&self, version: u64, due: u64) -> Slot {
-        let ahead = due.saturating_sub(unix_now());
-        if version == 0 || ahead == 0 || ahead > self.full_rehash.as_secs() {
-            return Slot::default();
-        }
-        Slot {
-            version,
-            due_ms: self.ms_since_born(Instant::now()) + ahead * 1000,
-        }
-    }
-
-    /// Binds the slots to the baseline with digest `baseline` and `entries` entries (what
-    /// they remember of another baseline is dropped).
-    pub fn bind(&mut self, baseline: &str, entries: usize) {
-        self.slots.bind(baseline, entries);
-    }
-
-    /// Takes the slots a new baseline's making filled (see [`FileHasher::check_new`]), in the
-    /// order of its entries, for the baseline with digest `baseline`.
-    pub fn adopt(&mut self, baseline: &str, slots: Vec<Slot>) {
-        self.slots.adopt(baseline, slots);
-    }
-
     /// Reads `path` for a new baseline (a read the prefetch made is taken, not re-read), and
     /// what its entry's slot will remember; nothing is kept here, so making a baseline of a
     /// million files fills no table of them.
@@ -374,18 +326,6 @@ impl FileHasher {
         (outcome, slot)
     }
 
-    fn fresh(&self, path: &Path, m: &Metadata, now: Instant) -> Option<&Cached> {
-        self.cache.get(&self.keys.of(path)).filter(|c| {
-            m.file_type().is_file()
-                && self.keys.version(&Version::of(m)) == c.version
-                && self.ms_since_born(now) < c.due_ms
-        })
-    }
-
-    fn ms_since_born(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// The current size of `path` when it is a regular file (one `statx`, no read).
     pub fn size_now(path: &Path) -> Option<u64> {
         std::fs::symlink_metadata(path)
@@ -402,22 +342,6 @@ impl FileHasher {
     /// The count of checks made so far, shared with a read-ahead helper.
     pub(crate) fn progress(&self) -> std::sync::Arc<AtomicUsize> {
         self.checks.clone()
-    }
-
-    /// Forgets the digest of `path`: its next check reads it in full.
-    pub fn forget(&mut self, path: &Path) {
-        let key = self.keys.of(path);
-        self.cache.remove(&key);
-        self.slots.forget(key);
-        self.dirs
-            .retain(|dir, _| !path.starts_with(dir) && !dir.starts_with(path));
-    }
-
-    /// Forgets every remembered digest: the next check of each file reads it in full.
-    pub fn forget_all(&mut self) {
-        self.cache = HashMap::new();
-        self.slots.forget_all();
-        self.dirs.clear();
     }
 
     /// Reads `path` in full; a file that changes while it is read is read again.
@@ -478,171 +402,6 @@ impl FileHasher {
             size: known.size,
         };
         Some(((outcome, Some(version)), known.chunks))
-    }
-
-    /// Keeps a large file's chunk digests for its next re-verification.
-    fn keep_chunks(&mut self, path: &Path, hash: &str, size: u64, chunks: Vec<[u8; 32]>) {
-        if !chunks.is_empty() {
-            let known = crate::chunks::Known {
-                hash: hash.to_owned(),
-                size,
-                chunks,
-            };
-            self.learn_chunks(path.to_owned(), known);
-        }
-    }
-
-    /// Takes the chunk digests of content at `path` (read now, or recalled from the store).
-    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::chunks::Known) {
-        if self.known.get(&path) != Some(&known) {
-            self.known.insert(path, known);
-            self.chunks_learned = true;
-        }
-    }
-
-    /// The chunk digests held, by path.
-    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::chunks::Known)> {
-        self.known.iter().map(|(p, k)| (p.as_path(), k))
-    }
-
-    /// Whether chunk digests were learned since the last call (what the store holds is stale).
-    pub fn take_chunks_learned(&mut self) -> bool {
-        std::mem::take(&mut self.chunks_learned)
-    }
-
-    /// When a version read now with digest `hash` is due to be read again.
-    fn due_ms(&self, hash: &str) -> u64 {
-        self.ms_since_born(Instant::now())
-            .saturating_add(u64::try_from(self.spread(hash).as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn remember(
-        &mut self,
-        path: &Path,
-        result: ReadResult,
-        chunks: Vec<[u8; 32]>,
-        expect: Option<Expect>,
-    ) -> Outcome {
-        let key = self.keys.of(path);
-        let (Outcome::Hashed { hash, size }, Some(version)) = result else {
-            self.cache.remove(&key);
-            if let Some(e) = expect {
-                self.slots.clear(e.index);
-            }
-            return result.0;
-        };
-        self.keep_chunks(path, &hash, size, chunks);
-        let (version, due_ms) = (self.keys.version(&version), self.due_ms(&hash));
-        match expect {
-            Some(e) if e.size == size && e.hash == hash => {
-                self.cache.remove(&key);
-                self.slots.set(e.index, key, Slot { version, due_ms });
-            }
-            _ => {
-                if let Some(e) = expect {
-                    self.slots.clear(e.index);
-                }
-                // A digest the reader produced is always 64 hex digits; anything else is not
-                // remembered (the next check reads the file again).
-                if let Some(raw) = protocol::hexfmt::Sha256Digest::from_hex(&hash) {
-                    let cached = Cached {
-                        version,
-                        hash: raw.0,
-                        size,
-                        due_ms,
-                    };
-                    self.cache.insert(key, cached);
-                }
-            }
-        }
-        Outcome::Hashed { hash, size }
-    }
-
-    /// Reads, up to `threads` files at once and largest first, every regular file among
-    /// `paths` with no remembered digest or one due for re-verification (first scan, backstop,
-    /// paths inotify named), so the checks that follow find them cached. With one thread it
-    /// does nothing: the checks read as they go. Only those files are stat'ed here, so a steady
-    /// tick costs no more than with one thread; a remembered file whose metadata moved without
-    /// an event is read by its check, as is any file that changes after this.
-    /// A path given with an expected size is skipped when its size differs: its check reports
-    /// the change unread.
-    pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = (&'a Path, Option<Expect>)>) {
-        if self.threads <= 1 {
-            return;
-        }
-        let now_ms = self.ms_since_born(Instant::now());
-        let mut todo: Vec<(&Path, u64, Option<Expect>)> = paths
-            .into_iter()
-            .filter(|(p, e)| {
-                let slot = e.and_then(|e| self.slots.get(e.index, || self.keys.of(p)));
-                let due = slot
-                    .map(|s| s.due_ms)
-                    .or_else(|| self.cache.get(&self.keys.of(p)).map(|c| c.due_ms));
-                due.is_none_or(|due| now_ms >= due)
-            })
-            // A large file read before is left to its check, which reads its chunks on every
-            // thread rather than the whole file on one.
-            .filter(|(p, _)| !self.known.contains_key(*p))
-            .filter_map(|(p, expected)| {
-                let m = std::fs::symlink_metadata(p).ok()?;
-                let wanted = m.file_type().is_file() && expected.is_none_or(|e| e.size == m.size());
-                wanted.then_some((p, m.size(), expected))
-            })
-            .collect();
-        if todo.len() < 2 {
-            return;
-        }
-        todo.sort_by_key(|t| std::cmp::Reverse(t.1));
-        let next = AtomicUsize::new(0);
-        type Done = (usize, ReadResult, Vec<[u8; 32]>);
-        let done: Mutex<Vec<Done>> = Mutex::new(Vec::with_capacity(todo.len()));
-        let budget = &self.budget;
-        let take_chunks = self.threads > 1;
-        let bytes: u64 = std::thread::scope(|s| {
-            let work = || {
-                let mut reader = Reader::default();
-                reader.take_chunks = take_chunks;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, _, _)) = todo.get(i) else {
-                        break;
-                    };
-                    let result = reader.read(path, budget);
-                    let chunks = std::mem::take(&mut reader.last_chunks);
-                    done.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((i, result, chunks));
-                }
-                reader.bytes
-            };
-            let wanted = self.threads.min(todo.len());
-            let workers: Vec<_> = (0..wanted)
-                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
-                .collect();
-            if workers.len() < wanted {
-                // Threads that could not start leave their files to the checks.
-                tracing::warn!(
-                    wanted,
-                    started = workers.len(),
-                    "fewer hashing threads than hash_threads asks (TasksMax?)"
-                );
-            }
-            workers.into_iter().filter_map(|w| w.join().ok()).sum()
-        });
-        self.bytes_hashed += bytes;
-        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (i, result, chunks) in done {
-            if let Some((path, _, expect)) = todo.get(i) {
-                self.remember(path, result, chunks, *expect);
-            }
-        }
-    }
-
-    /// The backstop period for one file, spread over [interval/2, interval] by its digest so
-    /// files hashed together at start do not all fall due at once.
-    pub(crate) fn spread(&self, hash: &str) -> Duration {
-        let b = u32::from_str_radix(hash.get(..2).unwrap_or("00"), 16).unwrap_or(0);
-        self.full_rehash / 2 + self.full_rehash / 2 * b / 255
     }
 }
 

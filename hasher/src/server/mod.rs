@@ -1,0 +1,323 @@
+//! The request loop: one request at a time, answered from the hasher's own policy and key.
+
+mod idle;
+mod requests;
+
+use std::path::PathBuf;
+
+use protocol::frame;
+use protocol::message::{
+    BaselineSummary, ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
+};
+use protocol::PROTOCOL_VERSION;
+
+use crate::channel::{Channel, RecvError};
+use crate::error::ChannelError;
+use crate::hashing::FileHasher;
+use crate::key::Key;
+use crate::policy::{Policy, RebaselineAuth};
+use crate::scan;
+use crate::store::{Current, Loaded, Store};
+use crate::token::Token;
+
+/// Most named paths a scan of the changes checks one by one; past it, it sweeps everything.
+const MAX_NAMED: usize = 4096;
+
+/// Shortest time between two change notices to the api. Each notice makes the api 503 at once
+/// and ask for a check of the named paths, which costs what the change costs (a small file:
+/// about a millisecond), so the gap only bounds a file written without pause to 20 checks a
+/// second; it also bounds how long a second write waits to be announced.
+const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Everything the hasher holds between requests.
+pub struct Server {
+    policy_path: PathBuf,
+    policy: Policy,
+    key: Option<Key>,
+    token: Option<Token>,
+    store: Store,
+    /// What the store held at start, until a new baseline is committed.
+    store_status: StoreStatus,
+    /// What loading the store repaired or converted.
+    store_event: Option<protocol::message::StoreEvent>,
+    /// The next commit's generation: past everything either store file ever claimed.
+    next_generation: u64,
+    baseline: Option<Current>,
+    hasher: FileHasher,
+    seq: u64,
+    greeted: bool,
+    read_set: Vec<PathBuf>,
+    release_override: Option<PathBuf>,
+    /// The watcher, shared with the thread that announces changes while a request runs.
+    sentinel: crate::sentinel::Sentinel,
+    /// Changes not announced yet (count, overflow), and when the last notice went out.
+    held_notice: Option<(u32, bool)>,
+    last_notice: Option<std::time::Instant>,
+    /// The latest completed scan, and when it completed on the monotonic clock.
+    last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
+    /// The last full sweep's findings, brought up to date by each scan of the changes.
+    sweep: Option<scan::Sweep>,
+    /// Paths the kernel named since the last scan, and whether they are all that changed.
+    named: std::collections::HashSet<PathBuf>,
+    named_complete: bool,
+    /// The sweep spread over the interval, and when its next slice is due.
+    cycle: Option<crate::spread::Cycle>,
+    next_slice: std::time::Instant,
+    /// The boot this runs in (what the slots remember is kept for a restart within it).
+    boot_id: Option<String>,
+    /// When what the slots remember was last kept, and the bytes hashed by then.
+    kept_at: Option<(std::time::Instant, u64)>,
+    /// Rebaseline challenges issued and not yet spent.
+    challenges: crate::authority::Challenges,
+}
+
+pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+pub(super) fn summary(c: &Current) -> BaselineSummary {
+    BaselineSummary {
+        digest: c.digest.clone(),
+        entries: u32::try_from(c.manifest.entries.len()).unwrap_or(u32::MAX),
+        signed: c.manifest.is_signed(),
+        created_at: c.manifest.created_at.clone(),
+        generation: c.generation,
+    }
+}
+
+/// The parts the hasher starts with, loaded before its sandbox.
+pub struct Parts {
+    /// The policy file's path (re-read on reload).
+    pub policy_path: PathBuf,
+    /// The validated policy.
+    pub policy: Policy,
+    /// The HMAC key, if any.
+    pub key: Option<Key>,
+    /// The service token, if any.
+    pub token: Option<Token>,
+    /// The locked store.
+    pub store: Store,
+    /// What the store held.
+    pub loaded: Loaded,
+    /// What the sandbox lets it read.
+    pub read_set: Vec<PathBuf>,
+    /// A release baseline given outside the policy; it survives reloads.
+    pub release_override: Option<PathBuf>,
+    /// The boot this runs in ([`crate::remember::boot_id`]).
+    pub boot_id: Option<String>,
+}
+
+impl Server {
+    /// A server for what was loaded before the sandbox.
+    pub fn new(parts: Parts) -> Server {
+        let Parts {
+            policy_path,
+            policy,
+            key,
+            token,
+            store,
+            loaded,
+            read_set,
+            release_override,
+            boot_id,
+        } = parts;
+        let mut hasher = FileHasher::for_policy(&policy);
+        if let Some(k) = &key {
+            hasher.key_versions(k.bytes());
+        }
+        let mut store_event = None;
+        let (baseline, store_status, highest) = match loaded {
+            Loaded::Empty => (None, StoreStatus::Empty, 0),
+            Loaded::Adopted(current, event) => {
+                if let Some(event) = event {
+                    tracing::warn!(?event, "baseline store converted or repaired");
+                }
+                store_event = event;
+                let status = StoreStatus::Adopted(summary(&current));
+                let generation = current.generation;
+                (Some(*current), status, generation)
+            }
+            Loaded::Rejected { reason, highest } => {
+                tracing::error!(reason, "stored baseline rejected");
+                (None, StoreStatus::Rejected { reason }, highest)
+            }
+        };
+        if let (Some(k), Some(boot), Some(current)) = (&key, &boot_id, &baseline) {
+            crate::remember::recall(&store, k.bytes(), boot, current, &mut hasher);
+        }
+        if let (Some(k), Some(current)) = (&key, &baseline) {
+            crate::chunkstore::recall(&store, k.bytes(), current, &mut hasher);
+            hasher.take_chunks_learned();
+        }
+        let watcher = crate::watch::Watcher::new(&policy)
+            .map_err(
+                |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
+            )
+            .ok();
+        Server {
+            policy_path,
+            policy,
+            key,
+            token,
+            store,
+            store_status,
+            store_event,
+            next_generation: highest.saturating_add(1),
+            baseline,
+            hasher,
+            seq: 0,
+            greeted: false,
+            read_set,
+            release_override,
+            last_report: None,
+            sentinel: crate::sentinel::Sentinel::new(watcher),
+            held_notice: None,
+            last_notice: None,
+            sweep: None,
+            named: std::collections::HashSet::new(),
+            named_complete: false,
+            cycle: None,
+            next_slice: std::time::Instant::now(),
+            boot_id,
+            kept_at: None,
+            challenges: crate::authority::Challenges::default(),
+        }
+    }
+
+    /// Serves until the api closes the channel (Ok) or the socket fails (Err).
+    pub fn serve(&mut self, channel: &mut Channel) -> Result<(), ChannelError> {
+        if let Err(e) = self.sentinel.start(channel.sender()) {
+            tracing::warn!(error = %e, "no sentinel thread: a change made during a long scan is announced when it ends");
+        }
+        loop {
+            if !self.wait_for_request(channel)? {
+                continue;
+            }
+            let message = match channel.recv_message() {
+                Ok(m) => m,
+                Err(RecvError::Closed) => {
+                    // The api stopped (a restart, an update): what was verified since the
+                    // last save is kept, so the next start in this boot need not read it.
+                    self.kept_at = None;
+                    self.keep_versions();
+                    return Ok(());
+                }
+                Err(RecvError::Io(e)) => return Err(ChannelError::Io(e)),
+                Err(RecvError::Frame(e)) => {
+                    tracing::warn!(error = %e, "refused a frame from the api");
+                    channel
+                        .send(0, &error(ErrorKind::Protocol, e.to_string()))
+                        .map_err(ChannelError::Io)?;
+                    continue;
+                }
+            };
+            self.sentinel.busy();
+            let (id, response) = match frame::decode::<Request>(&message) {
+                Ok(envelope) => {
+                    if matches!(envelope.body, Request::Scan | Request::ScanChanged) {
+                        // The scan covers every change seen so far: say so first, whatever
+                        // the notice gap, so the api knows which changes this report settles.
+                        self.send_held_notice(channel)?;
+                    }
+                    (envelope.id, self.handle(envelope.body))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused a message from the api");
+                    (0, error(ErrorKind::Protocol, e.to_string()))
+                }
+            };
+            channel.send(id, &response).map_err(ChannelError::Io)?;
+            self.sentinel.idle();
+        }
+    }
+
+    /// Signs the latest completed scan for a verifier's nonce.
+    fn attest(&self, nonce: String, audit_seq: u64, audit_head: String) -> Response {
+        use protocol::attest::{nonce_ok, Attestation, DOMAIN};
+        if !nonce_ok(&nonce) || !(protocol::hexfmt::is_sha256_hex(&audit_head)) {
+            return error(
+                ErrorKind::Protocol,
+                "nonce must be 16-64 bytes of hex and the audit head a SHA-256",
+            );
+        }
+        let Some((report, completed)) = &self.last_report else {
+            return error(ErrorKind::NoBaseline, "no scan has completed yet");
+        };
+        let attestation = Attestation {
+            nonce,
+            scan_seq: report.seq,
+            scan_completed_at: report.completed_at.clone(),
+            scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
+            baseline_digest: report.baseline_digest.clone(),
+            baseline_generation: self.baseline.as_ref().map_or(0, |b| b.generation),
+            violation_count: report.violation_count,
+            violations: report.violations.clone(),
+            degradation_threshold: self.policy.degradation_threshold,
+            audit_seq,
+            audit_head,
+            issued_at: scan::now_rfc3339(),
+        };
+        let payload = serde_json::to_vec(&attestation).unwrap_or_default();
+        let hmac = match &self.key {
+            Some(k) => protocol::sign::hmac_hex(k.bytes(), &[DOMAIN, &payload]),
+            None => protocol::sign::UNSIGNED.to_owned(),
+        };
+        Response::Attestation { payload, hmac }
+    }
+
+    /// Answers one request.
+    pub fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Hello { version } => self.hello(version),
+            _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
+            Request::CreateBaseline { token, proof } => {
+                self.create_baseline(token.as_deref(), proof.as_ref())
+            }
+            Request::RebaselineChallenge => match self.challenges.issue() {
+                Ok(challenge) => Response::Challenge {
+                    challenge,
+                    ttl_ms: crate::authority::TTL.as_millis() as u64,
+                },
+                Err(e) => error(
+                    ErrorKind::BaselineFailed,
+                    format!("no challenge: no randomness: {e}"),
+                ),
+            },
+            Request::GetBaseline { offset } => self.baseline_part(offset),
+            Request::Scan => self.scan(),
+            Request::ScanChanged => self.scan_changed(),
+            Request::Attest {
+                nonce,
+                audit_seq,
+                audit_head,
+            } => self.attest(nonce, audit_seq, audit_head),
+            Request::Reload => self.reload(),
+        }
+    }
+
+    fn hello(&mut self, version: u16) -> Response {
+        if version != PROTOCOL_VERSION {
+            return error(
+                ErrorKind::Protocol,
+                format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"),
+            );
+        }
+        self.greeted = true;
+        let key = if self.key.is_some() {
+            KeyStatus::Present
+        } else {
+            KeyStatus::Absent
+        };
+        Response::Hello {
+            version: PROTOCOL_VERSION,
+            policy: self.policy.summary(),
+            key,
+            store: self.store_status.clone(),
+            token_digest: self.token.as_ref().map(Token::digest_hex),
+            store_event: self.store_event,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What each request of the api does: the baseline's life (who may make one, making it,
+//! serving it), scans of everything or of the named changes, and reloads.
+
+use super::*;
+
+impl Server {
+    /// Who may make a baseline, decided here: a proof of the rebaseline authority over a
+    /// challenge this hasher issued; the operator's token only where the policy says
+    /// `rebaseline_auth: bearer`; nobody else but the first initialization of a store that
+    /// has never held a baseline.
+    pub(super) fn authorised(
+        &mut self,
+        presented: Option<&[u8]>,
+        proof: Option<&Proof>,
+    ) -> Result<&'static str, &'static str> {
+        if let Some(proof) = proof {
+            return self
+                .challenges
+                .redeem(self.key.as_ref(), proof)
+                .map(|()| "rebaseline authority (key ceremony)");
+        }
+        let bearer = self.policy.rebaseline_auth == RebaselineAuth::Bearer;
+        match (presented, &self.token) {
+            (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
+            (Some(p), Some(t)) if t.matches(p) => Err("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
+            (Some(_), _) => Err("the token presented is not the service token"),
+            (None, _) if self.store_status == StoreStatus::Empty && self.baseline.is_none() => {
+                Ok("first initialization of an empty store")
+            }
+            (None, _) => Err("a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
+        }
+    }
+
+    pub(super) fn create_baseline(
+        &mut self,
+        presented: Option<&[u8]>,
+        proof: Option<&Proof>,
+    ) -> Response {
+        let by = match self.authorised(presented, proof) {
+            Ok(by) => by,
+            Err(why) => {
+                tracing::warn!(why, "baseline refused: not authorised");
+                return error(ErrorKind::Unauthorized, why);
+            }
+        };
+        let key = self.key.as_ref().map(Key::bytes);
+        let generation = self.next_generation;
+        let (manifest, slots) =
+            match scan::make_baseline(&self.policy, &mut self.hasher, key, generation) {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::error!(error = %e, "baseline refused");
+                    return error(ErrorKind::BaselineFailed, e.to_string());
+                }
+            };
+        let current = match self.store.commit(manifest, key) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "new baseline could not be stored; the old one stays");
+                return error(
+                    ErrorKind::BaselineFailed,
+                    format!("new baseline not stored: {e}"),
+                );
+            }
+        };
+        tracing::info!(
+            digest = current.digest,
+            generation,
+            entries = current.manifest.entries.len(),
+            signing = if current.manifest.is_signed() {
+                "hmac-sha256"
+            } else {
+                "unsigned"
+            },
+            by,
+            "new baseline signed, stored and adopted"
+        );
+        // What was read to make it stands for the first sweep against it.
+        self.hasher.adopt(&current.digest, slots);
+        let s = summary(&current);
+        self.next_generation = generation.saturating_add(1);
+        self.store_status = StoreStatus::Adopted(s.clone());
+        self.store_event = None;
+        self.baseline = Some(current);
+        self.sweep = None;
+        self.cycle = None;
+        self.kept_at = None;
+        Response::BaselineCreated { summary: s }
+    }
+
+    /// A part of the adopted manifest, read from the store file.
+    pub(super) fn baseline_part(&self, offset: u64) -> Response {
+        let Some(b) = &self.baseline else {
+            return error(ErrorKind::NoBaseline, "no baseline is adopted");
+        };
+        let start = offset.min(b.len);
+        let want = usize::try_from(b.len - start).map_or(BASELINE_PART, |l| l.min(BASELINE_PART));
+        match self.store.read_part(start, want) {
+            Ok(part) => Response::Baseline {
+                total: b.len,
+                offset: start,
+                part,
+            },
+            Err(e) => error(ErrorKind::BaselineRejected, e.to_string()),
+        }
+    }
+
+    pub(super) fn scan(&mut self) -> Response {
+        let Some(b) = &self.baseline else {
+            return error(
+                ErrorKind::NoBaseline,
+                "no baseline is adopted; rebaseline first",
+            );
+        };
+        self.seq += 1;
+        // Everything named so far is covered: events drained later name later changes.
+        self.named.clear();
+        self.named_complete = self.sentinel.complete();
+        self.cycle = None;
+        let (report, sweep) = scan::sweep(
+            &self.policy,
+            &b.manifest,
+            &b.digest,
+            &mut self.hasher,
+            self.seq,
+        );
+        self.sweep = Some(sweep);
+        self.keep_versions();
+        tracing::info!(
+            seq = report.seq,
+            violations = report.violation_count,
+            bytes = report.bytes_hashed,
+            ms = report.duration_ms,
+            "scan complete"
+        );
+        self.finish(report)
+    }
+
+    /// A report as sent: saying how many changed files await their settle read, kept as the
+    /// latest, signed.
+    pub(super) fn finish(&mut self, mut report: protocol::report::ScanReport) -> Response {
+        report.unsettled = u32::try_from(self.hasher.settling.pending()).unwrap_or(u32::MAX);
+        self.last_report = Some((report.clone(), std::time::Instant::now()));
+        Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
+    }
+
+    /// How long a sweep's findings stand in for a new sweep. Spread, a cycle examines every
+    /// unit once per cycle interval and `at` is when the last complete one began: at most two
+    /// cycles old while cycles keep up. Not spread (no inotify, or a registry's dir), the
+    /// api's tick, a scan interval after the last report, must find it stale and sweep: 0.9
+    /// of it.
+    pub(super) fn sweep_lifetime(&self) -> std::time::Duration {
+        if self.sentinel.watching() && scan::governed(&self.policy).is_none() {
+            let files = self
+                .baseline
+                .as_ref()
+                .map_or(0, |b| b.manifest.entries.len());
+            crate::spread::cycle_interval(&self.policy, files).saturating_mul(2)
+        } else {
+            self.policy.scan_interval.mul_f64(0.9)
+        }
+    }
+
+    /// Checks only the paths the kernel named since the last scan, when they are all that
+    /// changed and the sweep (full, or spread over the interval) is current; sweeps otherwise.
+    /// The hasher decides: an api that only ever asks for this still gets a full sweep every
+    /// interval.
+    pub(super) fn scan_changed(&mut self) -> Response {
+        let fresh = match (&self.sweep, &self.baseline) {
+            (Some(s), Some(b)) => s.digest == b.digest && s.at.elapsed() < self.sweep_lifetime(),
+            _ => false,
+        };
+        if !(fresh && self.named_complete) {
+            return self.scan();
+        }
+        let (Some(mut sweep), Some(b)) = (self.sweep.take(), self.baseline.as_ref()) else {
+            return self.scan();
+        };
+        let paths: Vec<PathBuf> = self.named.drain().collect();
+        let report = crate::rescan::rescan(
+            &self.policy,
+            &b.manifest,
+            &mut self.hasher,
+            &mut sweep,
+            &paths,
+            self.seq + 1,
+        );
+        let Some(report) = report else {
+            tracing::debug!(paths = paths.len(), "named changes need a full sweep");
+            return self.scan();
+        };
+        self.seq += 1;
+        self.sweep = Some(sweep);
+        self.keep_versions();
+        tracing::info!(
+            seq = report.seq,
+            paths = paths.len(),
+            violations = report.violation_count,
+            bytes = report.bytes_hashed,
+            ms = report.duration_ms,
+            "changes checked"
+        );
+        self.finish(report)
+    }
+
+    pub(super) fn reload(&mut self) -> Response {
+        let policy = match Policy::load(&self.policy_path) {
+            Ok(p) => p.with_release_baseline(self.release_override.clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the old policy stays in force");
+                return error(ErrorKind::PolicyInvalid, e.to_string());
+            }
+        };
+        if policy.hmac_key_path != self.policy.hmac_key_path {
+            return error(
+                ErrorKind::RestartRequired,
+                "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
+            );
+        }
+        let wanted = crate::sandbox::read_set(&policy, &self.policy_path);
+        if let Some(outside) = crate::sandbox::covers(&self.read_set, &wanted) {
+            tracing::warn!(path = %outside.display(), "reloaded policy reaches outside the sandbox; old policy stays until a restart");
+            return error(
+                ErrorKind::RestartRequired,
+                format!("{} is outside what the running sandbox may read; restart the service to watch it (the old policy stays in force)", outside.display()),
+            );
+        }
+        tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+        self.sentinel
+            .replace(crate::watch::Watcher::new(&policy).ok());
+        self.hasher.apply(&policy);
+        self.policy = policy;
+        // Findings against the old policy's watch set say nothing about the new one's.
+        self.sweep = None;
+        self.cycle = None;
+        Response::Reloaded {
+            policy: self.policy.summary(),
+        }
+    }
+}
