@@ -134,32 +134,91 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
 
+/// Which of the crate's top-level modules (a folder counts as one) each one names.
+fn module_graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = root().join(krate).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let top = top_module(&src, f);
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).expect("read");
+        let Some(code) = production_part(f, &text) else {
+            continue;
+        };
+        let nested = f.parent() != Some(src.as_path());
+        let refs = references(&code, nested);
+        graph.entry(top.clone()).or_default().extend(refs);
+    }
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for (m, deps) in graph.iter_mut() {
+        deps.retain(|d| d != m && modules.contains(d));
+    }
+    graph
+}
+
 #[test]
 fn no_import_circle_between_modules() {
     for krate in CRATES {
-        let src = root().join(krate).join("src");
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
-        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for f in &files {
-            let top = top_module(&src, f);
-            if top == "lib" || top == "main" {
-                continue;
-            }
-            let text = std::fs::read_to_string(f).expect("read");
-            let Some(code) = production_part(f, &text) else {
-                continue;
-            };
-            let nested = f.parent() != Some(src.as_path());
-            let refs = references(&code, nested);
-            graph.entry(top.clone()).or_default().extend(refs);
-        }
-        let modules: BTreeSet<String> = graph.keys().cloned().collect();
-        for (m, deps) in graph.iter_mut() {
-            deps.retain(|d| d != m && modules.contains(d));
-        }
-        assert_eq!(cycle(&graph), None, "{krate}: modules import each other");
+        assert_eq!(
+            cycle(&module_graph(krate)),
+            None,
+            "{krate}: modules import each other"
+        );
     }
+}
+
+/// The hasher's groups and which other groups each may call: calls flow one way, server →
+/// verifying → reading, storing, live → reading. Any group may call the shared leaves.
+const HASHER_GROUPS: [(&str, &[&str]); 4] = [
+    ("reading", &[]),
+    ("live", &["reading"]),
+    ("storing", &["reading"]),
+    ("verifying", &["reading", "storing", "live"]),
+];
+/// Modules every group may call: the crate's syscalls, errors and the policy.
+const SHARED: [&str; 3] = ["sys", "error", "policy"];
+
+/// Each call from a group that goes another way than [`HASHER_GROUPS`] allows.
+fn direction_faults(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut faults = Vec::new();
+    for (group, allowed) in HASHER_GROUPS {
+        for dep in graph.get(group).into_iter().flatten() {
+            if !(allowed.contains(&dep.as_str()) || SHARED.contains(&dep.as_str())) {
+                faults.push(format!("{group} calls {dep}"));
+            }
+        }
+    }
+    faults
+}
+
+#[test]
+fn the_hasher_groups_call_one_way() {
+    let graph = module_graph("hasher");
+    for (group, _) in HASHER_GROUPS {
+        assert!(graph.contains_key(group), "the hasher has no {group} group");
+    }
+    assert_eq!(direction_faults(&graph), Vec::<String>::new());
+}
+
+#[test]
+fn the_direction_check_sees_a_call_back_up() {
+    let mut planted = module_graph("hasher");
+    planted
+        .entry("reading".into())
+        .or_default()
+        .insert("verifying".into());
+    planted
+        .entry("live".into())
+        .or_default()
+        .insert("server".into());
+    assert_eq!(
+        direction_faults(&planted),
+        ["reading calls verifying", "live calls server"]
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hasher::hashing::{FileHasher, Outcome};
+use hasher::verifying::hashing::{FileHasher, Outcome};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

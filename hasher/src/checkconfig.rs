@@ -1,7 +1,7 @@
 //! `--check-config`: whether a policy can work on this machine, each problem with its key.
 
 use crate::policy::{self, Policy};
-use crate::{key, Options, EXIT_CONFIG};
+use crate::{storing::key, Options, EXIT_CONFIG};
 
 /// `--check-config`: the policy parses and validates (done by the caller), and what it names
 /// can work: every listed file is a readable regular file, every model dir a directory, the
@@ -39,7 +39,7 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         }
     }
     if let Some(manifest) = &policy.registry_manifest {
-        match crate::registry::Registry::load(manifest) {
+        match crate::verifying::registry::Registry::load(manifest) {
             Err(why) => problems.push(format!(
                 "registry_manifest: {why} (every scan would report it manifest_invalid)"
             )),
@@ -50,8 +50,8 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
             ),
         }
     }
-    let token_path = crate::credentials::token_path(options.token_file.as_deref());
-    match crate::token::load(&token_path) {
+    let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
+    match crate::storing::token::load(&token_path) {
         Err(e) => problems.push(e.to_string()),
         Ok(None) => eprintln!(
             "{}: note: no service token at {}: scan, reload and rebaseline would answer 503",
@@ -60,7 +60,8 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         ),
         Ok(Some(_)) => {}
     }
-    let key_path = crate::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
+    let key_path =
+        crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
     match key::load(&key_path) {
         Ok(Some(_)) => {}
         Ok(None) => problems.push(format!(

@@ -3,45 +3,23 @@
 
 #![deny(unsafe_code)]
 
-pub mod ahead;
-pub mod authority;
-pub mod budget;
-pub mod channel;
+// The hasher by job; calls flow one way: server → verifying → reading, storing, live → reading
+// (tests/layout.rs checks it).
+pub mod live;
+pub mod reading;
+pub mod storing;
+pub mod verifying;
+
 pub mod checkconfig;
-pub mod chunks;
-pub mod chunkstore;
-pub mod credentials;
-pub mod current;
 pub mod error;
-pub mod fsread;
-pub mod hashing;
-pub mod key;
-pub mod lifeline;
 pub mod policy;
 #[cfg(feature = "probe")]
 pub mod probe;
-pub mod reader;
-pub mod registry;
-pub mod release;
-pub mod remember;
-pub mod rescan;
-pub mod resolve;
 pub mod sandbox;
-pub mod scan;
-pub mod sentinel;
 pub mod server;
-pub mod settle;
-pub mod sidefile;
-pub mod slots;
-pub mod spread;
 mod start;
-pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod token;
-pub mod version;
-pub mod walk;
-pub mod watch;
 
 use std::path::PathBuf;
 

@@ -6,7 +6,10 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::policy::{self, Policy};
-use crate::{channel, key, lifeline, sandbox, server, store, sys, token, Options, EXIT_CONFIG};
+use crate::{
+    live::channel, reading::lifeline, sandbox, server, storing::key, storing::store,
+    storing::token, sys, Options, EXIT_CONFIG,
+};
 
 /// Starts and serves; the exit code either way.
 pub(crate) fn run(options: Options) -> Result<i32, i32> {
@@ -16,7 +19,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         return Ok(crate::checkconfig::check_config(&options, &policy));
     }
     let (key_path, key) = load_key(&options, &policy)?;
-    let token_path = crate::credentials::token_path(options.token_file.as_deref());
+    let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
     let token = token::load_in_use(&token_path).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
@@ -32,8 +35,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         .as_ref()
         .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
     // Read now, before the sandbox narrows what may be read.
-    let boot_id = crate::remember::boot_id();
-    crate::settle::read_kernel_window();
+    let boot_id = crate::verifying::remember::boot_id();
+    crate::verifying::settle::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {
@@ -93,9 +96,10 @@ fn load_policy(options: &Options) -> Result<Policy, i32> {
 
 /// The HMAC key and where it came from (`credentials::key_path`).
 fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::Key>), i32> {
-    let key_path = crate::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
+    let key_path =
+        crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
     let key = key::load_in_use(&key_path).map_err(|e| {
-        match crate::credentials::missing_source(&key_path) {
+        match crate::storing::credentials::missing_source(&key_path) {
             Some(missing) => tracing::error!(error = %missing, "HMAC key missing"),
             None => tracing::error!(error = %e, "HMAC key refused"),
         }

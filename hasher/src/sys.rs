@@ -6,7 +6,28 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use nix::fcntl::{fcntl, posix_fadvise, FcntlArg, FdFlag, PosixFadviseAdvice};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 
-use crate::error::HandOverError;
+/// The channel to the api was not handed over as integrity-monitor and systemd hand it.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOverError {
+    /// No `LISTEN_FDS`: started by hand.
+    #[error("LISTEN_FDS is not set; integrity-hasher is started by integrity-monitor or systemd, not by hand")]
+    NotHanded,
+    /// `LISTEN_FDS` other than 1.
+    #[error("LISTEN_FDS={0}; the hasher takes exactly one channel on fd 3")]
+    Count(String),
+    /// `LISTEN_PID` names another process (the variables were inherited, not meant for us).
+    #[error("LISTEN_PID={0} is not this process")]
+    OtherPid(String),
+    /// fd 3 is closed.
+    #[error("fd 3 is not open")]
+    Closed,
+    /// fd 3 is not a SEQPACKET socket.
+    #[error("fd 3 is not a SEQPACKET socket: {0}")]
+    NotSeqPacket(String),
+    /// fd 3 could not be made close-on-exec.
+    #[error("fd 3: cannot set FD_CLOEXEC: {0}")]
+    Cloexec(nix::errno::Errno),
+}
 
 /// The fd the channel arrives on, as systemd's LISTEN_FDS would hand it.
 pub const CHANNEL_FD: RawFd = 3;

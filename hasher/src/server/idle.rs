@@ -70,7 +70,7 @@ impl Server {
             self.run_slice();
             self.sentinel.idle();
             self.take_announced();
-            let soonest = std::time::Instant::now() + crate::spread::SLICE_PERIOD;
+            let soonest = std::time::Instant::now() + crate::verifying::spread::SLICE_PERIOD;
             // No cycle: nothing is spread (a registry's dir); look again an interval later.
             self.next_slice = self
                 .cycle
@@ -98,8 +98,13 @@ impl Server {
             "settle read: changed files read again after the writeback window"
         );
         if let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) {
-            let updated =
-                crate::rescan::update(&self.policy, &b.manifest, &mut self.hasher, sweep, &due);
+            let updated = crate::verifying::rescan::update(
+                &self.policy,
+                &b.manifest,
+                &mut self.hasher,
+                sweep,
+                &due,
+            );
             if updated.is_none() {
                 // Only a full sweep can say (a registry's dir): the next request makes one,
                 // reading them (their digests are forgotten).
@@ -143,7 +148,7 @@ impl Server {
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the
     /// changes covers, and (unless the sentinel sent it) the notice to send.
-    pub(super) fn absorb(&mut self, changes: crate::watch::Changes, announce: bool) {
+    pub(super) fn absorb(&mut self, changes: crate::live::watch::Changes, announce: bool) {
         if changes.overflow {
             // Events were lost: nothing remembered can be trusted; the next scan reads all.
             tracing::warn!("inotify queue overflowed: next scan re-reads every file");
@@ -184,7 +189,7 @@ impl Server {
             self.cycle = None;
         }
         if self.cycle.is_none() {
-            self.cycle = crate::spread::Cycle::new(&self.policy, &b.manifest);
+            self.cycle = crate::verifying::spread::Cycle::new(&self.policy, &b.manifest);
         }
         let Some(cycle) = self.cycle.as_mut() else {
             return; // not spread (a registry's dir): the api's ticks sweep everything
@@ -194,10 +199,18 @@ impl Server {
         }
         let units = cycle.slice_at(std::time::Instant::now(), &b.manifest);
         let before = fingerprint(&sweep.findings);
-        let (wall, cpu) = (std::time::Instant::now(), crate::spread::thread_cpu());
-        let updated =
-            crate::rescan::update(&self.policy, &b.manifest, &mut self.hasher, sweep, &units);
-        let took = crate::spread::thread_cpu().saturating_sub(cpu);
+        let (wall, cpu) = (
+            std::time::Instant::now(),
+            crate::verifying::spread::thread_cpu(),
+        );
+        let updated = crate::verifying::rescan::update(
+            &self.policy,
+            &b.manifest,
+            &mut self.hasher,
+            sweep,
+            &units,
+        );
+        let took = crate::verifying::spread::thread_cpu().saturating_sub(cpu);
         if took > cycle.slowest {
             // Rare (a new maximum): a cycle over a large tree may take many minutes.
             tracing::debug!(
@@ -242,14 +255,14 @@ impl Server {
 
     /// Keeps what the slots remember for a restart: at once the first time after a start or a
     /// new baseline, when the api closes the channel, and after any check once
-    /// [`crate::remember::SAVE_AFTER_BYTES`] were read since the last save; else at most every
-    /// [`crate::remember::SAVE_EVERY`].
+    /// [`crate::verifying::remember::SAVE_AFTER_BYTES`] were read since the last save; else at most every
+    /// [`crate::verifying::remember::SAVE_EVERY`].
     pub(super) fn keep_versions(&mut self) {
         // Chunk digests describe the baseline's content, not a boot: kept whenever new ones
         // were learned (a few large files: small and rare writes).
         if let (Some(k), Some(current)) = (&self.key, &self.baseline) {
             if self.hasher.take_chunks_learned() {
-                crate::chunkstore::keep(&self.store, k.bytes(), current, &self.hasher);
+                crate::verifying::chunkstore::keep(&self.store, k.bytes(), current, &self.hasher);
             }
         }
         let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.baseline)
@@ -258,12 +271,12 @@ impl Server {
         };
         let read = self.hasher.bytes_hashed;
         if self.kept_at.is_some_and(|(t, bytes)| {
-            t.elapsed() < crate::remember::SAVE_EVERY
-                && read.saturating_sub(bytes) < crate::remember::SAVE_AFTER_BYTES
+            t.elapsed() < crate::verifying::remember::SAVE_EVERY
+                && read.saturating_sub(bytes) < crate::verifying::remember::SAVE_AFTER_BYTES
         }) {
             return;
         }
-        crate::remember::keep(&self.store, k.bytes(), boot, current, &self.hasher);
+        crate::verifying::remember::keep(&self.store, k.bytes(), boot, current, &self.hasher);
         self.kept_at = Some((std::time::Instant::now(), read));
     }
 

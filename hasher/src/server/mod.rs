@@ -11,14 +11,14 @@ use protocol::message::{
 };
 use protocol::PROTOCOL_VERSION;
 
-use crate::channel::{Channel, RecvError};
 use crate::error::ChannelError;
-use crate::hashing::FileHasher;
-use crate::key::Key;
+use crate::live::channel::{Channel, RecvError};
 use crate::policy::{Policy, RebaselineAuth};
-use crate::scan;
-use crate::store::{Current, Loaded, Store};
-use crate::token::Token;
+use crate::storing::key::Key;
+use crate::storing::store::{Current, Loaded, Store};
+use crate::storing::token::Token;
+use crate::verifying::hashing::FileHasher;
+use crate::verifying::scan;
 
 /// Most named paths a scan of the changes checks one by one; past it, it sweeps everything.
 const MAX_NAMED: usize = 4096;
@@ -49,7 +49,7 @@ pub struct Server {
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
     /// The watcher, shared with the thread that announces changes while a request runs.
-    sentinel: crate::sentinel::Sentinel,
+    sentinel: crate::live::sentinel::Sentinel,
     /// Changes not announced yet (count, overflow), and when the last notice went out.
     held_notice: Option<(u32, bool)>,
     last_notice: Option<std::time::Instant>,
@@ -61,14 +61,14 @@ pub struct Server {
     named: std::collections::HashSet<PathBuf>,
     named_complete: bool,
     /// The sweep spread over the interval, and when its next slice is due.
-    cycle: Option<crate::spread::Cycle>,
+    cycle: Option<crate::verifying::spread::Cycle>,
     next_slice: std::time::Instant,
     /// The boot this runs in (what the slots remember is kept for a restart within it).
     boot_id: Option<String>,
     /// When what the slots remember was last kept, and the bytes hashed by then.
     kept_at: Option<(std::time::Instant, u64)>,
     /// Rebaseline challenges issued and not yet spent.
-    challenges: crate::authority::Challenges,
+    challenges: crate::storing::authority::Challenges,
 }
 
 pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -106,7 +106,7 @@ pub struct Parts {
     pub read_set: Vec<PathBuf>,
     /// A release baseline given outside the policy; it survives reloads.
     pub release_override: Option<PathBuf>,
-    /// The boot this runs in ([`crate::remember::boot_id`]).
+    /// The boot this runs in ([`crate::verifying::remember::boot_id`]).
     pub boot_id: Option<String>,
 }
 
@@ -146,13 +146,13 @@ impl Server {
             }
         };
         if let (Some(k), Some(boot), Some(current)) = (&key, &boot_id, &baseline) {
-            crate::remember::recall(&store, k.bytes(), boot, current, &mut hasher);
+            crate::verifying::remember::recall(&store, k.bytes(), boot, current, &mut hasher);
         }
         if let (Some(k), Some(current)) = (&key, &baseline) {
-            crate::chunkstore::recall(&store, k.bytes(), current, &mut hasher);
+            crate::verifying::chunkstore::recall(&store, k.bytes(), current, &mut hasher);
             hasher.take_chunks_learned();
         }
-        let watcher = crate::watch::Watcher::new(&policy)
+        let watcher = crate::live::watch::Watcher::new(&policy)
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
             )
@@ -173,7 +173,7 @@ impl Server {
             read_set,
             release_override,
             last_report: None,
-            sentinel: crate::sentinel::Sentinel::new(watcher),
+            sentinel: crate::live::sentinel::Sentinel::new(watcher),
             held_notice: None,
             last_notice: None,
             sweep: None,
@@ -183,7 +183,7 @@ impl Server {
             next_slice: std::time::Instant::now(),
             boot_id,
             kept_at: None,
-            challenges: crate::authority::Challenges::default(),
+            challenges: crate::storing::authority::Challenges::default(),
         }
     }
 
@@ -279,7 +279,7 @@ impl Server {
             Request::RebaselineChallenge => match self.challenges.issue() {
                 Ok(challenge) => Response::Challenge {
                     challenge,
-                    ttl_ms: crate::authority::TTL.as_millis() as u64,
+                    ttl_ms: crate::storing::authority::TTL.as_millis() as u64,
                 },
                 Err(e) => error(
                     ErrorKind::BaselineFailed,

@@ -155,7 +155,7 @@ impl Server {
                 .baseline
                 .as_ref()
                 .map_or(0, |b| b.manifest.entries.len());
-            crate::spread::cycle_interval(&self.policy, files).saturating_mul(2)
+            crate::verifying::spread::cycle_interval(&self.policy, files).saturating_mul(2)
         } else {
             self.policy.scan_interval.mul_f64(0.9)
         }
@@ -177,7 +177,7 @@ impl Server {
             return self.scan();
         };
         let paths: Vec<PathBuf> = self.named.drain().collect();
-        let report = crate::rescan::rescan(
+        let report = crate::verifying::rescan::rescan(
             &self.policy,
             &b.manifest,
             &mut self.hasher,
@@ -227,7 +227,7 @@ impl Server {
         }
         tracing::info!(path = %self.policy_path.display(), "policy reloaded");
         self.sentinel
-            .replace(crate::watch::Watcher::new(&policy).ok());
+            .replace(crate::live::watch::Watcher::new(&policy).ok());
         self.hasher.apply(&policy);
         self.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.

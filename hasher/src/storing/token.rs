@@ -34,30 +34,30 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Token>, crate::error::T
             });
         }
         let mode = m.permissions().mode() & 0o7777;
-        if crate::credentials::exposed(mode) {
+        if crate::storing::credentials::exposed(mode) {
             return Err(crate::error::TokenError::Exposed {
                 path: path.to_owned(),
                 mode,
             });
         }
     }
-    match crate::fsread::read_secret_file(path, MAX_LEN) {
+    match crate::reading::fsread::read_secret_file(path, MAX_LEN) {
         Err(why) => {
             tracing::warn!(path = %path.display(), why = %why, "no service token: rebaseline, scan and reload stay closed");
             Ok(None)
         }
         Ok((bytes, file)) => {
-            let token = if crate::credentials::is_unprovisioned(&bytes) {
+            let token = if crate::storing::credentials::is_unprovisioned(&bytes) {
                 None
             } else {
                 Token::from_text(&bytes)
             };
             if in_use && token.is_some() {
-                crate::credentials::remember_secret(file, &bytes);
+                crate::reading::secrets::remember_secret(file, &bytes);
             }
             let len = bytes.trim_ascii().len();
             match &token {
-                None => match crate::credentials::missing_source(path) {
+                None => match crate::storing::credentials::missing_source(path) {
                     Some(missing) => {
                         tracing::error!(error = %missing, "no service token: rebaseline, scan and reload stay closed")
                     }

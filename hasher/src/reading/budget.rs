@@ -43,7 +43,7 @@ pub(crate) fn throttle(budget: &Mutex<Budget>, n: u64) {
     // A poisoned lock only means another reader panicked mid-accounting; the count is still usable.
     let pause = budget.lock().unwrap_or_else(|p| p.into_inner()).spend(n);
     if !pause.is_zero() {
-        crate::lifeline::sleep(pause);
+        crate::reading::lifeline::sleep(pause);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Which files need reading: the metadata fast path, the full re-verification backstop, and
-//! the spreading of full reads over threads. Reading itself is in [`crate::reader`].
+//! the spreading of full reads over threads. Reading itself is in [`crate::reading::reader`].
 
 mod memory;
 mod prefetch;
@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::budget::Budget;
-use crate::reader::{ReadResult, Reader};
-use crate::slots::{Expect, Slot, Slots};
-pub use crate::version::{Outcome, Version};
+use crate::reading::budget::Budget;
+use crate::reading::reader::{ReadResult, Reader};
+pub use crate::reading::version::{Outcome, Version};
+use crate::verifying::slots::{Expect, Slot, Slots};
 
 /// A directory artifact's digest, and the version of every file it covered (the registry's
 /// entry in this cache, kept here so that forgetting a path also forgets the artifacts under it).
@@ -133,11 +133,11 @@ pub struct FileHasher {
     pub threads: usize,
     /// What full reads of large files found, kept across changes (it describes content, not
     /// a version): the next re-verification of that file reads its chunks in parallel.
-    known: HashMap<PathBuf, crate::chunks::Known>,
+    known: HashMap<PathBuf, crate::reading::chunks::Known>,
     /// Chunk digests were learned since the store was last told.
     chunks_learned: bool,
     /// Changed files awaiting their settle read.
-    pub settling: crate::settle::Settling,
+    pub settling: crate::verifying::settle::Settling,
 }
 
 impl Default for FileHasher {
@@ -159,7 +159,7 @@ impl Default for FileHasher {
             threads: 1,
             known: HashMap::new(),
             chunks_learned: false,
-            settling: crate::settle::Settling::default(),
+            settling: crate::verifying::settle::Settling::default(),
         }
     }
 }
@@ -181,7 +181,7 @@ impl FileHasher {
         self.settling.set_window(
             policy
                 .settle_window
-                .unwrap_or_else(crate::settle::read_kernel_window),
+                .unwrap_or_else(crate::verifying::settle::read_kernel_window),
         );
     }
 
@@ -373,6 +373,12 @@ impl FileHasher {
         if let Some(settled) = self.verify_chunks(path) {
             return settled;
         }
+        if stated
+            .as_ref()
+            .is_some_and(|m| crate::reading::reader::is_long(m.size()))
+        {
+            crate::live::sentinel::long_read();
+        }
         let before = self.reader.bytes;
         let result = self.reader.read_stated(path, &self.budget, stated);
         self.bytes_hashed += self.reader.bytes - before;
@@ -386,15 +392,21 @@ impl FileHasher {
             return None;
         }
         let known = self.known.get(path)?.clone();
-        crate::sentinel::long_read();
-        let (verdict, read) = crate::chunks::verify(path, &known, self.threads, &self.budget);
+        crate::live::sentinel::long_read();
+        let (verdict, read) =
+            crate::reading::chunks::verify(path, &known, self.threads, &self.budget);
         self.bytes_hashed += read;
         let version = match verdict {
-            crate::chunks::Verdict::Same(version) => version,
-            crate::chunks::Verdict::Changed => {
-                return Some(((crate::current::changed_outcome(), None), Vec::new()));
+            crate::reading::chunks::Verdict::Same(version) => version,
+            crate::reading::chunks::Verdict::Changed => {
+                return Some((
+                    (crate::reading::current::changed_outcome(), None),
+                    Vec::new(),
+                ));
             }
-            crate::chunks::Verdict::Differs | crate::chunks::Verdict::Unknown => return None,
+            crate::reading::chunks::Verdict::Differs | crate::reading::chunks::Verdict::Unknown => {
+                return None
+            }
         };
         self.chunked_reads += 1;
         let outcome = Outcome::Hashed {
@@ -663,7 +675,7 @@ mod tests {
     fn a_large_file_is_reverified_by_its_chunks_and_a_change_still_gives_its_digest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("model.gguf");
-        let size = crate::chunks::MIN_SIZE + 4321;
+        let size = crate::reading::chunks::MIN_SIZE + 4321;
         let data: Vec<u8> = (0..size).map(|i| (i % 249) as u8).collect();
         std::fs::write(&f, &data).expect("write");
         let mut h = FileHasher::default();
@@ -688,7 +700,7 @@ mod tests {
         );
         // A change in the second chunk: found, then read whole for its digest.
         let mut changed = data.clone();
-        changed[(crate::chunks::CHUNK + 5) as usize] ^= 0xff;
+        changed[(crate::reading::chunks::CHUNK + 5) as usize] ^= 0xff;
         std::fs::write(&f, &changed).expect("write");
         h.forget(&f);
         assert_eq!(
@@ -710,7 +722,7 @@ mod tests {
     fn large_file_streams_through_the_fixed_buffer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
-        let data: Vec<u8> = (0..(3 * crate::budget::BUF_SIZE + 123))
+        let data: Vec<u8> = (0..(3 * crate::reading::budget::BUF_SIZE + 123))
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::write(&f, &data).expect("write");

@@ -157,12 +157,12 @@ mod tests {
         for f in &files {
             std::fs::write(f, vec![b'a'; 1000]).expect("write");
         }
-        let mut h = crate::hashing::FileHasher::default();
+        let mut h = crate::verifying::hashing::FileHasher::default();
         h.settling.set_window(Duration::from_millis(50));
         for f in &files {
             h.check(f);
         }
-        let read = |h: &crate::hashing::FileHasher| h.bytes_hashed;
+        let read = |h: &crate::verifying::hashing::FileHasher| h.bytes_hashed;
         let after_first = read(&h);
         assert_eq!(after_first, 20_000);
         // One file changes (same size, new content): its check reads it and notes it.

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
-use crate::version::Version;
+use crate::reading::version::Version;
 
 /// What a file found changed in the middle of a long read is reported as. A scan reports it
 /// unverified and the write's event has the next check read it; a new baseline leaves such a
@@ -32,11 +32,11 @@ pub fn changed_while_read(e: &std::io::Error) -> bool {
 }
 
 /// What [`CHANGED_WHILE_READ`] reports: the file unverified, no version to remember.
-pub fn changed_outcome() -> crate::version::Outcome {
-    crate::version::Outcome::Unreadable(CHANGED_WHILE_READ.to_owned())
+pub fn changed_outcome() -> crate::reading::version::Outcome {
+    crate::reading::version::Outcome::Unreadable(CHANGED_WHILE_READ.to_owned())
 }
 
-/// A long read's look at its file, between buffers, every [`crate::lifeline::CHECK_EVERY`]:
+/// A long read's look at its file, between buffers, every [`crate::reading::lifeline::CHECK_EVERY`]:
 /// the api is still there (else the process exits) and the file is neither deleted nor moved
 /// from the version `opened` it had when the read began. A write in the middle of reading a
 /// 70 GB model ends the read at once: finishing it would only find the change at the end, and
@@ -57,7 +57,7 @@ impl Looks {
 
     /// `Err` when the read should stop: the file deleted or replaced, or changed.
     pub fn check(&mut self, file: &File) -> std::io::Result<()> {
-        if !crate::lifeline::check(&mut self.last) {
+        if !crate::reading::lifeline::check(&mut self.last) {
             return Ok(());
         }
         let Ok(now) = file.metadata() else {

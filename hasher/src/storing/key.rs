@@ -58,7 +58,7 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
                 });
             }
             let mode = m.permissions().mode() & 0o7777;
-            if crate::credentials::exposed(mode) {
+            if crate::storing::credentials::exposed(mode) {
                 return Err(KeyError::Exposed {
                     path: path.to_owned(),
                     mode,
@@ -67,8 +67,8 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
         }
     }
     let (bytes, file) =
-        crate::fsread::read_secret_file(path, MAX_KEY_LEN).map_err(|e| match e {
-            crate::fsread::ReadError::TooLarge { .. } => KeyError::BadLength {
+        crate::reading::fsread::read_secret_file(path, MAX_KEY_LEN).map_err(|e| match e {
+            crate::reading::fsread::ReadError::TooLarge { .. } => KeyError::BadLength {
                 path: path.to_owned(),
                 len: MAX_KEY_LEN + 1,
             },
@@ -84,7 +84,7 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
         });
     }
     if in_use {
-        crate::credentials::remember_secret(file, &bytes);
+        crate::reading::secrets::remember_secret(file, &bytes);
     }
     Ok(Some(Key(bytes)))
 }

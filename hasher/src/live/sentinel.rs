@@ -11,8 +11,8 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use protocol::message::Response;
 
-use crate::channel::Sender;
-use crate::watch::{Changes, Watcher};
+use crate::live::channel::Sender;
+use crate::live::watch::{Changes, Watcher};
 
 /// How long one look at the watcher lasts before the sentinel checks the request is still
 /// being answered (a change wakes it at once; this only bounds how long it outlives one).

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::budget::{throttle, Budget, BUF_SIZE};
-use crate::version::Version;
+use crate::reading::budget::{throttle, Budget, BUF_SIZE};
+use crate::reading::version::Version;
 
 /// Bytes per chunk.
 pub const CHUNK: u64 = 64 << 20;
@@ -96,7 +96,7 @@ pub fn verify(
     threads: usize,
     budget: &Mutex<Budget>,
 ) -> (Verdict, u64) {
-    let Ok(file) = crate::resolve::open_no_symlinks(path) else {
+    let Ok(file) = crate::reading::resolve::open_no_symlinks(path) else {
         return (Verdict::Unknown, 0);
     };
     let Ok(before) = file.metadata() else {
@@ -104,7 +104,7 @@ pub fn verify(
     };
     let expected_chunks = known.size.div_ceil(CHUNK);
     if !before.file_type().is_file()
-        || crate::credentials::is_secret_inode(&before)
+        || crate::reading::secrets::is_secret_inode(&before)
         || before.size() != known.size
         || known.chunks.len() as u64 != expected_chunks
     {
@@ -116,7 +116,7 @@ pub fn verify(
     let bytes = AtomicU64::new(0);
     let work = || {
         let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
-        let mut looks = crate::current::Looks::new(opened);
+        let mut looks = crate::reading::current::Looks::new(opened);
         while !found.any() {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(want) = known.chunks.get(i) else {
@@ -131,7 +131,7 @@ pub fn verify(
                         found.differs.store(true, Ordering::Relaxed);
                     }
                 }
-                Err(e) if crate::current::changed_while_read(&e) => {
+                Err(e) if crate::reading::current::changed_while_read(&e) => {
                     found.changed.store(true, Ordering::Relaxed);
                 }
                 Err(_) => found.failed.store(true, Ordering::Relaxed),
@@ -195,7 +195,7 @@ fn chunk_digest(
     len: u64,
     buf: &mut [u8],
     budget: &Mutex<Budget>,
-    looks: &mut crate::current::Looks,
+    looks: &mut crate::reading::current::Looks,
 ) -> std::io::Result<[u8; 32]> {
     let mut sha = Sha256::new();
     let mut done = 0u64;
@@ -257,7 +257,8 @@ mod tests {
         };
         let budget = Mutex::new(Budget::new(Some(32 << 20)));
         // The same byte: the content does not change, its version does.
-        let writer = crate::current::write_later(&path, std::time::Duration::from_millis(300), 0);
+        let writer =
+            crate::reading::current::write_later(&path, std::time::Duration::from_millis(300), 0);
         let (verdict, read) = verify(&path, &known, 2, &budget);
         writer.join().expect("writer");
         // Read to the end, the chunks would match and the version check there say Unknown.

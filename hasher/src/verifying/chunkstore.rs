@@ -1,7 +1,7 @@
 //! The chunk digests of large baselined files, kept in the store: the first re-verification
 //! after a start (or a reboot) reads a large file on every hashing thread, not sequentially.
 //!
-//! Unlike what the slots remember ([`crate::remember`]), these say nothing about a file's
+//! Unlike what the slots remember ([`crate::verifying::remember`]), these say nothing about a file's
 //! state, only about the content the baseline names: each record holds the whole-file digest
 //! and size its chunks were taken with (in one read), and is used only while the baseline's
 //! entry for that path has that digest and size. So they hold across a reboot: an offline edit
@@ -18,10 +18,10 @@ use std::path::PathBuf;
 
 use protocol::baseline::Manifest;
 
-use crate::chunks::{Known, CHUNK, MIN_SIZE};
 use crate::error::StoreError;
-use crate::sidefile::{self, Reading};
-use crate::store::Store;
+use crate::reading::chunks::{Known, CHUNK, MIN_SIZE};
+use crate::storing::sidefile::{self, Reading};
+use crate::storing::store::Store;
 
 /// The file's name in the store.
 pub const FILE: &str = "chunks.bin";
@@ -56,7 +56,7 @@ pub fn save<'a>(
     known: impl Iterator<Item = (&'a std::path::Path, &'a Known)>,
 ) -> Result<usize, StoreError> {
     let kept: Vec<(String, &Known)> = known
-        .map(|(p, k)| (crate::scan::path_str(p), k))
+        .map(|(p, k)| (crate::verifying::scan::path_str(p), k))
         .filter(|(p, k)| k.size >= MIN_SIZE && named(baseline, p, k))
         .take(MAX_RECORDS)
         .collect();
@@ -137,8 +137,8 @@ pub fn load(
 pub fn keep(
     store: &Store,
     key: &[u8],
-    current: &crate::store::Current,
-    hasher: &crate::hashing::FileHasher,
+    current: &crate::storing::store::Current,
+    hasher: &crate::verifying::hashing::FileHasher,
 ) {
     let known = hasher.known_chunks();
     match save(store, key, &current.digest, &current.manifest, known) {
@@ -154,8 +154,8 @@ pub fn keep(
 pub fn recall(
     store: &Store,
     key: &[u8],
-    current: &crate::store::Current,
-    hasher: &mut crate::hashing::FileHasher,
+    current: &crate::storing::store::Current,
+    hasher: &mut crate::verifying::hashing::FileHasher,
 ) {
     match load(store, key, &current.digest, &current.manifest) {
         Ok(records) => {
@@ -244,9 +244,9 @@ mod tests {
     /// a reboot) recalls them and proves the file by its chunks; an edit is still found.
     #[test]
     fn a_restarted_hasher_reads_a_large_file_by_the_chunks_the_baseline_kept() {
-        use crate::hashing::FileHasher;
         use crate::policy::Policy;
-        use crate::slots::Expect;
+        use crate::verifying::hashing::FileHasher;
+        use crate::verifying::slots::Expect;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("state")).expect("store");
         let big = dir.path().join("models/big");
@@ -257,7 +257,8 @@ mod tests {
         let policy = Policy::parse(&yaml).expect("policy");
         let mut first = FileHasher::default();
         first.set_threads(2);
-        let m = crate::scan::create_baseline(&policy, &mut first, Some(KEY), 1).expect("base");
+        let m = crate::verifying::scan::create_baseline(&policy, &mut first, Some(KEY), 1)
+            .expect("base");
         let held = first.known_chunks();
         assert_eq!(save(&store, KEY, "d", &m, held).expect("saved"), 1);
         let check = |hasher: &mut FileHasher| {
@@ -280,7 +281,7 @@ mod tests {
         let mut h = restarted();
         let (outcome, want) = check(&mut h);
         assert!(
-            matches!(&outcome, crate::version::Outcome::Hashed { hash, .. } if *hash == want),
+            matches!(&outcome, crate::reading::version::Outcome::Hashed { hash, .. } if *hash == want),
             "{outcome:?}"
         );
         assert_eq!(
@@ -293,7 +294,7 @@ mod tests {
         let mut h = restarted();
         let (outcome, want) = check(&mut h);
         assert!(
-            matches!(&outcome, crate::version::Outcome::Hashed { hash, .. } if *hash != want),
+            matches!(&outcome, crate::reading::version::Outcome::Hashed { hash, .. } if *hash != want),
             "{outcome:?}"
         );
         assert_eq!(h.chunked_reads, 0);

@@ -92,7 +92,7 @@ impl FileHasher {
         chunks: Vec<[u8; 32]>,
     ) {
         if !chunks.is_empty() {
-            let known = crate::chunks::Known {
+            let known = crate::reading::chunks::Known {
                 hash: hash.to_owned(),
                 size,
                 chunks,
@@ -102,7 +102,7 @@ impl FileHasher {
     }
 
     /// Takes the chunk digests of content at `path` (read now, or recalled from the store).
-    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::chunks::Known) {
+    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::reading::chunks::Known) {
         if self.known.get(&path) != Some(&known) {
             self.known.insert(path, known);
             self.chunks_learned = true;
@@ -110,7 +110,7 @@ impl FileHasher {
     }
 
     /// The chunk digests held, by path.
-    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::chunks::Known)> {
+    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::reading::chunks::Known)> {
         self.known.iter().map(|(p, k)| (p.as_path(), k))
     }
 

@@ -55,7 +55,7 @@ fn advise(paths: &[&Path], done: &(impl Fn() -> usize + Sync), stop: &AtomicBool
             continue; // already checked: the helper fell behind
         }
         // Opened as the reader opens (no symlink in any component, never blocking on a fifo).
-        let Ok(file) = crate::resolve::open_no_symlinks(path) else {
+        let Ok(file) = crate::reading::resolve::open_no_symlinks(path) else {
             continue;
         };
         if file

@@ -20,7 +20,7 @@ use nix::fcntl::OFlag;
 use protocol::baseline::Manifest;
 
 use crate::policy::Policy;
-use crate::scan::{governed, path_str, scoped};
+use crate::verifying::scan::{governed, path_str, scoped};
 
 /// How often a slice runs while the hasher waits for requests.
 pub const SLICE_PERIOD: Duration = Duration::from_millis(100);
@@ -224,7 +224,7 @@ fn children(dir: &Path, baseline: &Manifest) -> Option<BTreeMap<Vec<u8>, usize>>
     if let Some((unit, n)) = run {
         *out.entry(unit).or_default() += n;
     }
-    let fd = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok()?;
+    let fd = crate::reading::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok()?;
     let mut handle = nix::dir::Dir::from_fd(fd).ok()?;
     for entry in handle.iter().filter_map(Result::ok) {
         let name = entry.file_name().to_bytes();
@@ -238,8 +238,8 @@ fn children(dir: &Path, baseline: &Manifest) -> Option<BTreeMap<Vec<u8>, usize>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::FileHasher;
-    use crate::scan::{create_baseline, sweep};
+    use crate::verifying::hashing::FileHasher;
+    use crate::verifying::scan::{create_baseline, sweep};
 
     #[test]
     fn a_large_tree_is_swept_at_the_policy_pace_and_a_small_one_every_interval() {
@@ -298,7 +298,7 @@ mod tests {
         let mut sizes = Vec::new();
         for k in 0..10u32 {
             let units = cycle.slice_at(cycle.started + SLICE_PERIOD * k, &base);
-            crate::rescan::update(&policy, &base, &mut hasher, &mut kept, &units)
+            crate::verifying::rescan::update(&policy, &base, &mut hasher, &mut kept, &units)
                 .expect("every unit checks on its own");
             assert!(
                 !units.contains(&big),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use protocol::authority::{Authority, CHALLENGE_LEN, REBASELINE};
 use protocol::message::Proof;
 
-use crate::key::Key;
+use crate::storing::key::Key;
 
 /// How long a challenge may be used.
 pub const TTL: Duration = Duration::from_secs(120);

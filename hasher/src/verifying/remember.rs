@@ -15,8 +15,8 @@
 //! little-endian u64), then the hex HMAC-SHA256 of everything before it.
 
 use crate::error::StoreError;
-use crate::sidefile::{self, Reading};
-use crate::store::Store;
+use crate::storing::sidefile::{self, Reading};
+use crate::storing::store::Store;
 
 /// The file's name in the store.
 pub const FILE: &str = "versions.bin";
@@ -26,7 +26,7 @@ fn header(boot: &str, baseline: &str, count: usize) -> String {
     format!("{MAGIC} boot={boot} baseline={baseline} count={count}\n")
 }
 
-/// Writes `slots` (see [`crate::hashing::FileHasher::remembered`]) for `baseline` in `boot`.
+/// Writes `slots` (see [`crate::verifying::hashing::FileHasher::remembered`]) for `baseline` in `boot`.
 pub fn save(
     store: &Store,
     key: &[u8],
@@ -97,8 +97,8 @@ pub fn recall(
     store: &Store,
     key: &[u8],
     boot: &str,
-    current: &crate::store::Current,
-    hasher: &mut crate::hashing::FileHasher,
+    current: &crate::storing::store::Current,
+    hasher: &mut crate::verifying::hashing::FileHasher,
 ) {
     let count = current.manifest.entries.len();
     let slot_of = |version, due| hasher.slot_of(version, due);
@@ -121,8 +121,8 @@ pub fn keep(
     store: &Store,
     key: &[u8],
     boot: &str,
-    current: &crate::store::Current,
-    hasher: &crate::hashing::FileHasher,
+    current: &crate::storing::store::Current,
+    hasher: &crate::verifying::hashing::FileHasher,
 ) {
     let (bound, slots) = hasher.remembered();
     if bound != current.digest {

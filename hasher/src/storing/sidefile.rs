@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use protocol::sign::MacWriter;
 
 use crate::error::StoreError;
-use crate::store::Store;
+use crate::storing::store::Store;
 
 /// Longest header line read.
 const MAX_HEADER: u64 = 512;

@@ -14,10 +14,10 @@ use std::time::Instant;
 use protocol::baseline::Manifest;
 use protocol::report::{self, ScanReport};
 
-use crate::hashing::FileHasher;
 use crate::policy::Policy;
-use crate::scan::{beneath, governed, scoped, Comparison, Scope, Sweep};
-use crate::walk::{self, Found, MAX_DEPTH};
+use crate::verifying::hashing::FileHasher;
+use crate::verifying::scan::{beneath, governed, scoped, Comparison, Scope, Sweep};
+use crate::verifying::walk::{self, Found, MAX_DEPTH};
 
 /// Brings `sweep` up to date with what is now at each of `paths`; the report, or `None` when
 /// only a full sweep can say (then `sweep` must be discarded: it may be half updated).
@@ -206,8 +206,8 @@ fn what_is_at(dir: &Path, p: &Path, limit: usize, dirs: &mut Ancestors) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::{create_baseline, sweep};
-    use crate::watch::Watcher;
+    use crate::live::watch::Watcher;
+    use crate::verifying::scan::{create_baseline, sweep};
     use std::os::unix::ffi::OsStrExt;
 
     /// Findings and count as a full sweep states them (detection times aside).

@@ -50,9 +50,12 @@ impl FileHasher {
                 reader.take_chunks = take_chunks;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, _, _)) = todo.get(i) else {
+                    let Some((path, size, _)) = todo.get(i) else {
                         break;
                     };
+                    if crate::reading::reader::is_long(*size) {
+                        crate::live::sentinel::long_read();
+                    }
                     let result = reader.read(path, budget);
                     let chunks = std::mem::take(&mut reader.last_chunks);
                     done.lock()

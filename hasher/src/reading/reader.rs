@@ -15,12 +15,18 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::budget::{throttle, Budget, BUF_SIZE};
-use crate::resolve::open_no_symlinks;
-use crate::version::{Outcome, Version};
+use crate::reading::budget::{throttle, Budget, BUF_SIZE};
+use crate::reading::resolve::open_no_symlinks;
+use crate::reading::version::{Outcome, Version};
 
 /// Pages already hashed are dropped from the cache in steps of this many bytes.
-const DROP_BEHIND: u64 = 8 * 1024 * 1024;
+pub(crate) const DROP_BEHIND: u64 = 8 * 1024 * 1024;
+
+/// Whether reading a file of `size` bytes is a long read: the caller arms the sentinel for it
+/// (a write meanwhile is announced at once, not when the read ends).
+pub(crate) fn is_long(size: u64) -> bool {
+    size >= DROP_BEHIND
+}
 /// Attempts before a file that changes under every read is reported unreadable.
 const ATTEMPTS: usize = 3;
 
@@ -37,10 +43,10 @@ pub struct Reader {
     buf: Box<[u8]>,
     /// Bytes read by this reader since creation.
     pub bytes: u64,
-    chunker: Option<crate::chunks::ChunkHasher>,
+    chunker: Option<crate::reading::chunks::ChunkHasher>,
     /// Take chunk digests of large files (only worth their CPU when threads can use them).
     pub take_chunks: bool,
-    /// Chunk digests of the last file read in full, when it was large (see [`crate::chunks`]).
+    /// Chunk digests of the last file read in full, when it was large (see [`crate::reading::chunks`]).
     pub last_chunks: Vec<[u8; 32]>,
 }
 
@@ -102,7 +108,7 @@ impl Reader {
         if !before.file_type().is_file() {
             return Attempt::Done((Outcome::NotRegular, None));
         }
-        if crate::credentials::is_secret_inode(&before) {
+        if crate::reading::secrets::is_secret_inode(&before) {
             return Attempt::Done((Outcome::Secret, None));
         }
         let file = match open_no_symlinks(path) {
@@ -113,7 +119,7 @@ impl Reader {
             Ok(m) => m,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
-        if crate::credentials::is_secret_inode(&opened) {
+        if crate::reading::secrets::is_secret_inode(&opened) {
             return Attempt::Done((Outcome::Secret, None));
         }
         if !same_version(&before, &opened) {
@@ -124,21 +130,20 @@ impl Reader {
         // 50 µs each here, for a cache footprint of at most one step per file.
         if opened.size() >= DROP_BEHIND {
             crate::sys::advise_sequential(&file);
-            crate::sentinel::long_read();
         }
-        self.chunker = (self.take_chunks && opened.size() >= crate::chunks::MIN_SIZE)
-            .then(crate::chunks::ChunkHasher::default);
+        self.chunker = (self.take_chunks && opened.size() >= crate::reading::chunks::MIN_SIZE)
+            .then(crate::reading::chunks::ChunkHasher::default);
         let digest = match self.stream(&file, budget, Version::of(&opened)) {
             Ok(d) => d,
-            Err(e) if crate::current::changed_while_read(&e) => {
+            Err(e) if crate::reading::current::changed_while_read(&e) => {
                 // Not read again now: the file is being written, and the write's event has
                 // the next check read it (this one reports it unverified meanwhile).
-                return Attempt::Done((crate::current::changed_outcome(), None));
+                return Attempt::Done((crate::reading::current::changed_outcome(), None));
             }
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
         // A copy of a secret: read, but its digest goes no further.
-        if crate::credentials::is_secret_digest(&digest.0) {
+        if crate::reading::secrets::is_secret_digest(&digest.0) {
             self.chunker = None;
             return Attempt::Done((Outcome::Secret, None));
         }
@@ -147,7 +152,7 @@ impl Reader {
                 self.last_chunks = self
                     .chunker
                     .take()
-                    .map(crate::chunks::ChunkHasher::finish)
+                    .map(crate::reading::chunks::ChunkHasher::finish)
                     .unwrap_or_default();
                 Attempt::Done((
                     Outcome::Hashed {
@@ -190,9 +195,12 @@ impl Reader {
         file: &File,
         sha: &mut Sha256,
         budget: &Mutex<Budget>,
-        chunker: crate::chunks::ChunkHasher,
+        chunker: crate::reading::chunks::ChunkHasher,
         opened: Version,
-    ) -> (std::io::Result<u64>, Option<crate::chunks::ChunkHasher>) {
+    ) -> (
+        std::io::Result<u64>,
+        Option<crate::reading::chunks::ChunkHasher>,
+    ) {
         use std::sync::mpsc::sync_channel;
         let (to_helper, work) = sync_channel::<(Box<[u8]>, usize)>(2);
         let (give_back, returned) = sync_channel::<Box<[u8]>>(2);
@@ -239,7 +247,7 @@ impl Reader {
 
     /// Streams `file` into `sha` through the one buffer, under the read budget, dropping the
     /// pages behind; returns the bytes read. Stops early if the file moves from version
-    /// `opened` ([`crate::current::Looks`]).
+    /// `opened` ([`crate::reading::current::Looks`]).
     pub fn feed(
         &mut self,
         file: &File,
@@ -249,7 +257,7 @@ impl Reader {
     ) -> std::io::Result<u64> {
         let mut size = 0u64;
         let mut dropped = 0u64;
-        let mut looks = crate::current::Looks::new(opened);
+        let mut looks = crate::reading::current::Looks::new(opened);
         loop {
             looks.check(file)?;
             let n = read_some(file, &mut self.buf)?;
@@ -280,7 +288,7 @@ fn pump(
 ) -> std::io::Result<u64> {
     let mut size = 0u64;
     let mut dropped = 0u64;
-    let mut looks = crate::current::Looks::new(opened);
+    let mut looks = crate::reading::current::Looks::new(opened);
     loop {
         let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
             return Err(std::io::Error::other("chunk helper stopped"));
@@ -366,13 +374,14 @@ mod tests {
             .expect("set_len");
         let budget = Mutex::new(Budget::new(Some(32 << 20)));
         let mut reader = Reader::default();
-        let writer = crate::current::write_later(&f, std::time::Duration::from_millis(300), 1);
+        let writer =
+            crate::reading::current::write_later(&f, std::time::Duration::from_millis(300), 1);
         let (outcome, version) = reader.read(&f, &budget);
         writer.join().expect("writer");
         // Read to the end, the change would be seen there and the file read again, whole.
         assert_eq!(
             outcome,
-            Outcome::Unreadable(crate::current::CHANGED_WHILE_READ.to_owned()),
+            Outcome::Unreadable(crate::reading::current::CHANGED_WHILE_READ.to_owned()),
             "the read ran on after the write"
         );
         assert!(version.is_none());

@@ -16,11 +16,11 @@ use protocol::report;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::budget::Budget;
-use crate::hashing::{DirCached, FileHasher};
-use crate::reader::Reader;
-use crate::version::{Outcome, Version};
-use crate::walk::Found;
+use crate::reading::budget::Budget;
+use crate::reading::reader::Reader;
+use crate::reading::version::{Outcome, Version};
+use crate::verifying::hashing::{DirCached, FileHasher};
+use crate::verifying::walk::Found;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -79,7 +79,7 @@ impl Registry {
         if !meta.file_type().is_file() {
             return Err(format!("{}: not a regular file", path.display()));
         }
-        let bytes = crate::fsread::read_bounded(path, MAX_MANIFEST)
+        let bytes = crate::reading::fsread::read_bounded(path, MAX_MANIFEST)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let raw: RawManifest =
             serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -138,7 +138,7 @@ struct Plan {
 
 /// Walks `dir` and checks the artifact's bounds without reading any content.
 fn plan(dir: &Path) -> Result<Plan, String> {
-    let found = crate::walk::walk(dir, MAX_DIR_ENTRIES + 1);
+    let found = crate::verifying::walk::walk(dir, MAX_DIR_ENTRIES + 1);
     if found.len() > MAX_DIR_ENTRIES {
         return Err(format!("more than {MAX_DIR_ENTRIES} entries"));
     }
@@ -196,10 +196,10 @@ fn compute(
                 f.display()
             ));
         }
-        let file =
-            crate::resolve::open_no_symlinks(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let file = crate::reading::resolve::open_no_symlinks(f)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
         let before = file.metadata().map_err(|e| e.to_string())?;
-        if crate::credentials::is_secret_inode(&before) {
+        if crate::reading::secrets::is_secret_inode(&before) {
             return Err(format!(
                 "{}: is the HMAC key or the service token; never read",
                 f.display()
@@ -444,7 +444,7 @@ fn artifact_finding(
 /// component (a registry dir swapped for a symlink lists nothing, and is a finding).
 fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
     use nix::fcntl::OFlag;
-    let Ok(fd) = crate::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
+    let Ok(fd) = crate::reading::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
         return vec![(
             dir.to_owned(),
             Found::Anomaly(protocol::Finding::Unreadable),
@@ -469,9 +469,9 @@ fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
 
 #[cfg(test)]
 mod tests {
-    use crate::hashing::FileHasher;
     use crate::policy::Policy;
-    use crate::scan::{create_baseline, scan};
+    use crate::verifying::hashing::FileHasher;
+    use crate::verifying::scan::{create_baseline, scan};
 
     /// The appliance's layout: the manifest in `registry/`, the models in `vault/models`.
     #[test]

@@ -32,9 +32,11 @@ struct ReleaseBaseline {
 const RELEASE_VERSION: u64 = 1;
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReleaseError> {
-    let bytes = crate::fsread::read_bounded(path, MAX_BYTES).map_err(|why| ReleaseError::Read {
-        path: path.to_owned(),
-        why,
+    let bytes = crate::reading::fsread::read_bounded(path, MAX_BYTES).map_err(|why| {
+        ReleaseError::Read {
+            path: path.to_owned(),
+            why,
+        }
     })?;
     serde_json::from_slice(&bytes).map_err(|why| ReleaseError::Parse {
         path: path.to_owned(),

@@ -15,10 +15,10 @@ use protocol::report::{self, ScanReport, Violation, MAX_REPORTED_VIOLATIONS};
 use protocol::Category;
 
 use crate::error::BaselineRefused;
-use crate::hashing::{FileHasher, Outcome};
 use crate::policy::Policy;
-use crate::slots::{Expect, Slot};
-use crate::walk::Found;
+use crate::verifying::hashing::{FileHasher, Outcome};
+use crate::verifying::slots::{Expect, Slot};
+use crate::verifying::walk::Found;
 
 /// The current RFC 3339 time, second precision, UTC.
 pub fn now_rfc3339() -> String {
@@ -152,7 +152,7 @@ pub fn make_baseline(
     let mut made = made.sorted();
     made.entries.shrink_to_fit();
     if let Some(release) = &policy.release_baseline {
-        let version = crate::release::check_release(release, &made.entries)?;
+        let version = crate::verifying::release::check_release(release, &made.entries)?;
         tracing::info!(
             release = version,
             "new baseline agrees with the release baseline"
@@ -172,7 +172,7 @@ fn walk_reading(
     expect: impl Fn(&Path) -> Option<Expect>,
     mut work: impl FnMut(&mut FileHasher, &[(PathBuf, Found)]),
 ) {
-    crate::walk::visit(dir, 0, policy.max_watched_files, |batch| {
+    crate::verifying::walk::visit(dir, 0, policy.max_watched_files, |batch| {
         let files = regular(batch);
         read_part(hasher, all_read, &files, &expect, |hasher| {
             work(hasher, batch)
@@ -232,7 +232,7 @@ fn read_part<R>(
         return work(hasher);
     }
     let progress = hasher.progress();
-    crate::ahead::run(files, &progress, || work(hasher))
+    crate::reading::ahead::run(files, &progress, || work(hasher))
 }
 
 fn describe(o: &Outcome) -> String {
@@ -310,7 +310,8 @@ pub fn sweep(
         cmp.missing(&scope);
     }
     if let Some(manifest) = governed(policy) {
-        for (path, expected, actual) in crate::registry::check(hasher, &policy.model_dirs, manifest)
+        for (path, expected, actual) in
+            crate::verifying::registry::check(hasher, &policy.model_dirs, manifest)
         {
             cmp.watched += 1;
             cmp.flag(path, Category::ModelFile, &expected, actual);
@@ -521,7 +522,8 @@ mod tests {
             .expect("set_len");
         let mut hasher = FileHasher::default();
         hasher.set_rate_limit(Some(32 << 20));
-        let writer = crate::current::write_later(&big, std::time::Duration::from_millis(300), 0);
+        let writer =
+            crate::reading::current::write_later(&big, std::time::Duration::from_millis(300), 0);
         let m = create_baseline(&t.policy, &mut hasher, None, 1).expect("baseline");
         writer.join().expect("writer");
         // A digest of a file being written is not its content: no entry, so it is reported.
@@ -668,14 +670,14 @@ mod tests {
         let mut hasher = FileHasher::default();
         hasher.threads = 3;
         assert_eq!(
-            crate::registry::directory_digests(&mut hasher, &dirs),
+            crate::verifying::registry::directory_digests(&mut hasher, &dirs),
             expected
         );
         let read = hasher.bytes_hashed;
         assert_eq!(read, 15, "every byte once");
         // Again: from the remembered versions, nothing read.
         assert_eq!(
-            crate::registry::directory_digests(&mut hasher, &dirs),
+            crate::verifying::registry::directory_digests(&mut hasher, &dirs),
             expected
         );
         assert_eq!(hasher.bytes_hashed, read);

@@ -1,0 +1,14 @@
+//! Reading a file's bytes, and nothing else: opening it with no symlink followed (`resolve`), streaming it through one buffer under the shared read budget (`reader`, `budget`), noticing a write mid-read (`current`), large files by their chunks (`chunks`), reads issued ahead (`ahead`), small bounded reads of configuration and secrets (`fsread`), what a read found (`version`), the api's hang-up seen between buffers (`lifeline`), and the secrets a read must never give out (`secrets`).
+//!
+//! May call: nothing of the other groups (the crate's shared `sys`, `error`, `policy` aside).
+
+pub mod ahead;
+pub mod budget;
+pub mod chunks;
+pub mod current;
+pub mod fsread;
+pub mod lifeline;
+pub mod reader;
+pub mod resolve;
+pub mod secrets;
+pub mod version;
