@@ -18,16 +18,6 @@ fn sooner(wait: nix::poll::PollTimeout, at: std::time::Instant) -> nix::poll::Po
     }
 }
 
-/// A digest of the findings that changes when any is added, cleared or changed.
-fn fingerprint(findings: &[protocol::report::Violation]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for v in findings {
-        (&v.path, &v.expected_hash, &v.actual_hash).hash(&mut h);
-    }
-    h.finish()
-}
-
 impl Server {
     /// Waits for the channel or the watcher. Watched-path changes are announced to the api
     /// with an unsolicited `Notice` (id 0); returns true once a request is waiting.
@@ -65,55 +55,28 @@ impl Server {
         }
         // A slice may read a large file for seconds: a notice held back goes out first (the
         // poll wakes when it may), and such a read arms the sentinel (`sentinel::long_read`).
-        let slice_due = self.sweep.is_some() && std::time::Instant::now() >= self.next_slice;
+        let slice_due = self.v.sweep.is_some() && std::time::Instant::now() >= self.v.next_slice;
         if slice_due && self.held_notice.is_none() {
             self.run_slice();
             self.sentinel.idle();
             self.take_announced();
             let soonest = std::time::Instant::now() + crate::verifying::spread::SLICE_PERIOD;
             // No cycle: nothing is spread (a registry's dir); look again an interval later.
-            self.next_slice = self
-                .cycle
-                .as_ref()
-                .map_or(std::time::Instant::now() + self.policy.scan_interval, |c| {
-                    c.next_due().max(soonest)
-                });
+            self.v.next_slice = self.v.cycle.as_ref().map_or(
+                std::time::Instant::now() + self.v.policy.scan_interval,
+                |c| c.next_due().max(soonest),
+            );
         }
         Ok(chan_ready)
     }
 
-    /// Reads again the changed files whose writeback window has passed (`settle`), bringing
-    /// the last sweep up to date, and announces it so the api's next report says they are
-    /// proven (or what they now hold).
+    /// Settle reads due now (`Verifier::settle`), announced so the api's next report says they
+    /// are proven (or what they now hold).
     pub(super) fn settle_reads(&mut self) {
-        let due = self.hasher.settling.take_due(std::time::Instant::now());
-        if due.is_empty() {
-            return;
+        if self.v.settle() {
+            let (n, o) = self.held_notice.unwrap_or((0, false));
+            self.held_notice = Some((n.saturating_add(1), o));
         }
-        for path in &due {
-            self.hasher.forget(path);
-        }
-        tracing::info!(
-            files = due.len(),
-            "settle read: changed files read again after the writeback window"
-        );
-        if let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) {
-            let updated = crate::verifying::rescan::update(
-                &self.policy,
-                &b.manifest,
-                &mut self.hasher,
-                sweep,
-                &due,
-            );
-            if updated.is_none() {
-                // Only a full sweep can say (a registry's dir): the next request makes one,
-                // reading them (their digests are forgotten).
-                self.sweep = None;
-                self.cycle = None;
-            }
-        }
-        let (n, o) = self.held_notice.unwrap_or((0, false));
-        self.held_notice = Some((n.saturating_add(1), o));
     }
 
     /// Takes in what the sentinel drained (its notice went out already) before any request,
@@ -139,115 +102,29 @@ impl Server {
         };
         // A settle read falls due then; the next slice of the spread sweep, while there is a
         // sweep to keep.
-        let slice = self.sweep.as_ref().map(|_| self.next_slice);
-        [self.hasher.settling.next_due(), slice]
+        let slice = self.v.sweep.as_ref().map(|_| self.v.next_slice);
+        [self.v.hasher.settling.next_due(), slice]
             .into_iter()
             .flatten()
             .fold(wait, sooner)
     }
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the
-    /// changes covers, and (unless the sentinel sent it) the notice to send.
+    /// changes covers (`Verifier::absorb`), and (unless the sentinel sent it) the notice to send.
     pub(super) fn absorb(&mut self, changes: crate::live::watch::Changes, announce: bool) {
-        if changes.overflow {
-            // Events were lost: nothing remembered can be trusted; the next scan reads all.
-            tracing::warn!("inotify queue overflowed: next scan re-reads every file");
-            self.hasher.forget_all();
-        }
-        // A path the kernel says changed is read again even if its metadata looks the
-        // same (a clock stepped back, a filesystem with coarse timestamps).
-        for path in &changes.paths {
-            self.hasher.forget(path);
-            self.hasher.settling.note(path);
-        }
-        // What the next scan of the changes checks; lost or unnamed events, or too many
-        // names, leave only a full sweep sure.
-        if changes.overflow || changes.unnamed || self.named.len() + changes.paths.len() > MAX_NAMED
-        {
-            self.named_complete = false;
-            self.named.clear();
-        } else if self.named_complete {
-            self.named.extend(changes.paths);
-        }
+        self.v.absorb(&changes);
         if announce && (changes.changed > 0 || changes.overflow) {
             let (n, o) = self.held_notice.unwrap_or((0, false));
             self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
         }
     }
 
-    /// One slice of the spread sweep; a finding it adds or clears is announced like a change.
+    /// One slice of the spread sweep (`Verifier::slice`); a finding it adds or clears is
+    /// announced like a change.
     pub(super) fn run_slice(&mut self) {
-        let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) else {
-            return;
-        };
-        // A cycle done early (fewer units than slices) rests until its interval is over.
-        if self
-            .cycle
-            .as_ref()
-            .is_some_and(|c| c.complete() && c.started.elapsed() >= c.interval())
-        {
-            self.cycle = None;
-        }
-        if self.cycle.is_none() {
-            self.cycle = crate::verifying::spread::Cycle::new(&self.policy, &b.manifest);
-        }
-        let Some(cycle) = self.cycle.as_mut() else {
-            return; // not spread (a registry's dir): the api's ticks sweep everything
-        };
-        if cycle.complete() {
-            return;
-        }
-        let units = cycle.slice_at(std::time::Instant::now(), &b.manifest);
-        let before = fingerprint(&sweep.findings);
-        let (wall, cpu) = (
-            std::time::Instant::now(),
-            crate::verifying::spread::thread_cpu(),
-        );
-        let updated = crate::verifying::rescan::update(
-            &self.policy,
-            &b.manifest,
-            &mut self.hasher,
-            sweep,
-            &units,
-        );
-        let took = crate::verifying::spread::thread_cpu().saturating_sub(cpu);
-        if took > cycle.slowest {
-            // Rare (a new maximum): a cycle over a large tree may take many minutes.
-            tracing::debug!(
-                slowest_cpu_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX),
-                units = units.len(),
-                "spread sweep: slowest slice so far"
-            );
-            cycle.slowest = took;
-        }
-        let changed = match updated {
-            Some(()) => fingerprint(&sweep.findings) != before,
-            None => {
-                // Only a full sweep can say: the next request makes one.
-                self.sweep = None;
-                self.cycle = None;
-                true
-            }
-        };
-        if changed {
-            tracing::info!(
-                units = units.len(),
-                "the spread sweep found a change no event announced"
-            );
+        if self.v.slice() {
             let (n, o) = self.held_notice.unwrap_or((0, false));
             self.held_notice = Some((n.saturating_add(1), o));
-        }
-        if let (Some(cycle), Some(sweep)) = (&self.cycle, self.sweep.as_mut()) {
-            if cycle.complete() {
-                tracing::debug!(
-                    units = cycle.units(),
-                    ms = u64::try_from(cycle.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    slowest_cpu_us = u64::try_from(cycle.slowest.as_micros()).unwrap_or(u64::MAX),
-                    "spread sweep cycle complete"
-                );
-                sweep.at = cycle.started;
-            }
         }
         // After a completed cycle, or a slice that read much (the backstop); throttled.
         self.keep_versions();
@@ -260,23 +137,23 @@ impl Server {
     pub(super) fn keep_versions(&mut self) {
         // Chunk digests describe the baseline's content, not a boot: kept whenever new ones
         // were learned (a few large files: small and rare writes).
-        if let (Some(k), Some(current)) = (&self.key, &self.baseline) {
-            if self.hasher.take_chunks_learned() {
-                crate::verifying::chunkstore::keep(&self.store, k.bytes(), current, &self.hasher);
+        if let (Some(k), Some(current)) = (&self.key, &self.v.baseline) {
+            if self.v.hasher.take_chunks_learned() {
+                crate::verifying::chunkstore::keep(&self.store, k.bytes(), current, &self.v.hasher);
             }
         }
-        let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.baseline)
+        let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.v.baseline)
         else {
             return;
         };
-        let read = self.hasher.bytes_hashed;
+        let read = self.v.hasher.bytes_hashed;
         if self.kept_at.is_some_and(|(t, bytes)| {
             t.elapsed() < crate::verifying::remember::SAVE_EVERY
                 && read.saturating_sub(bytes) < crate::verifying::remember::SAVE_AFTER_BYTES
         }) {
             return;
         }
-        crate::verifying::remember::keep(&self.store, k.bytes(), boot, current, &self.hasher);
+        crate::verifying::remember::keep(&self.store, k.bytes(), boot, current, &self.v.hasher);
         self.kept_at = Some((std::time::Instant::now(), read));
     }
 

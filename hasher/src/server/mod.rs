@@ -1,5 +1,7 @@
 //! The request loop: one request at a time, answered from the hasher's own policy and key.
 
+use crate::verifying::verifier::Verifier;
+
 mod idle;
 mod requests;
 
@@ -20,9 +22,6 @@ use crate::storing::token::Token;
 use crate::verifying::hashing::FileHasher;
 use crate::verifying::scan;
 
-/// Most named paths a scan of the changes checks one by one; past it, it sweeps everything.
-const MAX_NAMED: usize = 4096;
-
 /// Shortest time between two change notices to the api. Each notice makes the api 503 at once
 /// and ask for a check of the named paths, which costs what the change costs (a small file:
 /// about a millisecond), so the gap only bounds a file written without pause to 20 checks a
@@ -31,8 +30,9 @@ const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Everything the hasher holds between requests.
 pub struct Server {
+    /// The policy, the baseline, the file memory and the sweeps: what decides.
+    v: Verifier,
     policy_path: PathBuf,
-    policy: Policy,
     key: Option<Key>,
     token: Option<Token>,
     store: Store,
@@ -42,9 +42,6 @@ pub struct Server {
     store_event: Option<protocol::message::StoreEvent>,
     /// The next commit's generation: past everything either store file ever claimed.
     next_generation: u64,
-    baseline: Option<Current>,
-    hasher: FileHasher,
-    seq: u64,
     greeted: bool,
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
@@ -55,14 +52,6 @@ pub struct Server {
     last_notice: Option<std::time::Instant>,
     /// The latest completed scan, and when it completed on the monotonic clock.
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
-    /// The last full sweep's findings, brought up to date by each scan of the changes.
-    sweep: Option<scan::Sweep>,
-    /// Paths the kernel named since the last scan, and whether they are all that changed.
-    named: std::collections::HashSet<PathBuf>,
-    named_complete: bool,
-    /// The sweep spread over the interval, and when its next slice is due.
-    cycle: Option<crate::verifying::spread::Cycle>,
-    next_slice: std::time::Instant,
     /// The boot this runs in (what the slots remember is kept for a restart within it).
     boot_id: Option<String>,
     /// When what the slots remember was last kept, and the bytes hashed by then.
@@ -158,17 +147,24 @@ impl Server {
             )
             .ok();
         Server {
+            v: Verifier {
+                policy,
+                baseline,
+                hasher,
+                seq: 0,
+                sweep: None,
+                named: std::collections::HashSet::new(),
+                named_complete: false,
+                cycle: None,
+                next_slice: std::time::Instant::now(),
+            },
             policy_path,
-            policy,
             key,
             token,
             store,
             store_status,
             store_event,
             next_generation: highest.saturating_add(1),
-            baseline,
-            hasher,
-            seq: 0,
             greeted: false,
             read_set,
             release_override,
@@ -176,11 +172,6 @@ impl Server {
             sentinel: crate::live::sentinel::Sentinel::new(watcher),
             held_notice: None,
             last_notice: None,
-            sweep: None,
-            named: std::collections::HashSet::new(),
-            named_complete: false,
-            cycle: None,
-            next_slice: std::time::Instant::now(),
             boot_id,
             kept_at: None,
             challenges: crate::storing::authority::Challenges::default(),
@@ -252,10 +243,10 @@ impl Server {
             scan_completed_at: report.completed_at.clone(),
             scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
             baseline_digest: report.baseline_digest.clone(),
-            baseline_generation: self.baseline.as_ref().map_or(0, |b| b.generation),
+            baseline_generation: self.v.baseline.as_ref().map_or(0, |b| b.generation),
             violation_count: report.violation_count,
             violations: report.violations.clone(),
-            degradation_threshold: self.policy.degradation_threshold,
+            degradation_threshold: self.v.policy.degradation_threshold,
             audit_seq,
             audit_head,
             issued_at: scan::now_rfc3339(),
@@ -313,7 +304,7 @@ impl Server {
         };
         Response::Hello {
             version: PROTOCOL_VERSION,
-            policy: self.policy.summary(),
+            policy: self.v.policy.summary(),
             key,
             store: self.store_status.clone(),
             token_digest: self.token.as_ref().map(Token::digest_hex),

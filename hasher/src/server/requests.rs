@@ -19,12 +19,12 @@ impl Server {
                 .redeem(self.key.as_ref(), proof)
                 .map(|()| "rebaseline authority (key ceremony)");
         }
-        let bearer = self.policy.rebaseline_auth == RebaselineAuth::Bearer;
+        let bearer = self.v.policy.rebaseline_auth == RebaselineAuth::Bearer;
         match (presented, &self.token) {
             (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
             (Some(p), Some(t)) if t.matches(p) => Err("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
             (Some(_), _) => Err("the token presented is not the service token"),
-            (None, _) if self.store_status == StoreStatus::Empty && self.baseline.is_none() => {
+            (None, _) if self.store_status == StoreStatus::Empty && self.v.baseline.is_none() => {
                 Ok("first initialization of an empty store")
             }
             (None, _) => Err("a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
@@ -46,7 +46,7 @@ impl Server {
         let key = self.key.as_ref().map(Key::bytes);
         let generation = self.next_generation;
         let (manifest, slots) =
-            match scan::make_baseline(&self.policy, &mut self.hasher, key, generation) {
+            match scan::make_baseline(&self.v.policy, &mut self.v.hasher, key, generation) {
                 Ok(made) => made,
                 Err(e) => {
                     tracing::error!(error = %e, "baseline refused");
@@ -76,21 +76,21 @@ impl Server {
             "new baseline signed, stored and adopted"
         );
         // What was read to make it stands for the first sweep against it.
-        self.hasher.adopt(&current.digest, slots);
+        self.v.hasher.adopt(&current.digest, slots);
         let s = summary(&current);
         self.next_generation = generation.saturating_add(1);
         self.store_status = StoreStatus::Adopted(s.clone());
         self.store_event = None;
-        self.baseline = Some(current);
-        self.sweep = None;
-        self.cycle = None;
+        self.v.baseline = Some(current);
+        self.v.sweep = None;
+        self.v.cycle = None;
         self.kept_at = None;
         Response::BaselineCreated { summary: s }
     }
 
     /// A part of the adopted manifest, read from the store file.
     pub(super) fn baseline_part(&self, offset: u64) -> Response {
-        let Some(b) = &self.baseline else {
+        let Some(b) = &self.v.baseline else {
             return error(ErrorKind::NoBaseline, "no baseline is adopted");
         };
         let start = offset.min(b.len);
@@ -105,26 +105,14 @@ impl Server {
         }
     }
 
+    /// A full sweep (`Verifier::sweep_all`), kept for a restart, reported.
     pub(super) fn scan(&mut self) -> Response {
-        let Some(b) = &self.baseline else {
+        let Some(report) = self.v.sweep_all(self.sentinel.complete()) else {
             return error(
                 ErrorKind::NoBaseline,
                 "no baseline is adopted; rebaseline first",
             );
         };
-        self.seq += 1;
-        // Everything named so far is covered: events drained later name later changes.
-        self.named.clear();
-        self.named_complete = self.sentinel.complete();
-        self.cycle = None;
-        let (report, sweep) = scan::sweep(
-            &self.policy,
-            &b.manifest,
-            &b.digest,
-            &mut self.hasher,
-            self.seq,
-        );
-        self.sweep = Some(sweep);
         self.keep_versions();
         tracing::info!(
             seq = report.seq,
@@ -139,62 +127,23 @@ impl Server {
     /// A report as sent: saying how many changed files await their settle read, kept as the
     /// latest, signed.
     pub(super) fn finish(&mut self, mut report: protocol::report::ScanReport) -> Response {
-        report.unsettled = u32::try_from(self.hasher.settling.pending()).unwrap_or(u32::MAX);
+        report.unsettled = u32::try_from(self.v.hasher.settling.pending()).unwrap_or(u32::MAX);
         self.last_report = Some((report.clone(), std::time::Instant::now()));
         Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
     }
 
-    /// How long a sweep's findings stand in for a new sweep. Spread, a cycle examines every
-    /// unit once per cycle interval and `at` is when the last complete one began: at most two
-    /// cycles old while cycles keep up. Not spread (no inotify, or a registry's dir), the
-    /// api's tick, a scan interval after the last report, must find it stale and sweep: 0.9
-    /// of it.
-    pub(super) fn sweep_lifetime(&self) -> std::time::Duration {
-        if self.sentinel.watching() && scan::governed(&self.policy).is_none() {
-            let files = self
-                .baseline
-                .as_ref()
-                .map_or(0, |b| b.manifest.entries.len());
-            crate::verifying::spread::cycle_interval(&self.policy, files).saturating_mul(2)
-        } else {
-            self.policy.scan_interval.mul_f64(0.9)
-        }
-    }
-
     /// Checks only the paths the kernel named since the last scan, when they are all that
-    /// changed and the sweep (full, or spread over the interval) is current; sweeps otherwise.
-    /// The hasher decides: an api that only ever asks for this still gets a full sweep every
+    /// changed and the sweep is current (`Verifier::check_named`); sweeps otherwise. The
+    /// hasher decides: an api that only ever asks for this still gets a full sweep every
     /// interval.
     pub(super) fn scan_changed(&mut self) -> Response {
-        let fresh = match (&self.sweep, &self.baseline) {
-            (Some(s), Some(b)) => s.digest == b.digest && s.at.elapsed() < self.sweep_lifetime(),
-            _ => false,
-        };
-        if !(fresh && self.named_complete) {
-            return self.scan();
-        }
-        let (Some(mut sweep), Some(b)) = (self.sweep.take(), self.baseline.as_ref()) else {
+        let Some((report, paths)) = self.v.check_named(self.sentinel.watching()) else {
             return self.scan();
         };
-        let paths: Vec<PathBuf> = self.named.drain().collect();
-        let report = crate::verifying::rescan::rescan(
-            &self.policy,
-            &b.manifest,
-            &mut self.hasher,
-            &mut sweep,
-            &paths,
-            self.seq + 1,
-        );
-        let Some(report) = report else {
-            tracing::debug!(paths = paths.len(), "named changes need a full sweep");
-            return self.scan();
-        };
-        self.seq += 1;
-        self.sweep = Some(sweep);
         self.keep_versions();
         tracing::info!(
             seq = report.seq,
-            paths = paths.len(),
+            paths,
             violations = report.violation_count,
             bytes = report.bytes_hashed,
             ms = report.duration_ms,
@@ -211,7 +160,7 @@ impl Server {
                 return error(ErrorKind::PolicyInvalid, e.to_string());
             }
         };
-        if policy.hmac_key_path != self.policy.hmac_key_path {
+        if policy.hmac_key_path != self.v.policy.hmac_key_path {
             return error(
                 ErrorKind::RestartRequired,
                 "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
@@ -228,13 +177,13 @@ impl Server {
         tracing::info!(path = %self.policy_path.display(), "policy reloaded");
         self.sentinel
             .replace(crate::live::watch::Watcher::new(&policy).ok());
-        self.hasher.apply(&policy);
-        self.policy = policy;
+        self.v.hasher.apply(&policy);
+        self.v.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.
-        self.sweep = None;
-        self.cycle = None;
+        self.v.sweep = None;
+        self.v.cycle = None;
         Response::Reloaded {
-            policy: self.policy.summary(),
+            policy: self.v.policy.summary(),
         }
     }
 }

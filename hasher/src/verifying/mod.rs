@@ -12,4 +12,5 @@ pub mod scan;
 pub mod settle;
 pub mod slots;
 pub mod spread;
+pub mod verifier;
 pub mod walk;
