@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 const DEFAULT_WINDOW: Duration = Duration::from_millis(35_000);
 /// Past the window, for the flusher's own scheduling.
 const MARGIN: Duration = Duration::from_secs(2);
-/// Most changed files awaiting their settle read; past it, the oldest are read at once.
+/// Most changed files awaiting their settle read by name; past it (or when inotify lost
+/// events, so which files changed is not known) every file is read again a window later.
 const MAX_PENDING: usize = 4096;
 
 static KERNEL_WINDOW: OnceLock<Duration> = OnceLock::new();
@@ -51,6 +52,9 @@ pub fn read_kernel_window() -> Duration {
 pub struct Settling {
     window: Duration,
     due: HashMap<PathBuf, Instant>,
+    /// When every file is to be read again: more changes than are tracked by name, or
+    /// changes inotify lost.
+    everything: Option<Instant>,
 }
 
 impl Default for Settling {
@@ -58,8 +62,18 @@ impl Default for Settling {
         Settling {
             window: DEFAULT_WINDOW + MARGIN,
             due: HashMap::new(),
+            everything: None,
         }
     }
+}
+
+/// What is due for its settle read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// These files, each read once more.
+    pub paths: Vec<PathBuf>,
+    /// Every file: the tracked names no longer tell all that changed.
+    pub everything: bool,
 }
 
 impl Settling {
@@ -68,6 +82,7 @@ impl Settling {
         self.window = window;
         if window.is_zero() {
             self.due.clear();
+            self.everything = None;
         }
     }
 
@@ -79,44 +94,63 @@ impl Settling {
             return;
         }
         if self.due.len() >= MAX_PENDING && !self.due.contains_key(path) {
-            // Bounded: the oldest is made due now rather than another one forgotten.
-            if let Some(oldest) = self
-                .due
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(p, _)| p.clone())
-            {
-                self.due.insert(oldest, Instant::now());
-            }
+            // Bounded: not one change forgotten, nor one read before its window: every file
+            // is read again a window after the latest.
+            self.note_everything();
             return;
         }
         self.due
             .insert(path.to_owned(), Instant::now() + self.window);
     }
 
-    /// The files whose settle read is due at `now`; they are no longer pending (the caller
-    /// reads them before its next report).
-    pub fn take_due(&mut self, now: Instant) -> Vec<PathBuf> {
-        let due: Vec<PathBuf> = self
+    /// Which files changed is not known (inotify lost events, or too many to track): every
+    /// file is read once more a window from now.
+    pub fn note_everything(&mut self) {
+        if !self.window.is_zero() {
+            self.everything = Some(Instant::now() + self.window);
+        }
+    }
+
+    /// What is due for its settle read at `now`; it is no longer pending (the caller reads it
+    /// before its next report). Every file, when that is due: it covers each name too.
+    pub fn take_due(&mut self, now: Instant) -> Due {
+        if self.everything.is_some_and(|at| at <= now) {
+            self.everything = None;
+            self.due.clear();
+            return Due {
+                paths: Vec::new(),
+                everything: true,
+            };
+        }
+        let paths: Vec<PathBuf> = self
             .due
             .iter()
             .filter(|(_, at)| **at <= now)
             .map(|(p, _)| p.clone())
             .collect();
-        for p in &due {
+        for p in &paths {
             self.due.remove(p);
         }
-        due
+        Due {
+            paths,
+            everything: false,
+        }
     }
 
     /// When the next settle read falls due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.due.values().min().copied()
+        self.due
+            .values()
+            .min()
+            .copied()
+            .into_iter()
+            .chain(self.everything)
+            .min()
     }
 
-    /// Files not proven yet.
+    /// Files not proven yet (every file awaiting its read counts as one more).
     pub fn pending(&self) -> usize {
-        self.due.len()
+        self.due.len() + usize::from(self.everything.is_some())
     }
 }
 
@@ -134,16 +168,17 @@ mod tests {
         s.note(&f);
         s.note(dir.path()); // a directory is never pending
         assert_eq!(s.pending(), 1);
-        assert!(s.take_due(Instant::now()).is_empty(), "not yet");
+        assert_eq!(s.take_due(Instant::now()), Due::default(), "not yet");
         std::thread::sleep(Duration::from_millis(120));
         s.note(&f);
         std::thread::sleep(Duration::from_millis(120));
-        assert!(
-            s.take_due(Instant::now()).is_empty(),
+        assert_eq!(
+            s.take_due(Instant::now()),
+            Due::default(),
             "moved by the later change"
         );
         std::thread::sleep(Duration::from_millis(120));
-        assert_eq!(s.take_due(Instant::now()), vec![f.clone()]);
+        assert_eq!(s.take_due(Instant::now()).paths, vec![f.clone()]);
         assert_eq!(s.pending(), 0);
         s.set_window(Duration::ZERO);
         s.note(&f);
@@ -174,7 +209,7 @@ mod tests {
         assert_eq!(read(&h) - after_first, 1000, "only the changed file");
         assert_eq!(h.settling.pending(), 1);
         std::thread::sleep(Duration::from_millis(60));
-        let due = h.settling.take_due(Instant::now());
+        let due = h.settling.take_due(Instant::now()).paths;
         assert_eq!(due, vec![files[3].clone()]);
         for p in &due {
             h.forget(p);
@@ -194,5 +229,40 @@ mod tests {
             h.check(f);
         }
         assert_eq!(read(&h), before_idle, "unchanged files cost nothing");
+    }
+
+    #[test]
+    fn past_the_bound_every_file_is_read_again_and_nothing_early() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<PathBuf> = (0..=MAX_PENDING)
+            .map(|i| {
+                let f = dir.path().join(format!("f{i}"));
+                std::fs::write(&f, "x").expect("write");
+                f
+            })
+            .collect();
+        let mut s = Settling::default();
+        s.set_window(Duration::from_millis(400));
+        for f in &files {
+            s.note(f);
+        }
+        assert_eq!(
+            s.pending(),
+            MAX_PENDING + 1,
+            "the one past the bound counts too"
+        );
+        let early = s.take_due(Instant::now());
+        assert!(
+            early.paths.is_empty() && !early.everything,
+            "none read early"
+        );
+        std::thread::sleep(Duration::from_millis(450));
+        let due = s.take_due(Instant::now());
+        assert!(due.everything, "{} named", due.paths.len());
+        assert_eq!(s.pending(), 0);
+        // Lost events: every file, a window later.
+        s.note_everything();
+        assert_eq!(s.pending(), 1);
+        assert!(s.next_due().is_some());
     }
 }

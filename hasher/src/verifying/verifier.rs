@@ -50,9 +50,11 @@ impl Verifier {
     /// unnamed events, or too many names, leave only a full sweep sure.
     pub(crate) fn absorb(&mut self, changes: &crate::live::watch::Changes) {
         if changes.overflow {
-            // Events were lost: nothing remembered can be trusted; the next scan reads all.
+            // Events were lost: nothing remembered can be trusted; the next scan reads all,
+            // and which files changed is not known, so each is settled a window later too.
             tracing::warn!("inotify queue overflowed: next scan re-reads every file");
             self.hasher.forget_all();
+            self.hasher.settling.note_everything();
         }
         for path in &changes.paths {
             self.hasher.forget(path);
@@ -71,6 +73,17 @@ impl Verifier {
     /// the last sweep up to date; true when it read any.
     pub(crate) fn settle(&mut self) -> bool {
         let due = self.hasher.settling.take_due(Instant::now());
+        if due.everything {
+            // The next request sweeps everything, reading every file (all forgotten).
+            tracing::warn!(
+                "settle read of every file: more changes than are tracked by name, or lost events"
+            );
+            self.hasher.forget_all();
+            self.sweep = None;
+            self.cycle = None;
+            return true;
+        }
+        let due = due.paths;
         if due.is_empty() {
             return false;
         }
