@@ -74,7 +74,9 @@ fn post(host: &str, path: &str, proof: Option<&str>) -> Result<(u16, String), St
     let fail = |e: std::io::Error| format!("{host}: {e}");
     let mut s = TcpStream::connect(host).map_err(fail)?;
     s.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(fail)?;
-    let extra = proof.map_or_else(String::new, |p| format!("X-Rebaseline-Proof: {p}\r\n"));
+    let extra = proof.map_or_else(String::new, |p| {
+        format!("{}: {p}\r\n", crate::http::PROOF_HEADER)
+    });
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"

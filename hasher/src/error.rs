@@ -89,6 +89,12 @@ pub enum KeyError {
         /// The world-writable directory.
         dir: PathBuf,
     },
+    /// Our unit's stand-in for a credential whose source was missing.
+    #[error("HMAC key: {why}")]
+    NotProvisioned {
+        /// Which store file is missing.
+        why: String,
+    },
     /// Shorter than 32 bytes or longer than 4096.
     #[error("HMAC key {}: {len} bytes; a key must be 32 to 4096 bytes (e.g. `openssl rand 32 > {}`)", path.display(), path.display())]
     BadLength {

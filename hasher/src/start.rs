@@ -99,10 +99,7 @@ fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::
     let key_path =
         crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
     let key = key::load_in_use(&key_path).map_err(|e| {
-        match crate::storing::credentials::missing_source(&key_path) {
-            Some(missing) => tracing::error!(error = %missing, "HMAC key missing"),
-            None => tracing::error!(error = %e, "HMAC key refused"),
-        }
+        tracing::error!(error = %e, "HMAC key refused");
         EXIT_CONFIG
     })?;
     if key.is_none() {

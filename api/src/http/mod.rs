@@ -17,7 +17,7 @@ mod reply;
 mod request;
 mod routes;
 
-pub use request::handle;
+pub use request::{handle, PROOF_HEADER};
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
 const MAX_BODY: usize = 4096;

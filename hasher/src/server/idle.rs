@@ -74,8 +74,7 @@ impl Server {
     /// are proven (or what they now hold).
     pub(super) fn settle_reads(&mut self) {
         if self.v.settle() {
-            let (n, o) = self.held_notice.unwrap_or((0, false));
-            self.held_notice = Some((n.saturating_add(1), o));
+            self.hold_notice(1, false);
         }
     }
 
@@ -92,11 +91,7 @@ impl Server {
     pub(super) fn poll_timeout(&self) -> nix::poll::PollTimeout {
         use nix::poll::PollTimeout;
         let wait = match (&self.held_notice, self.last_notice) {
-            (Some(_), Some(last)) => {
-                let left = NOTICE_GAP.saturating_sub(last.elapsed())
-                    + std::time::Duration::from_micros(999);
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
-            }
+            (Some(_), Some(last)) => sooner(PollTimeout::NONE, last + NOTICE_GAP),
             (Some(_), None) => PollTimeout::ZERO,
             (None, _) => PollTimeout::NONE,
         };
@@ -114,17 +109,21 @@ impl Server {
     pub(super) fn absorb(&mut self, changes: crate::live::watch::Changes, announce: bool) {
         self.v.absorb(&changes);
         if announce && (changes.changed > 0 || changes.overflow) {
-            let (n, o) = self.held_notice.unwrap_or((0, false));
-            self.held_notice = Some((n.saturating_add(changes.changed), o || changes.overflow));
+            self.hold_notice(changes.changed, changes.overflow);
         }
+    }
+
+    /// Adds `changed` (and whether events were lost) to the notice not sent yet.
+    fn hold_notice(&mut self, changed: u32, overflow: bool) {
+        let (n, o) = self.held_notice.unwrap_or((0, false));
+        self.held_notice = Some((n.saturating_add(changed), o || overflow));
     }
 
     /// One slice of the spread sweep (`Verifier::slice`); a finding it adds or clears is
     /// announced like a change.
     pub(super) fn run_slice(&mut self) {
         if self.v.slice() {
-            let (n, o) = self.held_notice.unwrap_or((0, false));
-            self.held_notice = Some((n.saturating_add(1), o));
+            self.hold_notice(1, false);
         }
         // After a completed cycle, or a slice that read much (the backstop); throttled.
         self.keep_versions();

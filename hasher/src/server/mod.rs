@@ -1,7 +1,5 @@
 //! The request loop: one request at a time, answered from the hasher's own policy and key.
 
-use crate::verifying::verifier::Verifier;
-
 mod idle;
 mod requests;
 
@@ -21,6 +19,7 @@ use crate::storing::store::{Current, Loaded, Store};
 use crate::storing::token::Token;
 use crate::verifying::hashing::FileHasher;
 use crate::verifying::scan;
+use crate::verifying::verifier::Verifier;
 
 /// Shortest time between two change notices to the api. Each notice makes the api 503 at once
 /// and ask for a check of the named paths, which costs what the change costs (a small file:

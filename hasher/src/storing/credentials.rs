@@ -62,27 +62,23 @@ pub fn is_unprovisioned(content: &[u8]) -> bool {
     content.trim_ascii() == UNPROVISIONED
 }
 
-/// When `path` is one of our units' credentials and holds [`UNPROVISIONED`], what is missing.
-pub fn missing_source(path: &Path) -> Option<String> {
-    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
-    if path.parent() != Some(Path::new(&dir)) {
-        return None;
+/// What a credential at `path` holding [`UNPROVISIONED`] means, in one line: which store file
+/// our unit found missing (the caller has read the content; nothing is read here).
+pub fn missing_source(path: &Path) -> String {
+    let id = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    match [KEY, TOKEN].into_iter().find(|(_, i)| *i == id) {
+        Some((file, id)) => format!(
+            "credential {id} holds no secret: its source {STORE}/{file} was not there when the unit started \
+             (provision it, or point the unit at the old /run/secure-ai file: docs/replacing-go.md)"
+        ),
+        None => format!(
+            "{}: holds our units' marker for a missing credential, not a secret",
+            path.display()
+        ),
     }
-    let mut content = zeroize::Zeroizing::new(Vec::with_capacity(65));
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::open(path).ok()?, 64),
-        &mut content,
-    )
-    .ok()?;
-    if !is_unprovisioned(&content) {
-        return None;
-    }
-    let id = path.file_name()?.to_str()?;
-    let file = [KEY, TOKEN].into_iter().find(|(_, i)| *i == id)?.0;
-    Some(format!(
-        "credential {id} holds no secret: its source {STORE}/{file} was not there when the unit started \
-         (provision it, or point the unit at the old /run/secure-ai file: README \"Replacing the Go service\")"
-    ))
 }
 
 /// Whether a secret with these permission bits is open to too many: any access by others, or

@@ -77,6 +77,11 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
                 why: e.to_string(),
             },
         })?;
+    if crate::storing::credentials::is_unprovisioned(&bytes) {
+        return Err(KeyError::NotProvisioned {
+            why: crate::storing::credentials::missing_source(path),
+        });
+    }
     if bytes.len() < MIN_KEY_LEN {
         return Err(KeyError::BadLength {
             path: path.to_owned(),
@@ -122,5 +127,19 @@ mod tests {
         std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("chmod");
         assert!(matches!(load(&d), Err(KeyError::Unreadable { .. })));
+    }
+
+    #[test]
+    fn our_units_marker_for_a_missing_source_names_the_store_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("integrity-hmac-key");
+        std::fs::write(&p, b"(not provisioned)").expect("write");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let e = load(&p).expect_err("no key").to_string();
+        assert!(
+            e.contains("/var/lib/secure-ai/credentials/integrity-hmac.key was not there"),
+            "{e}"
+        );
     }
 }

@@ -47,7 +47,8 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Token>, crate::error::T
             Ok(None)
         }
         Ok((bytes, file)) => {
-            let token = if crate::storing::credentials::is_unprovisioned(&bytes) {
+            let unprovisioned = crate::storing::credentials::is_unprovisioned(&bytes);
+            let token = if unprovisioned {
                 None
             } else {
                 Token::from_text(&bytes)
@@ -57,14 +58,13 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Token>, crate::error::T
             }
             let len = bytes.trim_ascii().len();
             match &token {
-                None => match crate::storing::credentials::missing_source(path) {
-                    Some(missing) => {
-                        tracing::error!(error = %missing, "no service token: rebaseline, scan and reload stay closed")
-                    }
-                    None => {
-                        tracing::warn!(path = %path.display(), "service token file is empty: rebaseline, scan and reload stay closed")
-                    }
-                },
+                None if unprovisioned => {
+                    let missing = crate::storing::credentials::missing_source(path);
+                    tracing::error!(error = %missing, "no service token: rebaseline, scan and reload stay closed")
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "service token file is empty: rebaseline, scan and reload stay closed")
+                }
                 Some(_) if len < SHORT => {
                     tracing::warn!(path = %path.display(), len, "service token is short; use 32 random bytes (e.g. `openssl rand -hex 32`)")
                 }
