@@ -48,6 +48,7 @@ fn protocol_decoders_never_panic() {
         violation_count: 0,
         violations: vec![],
         unsettled: 0,
+        sealed_files: 0,
     };
     seeds.extend(encode(7, &Response::Report(report.sign(None))).unwrap());
     seeds.extend(

@@ -77,6 +77,27 @@ impl Drop for Sleeper {
     }
 }
 
+/// The hasher's one ioctl is FS_IOC_MEASURE_VERITY: it reaches the kernel (which, without
+/// fs-verity here, says the file has none), and any other ioctl on the same file is killed by
+/// the filter. Under a verity kernel the same probes run in tests/verity.
+#[test]
+fn hasher_may_measure_a_seal_and_make_no_other_ioctl() {
+    let a = Appliance::new();
+    let watched = path_str(&a.path(BINARIES[0]));
+    match hasher_probe(&a, "measure", &watched) {
+        Verdict::Errno(e) => assert!(
+            [libc::ENODATA, libc::ENOTTY, libc::EOPNOTSUPP].contains(&e),
+            "FS_IOC_MEASURE_VERITY reached the kernel and got errno {e}"
+        ),
+        other => panic!("FS_IOC_MEASURE_VERITY: {other:?}"),
+    }
+    assert_eq!(
+        hasher_probe(&a, "ioctl", &watched),
+        Verdict::Sigsys,
+        "FS_IOC_GETFLAGS"
+    );
+}
+
 #[test]
 fn hasher_reads_only_its_watch_set_and_does_nothing_else() {
     let a = Appliance::new();

@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod notify;
 pub mod recorder;
 pub mod sandbox;
+pub mod seal;
 mod serve;
 pub mod snapshot;
 mod start;

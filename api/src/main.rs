@@ -105,6 +105,14 @@ enum Tool {
         #[arg(long, default_value = "http://127.0.0.1:8510")]
         url: String,
     },
+    /// Seal model files with fs-verity (a directory: every file beneath it), so the monitor
+    /// proves them by their seal after every reboot instead of reading them; prints each
+    /// digest. Root (or the registry at promotion) runs it; the filesystem must have verity.
+    Seal {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Check a baseline manifest (e.g. a backup) against the HMAC key, offline.
     VerifyBaseline {
         /// The HMAC key file.
@@ -214,6 +222,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
         Tool::VerifyBaseline { key, baseline } => api::tools::verify_baseline(&key, &baseline),
         Tool::Rebaseline { key, url } => api::ceremony::rebaseline(&key, &url),
         Tool::Reload { pid } => api::tools::signal_reload(pid),
+        Tool::Seal { paths } => api::seal::seal(&paths),
         Tool::VerifyAudit { files, from, head } => api::tools::verify_audit(&files, from, head),
         Tool::VerifyAttestation {
             key,

@@ -41,6 +41,7 @@ pub fn render(s: &Snapshot) -> String {
         s.bytes_hashed_total as f64,
         report.map_or(0.0, |r| r.duration_ms as f64 / 1000.0),
         report.map_or(0.0, |r| f64::from(r.watched_files)),
+        report.map_or(0.0, |r| f64::from(r.sealed_files)),
         s.audit_backlog as f64,
     ];
     for ((name, kind, help), value) in SINGLE.into_iter().zip(values) {
@@ -50,7 +51,7 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 /// The metrics with one sample each (name, type, help), in the order `render` computes them.
-const SINGLE: [(&str, &str, &str); 10] = [
+const SINGLE: [(&str, &str, &str); 11] = [
     ("trusted", "gauge", "1 when /api/v1/verify answers 200."),
     ("hasher_up", "gauge", "1 while the hasher is connected."),
     ("violations", "gauge", "Violations found by the last scan."),
@@ -72,6 +73,11 @@ const SINGLE: [(&str, &str, &str); 10] = [
         "Wall time of the last scan.",
     ),
     ("watched_files", "gauge", "Files examined by the last scan."),
+    (
+        "sealed_files",
+        "gauge",
+        "Watched files proven by their fs-verity seal (no read) at their last check.",
+    ),
     (
         "audit_backlog",
         "gauge",

@@ -208,6 +208,7 @@ mod tests {
             violation_count: paths.len() as u32,
             violations: paths.iter().map(|p| v(p)).collect(),
             unsettled: 0,
+            sealed_files: 0,
         }
     }
 

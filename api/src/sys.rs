@@ -260,3 +260,42 @@ pub fn mptcp_connect(port: u16) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The fs-verity digest of the open `file` (`FS_IOC_MEASURE_VERITY`); `ENODATA` when it has
+/// none.
+pub fn measure_verity(file: &std::fs::File) -> std::io::Result<imsys::verity::Seal> {
+    let mut arg = imsys::verity::DigestArg::default();
+    // SAFETY: the kernel writes at most `arg.size` digest bytes after the 4-byte header into
+    // `arg`, which has that room and lives across the call.
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            imsys::verity::FS_IOC_MEASURE_VERITY as libc::Ioctl,
+            &mut arg as *mut imsys::verity::DigestArg,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    imsys::verity::Seal::from_arg(&arg)
+        .ok_or_else(|| std::io::Error::other(format!("a seal of algorithm {}", arg.algorithm)))
+}
+
+/// Enables fs-verity on `file`, opened read-only (`FS_IOC_ENABLE_VERITY`: SHA-256, 4 KiB
+/// blocks, no salt). The kernel reads the whole file to build its Merkle tree.
+pub fn enable_verity(file: &std::fs::File) -> std::io::Result<()> {
+    let arg = imsys::verity::EnableArg::default();
+    // SAFETY: the kernel only reads the 128-byte `arg` (no salt or signature pointers are set),
+    // which lives across the call.
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            imsys::verity::FS_IOC_ENABLE_VERITY as libc::Ioctl,
+            &arg as *const imsys::verity::EnableArg,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -70,6 +70,7 @@ mod tests {
             violation_count: 0,
             violations: Vec::new(),
             unsettled,
+            sealed_files: 0,
         }
     }
 

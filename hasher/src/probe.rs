@@ -30,6 +30,13 @@ pub fn run(act: &str, arg: &str) -> i32 {
         "ptrace" => nix::sys::ptrace::attach(pid()).map_err(std::io::Error::from),
         "kill" => nix::sys::signal::kill(pid(), nix::sys::signal::Signal::SIGCONT)
             .map_err(std::io::Error::from),
+        // The one ioctl the filter admits, and another on the same file (FS_IOC_GETFLAGS).
+        "measure" => std::fs::File::open(arg).and_then(|f| {
+            crate::sys::measure_verity(&f)
+                .map(drop)
+                .ok_or_else(std::io::Error::last_os_error)
+        }),
+        "ioctl" => std::fs::File::open(arg).and_then(|f| crate::sys::get_flags(&f)),
         "stdout" => std::io::stdout()
             .write_all(b"probe\n")
             .and_then(|()| std::io::stdout().flush()),

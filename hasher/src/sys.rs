@@ -1,4 +1,5 @@
-//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority.
+//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority,
+//! and measuring a file's fs-verity digest.
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
@@ -123,5 +124,39 @@ pub fn lower_priority() {
     };
     if nice != 0 || io != 0 {
         tracing::warn!(nice, io, "could not lower CPU or I/O priority");
+    }
+}
+
+/// The fs-verity digest of the open `file`, if it has verity (`None` when it has not, or the
+/// filesystem or kernel has none; any other error is treated alike: the file is then read).
+pub fn measure_verity(file: &File) -> Option<imsys::verity::Seal> {
+    use std::os::fd::AsRawFd;
+    let mut arg = imsys::verity::DigestArg::default();
+    // SAFETY: FS_IOC_MEASURE_VERITY writes at most `arg.size` digest bytes after the 4-byte
+    // header into `arg`, which lives across the call and has exactly that room.
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            imsys::verity::FS_IOC_MEASURE_VERITY as libc::Ioctl,
+            &mut arg as *mut imsys::verity::DigestArg,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    imsys::verity::Seal::from_arg(&arg)
+}
+
+/// `FS_IOC_GETFLAGS` on `file`: an ioctl the hasher never makes, for the sandbox probe to try.
+#[cfg(feature = "probe")]
+pub fn get_flags(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`, which outlives the call.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

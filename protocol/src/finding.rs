@@ -43,11 +43,17 @@ pub enum Finding {
     /// link, a bind mount) or the same bytes (a copy). Its digest is never published: SHA-256
     /// of a key longer than 64 bytes is an equivalent HMAC key.
     SecretFile,
+    /// A sealed file whose fs-verity digest is not the one bound to the content the baseline
+    /// names: other content (its tree or descriptor rewritten, or another sealed file put in
+    /// its place), found without a read.
+    SealChanged,
+    /// A model file without fs-verity where the policy says `fsverity: require`.
+    NotSealed,
 }
 
 impl Finding {
     /// Every finding.
-    pub const ALL: [Finding; 15] = [
+    pub const ALL: [Finding; 17] = [
         Finding::Missing,
         Finding::Unregistered,
         Finding::Symlink,
@@ -63,6 +69,8 @@ impl Finding {
         Finding::ArtifactInvalid,
         Finding::TooLarge,
         Finding::SecretFile,
+        Finding::SealChanged,
+        Finding::NotSealed,
     ];
 
     /// The marker as reports, the audit log and the Go service write it.
@@ -83,6 +91,8 @@ impl Finding {
             Finding::ArtifactInvalid => "artifact_invalid",
             Finding::TooLarge => "too_large",
             Finding::SecretFile => "secret_file",
+            Finding::SealChanged => "seal_changed",
+            Finding::NotSealed => "not_sealed",
         }
     }
 
@@ -120,6 +130,8 @@ mod tests {
             "artifact_invalid",
             "too_large",
             "secret_file",
+            "seal_changed",
+            "not_sealed",
         ];
         let written: Vec<&str> = Finding::ALL.iter().map(|f| f.as_str()).collect();
         assert_eq!(written, today);

@@ -6,7 +6,7 @@ pub use crate::category::{Action, Category};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.

@@ -101,6 +101,10 @@ pub struct ScanReport {
     /// moves no timestamp and raises no event. Until then they are not proven.
     #[serde(default)]
     pub unsettled: u32,
+    /// Watched files proven by their fs-verity seal: found sealed, with the seal bound to
+    /// their content, at their last check.
+    #[serde(default)]
+    pub sealed_files: u32,
 }
 
 /// A report and the hasher's HMAC over it (`"unsigned"` without a key).
@@ -174,6 +178,9 @@ impl SignedReport {
         }
         if r.violation_count > 0 && r.violations.is_empty() {
             return Err(bad("violations", "count is non-zero but none are listed"));
+        }
+        if r.sealed_files > r.watched_files {
+            return Err(bad("sealed_files", "more than the files watched"));
         }
         r.violations.iter().try_for_each(Violation::validate)
     }
@@ -276,6 +283,7 @@ mod tests {
             violation_count: u32::try_from(violations.len()).unwrap_or(u32::MAX),
             violations,
             unsettled: 0,
+            sealed_files: 0,
         }
     }
 

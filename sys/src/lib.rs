@@ -8,4 +8,5 @@ pub mod logging;
 pub mod paths;
 pub mod privileges;
 pub mod seccomp;
+pub mod verity;
 pub mod walls;

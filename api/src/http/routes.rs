@@ -198,6 +198,7 @@ fn status_body(monitor: &Monitor) -> Value {
         "reason": s.machine.reason,
         "untrusted_because": trusted.err(),
         "watched_files": s.last_report.as_ref().map_or(0, |r| r.report.watched_files),
+        "sealed_files": s.last_report.as_ref().map_or(0, |r| r.report.sealed_files),
         "violation_count": s.machine.violation_count,
         "last_scan_at": s.last_report.as_ref().map(|r| r.report.completed_at.clone()),
         "scan_count": s.machine.scan_count,

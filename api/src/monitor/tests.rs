@@ -125,6 +125,7 @@ impl Script {
                         violation_count: u32::try_from(self.violations.len()).unwrap_or(0),
                         violations: self.violations.clone(),
                         unsettled: 0,
+                        sealed_files: 0,
                     },
                     hmac: "ab".repeat(32),
                 })

@@ -65,6 +65,28 @@ struct RawPolicy {
     registry_manifest: Option<Spanned<String>>,
     rebaseline_auth: Option<RebaselineAuth>,
     settle_window: Option<Spanned<String>>,
+    fsverity: Option<FsVerity>,
+}
+
+/// Whether watched files sealed with fs-verity are proven by their seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsVerity {
+    /// A file with fs-verity is read once through it, its digest bound to its seal; later
+    /// checks (after a reboot too) measure the seal, in O(1), and read nothing.
+    #[default]
+    Auto,
+    /// Seals are neither measured nor used: every check reads as if none existed.
+    Off,
+    /// As `auto`, and a model file without fs-verity is a `not_sealed` finding.
+    Require,
+}
+
+impl FsVerity {
+    /// Whether seals are measured and used.
+    pub fn enabled(self) -> bool {
+        self != FsVerity::Off
+    }
 }
 
 /// What authorises a new baseline once one exists.
@@ -120,6 +142,8 @@ pub struct Policy {
     /// window, `auto`; zero: never, and writes through a shared mapping go unnoticed until the
     /// backstop).
     pub settle_window: Option<Duration>,
+    /// Whether files sealed with fs-verity are proven by their seal (`auto`, `off`, `require`).
+    pub fsverity: FsVerity,
 }
 
 impl Policy {

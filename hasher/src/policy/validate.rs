@@ -128,6 +128,7 @@ impl RawPolicy {
             registry_manifest,
             rebaseline_auth: self.rebaseline_auth.unwrap_or_default(),
             settle_window: self.settle_window()?,
+            fsverity: self.fsverity.unwrap_or_default(),
         })
     }
 

@@ -48,6 +48,10 @@ pub struct Reader {
     pub take_chunks: bool,
     /// Chunk digests of the last file read in full, when it was large (see [`crate::reading::chunks`]).
     pub last_chunks: Vec<[u8; 32]>,
+    /// Measure each file's fs-verity seal before and after its read (the policy's `fsverity`).
+    pub seals: bool,
+    /// What the last read in full learned of its file's seal.
+    pub last_seal: crate::reading::verity::Sealing,
 }
 
 impl Default for Reader {
@@ -58,7 +62,26 @@ impl Default for Reader {
             chunker: None,
             take_chunks: false,
             last_chunks: Vec::new(),
+            seals: false,
+            last_seal: crate::reading::verity::Sealing::Unknown,
         }
+    }
+}
+
+/// What a whole read of `file` says of its seal: sealed when the digest measured before the
+/// read (`before`; `None`: not measured) is the one measured after it.
+fn sealing(
+    before: Option<Option<crate::reading::verity::Seal>>,
+    file: &File,
+) -> crate::reading::verity::Sealing {
+    use crate::reading::verity::Sealing;
+    match (
+        before,
+        before.map(|_| crate::reading::verity::measure(file)),
+    ) {
+        (Some(Some(a)), Some(Some(b))) if a == b => Sealing::Sealed(a),
+        (Some(None), Some(None)) => Sealing::Unsealed,
+        _ => Sealing::Unknown,
     }
 }
 
@@ -81,6 +104,7 @@ impl Reader {
         mut stated: Option<Metadata>,
     ) -> ReadResult {
         self.last_chunks.clear();
+        self.last_seal = crate::reading::verity::Sealing::Unknown;
         for _ in 0..ATTEMPTS {
             if let Attempt::Done(result) = self.attempt(path, budget, stated.take()) {
                 return result;
@@ -131,6 +155,7 @@ impl Reader {
         if opened.size() >= DROP_BEHIND {
             crate::sys::advise_sequential(&file);
         }
+        let sealed_before = self.seals.then(|| crate::reading::verity::measure(&file));
         self.chunker = (self.take_chunks && opened.size() >= crate::reading::chunks::MIN_SIZE)
             .then(crate::reading::chunks::ChunkHasher::default);
         let digest = match self.stream(&file, budget, Version::of(&opened)) {
@@ -149,6 +174,7 @@ impl Reader {
         }
         match file.metadata() {
             Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
+                self.last_seal = sealing(sealed_before, &file);
                 self.last_chunks = self
                     .chunker
                     .take()

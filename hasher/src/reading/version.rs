@@ -29,6 +29,9 @@ pub enum Outcome {
     /// The HMAC key or the service token (same inode, or same bytes): its digest is never
     /// given out.
     Secret,
+    /// A sealed file whose fs-verity digest (shown) is not the one bound to the content the
+    /// baseline names: other content, found without a read.
+    SealChanged(String),
 }
 
 /// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by

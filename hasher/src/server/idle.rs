@@ -134,11 +134,14 @@ impl Server {
     /// [`crate::verifying::remember::SAVE_AFTER_BYTES`] were read since the last save; else at most every
     /// [`crate::verifying::remember::SAVE_EVERY`].
     pub(super) fn keep_versions(&mut self) {
-        // Chunk digests describe the baseline's content, not a boot: kept whenever new ones
+        // Chunk digests and seal bindings describe content, not a boot: kept whenever new ones
         // were learned (a few large files: small and rare writes).
         if let (Some(k), Some(current)) = (&self.key, &self.v.baseline) {
             if self.v.hasher.take_chunks_learned() {
                 crate::verifying::chunkstore::keep(&self.store, k.bytes(), current, &self.v.hasher);
+            }
+            if self.v.hasher.seals.take_changed() {
+                crate::verifying::sealstore::keep(&self.store, k.bytes(), current, &self.v.hasher);
             }
         }
         let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.v.baseline)

@@ -139,6 +139,7 @@ impl Server {
         if let (Some(k), Some(current)) = (&key, &baseline) {
             crate::verifying::chunkstore::recall(&store, k.bytes(), current, &mut hasher);
             hasher.take_chunks_learned();
+            crate::verifying::sealstore::recall(&store, k.bytes(), current, &mut hasher);
         }
         let watcher = crate::live::watch::Watcher::new(&policy)
             .map_err(

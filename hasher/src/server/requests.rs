@@ -77,6 +77,8 @@ impl Server {
         );
         // What was read to make it stands for the first sweep against it.
         self.v.hasher.adopt(&current.digest, slots);
+        // The seal bindings are kept anew under the new baseline's digest.
+        self.v.hasher.seals.touch();
         let s = summary(&current);
         self.next_generation = generation.saturating_add(1);
         self.store_status = StoreStatus::Adopted(s.clone());
@@ -124,10 +126,12 @@ impl Server {
         self.finish(report)
     }
 
-    /// A report as sent: saying how many changed files await their settle read, kept as the
-    /// latest, signed.
+    /// A report as sent: saying how many changed files await their settle read and how many
+    /// are proven by their seal, kept as the latest, signed.
     pub(super) fn finish(&mut self, mut report: protocol::report::ScanReport) -> Response {
         report.unsettled = u32::try_from(self.v.hasher.settling.pending()).unwrap_or(u32::MAX);
+        let sealed = u32::try_from(self.v.hasher.seals.in_force()).unwrap_or(u32::MAX);
+        report.sealed_files = sealed.min(report.watched_files);
         self.last_report = Some((report.clone(), std::time::Instant::now()));
         Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
     }
@@ -178,6 +182,10 @@ impl Server {
         self.sentinel
             .replace(crate::live::watch::Watcher::new(&policy).ok());
         self.v.hasher.apply(&policy);
+        self.v
+            .hasher
+            .seals
+            .retain(|p| crate::verifying::scan::watches(&policy, p));
         self.v.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.
         self.v.sweep = None;

@@ -415,12 +415,16 @@ fn artifact_finding(
     match std::fs::symlink_metadata(path) {
         Err(_) => Some(protocol::Finding::Missing.as_str().to_owned()),
         Ok(meta) if meta.file_type().is_file() => {
+            let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
             match hasher.check_expecting(path, Some(m.size)) {
-                Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => None,
+                Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => (sealing
+                    && !hasher.seals.is_sealed(path))
+                .then(|| protocol::Finding::NotSealed.as_str().into()),
                 Outcome::Hashed { hash, .. } => Some(hash),
                 Outcome::SizeChanged(_) => Some(protocol::Finding::SizeChanged.as_str().into()),
                 Outcome::TooLarge(_) => Some(protocol::Finding::TooLarge.as_str().into()),
                 Outcome::Secret => Some(protocol::Finding::SecretFile.as_str().into()),
+                Outcome::SealChanged(_) => Some(protocol::Finding::SealChanged.as_str().into()),
                 _ => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
             }
         }

@@ -120,7 +120,7 @@ impl FileHasher {
     }
 
     /// When a version read now with digest `hash` is due to be read again.
-    pub(super) fn due_ms(&self, hash: &str) -> u64 {
+    pub(crate) fn due_ms(&self, hash: &str) -> u64 {
         self.ms_since_born(Instant::now())
             .saturating_add(u64::try_from(self.spread(hash).as_millis()).unwrap_or(u64::MAX))
     }

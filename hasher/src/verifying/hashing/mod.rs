@@ -3,6 +3,7 @@
 
 mod memory;
 mod prefetch;
+mod sealed;
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::reading::budget::Budget;
 use crate::reading::reader::{ReadResult, Reader};
+use crate::reading::verity::Sealing;
 pub use crate::reading::version::{Outcome, Version};
 use crate::verifying::slots::{Expect, Slot, Slots};
 
@@ -138,6 +140,10 @@ pub struct FileHasher {
     chunks_learned: bool,
     /// Changed files awaiting their settle read.
     pub settling: crate::verifying::settle::Settling,
+    /// Sealed files' contents bound to their fs-verity digests.
+    pub seals: crate::verifying::seals::Seals,
+    /// Files answered by their seal, unread, since creation.
+    pub sealed_hits: u64,
 }
 
 impl Default for FileHasher {
@@ -160,6 +166,8 @@ impl Default for FileHasher {
             known: HashMap::new(),
             chunks_learned: false,
             settling: crate::verifying::settle::Settling::default(),
+            seals: crate::verifying::seals::Seals::default(),
+            sealed_hits: 0,
         }
     }
 }
@@ -178,6 +186,8 @@ impl FileHasher {
         self.set_rate_limit(policy.hash_rate_limit);
         self.set_threads(policy.hash_threads);
         self.max_file_size = policy.max_file_size;
+        self.seals.mode = policy.fsverity;
+        self.reader.seals = policy.fsverity.enabled();
         self.settling.set_window(
             policy
                 .settle_window
@@ -262,6 +272,9 @@ impl FileHasher {
             }
         }
         if let Ok(m) = &meta {
+            if let Some(answer) = self.sealed_answer(path, m, expect) {
+                return answer;
+            }
             if self.remembered_another(path, expect, m) {
                 // A change no event named (a sweep's stat found it): settle it too.
                 self.settling.note(path);
@@ -311,8 +324,9 @@ impl FileHasher {
             let hash = protocol::hexfmt::encode(&c.hash);
             return (Outcome::Hashed { hash, size: c.size }, slot);
         }
-        let (result, chunks) = self.read_now(path, meta);
+        let (result, chunks, sealing) = self.read_now(path, meta);
         let (outcome, version) = result;
+        self.learn_seal(path, &outcome, sealing);
         let slot = match (&outcome, version) {
             (Outcome::Hashed { hash, size }, Some(version)) => {
                 self.keep_chunks(path, hash, *size, chunks);
@@ -357,21 +371,30 @@ impl FileHasher {
         stated: Option<Metadata>,
         expect: Option<Expect>,
     ) -> Outcome {
-        let (result, chunks) = self.read_now(path, stated);
+        let (result, chunks, sealing) = self.read_now(path, stated);
+        self.learn_seal(path, &result.0, sealing);
         self.remember(path, result, chunks, expect)
     }
 
     /// Reads `path` now (by its chunks when it is a large file read before), remembering
-    /// nothing but the chunks' digests.
-    fn read_now(&mut self, path: &Path, stated: Option<Metadata>) -> (ReadResult, Vec<[u8; 32]>) {
+    /// nothing: its outcome, its chunks' digests and what the read saw of its seal.
+    fn read_now(
+        &mut self,
+        path: &Path,
+        stated: Option<Metadata>,
+    ) -> (ReadResult, Vec<[u8; 32]>, Sealing) {
         let stated = stated.or_else(|| std::fs::symlink_metadata(path).ok());
         if let Some(m) = &stated {
             if m.file_type().is_file() && m.size() > self.max_file_size {
-                return ((Outcome::TooLarge(m.size()), None), Vec::new());
+                return (
+                    (Outcome::TooLarge(m.size()), None),
+                    Vec::new(),
+                    Sealing::Unknown,
+                );
             }
         }
-        if let Some(settled) = self.verify_chunks(path) {
-            return settled;
+        if let Some((result, chunks)) = self.verify_chunks(path) {
+            return (result, chunks, Sealing::Unknown);
         }
         if stated
             .as_ref()
@@ -382,7 +405,8 @@ impl FileHasher {
         let before = self.reader.bytes;
         let result = self.reader.read_stated(path, &self.budget, stated);
         self.bytes_hashed += self.reader.bytes - before;
-        (result, std::mem::take(&mut self.reader.last_chunks))
+        let chunks = std::mem::take(&mut self.reader.last_chunks);
+        (result, chunks, self.reader.last_seal)
     }
 
     /// A large file read before is re-verified by its chunks, on every hashing thread; `None`

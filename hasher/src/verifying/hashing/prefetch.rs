@@ -29,6 +29,8 @@ impl FileHasher {
             // A large file read before is left to its check, which reads its chunks on every
             // thread rather than the whole file on one.
             .filter(|(p, _)| !self.known.contains_key(*p))
+            // A sealed file its binding answers for is not read at all.
+            .filter(|(p, _)| !self.seals.may_answer(p, now_ms))
             .filter_map(|(p, expected)| {
                 let m = std::fs::symlink_metadata(p).ok()?;
                 let wanted = m.file_type().is_file() && expected.is_none_or(|e| e.size == m.size());
@@ -40,14 +42,16 @@ impl FileHasher {
         }
         todo.sort_by_key(|t| std::cmp::Reverse(t.1));
         let next = AtomicUsize::new(0);
-        type Done = (usize, ReadResult, Vec<[u8; 32]>);
+        type Done = (usize, ReadResult, Vec<[u8; 32]>, Sealing);
         let done: Mutex<Vec<Done>> = Mutex::new(Vec::with_capacity(todo.len()));
         let budget = &self.budget;
         let take_chunks = self.threads > 1;
+        let seals = self.reader.seals;
         let bytes: u64 = std::thread::scope(|s| {
             let work = || {
                 let mut reader = Reader::default();
                 reader.take_chunks = take_chunks;
+                reader.seals = seals;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((path, size, _)) = todo.get(i) else {
@@ -58,9 +62,12 @@ impl FileHasher {
                     }
                     let result = reader.read(path, budget);
                     let chunks = std::mem::take(&mut reader.last_chunks);
-                    done.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((i, result, chunks));
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        i,
+                        result,
+                        chunks,
+                        reader.last_seal,
+                    ));
                 }
                 reader.bytes
             };
@@ -80,8 +87,9 @@ impl FileHasher {
         });
         self.bytes_hashed += bytes;
         let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (i, result, chunks) in done {
+        for (i, result, chunks, sealing) in done {
             if let Some((path, _, expect)) = todo.get(i) {
+                self.learn_seal(path, &result.0, sealing);
                 self.remember(path, result, chunks, *expect);
             }
         }

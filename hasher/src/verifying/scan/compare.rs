@@ -152,11 +152,15 @@ impl<'a> Comparison<'a> {
         let Some(entry) = self.entries.get(index) else {
             return;
         };
+        let sealing = hasher.seal_required(path, entry.category);
         // A size change is a violation at once; reading the file would only confirm it.
         let outcome = hasher.check_entry_stated(path, Some(Expect::of(index, &entry)), stated);
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
         if !matches {
             self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));
+        } else if sealing && !hasher.seals.is_sealed(path) {
+            let marker = protocol::Finding::NotSealed.as_str().into();
+            self.flag(key, entry.category, &entry.hash.to_hex(), marker);
         }
     }
 
@@ -263,8 +267,7 @@ impl<'a> Comparison<'a> {
             .iter()
             .map(|(p, _)| p.as_os_str().as_bytes())
             .collect();
-        let covered =
-            |p: &[u8]| listed.contains(p) || policy.model_dirs.iter().any(|d| beneath(p, d));
+        let covered = |p: &[u8]| listed.contains(p) || in_model_dir(policy, p);
         for entry in baseline
             .entries
             .iter()
@@ -278,6 +281,16 @@ impl<'a> Comparison<'a> {
             );
         }
     }
+}
+
+/// Whether `path` lies beneath one of the policy's model dirs.
+pub(crate) fn in_model_dir(policy: &Policy, path: &[u8]) -> bool {
+    policy.model_dirs.iter().any(|d| beneath(path, d))
+}
+
+/// Whether `policy` watches `path`: listed, or beneath a model dir.
+pub(crate) fn watches(policy: &Policy, path: &Path) -> bool {
+    policy.files.iter().any(|(p, _)| p == path) || in_model_dir(policy, path.as_os_str().as_bytes())
 }
 
 /// Whether `path` lies strictly beneath `dir`, compared as bytes.

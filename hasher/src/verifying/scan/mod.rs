@@ -1,7 +1,7 @@
 //! Walking the watched set, making baselines and comparing against them.
 
 mod compare;
-pub(crate) use compare::{beneath, scoped, Comparison, Scope};
+pub(crate) use compare::{beneath, scoped, watches, Comparison, Scope};
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
@@ -245,6 +245,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::SizeChanged(n) => format!("size changed to {n}"),
         Outcome::TooLarge(n) => format!("{n} bytes, more than max_file_size"),
         Outcome::Secret => "is the HMAC key or the service token (a hard link, bind mount or copy of it); never digested".into(),
+        Outcome::SealChanged(seal) => format!("sealed as {seal}, not the fs-verity digest bound to the baseline's content"),
     }
 }
 
@@ -258,6 +259,7 @@ fn actual(o: &Outcome) -> String {
         Outcome::SizeChanged(_) => protocol::Finding::SizeChanged.as_str().into(),
         Outcome::TooLarge(_) => protocol::Finding::TooLarge.as_str().into(),
         Outcome::Secret => protocol::Finding::SecretFile.as_str().into(),
+        Outcome::SealChanged(_) => protocol::Finding::SealChanged.as_str().into(),
     }
 }
 
@@ -358,8 +360,9 @@ impl Sweep {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             violation_count: u32::try_from(self.findings.len()).unwrap_or(u32::MAX),
             violations,
-            // Filled by the server, which knows what awaits its settle read.
+            // Filled by the server, which knows what awaits its settle read and what is sealed.
             unsettled: 0,
+            sealed_files: 0,
         }
     }
 }

@@ -1,0 +1,36 @@
+//! A file's fs-verity seal: measured on the descriptor the read uses (before and after it), or
+//! by itself when a binding may answer for the file without a read.
+
+use std::fs::Metadata;
+use std::path::Path;
+
+pub use imsys::verity::Seal;
+
+/// What a read learned of its file's seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sealing {
+    /// Not asked (seals are off, or the read was not one whole read of the file).
+    #[default]
+    Unknown,
+    /// The file has no fs-verity.
+    Unsealed,
+    /// Every byte read came through fs-verity with this digest, measured before and after.
+    Sealed(Seal),
+}
+
+/// The seal of the regular file at `path` and the metadata of what was opened, when it has one
+/// (opened with no symlink followed; never a secret's inode).
+pub fn look(path: &Path) -> Option<(Seal, Metadata)> {
+    let file = crate::reading::resolve::open_no_symlinks(path).ok()?;
+    let opened = file.metadata().ok()?;
+    if !opened.file_type().is_file() || crate::reading::secrets::is_secret_inode(&opened) {
+        return None;
+    }
+    let seal = crate::sys::measure_verity(&file)?;
+    Some((seal, opened))
+}
+
+/// The seal of the open `file` (see [`crate::sys::measure_verity`]).
+pub fn measure(file: &std::fs::File) -> Option<Seal> {
+    crate::sys::measure_verity(file)
+}

@@ -1,0 +1,122 @@
+//! What the hasher knows of sealed files: for each, the SHA-256 and size of its content bound
+//! to its fs-verity digest, learned by one whole read through verity (the digest measured
+//! before and after). A verity digest names the content through its Merkle tree, so while a
+//! file's seal is the one bound, its content is the bound content: a check measures the seal
+//! (O(1)) and reads nothing, after a reboot too (the bindings are kept signed in the store:
+//! [`crate::verifying::sealstore`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::policy::FsVerity;
+use crate::reading::verity::Seal;
+
+/// One sealed file's binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// SHA-256 of the content read through the seal.
+    pub sha: [u8; 32],
+    /// Its size.
+    pub size: u64,
+    /// The file's fs-verity digest then.
+    pub seal: Seal,
+    /// When the backstop reads the file again regardless (ms since the hasher's `born`): a
+    /// data block edited offline under an intact tree is found only by a read (EIO).
+    pub due_ms: u64,
+    /// The file was found with this seal at its last check that looked.
+    pub in_force: bool,
+}
+
+/// The bindings, by path, and the policy's `fsverity` mode.
+#[derive(Debug, Default)]
+pub struct Seals {
+    /// The policy's `fsverity`.
+    pub mode: FsVerity,
+    bindings: HashMap<PathBuf, Binding>,
+    /// Bindings were learned or dropped since the store was last told.
+    changed: bool,
+}
+
+impl Seals {
+    /// Whether seals are measured and used.
+    pub fn enabled(&self) -> bool {
+        self.mode.enabled()
+    }
+
+    /// The binding of `path`, if any.
+    pub fn get(&self, path: &Path) -> Option<&Binding> {
+        self.bindings.get(path)
+    }
+
+    /// Binds the content read at `path` to its seal.
+    pub fn learn(&mut self, path: &Path, sha: [u8; 32], size: u64, seal: Seal, due_ms: u64) {
+        let new = Binding {
+            sha,
+            size,
+            seal,
+            due_ms,
+            in_force: true,
+        };
+        let same = self
+            .bindings
+            .get(path)
+            .is_some_and(|b| (b.sha, b.size, b.seal) == (sha, size, seal));
+        self.changed |= !same;
+        self.bindings.insert(path.to_owned(), new);
+    }
+
+    /// Takes a binding recalled from the store (it is in force until a check says otherwise).
+    pub fn recall(&mut self, path: PathBuf, binding: Binding) {
+        self.bindings.insert(path, binding);
+    }
+
+    /// `path` was found without a seal: its binding, if any, is dropped.
+    pub fn unsealed(&mut self, path: &Path) {
+        self.changed |= self.bindings.remove(path).is_some();
+    }
+
+    /// Whether `path`'s binding holds (`false`: found otherwise, or not bound).
+    pub fn set_in_force(&mut self, path: &Path, in_force: bool) {
+        if let Some(b) = self.bindings.get_mut(path) {
+            b.in_force = in_force;
+        }
+    }
+
+    /// Whether `path` was found sealed, with its bound seal, at its last check that looked.
+    pub fn is_sealed(&self, path: &Path) -> bool {
+        self.bindings.get(path).is_some_and(|b| b.in_force)
+    }
+
+    /// Whether a check of `path` may be answered by its seal (bound, not due for its backstop
+    /// read): reading it ahead would be wasted.
+    pub fn may_answer(&self, path: &Path, now_ms: u64) -> bool {
+        self.enabled() && self.bindings.get(path).is_some_and(|b| now_ms < b.due_ms)
+    }
+
+    /// How many files were found sealed, with their bound seals.
+    pub fn in_force(&self) -> usize {
+        self.bindings.values().filter(|b| b.in_force).count()
+    }
+
+    /// Every binding, by path.
+    pub fn all(&self) -> impl Iterator<Item = (&Path, &Binding)> {
+        self.bindings.iter().map(|(p, b)| (p.as_path(), b))
+    }
+
+    /// Keeps only the bindings of paths `watched` says are watched (a reload narrowed it).
+    pub fn retain(&mut self, watched: impl Fn(&Path) -> bool) {
+        let before = self.bindings.len();
+        self.bindings.retain(|p, _| watched(p));
+        self.changed |= self.bindings.len() != before;
+    }
+
+    /// Has the bindings kept again (a new baseline: the store holds them under the old one).
+    pub fn touch(&mut self) {
+        self.changed = true;
+    }
+
+    /// Whether bindings changed since the last call (what the store holds is stale).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+}
