@@ -8,6 +8,9 @@
 #   faketime         the clock-jump tests step both processes' wall clocks with libfaketime
 #   systemd-container, debootstrap   the PID 1 test boots systemd in a container
 #                    (tests/pid1/rootfs.sh; the rootfs is made once and cached)
+#   qemu-system-x86, busybox-static, cpio, fsverity, e2fsprogs   the sealed-model test boots
+#                    Debian's cloud kernel, which has fs-verity (tests/verity/boot-vm.sh; the
+#                    kernel package is downloaded once and cached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -20,6 +23,11 @@ command -v ss >/dev/null || need+=(iproute2)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+command -v fsverity >/dev/null || need+=(fsverity)
+command -v debugfs >/dev/null || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: the tests need ${need[*]} and run as root (sandbox, fault and PID 1 tests)" >&2

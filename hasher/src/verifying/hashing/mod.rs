@@ -186,7 +186,11 @@ impl FileHasher {
         self.set_rate_limit(policy.hash_rate_limit);
         self.set_threads(policy.hash_threads);
         self.max_file_size = policy.max_file_size;
-        self.seals.mode = policy.fsverity;
+        if self.seals.mode != policy.fsverity {
+            // What seals answered for stands no longer (`off`), or now may: read all again.
+            self.forget_all();
+            self.seals.mode = policy.fsverity;
+        }
         self.reader.seals = policy.fsverity.enabled();
         self.settling.set_window(
             policy

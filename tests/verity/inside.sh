@@ -1,0 +1,121 @@
+# The sealed-model checks, run as the payload of tests/verity/boot-vm.sh under a kernel with
+# fs-verity. Two boots of one disk (/dev/nvme0n1): `prepare` makes the appliance (sealed
+# models, a baseline), `reboot` is the next boot: a new boot id, a cold page cache, the store
+# as the last boot left it. Each check prints PASS or FAIL; tests/verity.rs counts them.
+# shellcheck shell=busybox
+phase=$(cat /args)
+# The firmware's last screen reset has no newline: the checks start on lines of their own.
+echo
+D=/d
+P=$D/etc/monitor.yaml
+URL=http://127.0.0.1:8510
+check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
+run() { integrity-monitor --policy $P --token-file $D/secret/token --audit-log $D/logs/audit.jsonl \
+  --state-dir $D/state "$@"; }
+policy() {
+  cat > $P <<POLICY
+service_binaries:
+  - $D/bin/tool
+model_dirs:
+  - $D/models
+hmac_key_path: $D/secret/key
+settle_window: 0s
+fsverity: $1
+POLICY
+  chmod 644 $P
+}
+hex32() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; }
+token() { cat $D/secret/token; }
+get() { curl -s --max-time 30 "$URL$1"; }
+post() { curl -s --max-time 30 -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $(token)" "$URL$1"; }
+scan() { test "$(post /api/v1/scan)" = 200; }
+metric() { get /metrics | grep "^integrity_monitor_$1 " | cut -d' ' -f2; }
+verify_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$URL/api/v1/verify"; }
+status_has() { get /api/v1/status | grep -q "$1"; }
+sealed_files() { get /api/v1/status | grep -o '"sealed_files":[0-9]*' | head -1 | cut -d: -f2; }
+
+if [ "$phase" = prepare ]; then
+  e2mk -q -t ext4 -O verity -b 4096 /dev/nvme0n1 && mkdir -p $D && mount /dev/nvme0n1 $D
+  mkdir -p $D/models $D/keep $D/bin $D/etc $D/state $D/logs $D/secret
+  chmod 700 $D/secret
+  hex32 > $D/secret/key; hex32 > $D/secret/token; chmod 600 $D/secret/key $D/secret/token
+  printf 'tool v1\n' > $D/bin/tool
+  head -c 33554432 /dev/urandom > $D/models/a.gguf
+  head -c 8388608 /dev/urandom > $D/models/b.gguf
+  head -c 1048576 /dev/urandom > $D/models/c.gguf
+  cp $D/models/b.gguf $D/keep/b.gguf
+  cp $D/models/b.gguf $D/keep/b.unsealed
+  head -c 8388608 /dev/urandom > $D/keep/other.gguf
+  policy auto
+  run seal $D/models $D/keep/b.gguf $D/keep/other.gguf > /tmp/sealed
+  check "seal sealed the three models and two spares" test "$(grep -c '^sha256:' /tmp/sealed)" = 5
+  check "seal prints fsverity's own digest" \
+    grep -q "^$(fsverity measure $D/models/a.gguf | cut -d' ' -f1) $D/models/a.gguf" /tmp/sealed
+  check "a sealed file refuses writes" sh -c "! echo x >> $D/models/a.gguf"
+  run seal $D/models/a.gguf > /tmp/again
+  check "sealing again is no error" grep -q "already sealed" /tmp/again
+  printf m > /tmp/m
+  integrity-monitor seal /tmp/m 2> /tmp/seal.err
+  check "seal refuses a filesystem without verity and says so" \
+    sh -c "test $? = 1 && grep -q 'has no fs-verity' /tmp/seal.err"
+  run initialize-baseline > /tmp/init 2>&1
+  check "the first baseline is made and trusted" test $? = 0
+  check "the seal bindings are kept in the store" test -s $D/state/seals.bin
+  # For the next boot: the physical block of c.gguf's 100th data block, edited offline then.
+  debugfs -R "bmap /models/c.gguf 100" /dev/nvme0n1 2>/dev/null > $D/keep/c.block
+  check "c.gguf's data block is located" grep -q '^[0-9][0-9]*$' $D/keep/c.block
+  umount $D
+fi
+
+if [ "$phase" = reboot ]; then
+  # Offline, before the filesystem is mounted: one data block of a sealed model rewritten
+  # under its intact Merkle tree (what only a read, failing with EIO, can find).
+  blk=$(debugfs -R "bmap /models/c.gguf 100" /dev/nvme0n1 2>/dev/null)
+  dd if=/dev/urandom of=/dev/nvme0n1 bs=4096 seek="$blk" count=1 conv=notrunc 2>/dev/null
+  mkdir -p $D && mount /dev/nvme0n1 $D
+  mkdir -p /tmp/probe
+  integrity-hasher --policy $P --state-dir /tmp/probe --sandbox-probe measure $D/models/a.gguf 2>/tmp/probe.out
+  check "the hasher's filter admits FS_IOC_MEASURE_VERITY" test $? = 0
+  integrity-hasher --policy $P --state-dir /tmp/probe --sandbox-probe ioctl $D/models/a.gguf 2>/dev/null
+  check "any other ioctl is killed by the filter (SIGSYS)" test $? = 159
+  run --listen 127.0.0.1:8510 > /tmp/monitor.log 2>&1 &
+  monitor=$!
+  for i in $(seq 1 100); do get /health >/dev/null && break; sleep 0.2; done
+  start=$(cut -d' ' -f1 /proc/uptime)
+  scan; rc=$?
+  end=$(cut -d' ' -f1 /proc/uptime)
+  echo "INFO forced scan after the reboot: $start -> $end s of uptime"
+  check "the forced scan after the reboot answers" test $rc = 0
+  check "trusted after the reboot" test "$(verify_code)" = 200
+  # Only the 8-byte tool was read: not a byte of the three sealed models (42 MiB).
+  check "0 bytes of the sealed models read after the reboot" test "$(metric bytes_hashed_total)" = 8
+  check "three watched files proven by their seal" test "$(sealed_files)" = 3
+  mv $D/keep/other.gguf $D/models/b.gguf
+  scan
+  check "a sealed replacement with other content is seal_changed" status_has '"actual_hash":"seal_changed"'
+  check "and untrusted at once" test "$(verify_code)" = 503
+  check "found without a read" test "$(metric bytes_hashed_total)" = 8
+  mv $D/keep/b.gguf $D/models/b.gguf
+  scan
+  check "the sealed original put back is trusted, unread" \
+    sh -c "test $(verify_code) = 200 && test $(metric bytes_hashed_total) = 8"
+  mv $D/keep/b.unsealed $D/models/b.gguf
+  scan
+  check "an unsealed copy is read and judged" \
+    sh -c "test $(verify_code) = 200 && test $(metric bytes_hashed_total) = 8388616"
+  check "two files sealed now" test "$(sealed_files)" = 2
+  policy require
+  check "reload to fsverity: require" test "$(post /api/v1/reload)" = 200
+  scan
+  check "require: the unsealed model is not_sealed" status_has '"actual_hash":"not_sealed"'
+  check "require: untrusted" test "$(verify_code)" = 503
+  policy off
+  post /api/v1/reload >/dev/null
+  scan
+  get /api/v1/status > /tmp/status.json
+  check "read through verity, the block edited offline is an I/O error naming the file" \
+    grep -q "\"actual_hash\":\"unreadable\"[^}]*\"path\":\"$D/models/c.gguf\"" /tmp/status.json
+  kill $monitor 2>/dev/null; sleep 1
+  echo "INFO monitor log:"; tail -5 /tmp/monitor.log
+  umount $D 2>/dev/null
+fi
