@@ -65,6 +65,25 @@ fn check_config_accepts_every_shipped_policy_and_names_the_fault() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    assert!(!String::from_utf8_lossy(&ok.stderr).contains("not sealed"));
+    // More unsealed bytes than the boot check's 30 s can read (a sparse 6 GiB model): a
+    // warning naming the remedy, not a failure.
+    std::fs::File::create(a.path("models/large.gguf"))
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    let warned = Command::new(monitor_bin())
+        .args(["check-config", "--policy"])
+        .arg(a.path("etc/monitor.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert_eq!(warned.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("6.0 GiB of watched files are not sealed")
+            && stderr.contains("integrity-monitor seal"),
+        "{stderr}"
+    );
     std::fs::remove_file(a.path(BINARIES[2])).unwrap();
     std::fs::remove_file(a.path("secret/key")).unwrap();
     let out = Command::new(monitor_bin())

@@ -38,7 +38,11 @@ fn boot(src: &Path, disk: &Path, phase: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     println!("--- {phase} ---\n{stdout}");
-    assert!(out.status.success(), "boot-vm.sh ({phase}) exited {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "boot-vm.sh ({phase}) exited {:?}",
+        out.status
+    );
     stdout
 }
 

@@ -16,23 +16,7 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         );
         return 0;
     }
-    for (path, category) in &policy.files {
-        let key = policy::key_of(*category);
-        match std::fs::symlink_metadata(path) {
-            Err(e) => problems.push(format!(
-                "{key}: {}: {e} (a baseline could never be made; rebaseline answers 409)",
-                path.display()
-            )),
-            Ok(m) if m.file_type().is_symlink() => problems.push(format!(
-                "{key}: {}: is a symlink (list its target)",
-                path.display()
-            )),
-            Ok(m) if !m.file_type().is_file() => {
-                problems.push(format!("{key}: {}: not a regular file", path.display()))
-            }
-            Ok(_) => {}
-        }
-    }
+    listed_problems(policy, &mut problems);
     for dir in &policy.model_dirs {
         if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir()) {
             problems.push(format!("model_dirs: {}: not a directory", dir.display()));
@@ -70,6 +54,7 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         )),
         Err(e) => problems.push(format!("hmac_key_path: {e}")),
     }
+    boot_budget(options, policy);
     if problems.is_empty() {
         println!(
             "{}: OK ({} files, {} model dirs, interval {:?}, threshold {})",
@@ -85,5 +70,79 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
             eprintln!("{}: {p}", options.policy.display());
         }
         EXIT_CONFIG
+    }
+}
+
+/// What is wrong with the listed files: each missing, a symlink, or not a regular file.
+fn listed_problems(policy: &Policy, problems: &mut Vec<String>) {
+    for (path, category) in &policy.files {
+        let key = policy::key_of(*category);
+        match std::fs::symlink_metadata(path) {
+            Err(e) => problems.push(format!(
+                "{key}: {}: {e} (a baseline could never be made; rebaseline answers 409)",
+                path.display()
+            )),
+            Ok(m) if m.file_type().is_symlink() => problems.push(format!(
+                "{key}: {}: is a symlink (list its target)",
+                path.display()
+            )),
+            Ok(m) if !m.file_type().is_file() => {
+                problems.push(format!("{key}: {}: not a regular file", path.display()))
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Unsealed bytes the first check after a reboot can read within the appliance's boot check
+/// (`POST /api/v1/scan` with `curl --max-time 30`): a full read costs the hasher 0.73 s of CPU
+/// per GiB (BENCHMARKS.md, full rehash), 4.9 s per GiB under its unit's `CPUQuota=15%`, so 30 s
+/// fits about 6 GiB; 5 GiB leaves room for the rest of the boot check. Sealed files cost no read.
+pub const BOOT_CHECK_UNSEALED_BYTES: u64 = 5 << 30;
+
+/// What the watched set holds: its regular files' bytes that are not sealed, and how many
+/// files are sealed (a seal is measured only where the policy uses seals). Model dirs are
+/// walked as a scan walks them; nothing is read.
+pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
+    let (mut unsealed, mut sealed) = (0u64, 0usize);
+    let mut count = |path: &std::path::Path| {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !m.file_type().is_file() {
+            return;
+        }
+        if policy.fsverity.enabled() && crate::reading::verity::look(path).is_some() {
+            sealed += 1;
+        } else {
+            unsealed = unsealed.saturating_add(std::os::unix::fs::MetadataExt::size(&m));
+        }
+    };
+    for (path, _) in &policy.files {
+        count(path);
+    }
+    for dir in &policy.model_dirs {
+        crate::verifying::walk::visit(dir, 0, policy.max_watched_files, |batch| {
+            for (path, what) in batch.iter() {
+                if matches!(what, crate::verifying::walk::Found::File) {
+                    count(path);
+                }
+            }
+        });
+    }
+    (unsealed, sealed)
+}
+
+/// Warns when the unsealed watched bytes would not be read within the boot check's 30 s.
+fn boot_budget(options: &Options, policy: &Policy) {
+    let (unsealed, sealed) = unsealed_bytes(policy);
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    if unsealed > BOOT_CHECK_UNSEALED_BYTES {
+        eprintln!(
+            "{}: warning: {:.1} GiB of watched files are not sealed ({sealed} sealed): the first check after a reboot reads them all, about 4.9 s per GiB under the hasher unit's CPUQuota=15%, and the boot check gives it 30 s (about {:.0} GiB). Seal the models (`integrity-monitor seal DIR`, on a filesystem with fs-verity) or expect the boot check to fail.",
+            options.policy.display(),
+            gib(unsealed),
+            gib(BOOT_CHECK_UNSEALED_BYTES)
+        );
     }
 }

@@ -129,6 +129,13 @@ impl Server {
     /// A report as sent: saying how many changed files await their settle read and how many
     /// are proven by their seal, kept as the latest, signed.
     pub(super) fn finish(&mut self, mut report: protocol::report::ScanReport) -> Response {
+        if report.seq == 1 && report.bytes_hashed > crate::checkconfig::BOOT_CHECK_UNSEALED_BYTES {
+            tracing::warn!(
+                bytes = report.bytes_hashed,
+                ms = report.duration_ms,
+                "the first check after this start read more unsealed bytes than a boot check's 30 s allows under CPUQuota=15% (about 5 GiB): seal the models (integrity-monitor seal DIR) or the boot check may fail"
+            );
+        }
         report.unsettled = u32::try_from(self.v.hasher.settling.pending()).unwrap_or(u32::MAX);
         let sealed = u32::try_from(self.v.hasher.seals.in_force()).unwrap_or(u32::MAX);
         report.sealed_files = sealed.min(report.watched_files);

@@ -16,27 +16,7 @@ impl FileHasher {
         if self.threads <= 1 {
             return;
         }
-        let now_ms = self.ms_since_born(Instant::now());
-        let mut todo: Vec<(&Path, u64, Option<Expect>)> = paths
-            .into_iter()
-            .filter(|(p, e)| {
-                let slot = e.and_then(|e| self.slots.get(e.index, || self.keys.of(p)));
-                let due = slot
-                    .map(|s| s.due_ms)
-                    .or_else(|| self.cache.get(&self.keys.of(p)).map(|c| c.due_ms));
-                due.is_none_or(|due| now_ms >= due)
-            })
-            // A large file read before is left to its check, which reads its chunks on every
-            // thread rather than the whole file on one.
-            .filter(|(p, _)| !self.known.contains_key(*p))
-            // A sealed file its binding answers for is not read at all.
-            .filter(|(p, _)| !self.seals.may_answer(p, now_ms))
-            .filter_map(|(p, expected)| {
-                let m = std::fs::symlink_metadata(p).ok()?;
-                let wanted = m.file_type().is_file() && expected.is_none_or(|e| e.size == m.size());
-                wanted.then_some((p, m.size(), expected))
-            })
-            .collect();
+        let mut todo = self.stale(paths);
         if todo.len() < 2 {
             return;
         }
@@ -93,5 +73,34 @@ impl FileHasher {
                 self.remember(path, result, chunks, *expect);
             }
         }
+    }
+
+    /// The regular files among `paths` that a check would read: none remembered, or due
+    /// (not large files read before, nor sealed files their seals answer for), with their sizes.
+    fn stale<'a>(
+        &self,
+        paths: impl IntoIterator<Item = (&'a Path, Option<Expect>)>,
+    ) -> Vec<(&'a Path, u64, Option<Expect>)> {
+        let now_ms = self.ms_since_born(Instant::now());
+        paths
+            .into_iter()
+            .filter(|(p, e)| {
+                let slot = e.and_then(|e| self.slots.get(e.index, || self.keys.of(p)));
+                let due = slot
+                    .map(|s| s.due_ms)
+                    .or_else(|| self.cache.get(&self.keys.of(p)).map(|c| c.due_ms));
+                due.is_none_or(|due| now_ms >= due)
+            })
+            // A large file read before is left to its check, which reads its chunks on every
+            // thread rather than the whole file on one.
+            .filter(|(p, _)| !self.known.contains_key(*p))
+            // A sealed file its binding answers for is not read at all.
+            .filter(|(p, _)| !self.seals.may_answer(p, now_ms))
+            .filter_map(|(p, expected)| {
+                let m = std::fs::symlink_metadata(p).ok()?;
+                let wanted = m.file_type().is_file() && expected.is_none_or(|e| e.size == m.size());
+                wanted.then_some((p, m.size(), expected))
+            })
+            .collect()
     }
 }
