@@ -143,6 +143,100 @@ fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
     }
 }
 
+/// A fleet verifier holds the appliance's Ed25519 public key, never its HMAC key: with it an
+/// attestation and a scan report verify, and nothing else does — an edited payload, a
+/// signature made up by someone who has only the public key, another appliance's key, a
+/// replayed nonce.
+#[test]
+fn a_fleet_verifier_needs_only_the_public_key_and_cannot_forge() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let public = |key: &std::path::Path| {
+        let out = Command::new(monitor_bin())
+            .args(["public-key", "--key", &path_str(key)])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("key id "));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line = public(&a.path("secret/key"));
+    assert!(
+        line.starts_with("ed25519:") && line.trim().len() == 8 + 64,
+        "{line}"
+    );
+    a.write("fleet/appliance.pub", &line);
+    std::fs::write(a.path("other-key"), [0x41u8; 32]).unwrap();
+    let other = public(&a.path("other-key"));
+    a.write("fleet/other.pub", &other);
+    let by = |file: &str| vec!["--public-key".to_owned(), path_str(&a.path(file))];
+    let check = |file: &str, nonce: &str, body: &str| {
+        let args = by(file);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = verify_attestation_by(&args, nonce, body, &["--require-clean"]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let nonce = "00112233445566778899aabbccddeeff";
+    let (code, body) = attestation(&m, nonce);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(check("fleet/appliance.pub", nonce, &body).0, Some(0));
+
+    let refused = |body: &str, file: &str, nonce: &str, why: &str| {
+        let (code, stderr) = check(file, nonce, body);
+        assert_eq!(code, Some(1), "{why}: {stderr}");
+        stderr
+    };
+    let edited = body.replace("\\\"violation_count\\\":0", "\\\"violation_count\\\":0 ");
+    assert_ne!(edited, body);
+    assert!(refused(&edited, "fleet/appliance.pub", nonce, "edited").contains("does not verify"));
+    let mut doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sig = doc["ed25519"].as_str().unwrap().to_owned();
+    let (id, hex) = sig.split_once(':').unwrap();
+    // What a holder of the public key could make up: the right key id, any 64 bytes.
+    doc["ed25519"] = format!("{id}:{}", "5a".repeat(64)).into();
+    assert!(
+        refused(&doc.to_string(), "fleet/appliance.pub", nonce, "made up")
+            .contains("does not verify")
+    );
+    doc["ed25519"] = "".into();
+    assert!(
+        refused(&doc.to_string(), "fleet/appliance.pub", nonce, "stripped")
+            .contains("no `ed25519`")
+    );
+    assert_eq!(hex.len(), 128);
+    assert!(
+        refused(&body, "fleet/other.pub", nonce, "another appliance").contains("signed by key")
+    );
+    let replay = "ffeeddccbbaa99887766554433221100";
+    assert!(refused(&body, "fleet/appliance.pub", replay, "replayed").contains("replay"));
+
+    // A scan report's Ed25519 signature covers exactly the bytes its HMAC covers.
+    let last = &m.status()["last_report"];
+    let report: protocol::report::ScanReport =
+        serde_json::from_value(last["report"].clone()).unwrap();
+    let key = protocol::fleet::PublicKey::parse(&line).unwrap();
+    let signed = [protocol::sign::REPORT_DOMAIN, &report.signing_json()];
+    assert_eq!(
+        key.verify(&signed, last["ed25519"].as_str().unwrap()),
+        Ok(())
+    );
+    let hmac_key = std::fs::read(a.path("secret/key")).unwrap();
+    assert!(protocol::sign::verify_hex(
+        &hmac_key,
+        &signed,
+        last["hmac"].as_str().unwrap()
+    ));
+    let mut forged = report.clone();
+    forged.violation_count += 1;
+    let forged_bytes = [protocol::sign::REPORT_DOMAIN, &forged.signing_json()];
+    assert!(key
+        .verify(&forged_bytes, last["ed25519"].as_str().unwrap())
+        .is_err());
+}
+
 #[test]
 fn audit_log_is_a_verifiable_hash_chain_across_restarts() {
     let a = Appliance::new();

@@ -113,6 +113,13 @@ enum Tool {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the appliance's Ed25519 public key (derived from the HMAC key) for a fleet
+    /// verifier: `ed25519:<hex>` on stdout, its key id on stderr.
+    PublicKey {
+        /// The HMAC key file (root only).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Check a baseline manifest (e.g. a backup) against the HMAC key, offline.
     VerifyBaseline {
         /// The HMAC key file.
@@ -142,11 +149,17 @@ enum Tool {
         /// The monitor's pid ($MAINPID).
         pid: i32,
     },
-    /// Check an attestation (JSON on stdin) against the key, the nonce and its age.
+    /// Check an attestation (JSON on stdin) against the appliance's public key (or its HMAC
+    /// key), the nonce and its age.
+    #[command(group = clap::ArgGroup::new("by").required(true).args(["key", "public_key"]))]
     VerifyAttestation {
-        /// The HMAC key file.
+        /// The HMAC key file (whoever holds it can also forge: prefer --public-key).
         #[arg(long)]
-        key: PathBuf,
+        key: Option<PathBuf>,
+        /// The appliance's public key file (`integrity-monitor public-key` output): checks the
+        /// Ed25519 signature, no secret needed.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
         /// The nonce the attestation was requested with (hex).
         #[arg(long)]
         nonce: String,
@@ -224,15 +237,17 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
         Tool::Reload { pid } => api::tools::signal_reload(pid),
         Tool::Seal { paths } => api::seal::seal(&paths),
         Tool::VerifyAudit { files, from, head } => api::tools::verify_audit(&files, from, head),
+        Tool::PublicKey { key } => api::tools::public_key(&key),
         Tool::VerifyAttestation {
             key,
+            public_key,
             nonce,
             max_age,
             require_clean,
             baseline,
             min_generation,
         } => api::tools::verify_attestation(
-            &key,
+            &api::tools::Trust::of(key, public_key),
             &nonce,
             &api::tools::Pins {
                 max_age: std::time::Duration::from_secs(max_age),

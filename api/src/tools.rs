@@ -125,8 +125,88 @@ pub struct Pins {
     pub min_generation: Option<u64>,
 }
 
-/// Checks an attestation read from stdin: the HMAC under the key, the nonce, and the pins.
-pub fn verify_attestation(key: &Path, nonce: &str, pins: &Pins) -> i32 {
+/// What an attestation is checked against.
+pub enum Trust {
+    /// The appliance's public key file: its Ed25519 signature (a fleet verifier's way).
+    Public(std::path::PathBuf),
+    /// The HMAC key file: its HMAC (whoever holds it can also forge one).
+    Secret(std::path::PathBuf),
+}
+
+impl Trust {
+    /// The public key when given, else the HMAC key (clap requires one).
+    pub fn of(key: Option<std::path::PathBuf>, public_key: Option<std::path::PathBuf>) -> Trust {
+        match (public_key, key) {
+            (Some(p), _) => Trust::Public(p),
+            (None, k) => Trust::Secret(k.unwrap_or_default()),
+        }
+    }
+
+    /// Whether the signature in `doc` over `parts` is this trust's.
+    fn check(&self, doc: &serde_json::Value, parts: &[&[u8]]) -> Result<(), String> {
+        match self {
+            Trust::Secret(key) => {
+                let key = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+                let hmac = doc["hmac"].as_str().ok_or("no `hmac` string")?;
+                if !protocol::sign::verify_hex(&key, parts, hmac) {
+                    return Err(
+                        "HMAC does not verify: forged, altered, unsigned or another key".into(),
+                    );
+                }
+                Ok(())
+            }
+            Trust::Public(file) => {
+                let text = small_text(file)?;
+                let public = protocol::fleet::PublicKey::parse(&text)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let sig = doc["ed25519"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .ok_or("no `ed25519` signature (unsigned, or from a monitor before Ed25519)")?;
+                public.verify(parts, sig).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// The first 4 KiB of a small text file (a public key is one line).
+fn small_text(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text)
+}
+
+/// `public-key --key FILE`: the appliance's Ed25519 public key, derived from the HMAC key.
+pub fn public_key(key: &Path) -> i32 {
+    match std::fs::read(key) {
+        Ok(bytes) if bytes.len() >= protocol::sign::MIN_KEY_LEN => {
+            let public = protocol::fleet::Signer::derive(&bytes).public();
+            println!("{public}");
+            eprintln!("key id {}", public.id());
+            0
+        }
+        Ok(bytes) => {
+            eprintln!(
+                "{}: {} bytes, shorter than a key ({} at least)",
+                key.display(),
+                bytes.len(),
+                protocol::sign::MIN_KEY_LEN
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", key.display());
+            1
+        }
+    }
+}
+
+/// Checks an attestation read from stdin: its signature (Ed25519 under the public key, or the
+/// HMAC under the key), the nonce, and the pins.
+pub fn verify_attestation(trust: &Trust, nonce: &str, pins: &Pins) -> i32 {
     let (max_age, require_clean) = (pins.max_age, pins.require_clean);
     use std::io::Read;
     let mut input = Vec::new();
@@ -134,7 +214,7 @@ pub fn verify_attestation(key: &Path, nonce: &str, pins: &Pins) -> i32 {
         .take(4 * 1024 * 1024)
         .read_to_end(&mut input)
         .map_err(|e| format!("stdin: {e}"))
-        .and_then(|_| check_attestation(key, nonce, max_age, &input));
+        .and_then(|_| check_attestation(trust, nonce, max_age, &input));
     match result {
         Ok(a) if require_clean && a.violation_count > 0 => {
             eprintln!(
@@ -186,20 +266,16 @@ pub fn verify_attestation(key: &Path, nonce: &str, pins: &Pins) -> i32 {
 }
 
 fn check_attestation(
-    key: &Path,
+    trust: &Trust,
     nonce: &str,
     max_age: std::time::Duration,
     input: &[u8],
 ) -> Result<protocol::attest::Attestation, String> {
     use protocol::attest::{Attestation, DOMAIN};
-    let key = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
     let doc: serde_json::Value =
         serde_json::from_slice(input).map_err(|e| format!("not JSON: {e}"))?;
     let payload = doc["payload"].as_str().ok_or("no `payload` string")?;
-    let hmac = doc["hmac"].as_str().ok_or("no `hmac` string")?;
-    if !protocol::sign::verify_hex(&key, &[DOMAIN, payload.as_bytes()], hmac) {
-        return Err("HMAC does not verify: forged, altered, unsigned or another key".into());
-    }
+    trust.check(&doc, &[DOMAIN, payload.as_bytes()])?;
     let a: Attestation = serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))?;
     if !a.nonce.eq_ignore_ascii_case(nonce) {
         return Err(format!(

@@ -130,6 +130,7 @@ mod tests {
                     s.last_report = Some(protocol::report::SignedReport {
                         report: clean_report(2),
                         hmac: "unsigned".into(),
+                        ed25519: String::new(),
                     })
                 },
             ),

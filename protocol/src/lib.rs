@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod category;
 pub mod entries;
 pub mod finding;
+pub mod fleet;
 pub mod frame;
 pub mod generation;
 pub mod hexfmt;

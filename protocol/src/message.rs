@@ -117,6 +117,8 @@ pub enum Response {
         payload: Vec<u8>,
         /// Hex HMAC-SHA256 over the domain and the payload, or "unsigned".
         hmac: String,
+        /// Ed25519 over the same bytes (`<key id>:<hex>`, see `fleet`); empty when unsigned.
+        ed25519: String,
     },
     /// Unsolicited (id 0): watched paths changed; the api should scan now.
     Notice {

@@ -114,6 +114,9 @@ pub struct SignedReport {
     pub report: ScanReport,
     /// Hex HMAC-SHA256 of [`sign::REPORT_DOMAIN`] followed by the report's compact JSON.
     pub hmac: String,
+    /// Ed25519 over the same bytes (`<key id>:<hex>`, see [`crate::fleet`]); empty unsigned.
+    #[serde(default)]
+    pub ed25519: String,
 }
 
 /// Why a received report was refused.
@@ -143,13 +146,22 @@ impl ScanReport {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Signs the report with `key`, or marks it unsigned.
-    pub fn sign(self, key: Option<&[u8]>) -> SignedReport {
-        let hmac = match key {
-            Some(key) => sign::hmac_hex(key, &[sign::REPORT_DOMAIN, &self.signing_json()]),
-            None => UNSIGNED.to_owned(),
+    /// Signs the report with `key` (HMAC) and `signer` (Ed25519, over the same bytes), or
+    /// marks it unsigned.
+    pub fn sign(self, key: Option<(&[u8], &crate::fleet::Signer)>) -> SignedReport {
+        let json = self.signing_json();
+        let (hmac, ed25519) = match key {
+            Some((key, signer)) => (
+                sign::hmac_hex(key, &[sign::REPORT_DOMAIN, &json]),
+                signer.sign(&[sign::REPORT_DOMAIN, &json]),
+            ),
+            None => (UNSIGNED.to_owned(), String::new()),
         };
-        SignedReport { report: self, hmac }
+        SignedReport {
+            report: self,
+            hmac,
+            ed25519,
+        }
     }
 }
 
@@ -159,6 +171,15 @@ impl SignedReport {
         let r = &self.report;
         if self.hmac != UNSIGNED && !is_sha256_hex(&self.hmac) {
             return Err(bad("hmac", "neither 64 hex digits nor \"unsigned\""));
+        }
+        if (self.hmac == UNSIGNED) != self.ed25519.is_empty()
+            || !(self.ed25519.is_empty()
+                || crate::fleet::PublicKey::signature_form_ok(&self.ed25519))
+        {
+            return Err(bad(
+                "ed25519",
+                "not `<key id>:<128 hex>` beside an HMAC, nor empty",
+            ));
         }
         check_time("completed_at", &r.completed_at)?;
         if !is_sha256_hex(&r.baseline_digest) {
@@ -290,7 +311,8 @@ mod tests {
     #[test]
     fn signed_report_verifies_and_detects_change() {
         let key = [7u8; 32];
-        let signed = report(vec![violation()]).sign(Some(&key));
+        let signer = crate::fleet::Signer::derive(&key);
+        let signed = report(vec![violation()]).sign(Some((&key, &signer)));
         signed.validate().expect("valid");
         let json = signed.report.signing_json();
         assert!(sign::verify_hex(
@@ -298,6 +320,12 @@ mod tests {
             &[sign::REPORT_DOMAIN, &json],
             &signed.hmac
         ));
+        // The Ed25519 signature covers exactly the bytes the HMAC covers.
+        let public = signer.public();
+        assert_eq!(
+            public.verify(&[sign::REPORT_DOMAIN, &json], &signed.ed25519),
+            Ok(())
+        );
         let mut forged = signed.report.clone();
         forged.violation_count = 0;
         forged.violations.clear();
@@ -306,6 +334,19 @@ mod tests {
             &[sign::REPORT_DOMAIN, &forged.signing_json()],
             &signed.hmac
         ));
+        assert_eq!(
+            public.verify(
+                &[sign::REPORT_DOMAIN, &forged.signing_json()],
+                &signed.ed25519
+            ),
+            Err(crate::fleet::FleetError::Mismatch)
+        );
+        // A signed report without its Ed25519 signature is refused by its form.
+        let stripped = SignedReport {
+            ed25519: String::new(),
+            ..signed
+        };
+        assert!(stripped.validate().is_err());
     }
 
     #[test]

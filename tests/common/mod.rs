@@ -437,14 +437,22 @@ pub fn verify_attestation(
     body: &str,
     extra: &[&str],
 ) -> std::process::Output {
+    let key = path_str(&a.path("secret/key"));
+    verify_attestation_by(&["--key", &key], nonce, body, extra)
+}
+
+/// Runs `integrity-monitor verify-attestation` on `body`, trusting what `by` names (`--key
+/// FILE` or `--public-key FILE`).
+pub fn verify_attestation_by(
+    by: &[&str],
+    nonce: &str,
+    body: &str,
+    extra: &[&str],
+) -> std::process::Output {
     let mut child = Command::new(monitor_bin())
-        .args([
-            "verify-attestation",
-            "--key",
-            &path_str(&a.path("secret/key")),
-            "--nonce",
-            nonce,
-        ])
+        .arg("verify-attestation")
+        .args(by)
+        .args(["--nonce", nonce])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

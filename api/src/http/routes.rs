@@ -140,12 +140,12 @@ async fn attestation(monitor: &Monitor, query: &str) -> Reply {
         );
     }
     match monitor.attest(nonce).await {
-        Ok((payload, hmac)) => {
+        Ok((payload, hmac, ed25519)) => {
             let text = String::from_utf8_lossy(&payload).into_owned();
             let parsed: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             json_reply(
                 200,
-                &json!({ "payload": text, "hmac": hmac, "attestation": parsed }),
+                &json!({ "payload": text, "hmac": hmac, "ed25519": ed25519, "attestation": parsed }),
             )
         }
         Err(e) => failed(&e),

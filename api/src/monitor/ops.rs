@@ -35,8 +35,8 @@ impl Monitor {
     }
 
     /// Asks the hasher to sign its latest completed scan for `nonce`; returns the signed
-    /// payload and its HMAC, checked for form and for the nonce.
-    pub async fn attest(&self, nonce: &str) -> Result<(Vec<u8>, String), MonitorError> {
+    /// payload, its HMAC and its Ed25519 signature, checked for form and for the nonce.
+    pub async fn attest(&self, nonce: &str) -> Result<(Vec<u8>, String, String), MonitorError> {
         let head = self.audit_head().await;
         let request = Request::Attest {
             nonce: nonce.to_owned(),
@@ -44,18 +44,26 @@ impl Monitor {
             audit_head: head.hash,
         };
         match self.call(request).await? {
-            Response::Attestation { payload, hmac } => {
+            Response::Attestation {
+                payload,
+                hmac,
+                ed25519,
+            } => {
                 let parsed: Result<protocol::attest::Attestation, _> =
                     serde_json::from_slice(&payload);
-                let form_ok =
-                    hmac == protocol::sign::UNSIGNED || protocol::hexfmt::is_sha256_hex(&hmac);
+                let form_ok = if hmac == protocol::sign::UNSIGNED {
+                    ed25519.is_empty()
+                } else {
+                    protocol::hexfmt::is_sha256_hex(&hmac)
+                        && protocol::fleet::PublicKey::signature_form_ok(&ed25519)
+                };
                 match parsed {
                     Ok(a)
                         if a.nonce == nonce
                             && form_ok
                             && a.violations.iter().all(|v| v.validate().is_ok()) =>
                     {
-                        Ok((payload, hmac))
+                        Ok((payload, hmac, ed25519))
                     }
                     _ => Err(self.misbehaved("attestation")),
                 }

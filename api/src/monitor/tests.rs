@@ -128,6 +128,7 @@ impl Script {
                         sealed_files: 0,
                     },
                     hmac: "ab".repeat(32),
+                    ed25519: format!("{}:{}", "0".repeat(16), "ab".repeat(64)),
                 })
             }
             Request::GetBaseline { offset } => {

@@ -252,11 +252,18 @@ impl Server {
             issued_at: scan::now_rfc3339(),
         };
         let payload = serde_json::to_vec(&attestation).unwrap_or_default();
-        let hmac = match &self.key {
-            Some(k) => protocol::sign::hmac_hex(k.bytes(), &[DOMAIN, &payload]),
-            None => protocol::sign::UNSIGNED.to_owned(),
+        let (hmac, ed25519) = match &self.key {
+            Some(k) => (
+                protocol::sign::hmac_hex(k.bytes(), &[DOMAIN, &payload]),
+                k.signer().sign(&[DOMAIN, &payload]),
+            ),
+            None => (protocol::sign::UNSIGNED.to_owned(), String::new()),
         };
-        Response::Attestation { payload, hmac }
+        Response::Attestation {
+            payload,
+            hmac,
+            ed25519,
+        }
     }
 
     /// Answers one request.

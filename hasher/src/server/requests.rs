@@ -140,7 +140,8 @@ impl Server {
         let sealed = u32::try_from(self.v.hasher.seals.in_force()).unwrap_or(u32::MAX);
         report.sealed_files = sealed.min(report.watched_files);
         self.last_report = Some((report.clone(), std::time::Instant::now()));
-        Response::Report(report.sign(self.key.as_ref().map(Key::bytes)))
+        let key = self.key.as_ref().map(|k| (k.bytes(), k.signer()));
+        Response::Report(report.sign(key))
     }
 
     /// Checks only the paths the kernel named since the last scan, when they are all that

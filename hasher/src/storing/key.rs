@@ -8,18 +8,29 @@ use protocol::sign::{MAX_KEY_LEN, MIN_KEY_LEN};
 use crate::error::KeyError;
 
 /// Key bytes, wiped when dropped.
-pub struct Key(zeroize::Zeroizing<Vec<u8>>);
+pub struct Key(zeroize::Zeroizing<Vec<u8>>, protocol::fleet::Signer);
 
 impl Key {
+    /// The key made of `bytes`, with the Ed25519 signing key derived from it once.
+    fn new(bytes: zeroize::Zeroizing<Vec<u8>>) -> Key {
+        let signer = protocol::fleet::Signer::derive(&bytes);
+        Key(bytes, signer)
+    }
+
     /// The raw key bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// The Ed25519 signing key derived from these bytes (see [`protocol::fleet`]).
+    pub fn signer(&self) -> &protocol::fleet::Signer {
+        &self.1
+    }
+
     /// A key from bytes in memory, for unit tests.
     #[cfg(test)]
     pub fn for_test(bytes: Vec<u8>) -> Key {
-        Key(zeroize::Zeroizing::new(bytes))
+        Key::new(zeroize::Zeroizing::new(bytes))
     }
 }
 
@@ -91,7 +102,7 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
     if in_use {
         crate::reading::secrets::remember_secret(file, &bytes);
     }
-    Ok(Some(Key(bytes)))
+    Ok(Some(Key::new(bytes)))
 }
 
 #[cfg(test)]

@@ -120,3 +120,35 @@ impl Seals {
         std::mem::take(&mut self.changed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seal(fill: u8) -> Seal {
+        Seal::new(imsys::verity::ALG_SHA256, &[fill; 32]).expect("seal")
+    }
+
+    #[test]
+    fn a_binding_answers_until_due_and_only_a_change_is_kept_again() {
+        let mut s = Seals::default();
+        let p = Path::new("/m/a.gguf");
+        s.learn(p, [1; 32], 10, seal(1), 500);
+        assert!(s.take_changed(), "a new binding is kept");
+        assert!(s.is_sealed(p) && s.may_answer(p, 499) && !s.may_answer(p, 500));
+        s.learn(p, [1; 32], 10, seal(1), 900);
+        assert!(!s.take_changed(), "the same binding again: nothing to keep");
+        s.set_in_force(p, false);
+        assert!(!s.is_sealed(p) && s.in_force() == 0 && s.get(p).is_some());
+        s.mode = FsVerity::Off;
+        assert!(!s.may_answer(p, 0), "off: seals never answer");
+        s.mode = FsVerity::Auto;
+        s.unsealed(p);
+        assert!(s.get(p).is_none() && s.take_changed());
+        s.learn(p, [2; 32], 10, seal(2), 900);
+        s.learn(Path::new("/other/b"), [3; 32], 10, seal(3), 900);
+        s.take_changed();
+        s.retain(|q| q.starts_with("/m"));
+        assert_eq!((s.in_force(), s.take_changed()), (1, true));
+    }
+}
