@@ -8,6 +8,8 @@
 #   faketime         the clock-jump tests step both processes' wall clocks with libfaketime
 #   systemd-container, debootstrap   the PID 1 test boots systemd in a container
 #                    (tests/pid1/rootfs.sh; the rootfs is made once and cached)
+#   prometheus       promtool checks and unit-tests the shipped rules and the live /metrics;
+#                    the server scrapes a running monitor (tests/prometheus.rs)
 #   qemu-system-x86, busybox-static, cpio, fsverity, e2fsprogs   the sealed-model test boots
 #                    Debian's cloud kernel, which has fs-verity (tests/verity/boot-vm.sh; the
 #                    kernel package is downloaded once and cached)
@@ -23,6 +25,7 @@ command -v ss >/dev/null || need+=(iproute2)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v promtool >/dev/null || need+=(prometheus)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)

@@ -43,6 +43,9 @@ pub fn render(s: &Snapshot) -> String {
         report.map_or(0.0, |r| f64::from(r.watched_files)),
         report.map_or(0.0, |r| f64::from(r.sealed_files)),
         s.audit_backlog as f64,
+        s.audit_dropped_total as f64,
+        last_scan_unix(s),
+        s.policy.scan_interval_ms as f64 / 1000.0,
     ];
     for ((name, kind, help), value) in SINGLE.into_iter().zip(values) {
         metric(name, kind, help, &[("", value)]);
@@ -51,7 +54,7 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 /// The metrics with one sample each (name, type, help), in the order `render` computes them.
-const SINGLE: [(&str, &str, &str); 11] = [
+const SINGLE: [(&str, &str, &str); 14] = [
     ("trusted", "gauge", "1 when /api/v1/verify answers 200."),
     ("hasher_up", "gauge", "1 while the hasher is connected."),
     ("violations", "gauge", "Violations found by the last scan."),
@@ -83,4 +86,27 @@ const SINGLE: [(&str, &str, &str); 11] = [
         "gauge",
         "Audit records waiting for a writable log.",
     ),
+    (
+        "audit_records_dropped_total",
+        "counter",
+        "Audit records dropped (queue or backlog full) since start.",
+    ),
+    (
+        "last_scan_timestamp_seconds",
+        "gauge",
+        "Unix time the last accepted scan completed (0: none yet).",
+    ),
+    (
+        "scan_interval_seconds",
+        "gauge",
+        "The policy's scan_interval.",
+    ),
 ];
+
+/// When the last accepted scan completed, in Unix seconds (0 before the first).
+fn last_scan_unix(s: &Snapshot) -> f64 {
+    s.last_scan
+        .and_then(|at| std::time::SystemTime::now().checked_sub(at.elapsed()))
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}

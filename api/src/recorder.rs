@@ -45,6 +45,8 @@ struct Shared {
     stored: AtomicUsize,
     /// Records dropped because the queue was full; the writer records how many when it can.
     dropped: AtomicU64,
+    /// Every record ever dropped, by a full queue or a full backlog (never goes down).
+    dropped_total: AtomicU64,
 }
 
 /// The handle to the audit writer; cheap to clone.
@@ -76,6 +78,7 @@ impl Recorder {
         let command = Command::Record(event, fields, SystemTime::now());
         if let Err(TrySendError::Full(_)) = self.tx.try_send(command) {
             let dropped = self.shared.dropped.fetch_add(1, Ordering::SeqCst) + 1;
+            self.shared.dropped_total.fetch_add(1, Ordering::SeqCst);
             tracing::error!(
                 event = event.as_str(),
                 dropped,
@@ -91,6 +94,11 @@ impl Recorder {
             .stored
             .load(Ordering::SeqCst)
             .saturating_add(usize::try_from(overflowed).unwrap_or(usize::MAX))
+    }
+
+    /// Every record dropped since start (a full queue or a full backlog).
+    pub fn dropped_total(&self) -> u64 {
+        self.shared.dropped_total.load(Ordering::SeqCst)
     }
 
     /// Asks the writer to reopen the log (after rotation).
@@ -174,6 +182,7 @@ impl Writer {
             Command::Record(event, fields, at) => {
                 if self.pending.len() >= MAX_PENDING {
                     self.unrecorded_drops += 1;
+                    self.shared.dropped_total.fetch_add(1, Ordering::SeqCst);
                     tracing::error!(
                         event = event.as_str(),
                         dropped = self.unrecorded_drops,

@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub hasher_down: Option<String>,
     /// Audit records not on disk because the log cannot be written (or the queue overflowed).
     pub audit_backlog: usize,
+    /// Audit records dropped since start (a full queue or backlog).
+    pub audit_dropped_total: u64,
     /// Sequence number of the last report from the current hasher connection (must grow).
     pub link_seq: u64,
     /// Bytes the hasher reported hashed, over all accepted scans.

@@ -92,6 +92,7 @@ mod tests {
             last_scan: Some(at),
             hasher_down: None,
             audit_backlog: 0,
+            audit_dropped_total: 0,
             link_seq: 1,
             bytes_hashed_total: 0,
             policy_known: true,

@@ -89,6 +89,7 @@ impl Monitor {
                 last_scan: None,
                 hasher_down: Some("not connected yet".into()),
                 audit_backlog: 0,
+                audit_dropped_total: 0,
                 link_seq: 0,
                 bytes_hashed_total: 0,
                 policy_known: false,
@@ -184,6 +185,7 @@ impl Monitor {
         s.change_notices = self.changes.count();
         s.unverified_change = s.change_notices > s.verified_changes;
         s.audit_backlog = self.recorder.backlog();
+        s.audit_dropped_total = self.recorder.dropped_total();
         s
     }
 
