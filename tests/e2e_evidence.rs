@@ -235,6 +235,32 @@ fn a_fleet_verifier_needs_only_the_public_key_and_cannot_forge() {
     assert!(key
         .verify(&forged_bytes, last["ed25519"].as_str().unwrap())
         .is_err());
+
+    // The fleet's example check (contrib/fleet/check-appliance.sh), with a shell standing in
+    // for ssh: trusted and clean passes; after a tamper, --require-clean fails.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../contrib/fleet/check-appliance.sh");
+    let fleet_check = || {
+        let out = Command::new("sh")
+            .arg(&script)
+            .args(["appliance", &path_str(&a.path("fleet")), "--require-clean"])
+            .env("FETCH", "sh -c")
+            .env("VERIFY", monitor_bin())
+            .env("MONITOR_URL", format!("http://{}", m.addr))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = fleet_check();
+    assert_eq!(code, Some(0), "{stderr}");
+    a.write(BINARIES[0], "implant");
+    m.scan();
+    let (code, stderr) = fleet_check();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("violation"), "{stderr}");
 }
 
 #[test]

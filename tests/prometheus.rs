@@ -45,6 +45,9 @@ fn the_shipped_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(ok, "{out}");
     let (ok, out) = promtool(&["test", "rules", "integrity-monitor.rules.test.yml"], None);
     assert!(ok, "{out}");
+    // The appliance-side Prometheus example (scrape, rules, remote write) is a valid config.
+    let (ok, out) = promtool(&["check", "config", "prometheus.yml"], None);
+    assert!(ok, "{out}");
     // The unit tests can fail: a rule that never fires does not pass them.
     let dir = tempfile::tempdir().unwrap();
     let rules = std::fs::read_to_string(contrib().join("integrity-monitor.rules.yml")).unwrap();
