@@ -71,16 +71,16 @@ fn seal_one(path: &Path) -> Result<(imsys::verity::Seal, bool), String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| e.to_string())?;
-    if let Ok(seal) = crate::sys::measure_verity(&file) {
+    if let Ok(seal) = imsys::sys::measure_verity(&file) {
         return Ok((seal, false));
     }
-    match crate::sys::enable_verity(&file) {
+    match imsys::sys::enable_verity(&file) {
         Ok(()) => {}
         // Sealed meanwhile by someone else: as good.
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(explain(&e)),
     }
-    let seal = crate::sys::measure_verity(&file).map_err(|e| explain(&e))?;
+    let seal = imsys::sys::measure_verity(&file).map_err(|e| explain(&e))?;
     Ok((seal, true))
 }
 

@@ -31,11 +31,9 @@ pub fn run(act: &str, arg: &str) -> i32 {
         "kill" => nix::sys::signal::kill(pid(), nix::sys::signal::Signal::SIGCONT)
             .map_err(std::io::Error::from),
         // The one ioctl the filter admits, and another on the same file (FS_IOC_GETFLAGS).
-        "measure" => std::fs::File::open(arg).and_then(|f| {
-            crate::sys::measure_verity(&f)
-                .map(drop)
-                .ok_or_else(std::io::Error::last_os_error)
-        }),
+        "measure" => {
+            std::fs::File::open(arg).and_then(|f| imsys::sys::measure_verity(&f).map(drop))
+        }
         "ioctl" => std::fs::File::open(arg).and_then(|f| crate::sys::get_flags(&f)),
         "stdout" => std::io::stdout()
             .write_all(b"probe\n")

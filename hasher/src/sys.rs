@@ -1,5 +1,4 @@
-//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority,
-//! and measuring a file's fs-verity digest.
+//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority.
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
@@ -125,26 +124,6 @@ pub fn lower_priority() {
     if nice != 0 || io != 0 {
         tracing::warn!(nice, io, "could not lower CPU or I/O priority");
     }
-}
-
-/// The fs-verity digest of the open `file`, if it has verity (`None` when it has not, or the
-/// filesystem or kernel has none; any other error is treated alike: the file is then read).
-pub fn measure_verity(file: &File) -> Option<imsys::verity::Seal> {
-    use std::os::fd::AsRawFd;
-    let mut arg = imsys::verity::DigestArg::default();
-    // SAFETY: FS_IOC_MEASURE_VERITY writes at most `arg.size` digest bytes after the 4-byte
-    // header into `arg`, which lives across the call and has exactly that room.
-    let r = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            imsys::verity::FS_IOC_MEASURE_VERITY as libc::Ioctl,
-            &mut arg as *mut imsys::verity::DigestArg,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
-    imsys::verity::Seal::from_arg(&arg)
 }
 
 /// `FS_IOC_GETFLAGS` on `file`: an ioctl the hasher never makes, for the sandbox probe to try.

@@ -1,6 +1,6 @@
 //! fs-verity as both processes see it: the two ioctls' numbers and argument layouts, and a
-//! file's verity digest. The calls themselves are each crate's `sys` module's (they need
-//! `unsafe`): the hasher only measures, `integrity-monitor seal` enables and measures.
+//! file's verity digest. The ioctls themselves are made by the crate's `sys` module: the hasher only measures,
+//! `integrity-monitor seal` enables and measures.
 
 /// `FS_IOC_MEASURE_VERITY`: `_IOWR('f', 134, struct fsverity_digest)` (a 4-byte header). The
 /// only ioctl the hasher's seccomp filter admits, by this number.
@@ -128,12 +128,6 @@ impl std::fmt::Display for Seal {
         }
         Ok(())
     }
-}
-
-/// Whether a failed `FS_IOC_MEASURE_VERITY` means the file simply has no verity: `ENODATA`
-/// (not enabled), `ENOTTY` or `EOPNOTSUPP` (this filesystem or kernel has none).
-pub fn means_unsealed(errno: i32) -> bool {
-    errno == nix::libc::ENODATA || errno == nix::libc::ENOTTY || errno == nix::libc::EOPNOTSUPP
 }
 
 #[cfg(test)]

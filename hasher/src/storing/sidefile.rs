@@ -14,6 +14,21 @@ use crate::storing::store::Store;
 /// Longest header line read.
 const MAX_HEADER: u64 = 512;
 
+/// The header line of a side file of records about one baseline:
+/// `<magic> baseline=<digest> count=<n>`.
+pub fn header(magic: &str, baseline: &str, count: usize) -> String {
+    format!("{magic} baseline={baseline} count={count}\n")
+}
+
+/// Puts a record's path as [`Reading::path`] reads it.
+pub fn put_path(
+    put: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    path: &str,
+) -> std::io::Result<()> {
+    put(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes())?;
+    put(path.as_bytes())
+}
+
 /// Writes `name` atomically: `head`, what `body` puts, then the HMAC of both under `key`.
 pub fn write(
     store: &Store,
@@ -36,6 +51,27 @@ pub fn write(
             sink.write_all(protocol::hexfmt::encode(&mac.finish()).as_bytes())
         })
         .map(drop)
+}
+
+/// Every record of `name`, a side file of records about the baseline with digest `baseline`
+/// (its [`header`] begins with `magic`; at most `max` records), each read by `record`; taken
+/// only when the file's HMAC under `key` verifies.
+pub fn read_records<T>(
+    store: &Store,
+    key: &[u8],
+    (name, magic): (&'static str, &str),
+    baseline: &str,
+    max: usize,
+    mut record: impl FnMut(&mut Reading) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let mut file = Reading::open(store, key, name)?;
+    let count = file.count(magic, baseline, max)?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        out.push(record(&mut file)?);
+    }
+    file.finish()?;
+    Ok(out)
 }
 
 /// A side file being read: its header line, then its records, each through the MAC.
@@ -67,6 +103,36 @@ impl Reading {
             mac,
             head,
         })
+    }
+
+    /// How many records follow a [`header`] of `magic` for the baseline with digest
+    /// `baseline`; refused when the header is another's or the count over `max`.
+    pub fn count(&self, magic: &str, baseline: &str, max: usize) -> Result<usize, String> {
+        let name = self.name;
+        let prefix = header(magic, baseline, 0);
+        let prefix = prefix.trim_end_matches("0\n");
+        let count = std::str::from_utf8(&self.head)
+            .ok()
+            .and_then(|h| h.strip_prefix(prefix))
+            .and_then(|n| n.strip_suffix('\n'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| format!("{name} was written for another baseline (or is not one)"))?;
+        if count > max {
+            return Err(format!("{name}: {count} records (at most {max})"));
+        }
+        Ok(count)
+    }
+
+    /// A record's path: its length (u32 little-endian, 1 to `max`), then its UTF-8 bytes.
+    pub fn path(&mut self, max: usize) -> Result<String, String> {
+        let name = self.name;
+        let len = u32::from_le_bytes(self.take::<4>()?) as usize;
+        if len == 0 || len > max {
+            return Err(format!("{name}: a path of {len} bytes"));
+        }
+        let mut path = vec![0u8; len];
+        self.fill(&mut path)?;
+        String::from_utf8(path).map_err(|_| format!("{name}: a path not UTF-8"))
     }
 
     /// Reads exactly `buf.len()` bytes of a record into `buf`, through the MAC.

@@ -34,7 +34,7 @@ const MAX_PATH: usize = 4096;
 const MAX_CHUNKS: u64 = 1 << 20;
 
 fn header(baseline: &str, count: usize) -> String {
-    format!("{MAGIC} baseline={baseline} count={count}\n")
+    sidefile::header(MAGIC, baseline, count)
 }
 
 /// Whether `baseline` names this content at `path` (the only records worth keeping or using).
@@ -62,8 +62,7 @@ pub fn save<'a>(
         .collect();
     sidefile::write(store, key, FILE, &header(digest, kept.len()), |put| {
         for (path, k) in &kept {
-            put(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-            put(path.as_bytes())?;
+            sidefile::put_path(put, path)?;
             put(k.hash.as_bytes())?;
             put(&k.size.to_le_bytes())?;
             put(&u32::try_from(k.chunks.len())
@@ -80,13 +79,7 @@ pub fn save<'a>(
 
 /// One record as read, before it is checked against the baseline.
 fn record(file: &mut Reading) -> Result<(String, Known), String> {
-    let len = u32::from_le_bytes(file.take::<4>()?) as usize;
-    if len == 0 || len > MAX_PATH {
-        return Err(format!("{FILE}: a path of {len} bytes"));
-    }
-    let mut path = vec![0u8; len];
-    file.fill(&mut path)?;
-    let path = String::from_utf8(path).map_err(|_| format!("{FILE}: a path not UTF-8"))?;
+    let path = file.path(MAX_PATH)?;
     let hash = file.take::<64>()?;
     let hash = String::from_utf8(hash.to_vec()).map_err(|_| format!("{FILE}: a bad digest"))?;
     let size = u64::from_le_bytes(file.take::<8>()?);
@@ -109,23 +102,7 @@ pub fn load(
     digest: &str,
     baseline: &Manifest,
 ) -> Result<Vec<(PathBuf, Known)>, String> {
-    let mut file = Reading::open(store, key, FILE)?;
-    let prefix = header(digest, 0);
-    let prefix = prefix.trim_end_matches("0\n");
-    let count = std::str::from_utf8(&file.head)
-        .ok()
-        .and_then(|h| h.strip_prefix(prefix))
-        .and_then(|n| n.strip_suffix('\n'))
-        .and_then(|n| n.parse::<usize>().ok())
-        .ok_or_else(|| format!("{FILE} was written for another baseline (or is not one)"))?;
-    if count > MAX_RECORDS {
-        return Err(format!("{FILE}: {count} records (at most {MAX_RECORDS})"));
-    }
-    let mut out = Vec::new();
-    for _ in 0..count {
-        out.push(record(&mut file)?);
-    }
-    file.finish()?;
+    let out = sidefile::read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)?;
     Ok(out
         .into_iter()
         .filter(|(p, k)| named(baseline, p, k))

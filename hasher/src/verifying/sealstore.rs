@@ -27,7 +27,7 @@ const MAX_RECORDS: usize = crate::policy::DEFAULT_MAX_WATCHED;
 const MAX_PATH: usize = 4096;
 
 fn header(baseline: &str, count: usize) -> String {
-    format!("{MAGIC} baseline={baseline} count={count}\n")
+    sidefile::header(MAGIC, baseline, count)
 }
 
 /// Writes `bindings` under the baseline with digest `digest`; how many.
@@ -44,8 +44,7 @@ pub fn save<'a>(
         .collect();
     sidefile::write(store, key, FILE, &header(digest, kept.len()), |put| {
         for (path, b) in &kept {
-            put(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-            put(path.as_bytes())?;
+            sidefile::put_path(put, path)?;
             put(&b.sha)?;
             put(&b.size.to_le_bytes())?;
             put(&b.seal.algorithm().to_le_bytes())?;
@@ -62,13 +61,7 @@ pub fn save<'a>(
 type Record = (String, [u8; 32], u64, Seal);
 
 fn record(file: &mut Reading) -> Result<Record, String> {
-    let len = u32::from_le_bytes(file.take::<4>()?) as usize;
-    if len == 0 || len > MAX_PATH {
-        return Err(format!("{FILE}: a path of {len} bytes"));
-    }
-    let mut path = vec![0u8; len];
-    file.fill(&mut path)?;
-    let path = String::from_utf8(path).map_err(|_| format!("{FILE}: a path not UTF-8"))?;
+    let path = file.path(MAX_PATH)?;
     let sha = file.take::<32>()?;
     let size = u64::from_le_bytes(file.take::<8>()?);
     let algorithm = u16::from_le_bytes(file.take::<2>()?);
@@ -83,24 +76,7 @@ fn record(file: &mut Reading) -> Result<Record, String> {
 /// The bindings stored under the baseline with digest `digest`; `Err` says why none are taken
 /// (none stored, another baseline, a file that does not verify).
 pub fn load(store: &Store, key: &[u8], digest: &str) -> Result<Vec<Record>, String> {
-    let mut file = Reading::open(store, key, FILE)?;
-    let prefix = header(digest, 0);
-    let prefix = prefix.trim_end_matches("0\n");
-    let count = std::str::from_utf8(&file.head)
-        .ok()
-        .and_then(|h| h.strip_prefix(prefix))
-        .and_then(|n| n.strip_suffix('\n'))
-        .and_then(|n| n.parse::<usize>().ok())
-        .ok_or_else(|| format!("{FILE} was written for another baseline (or is not one)"))?;
-    if count > MAX_RECORDS {
-        return Err(format!("{FILE}: {count} records (at most {MAX_RECORDS})"));
-    }
-    let mut out = Vec::new();
-    for _ in 0..count {
-        out.push(record(&mut file)?);
-    }
-    file.finish()?;
-    Ok(out)
+    sidefile::read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)
 }
 
 /// Writes the bindings `hasher` holds under the baseline `current`.
