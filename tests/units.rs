@@ -75,3 +75,26 @@ fn services_rate_at_most_2_0() {
         assert!(score <= 2.0, "{u} rates {score}");
     }
 }
+
+/// Every credential the units load has a stand-in for a missing source, and it is the one
+/// marker both binaries recognise (`protocol::token::UNPROVISIONED`), spelt once in code.
+#[test]
+fn every_loaded_credential_falls_back_to_the_one_marker() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    for unit in [
+        "secure-ai-integrity-monitor.service",
+        "secure-ai-integrity-hasher@.service",
+    ] {
+        let text = std::fs::read_to_string(src.join(unit)).unwrap();
+        let loaded: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("LoadCredential="))
+            .filter_map(|v| v.split(':').next())
+            .collect();
+        assert!(!loaded.is_empty(), "{unit}");
+        for id in loaded {
+            let set = format!("SetCredential={id}:{}", protocol::token::UNPROVISIONED);
+            assert!(text.lines().any(|l| l == set), "{unit}: no `{set}`");
+        }
+    }
+}

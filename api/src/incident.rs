@@ -24,8 +24,6 @@ pub type Queue = mpsc::Sender<(String, Vec<u8>)>;
 
 /// The credential id under which our unit loads the recorder's token.
 pub const TOKEN_CREDENTIAL: &str = "incident-reporter-token";
-/// What our unit's `SetCredential=` puts in the credential when its source is missing.
-pub const UNPROVISIONED: &str = "(not provisioned)";
 /// Where the appliance provisions it (our unit's `LoadCredential=` source).
 pub const TOKEN_SOURCE: &str =
     "/var/lib/secure-ai/credentials/incident-reporter-integrity-monitor.token";
@@ -42,7 +40,7 @@ pub fn read_token(path: &std::path::Path) -> Result<Option<String>, String> {
         return Err("longer than 4096 bytes".into());
     }
     let token = text.trim();
-    if token == UNPROVISIONED {
+    if token == protocol::token::UNPROVISIONED {
         return Ok(None);
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {

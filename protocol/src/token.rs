@@ -5,6 +5,12 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// What the shipped units' `SetCredential=` puts in a credential (the HMAC key, the service
+/// token, the incident recorder's token) whose `LoadCredential=` source is missing: systemd 252
+/// refuses an empty value. Never a secret: a 17-byte key is refused for its length, and a
+/// token with this text is no token.
+pub const UNPROVISIONED: &str = "(not provisioned)";
+
 /// SHA-256 of the service token, wiped when dropped.
 #[derive(Clone)]
 pub struct Token(zeroize::Zeroizing<[u8; 32]>);

@@ -52,17 +52,13 @@ pub fn token_path(explicit: Option<&Path>) -> PathBuf {
     )
 }
 
-/// What our units put in a credential whose source is missing (`SetCredential=` beside each
-/// `LoadCredential=`; systemd 252 refuses an empty value). Never a secret: a key of 17 bytes
-/// is refused for its length, and a token with this text is no token.
-pub const UNPROVISIONED: &[u8] = b"(not provisioned)";
-
-/// Whether a secret's content is our units' stand-in for a missing source.
+/// Whether a secret's content is our units' stand-in for a missing source
+/// ([`protocol::token::UNPROVISIONED`]).
 pub fn is_unprovisioned(content: &[u8]) -> bool {
-    content.trim_ascii() == UNPROVISIONED
+    content.trim_ascii() == protocol::token::UNPROVISIONED.as_bytes()
 }
 
-/// What a credential at `path` holding [`UNPROVISIONED`] means, in one line: which store file
+/// What a credential at `path` holding [`protocol::token::UNPROVISIONED`] means, in one line: which store file
 /// our unit found missing (the caller has read the content; nothing is read here).
 pub fn missing_source(path: &Path) -> String {
     let id = path

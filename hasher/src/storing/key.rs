@@ -144,7 +144,7 @@ mod tests {
     fn our_units_marker_for_a_missing_source_names_the_store_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("integrity-hmac-key");
-        std::fs::write(&p, b"(not provisioned)").expect("write");
+        std::fs::write(&p, protocol::token::UNPROVISIONED).expect("write");
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .expect("chmod");
         let e = load(&p).expect_err("no key").to_string();

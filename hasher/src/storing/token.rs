@@ -83,7 +83,7 @@ mod tests {
     fn our_units_marker_for_a_missing_source_is_no_token() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("service-token");
-        std::fs::write(&p, b"(not provisioned)").expect("write");
+        std::fs::write(&p, protocol::token::UNPROVISIONED).expect("write");
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .expect("chmod");
         assert!(load(&p).expect("not exposed").is_none(), "no token at all");
