@@ -27,6 +27,11 @@ pub struct Binding {
     pub in_force: bool,
 }
 
+/// Most bindings held: sealed files are models, a few large files each; past this many (a
+/// million small files sealed), further ones are read as unsealed files are, so the hasher's
+/// memory stays bounded (about 200 bytes a binding).
+pub const MAX_BINDINGS: usize = 100_000;
+
 /// The bindings, by path, and the policy's `fsverity` mode.
 #[derive(Debug, Default)]
 pub struct Seals {
@@ -57,17 +62,20 @@ impl Seals {
             due_ms,
             in_force: true,
         };
-        let same = self
-            .bindings
-            .get(path)
-            .is_some_and(|b| (b.sha, b.size, b.seal) == (sha, size, seal));
+        let held = self.bindings.get(path);
+        if held.is_none() && self.bindings.len() >= MAX_BINDINGS {
+            return;
+        }
+        let same = held.is_some_and(|b| (b.sha, b.size, b.seal) == (sha, size, seal));
         self.changed |= !same;
         self.bindings.insert(path.to_owned(), new);
     }
 
     /// Takes a binding recalled from the store (it is in force until a check says otherwise).
     pub fn recall(&mut self, path: PathBuf, binding: Binding) {
-        self.bindings.insert(path, binding);
+        if self.bindings.len() < MAX_BINDINGS {
+            self.bindings.insert(path, binding);
+        }
     }
 
     /// `path` was found without a seal: its binding, if any, is dropped.
@@ -150,5 +158,24 @@ mod tests {
         s.take_changed();
         s.retain(|q| q.starts_with("/m"));
         assert_eq!((s.in_force(), s.take_changed()), (1, true));
+    }
+
+    #[test]
+    fn bindings_are_bounded() {
+        let mut s = Seals::default();
+        for i in 0..MAX_BINDINGS {
+            s.learn(Path::new(&format!("/m/{i}")), [1; 32], 1, seal(1), 9);
+        }
+        s.learn(Path::new("/m/one-more"), [1; 32], 1, seal(1), 9);
+        assert!(
+            s.get(Path::new("/m/one-more")).is_none(),
+            "read as unsealed"
+        );
+        s.learn(Path::new("/m/7"), [2; 32], 1, seal(2), 9);
+        assert_eq!(
+            s.get(Path::new("/m/7")).map(|b| b.sha),
+            Some([2; 32]),
+            "a held one still moves"
+        );
     }
 }

@@ -21,8 +21,8 @@ use crate::verifying::seals::Binding;
 /// The file's name in the store.
 pub const FILE: &str = "seals.bin";
 const MAGIC: &str = "integrity-monitor seals v1";
-/// Records read at most (as many as files a policy may watch).
-const MAX_RECORDS: usize = crate::policy::DEFAULT_MAX_WATCHED;
+/// Records read at most (as many bindings as are held).
+const MAX_RECORDS: usize = crate::verifying::seals::MAX_BINDINGS;
 /// Longest path a record may hold.
 const MAX_PATH: usize = 4096;
 
