@@ -26,10 +26,13 @@ POLICY
 }
 hex32() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; }
 token() { cat $D/secret/token; }
-# Starts the monitor in the background, logging to $1; $monitor is its own pid.
+# Starts the monitor in the background, logging to $1, on the tree at $2 (default $D: its
+# etc/monitor.yaml, state/, logs/; the registry's tree keeps its policy at its top); $monitor
+# is the monitor's own pid (not a subshell's: a function run with & would be one).
 start() {
-  integrity-monitor --policy $P --token-file $D/secret/token --audit-log $D/logs/audit.jsonl \
-    --state-dir $D/state --listen 127.0.0.1:8510 > "$1" 2>&1 &
+  t=${2:-$D}; pol=$t/etc/monitor.yaml; [ -f "$pol" ] || pol=$t/policy.yaml
+  integrity-monitor --policy $pol --token-file $D/secret/token --audit-log $t/logs/audit.jsonl \
+    --state-dir $t/state --listen 127.0.0.1:8510 > "$1" 2>&1 &
   monitor=$!
   for i in $(seq 1 100); do get /health >/dev/null && break; sleep 0.2; done
 }
@@ -40,6 +43,18 @@ scan() { test "$(post /api/v1/scan)" = 200; }
 metric() { get /metrics | grep "^integrity_monitor_$1 " | cut -d' ' -f2; }
 verify_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$URL/api/v1/verify"; }
 status_has() { get /api/v1/status | grep -q "$1"; }
+# The registry's tree: a directory artifact of two sealed shards, enrolled by its
+# SecAI-Directory-Hash-v1 (SHA-256 over the domain, then per file in path order: u64 BE length
+# of its relative path, the path, u64 BE size, the content).
+R=$D/reg
+be64() { for s in 56 48 40 32 24 16 8 0; do printf "\\$(printf %03o $(( ($1 >> s) & 255 )))"; done; }
+dirhash() {
+  { printf 'SecAI-Directory-Hash-v1\000'
+    for f in a.bin b.bin; do be64 5; printf %s $f; be64 "$(stat -c %s "$1/$f")"; cat "$1/$f"; done
+  } | sha256sum | cut -d' ' -f1
+}
+reg() { integrity-monitor --policy $R/policy.yaml --token-file $D/secret/token --audit-log \
+  $R/logs/audit.jsonl --state-dir $R/state "$@"; }
 sealed_files() { get /api/v1/status | grep -o '"sealed_files":[0-9]*' | head -1 | cut -d: -f2; }
 
 if [ "$phase" = prepare ]; then
@@ -68,6 +83,19 @@ if [ "$phase" = prepare ]; then
     sh -c "test $? = 1 && grep -q 'has no fs-verity' /tmp/seal.err"
   run initialize-baseline > /tmp/init 2>&1
   check "the first baseline is made and trusted" test $? = 0
+  mkdir -p $R/models/shards $R/bin $R/state $R/logs
+  printf 'tool v1\n' > $R/bin/tool
+  head -c 2097152 /dev/urandom > $R/models/shards/a.bin
+  head -c 1048576 /dev/urandom > $R/models/shards/b.bin
+  run seal $R/models/shards > /dev/null
+  printf '{"version":1,"models":[{"name":"shards","filename":"shards","sha256":"%s","size_bytes":3145728}]}\n' \
+    "$(dirhash $R/models/shards)" > $R/manifest.json
+  printf 'service_binaries: [%s]\nmodel_dirs: [%s]\nregistry_manifest: %s\nhmac_key_path: %s\nsettle_window: 0s\n' \
+    $R/bin/tool $R/models $R/manifest.json $D/secret/key > $R/policy.yaml
+  chmod 644 $R/policy.yaml $R/manifest.json
+  reg initialize-baseline > /tmp/reg-init 2>&1
+  check "a registry's sealed directory artifact is trusted" test $? = 0
+  check "its directory binding is kept in the store" test -s $R/state/dirseals.bin
   check "the seal bindings are kept in the store" test -s $D/state/seals.bin
   # For the next boot: the physical block of c.gguf's 100th data block, edited offline then.
   debugfs -R "bmap /models/c.gguf 100" /dev/nvme0n1 2>/dev/null > $D/keep/c.block
@@ -86,6 +114,12 @@ if [ "$phase" = reboot ]; then
   check "the hasher's filter admits FS_IOC_MEASURE_VERITY" test $? = 0
   integrity-hasher --policy $P --state-dir /tmp/probe --sandbox-probe ioctl $D/models/a.gguf 2>/dev/null
   check "any other ioctl is killed by the filter (SIGSYS)" test $? = 159
+  # The registry's tree first: its sealed directory artifact is proven unread after the reboot.
+  start /tmp/reg.log $R
+  scan
+  check "after the reboot the sealed directory artifact is trusted, 0 of its bytes read" \
+    sh -c "test $(verify_code) = 200 && test $(metric bytes_hashed_total) = 8"
+  stop
   start /tmp/monitor.log
   start=$(cut -d' ' -f1 /proc/uptime)
   scan; rc=$?

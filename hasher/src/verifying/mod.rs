@@ -1,8 +1,9 @@
-//! Deciding whether the files are the ones the baseline names: full sweeps and new baselines (`scan`), checks of the named paths (`rescan`), the sweep spread over its interval (`spread`), model dirs walked with bounds (`walk`), the model registry (`registry`), the OS image's release baseline (`release`), and the file memory that makes a check cheap: `hashing` (fast path, backstop, prefetch), `slots`, `settle` (settle reads), sealed files' contents bound to their fs-verity digests (`seals`), and what of it is kept in the store for a restart (`remember`: versions.bin; `chunkstore`: chunks.bin; `sealstore`: seals.bin).
+//! Deciding whether the files are the ones the baseline names: full sweeps and new baselines (`scan`), checks of the named paths (`rescan`), the sweep spread over its interval (`spread`), model dirs walked with bounds (`walk`), the model registry (`registry`), the OS image's release baseline (`release`), and the file memory that makes a check cheap: `hashing` (fast path, backstop, prefetch), `slots`, `settle` (settle reads), sealed files' contents bound to their fs-verity digests (`seals`; directory artifacts: `dirseals`), and what of it is kept in the store for a restart (`remember`: versions.bin; `chunkstore`: chunks.bin; `sealstore`: seals.bin).
 //!
 //! May call: `reading`, `storing` (the side-file format), `live` (to arm the sentinel for a long read).
 
 pub mod chunkstore;
+pub mod dirseals;
 pub mod hashing;
 pub mod registry;
 pub mod release;

@@ -134,6 +134,8 @@ pub type DirDigest = Result<(String, u64), String>;
 struct Plan {
     dir: PathBuf,
     files: Vec<(PathBuf, Version)>,
+    /// The fingerprint of its files' seals before it is read, when every one is sealed.
+    sealed: Option<[u8; 32]>,
 }
 
 /// Walks `dir` and checks the artifact's bounds without reading any content.
@@ -175,6 +177,7 @@ fn plan(dir: &Path) -> Result<Plan, String> {
     Ok(Plan {
         dir: dir.to_owned(),
         files: versions,
+        sealed: None,
     })
 }
 
@@ -235,12 +238,18 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
     for (i, dir) in dirs.iter().enumerate() {
         match plan(dir) {
             Err(why) => answers[i] = Some(Err(why)),
-            Ok(p) => match hasher.dirs.get(dir) {
+            Ok(mut p) => match hasher.dirs.get(dir) {
                 Some(c) if c.files == p.files && Instant::now() < c.due => {
                     hasher.fast_hits += 1;
                     answers[i] = Some(Ok((c.digest.clone(), c.total)));
                 }
-                _ => todo.push((i, p)),
+                _ => match crate::verifying::dirseals::answer(hasher, &p.dir, &p.files) {
+                    Ok(sealed) => answers[i] = Some(Ok(sealed)),
+                    Err(fingerprint) => {
+                        p.sealed = fingerprint;
+                        todo.push((i, p));
+                    }
+                },
             },
         }
     }
@@ -279,6 +288,10 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
     hasher.bytes_hashed += spent + (hasher.reader.bytes - before);
     for (i, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         if let (Ok((digest, total)), Some((_, p))) = (&r, todo.iter().find(|(j, _)| *j == i)) {
+            if let Some(before) = p.sealed {
+                let read = (digest.as_str(), *total);
+                crate::verifying::dirseals::learn(hasher, &p.dir, &p.files, before, read);
+            }
             let due = Instant::now() + hasher.spread(digest);
             hasher.dirs.insert(
                 p.dir.clone(),

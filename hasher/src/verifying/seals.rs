@@ -38,6 +38,8 @@ pub struct Seals {
     /// The policy's `fsverity`.
     pub mode: FsVerity,
     bindings: HashMap<PathBuf, Binding>,
+    /// Directory artifacts whose every file is sealed, by path.
+    dirs: HashMap<PathBuf, crate::verifying::dirseals::DirSeal>,
     /// Bindings were learned or dropped since the store was last told.
     changed: bool,
 }
@@ -69,6 +71,28 @@ impl Seals {
         let same = held.is_some_and(|b| (b.sha, b.size, b.seal) == (sha, size, seal));
         self.changed |= !same;
         self.bindings.insert(path.to_owned(), new);
+    }
+
+    /// The binding of the directory artifact at `dir`, if any.
+    pub fn dir(&self, dir: &Path) -> Option<&crate::verifying::dirseals::DirSeal> {
+        self.dirs.get(dir)
+    }
+
+    /// Binds a directory artifact's digest to its files' seals (recalled, or read now).
+    pub fn learn_dir(&mut self, dir: &Path, seal: crate::verifying::dirseals::DirSeal) {
+        if self.dirs.len() >= MAX_BINDINGS && !self.dirs.contains_key(dir) {
+            return;
+        }
+        let same = self.dirs.get(dir).is_some_and(|d| {
+            (d.fingerprint, &d.digest, d.total) == (seal.fingerprint, &seal.digest, seal.total)
+        });
+        self.changed |= !same;
+        self.dirs.insert(dir.to_owned(), seal);
+    }
+
+    /// Every directory binding, by path.
+    pub fn all_dirs(&self) -> impl Iterator<Item = (&Path, &crate::verifying::dirseals::DirSeal)> {
+        self.dirs.iter().map(|(p, d)| (p.as_path(), d))
     }
 
     /// Takes a binding recalled from the store (it is in force until a check says otherwise).
@@ -113,9 +137,10 @@ impl Seals {
 
     /// Keeps only the bindings of paths `watched` says are watched (a reload narrowed it).
     pub fn retain(&mut self, watched: impl Fn(&Path) -> bool) {
-        let before = self.bindings.len();
+        let before = self.bindings.len() + self.dirs.len();
         self.bindings.retain(|p, _| watched(p));
-        self.changed |= self.bindings.len() != before;
+        self.dirs.retain(|p, _| watched(p));
+        self.changed |= self.bindings.len() + self.dirs.len() != before;
     }
 
     /// Has the bindings kept again (a new baseline: the store holds them under the old one).

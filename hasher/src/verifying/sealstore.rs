@@ -81,6 +81,10 @@ pub fn load(store: &Store, key: &[u8], digest: &str) -> Result<Vec<Record>, Stri
 
 /// Writes the bindings `hasher` holds under the baseline `current`.
 pub fn keep(store: &Store, key: &[u8], current: &Current, hasher: &FileHasher) {
+    let dirs = crate::verifying::dirseals::save(store, key, &current.digest, &hasher.seals);
+    if let Err(e) = dirs {
+        tracing::warn!(error = %e, "directory seal bindings not kept");
+    }
     match save(store, key, &current.digest, hasher.seals.all()) {
         Ok(files) => tracing::debug!(files, "seal bindings kept"),
         Err(e) => tracing::warn!(
@@ -110,10 +114,17 @@ pub fn recall(store: &Store, key: &[u8], current: &Current, hasher: &mut FileHas
                 };
                 hasher.seals.recall(PathBuf::from(path), binding);
             }
-            hasher.seals.take_changed();
         }
         Err(why) => tracing::info!(why, "no seal bindings recalled"),
     }
+    if let Ok(dirs) = crate::verifying::dirseals::load(store, key, &current.digest) {
+        tracing::info!(dirs = dirs.len(), "directory seal bindings recalled");
+        for (path, mut seal) in dirs {
+            seal.due_ms = hasher.due_ms(&seal.digest);
+            hasher.seals.learn_dir(&path, seal);
+        }
+    }
+    hasher.seals.take_changed();
 }
 
 #[cfg(test)]

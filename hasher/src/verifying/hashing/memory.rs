@@ -63,6 +63,11 @@ impl FileHasher {
         })
     }
 
+    /// Milliseconds since the hasher was made (what due times count in).
+    pub(crate) fn ms_now(&self) -> u64 {
+        self.ms_since_born(Instant::now())
+    }
+
     pub(super) fn ms_since_born(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
     }
