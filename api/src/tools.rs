@@ -181,7 +181,19 @@ fn small_text(path: &Path) -> Result<String, String> {
 
 /// `public-key --key FILE`: the appliance's Ed25519 public key, derived from the HMAC key.
 pub fn public_key(key: &Path) -> i32 {
-    match std::fs::read(key) {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let limit = protocol::sign::MAX_KEY_LEN as u64 + 1;
+    let read = std::fs::File::open(key).and_then(|f| f.take(limit).read_to_end(&mut bytes));
+    match read.map(|_| bytes) {
+        Ok(bytes) if bytes.len() > protocol::sign::MAX_KEY_LEN => {
+            eprintln!(
+                "{}: longer than a key file ({} bytes at most)",
+                key.display(),
+                protocol::sign::MAX_KEY_LEN
+            );
+            1
+        }
         Ok(bytes) if bytes.len() >= protocol::sign::MIN_KEY_LEN => {
             let public = protocol::fleet::Signer::derive(&bytes).public();
             println!("{public}");
