@@ -119,6 +119,16 @@ if [ "$phase" = reboot ]; then
   scan
   check "after the reboot the sealed directory artifact is trusted, 0 of its bytes read" \
     sh -c "test $(verify_code) = 200 && test $(metric bytes_hashed_total) = 8"
+  # One shard replaced by an unsealed copy of itself: the artifact is read and judged.
+  cp $R/models/shards/b.bin $R/b.copy && mv $R/b.copy $R/models/shards/b.bin
+  scan
+  check "an unsealed shard put in: the artifact is read and judged, trusted" \
+    sh -c "test $(verify_code) = 200 && test $(metric bytes_hashed_total) -gt 8"
+  printf 'fsverity: require\n' >> $R/policy.yaml
+  post /api/v1/reload > /dev/null
+  scan
+  check "require: a directory artifact with an unsealed shard is not_sealed" \
+    status_has '"actual_hash":"not_sealed"'
   stop
   start /tmp/monitor.log
   start=$(cut -d' ' -f1 /proc/uptime)

@@ -49,6 +49,16 @@ pub fn fingerprint(dir: &Path, files: &[(PathBuf, Version)]) -> Option<[u8; 32]>
     Some(sha.finalize().into())
 }
 
+/// Whether every regular file of the directory artifact at `dir` is sealed now (what
+/// `fsverity: require` asks of a directory artifact; one open and one ioctl a file).
+pub fn all_sealed(dir: &Path) -> bool {
+    let files = crate::verifying::walk::walk(dir, crate::verifying::seals::MAX_BINDINGS);
+    files.iter().all(|(path, what)| {
+        matches!(what, crate::verifying::walk::Found::File)
+            && crate::reading::verity::look(path).is_some()
+    })
+}
+
 /// The digest and total of the planned artifact at `dir` from its seals, when bound and not
 /// due (`Ok`); else the fingerprint measured now, if every file is sealed, for binding it
 /// after the read (`Err`).

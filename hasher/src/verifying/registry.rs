@@ -442,7 +442,11 @@ fn artifact_finding(
             }
         }
         Ok(meta) if meta.file_type().is_dir() => match digest_of_dir(hasher) {
-            Ok((hash, size)) if hash == m.sha256 && size == m.size => None,
+            Ok((hash, size)) if hash == m.sha256 && size == m.size => {
+                let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
+                (sealing && !crate::verifying::dirseals::all_sealed(path))
+                    .then(|| protocol::Finding::NotSealed.as_str().into())
+            }
             Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.as_str().into()),
             Ok((hash, _)) => Some(hash),
             Err(why) => {
