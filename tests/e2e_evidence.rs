@@ -161,6 +161,9 @@ fn a_fleet_verifier_needs_only_the_public_key_and_cannot_forge() {
         String::from_utf8(out.stdout).unwrap()
     };
     let line = public(&a.path("secret/key"));
+    // The status names the key id the appliance signs with, as `public-key` printed it.
+    let id = protocol::fleet::PublicKey::parse(&line).unwrap().id();
+    assert_eq!(m.status()["ed25519_key_id"], id.as_str());
     assert!(
         line.starts_with("ed25519:") && line.trim().len() == 8 + 64,
         "{line}"

@@ -212,6 +212,8 @@ fn status_body(monitor: &Monitor) -> Value {
         "degradation_threshold": s.policy.degradation_threshold,
         "scan_interval_ms": s.policy.scan_interval_ms,
         "signing": if s.key == protocol::message::KeyStatus::Present { "hmac-sha256" } else { "unsigned" },
+        // The id of the Ed25519 key the last report was signed with: what a fleet enrolled.
+        "ed25519_key_id": s.last_report.as_ref().and_then(|r| r.ed25519.split_once(':')).map(|(id, _)| id),
         "baseline": s.baseline,
         "baseline_problem": s.baseline_problem,
         "hasher": if s.hasher_down.is_some() { "down" } else { "up" },
