@@ -31,7 +31,14 @@ pub fn look(path: &Path) -> Option<(Seal, Metadata)> {
 }
 
 /// The seal of the open `file`, if it has one (`None` also when its filesystem or kernel has
-/// no fs-verity, or on any other error: the file is then read).
+/// no fs-verity, or on any other error: the file is then read). Only a filesystem whose kernel
+/// driver keeps the Merkle tree itself (ext4, f2fs, btrfs) is asked: a FUSE server, say, can
+/// answer the ioctl with any digest it likes while serving other bytes.
 pub fn measure(file: &std::fs::File) -> Option<Seal> {
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC};
+    let kind = nix::sys::statfs::fstatfs(file).ok()?.filesystem_type();
+    if ![EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, BTRFS_SUPER_MAGIC].contains(&kind) {
+        return None;
+    }
     imsys::sys::measure_verity(file).ok()
 }
