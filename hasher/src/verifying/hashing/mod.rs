@@ -142,8 +142,6 @@ pub struct FileHasher {
     pub settling: crate::verifying::settle::Settling,
     /// Sealed files' contents bound to their fs-verity digests.
     pub seals: crate::verifying::seals::Seals,
-    /// Files answered by their seal, unread, since creation.
-    pub sealed_hits: u64,
 }
 
 impl Default for FileHasher {
@@ -167,7 +165,6 @@ impl Default for FileHasher {
             chunks_learned: false,
             settling: crate::verifying::settle::Settling::default(),
             seals: crate::verifying::seals::Seals::default(),
-            sealed_hits: 0,
         }
     }
 }
