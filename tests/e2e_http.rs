@@ -259,17 +259,8 @@ fn require_token_for_reads_closes_the_gets() {
             "{path} is closed without the token"
         );
     }
-    let auth = format!("Bearer {TOKEN}");
     assert!(wait_until(Duration::from_secs(10), || {
-        request(
-            addr,
-            "GET",
-            "/api/v1/verify",
-            &[("Authorization", &auth)],
-            b"",
-        )
-        .map(|r| r.0 == 200)
-        .unwrap_or(false)
+        verify_ok_with_token(addr)
     }));
     let _ = child.kill();
     let _ = child.wait();

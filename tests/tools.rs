@@ -226,17 +226,8 @@ fn boot_checks_work_with_reads_closed_and_refuse_an_unsigned_baseline() {
         .spawn()
         .unwrap();
     let m = Running { child, addr };
-    let auth = format!("Bearer {TOKEN}");
     assert!(wait_until(std::time::Duration::from_secs(20), || {
-        request(
-            addr,
-            "GET",
-            "/api/v1/verify",
-            &[("Authorization", &auth)],
-            b"",
-        )
-        .map(|r| r.0 == 200)
-        .unwrap_or(false)
+        verify_ok_with_token(addr)
     }));
     for script in [
         "contrib/greenboot/01-integrity-monitor.sh",

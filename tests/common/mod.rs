@@ -400,6 +400,20 @@ pub fn rebaseline(addr: SocketAddr, key: &[u8]) -> std::io::Result<(u16, String)
     )
 }
 
+/// Whether `/api/v1/verify` at `addr` answers 200 to a request carrying the service token
+/// (reads may be closed by the policy).
+pub fn verify_ok_with_token(addr: SocketAddr) -> bool {
+    let auth = format!("Bearer {TOKEN}");
+    request(
+        addr,
+        "GET",
+        "/api/v1/verify",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .is_ok_and(|r| r.0 == 200)
+}
+
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
