@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use hasher::policy::Policy;
-use hasher::verifying::hashing::FileHasher;
-use hasher::verifying::scan;
+use hasher::storing::store::Store;
+use hasher::verifying::verifier::Verifier;
 use protocol::report::{ScanReport, Violation};
 
 /// The 25th, 50th and 75th percentiles of `runs` timings of `f`.
@@ -41,13 +41,15 @@ fn main() {
     }
     let key = [7u8; 32];
     let policy = Policy::parse(&format!("model_dirs: [{}]\n", models.display())).expect("policy");
-    let mut h = FileHasher::for_policy(&policy);
-    let m = scan::create_baseline(&policy, &mut h, Some(&key), 1).expect("baseline");
-    let digest = "ab".repeat(32);
-    let _ = scan::scan(&policy, &m, &digest, &mut h, 1); // reads once; then the fast path
+    let store = Store::open(&dir.path().join("state")).expect("store");
+    let mut v = Verifier::new(policy, None, None);
+    let (m, slots) = v.make_baseline(Some(&key), 1).expect("baseline");
+    let current = store.commit(m, Some(&key)).expect("stored");
+    v.adopt(current, slots);
+    let _ = v.sweep_all(false); // the slots stand in for the first read; then the fast path
     let mut report: Option<ScanReport> = None;
     let [p25, scan_t, p75] = quartiles(runs / 10, || {
-        report = Some(scan::scan(&policy, &m, &digest, &mut h, 2));
+        report = v.sweep_all(false);
     });
     let clean = report.expect("a report");
     let mut dirty = clean.clone();

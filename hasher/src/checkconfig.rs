@@ -122,13 +122,13 @@ pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
         count(path);
     }
     for dir in &policy.model_dirs {
-        crate::verifying::walk::visit(dir, 0, policy.max_watched_files, |batch| {
-            for (path, what) in batch.iter() {
+        for batch in crate::verifying::walk::Walk::new(dir, 0, policy.max_watched_files) {
+            for (path, what) in &batch {
                 if matches!(what, crate::verifying::walk::Found::File) {
                     count(path);
                 }
             }
-        });
+        }
     }
     (unsealed, sealed)
 }

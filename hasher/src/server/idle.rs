@@ -55,17 +55,11 @@ impl Server {
         }
         // A slice may read a large file for seconds: a notice held back goes out first (the
         // poll wakes when it may), and such a read arms the sentinel (`sentinel::long_read`).
-        let slice_due = self.v.sweep.is_some() && std::time::Instant::now() >= self.v.next_slice;
-        if slice_due && self.held_notice.is_none() {
+        if self.v.slice_due() && self.held_notice.is_none() {
             self.run_slice();
             self.sentinel.idle();
             self.take_announced();
-            let soonest = std::time::Instant::now() + crate::verifying::spread::SLICE_PERIOD;
-            // No cycle: nothing is spread (a registry's dir); look again an interval later.
-            self.v.next_slice = self.v.cycle.as_ref().map_or(
-                std::time::Instant::now() + self.v.policy.scan_interval,
-                |c| c.next_due().max(soonest),
-            );
+            self.v.schedule_slice();
         }
         Ok(chan_ready)
     }
@@ -95,13 +89,8 @@ impl Server {
             (Some(_), None) => PollTimeout::ZERO,
             (None, _) => PollTimeout::NONE,
         };
-        // A settle read falls due then; the next slice of the spread sweep, while there is a
-        // sweep to keep.
-        let slice = self.v.sweep.as_ref().map(|_| self.v.next_slice);
-        [self.v.hasher.settling.next_due(), slice]
-            .into_iter()
-            .flatten()
-            .fold(wait, sooner)
+        // A settle read or the next slice of the spread sweep falls due then.
+        self.v.next_due().into_iter().fold(wait, sooner)
     }
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the
@@ -129,34 +118,10 @@ impl Server {
         self.keep_versions();
     }
 
-    /// Keeps what the slots remember for a restart: at once the first time after a start or a
-    /// new baseline, when the api closes the channel, and after any check once
-    /// [`crate::verifying::remember::SAVE_AFTER_BYTES`] were read since the last save; else at most every
-    /// [`crate::verifying::remember::SAVE_EVERY`].
+    /// Keeps what the file memory knows for a restart when it is time (`Verifier::keep`).
     pub(super) fn keep_versions(&mut self) {
-        // Chunk digests and seal bindings describe content, not a boot: kept whenever new ones
-        // were learned (a few large files: small and rare writes).
-        if let (Some(k), Some(current)) = (&self.key, &self.v.baseline) {
-            if self.v.hasher.take_chunks_learned() {
-                crate::verifying::chunkstore::keep(&self.store, k.bytes(), current, &self.v.hasher);
-            }
-            if self.v.hasher.seals.take_changed() {
-                crate::verifying::sealstore::keep(&self.store, k.bytes(), current, &self.v.hasher);
-            }
-        }
-        let (Some(k), Some(boot), Some(current)) = (&self.key, &self.boot_id, &self.v.baseline)
-        else {
-            return;
-        };
-        let read = self.v.hasher.bytes_hashed;
-        if self.kept_at.is_some_and(|(t, bytes)| {
-            t.elapsed() < crate::verifying::remember::SAVE_EVERY
-                && read.saturating_sub(bytes) < crate::verifying::remember::SAVE_AFTER_BYTES
-        }) {
-            return;
-        }
-        crate::verifying::remember::keep(&self.store, k.bytes(), boot, current, &self.v.hasher);
-        self.kept_at = Some((std::time::Instant::now(), read));
+        self.v
+            .keep(keeping(&self.store, &self.key, &self.boot_id), false);
     }
 
     /// Sends the changes not announced yet, if any.

@@ -17,9 +17,8 @@ use crate::policy::{Policy, RebaselineAuth};
 use crate::storing::key::Key;
 use crate::storing::store::{Current, Loaded, Store};
 use crate::storing::token::Token;
-use crate::verifying::hashing::FileHasher;
 use crate::verifying::scan;
-use crate::verifying::verifier::Verifier;
+use crate::verifying::verifier::{Keeping, Verifier};
 
 /// Shortest time between two change notices to the api. Each notice makes the api 503 at once
 /// and ask for a check of the named paths, which costs what the change costs (a small file:
@@ -53,8 +52,6 @@ pub struct Server {
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
     /// The boot this runs in (what the slots remember is kept for a restart within it).
     boot_id: Option<String>,
-    /// When what the slots remember was last kept, and the bytes hashed by then.
-    kept_at: Option<(std::time::Instant, u64)>,
     /// Rebaseline challenges issued and not yet spent.
     challenges: crate::storing::authority::Challenges,
 }
@@ -64,6 +61,19 @@ pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
         kind,
         message: message.into(),
     }
+}
+
+/// Where the file memory is kept: only with a key (the side files are signed with it).
+pub(super) fn keeping<'a>(
+    store: &'a Store,
+    key: &'a Option<Key>,
+    boot: &'a Option<String>,
+) -> Option<Keeping<'a>> {
+    key.as_ref().map(|k| Keeping {
+        store,
+        key: k.bytes(),
+        boot: boot.as_deref(),
+    })
 }
 
 pub(super) fn summary(c: &Current) -> BaselineSummary {
@@ -112,10 +122,6 @@ impl Server {
             release_override,
             boot_id,
         } = parts;
-        let mut hasher = FileHasher::for_policy(&policy);
-        if let Some(k) = &key {
-            hasher.key_versions(k.bytes());
-        }
         let mut store_event = None;
         let (baseline, store_status, highest) = match loaded {
             Loaded::Empty => (None, StoreStatus::Empty, 0),
@@ -133,31 +139,14 @@ impl Server {
                 (None, StoreStatus::Rejected { reason }, highest)
             }
         };
-        if let (Some(k), Some(boot), Some(current)) = (&key, &boot_id, &baseline) {
-            crate::verifying::remember::recall(&store, k.bytes(), boot, current, &mut hasher);
-        }
-        if let (Some(k), Some(current)) = (&key, &baseline) {
-            crate::verifying::chunkstore::recall(&store, k.bytes(), current, &mut hasher);
-            hasher.take_chunks_learned();
-            crate::verifying::sealstore::recall(&store, k.bytes(), current, &mut hasher);
-        }
-        let watcher = crate::live::watch::Watcher::new(&policy)
+        let v = Verifier::new(policy, baseline, keeping(&store, &key, &boot_id));
+        let watcher = crate::live::watch::Watcher::new(v.policy())
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
             )
             .ok();
         Server {
-            v: Verifier {
-                policy,
-                baseline,
-                hasher,
-                seq: 0,
-                sweep: None,
-                named: std::collections::HashSet::new(),
-                named_complete: false,
-                cycle: None,
-                next_slice: std::time::Instant::now(),
-            },
+            v,
             policy_path,
             key,
             token,
@@ -173,7 +162,6 @@ impl Server {
             held_notice: None,
             last_notice: None,
             boot_id,
-            kept_at: None,
             challenges: crate::storing::authority::Challenges::default(),
         }
     }
@@ -192,8 +180,8 @@ impl Server {
                 Err(RecvError::Closed) => {
                     // The api stopped (a restart, an update): what was verified since the
                     // last save is kept, so the next start in this boot need not read it.
-                    self.kept_at = None;
-                    self.keep_versions();
+                    self.v
+                        .keep(keeping(&self.store, &self.key, &self.boot_id), true);
                     return Ok(());
                 }
                 Err(RecvError::Io(e)) => return Err(ChannelError::Io(e)),
@@ -243,10 +231,10 @@ impl Server {
             scan_completed_at: report.completed_at.clone(),
             scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
             baseline_digest: report.baseline_digest.clone(),
-            baseline_generation: self.v.baseline.as_ref().map_or(0, |b| b.generation),
+            baseline_generation: self.v.baseline().map_or(0, |b| b.generation),
             violation_count: report.violation_count,
             violations: report.violations.clone(),
-            degradation_threshold: self.v.policy.degradation_threshold,
+            degradation_threshold: self.v.policy().degradation_threshold,
             audit_seq,
             audit_head,
             issued_at: scan::now_rfc3339(),
@@ -311,7 +299,7 @@ impl Server {
         };
         Response::Hello {
             version: PROTOCOL_VERSION,
-            policy: self.v.policy.summary(),
+            policy: self.v.policy().summary(),
             key,
             store: self.store_status.clone(),
             token_digest: self.token.as_ref().map(Token::digest_hex),

@@ -19,12 +19,12 @@ impl Server {
                 .redeem(self.key.as_ref(), proof)
                 .map(|()| "rebaseline authority (key ceremony)");
         }
-        let bearer = self.v.policy.rebaseline_auth == RebaselineAuth::Bearer;
+        let bearer = self.v.policy().rebaseline_auth == RebaselineAuth::Bearer;
         match (presented, &self.token) {
             (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
             (Some(p), Some(t)) if t.matches(p) => Err("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
             (Some(_), _) => Err("the token presented is not the service token"),
-            (None, _) if self.store_status == StoreStatus::Empty && self.v.baseline.is_none() => {
+            (None, _) if self.store_status == StoreStatus::Empty && self.v.baseline().is_none() => {
                 Ok("first initialization of an empty store")
             }
             (None, _) => Err("a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
@@ -45,14 +45,13 @@ impl Server {
         };
         let key = self.key.as_ref().map(Key::bytes);
         let generation = self.next_generation;
-        let (manifest, slots) =
-            match scan::make_baseline(&self.v.policy, &mut self.v.hasher, key, generation) {
-                Ok(made) => made,
-                Err(e) => {
-                    tracing::error!(error = %e, "baseline refused");
-                    return error(ErrorKind::BaselineFailed, e.to_string());
-                }
-            };
+        let (manifest, slots) = match self.v.make_baseline(key, generation) {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::error!(error = %e, "baseline refused");
+                return error(ErrorKind::BaselineFailed, e.to_string());
+            }
+        };
         let current = match self.store.commit(manifest, key) {
             Ok(c) => c,
             Err(e) => {
@@ -75,24 +74,17 @@ impl Server {
             by,
             "new baseline signed, stored and adopted"
         );
-        // What was read to make it stands for the first sweep against it.
-        self.v.hasher.adopt(&current.digest, slots);
-        // The seal bindings are kept anew under the new baseline's digest.
-        self.v.hasher.seals.touch();
         let s = summary(&current);
         self.next_generation = generation.saturating_add(1);
         self.store_status = StoreStatus::Adopted(s.clone());
         self.store_event = None;
-        self.v.baseline = Some(current);
-        self.v.sweep = None;
-        self.v.cycle = None;
-        self.kept_at = None;
+        self.v.adopt(current, slots);
         Response::BaselineCreated { summary: s }
     }
 
     /// A part of the adopted manifest, read from the store file.
     pub(super) fn baseline_part(&self, offset: u64) -> Response {
-        let Some(b) = &self.v.baseline else {
+        let Some(b) = self.v.baseline() else {
             return error(ErrorKind::NoBaseline, "no baseline is adopted");
         };
         let start = offset.min(b.len);
@@ -136,9 +128,7 @@ impl Server {
                 "the first check after this start read more unsealed bytes than a boot check's 30 s allows under CPUQuota=15% (about 5 GiB): seal the models (integrity-monitor seal DIR) or the boot check may fail"
             );
         }
-        report.unsettled = u32::try_from(self.v.hasher.settling.pending()).unwrap_or(u32::MAX);
-        let sealed = u32::try_from(self.v.hasher.seals.in_force()).unwrap_or(u32::MAX);
-        report.sealed_files = sealed.min(report.watched_files);
+        self.v.stamp(&mut report);
         self.last_report = Some((report.clone(), std::time::Instant::now()));
         let key = self.key.as_ref().map(|k| (k.bytes(), k.signer()));
         Response::Report(report.sign(key))
@@ -172,7 +162,7 @@ impl Server {
                 return error(ErrorKind::PolicyInvalid, e.to_string());
             }
         };
-        if policy.hmac_key_path != self.v.policy.hmac_key_path {
+        if policy.hmac_key_path != self.v.policy().hmac_key_path {
             return error(
                 ErrorKind::RestartRequired,
                 "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
@@ -189,17 +179,9 @@ impl Server {
         tracing::info!(path = %self.policy_path.display(), "policy reloaded");
         self.sentinel
             .replace(crate::live::watch::Watcher::new(&policy).ok());
-        self.v.hasher.apply(&policy);
-        self.v
-            .hasher
-            .seals
-            .retain(|p| crate::verifying::scan::watches(&policy, p));
-        self.v.policy = policy;
-        // Findings against the old policy's watch set say nothing about the new one's.
-        self.v.sweep = None;
-        self.v.cycle = None;
+        self.v.reload(policy);
         Response::Reloaded {
-            policy: self.v.policy.summary(),
+            policy: self.v.policy().summary(),
         }
     }
 }

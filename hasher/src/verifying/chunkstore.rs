@@ -232,11 +232,10 @@ mod tests {
         std::fs::write(&big, &data).expect("write");
         let yaml = format!("model_dirs: [{}/models]\n", dir.path().display());
         let policy = Policy::parse(&yaml).expect("policy");
-        let mut first = FileHasher::default();
-        first.set_threads(2);
-        let m = crate::verifying::scan::create_baseline(&policy, &mut first, Some(KEY), 1)
-            .expect("base");
-        let held = first.known_chunks();
+        let mut first = crate::verifying::verifier::Verifier::bare(policy);
+        first.hasher.set_threads(2);
+        let (m, _) = first.make_baseline(Some(KEY), 1).expect("base");
+        let held = first.hasher.known_chunks();
         assert_eq!(save(&store, KEY, "d", &m, held).expect("saved"), 1);
         let check = |hasher: &mut FileHasher| {
             let i = m

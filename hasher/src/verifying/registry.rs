@@ -368,14 +368,18 @@ pub fn check(hasher: &mut FileHasher, dirs: &[PathBuf], manifest: &Path) -> Vec<
         .zip(directory_digests(hasher, &dir_artifacts))
         .collect();
     for (m, path) in enrolled() {
-        let mut digest_of_dir = |hasher: &mut FileHasher| {
-            dir_digests
-                .iter()
-                .position(|(p, _)| *p == path)
-                .map(|i| dir_digests.swap_remove(i).1)
-                .unwrap_or_else(|| directory_digest(hasher, &path))
+        let actual = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_dir() => {
+                let digest = dir_digests
+                    .iter()
+                    .position(|(p, _)| *p == path)
+                    .map(|i| dir_digests.swap_remove(i).1)
+                    .unwrap_or_else(|| directory_digest(hasher, &path));
+                dir_finding(hasher, m, &path, digest)
+            }
+            meta => artifact_finding(hasher, m, &path, meta),
         };
-        if let Some(actual) = artifact_finding(hasher, m, &path, &mut digest_of_dir) {
+        if let Some(actual) = actual {
             out.push((shown(&path), m.sha256.clone(), actual));
         }
     }
@@ -418,14 +422,14 @@ fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> 
 }
 
 /// What is wrong with the enrolled artifact `m` at `path`, if anything (the actual digest or
-/// a marker); a directory's digest comes from `digest_of_dir`.
+/// a marker), given what `lstat` found there (a directory: [`dir_finding`]).
 fn artifact_finding(
     hasher: &mut FileHasher,
     m: &Model,
     path: &Path,
-    digest_of_dir: &mut dyn FnMut(&mut FileHasher) -> DirDigest,
+    meta: std::io::Result<std::fs::Metadata>,
 ) -> Option<String> {
-    match std::fs::symlink_metadata(path) {
+    match meta {
         Err(_) => Some(protocol::Finding::Missing.as_str().to_owned()),
         Ok(meta) if meta.file_type().is_file() => {
             let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
@@ -441,23 +445,32 @@ fn artifact_finding(
                 _ => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
             }
         }
-        Ok(meta) if meta.file_type().is_dir() => match digest_of_dir(hasher) {
-            Ok((hash, size)) if hash == m.sha256 && size == m.size => {
-                let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
-                (sealing && !crate::verifying::dirseals::all_sealed(path))
-                    .then(|| protocol::Finding::NotSealed.as_str().into())
-            }
-            Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.as_str().into()),
-            Ok((hash, _)) => Some(hash),
-            Err(why) => {
-                tracing::warn!(path = %path.display(), why, "registry artifact invalid");
-                Some(protocol::Finding::ArtifactInvalid.as_str().into())
-            }
-        },
         Ok(meta) if meta.file_type().is_symlink() => {
             Some(protocol::Finding::Symlink.as_str().into())
         }
         Ok(_) => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
+    }
+}
+
+/// What is wrong with the enrolled directory artifact `m` at `path`, given its `digest`.
+fn dir_finding(
+    hasher: &mut FileHasher,
+    m: &Model,
+    path: &Path,
+    digest: DirDigest,
+) -> Option<String> {
+    match digest {
+        Ok((hash, size)) if hash == m.sha256 && size == m.size => {
+            let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
+            (sealing && !crate::verifying::dirseals::all_sealed(path))
+                .then(|| protocol::Finding::NotSealed.as_str().into())
+        }
+        Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.as_str().into()),
+        Ok((hash, _)) => Some(hash),
+        Err(why) => {
+            tracing::warn!(path = %path.display(), why, "registry artifact invalid");
+            Some(protocol::Finding::ArtifactInvalid.as_str().into())
+        }
     }
 }
 
@@ -491,8 +504,7 @@ fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
 #[cfg(test)]
 mod tests {
     use crate::policy::Policy;
-    use crate::verifying::hashing::FileHasher;
-    use crate::verifying::scan::{create_baseline, scan};
+    use crate::verifying::verifier::Verifier;
 
     /// The appliance's layout: the manifest in `registry/`, the models in `vault/models`.
     #[test]
@@ -523,15 +535,16 @@ mod tests {
             d = r.display()
         );
         let policy = Policy::parse(&yaml).expect("a manifest outside the model dir is accepted");
-        let baseline =
-            create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("baseline");
+        let baseline = Verifier::fresh_baseline(&policy).expect("baseline");
         assert!(
             baseline.entries.is_empty(),
             "never frozen into the baseline"
         );
-        let mut hasher = FileHasher::default();
+        let mut v = Verifier::bare(policy.clone());
+        v.adopt_as(baseline, &"0".repeat(64));
         let mut found = || -> Vec<(String, String)> {
-            scan(&policy, &baseline, &"0".repeat(64), &mut hasher, 1)
+            v.sweep_all(false)
+                .expect("swept")
                 .violations
                 .into_iter()
                 .map(|v| (v.path, v.actual_hash))

@@ -11,101 +11,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use protocol::baseline::Manifest;
 use protocol::report::{self, ScanReport};
 
-use crate::policy::Policy;
-use crate::verifying::hashing::FileHasher;
 use crate::verifying::scan::{beneath, governed, scoped, Comparison, Scope, Sweep};
+use crate::verifying::verifier::Verifier;
 use crate::verifying::walk::{self, Found, MAX_DEPTH};
-
-/// Brings `sweep` up to date with what is now at each of `paths`; the report, or `None` when
-/// only a full sweep can say (then `sweep` must be discarded: it may be half updated).
-pub fn rescan(
-    policy: &Policy,
-    baseline: &Manifest,
-    hasher: &mut FileHasher,
-    sweep: &mut Sweep,
-    paths: &[PathBuf],
-    seq: u64,
-) -> Option<ScanReport> {
-    let started = Instant::now();
-    let hashed_before = hasher.bytes_hashed;
-    update(policy, baseline, hasher, sweep, paths)?;
-    Some(sweep.report(seq, hasher.bytes_hashed - hashed_before, started))
-}
-
-/// Brings `sweep` up to date with what is now at each of `paths`; `None` when only a full
-/// sweep can say (then `sweep` must be discarded: it may be half updated).
-pub fn update(
-    policy: &Policy,
-    baseline: &Manifest,
-    hasher: &mut FileHasher,
-    sweep: &mut Sweep,
-    paths: &[PathBuf],
-) -> Option<()> {
-    if sweep
-        .findings
-        .iter()
-        .any(|v| v.actual_hash == protocol::Finding::LimitExceeded.as_str())
-    {
-        return None;
-    }
-    let manifest = governed(policy);
-    let mut roots: Vec<&PathBuf> = paths.iter().collect();
-    roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-    hasher.bind(&sweep.digest, baseline.entries.len());
-    let mut cmp = Comparison::new(&baseline.entries);
-    // A spread sweep's slice names dozens of files: each lookup costs its path's depth.
-    let mut done: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
-    let mut dirs = Ancestors::default();
-    let mut watched = i64::from(sweep.watched);
-    for p in roots {
-        let bytes = p.as_os_str().as_bytes();
-        let parents = bytes.iter().enumerate().filter(|(_, b)| **b == b'/');
-        if parents.clone().any(|(i, _)| done.contains(&bytes[..i])) {
-            continue; // inside a subtree already checked whole
-        }
-        // The policy keeps its listed files sorted by path.
-        if let Ok(i) = policy.files.binary_search_by(|(f, _)| f.as_path().cmp(p)) {
-            let key = key_of(p);
-            sweep.findings.retain(|v| v.path != key);
-            cmp.file(hasher, p, policy.files[i].1);
-            continue;
-        }
-        // The registry's manifest and the dirs that follow it are checked as one piece.
-        if manifest == Some(p.as_path()) {
-            return None;
-        }
-        let Some(dir) = policy.model_dirs.iter().find(|d| beneath(bytes, d)) else {
-            if policy.model_dirs.iter().any(|d| d == p) {
-                return None;
-            }
-            continue; // a neighbour of a listed file: not watched
-        };
-        if manifest.is_some() {
-            return None;
-        }
-        let at = what_is_at(dir, p, policy.max_watched_files, &mut dirs)?;
-        let key = key_of(p);
-        let scope = scoped(&baseline.entries, &key);
-        watched -= present_before(sweep, &scope, &key);
-        sweep
-            .findings
-            .retain(|v| v.path != key && !beneath_key(&v.path, &key));
-        let examined = cmp.watched;
-        match at {
-            At::Walked(found) => cmp.walked(hasher, policy, &scope, &found),
-            At::File(meta) => cmp.walked_file(hasher, policy, &scope, p, meta),
-        }
-        watched += i64::from(cmp.watched - examined);
-        done.insert(bytes);
-    }
-    sweep.findings.append(&mut cmp.violations);
-    sweep.findings.sort_by(|a, b| a.path.cmp(&b.path));
-    sweep.watched = u32::try_from(watched.max(0)).unwrap_or(u32::MAX);
-    Some(())
-}
 
 /// How a path appears in findings (names that are not UTF-8 escaped, as the walk shows them).
 fn key_of(p: &Path) -> String {
@@ -203,11 +113,125 @@ fn what_is_at(dir: &Path, p: &Path, limit: usize, dirs: &mut Ancestors) -> Optio
     }
 }
 
+impl Verifier {
+    /// Checks only the named paths, when they are all that changed and the sweep is current:
+    /// the report and how many paths; `None` when only a full sweep can say.
+    pub(crate) fn check_named(&mut self, watching: bool) -> Option<(ScanReport, usize)> {
+        let fresh = match (&self.sweep, &self.baseline) {
+            (Some(s), Some(b)) => {
+                s.digest == b.digest && s.at.elapsed() < self.sweep_lifetime(watching)
+            }
+            _ => false,
+        };
+        if !(fresh && self.named_complete) {
+            return None;
+        }
+        let paths: Vec<PathBuf> = self.named.drain().collect();
+        let Some(report) = self.rescan(&paths, self.seq + 1) else {
+            tracing::debug!(paths = paths.len(), "named changes need a full sweep");
+            return None;
+        };
+        self.seq += 1;
+        Some((report, paths.len()))
+    }
+
+    /// Brings the last sweep up to date with what is now at each of `paths`: its report, or
+    /// `None` when only a full sweep can say (the sweep is then discarded).
+    pub(super) fn rescan(&mut self, paths: &[PathBuf], seq: u64) -> Option<ScanReport> {
+        let started = Instant::now();
+        let hashed_before = self.hasher.bytes_hashed;
+        if self.update(paths).is_none() {
+            self.sweep = None;
+            return None;
+        }
+        let bytes = self.hasher.bytes_hashed - hashed_before;
+        Some(self.sweep.as_ref()?.report(seq, bytes, started))
+    }
+
+    /// Brings the last sweep up to date with what is now at each of `paths`; `None` when only
+    /// a full sweep can say, or there is no sweep (then the sweep must be discarded: it may be
+    /// half updated).
+    pub(super) fn update(&mut self, paths: &[PathBuf]) -> Option<()> {
+        let Verifier {
+            policy,
+            baseline,
+            hasher,
+            sweep,
+            ..
+        } = self;
+        let (Some(sweep), Some(baseline)) = (sweep.as_mut(), baseline.as_ref()) else {
+            return None;
+        };
+        let baseline = &baseline.manifest;
+        if sweep
+            .findings
+            .iter()
+            .any(|v| v.actual_hash == protocol::Finding::LimitExceeded.as_str())
+        {
+            return None;
+        }
+        let manifest = governed(policy);
+        let mut roots: Vec<&PathBuf> = paths.iter().collect();
+        roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        hasher.bind(&sweep.digest, baseline.entries.len());
+        let mut cmp = Comparison::new(policy, &baseline.entries, hasher);
+        // A spread sweep's slice names dozens of files: each lookup costs its path's depth.
+        let mut done: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
+        let mut dirs = Ancestors::default();
+        let mut watched = i64::from(sweep.watched);
+        for p in roots {
+            let bytes = p.as_os_str().as_bytes();
+            let parents = bytes.iter().enumerate().filter(|(_, b)| **b == b'/');
+            if parents.clone().any(|(i, _)| done.contains(&bytes[..i])) {
+                continue; // inside a subtree already checked whole
+            }
+            // The policy keeps its listed files sorted by path.
+            if let Ok(i) = policy.files.binary_search_by(|(f, _)| f.as_path().cmp(p)) {
+                let key = key_of(p);
+                sweep.findings.retain(|v| v.path != key);
+                cmp.file(p, policy.files[i].1);
+                continue;
+            }
+            // The registry's manifest and the dirs that follow it are checked as one piece.
+            if manifest == Some(p.as_path()) {
+                return None;
+            }
+            let Some(dir) = policy.model_dirs.iter().find(|d| beneath(bytes, d)) else {
+                if policy.model_dirs.iter().any(|d| d == p) {
+                    return None;
+                }
+                continue; // a neighbour of a listed file: not watched
+            };
+            if manifest.is_some() {
+                return None;
+            }
+            let at = what_is_at(dir, p, policy.max_watched_files, &mut dirs)?;
+            let key = key_of(p);
+            let scope = scoped(&baseline.entries, &key);
+            watched -= present_before(sweep, &scope, &key);
+            sweep
+                .findings
+                .retain(|v| v.path != key && !beneath_key(&v.path, &key));
+            let examined = cmp.watched;
+            match at {
+                At::Walked(found) => cmp.walked(&scope, &found),
+                At::File(meta) => cmp.walked_file(&scope, p, meta),
+            }
+            watched += i64::from(cmp.watched - examined);
+            done.insert(bytes);
+        }
+        sweep.findings.append(&mut cmp.violations);
+        sweep.findings.sort_by(|a, b| a.path.cmp(&b.path));
+        sweep.watched = u32::try_from(watched.max(0)).unwrap_or(u32::MAX);
+        Some(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::live::watch::Watcher;
-    use crate::verifying::scan::{create_baseline, sweep};
+    use crate::policy::Policy;
     use std::os::unix::ffi::OsStrExt;
 
     /// Findings and count as a full sweep states them (detection times aside).
@@ -249,10 +273,11 @@ mod tests {
         );
         let policy = Policy::parse(&yaml).expect("policy");
         let digest = "0".repeat(64);
-        let base = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("base");
+        let base = Verifier::fresh_baseline(&policy).expect("base");
         let mut watcher = Watcher::new(&policy).expect("inotify");
-        let mut hasher = FileHasher::default();
-        let (_, mut kept) = sweep(&policy, &base, &digest, &mut hasher, 1);
+        let mut v = Verifier::bare(policy.clone());
+        v.adopt_as(base.clone(), &digest);
+        v.sweep_all(false).expect("swept");
         type Change = Box<dyn Fn(&Path)>;
         let changes: Vec<(&str, Change)> = vec![
             (
@@ -332,17 +357,15 @@ mod tests {
             assert!(!drained.overflow && !drained.unnamed, "{what}: {drained:?}");
             let named: Vec<PathBuf> = drained.paths.into_iter().collect();
             for p in &named {
-                hasher.forget(p);
+                v.hasher.forget(p);
             }
-            let partial = rescan(&policy, &base, &mut hasher, &mut kept, &named, seq)
+            let partial = v
+                .rescan(&named, seq)
                 .unwrap_or_else(|| panic!("{what}: widened to a full sweep"));
-            let full = sweep(&policy, &base, &digest, &mut FileHasher::default(), seq).0;
+            let full = Verifier::fresh_sweep(&policy, &base, &digest);
             assert_eq!(essence(&partial), essence(&full), "{what}");
         }
-        assert_eq!(
-            essence(&sweep(&policy, &base, &digest, &mut hasher, 99).0).1,
-            0
-        );
+        assert_eq!(essence(&v.sweep_all(false).expect("swept")).1, 0);
     }
 
     #[test]
@@ -353,22 +376,18 @@ mod tests {
         std::fs::write(r.join("models/sub/f"), "f").expect("write");
         let yaml = format!("model_dirs: [{r}/models]\n", r = r.display());
         let policy = Policy::parse(&yaml).expect("policy");
-        let base = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("base");
-        let mut hasher = FileHasher::default();
-        let (_, mut kept) = sweep(&policy, &base, &"0".repeat(64), &mut hasher, 1);
+        let base = Verifier::fresh_baseline(&policy).expect("base");
+        let mut v = Verifier::bare(policy);
+        v.adopt_as(base, &"0".repeat(64));
+        v.sweep_all(false).expect("swept");
         let models = r.join("models");
-        assert!(rescan(
-            &policy,
-            &base,
-            &mut hasher,
-            &mut kept,
-            std::slice::from_ref(&models),
-            2
-        )
-        .is_none());
+        assert!(v.rescan(std::slice::from_ref(&models), 2).is_none());
+        assert!(v.sweep.is_none(), "discarded: only a full sweep can say");
+        v.sweep_all(false).expect("swept");
         std::fs::rename(models.join("sub"), r.join("elsewhere")).expect("mv");
         std::os::unix::fs::symlink(r.join("elsewhere"), models.join("sub")).expect("ln");
         let inside = [models.join("sub/f")];
-        assert!(rescan(&policy, &base, &mut hasher, &mut kept, &inside, 3).is_none());
+        assert!(v.sweep.is_some());
+        assert!(v.rescan(&inside, 3).is_none());
     }
 }

@@ -21,6 +21,7 @@ use protocol::baseline::Manifest;
 
 use crate::policy::Policy;
 use crate::verifying::scan::{governed, path_str, scoped};
+use crate::verifying::verifier::Verifier;
 
 /// How often a slice runs while the hasher waits for requests.
 pub const SLICE_PERIOD: Duration = Duration::from_millis(100);
@@ -235,11 +236,122 @@ fn children(dir: &Path, baseline: &Manifest) -> Option<BTreeMap<Vec<u8>, usize>>
     Some(out)
 }
 
+/// A digest of the findings that changes when any is added, cleared or changed.
+fn fingerprint(findings: &[protocol::report::Violation]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in findings {
+        (&v.path, &v.expected_hash, &v.actual_hash).hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Verifier {
+    /// One slice of the spread sweep; true when it added or cleared a finding (or only a full
+    /// sweep can say, which the next request makes).
+    pub(crate) fn slice(&mut self) -> bool {
+        let (Some(sweep), Some(b)) = (&self.sweep, &self.baseline) else {
+            return false;
+        };
+        // A cycle done early (fewer units than slices) rests until its interval is over.
+        if self
+            .cycle
+            .as_ref()
+            .is_some_and(|c| c.complete() && c.started.elapsed() >= c.interval())
+        {
+            self.cycle = None;
+        }
+        if self.cycle.is_none() {
+            self.cycle = Cycle::new(&self.policy, &b.manifest);
+        }
+        let Some(cycle) = self.cycle.as_mut() else {
+            return false; // not spread (a registry's dir): the api's ticks sweep everything
+        };
+        if cycle.complete() {
+            return false;
+        }
+        let units = cycle.slice_at(Instant::now(), &b.manifest);
+        let before = fingerprint(&sweep.findings);
+        let (wall, cpu) = (Instant::now(), thread_cpu());
+        let updated = self.update(&units);
+        let took = thread_cpu().saturating_sub(cpu);
+        if let Some(cycle) = self.cycle.as_mut().filter(|c| took > c.slowest) {
+            // Rare (a new maximum): a cycle over a large tree may take many minutes.
+            tracing::debug!(
+                slowest_cpu_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX),
+                units = units.len(),
+                "spread sweep: slowest slice so far"
+            );
+            cycle.slowest = took;
+        }
+        let changed = match (updated, &self.sweep) {
+            (Some(()), Some(sweep)) => fingerprint(&sweep.findings) != before,
+            _ => {
+                // Only a full sweep can say: the next request makes one.
+                self.sweep = None;
+                self.cycle = None;
+                true
+            }
+        };
+        if changed {
+            tracing::info!(
+                units = units.len(),
+                "the spread sweep found a change no event announced"
+            );
+        }
+        if let (Some(cycle), Some(sweep)) = (&self.cycle, self.sweep.as_mut()) {
+            if cycle.complete() {
+                tracing::debug!(
+                    units = cycle.units(),
+                    ms = u64::try_from(cycle.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    slowest_cpu_us = u64::try_from(cycle.slowest.as_micros()).unwrap_or(u64::MAX),
+                    "spread sweep cycle complete"
+                );
+                sweep.at = cycle.started;
+            }
+        }
+        changed
+    }
+
+    /// Whether a slice of the spread sweep is due now (there is a sweep to keep).
+    pub(crate) fn slice_due(&self) -> bool {
+        self.sweep.is_some() && Instant::now() >= self.next_slice
+    }
+
+    /// Sets when the next slice is due, after one ran: the cycle's pace, never sooner than
+    /// [`SLICE_PERIOD`]; with no cycle (nothing is spread: a registry's dir), an interval later.
+    pub(crate) fn schedule_slice(&mut self) {
+        let soonest = Instant::now() + SLICE_PERIOD;
+        self.next_slice = self
+            .cycle
+            .as_ref()
+            .map_or(Instant::now() + self.policy.scan_interval, |c| {
+                c.next_due().max(soonest)
+            });
+    }
+
+    /// How long a sweep's findings stand in for a new sweep. Spread (`watching`: inotify
+    /// works, no registry), a cycle examines every unit once per cycle interval and `at` is
+    /// when the last complete one began: at most two cycles old while cycles keep up. Not
+    /// spread, the api's tick, a scan interval after the last report, must find it stale and
+    /// sweep: 0.9 of it.
+    pub(crate) fn sweep_lifetime(&self, watching: bool) -> Duration {
+        if watching && crate::verifying::scan::governed(&self.policy).is_none() {
+            let files = self
+                .baseline
+                .as_ref()
+                .map_or(0, |b| b.manifest.entries.len());
+            crate::verifying::spread::cycle_interval(&self.policy, files).saturating_mul(2)
+        } else {
+            self.policy.scan_interval.mul_f64(0.9)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verifying::hashing::FileHasher;
-    use crate::verifying::scan::{create_baseline, sweep};
 
     #[test]
     fn a_large_tree_is_swept_at_the_policy_pace_and_a_small_one_every_interval() {
@@ -281,9 +393,10 @@ mod tests {
         );
         let policy = Policy::parse(&yaml).expect("policy");
         let digest = "0".repeat(64);
-        let base = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("base");
-        let mut hasher = FileHasher::default();
-        let (_, mut kept) = sweep(&policy, &base, &digest, &mut hasher, 1);
+        let base = Verifier::fresh_baseline(&policy).expect("base");
+        let mut v = Verifier::bare(policy.clone());
+        v.adopt_as(base.clone(), &digest);
+        v.sweep_all(false).expect("swept");
         // Unannounced: same size, new content (the metadata fast path sees the new ctime).
         std::fs::write(r.join("models/d1/f2"), "y").expect("write");
         std::fs::remove_dir_all(r.join("models/d3")).expect("rm");
@@ -298,8 +411,7 @@ mod tests {
         let mut sizes = Vec::new();
         for k in 0..10u32 {
             let units = cycle.slice_at(cycle.started + SLICE_PERIOD * k, &base);
-            crate::verifying::rescan::update(&policy, &base, &mut hasher, &mut kept, &units)
-                .expect("every unit checks on its own");
+            v.update(&units).expect("every unit checks on its own");
             assert!(
                 !units.contains(&big),
                 "the large dir is handed out as its entries"
@@ -314,8 +426,8 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 8 + big_units);
         assert_eq!(cycle.units(), 8 + big_units);
         assert!(sizes.iter().all(|n| *n <= big_units / 5), "{sizes:?}");
-        let spread = kept.report(2, 0, Instant::now());
-        let full = sweep(&policy, &base, &digest, &mut FileHasher::default(), 2).0;
+        let spread = v.sweep.as_ref().expect("kept").report(2, 0, Instant::now());
+        let full = Verifier::fresh_sweep(&policy, &base, &digest);
         let essence = |r: &protocol::report::ScanReport| {
             let v: Vec<_> = r
                 .violations

@@ -1,262 +1,208 @@
 //! The verifier: the policy in force, the adopted baseline, the file memory and the sweeps,
-//! owned in one place; the server hands it requests and the time between them.
+//! owned in one place; the server hands it requests and the time between them and touches
+//! none of its parts. Its work lives beside what it does: full sweeps and new baselines in
+//! `scan`, checks of named paths in `rescan`, the slices of the spread sweep in `spread`,
+//! taking in changes and settle reads in `settle`; here, its life (made, adopting a
+//! baseline, reloaded) and keeping its file memory for a restart.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::policy::Policy;
-use crate::storing::store::Current;
+use crate::storing::store::{Current, Store};
 use crate::verifying::hashing::FileHasher;
 use crate::verifying::scan::Sweep;
+use crate::verifying::slots::Slot;
 use crate::verifying::spread::Cycle;
 
 /// What decides whether the files are the ones the baseline names.
 pub struct Verifier {
     /// The policy in force.
-    pub(crate) policy: Policy,
+    pub(super) policy: Policy,
     /// The adopted baseline, if any.
-    pub(crate) baseline: Option<Current>,
+    pub(super) baseline: Option<Current>,
     /// The file memory: what was read, and when each file falls due again.
-    pub(crate) hasher: FileHasher,
+    pub(super) hasher: FileHasher,
     /// The last report's sequence number.
-    pub(crate) seq: u64,
+    pub(super) seq: u64,
     /// The last full sweep's findings, brought up to date by each scan of the changes.
-    pub(crate) sweep: Option<Sweep>,
+    pub(super) sweep: Option<Sweep>,
     /// Paths the kernel named since the last scan, and whether they are all that changed.
-    pub(crate) named: HashSet<PathBuf>,
-    pub(crate) named_complete: bool,
+    pub(super) named: HashSet<PathBuf>,
+    pub(super) named_complete: bool,
     /// The sweep spread over the interval, and when its next slice is due.
-    pub(crate) cycle: Option<Cycle>,
-    pub(crate) next_slice: Instant,
+    pub(super) cycle: Option<Cycle>,
+    pub(super) next_slice: Instant,
+    /// When the file memory was last kept, and the bytes read by then.
+    kept_at: Option<(Instant, u64)>,
 }
 
-/// A digest of the findings that changes when any is added, cleared or changed.
-fn fingerprint(findings: &[protocol::report::Violation]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for v in findings {
-        (&v.path, &v.expected_hash, &v.actual_hash).hash(&mut h);
-    }
-    h.finish()
+/// Where the file memory is kept for a restart: the store, the key its side files are signed
+/// with, and the boot it belongs to (versions are kept only within one boot).
+#[derive(Clone, Copy)]
+pub struct Keeping<'a> {
+    /// The baseline store.
+    pub store: &'a Store,
+    /// The HMAC key.
+    pub key: &'a [u8],
+    /// This boot's id, if known.
+    pub boot: Option<&'a str>,
 }
-
-/// Most named paths a scan of the changes checks one by one; past it, it sweeps everything.
-pub(crate) const MAX_NAMED: usize = 4096;
 
 impl Verifier {
-    /// Takes in what the watcher drained: each named path is read again even if its metadata
-    /// looks the same (a clock stepped back, coarse timestamps) and settled later; lost or
-    /// unnamed events, or too many names, leave only a full sweep sure.
-    pub(crate) fn absorb(&mut self, changes: &crate::live::watch::Changes) {
-        if changes.overflow {
-            // Events were lost: nothing remembered can be trusted; the next scan reads all,
-            // and which files changed is not known, so each is settled a window later too.
-            tracing::warn!("inotify queue overflowed: next scan re-reads every file");
-            self.hasher.forget_all();
-            self.hasher.settling.note_everything();
+    /// A verifier for `policy` and the baseline loaded at start, recalling what the store
+    /// remembers of it (`keeping`: with a key only).
+    pub fn new(policy: Policy, baseline: Option<Current>, keeping: Option<Keeping>) -> Verifier {
+        let mut hasher = FileHasher::for_policy(&policy);
+        if let Some(k) = keeping {
+            hasher.key_versions(k.key);
         }
-        for path in &changes.paths {
-            self.hasher.forget(path);
-            self.hasher.settling.note(path);
+        if let (Some(k), Some(current)) = (keeping, &baseline) {
+            if let Some(boot) = k.boot {
+                crate::verifying::remember::recall(k.store, k.key, boot, current, &mut hasher);
+            }
+            crate::verifying::chunkstore::recall(k.store, k.key, current, &mut hasher);
+            hasher.take_chunks_learned();
+            crate::verifying::sealstore::recall(k.store, k.key, current, &mut hasher);
         }
-        if changes.overflow || changes.unnamed || self.named.len() + changes.paths.len() > MAX_NAMED
-        {
-            self.named_complete = false;
-            self.named.clear();
-        } else if self.named_complete {
-            self.named.extend(changes.paths.iter().cloned());
+        Verifier {
+            policy,
+            baseline,
+            hasher,
+            seq: 0,
+            sweep: None,
+            named: HashSet::new(),
+            named_complete: false,
+            cycle: None,
+            next_slice: Instant::now(),
+            kept_at: None,
         }
     }
 
-    /// Reads again the changed files whose writeback window has passed (`settle`), bringing
-    /// the last sweep up to date; true when it read any.
-    pub(crate) fn settle(&mut self) -> bool {
-        let due = self.hasher.settling.take_due(Instant::now());
-        if due.everything {
-            // The next request sweeps everything, reading every file (all forgotten).
-            tracing::warn!(
-                "settle read of every file: more changes than are tracked by name, or lost events"
-            );
-            self.hasher.forget_all();
-            self.sweep = None;
-            self.cycle = None;
-            return true;
-        }
-        let due = due.paths;
-        if due.is_empty() {
-            return false;
-        }
-        for path in &due {
-            self.hasher.forget(path);
-        }
-        tracing::info!(
-            files = due.len(),
-            "settle read: changed files read again after the writeback window"
-        );
-        if let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) {
-            let updated = crate::verifying::rescan::update(
-                &self.policy,
-                &b.manifest,
-                &mut self.hasher,
-                sweep,
-                &due,
-            );
-            if updated.is_none() {
-                // Only a full sweep can say (a registry's dir): the next request makes one,
-                // reading them (their digests are forgotten).
-                self.sweep = None;
-                self.cycle = None;
-            }
-        }
-        true
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
-    /// One slice of the spread sweep; true when it added or cleared a finding (or only a full
-    /// sweep can say, which the next request makes).
-    pub(crate) fn slice(&mut self) -> bool {
-        let (Some(sweep), Some(b)) = (self.sweep.as_mut(), self.baseline.as_ref()) else {
-            return false;
-        };
-        // A cycle done early (fewer units than slices) rests until its interval is over.
-        if self
-            .cycle
-            .as_ref()
-            .is_some_and(|c| c.complete() && c.started.elapsed() >= c.interval())
-        {
-            self.cycle = None;
-        }
-        if self.cycle.is_none() {
-            self.cycle = Cycle::new(&self.policy, &b.manifest);
-        }
-        let Some(cycle) = self.cycle.as_mut() else {
-            return false; // not spread (a registry's dir): the api's ticks sweep everything
-        };
-        if cycle.complete() {
-            return false;
-        }
-        let units = cycle.slice_at(Instant::now(), &b.manifest);
-        let before = fingerprint(&sweep.findings);
-        let (wall, cpu) = (Instant::now(), crate::verifying::spread::thread_cpu());
-        let updated = crate::verifying::rescan::update(
-            &self.policy,
-            &b.manifest,
-            &mut self.hasher,
-            sweep,
-            &units,
-        );
-        let took = crate::verifying::spread::thread_cpu().saturating_sub(cpu);
-        if took > cycle.slowest {
-            // Rare (a new maximum): a cycle over a large tree may take many minutes.
-            tracing::debug!(
-                slowest_cpu_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX),
-                units = units.len(),
-                "spread sweep: slowest slice so far"
-            );
-            cycle.slowest = took;
-        }
-        let changed = match updated {
-            Some(()) => fingerprint(&sweep.findings) != before,
-            None => {
-                // Only a full sweep can say: the next request makes one.
-                self.sweep = None;
-                self.cycle = None;
-                true
-            }
-        };
-        if changed {
-            tracing::info!(
-                units = units.len(),
-                "the spread sweep found a change no event announced"
-            );
-        }
-        if let (Some(cycle), Some(sweep)) = (&self.cycle, self.sweep.as_mut()) {
-            if cycle.complete() {
-                tracing::debug!(
-                    units = cycle.units(),
-                    ms = u64::try_from(cycle.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    slowest_cpu_us = u64::try_from(cycle.slowest.as_micros()).unwrap_or(u64::MAX),
-                    "spread sweep cycle complete"
-                );
-                sweep.at = cycle.started;
-            }
-        }
-        changed
+    /// The adopted baseline, if any.
+    pub fn baseline(&self) -> Option<&Current> {
+        self.baseline.as_ref()
     }
 
-    /// A full sweep against the adopted baseline (`None`: there is none). `events_complete`:
-    /// every directory is watched, so the named paths can stand for all changes from now on.
-    pub(crate) fn sweep_all(
-        &mut self,
-        events_complete: bool,
-    ) -> Option<protocol::report::ScanReport> {
-        let b = self.baseline.as_ref()?;
-        self.seq += 1;
-        // Everything named so far is covered: events drained later name later changes.
-        self.named.clear();
-        self.named_complete = events_complete;
+    /// Adopts a baseline just made and stored; `slots` (from [`Verifier::make_baseline`])
+    /// are what was read to make it, standing for the first sweep against it.
+    pub fn adopt(&mut self, current: Current, slots: Vec<Slot>) {
+        self.hasher.adopt(&current.digest, slots);
+        // The seal bindings are kept anew under the new baseline's digest.
+        self.hasher.seals.touch();
+        self.baseline = Some(current);
+        self.sweep = None;
         self.cycle = None;
-        let (report, sweep) = crate::verifying::scan::sweep(
-            &self.policy,
-            &b.manifest,
-            &b.digest,
-            &mut self.hasher,
-            self.seq,
-        );
-        self.sweep = Some(sweep);
-        Some(report)
+        self.kept_at = None;
     }
 
-    /// How long a sweep's findings stand in for a new sweep. Spread (`watching`: inotify
-    /// works, no registry), a cycle examines every unit once per cycle interval and `at` is
-    /// when the last complete one began: at most two cycles old while cycles keep up. Not
-    /// spread, the api's tick, a scan interval after the last report, must find it stale and
-    /// sweep: 0.9 of it.
-    pub(crate) fn sweep_lifetime(&self, watching: bool) -> Duration {
-        if watching && crate::verifying::scan::governed(&self.policy).is_none() {
-            let files = self
-                .baseline
-                .as_ref()
-                .map_or(0, |b| b.manifest.entries.len());
-            crate::verifying::spread::cycle_interval(&self.policy, files).saturating_mul(2)
-        } else {
-            self.policy.scan_interval.mul_f64(0.9)
-        }
+    /// Puts a reloaded policy in force (the key path is the caller's to refuse changing).
+    pub fn reload(&mut self, policy: Policy) {
+        self.hasher.apply(&policy);
+        self.hasher
+            .seals
+            .retain(|p| crate::verifying::scan::watches(&policy, p));
+        self.policy = policy;
+        // Findings against the old policy's watch set say nothing about the new one's.
+        self.sweep = None;
+        self.cycle = None;
     }
 
-    /// Checks only the named paths, when they are all that changed and the sweep is current:
-    /// the report and how many paths; `None` when only a full sweep can say.
-    pub(crate) fn check_named(
-        &mut self,
-        watching: bool,
-    ) -> Option<(protocol::report::ScanReport, usize)> {
-        let fresh = match (&self.sweep, &self.baseline) {
-            (Some(s), Some(b)) => {
-                s.digest == b.digest && s.at.elapsed() < self.sweep_lifetime(watching)
-            }
-            _ => false,
+    /// Says in `report` how many changed files await their settle read and how many are
+    /// proven by their seal.
+    pub fn stamp(&self, report: &mut protocol::report::ScanReport) {
+        report.unsettled = u32::try_from(self.hasher.settling.pending()).unwrap_or(u32::MAX);
+        let sealed = u32::try_from(self.hasher.seals.in_force()).unwrap_or(u32::MAX);
+        report.sealed_files = sealed.min(report.watched_files);
+    }
+
+    /// When the verifier next has work of its own: a settle read, or the next slice of the
+    /// spread sweep while there is a sweep to keep.
+    pub fn next_due(&self) -> Option<Instant> {
+        let slice = self.sweep.as_ref().map(|_| self.next_slice);
+        [self.hasher.settling.next_due(), slice]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Keeps what the file memory knows for a restart: at once the first time after a start
+    /// or a new baseline, or when `now` (the api closed the channel), and after any check
+    /// once [`crate::verifying::remember::SAVE_AFTER_BYTES`] were read since the last save;
+    /// else at most every [`crate::verifying::remember::SAVE_EVERY`].
+    pub fn keep(&mut self, keeping: Option<Keeping>, now: bool) {
+        use crate::verifying::{chunkstore, remember, sealstore};
+        let (Some(k), Some(current)) = (keeping, &self.baseline) else {
+            return;
         };
-        if !(fresh && self.named_complete) {
-            return None;
+        // Chunk digests and seal bindings describe content, not a boot: kept whenever new
+        // ones were learned (a few large files: small and rare writes).
+        if self.hasher.take_chunks_learned() {
+            chunkstore::keep(k.store, k.key, current, &self.hasher);
         }
-        let (Some(mut sweep), Some(b)) = (self.sweep.take(), self.baseline.as_ref()) else {
-            return None;
+        if self.hasher.seals.take_changed() {
+            sealstore::keep(k.store, k.key, current, &self.hasher);
+        }
+        let Some(boot) = k.boot else {
+            return;
         };
-        let paths: Vec<PathBuf> = self.named.drain().collect();
-        let Some(report) = crate::verifying::rescan::rescan(
-            &self.policy,
-            &b.manifest,
-            &mut self.hasher,
-            &mut sweep,
-            &paths,
-            self.seq + 1,
-        ) else {
-            tracing::debug!(paths = paths.len(), "named changes need a full sweep");
-            return None;
-        };
-        self.seq += 1;
-        self.sweep = Some(sweep);
-        Some((report, paths.len()))
+        let read = self.hasher.bytes_hashed;
+        if !now
+            && self.kept_at.is_some_and(|(t, bytes)| {
+                t.elapsed() < remember::SAVE_EVERY
+                    && read.saturating_sub(bytes) < remember::SAVE_AFTER_BYTES
+            })
+        {
+            return;
+        }
+        remember::keep(k.store, k.key, boot, current, &self.hasher);
+        self.kept_at = Some((Instant::now(), read));
+    }
+}
+
+#[cfg(test)]
+impl Verifier {
+    /// A verifier with no store and no key, the policy in force.
+    pub(crate) fn bare(policy: Policy) -> Verifier {
+        Verifier::new(policy, None, None)
+    }
+
+    /// Takes `manifest` as the adopted baseline, as if stored with `digest`, keeping what the
+    /// file memory holds (a sweep against another digest finds no slot bound to it).
+    pub(crate) fn adopt_as(&mut self, manifest: protocol::baseline::Manifest, digest: &str) {
+        self.baseline = Some(Current {
+            manifest,
+            len: 0,
+            digest: digest.to_owned(),
+            generation: 1,
+        });
+        self.sweep = None;
+        self.cycle = None;
+    }
+
+    /// A fresh verifier's full sweep of `manifest` under `policy`: every file read.
+    pub(crate) fn fresh_sweep(
+        policy: &Policy,
+        manifest: &protocol::baseline::Manifest,
+        digest: &str,
+    ) -> protocol::report::ScanReport {
+        let mut v = Verifier::bare(policy.clone());
+        v.adopt_as(manifest.clone(), digest);
+        v.sweep_all(false).expect("a baseline is adopted")
+    }
+
+    /// A new baseline of `policy`'s files made by a fresh verifier.
+    pub(crate) fn fresh_baseline(
+        policy: &Policy,
+    ) -> Result<protocol::baseline::Manifest, crate::error::BaselineRefused> {
+        Verifier::bare(policy.clone())
+            .make_baseline(None, 1)
+            .map(|(m, _)| m)
     }
 }

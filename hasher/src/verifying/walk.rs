@@ -78,45 +78,60 @@ pub fn walk(dir: &Path, limit: usize) -> Vec<Entry> {
 /// As [`walk`], for a dir already `depth` levels below its model dir (the depth bound counts
 /// from the model dir).
 pub fn walk_from(dir: &Path, depth: usize, limit: usize) -> Vec<Entry> {
-    let mut out = Vec::new();
-    visit(dir, depth, limit, |batch| out.append(batch));
+    let mut out: Vec<Entry> = Walk::new(dir, depth, limit).flatten().collect();
     sort(&mut out);
     out
 }
 
-/// As [`walk_from`], handing over what each directory holds (sorted, subdirectories walked
-/// later) as it is read, so a model dir of a million files is never held whole. Every entry
-/// of the walk is in exactly one batch; past `limit` entries the walk stops with a
-/// `limit_exceeded` finding for `dir`.
-pub fn visit(dir: &Path, depth: usize, limit: usize, mut each: impl FnMut(&mut Vec<Entry>)) {
-    let mut stack = vec![(dir.to_owned(), depth)];
-    let mut seen = 0usize;
-    let mut batch = Vec::new();
-    while let Some((d, depth)) = stack.pop() {
-        let mut handle = match open_dir(&d) {
+/// A walk handed over as it goes: each item is what one directory holds (sorted,
+/// subdirectories walked later), so a model dir of a million files is never held whole and
+/// the caller pulls each part when it is ready for it. Every entry of the walk is in exactly
+/// one part; past `limit` entries the walk ends with a `limit_exceeded` finding for its dir.
+pub struct Walk {
+    /// The model dir (or the dir below it) the walk began at.
+    root: PathBuf,
+    /// Directories not opened yet, with their depth below the model dir.
+    stack: Vec<(PathBuf, usize)>,
+    /// Entries seen so far, against `limit`.
+    seen: usize,
+    limit: usize,
+}
+
+impl Walk {
+    /// A walk of `dir`, already `depth` levels below its model dir, bounded at `limit` entries.
+    pub fn new(dir: &Path, depth: usize, limit: usize) -> Walk {
+        Walk {
+            root: dir.to_owned(),
+            stack: vec![(dir.to_owned(), depth)],
+            seen: 0,
+            limit,
+        }
+    }
+
+    /// What the directory `d` holds, its subdirectories pushed for later; `None` when the
+    /// bound was hit (the part then ends with the finding and the walk is over).
+    fn read_dir(&mut self, d: &Path, depth: usize, batch: &mut Vec<Entry>) -> Option<()> {
+        let mut handle = match open_dir(d) {
             Ok(h) => h,
-            Err(Errno::ENOENT) if d == dir => continue,
+            Err(Errno::ENOENT) if d == self.root => return Some(()),
             Err(e) => {
-                let marker = anomaly_of(&d, e);
-                each(&mut vec![(d, Found::Anomaly(marker))]);
-                continue;
+                batch.push((d.to_owned(), Found::Anomaly(anomaly_of(d, e))));
+                return Some(());
             }
         };
         for entry in handle.iter() {
-            seen += 1;
-            if seen > limit {
+            self.seen += 1;
+            if self.seen > self.limit {
                 // Not seen whole: a finding of its own, so the state cannot stay trusted.
-                tracing::error!(dir = %dir.display(), limit, "model dir holds more entries than max_watched_files: reported as limit_exceeded");
+                tracing::error!(dir = %self.root.display(), limit = self.limit, "model dir holds more entries than max_watched_files: reported as limit_exceeded");
                 batch.push((
-                    dir.to_owned(),
+                    self.root.clone(),
                     Found::Anomaly(protocol::Finding::LimitExceeded),
                 ));
-                sort(&mut batch);
-                each(&mut batch);
-                return;
+                return None;
             }
             let Ok(entry) = entry else {
-                batch.push((d.clone(), Found::Anomaly(protocol::Finding::Unreadable)));
+                batch.push((d.to_owned(), Found::Anomaly(protocol::Finding::Unreadable)));
                 break;
             };
             let name = entry.file_name().to_bytes();
@@ -137,7 +152,7 @@ pub fn visit(dir: &Path, depth: usize, limit: usize, mut each: impl FnMut(&mut V
                     .map(|m| type_of(m.file_type())),
             };
             match kind {
-                Some(Type::Directory) if depth < MAX_DEPTH => stack.push((path, depth + 1)),
+                Some(Type::Directory) if depth < MAX_DEPTH => self.stack.push((path, depth + 1)),
                 Some(Type::Directory) => {
                     batch.push((path, Found::Anomaly(protocol::Finding::TooDeep)))
                 }
@@ -149,11 +164,25 @@ pub fn visit(dir: &Path, depth: usize, limit: usize, mut each: impl FnMut(&mut V
                 None => batch.push((path, Found::Anomaly(protocol::Finding::Unreadable))),
             }
         }
-        if !batch.is_empty() {
-            sort(&mut batch);
-            each(&mut batch);
-            batch.clear();
+        Some(())
+    }
+}
+
+impl Iterator for Walk {
+    type Item = Vec<Entry>;
+
+    fn next(&mut self) -> Option<Vec<Entry>> {
+        while let Some((d, depth)) = self.stack.pop() {
+            let mut batch = Vec::new();
+            if self.read_dir(&d, depth, &mut batch).is_none() {
+                self.stack.clear();
+            }
+            if !batch.is_empty() {
+                sort(&mut batch);
+                return Some(batch);
+            }
         }
+        None
     }
 }
 
@@ -213,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn a_visit_hands_over_every_entry_once_a_directory_at_a_time() {
+    fn a_walk_hands_over_every_entry_once_a_directory_at_a_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         let m = dir.path().join("models");
         for sub in ["a", "a/b", "c"] {
@@ -224,8 +253,7 @@ mod tests {
         }
         std::fs::write(m.join("top"), "x").expect("write");
         std::os::unix::fs::symlink("/etc", m.join("c/link")).expect("symlink");
-        let mut batches = Vec::new();
-        visit(&m, 0, 1000, |batch| batches.push(std::mem::take(batch)));
+        let batches: Vec<Vec<Entry>> = Walk::new(&m, 0, 1000).collect();
         assert_eq!(batches.len(), 4, "one per directory: {batches:?}");
         for b in &batches {
             let parents: std::collections::HashSet<_> = b

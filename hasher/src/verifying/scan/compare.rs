@@ -41,10 +41,14 @@ pub(crate) fn scoped(entries: &Entries, key: &str) -> Scope {
     }
 }
 
-/// One scan's comparison against the baseline, as it goes.
+/// One scan's comparison against the baseline, as it goes: the policy followed, the
+/// baseline's entries and the file memory read through, borrowed from the
+/// [`crate::verifying::verifier::Verifier`] for the scan.
 pub(crate) struct Comparison<'a> {
+    policy: &'a Policy,
     /// The baseline's entries, sorted by path.
     entries: &'a Entries,
+    hasher: &'a mut FileHasher,
     /// When this scan started (every violation it finds carries it).
     now: String,
     /// What it found.
@@ -60,9 +64,15 @@ pub(crate) struct Comparison<'a> {
 }
 
 impl<'a> Comparison<'a> {
-    pub(crate) fn new(entries: &'a Entries) -> Comparison<'a> {
+    pub(crate) fn new(
+        policy: &'a Policy,
+        entries: &'a Entries,
+        hasher: &'a mut FileHasher,
+    ) -> Comparison<'a> {
         Comparison {
+            policy,
             entries,
+            hasher,
             now: now_rfc3339(),
             violations: Vec::new(),
             watched: 0,
@@ -121,15 +131,22 @@ impl<'a> Comparison<'a> {
         });
     }
 
+    /// Every file the policy lists.
+    pub(crate) fn listed(&mut self) {
+        let policy = self.policy;
+        for (path, category) in &policy.files {
+            self.file(path, *category);
+        }
+    }
+
     /// A watched regular file: absent from the baseline, or not what the baseline says.
-    pub(crate) fn file(&mut self, hasher: &mut FileHasher, path: &Path, category: Category) {
-        self.file_stated(hasher, path, category, None);
+    pub(crate) fn file(&mut self, path: &Path, category: Category) {
+        self.file_stated(path, category, None);
     }
 
     /// As [`Comparison::file`], with the `lstat` just taken where there is one.
     pub(crate) fn file_stated(
         &mut self,
-        hasher: &mut FileHasher,
         path: &Path,
         category: Category,
         stated: Option<std::fs::Metadata>,
@@ -152,13 +169,15 @@ impl<'a> Comparison<'a> {
         let Some(entry) = self.entries.get(index) else {
             return;
         };
-        let sealing = hasher.seal_required(path, entry.category);
+        let sealing = self.hasher.seal_required(path, entry.category);
         // A size change is a violation at once; reading the file would only confirm it.
-        let outcome = hasher.check_entry_stated(path, Some(Expect::of(index, &entry)), stated);
+        let outcome = self
+            .hasher
+            .check_entry_stated(path, Some(Expect::of(index, &entry)), stated);
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
         if !matches {
             self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));
-        } else if sealing && !hasher.seals.is_sealed(path) {
+        } else if sealing && !self.hasher.seals.is_sealed(path) {
             let marker = protocol::Finding::NotSealed.as_str().into();
             self.flag(key, entry.category, &entry.hash.to_hex(), marker);
         }
@@ -166,31 +185,18 @@ impl<'a> Comparison<'a> {
 
     /// What walking (part of) a model dir found, and the baselined files in that part
     /// (`scope`) it did not find.
-    pub(crate) fn walked(
-        &mut self,
-        hasher: &mut FileHasher,
-        policy: &Policy,
-        scope: &Scope,
-        found: &[(PathBuf, Found)],
-    ) {
+    pub(crate) fn walked(&mut self, scope: &Scope, found: &[(PathBuf, Found)]) {
         self.forget_seen(scope);
-        self.walked_part(hasher, policy, found);
+        self.walked_part(found);
         self.missing(scope);
     }
 
     /// As [`Comparison::walked`] for one regular file at `path` (the whole scope), with the
     /// `lstat` that found it.
-    pub(crate) fn walked_file(
-        &mut self,
-        hasher: &mut FileHasher,
-        policy: &Policy,
-        scope: &Scope,
-        path: &Path,
-        meta: std::fs::Metadata,
-    ) {
+    pub(crate) fn walked_file(&mut self, scope: &Scope, path: &Path, meta: std::fs::Metadata) {
         self.forget_seen(scope);
-        if policy.registry_manifest.as_deref() != Some(path) {
-            self.file_stated(hasher, path, Category::ModelFile, Some(meta));
+        if self.policy.registry_manifest.as_deref() != Some(path) {
+            self.file_stated(path, Category::ModelFile, Some(meta));
         }
         self.missing(scope);
     }
@@ -203,18 +209,13 @@ impl<'a> Comparison<'a> {
     }
 
     /// Part of what a walk found (one directory's entries, say).
-    pub(crate) fn walked_part(
-        &mut self,
-        hasher: &mut FileHasher,
-        policy: &Policy,
-        found: &[(PathBuf, Found)],
-    ) {
+    pub(crate) fn walked_part(&mut self, found: &[(PathBuf, Found)]) {
         for (path, what) in found {
-            if policy.registry_manifest.as_ref() == Some(path) {
+            if self.policy.registry_manifest.as_ref() == Some(path) {
                 continue;
             }
             match what {
-                Found::File => self.file(hasher, path, Category::ModelFile),
+                Found::File => self.file(path, Category::ModelFile),
                 Found::Anomaly(kind) => {
                     self.watched += 1;
                     let key = path_str(path);
@@ -260,8 +261,20 @@ impl<'a> Comparison<'a> {
         }
     }
 
+    /// The model dirs against the registry `manifest` that governs them.
+    pub(crate) fn registry(&mut self, manifest: &Path) {
+        let dirs = &self.policy.model_dirs;
+        for (path, expected, actual) in
+            crate::verifying::registry::check(self.hasher, dirs, manifest)
+        {
+            self.watched += 1;
+            self.flag(path, Category::ModelFile, &expected, actual);
+        }
+    }
+
     /// Baselined paths the policy no longer covers (a reload narrowed it): still findings.
-    pub(crate) fn uncovered(&mut self, policy: &Policy, baseline: &Manifest) {
+    pub(crate) fn uncovered(&mut self, baseline: &Manifest) {
+        let policy = self.policy;
         let listed: HashSet<&[u8]> = policy
             .files
             .iter()
@@ -280,6 +293,12 @@ impl<'a> Comparison<'a> {
                 protocol::Finding::Removed.as_str().into(),
             );
         }
+    }
+}
+
+impl AsMut<FileHasher> for Comparison<'_> {
+    fn as_mut(&mut self) -> &mut FileHasher {
+        self.hasher
     }
 }
 

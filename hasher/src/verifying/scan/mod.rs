@@ -18,7 +18,8 @@ use crate::error::BaselineRefused;
 use crate::policy::Policy;
 use crate::verifying::hashing::{FileHasher, Outcome};
 use crate::verifying::slots::{Expect, Slot};
-use crate::verifying::walk::Found;
+use crate::verifying::verifier::Verifier;
+use crate::verifying::walk::{Found, Walk};
 
 /// The current RFC 3339 time, second precision, UTC.
 pub fn now_rfc3339() -> String {
@@ -83,101 +84,179 @@ impl Made {
     }
 }
 
-/// Hashes every watched file into a signed manifest; refuses when a listed file is not a
-/// readable regular file, since a baseline must never bless an absent or redirected file.
-pub fn create_baseline(
-    policy: &Policy,
-    hasher: &mut FileHasher,
-    key: Option<&[u8]>,
-    generation: u64,
-) -> Result<Manifest, BaselineRefused> {
-    make_baseline(policy, hasher, key, generation).map(|(m, _)| m)
+/// A baseline as it is made: the policy followed, the file memory read through, and what
+/// was made so far.
+struct Making<'a> {
+    policy: &'a Policy,
+    hasher: &'a mut FileHasher,
+    made: Made,
 }
 
-/// As [`create_baseline`], with what each entry's slot is to remember of the version read
-/// (for [`FileHasher::adopt`] once the manifest is stored). Model dirs are walked a directory
-/// at a time, so a million files are never held but as entries.
-pub fn make_baseline(
-    policy: &Policy,
-    hasher: &mut FileHasher,
-    key: Option<&[u8]>,
-    generation: u64,
-) -> Result<(Manifest, Vec<Slot>), BaselineRefused> {
-    // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
-    hasher.forget_all();
-    let mut made = Made::default();
-    let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
-    read_part(
-        hasher,
-        true,
-        &listed,
-        |_| None,
-        |hasher| {
-            for (path, category) in &policy.files {
-                let (outcome, slot) = hasher.check_new(path);
-                if !made.push(path, &outcome, *category, slot) {
-                    return Err(BaselineRefused::Unreadable {
-                        path: path.clone(),
-                        why: describe(&outcome),
-                    });
+impl AsMut<FileHasher> for Making<'_> {
+    fn as_mut(&mut self) -> &mut FileHasher {
+        self.hasher
+    }
+}
+
+impl Making<'_> {
+    /// Hashes the policy's listed files; refuses when one is not a readable regular file,
+    /// since a baseline must never bless an absent or redirected file.
+    fn listed(&mut self) -> Result<(), BaselineRefused> {
+        let policy = self.policy;
+        for (path, category) in &policy.files {
+            let (outcome, slot) = self.hasher.check_new(path);
+            if !self.made.push(path, &outcome, *category, slot) {
+                return Err(BaselineRefused::Unreadable {
+                    path: path.clone(),
+                    why: describe(&outcome),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes the files of one part of a walk; what cannot be hashed is left out (and will be
+    /// reported by every scan).
+    fn walked_part(&mut self, found: &[(PathBuf, Found)]) {
+        for (path, what) in found {
+            if self.policy.registry_manifest.as_ref() == Some(path) {
+                continue; // the registry's own bookkeeping, not a model
+            }
+            match what {
+                Found::File => {
+                    let (outcome, slot) = self.hasher.check_new(path);
+                    if !self.made.push(path, &outcome, Category::ModelFile, slot) {
+                        tracing::warn!(path = %path.display(), why = describe(&outcome), "left out of the baseline; it will be reported");
+                    }
+                }
+                Found::Anomaly(kind) => {
+                    tracing::warn!(path = %path.display(), kind = kind.as_str(), "left out of the baseline; it will be reported");
                 }
             }
-            Ok(())
-        },
-    )?;
-    for dir in walked_dirs(policy) {
-        if !dir.is_dir() {
-            return Err(BaselineRefused::NoModelDir {
-                dir: dir.to_path_buf(),
-            });
         }
-        walk_reading(
-            hasher,
-            policy,
-            dir,
-            true,
-            |_| None,
-            |hasher, batch| {
-                hashed_part(policy, hasher, batch, &mut made);
-            },
-        );
     }
-    let count = made.slots.len();
-    if count > MAX_ENTRIES || made.entries.len() != count {
-        return Err(BaselineRefused::TooMany {
-            count,
-            limit: MAX_ENTRIES,
-        });
-    }
-    let mut made = made.sorted();
-    made.entries.shrink_to_fit();
-    if let Some(release) = &policy.release_baseline {
-        let version = crate::verifying::release::check_release(release, &made.entries)?;
-        tracing::info!(
-            release = version,
-            "new baseline agrees with the release baseline"
-        );
-    }
-    let manifest = Manifest::of_entries(now_rfc3339(), Some(generation), made.entries, key);
-    Ok((manifest, made.slots))
 }
 
-/// Walks `dir` a directory at a time (the model dir is never held whole), handing each part
-/// to `work` with its regular files read first as [`read_part`] does.
-fn walk_reading(
-    hasher: &mut FileHasher,
-    policy: &Policy,
-    dir: &Path,
-    all_read: bool,
-    expect: impl Fn(&Path) -> Option<Expect>,
-    mut work: impl FnMut(&mut FileHasher, &[(PathBuf, Found)]),
-) {
-    crate::verifying::walk::visit(dir, 0, policy.max_watched_files, |batch| {
-        let files = regular(batch);
-        read_part(hasher, all_read, &files, &expect, |hasher| {
-            work(hasher, batch)
-        });
-    });
+impl Verifier {
+    /// Hashes every watched file, afresh, into a manifest signed with `key`, and what each
+    /// entry's slot is to remember of the version read (for [`Verifier::adopt`] once the
+    /// manifest is stored). Refuses when a listed file is not a readable regular file. Model
+    /// dirs are walked a directory at a time, so a million files are never held but as entries.
+    pub fn make_baseline(
+        &mut self,
+        key: Option<&[u8]>,
+        generation: u64,
+    ) -> Result<(Manifest, Vec<Slot>), BaselineRefused> {
+        let policy = &self.policy;
+        // Every byte is read afresh: nothing remembered from earlier scans goes into a baseline.
+        self.hasher.forget_all();
+        let mut making = Making {
+            policy,
+            hasher: &mut self.hasher,
+            made: Made::default(),
+        };
+        let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
+        read_part(&mut making, true, &listed, |_| None, Making::listed)?;
+        for dir in walked_dirs(policy) {
+            if !dir.is_dir() {
+                return Err(BaselineRefused::NoModelDir {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            // A directory at a time: the model dir is never held whole.
+            for batch in Walk::new(dir, 0, policy.max_watched_files) {
+                let files = regular(&batch);
+                read_part(
+                    &mut making,
+                    true,
+                    &files,
+                    |_| None,
+                    |m| m.walked_part(&batch),
+                );
+            }
+        }
+        let made = making.made;
+        let count = made.slots.len();
+        if count > MAX_ENTRIES || made.entries.len() != count {
+            return Err(BaselineRefused::TooMany {
+                count,
+                limit: MAX_ENTRIES,
+            });
+        }
+        let mut made = made.sorted();
+        made.entries.shrink_to_fit();
+        if let Some(release) = &policy.release_baseline {
+            let version = crate::verifying::release::check_release(release, &made.entries)?;
+            tracing::info!(
+                release = version,
+                "new baseline agrees with the release baseline"
+            );
+        }
+        let manifest = Manifest::of_entries(now_rfc3339(), Some(generation), made.entries, key);
+        Ok((manifest, made.slots))
+    }
+
+    /// A full sweep against the adopted baseline (`None`: there is none). `events_complete`:
+    /// every directory is watched, so the named paths can stand for all changes from now on.
+    pub fn sweep_all(&mut self, events_complete: bool) -> Option<ScanReport> {
+        self.baseline.as_ref()?;
+        self.seq += 1;
+        // Everything named so far is covered: events drained later name later changes.
+        self.named.clear();
+        self.named_complete = events_complete;
+        self.cycle = None;
+        let (report, sweep) = self.sweep(self.seq)?;
+        self.sweep = Some(sweep);
+        Some(report)
+    }
+
+    /// Every watched path compared with the adopted baseline: the unsigned report, and the
+    /// findings kept for later checks of named paths.
+    fn sweep(&mut self, seq: u64) -> Option<(ScanReport, Sweep)> {
+        let Verifier {
+            policy,
+            baseline,
+            hasher,
+            ..
+        } = self;
+        let (policy, b) = (&*policy, baseline.as_ref()?);
+        let started = Instant::now();
+        let hashed_before = hasher.bytes_hashed;
+        hasher.bind(&b.digest, b.manifest.entries.len());
+        // Nothing remembered (the first sweep after a start): every file is read.
+        let all_read = hasher.remembers_nothing();
+        let entries = &b.manifest.entries;
+        let mut cmp = Comparison::new(policy, entries, hasher);
+        let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
+        let expect = |p: &Path| expect_in(entries, p);
+        read_part(&mut cmp, all_read, &listed, expect, Comparison::listed);
+        for dir in walked_dirs(policy) {
+            let scope = scoped(entries, &path_str(dir));
+            cmp.forget_seen(&scope);
+            for batch in Walk::new(dir, 0, policy.max_watched_files) {
+                let files = regular(&batch);
+                read_part(&mut cmp, all_read, &files, expect, |c| {
+                    c.walked_part(&batch)
+                });
+            }
+            cmp.missing(&scope);
+        }
+        if let Some(manifest) = governed(policy) {
+            cmp.registry(manifest);
+        }
+        cmp.uncovered(&b.manifest);
+        let watched = cmp.watched;
+        let mut findings = cmp.violations;
+        findings.sort_by(|a, b| a.path.cmp(&b.path));
+        let sweep = Sweep {
+            findings,
+            watched,
+            digest: b.digest.clone(),
+            at: Instant::now(),
+        };
+        let bytes = hasher.bytes_hashed - hashed_before;
+        Some((sweep.report(seq, bytes, started), sweep))
+    }
 }
 
 /// The regular files among what a walk found.
@@ -189,50 +268,25 @@ fn regular(found: &[(PathBuf, Found)]) -> Vec<&Path> {
         .collect()
 }
 
-/// Hashes the files of one part of a walk into `made`; what cannot be hashed is left out (and
-/// will be reported by every scan).
-fn hashed_part(
-    policy: &Policy,
-    hasher: &mut FileHasher,
-    found: &[(PathBuf, Found)],
-    made: &mut Made,
-) {
-    for (path, what) in found {
-        if policy.registry_manifest.as_ref() == Some(path) {
-            continue; // the registry's own bookkeeping, not a model
-        }
-        match what {
-            Found::File => {
-                let (outcome, slot) = hasher.check_new(path);
-                if !made.push(path, &outcome, Category::ModelFile, slot) {
-                    tracing::warn!(path = %path.display(), why = describe(&outcome), "left out of the baseline; it will be reported");
-                }
-            }
-            Found::Anomaly(kind) => {
-                tracing::warn!(path = %path.display(), kind = kind.as_str(), "left out of the baseline; it will be reported");
-            }
-        }
-    }
-}
-
 /// Reads part of the watched set (`work` checks `files`, in that order): files with a
 /// remembered digest due or none are read first on the hashing threads (`expect` gives each
 /// one's baseline entry), or, with one thread and every file to be read (`all_read`), with
 /// reads issued ahead.
-fn read_part<R>(
-    hasher: &mut FileHasher,
+fn read_part<T: AsMut<FileHasher>, R>(
+    pass: &mut T,
     all_read: bool,
     files: &[&Path],
     expect: impl Fn(&Path) -> Option<Expect>,
-    work: impl FnOnce(&mut FileHasher) -> R,
+    work: impl FnOnce(&mut T) -> R,
 ) -> R {
+    let hasher = pass.as_mut();
     // Lazy: with one thread the prefetch returns before asking for any expectation.
     hasher.prefetch(files.iter().map(|p| (*p, expect(p))));
     if !all_read || hasher.threads > 1 {
-        return work(hasher);
+        return work(pass);
     }
     let progress = hasher.progress();
-    crate::reading::ahead::run(files, &progress, || work(hasher))
+    crate::reading::ahead::run(files, &progress, || work(pass))
 }
 
 fn describe(o: &Outcome) -> String {
@@ -261,75 +315,6 @@ fn actual(o: &Outcome) -> String {
         Outcome::Secret => protocol::Finding::SecretFile.as_str().into(),
         Outcome::SealChanged(_) => protocol::Finding::SealChanged.as_str().into(),
     }
-}
-
-/// Compares every watched path with `baseline`; returns the unsigned report.
-pub fn scan(
-    policy: &Policy,
-    baseline: &Manifest,
-    digest: &str,
-    hasher: &mut FileHasher,
-    seq: u64,
-) -> ScanReport {
-    sweep(policy, baseline, digest, hasher, seq).0
-}
-
-/// A full sweep: every watched path compared with `baseline`; the unsigned report, and the
-/// findings kept for later checks of named paths.
-pub fn sweep(
-    policy: &Policy,
-    baseline: &Manifest,
-    digest: &str,
-    hasher: &mut FileHasher,
-    seq: u64,
-) -> (ScanReport, Sweep) {
-    let started = Instant::now();
-    let hashed_before = hasher.bytes_hashed;
-    let mut cmp = Comparison::new(&baseline.entries);
-    hasher.bind(digest, baseline.entries.len());
-    // Nothing remembered (the first sweep after a start): every file is read.
-    let all_read = hasher.remembers_nothing();
-    let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
-    let entries = &baseline.entries;
-    read_part(
-        hasher,
-        all_read,
-        &listed,
-        |p| expect_in(entries, p),
-        |hasher| {
-            for (path, category) in &policy.files {
-                cmp.file(hasher, path, *category);
-            }
-        },
-    );
-    for dir in walked_dirs(policy) {
-        let scope = scoped(&baseline.entries, &path_str(dir));
-        cmp.forget_seen(&scope);
-        let expect = |p: &Path| expect_in(entries, p);
-        walk_reading(hasher, policy, dir, all_read, expect, |hasher, batch| {
-            cmp.walked_part(hasher, policy, batch);
-        });
-        cmp.missing(&scope);
-    }
-    if let Some(manifest) = governed(policy) {
-        for (path, expected, actual) in
-            crate::verifying::registry::check(hasher, &policy.model_dirs, manifest)
-        {
-            cmp.watched += 1;
-            cmp.flag(path, Category::ModelFile, &expected, actual);
-        }
-    }
-    cmp.uncovered(policy, baseline);
-    let mut findings = cmp.violations;
-    findings.sort_by(|a, b| a.path.cmp(&b.path));
-    let sweep = Sweep {
-        findings,
-        watched: cmp.watched,
-        digest: digest.to_owned(),
-        at: Instant::now(),
-    };
-    let bytes = hasher.bytes_hashed - hashed_before;
-    (sweep.report(seq, bytes, started), sweep)
 }
 
 /// What the last full sweep found, kept so that a check of only the paths the kernel named
@@ -403,14 +388,15 @@ mod tests {
     }
 
     fn run(t: &Tree, m: &Manifest) -> ScanReport {
-        scan(&t.policy, m, &"0".repeat(64), &mut FileHasher::default(), 1)
+        Verifier::fresh_sweep(&t.policy, m, &"0".repeat(64))
     }
 
     #[test]
     fn clean_then_each_kind_of_violation() {
         let t = tree();
         let root = t.dir.path();
-        let m = create_baseline(&t.policy, &mut FileHasher::default(), Some(&[3u8; 32]), 1)
+        let (m, _) = Verifier::bare(t.policy.clone())
+            .make_baseline(Some(&[3u8; 32]), 1)
             .expect("baseline");
         assert_eq!(m.entries.len(), 4);
         assert!(m.entries.is_sorted_unique());
@@ -462,21 +448,24 @@ mod tests {
             std::fs::write(root.join(format!("models/m{i}")), vec![i; len]).expect("write");
         }
         let key = [3u8; 32];
-        let one = create_baseline(&t.policy, &mut FileHasher::default(), Some(&key), 1).expect("1");
-        let mut four = FileHasher::default();
-        four.threads = 4;
-        let (m, slots) = make_baseline(&t.policy, &mut four, Some(&key), 1).expect("4");
+        let (one, _) = Verifier::bare(t.policy.clone())
+            .make_baseline(Some(&key), 1)
+            .expect("1");
+        let mut four = Verifier::bare(t.policy.clone());
+        four.hasher.threads = 4;
+        let (m, slots) = four.make_baseline(Some(&key), 1).expect("4");
         assert_eq!(
             one.entries, m.entries,
             "same digests whatever the thread count"
         );
-        let read = four.bytes_hashed;
+        let read = four.hasher.bytes_hashed;
         let total: u64 = m.entries.iter().map(|e| e.size).sum();
         assert_eq!(read, total, "each file read once");
 
         // The slots filled while making it are adopted for it: its first sweep reads nothing.
-        four.adopt(&"0".repeat(64), slots);
-        let r = scan(&t.policy, &m, &"0".repeat(64), &mut four, 1);
+        four.hasher.adopt(&"0".repeat(64), slots);
+        four.adopt_as(m.clone(), &"0".repeat(64));
+        let r = four.sweep_all(false).expect("swept");
         assert_eq!(
             (r.violation_count, r.bytes_hashed),
             (0, 0),
@@ -485,13 +474,14 @@ mod tests {
 
         // Same size, new content: only that file is read, and it is caught.
         std::fs::write(root.join("models/m4"), vec![9u8; 5 << 20]).expect("tamper");
-        let r = scan(&t.policy, &m, &"0".repeat(64), &mut four, 2);
+        let r = four.sweep_all(false).expect("swept");
         assert_eq!(r.violation_count, 1);
         assert!(r.violations[0].path.ends_with("/models/m4"));
         assert_eq!(r.bytes_hashed, 5 << 20);
         // Against another baseline (another digest), the slots say nothing: all is read but
         // the tampered file, whose digest is remembered by its path.
-        let r = scan(&t.policy, &m, &"1".repeat(64), &mut four, 3);
+        four.adopt_as(m, &"1".repeat(64));
+        let r = four.sweep_all(false).expect("swept");
         assert_eq!((r.violation_count, r.bytes_hashed), (1, total - (5 << 20)));
     }
 
@@ -499,15 +489,13 @@ mod tests {
     fn baseline_refuses_missing_or_symlinked_listed_file() {
         let t = tree();
         std::fs::remove_file(t.dir.path().join("bin")).expect("rm");
-        let e =
-            create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect_err("refused");
+        let e = Verifier::fresh_baseline(&t.policy).expect_err("refused");
         assert!(
             matches!(&e, BaselineRefused::Unreadable { path, why } if path.ends_with("bin") && why == "missing"),
             "{e}"
         );
         std::os::unix::fs::symlink("/etc/passwd", t.dir.path().join("bin")).expect("symlink");
-        let e =
-            create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect_err("refused");
+        let e = Verifier::fresh_baseline(&t.policy).expect_err("refused");
         assert!(
             matches!(&e, BaselineRefused::Unreadable { why, .. } if why.contains("symlink")),
             "{e}"
@@ -523,11 +511,11 @@ mod tests {
             .expect("create")
             .set_len(256 << 20)
             .expect("set_len");
-        let mut hasher = FileHasher::default();
-        hasher.set_rate_limit(Some(32 << 20));
+        let mut v = Verifier::bare(t.policy.clone());
+        v.hasher.set_rate_limit(Some(32 << 20));
         let writer =
             crate::reading::current::write_later(&big, std::time::Duration::from_millis(300), 0);
-        let m = create_baseline(&t.policy, &mut hasher, None, 1).expect("baseline");
+        let (m, _) = v.make_baseline(None, 1).expect("baseline");
         writer.join().expect("writer");
         // A digest of a file being written is not its content: no entry, so it is reported.
         assert!(m.entries.iter().all(|e| e.path != path_str(&big)));
@@ -535,8 +523,8 @@ mod tests {
         assert_eq!(r.violation_count, 1);
         assert!(r.violations[0].path.ends_with("/models/big.gguf"));
         // Once the writes are done, a new baseline has it.
-        hasher.set_rate_limit(None);
-        let m = create_baseline(&t.policy, &mut hasher, None, 2).expect("baseline");
+        v.hasher.set_rate_limit(None);
+        let (m, _) = v.make_baseline(None, 2).expect("baseline");
         assert!(m.entries.iter().any(|e| e.path == path_str(&big)));
     }
 
@@ -577,11 +565,11 @@ mod tests {
             manifest(&format!("{{\"version\":1,\"models\":[{{\"name\":\"old\",\"filename\":\"old.gguf\",\"sha256\":\"{old}\",\"size_bytes\":3}},{{\"name\":\"sd\",\"filename\":\"shards\",\"sha256\":\"{shards}\",\"size_bytes\":3}}{extra}]}}"));
         };
         enrol("");
-        let baseline =
-            create_baseline(&policy, &mut FileHasher::default(), None, 1).expect("baseline");
+        let baseline = Verifier::fresh_baseline(&policy).expect("baseline");
         assert!(baseline.entries.is_empty(), "the dir follows the registry");
-        let mut hasher = FileHasher::default();
-        let mut run = || scan(&policy, &baseline, &"0".repeat(64), &mut hasher, 1);
+        let mut v = Verifier::bare(policy.clone());
+        v.adopt_as(baseline, &"0".repeat(64));
+        let mut run = || v.sweep_all(false).expect("swept");
         let found = |rep: ScanReport| -> Vec<(String, String)> {
             rep.violations
                 .into_iter()
@@ -695,9 +683,9 @@ mod tests {
         std::fs::write(root.join("release.json"), format!("{{\"version\":1,\"source_commit\":\"c0ffee0123456789abcdef0123456789abcdef01\",\"files\":[{{\"path\":\"{}\",\"sha256\":\"{good}\",\"size\":1}}]}}", bin.display())).expect("write");
         let mut policy = t.policy.clone();
         policy.release_baseline = Some(root.join("release.json"));
-        assert!(create_baseline(&policy, &mut FileHasher::default(), None, 1).is_ok());
+        assert!(Verifier::fresh_baseline(&policy).is_ok());
         std::fs::write(&bin, "x").expect("tamper");
-        let e = create_baseline(&policy, &mut FileHasher::default(), None, 1).expect_err("refused");
+        let e = Verifier::fresh_baseline(&policy).expect_err("refused");
         let e = e.to_string();
         assert!(
             e.contains(&bin.display().to_string()) && e.contains("c0ffee0123456789"),
@@ -708,7 +696,7 @@ mod tests {
     #[test]
     fn violations_are_capped_but_counted() {
         let t = tree();
-        let m = create_baseline(&t.policy, &mut FileHasher::default(), None, 1).expect("baseline");
+        let m = Verifier::fresh_baseline(&t.policy).expect("baseline");
         for i in 0..(MAX_REPORTED_VIOLATIONS + 10) {
             std::fs::write(t.dir.path().join(format!("models/x{i:04}")), "x").expect("write");
         }
