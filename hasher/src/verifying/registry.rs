@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::reading::budget::Budget;
 use crate::reading::reader::Reader;
 use crate::reading::version::{Outcome, Version};
-use crate::verifying::hashing::{DirCached, FileHasher};
+use crate::verifying::hashing::{DirCached, FileHasher, Known};
 use crate::verifying::walk::Found;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -433,7 +433,11 @@ fn artifact_finding(
         Err(_) => Some(protocol::Finding::Missing.as_str().to_owned()),
         Ok(meta) if meta.file_type().is_file() => {
             let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
-            match hasher.check_expecting(path, Some(m.size)) {
+            let known = Known {
+                size: Some(m.size),
+                ..Known::NOTHING
+            };
+            match hasher.check(path, known) {
                 Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => (sealing
                     && !hasher.seals.is_sealed(path))
                 .then(|| protocol::Finding::NotSealed.as_str().into()),

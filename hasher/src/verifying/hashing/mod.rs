@@ -97,6 +97,26 @@ struct Cached {
     due_ms: u64,
 }
 
+/// What a check is told of a file before it looks.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Its baseline entry: a version that matched the entry before answers from its slot.
+    pub entry: Option<Expect>,
+    /// The size it must have, where there is no entry (a registry's file artifact).
+    pub size: Option<u64>,
+    /// The `lstat` the caller has just taken of it, standing in for the check's own.
+    pub stated: Option<Metadata>,
+}
+
+impl Known {
+    /// Nothing known: the file is read unless its version was read before.
+    pub const NOTHING: Known = Known {
+        entry: None,
+        size: None,
+        stated: None,
+    };
+}
+
 /// Seconds since the epoch now (0 before it).
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -208,33 +228,13 @@ impl FileHasher {
         self.budget = Mutex::new(Budget::new(limit));
     }
 
-    /// Examines `path`, answering from the cache when its version is unchanged and its
-    /// re-verification is not due; otherwise reads it in full.
-    pub fn check(&mut self, path: &Path) -> Outcome {
-        self.check_expecting(path, None)
-    }
-
-    /// As [`FileHasher::check`]; a regular file whose size is not `expected_size` is reported
-    /// at once, unread (one `statx` for both checks).
-    pub fn check_expecting(&mut self, path: &Path, expected_size: Option<u64>) -> Outcome {
-        self.check_with(path, expected_size, None, None)
-    }
-
-    /// As [`FileHasher::check_expecting`] for a file with a baseline entry (`expect`): a
-    /// version that matched the entry before answers from the entry's slot.
-    pub fn check_entry(&mut self, path: &Path, expect: Option<Expect>) -> Outcome {
-        self.check_with(path, expect.map(|e| e.size), expect, None)
-    }
-
-    /// As [`FileHasher::check_entry`], with the `lstat` the caller has just taken of `path`
-    /// standing in for the check's own.
-    pub fn check_entry_stated(
-        &mut self,
-        path: &Path,
-        expect: Option<Expect>,
-        stated: Option<Metadata>,
-    ) -> Outcome {
-        self.check_with(path, expect.map(|e| e.size), expect, stated)
+    /// Examines `path`, answering from memory when its version is unchanged and its
+    /// re-verification is not due (from its entry's slot when `known` names the entry),
+    /// otherwise reading it in full; a regular file whose size is not the one `known` says is
+    /// reported at once, unread (one `statx` for both checks).
+    pub fn check(&mut self, path: &Path, known: Known) -> Outcome {
+        let size = known.entry.map(|e| e.size).or(known.size);
+        self.check_with(path, size, known.entry, known.stated)
     }
 
     fn check_with(
@@ -359,8 +359,9 @@ impl FileHasher {
         self.checks.clone()
     }
 
-    /// Reads `path` in full; a file that changes while it is read is read again.
-    pub fn hash(&mut self, path: &Path) -> Outcome {
+    /// Reads `path` in full, remembering it as a check would.
+    #[cfg(test)]
+    pub(crate) fn hash(&mut self, path: &Path) -> Outcome {
         self.hash_stated(path, None, None)
     }
 
@@ -478,9 +479,9 @@ mod tests {
         let f = dir.path().join("model.gguf");
         std::fs::write(&f, b"original weights").expect("write");
         let mut h = FileHasher::default();
-        let first = h.check(&f);
+        let first = h.check(&f, Known::NOTHING);
         let read = h.bytes_hashed;
-        assert_eq!(h.check(&f), first);
+        assert_eq!(h.check(&f, Known::NOTHING), first);
         assert_eq!(
             (h.bytes_hashed, h.fast_hits),
             (read, 1),
@@ -488,7 +489,7 @@ mod tests {
         );
         // Named by inotify: read again although the metadata is the same.
         h.forget(&f);
-        assert_eq!(h.check(&f), first);
+        assert_eq!(h.check(&f, Known::NOTHING), first);
         assert_eq!((h.bytes_hashed, h.fast_hits), (2 * read, 1));
         let read = h.bytes_hashed;
 
@@ -496,7 +497,7 @@ mod tests {
         let file = std::fs::File::options().write(true).open(&f).expect("open");
         file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
             .expect("touch");
-        assert_eq!(h.check(&f), first);
+        assert_eq!(h.check(&f, Known::NOTHING), first);
         assert!(h.bytes_hashed > read, "a touched file is read again");
 
         // Same size, content changed, mtime put back: ctime still moved, so it is caught.
@@ -513,7 +514,7 @@ mod tests {
             .set_modified(mtime)
             .expect("restore mtime");
         assert_eq!(
-            h.check(&f),
+            h.check(&f, Known::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(b"tampered weights"),
                 size: 16
@@ -524,7 +525,7 @@ mod tests {
         std::fs::write(dir.path().join("new"), b"renamed  weights").expect("write");
         std::fs::rename(dir.path().join("new"), &f).expect("rename");
         assert_eq!(
-            h.check(&f),
+            h.check(&f, Known::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(b"renamed  weights"),
                 size: 16
@@ -566,14 +567,19 @@ mod tests {
         assert_eq!(h.bytes_hashed, total - 1000, "nothing stale: nothing read");
         std::fs::write(&paths[5], vec![0xee; 6000]).expect("tamper");
         assert_eq!(
-            h.check(&paths[5]),
+            h.check(&paths[5], Known::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(&[0xee; 6000]),
                 size: 6000
             }
         );
         for p in &paths[1..] {
-            assert_eq!(h.check(p), FileHasher::default().hash(p), "{}", p.display());
+            assert_eq!(
+                h.check(p, Known::NOTHING),
+                FileHasher::default().hash(p),
+                "{}",
+                p.display()
+            );
         }
     }
 
@@ -586,11 +592,11 @@ mod tests {
             full_rehash: Duration::from_millis(200),
             ..FileHasher::default()
         };
-        h.check(&f);
-        h.check(&f);
+        h.check(&f, Known::NOTHING);
+        h.check(&f, Known::NOTHING);
         assert_eq!(h.bytes_hashed, 3);
         std::thread::sleep(Duration::from_millis(250));
-        h.check(&f);
+        h.check(&f, Known::NOTHING);
         assert_eq!(
             h.bytes_hashed, 6,
             "due for full re-verification: read again"
@@ -607,7 +613,7 @@ mod tests {
             max_file_size: 1 << 30,
             ..FileHasher::default()
         };
-        assert_eq!(h.check(&p), Outcome::TooLarge(1 << 40));
+        assert_eq!(h.check(&p, Known::NOTHING), Outcome::TooLarge(1 << 40));
         assert_eq!(h.bytes_hashed, 0, "not a byte read");
     }
 
@@ -625,7 +631,7 @@ mod tests {
             std::fs::remove_file(gone).expect("rm");
         });
         let started = Instant::now();
-        let outcome = h.check(&p);
+        let outcome = h.check(&p, Known::NOTHING);
         deleter.join().expect("deleter");
         assert!(
             matches!(&outcome, Outcome::Unreadable(why) if why.contains("deleted")),
@@ -709,14 +715,14 @@ mod tests {
             hash: digest_of(&data),
             size,
         };
-        assert_eq!(h.check(&f), whole);
+        assert_eq!(h.check(&f, Known::NOTHING), whole);
         assert_eq!(
             h.reader.bytes, size,
             "the first read is one sequential read"
         );
         // What inotify does on a write: forget; the next check proves it by its chunks.
         h.forget(&f);
-        assert_eq!(h.check(&f), whole);
+        assert_eq!(h.check(&f, Known::NOTHING), whole);
         assert_eq!(h.reader.bytes, size, "no whole read this time");
         assert_eq!(
             h.bytes_hashed,
@@ -729,7 +735,7 @@ mod tests {
         std::fs::write(&f, &changed).expect("write");
         h.forget(&f);
         assert_eq!(
-            h.check(&f),
+            h.check(&f, Known::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(&changed),
                 size
@@ -737,9 +743,9 @@ mod tests {
         );
         // One thread: whole reads only.
         let mut one = FileHasher::default();
-        one.check(&f);
+        one.check(&f, Known::NOTHING);
         one.forget(&f);
-        one.check(&f);
+        one.check(&f, Known::NOTHING);
         assert_eq!(one.reader.bytes, 2 * size);
     }
 
