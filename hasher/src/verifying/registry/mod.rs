@@ -7,33 +7,21 @@
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use protocol::hexfmt::is_sha256_hex;
 use protocol::report;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use crate::reading::budget::Budget;
-use crate::reading::reader::Reader;
-use crate::reading::version::{Outcome, Version};
-use crate::verifying::hashing::{DirCached, FileHasher, Known};
+use crate::reading::version::Outcome;
+use crate::verifying::hashing::{FileHasher, Known};
 use crate::verifying::walk::Found;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+
+mod dirhash;
+pub use dirhash::{directory_digest, directory_digests, DirDigest};
 
 /// Largest manifest read.
 const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
-/// Domain of the directory digest.
-const DIR_DOMAIN: &[u8] = b"SecAI-Directory-Hash-v1\0";
-/// Bounds of one directory artifact.
-const MAX_DIR_ENTRIES: usize = 25_000;
-const MAX_DIR_FILES: usize = 20_000;
-const MAX_FILE: u64 = 50 << 30;
-const MAX_TOTAL: u64 = 64 << 30;
-const MAX_REL_PATH: usize = 4096;
 
 #[derive(Debug, Deserialize)]
 struct RawModel {
@@ -125,197 +113,6 @@ impl Registry {
     pub fn get(&self, filename: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.filename == filename)
     }
-}
-
-/// A directory artifact's digest and total size, or why it is not a valid artifact.
-pub type DirDigest = Result<(String, u64), String>;
-
-/// The files of a directory artifact, checked against the bounds, with their versions.
-struct Plan {
-    dir: PathBuf,
-    files: Vec<(PathBuf, Version)>,
-    /// The fingerprint of its files' seals before it is read, when every one is sealed.
-    sealed: Option<[u8; 32]>,
-}
-
-/// Walks `dir` and checks the artifact's bounds without reading any content.
-fn plan(dir: &Path) -> Result<Plan, String> {
-    let found = crate::verifying::walk::walk(dir, MAX_DIR_ENTRIES + 1);
-    if found.len() > MAX_DIR_ENTRIES {
-        return Err(format!("more than {MAX_DIR_ENTRIES} entries"));
-    }
-    let mut files = Vec::with_capacity(found.len());
-    for (path, what) in &found {
-        match what {
-            Found::File => files.push(path.clone()),
-            Found::Anomaly(kind) => return Err(format!("{}: {kind}", path.display())),
-        }
-    }
-    if files.len() > MAX_DIR_FILES {
-        return Err(format!("more than {MAX_DIR_FILES} files"));
-    }
-    let mut versions = Vec::with_capacity(files.len());
-    let mut total = 0u64;
-    for f in files {
-        let m = std::fs::symlink_metadata(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        if m.nlink() != 1 {
-            return Err(format!(
-                "{}: hard-linked ({} links)",
-                f.display(),
-                m.nlink()
-            ));
-        }
-        if m.size() > MAX_FILE {
-            return Err(format!("{}: larger than 50 GiB", f.display()));
-        }
-        total = total.saturating_add(m.size());
-        if total > MAX_TOTAL {
-            return Err("larger than 64 GiB in total".into());
-        }
-        versions.push((f, Version::of(&m)));
-    }
-    Ok(Plan {
-        dir: dir.to_owned(),
-        files: versions,
-        sealed: None,
-    })
-}
-
-/// Streams a planned artifact through `reader` under `budget`: its digest and total size.
-fn compute(
-    plan: &Plan,
-    reader: &mut Reader,
-    budget: &Mutex<Budget>,
-) -> Result<(String, u64), String> {
-    let mut sha = Sha256::new();
-    sha.update(DIR_DOMAIN);
-    let prefix = plan.dir.as_os_str().as_bytes().len() + 1;
-    let mut total = 0u64;
-    for (f, version) in &plan.files {
-        let rel = &f.as_os_str().as_bytes()[prefix..];
-        if rel.len() > MAX_REL_PATH || std::str::from_utf8(rel).is_err() {
-            return Err(format!(
-                "{}: relative path not UTF-8 or too long",
-                f.display()
-            ));
-        }
-        let file = crate::reading::resolve::open_no_symlinks(f)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
-        let before = file.metadata().map_err(|e| e.to_string())?;
-        if crate::reading::secrets::is_secret_inode(&before) {
-            return Err(format!(
-                "{}: is the HMAC key or the service token; never read",
-                f.display()
-            ));
-        }
-        if Version::of(&before) != *version {
-            return Err(format!("{}: changed while hashed", f.display()));
-        }
-        sha.update((rel.len() as u64).to_be_bytes());
-        sha.update(rel);
-        sha.update(before.size().to_be_bytes());
-        let n = reader
-            .feed(&file, &mut sha, budget, *version)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
-        let after = file.metadata().map_err(|e| e.to_string())?;
-        if n != before.size() || Version::of(&after) != *version {
-            return Err(format!("{}: changed while hashed", f.display()));
-        }
-        total += n;
-    }
-    Ok((protocol::hexfmt::encode(&sha.finalize()), total))
-}
-
-/// `SecAI-Directory-Hash-v1` of each of `dirs`: SHA-256 over the domain, then for every regular
-/// file beneath, in byte order of its `/`-separated relative path: u64 big-endian length of
-/// that path, the path, u64 big-endian file size, the content. Each answer is the digest and the
-/// total size, or why the dir is not a valid artifact. Answered from memory while no file's
-/// version moved; otherwise streamed under the read budget, up to `hash_threads` artifacts at
-/// once (largest first), each thread with its own buffer.
-pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDigest> {
-    let mut answers: Vec<Option<DirDigest>> = vec![None; dirs.len()];
-    let mut todo: Vec<(usize, Plan)> = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        match plan(dir) {
-            Err(why) => answers[i] = Some(Err(why)),
-            Ok(mut p) => match hasher.dirs.get(dir) {
-                Some(c) if c.files == p.files && Instant::now() < c.due => {
-                    hasher.fast_hits += 1;
-                    answers[i] = Some(Ok((c.digest.clone(), c.total)));
-                }
-                _ => match crate::verifying::dirseals::answer(hasher, &p.dir, &p.files) {
-                    Ok(sealed) => answers[i] = Some(Ok(sealed)),
-                    Err(fingerprint) => {
-                        p.sealed = fingerprint;
-                        todo.push((i, p));
-                    }
-                },
-            },
-        }
-    }
-    let size = |p: &Plan| p.files.iter().map(|(_, v)| v.size()).sum::<u64>();
-    todo.sort_by_key(|(_, p)| std::cmp::Reverse(size(p)));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, DirDigest)>> = Mutex::new(Vec::new());
-    let budget = &hasher.budget;
-    let work = |reader: &mut Reader| loop {
-        let k = next.fetch_add(1, Ordering::Relaxed);
-        let Some((i, p)) = todo.get(k) else { break };
-        let r = compute(p, reader, budget);
-        results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((*i, r));
-    };
-    let before = hasher.reader.bytes;
-    let extra = hasher.threads.min(todo.len()).saturating_sub(1);
-    let spent: u64 = std::thread::scope(|s| {
-        let helpers: Vec<_> = (0..extra)
-            .map_while(|_| {
-                std::thread::Builder::new()
-                    .spawn_scoped(s, || {
-                        let mut reader = Reader::default();
-                        work(&mut reader);
-                        reader.bytes
-                    })
-                    .ok()
-            })
-            .collect();
-        // This thread works too; what a thread that could not start would have done, it does.
-        work(&mut hasher.reader);
-        helpers.into_iter().filter_map(|h| h.join().ok()).sum()
-    });
-    hasher.bytes_hashed += spent + (hasher.reader.bytes - before);
-    for (i, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        if let (Ok((digest, total)), Some((_, p))) = (&r, todo.iter().find(|(j, _)| *j == i)) {
-            if let Some(before) = p.sealed {
-                let read = (digest.as_str(), *total);
-                crate::verifying::dirseals::learn(hasher, &p.dir, &p.files, before, read);
-            }
-            let due = Instant::now() + hasher.spread(digest);
-            hasher.dirs.insert(
-                p.dir.clone(),
-                DirCached {
-                    files: p.files.clone(),
-                    digest: digest.clone(),
-                    total: *total,
-                    due,
-                },
-            );
-        }
-        answers[i] = Some(r);
-    }
-    answers
-        .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err("not hashed".into())))
-        .collect()
-}
-
-/// One directory artifact's digest (see [`directory_digests`]).
-pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> DirDigest {
-    directory_digests(hasher, &[dir.to_owned()])
-        .pop()
-        .unwrap_or_else(|| Err("not hashed".into()))
 }
 
 /// A finding about one registry path: (path, expected digest, actual marker or digest).
