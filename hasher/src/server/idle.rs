@@ -1,6 +1,6 @@
-//! Between requests: what the watcher and the sentinel drained, the notices to the api
-//! (one per NOTICE_GAP at most), the spread sweep's slices, settle reads, and when what the
-//! file memory knows is kept for a restart.
+//! Between requests: what the watcher and the sentinel drained goes to the verifier and, as
+//! a notice (`notices`), to the api; the verifier's own work (settle reads, the spread
+//! sweep's slices) runs when due, and its file memory is kept for a restart.
 
 use super::*;
 
@@ -50,12 +50,10 @@ impl Server {
         self.settle_reads();
         // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
         // a few times a second, not back to back.
-        if self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_GAP) {
-            self.send_held_notice(channel)?;
-        }
+        self.notices.send_when_due(channel)?;
         // A slice may read a large file for seconds: a notice held back goes out first (the
         // poll wakes when it may), and such a read arms the sentinel (`sentinel::long_read`).
-        if self.v.slice_due() && self.held_notice.is_none() {
+        if self.v.slice_due() && !self.notices.holding() {
             self.run_slice();
             self.sentinel.idle();
             self.take_announced();
@@ -68,7 +66,7 @@ impl Server {
     /// are proven (or what they now hold).
     pub(super) fn settle_reads(&mut self) {
         if self.v.settle() {
-            self.hold_notice(1, false);
+            self.notices.hold(1, false);
         }
     }
 
@@ -81,16 +79,12 @@ impl Server {
     }
 
     /// How long to wait for the channel or the watcher: until a notice held back (see
-    /// NOTICE_GAP) may go out, or the next slice of the spread sweep is due.
+    /// NOTICE_GAP) may go out, or the verifier's next work of its own is due.
     pub(super) fn poll_timeout(&self) -> nix::poll::PollTimeout {
-        use nix::poll::PollTimeout;
-        let wait = match (&self.held_notice, self.last_notice) {
-            (Some(_), Some(last)) => sooner(PollTimeout::NONE, last + NOTICE_GAP),
-            (Some(_), None) => PollTimeout::ZERO,
-            (None, _) => PollTimeout::NONE,
-        };
-        // A settle read or the next slice of the spread sweep falls due then.
-        self.v.next_due().into_iter().fold(wait, sooner)
+        [self.notices.due(), self.v.next_due()]
+            .into_iter()
+            .flatten()
+            .fold(nix::poll::PollTimeout::NONE, sooner)
     }
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the
@@ -98,21 +92,15 @@ impl Server {
     pub(super) fn absorb(&mut self, changes: crate::live::watch::Changes, announce: bool) {
         self.v.absorb(&changes);
         if announce && (changes.changed > 0 || changes.overflow) {
-            self.hold_notice(changes.changed, changes.overflow);
+            self.notices.hold(changes.changed, changes.overflow);
         }
-    }
-
-    /// Adds `changed` (and whether events were lost) to the notice not sent yet.
-    fn hold_notice(&mut self, changed: u32, overflow: bool) {
-        let (n, o) = self.held_notice.unwrap_or((0, false));
-        self.held_notice = Some((n.saturating_add(changed), o || overflow));
     }
 
     /// One slice of the spread sweep (`Verifier::slice`); a finding it adds or clears is
     /// announced like a change.
     pub(super) fn run_slice(&mut self) {
         if self.v.slice() {
-            self.hold_notice(1, false);
+            self.notices.hold(1, false);
         }
         // After a completed cycle, or a slice that read much (the backstop); throttled.
         self.keep_versions();
@@ -122,24 +110,5 @@ impl Server {
     pub(super) fn keep_versions(&mut self) {
         self.v
             .keep(keeping(&self.store, &self.key, &self.boot_id), false);
-    }
-
-    /// Sends the changes not announced yet, if any.
-    pub(super) fn send_held_notice(&mut self, channel: &Channel) -> Result<(), ChannelError> {
-        if let Some((changed, overflow)) = self.held_notice.take() {
-            tracing::debug!(changed, overflow, "watched paths changed");
-            channel
-                .send(
-                    0,
-                    &Response::Notice {
-                        changed,
-                        overflow,
-                        during_request: false,
-                    },
-                )
-                .map_err(ChannelError::Io)?;
-            self.last_notice = Some(std::time::Instant::now());
-        }
-        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The request loop: one request at a time, answered from the hasher's own policy and key.
 
 mod idle;
+mod notices;
 mod requests;
 
 use std::path::PathBuf;
@@ -19,12 +20,6 @@ use crate::storing::store::{Current, Loaded, Store};
 use crate::storing::token::Token;
 use crate::verifying::scan;
 use crate::verifying::verifier::{Keeping, Verifier};
-
-/// Shortest time between two change notices to the api. Each notice makes the api 503 at once
-/// and ask for a check of the named paths, which costs what the change costs (a small file:
-/// about a millisecond), so the gap only bounds a file written without pause to 20 checks a
-/// second; it also bounds how long a second write waits to be announced.
-const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Everything the hasher holds between requests.
 pub struct Server {
@@ -45,9 +40,8 @@ pub struct Server {
     release_override: Option<PathBuf>,
     /// The watcher, shared with the thread that announces changes while a request runs.
     sentinel: crate::live::sentinel::Sentinel,
-    /// Changes not announced yet (count, overflow), and when the last notice went out.
-    held_notice: Option<(u32, bool)>,
-    last_notice: Option<std::time::Instant>,
+    /// Changes not announced yet, throttled.
+    notices: notices::Notices,
     /// The latest completed scan, and when it completed on the monotonic clock.
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
     /// The boot this runs in (what the slots remember is kept for a restart within it).
@@ -159,8 +153,7 @@ impl Server {
             release_override,
             last_report: None,
             sentinel: crate::live::sentinel::Sentinel::new(watcher),
-            held_notice: None,
-            last_notice: None,
+            notices: notices::Notices::default(),
             boot_id,
             challenges: crate::storing::authority::Challenges::default(),
         }
@@ -199,7 +192,7 @@ impl Server {
                     if matches!(envelope.body, Request::Scan | Request::ScanChanged) {
                         // The scan covers every change seen so far: say so first, whatever
                         // the notice gap, so the api knows which changes this report settles.
-                        self.send_held_notice(channel)?;
+                        self.notices.send(channel)?;
                     }
                     (envelope.id, self.handle(envelope.body))
                 }
