@@ -108,7 +108,9 @@ impl Server {
 
     /// Keeps what the file memory knows for a restart when it is time (`Verifier::keep`).
     pub(super) fn keep_versions(&mut self) {
-        self.v
-            .keep(keeping(&self.store, &self.key, &self.boot_id), false);
+        self.v.keep(
+            keeping(self.ledger.store(), &self.key, &self.boot_id),
+            false,
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use protocol::frame;
 use protocol::message::{
-    BaselineSummary, ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
+    ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
 };
 use protocol::PROTOCOL_VERSION;
 
@@ -16,7 +16,8 @@ use crate::error::ChannelError;
 use crate::live::channel::{Channel, RecvError};
 use crate::policy::{Policy, RebaselineAuth};
 use crate::storing::key::Key;
-use crate::storing::store::{Current, Loaded, Store};
+use crate::storing::ledger::Ledger;
+use crate::storing::store::{Loaded, Store};
 use crate::storing::token::Token;
 use crate::verifying::scan;
 use crate::verifying::verifier::{Keeping, Verifier};
@@ -28,13 +29,8 @@ pub struct Server {
     policy_path: PathBuf,
     key: Option<Key>,
     token: Option<Token>,
-    store: Store,
-    /// What the store held at start, until a new baseline is committed.
-    store_status: StoreStatus,
-    /// What loading the store repaired or converted.
-    store_event: Option<protocol::message::StoreEvent>,
-    /// The next commit's generation: past everything either store file ever claimed.
-    next_generation: u64,
+    /// The store, what it held at start and the next commit's generation.
+    ledger: Ledger,
     greeted: bool,
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
@@ -68,16 +64,6 @@ pub(super) fn keeping<'a>(
         key: k.bytes(),
         boot: boot.as_deref(),
     })
-}
-
-pub(super) fn summary(c: &Current) -> BaselineSummary {
-    BaselineSummary {
-        digest: c.digest.clone(),
-        entries: u32::try_from(c.manifest.entries.len()).unwrap_or(u32::MAX),
-        signed: c.manifest.is_signed(),
-        created_at: c.manifest.created_at.clone(),
-        generation: c.generation,
-    }
 }
 
 /// The parts the hasher starts with, loaded before its sandbox.
@@ -116,24 +102,8 @@ impl Server {
             release_override,
             boot_id,
         } = parts;
-        let mut store_event = None;
-        let (baseline, store_status, highest) = match loaded {
-            Loaded::Empty => (None, StoreStatus::Empty, 0),
-            Loaded::Adopted(current, event) => {
-                if let Some(event) = event {
-                    tracing::warn!(?event, "baseline store converted or repaired");
-                }
-                store_event = event;
-                let status = StoreStatus::Adopted(summary(&current));
-                let generation = current.generation;
-                (Some(*current), status, generation)
-            }
-            Loaded::Rejected { reason, highest } => {
-                tracing::error!(reason, "stored baseline rejected");
-                (None, StoreStatus::Rejected { reason }, highest)
-            }
-        };
-        let v = Verifier::new(policy, baseline, keeping(&store, &key, &boot_id));
+        let (ledger, baseline) = Ledger::new(store, loaded);
+        let v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
         let watcher = crate::live::watch::Watcher::new(v.policy())
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
@@ -144,10 +114,7 @@ impl Server {
             policy_path,
             key,
             token,
-            store,
-            store_status,
-            store_event,
-            next_generation: highest.saturating_add(1),
+            ledger,
             greeted: false,
             read_set,
             release_override,
@@ -174,7 +141,7 @@ impl Server {
                     // The api stopped (a restart, an update): what was verified since the
                     // last save is kept, so the next start in this boot need not read it.
                     self.v
-                        .keep(keeping(&self.store, &self.key, &self.boot_id), true);
+                        .keep(keeping(self.ledger.store(), &self.key, &self.boot_id), true);
                     return Ok(());
                 }
                 Err(RecvError::Io(e)) => return Err(ChannelError::Io(e)),
@@ -294,9 +261,9 @@ impl Server {
             version: PROTOCOL_VERSION,
             policy: self.v.policy().summary(),
             key,
-            store: self.store_status.clone(),
+            store: self.ledger.status().clone(),
             token_digest: self.token.as_ref().map(Token::digest_hex),
-            store_event: self.store_event,
+            store_event: self.ledger.event(),
         }
     }
 }

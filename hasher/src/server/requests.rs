@@ -24,7 +24,7 @@ impl Server {
             (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
             (Some(p), Some(t)) if t.matches(p) => Err("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
             (Some(_), _) => Err("the token presented is not the service token"),
-            (None, _) if self.store_status == StoreStatus::Empty && self.v.baseline().is_none() => {
+            (None, _) if *self.ledger.status() == StoreStatus::Empty && self.v.baseline().is_none() => {
                 Ok("first initialization of an empty store")
             }
             (None, _) => Err("a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
@@ -44,7 +44,7 @@ impl Server {
             }
         };
         let key = self.key.as_ref().map(Key::bytes);
-        let generation = self.next_generation;
+        let generation = self.ledger.next_generation();
         let (manifest, slots) = match self.v.make_baseline(key, generation) {
             Ok(made) => made,
             Err(e) => {
@@ -52,7 +52,7 @@ impl Server {
                 return error(ErrorKind::BaselineFailed, e.to_string());
             }
         };
-        let current = match self.store.commit(manifest, key) {
+        let current = match self.ledger.commit(manifest, key) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "new baseline could not be stored; the old one stays");
@@ -74,10 +74,7 @@ impl Server {
             by,
             "new baseline signed, stored and adopted"
         );
-        let s = summary(&current);
-        self.next_generation = generation.saturating_add(1);
-        self.store_status = StoreStatus::Adopted(s.clone());
-        self.store_event = None;
+        let s = crate::storing::ledger::summary(&current);
         self.v.adopt(current, slots);
         Response::BaselineCreated { summary: s }
     }
@@ -89,7 +86,7 @@ impl Server {
         };
         let start = offset.min(b.len);
         let want = usize::try_from(b.len - start).map_or(BASELINE_PART, |l| l.min(BASELINE_PART));
-        match self.store.read_part(start, want) {
+        match self.ledger.store().read_part(start, want) {
             Ok(part) => Response::Baseline {
                 total: b.len,
                 offset: start,
