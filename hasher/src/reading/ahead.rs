@@ -6,8 +6,10 @@
 //! large one is read ahead by the kernel's own sequential read-ahead, and must not be pulled
 //! into the cache whole).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Files advised ahead of the one being checked.
@@ -17,29 +19,50 @@ const MAX_ADVISED: u64 = 1024 * 1024;
 /// How long the helper waits when it is a window ahead.
 const PAUSE: Duration = Duration::from_micros(200);
 
-/// Runs `work` while a helper advises `paths` in order, a window ahead of the checks `work`
-/// makes (`checked` counts checks, from whatever it holds when `work` begins). Without a
-/// thread to spare, `work` runs alone.
-pub fn run<R>(paths: &[&Path], checked: &AtomicUsize, work: impl FnOnce() -> R) -> R {
-    run_counting(paths, checked, work).0
+/// A helper thread advising files a window ahead of the checks, until it is stopped or
+/// dropped. The checks run on the caller's thread meanwhile; nothing calls back into them.
+pub struct Ahead {
+    stop: Arc<AtomicBool>,
+    helper: Option<JoinHandle<usize>>,
 }
 
-/// As [`run`], with the count of files the helper advised.
-fn run_counting<R>(paths: &[&Path], checked: &AtomicUsize, work: impl FnOnce() -> R) -> (R, usize) {
-    let stop = AtomicBool::new(false);
-    let base = checked.load(Ordering::Relaxed);
-    let done = || checked.load(Ordering::Relaxed).saturating_sub(base);
-    std::thread::scope(|s| {
-        let helper = std::thread::Builder::new().spawn_scoped(s, || advise(paths, &done, &stop));
-        let result = work();
-        stop.store(true, Ordering::Relaxed);
-        let advised = helper.ok().and_then(|h| h.join().ok()).unwrap_or(0);
-        (result, advised)
-    })
+impl Ahead {
+    /// Starts advising `paths` in order, a window ahead of the checks `checked` counts (from
+    /// what it holds now). Without a thread to spare, none: the checks read alone.
+    pub fn start(paths: &[&Path], checked: Arc<AtomicUsize>) -> Ahead {
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let base = checked.load(Ordering::Relaxed);
+        // Unnamed: naming a thread is a prctl the seccomp filter does not allow.
+        let helper = std::thread::Builder::new()
+            .spawn(move || {
+                let done = || checked.load(Ordering::Relaxed).saturating_sub(base);
+                advise(&paths, &done, &stopped)
+            })
+            .ok();
+        Ahead { stop, helper }
+    }
+
+    /// Stops the helper: how many files it advised.
+    pub fn stop(mut self) -> usize {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.helper.take().and_then(|h| h.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Advises `paths` a window ahead of `done()`; returns how many it advised.
-fn advise(paths: &[&Path], done: &(impl Fn() -> usize + Sync), stop: &AtomicBool) -> usize {
+fn advise(paths: &[PathBuf], done: &impl Fn() -> usize, stop: &AtomicBool) -> usize {
     let mut advised = 0;
     for (i, path) in paths.iter().enumerate() {
         loop {
@@ -85,16 +108,14 @@ mod tests {
             .collect();
         let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
         // Checks made before this work began do not count: the helper starts at the window.
-        let checked = AtomicUsize::new(1_000_000);
-        // The work checks nothing for a while: the helper must wait at the window, and the
-        // work's end must stop it (the test would hang otherwise).
-        let (got, advised) = run_counting(&refs, &checked, || {
-            std::thread::sleep(Duration::from_millis(100));
-            checked.fetch_add(WINDOW, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_millis(100));
-            42
-        });
-        assert_eq!(got, 42);
+        let checked = Arc::new(AtomicUsize::new(1_000_000));
+        // The work checks nothing for a while: the helper must wait at the window, and
+        // stopping it must end it (the test would hang otherwise).
+        let ahead = Ahead::start(&refs, checked.clone());
+        std::thread::sleep(Duration::from_millis(100));
+        checked.fetch_add(WINDOW, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+        let advised = ahead.stop();
         assert_eq!(
             advised,
             2 * WINDOW,
@@ -105,7 +126,8 @@ mod tests {
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         let odd = [paths[0].as_path(), fifo.as_path(), dir.path()];
-        let checked = AtomicUsize::new(0);
-        assert_eq!(run_counting(&odd, &checked, || 7), (7, 0));
+        let ahead = Ahead::start(&odd, Arc::new(AtomicUsize::new(0)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ahead.stop(), 0);
     }
 }

@@ -82,6 +82,11 @@ impl<'a> Comparison<'a> {
         }
     }
 
+    /// The file memory the comparison reads through.
+    pub(crate) fn hasher(&mut self) -> &mut FileHasher {
+        self.hasher
+    }
+
     /// The index of the baseline entry for `key`, if there is one.
     pub(crate) fn index_of(&mut self, key: &str) -> Option<usize> {
         let found = if self.next < self.entries.len() && self.entries.path(self.next) == key {
@@ -297,12 +302,6 @@ impl<'a> Comparison<'a> {
                 protocol::Finding::Removed.as_str().into(),
             );
         }
-    }
-}
-
-impl AsMut<FileHasher> for Comparison<'_> {
-    fn as_mut(&mut self) -> &mut FileHasher {
-        self.hasher
     }
 }
 

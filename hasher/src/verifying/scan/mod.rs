@@ -16,6 +16,7 @@ use protocol::Category;
 
 use crate::error::BaselineRefused;
 use crate::policy::Policy;
+use crate::reading::ahead::Ahead;
 use crate::verifying::hashing::{FileHasher, Outcome};
 use crate::verifying::slots::{Expect, Slot};
 use crate::verifying::verifier::Verifier;
@@ -92,12 +93,6 @@ struct Making<'a> {
     made: Made,
 }
 
-impl AsMut<FileHasher> for Making<'_> {
-    fn as_mut(&mut self) -> &mut FileHasher {
-        self.hasher
-    }
-}
-
 impl Making<'_> {
     /// Hashes the policy's listed files; refuses when one is not a readable regular file,
     /// since a baseline must never bless an absent or redirected file.
@@ -156,7 +151,9 @@ impl Verifier {
             made: Made::default(),
         };
         let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
-        read_part(&mut making, true, &listed, |_| None, Making::listed)?;
+        let ahead = read_part(making.hasher, true, &listed, |_| None);
+        making.listed()?;
+        drop(ahead);
         for dir in walked_dirs(policy) {
             if !dir.is_dir() {
                 return Err(BaselineRefused::NoModelDir {
@@ -166,13 +163,9 @@ impl Verifier {
             // A directory at a time: the model dir is never held whole.
             for batch in Walk::new(dir, 0, policy.max_watched_files) {
                 let files = regular(&batch);
-                read_part(
-                    &mut making,
-                    true,
-                    &files,
-                    |_| None,
-                    |m| m.walked_part(&batch),
-                );
+                let ahead = read_part(making.hasher, true, &files, |_| None);
+                making.walked_part(&batch);
+                drop(ahead);
             }
         }
         let made = making.made;
@@ -229,15 +222,17 @@ impl Verifier {
         let mut cmp = Comparison::new(policy, entries, hasher);
         let listed: Vec<&Path> = policy.files.iter().map(|(p, _)| p.as_path()).collect();
         let expect = |p: &Path| expect_in(entries, p);
-        read_part(&mut cmp, all_read, &listed, expect, Comparison::listed);
+        let ahead = read_part(cmp.hasher(), all_read, &listed, expect);
+        cmp.listed();
+        drop(ahead);
         for dir in walked_dirs(policy) {
             let scope = scoped(entries, &path_str(dir));
             cmp.forget_seen(&scope);
             for batch in Walk::new(dir, 0, policy.max_watched_files) {
                 let files = regular(&batch);
-                read_part(&mut cmp, all_read, &files, expect, |c| {
-                    c.walked_part(&batch)
-                });
+                let ahead = read_part(cmp.hasher(), all_read, &files, expect);
+                cmp.walked_part(&batch);
+                drop(ahead);
             }
             cmp.missing(&scope);
         }
@@ -268,25 +263,19 @@ fn regular(found: &[(PathBuf, Found)]) -> Vec<&Path> {
         .collect()
 }
 
-/// Reads part of the watched set (`work` checks `files`, in that order): files with a
-/// remembered digest due or none are read first on the hashing threads (`expect` gives each
-/// one's baseline entry), or, with one thread and every file to be read (`all_read`), with
-/// reads issued ahead.
-fn read_part<T: AsMut<FileHasher>, R>(
-    pass: &mut T,
+/// Readies the checks of `files` (in that order): files with a remembered digest due or none
+/// are read first on the hashing threads (`expect` gives each one's baseline entry), or, with
+/// one thread and every file to be read (`all_read`), reads are issued ahead of the checks
+/// until the helper returned is dropped.
+fn read_part(
+    hasher: &mut FileHasher,
     all_read: bool,
     files: &[&Path],
     expect: impl Fn(&Path) -> Option<Expect>,
-    work: impl FnOnce(&mut T) -> R,
-) -> R {
-    let hasher = pass.as_mut();
+) -> Option<Ahead> {
     // Lazy: with one thread the prefetch returns before asking for any expectation.
     hasher.prefetch(files.iter().map(|p| (*p, expect(p))));
-    if !all_read || hasher.threads > 1 {
-        return work(pass);
-    }
-    let progress = hasher.progress();
-    crate::reading::ahead::run(files, &progress, || work(pass))
+    (all_read && hasher.threads <= 1).then(|| Ahead::start(files, hasher.progress()))
 }
 
 fn describe(o: &Outcome) -> String {
