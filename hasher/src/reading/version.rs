@@ -34,6 +34,25 @@ pub enum Outcome {
     SealChanged(String),
 }
 
+impl Outcome {
+    /// The finding a check reports for this outcome in place of a digest (`None`: it has
+    /// one). Every outcome names its finding here, so a new one is an arm the compiler asks for.
+    pub fn finding(&self) -> Option<protocol::Finding> {
+        use protocol::Finding;
+        match self {
+            Outcome::Hashed { .. } => None,
+            Outcome::Missing => Some(Finding::Missing),
+            Outcome::Symlink => Some(Finding::Symlink),
+            Outcome::NotRegular => Some(Finding::NotRegular),
+            Outcome::Unreadable(_) => Some(Finding::Unreadable),
+            Outcome::SizeChanged(_) => Some(Finding::SizeChanged),
+            Outcome::TooLarge(_) => Some(Finding::TooLarge),
+            Outcome::Secret => Some(Finding::SecretFile),
+            Outcome::SealChanged(_) => Some(Finding::SealChanged),
+        }
+    }
+}
+
 /// What identifies one version of a file: `(dev, ino, size, mtime, ctime)`. ctime is set by
 /// the kernel on every change and cannot be set from user space, so a content change with a
 /// restored mtime still changes the version.

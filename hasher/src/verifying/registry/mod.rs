@@ -239,11 +239,22 @@ fn artifact_finding(
                     && !hasher.seals.is_sealed(path))
                 .then(|| protocol::Finding::NotSealed.as_str().into()),
                 Outcome::Hashed { hash, .. } => Some(hash),
-                Outcome::SizeChanged(_) => Some(protocol::Finding::SizeChanged.as_str().into()),
-                Outcome::TooLarge(_) => Some(protocol::Finding::TooLarge.as_str().into()),
-                Outcome::Secret => Some(protocol::Finding::SecretFile.as_str().into()),
-                Outcome::SealChanged(_) => Some(protocol::Finding::SealChanged.as_str().into()),
-                _ => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
+                other => {
+                    use protocol::Finding;
+                    let finding = match other.finding() {
+                        // The lstat just found a file: gone, swapped or unreadable now, it
+                        // is not the artifact enrolled.
+                        Some(
+                            Finding::Missing
+                            | Finding::Symlink
+                            | Finding::NotRegular
+                            | Finding::Unreadable,
+                        )
+                        | None => Finding::ArtifactInvalid,
+                        Some(f) => f,
+                    };
+                    Some(finding.as_str().into())
+                }
             }
         }
         Ok(meta) if meta.file_type().is_symlink() => {

@@ -292,17 +292,16 @@ fn describe(o: &Outcome) -> String {
     }
 }
 
+/// What a finding says a file now is: its digest, or the finding's marker.
 fn actual(o: &Outcome) -> String {
     match o {
         Outcome::Hashed { hash, .. } => hash.clone(),
-        Outcome::Missing => protocol::Finding::Missing.as_str().into(),
-        Outcome::Symlink => protocol::Finding::Symlink.as_str().into(),
-        Outcome::NotRegular => protocol::Finding::NotRegular.as_str().into(),
-        Outcome::Unreadable(_) => protocol::Finding::Unreadable.as_str().into(),
-        Outcome::SizeChanged(_) => protocol::Finding::SizeChanged.as_str().into(),
-        Outcome::TooLarge(_) => protocol::Finding::TooLarge.as_str().into(),
-        Outcome::Secret => protocol::Finding::SecretFile.as_str().into(),
-        Outcome::SealChanged(_) => protocol::Finding::SealChanged.as_str().into(),
+        // Only a digest has no finding; were another outcome without one, it is no digest.
+        other => other
+            .finding()
+            .unwrap_or(protocol::Finding::Unreadable)
+            .as_str()
+            .into(),
     }
 }
 
