@@ -173,47 +173,6 @@ impl Server {
         }
     }
 
-    /// Signs the latest completed scan for a verifier's nonce.
-    fn attest(&self, nonce: String, audit_seq: u64, audit_head: String) -> Response {
-        use protocol::attest::{nonce_ok, Attestation, DOMAIN};
-        if !nonce_ok(&nonce) || !(protocol::hexfmt::is_sha256_hex(&audit_head)) {
-            return error(
-                ErrorKind::Protocol,
-                "nonce must be 16-64 bytes of hex and the audit head a SHA-256",
-            );
-        }
-        let Some((report, completed)) = &self.last_report else {
-            return error(ErrorKind::NoBaseline, "no scan has completed yet");
-        };
-        let attestation = Attestation {
-            nonce,
-            scan_seq: report.seq,
-            scan_completed_at: report.completed_at.clone(),
-            scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
-            baseline_digest: report.baseline_digest.clone(),
-            baseline_generation: self.v.baseline().map_or(0, |b| b.generation),
-            violation_count: report.violation_count,
-            violations: report.violations.clone(),
-            degradation_threshold: self.v.policy().degradation_threshold,
-            audit_seq,
-            audit_head,
-            issued_at: scan::now_rfc3339(),
-        };
-        let payload = serde_json::to_vec(&attestation).unwrap_or_default();
-        let (hmac, ed25519) = match &self.key {
-            Some(k) => (
-                protocol::sign::hmac_hex(k.bytes(), &[DOMAIN, &payload]),
-                k.signer().sign(&[DOMAIN, &payload]),
-            ),
-            None => (protocol::sign::UNSIGNED.to_owned(), String::new()),
-        };
-        Response::Attestation {
-            payload,
-            hmac,
-            ed25519,
-        }
-    }
-
     /// Answers one request.
     pub fn handle(&mut self, request: Request) -> Response {
         match request {
