@@ -313,6 +313,24 @@ fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
         .collect()
 }
 
+/// `SecAI-Directory-Hash-v1` written out from its definition, independently of the code (for
+/// tests).
+#[cfg(test)]
+pub(crate) fn dir_hash_by_hand(files: &[(&str, &[u8])]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted = files.to_vec();
+    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut h = Sha256::new();
+    h.update(b"SecAI-Directory-Hash-v1\0");
+    for (rel, content) in sorted {
+        h.update((rel.len() as u64).to_be_bytes());
+        h.update(rel.as_bytes());
+        h.update((content.len() as u64).to_be_bytes());
+        h.update(content);
+    }
+    protocol::hexfmt::encode(&h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::policy::Policy;
@@ -329,14 +347,7 @@ mod tests {
         std::fs::write(models.join("m.gguf"), "weights").expect("write");
         std::fs::write(models.join("sd/unet/w.bin"), "unet").expect("write");
         let manifest = r.join("registry/manifest.json");
-        let mut sd = sha2::Sha256::new();
-        use sha2::Digest;
-        sd.update(b"SecAI-Directory-Hash-v1\0");
-        sd.update(10u64.to_be_bytes());
-        sd.update(b"unet/w.bin");
-        sd.update(4u64.to_be_bytes());
-        sd.update(b"unet");
-        let sd = protocol::hexfmt::encode(&sd.finalize());
+        let sd = super::dir_hash_by_hand(&[("unet/w.bin", b"unet")]);
         let m = protocol::sign::sha256_hex(b"weights");
         let good = format!(
             "{{\"version\":1,\"models\":[{{\"name\":\"m\",\"filename\":\"m.gguf\",\"sha256\":\"{m}\",\"size_bytes\":7}},{{\"name\":\"sd\",\"filename\":\"sd\",\"sha256\":\"{sd}\",\"size_bytes\":4}}]}}"

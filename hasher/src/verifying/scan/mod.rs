@@ -516,22 +516,6 @@ mod tests {
         assert!(m.entries.iter().any(|e| e.path == path_str(&big)));
     }
 
-    /// `SecAI-Directory-Hash-v1` written out from its definition, independently of the code.
-    fn dir_hash_by_hand(files: &[(&str, &[u8])]) -> String {
-        use sha2::{Digest, Sha256};
-        let mut sorted = files.to_vec();
-        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut h = Sha256::new();
-        h.update(b"SecAI-Directory-Hash-v1\0");
-        for (rel, content) in sorted {
-            h.update((rel.len() as u64).to_be_bytes());
-            h.update(rel.as_bytes());
-            h.update((content.len() as u64).to_be_bytes());
-            h.update(content);
-        }
-        protocol::hexfmt::encode(&h.finalize())
-    }
-
     #[test]
     fn the_registry_governs_its_dir_with_file_and_directory_artifacts() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -541,7 +525,8 @@ mod tests {
         std::fs::write(m.join("old.gguf"), "old").expect("write");
         std::fs::write(m.join("shards/a.bin"), "A").expect("write");
         std::fs::write(m.join("shards/sub/b.bin"), "BB").expect("write");
-        let shards = dir_hash_by_hand(&[("a.bin", b"A"), ("sub/b.bin", b"BB")]);
+        let shards =
+            crate::verifying::registry::dir_hash_by_hand(&[("a.bin", b"A"), ("sub/b.bin", b"BB")]);
         let yaml = format!(
             "model_dirs: [{d}/models]\nregistry_manifest: {d}/models/manifest.json\n",
             d = r.display()
@@ -643,7 +628,10 @@ mod tests {
             }
             let bytes: Vec<(&str, &[u8])> = files.iter().map(|(r, c)| (*r, c.as_bytes())).collect();
             let total: usize = files.iter().map(|(_, c)| c.len()).sum();
-            expected.push(Ok((dir_hash_by_hand(&bytes), total as u64)));
+            expected.push(Ok((
+                crate::verifying::registry::dir_hash_by_hand(&bytes),
+                total as u64,
+            )));
             dirs.push(dir.path().join(d));
         }
         let mut hasher = FileHasher::default();
