@@ -274,6 +274,39 @@ mod tests {
     }
 
     #[test]
+    fn past_its_bound_a_walk_ends_with_one_finding_for_its_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = dir.path().join("models");
+        for sub in ["a", "b", "c"] {
+            std::fs::create_dir_all(m.join(sub)).expect("mkdir");
+            for f in 0..4 {
+                std::fs::write(m.join(sub).join(format!("f{f}")), "x").expect("write");
+            }
+        }
+        // 3 dirs and 12 files: 15 entries, 6 allowed.
+        let parts: Vec<Vec<Entry>> = Walk::new(&m, 0, 6).collect();
+        let all: Vec<&Entry> = parts.iter().flatten().collect();
+        let limit = Found::Anomaly(protocol::Finding::LimitExceeded);
+        assert_eq!(
+            all.iter().filter(|(_, f)| *f == limit).count(),
+            1,
+            "{parts:?}"
+        );
+        let last = parts
+            .last()
+            .and_then(|p| p.iter().find(|(_, f)| *f == limit));
+        assert_eq!(
+            last.map(|(p, _)| p),
+            Some(&m),
+            "the last part names the dir"
+        );
+        assert!(
+            all.len() <= 7,
+            "nothing past the bound but the finding: {parts:?}"
+        );
+    }
+
+    #[test]
     fn a_directory_swapped_for_a_symlink_is_not_followed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let m = dir.path().join("models");
