@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hasher::verifying::hashing::{FileHasher, Known, Outcome};
+use hasher::verifying::hashing::{FileHasher, Given, Outcome};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -25,7 +25,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn reverify(h: &mut FileHasher, path: &Path) -> (Duration, Outcome) {
     h.forget(path);
     let t = Instant::now();
-    let outcome = h.check(path, Known::NOTHING);
+    let outcome = h.check(path, Given::NOTHING);
     (t.elapsed(), outcome)
 }
 
@@ -77,17 +77,17 @@ fn main() {
     two.set_threads(2);
     // First reads: whole and sequential; with 2 threads they also take the chunk digests.
     let (mut f1, mut f2) = (Vec::new(), Vec::new());
-    let first = one.check(&path, Known::NOTHING);
-    assert_eq!(two.check(&path, Known::NOTHING), first);
+    let first = one.check(&path, Given::NOTHING);
+    assert_eq!(two.check(&path, Given::NOTHING), first);
     for _ in 0..runs {
         one.forget_all();
         let t = Instant::now();
-        assert_eq!(one.check(&path, Known::NOTHING), first);
+        assert_eq!(one.check(&path, Given::NOTHING), first);
         f1.push(t.elapsed());
         let mut fresh = FileHasher::default();
         fresh.set_threads(2);
         let t = Instant::now();
-        assert_eq!(fresh.check(&path, Known::NOTHING), first);
+        assert_eq!(fresh.check(&path, Given::NOTHING), first);
         f2.push(t.elapsed());
     }
     let (mut t1, mut t2, mut tssl, mut tdd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

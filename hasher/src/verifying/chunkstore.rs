@@ -243,11 +243,11 @@ mod tests {
                 .index_of(&big.display().to_string())
                 .expect("entry");
             let expect = Expect::of(i, &m.entries.get(i).expect("entry"));
-            let known = crate::verifying::hashing::Known {
+            let given = crate::verifying::hashing::Given {
                 entry: Some(expect),
-                ..crate::verifying::hashing::Known::NOTHING
+                ..crate::verifying::hashing::Given::NOTHING
             };
-            let outcome = hasher.check(&big, known);
+            let outcome = hasher.check(&big, given);
             (outcome, m.entries.get(i).expect("entry").hash.to_hex())
         };
         let restarted = || {

@@ -258,7 +258,7 @@ mod tests {
         let mut h = crate::verifying::hashing::FileHasher::default();
         h.settling.set_window(Duration::from_millis(50));
         for f in &files {
-            h.check(f, crate::verifying::hashing::Known::NOTHING);
+            h.check(f, crate::verifying::hashing::Given::NOTHING);
         }
         let read = |h: &crate::verifying::hashing::FileHasher| h.bytes_hashed;
         let after_first = read(&h);
@@ -267,7 +267,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&files[3], vec![b'b'; 1000]).expect("write");
         for f in &files {
-            h.check(f, crate::verifying::hashing::Known::NOTHING);
+            h.check(f, crate::verifying::hashing::Given::NOTHING);
         }
         assert_eq!(read(&h) - after_first, 1000, "only the changed file");
         assert_eq!(h.settling.pending(), 1);
@@ -279,7 +279,7 @@ mod tests {
         }
         let before_settle = read(&h);
         for f in &files {
-            h.check(f, crate::verifying::hashing::Known::NOTHING);
+            h.check(f, crate::verifying::hashing::Given::NOTHING);
         }
         assert_eq!(
             read(&h) - before_settle,
@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(h.settling.pending(), 0);
         let before_idle = read(&h);
         for f in &files {
-            h.check(f, crate::verifying::hashing::Known::NOTHING);
+            h.check(f, crate::verifying::hashing::Given::NOTHING);
         }
         assert_eq!(read(&h), before_idle, "unchanged files cost nothing");
     }

@@ -97,9 +97,10 @@ struct Cached {
     due_ms: u64,
 }
 
-/// What a check is told of a file before it looks.
-#[derive(Debug, Default)]
-pub struct Known {
+/// What a check is given of a file before it looks (not to be confused with
+/// [`crate::reading::chunks::Known`], what a read learned of a large file's chunks).
+#[derive(Debug)]
+pub struct Given {
     /// Its baseline entry: a version that matched the entry before answers from its slot.
     pub entry: Option<Expect>,
     /// The size it must have, where there is no entry (a registry's file artifact).
@@ -108,9 +109,9 @@ pub struct Known {
     pub stated: Option<Metadata>,
 }
 
-impl Known {
+impl Given {
     /// Nothing known: the file is read unless its version was read before.
-    pub const NOTHING: Known = Known {
+    pub const NOTHING: Given = Given {
         entry: None,
         size: None,
         stated: None,
@@ -229,12 +230,12 @@ impl FileHasher {
     }
 
     /// Examines `path`, answering from memory when its version is unchanged and its
-    /// re-verification is not due (from its entry's slot when `known` names the entry),
-    /// otherwise reading it in full; a regular file whose size is not the one `known` says is
+    /// re-verification is not due (from its entry's slot when `given` names the entry),
+    /// otherwise reading it in full; a regular file whose size is not the one `given` says is
     /// reported at once, unread (one `statx` for both checks).
-    pub fn check(&mut self, path: &Path, known: Known) -> Outcome {
-        let size = known.entry.map(|e| e.size).or(known.size);
-        self.check_with(path, size, known.entry, known.stated)
+    pub fn check(&mut self, path: &Path, given: Given) -> Outcome {
+        let size = given.entry.map(|e| e.size).or(given.size);
+        self.check_with(path, size, given.entry, given.stated)
     }
 
     fn check_with(
@@ -479,9 +480,9 @@ mod tests {
         let f = dir.path().join("model.gguf");
         std::fs::write(&f, b"original weights").expect("write");
         let mut h = FileHasher::default();
-        let first = h.check(&f, Known::NOTHING);
+        let first = h.check(&f, Given::NOTHING);
         let read = h.bytes_hashed;
-        assert_eq!(h.check(&f, Known::NOTHING), first);
+        assert_eq!(h.check(&f, Given::NOTHING), first);
         assert_eq!(
             (h.bytes_hashed, h.fast_hits),
             (read, 1),
@@ -489,7 +490,7 @@ mod tests {
         );
         // Named by inotify: read again although the metadata is the same.
         h.forget(&f);
-        assert_eq!(h.check(&f, Known::NOTHING), first);
+        assert_eq!(h.check(&f, Given::NOTHING), first);
         assert_eq!((h.bytes_hashed, h.fast_hits), (2 * read, 1));
         let read = h.bytes_hashed;
 
@@ -497,7 +498,7 @@ mod tests {
         let file = std::fs::File::options().write(true).open(&f).expect("open");
         file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
             .expect("touch");
-        assert_eq!(h.check(&f, Known::NOTHING), first);
+        assert_eq!(h.check(&f, Given::NOTHING), first);
         assert!(h.bytes_hashed > read, "a touched file is read again");
 
         // Same size, content changed, mtime put back: ctime still moved, so it is caught.
@@ -514,7 +515,7 @@ mod tests {
             .set_modified(mtime)
             .expect("restore mtime");
         assert_eq!(
-            h.check(&f, Known::NOTHING),
+            h.check(&f, Given::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(b"tampered weights"),
                 size: 16
@@ -525,7 +526,7 @@ mod tests {
         std::fs::write(dir.path().join("new"), b"renamed  weights").expect("write");
         std::fs::rename(dir.path().join("new"), &f).expect("rename");
         assert_eq!(
-            h.check(&f, Known::NOTHING),
+            h.check(&f, Given::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(b"renamed  weights"),
                 size: 16
@@ -567,7 +568,7 @@ mod tests {
         assert_eq!(h.bytes_hashed, total - 1000, "nothing stale: nothing read");
         std::fs::write(&paths[5], vec![0xee; 6000]).expect("tamper");
         assert_eq!(
-            h.check(&paths[5], Known::NOTHING),
+            h.check(&paths[5], Given::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(&[0xee; 6000]),
                 size: 6000
@@ -575,7 +576,7 @@ mod tests {
         );
         for p in &paths[1..] {
             assert_eq!(
-                h.check(p, Known::NOTHING),
+                h.check(p, Given::NOTHING),
                 FileHasher::default().hash(p),
                 "{}",
                 p.display()
@@ -592,11 +593,11 @@ mod tests {
             full_rehash: Duration::from_millis(200),
             ..FileHasher::default()
         };
-        h.check(&f, Known::NOTHING);
-        h.check(&f, Known::NOTHING);
+        h.check(&f, Given::NOTHING);
+        h.check(&f, Given::NOTHING);
         assert_eq!(h.bytes_hashed, 3);
         std::thread::sleep(Duration::from_millis(250));
-        h.check(&f, Known::NOTHING);
+        h.check(&f, Given::NOTHING);
         assert_eq!(
             h.bytes_hashed, 6,
             "due for full re-verification: read again"
@@ -613,7 +614,7 @@ mod tests {
             max_file_size: 1 << 30,
             ..FileHasher::default()
         };
-        assert_eq!(h.check(&p, Known::NOTHING), Outcome::TooLarge(1 << 40));
+        assert_eq!(h.check(&p, Given::NOTHING), Outcome::TooLarge(1 << 40));
         assert_eq!(h.bytes_hashed, 0, "not a byte read");
     }
 
@@ -631,7 +632,7 @@ mod tests {
             std::fs::remove_file(gone).expect("rm");
         });
         let started = Instant::now();
-        let outcome = h.check(&p, Known::NOTHING);
+        let outcome = h.check(&p, Given::NOTHING);
         deleter.join().expect("deleter");
         assert!(
             matches!(&outcome, Outcome::Unreadable(why) if why.contains("deleted")),
@@ -715,14 +716,14 @@ mod tests {
             hash: digest_of(&data),
             size,
         };
-        assert_eq!(h.check(&f, Known::NOTHING), whole);
+        assert_eq!(h.check(&f, Given::NOTHING), whole);
         assert_eq!(
             h.reader.bytes, size,
             "the first read is one sequential read"
         );
         // What inotify does on a write: forget; the next check proves it by its chunks.
         h.forget(&f);
-        assert_eq!(h.check(&f, Known::NOTHING), whole);
+        assert_eq!(h.check(&f, Given::NOTHING), whole);
         assert_eq!(h.reader.bytes, size, "no whole read this time");
         assert_eq!(
             h.bytes_hashed,
@@ -735,7 +736,7 @@ mod tests {
         std::fs::write(&f, &changed).expect("write");
         h.forget(&f);
         assert_eq!(
-            h.check(&f, Known::NOTHING),
+            h.check(&f, Given::NOTHING),
             Outcome::Hashed {
                 hash: digest_of(&changed),
                 size
@@ -743,9 +744,9 @@ mod tests {
         );
         // One thread: whole reads only.
         let mut one = FileHasher::default();
-        one.check(&f, Known::NOTHING);
+        one.check(&f, Given::NOTHING);
         one.forget(&f);
-        one.check(&f, Known::NOTHING);
+        one.check(&f, Given::NOTHING);
         assert_eq!(one.reader.bytes, 2 * size);
     }
 

@@ -14,7 +14,7 @@ use protocol::report;
 use serde::Deserialize;
 
 use crate::reading::version::Outcome;
-use crate::verifying::hashing::{FileHasher, Known};
+use crate::verifying::hashing::{FileHasher, Given};
 use crate::verifying::walk::Found;
 
 mod dirhash;
@@ -230,11 +230,11 @@ fn artifact_finding(
         Err(_) => Some(protocol::Finding::Missing.as_str().to_owned()),
         Ok(meta) if meta.file_type().is_file() => {
             let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
-            let known = Known {
+            let given = Given {
                 size: Some(m.size),
-                ..Known::NOTHING
+                ..Given::NOTHING
             };
-            match hasher.check(path, known) {
+            match hasher.check(path, given) {
                 Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => (sealing
                     && !hasher.seals.is_sealed(path))
                 .then(|| protocol::Finding::NotSealed.as_str().into()),

@@ -2,7 +2,7 @@
 //! were seen, what each finding says, what a scope of the tree covers.
 
 use super::*;
-use crate::verifying::hashing::Known;
+use crate::verifying::hashing::Given;
 
 /// Where the baseline entries at `key` or beneath it are: the entry at `key` itself, and the
 /// range of those beneath (entries are sorted by path bytes, so those beneath form one range:
@@ -177,12 +177,12 @@ impl<'a> Comparison<'a> {
         };
         let sealing = self.hasher.seal_required(path, entry.category);
         // A size change is a violation at once; reading the file would only confirm it.
-        let known = Known {
+        let given = Given {
             entry: Some(Expect::of(index, &entry)),
             size: None,
             stated,
         };
-        let outcome = self.hasher.check(path, known);
+        let outcome = self.hasher.check(path, given);
         let matches = matches!(&outcome, Outcome::Hashed { hash, size } if *hash == entry.hash && *size == entry.size);
         if !matches {
             self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));
