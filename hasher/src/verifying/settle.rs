@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::verifying::verifier::Verifier;
+
 /// Linux's defaults: 30 s until dirty data expires, the flusher every 5 s.
 const DEFAULT_WINDOW: Duration = Duration::from_millis(35_000);
 /// Past the window, for the flusher's own scheduling.
@@ -157,7 +159,7 @@ impl Settling {
 /// Most named paths a scan of the changes checks one by one; past it, it sweeps everything.
 pub(crate) const MAX_NAMED: usize = 4096;
 
-impl crate::verifying::verifier::Verifier {
+impl Verifier {
     /// Takes in what the watcher drained: each named path is read again even if its metadata
     /// looks the same (a clock stepped back, coarse timestamps) and settled later; lost or
     /// unnamed events, or too many names, leave only a full sweep sure.

@@ -337,12 +337,12 @@ impl Verifier {
     /// spread, the api's tick, a scan interval after the last report, must find it stale and
     /// sweep: 0.9 of it.
     pub(crate) fn sweep_lifetime(&self, watching: bool) -> Duration {
-        if watching && crate::verifying::scan::governed(&self.policy).is_none() {
+        if watching && governed(&self.policy).is_none() {
             let files = self
                 .baseline
                 .as_ref()
                 .map_or(0, |b| b.manifest.entries.len());
-            crate::verifying::spread::cycle_interval(&self.policy, files).saturating_mul(2)
+            cycle_interval(&self.policy, files).saturating_mul(2)
         } else {
             self.policy.scan_interval.mul_f64(0.9)
         }

@@ -266,7 +266,8 @@ fn regular(found: &[(PathBuf, Found)]) -> Vec<&Path> {
 /// Readies the checks of `files` (in that order): files with a remembered digest due or none
 /// are read first on the hashing threads (`expect` gives each one's baseline entry), or, with
 /// one thread and every file to be read (`all_read`), reads are issued ahead of the checks
-/// until the helper returned is dropped.
+/// until the helper returned is dropped (none for a part with no regular file: a directory
+/// of directories).
 fn read_part(
     hasher: &mut FileHasher,
     all_read: bool,
@@ -275,7 +276,8 @@ fn read_part(
 ) -> Option<Ahead> {
     // Lazy: with one thread the prefetch returns before asking for any expectation.
     hasher.prefetch(files.iter().map(|p| (*p, expect(p))));
-    (all_read && hasher.threads <= 1).then(|| Ahead::start(files, hasher.progress()))
+    (all_read && hasher.threads <= 1 && !files.is_empty())
+        .then(|| Ahead::start(files, hasher.progress()))
 }
 
 fn describe(o: &Outcome) -> String {
