@@ -16,7 +16,10 @@ use protocol::{Reassembler, Request, Response};
 #[test]
 fn protocol_decoders_never_panic() {
     let requests = [
-        Request::Hello { version: 1 },
+        Request::Hello {
+            version: 1,
+            prior: protocol::standing::Prior::Nothing,
+        },
         Request::Scan,
         Request::CreateBaseline {
             token: Some(b"test-token".to_vec()),

@@ -73,11 +73,17 @@ fn spawn_hasher(a: &Appliance) -> (OwnedFd, std::process::Child) {
 }
 
 fn hello(fd: &OwnedFd, id: u64) -> Response {
+    hello_with(fd, id, protocol::standing::Prior::Nothing)
+}
+
+/// A hello telling the hasher what the api remembers.
+fn hello_with(fd: &OwnedFd, id: u64, prior: protocol::standing::Prior) -> Response {
     send_msg(
         fd,
         id,
         &Request::Hello {
             version: PROTOCOL_VERSION,
+            prior,
         },
     );
     let (got, hello) = recv_answer(fd);
@@ -148,6 +154,7 @@ fn hasher_refuses_bad_frames_and_keeps_serving() {
         2,
         &Request::Hello {
             version: PROTOCOL_VERSION,
+            prior: protocol::standing::Prior::Nothing,
         },
     )
     .unwrap()
@@ -158,8 +165,26 @@ fn hasher_refuses_bad_frames_and_keeps_serving() {
     trailing.extend_from_slice(b"junk");
     send_raw(&ours, &trailing);
     expect_protocol_error(&ours, "trailing bytes");
-    send_msg(&ours, 3, &Request::Hello { version: 99 });
+    send_msg(
+        &ours,
+        3,
+        &Request::Hello {
+            version: 99,
+            prior: protocol::standing::Prior::Nothing,
+        },
+    );
     expect_protocol_error(&ours, "wrong version in hello");
+    send_msg(
+        &ours,
+        3,
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+            prior: protocol::standing::Prior::Trace {
+                what: "x".repeat(protocol::standing::MAX_TRACE_LEN + 1),
+            },
+        },
+    );
+    expect_protocol_error(&ours, "a memory out of bounds in hello");
 
     let digest = protocol::sign::sha256_hex(TOKEN.trim().as_bytes());
     match hello(&ours, 4) {
@@ -324,7 +349,7 @@ fn a_hostile_api_cannot_bless_tampering_nor_roll_the_store_back() {
     let (ours, mut child) = spawn_hasher(&a);
     match hello(&ours, 1) {
         Response::Hello {
-            store: StoreStatus::Rejected { reason },
+            store: StoreStatus::Rejected { reason, .. },
             ..
         } => {
             assert!(reason.contains("older baseline was put back"), "{reason}")
@@ -343,7 +368,7 @@ fn a_hostile_api_cannot_bless_tampering_nor_roll_the_store_back() {
     let (ours, mut child) = spawn_hasher(&a);
     match hello(&ours, 1) {
         Response::Hello {
-            store: StoreStatus::Rejected { reason },
+            store: StoreStatus::Rejected { reason, .. },
             ..
         } => {
             assert!(reason.contains("was deleted"), "{reason}")

@@ -40,6 +40,8 @@ pub struct AuditLog {
     /// The last baseline adoption recorded (`adopted`): carried into every record that opens
     /// a file, so the current file always holds it.
     adopted: Option<crate::adopted::Adopted>,
+    /// What was remembered at open: the memory record, this log and its rotations.
+    memory: crate::adopted::Memory,
     /// Set when a broken tail was moved aside at start: (snapshot path, why).
     pub recovered: Option<(PathBuf, String)>,
 }
@@ -137,7 +139,9 @@ impl AuditLog {
     /// Opens (creating) the log and finds the chain head. A broken tail is moved aside to
     /// `PATH.broken-UNIXTIME` and the chain continues from the last whole record.
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
-        let adopted = crate::adopted::recall(path);
+        // Before anything is created or moved aside: a first start is one with no trace.
+        let memory = crate::adopted::Memory::recall(path);
+        let adopted = memory.adopted.clone();
         let (head, recovered) = match read_head(path)? {
             Ok(head) => (head, None),
             Err((head, why)) => {
@@ -160,6 +164,7 @@ impl AuditLog {
             end,
             head,
             adopted,
+            memory,
             recovered,
         })
     }
@@ -167,6 +172,16 @@ impl AuditLog {
     /// The last baseline adoption this log records.
     pub fn adopted(&self) -> Option<&crate::adopted::Adopted> {
         self.adopted.as_ref()
+    }
+
+    /// What the api remembered when it opened the log (see [`crate::adopted::Memory`]).
+    pub fn memory(&self) -> &crate::adopted::Memory {
+        &self.memory
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The chain head: the last record written.

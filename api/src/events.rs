@@ -57,6 +57,10 @@ pub enum AuditEvent {
     Reload,
     /// A reload refused; the old policy stays.
     ReloadRefused,
+    /// The stored baseline is rejected: scans compare with this reference meanwhile.
+    ReferenceInUse,
+    /// The memory record beside the audit log could not be replaced.
+    MemoryRecordFailed,
     /// The log reopened on request (rotation by rename).
     AuditReopened,
     /// The log was deleted, renamed, replaced or truncated under the monitor.
@@ -98,6 +102,8 @@ impl AuditEvent {
             AuditEvent::RebaselineRefused => "rebaseline_refused",
             AuditEvent::Reload => "reload",
             AuditEvent::ReloadRefused => "reload_refused",
+            AuditEvent::ReferenceInUse => "reference_in_use",
+            AuditEvent::MemoryRecordFailed => "memory_record_failed",
             AuditEvent::AuditReopened => "audit_reopened",
             AuditEvent::AuditLogReplaced => "audit_log_replaced",
             AuditEvent::AuditTailRecovered => "audit_tail_recovered",
@@ -119,6 +125,8 @@ mod tests {
             AuditEvent::BaselineRolledForward,
             AuditEvent::AuditLogReopenFailed,
             AuditEvent::AuditRecordsDropped,
+            AuditEvent::ReferenceInUse,
+            AuditEvent::MemoryRecordFailed,
         ] {
             let json = serde_json::to_string(&e).expect("serialises");
             assert_eq!(json, format!("\"{}\"", e.as_str()));

@@ -52,7 +52,8 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
     };
     let spawned = matches!(source, Source::Spawned(_));
     let (calls_tx, calls_rx) = mpsc::channel(8);
-    let memory = audit.adopted().cloned();
+    let memory = audit.memory().clone();
+    let record = crate::adopted::record_path(audit.path());
     let audit_writer = match recorder::Recorder::start(audit) {
         Ok(r) => r,
         Err(e) => {
@@ -63,7 +64,7 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
     let (queue, reporter) = reporter(recorder, &audit_writer);
     let monitor = Arc::new(
         monitor::Monitor::new(calls_tx, audit_writer)
-            .recalling(memory)
+            .recalling(memory, Some(record))
             .reporting_to(queue),
     );
     monitor.audit(

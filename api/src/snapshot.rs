@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub baseline: Option<BaselineSummary>,
     /// Why there is no trusted baseline, if there is none.
     pub baseline_problem: Option<String>,
+    /// What the hasher compares the files with while its stored baseline is rejected.
+    pub reference: Option<protocol::standing::Reference>,
     /// The last accepted report.
     pub last_report: Option<SignedReport>,
     /// When the api accepted the last report (monotonic).

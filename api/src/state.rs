@@ -34,6 +34,9 @@ pub enum Input<'a> {
     Scan(&'a ScanReport),
     /// The first scan against a baseline made just now (clears the latch).
     Rebaselined(&'a ScanReport),
+    /// A scan against a reference while the stored baseline is rejected: it shows what
+    /// differs, and never leaves `recovery_required`.
+    Reference(&'a ScanReport),
     /// No evidence can be had (hasher lost, scan failed): never trusted.
     Unverifiable(&'a str),
     /// The baseline itself cannot be trusted (tampered, unsigned with a key, absent).
@@ -109,7 +112,7 @@ impl Machine {
         let mut next = self.clone();
         let mut events = Vec::new();
         let (target, reason) = match input {
-            Input::Scan(report) | Input::Rebaselined(report) => {
+            Input::Scan(report) | Input::Rebaselined(report) | Input::Reference(report) => {
                 let fresh = matches!(input, Input::Rebaselined(_));
                 let previous: &[Violation] = if fresh { &[] } else { &self.active };
                 for v in &report.violations {
@@ -141,16 +144,23 @@ impl Machine {
                 if !fresh && self.state == State::RecoveryRequired && target == State::Degraded {
                     target = State::RecoveryRequired;
                 }
-                let reason = match (fresh, n) {
-                    // The very first baseline of an empty store is no "rebaseline".
-                    (true, 0) if self.scan_count == 0 && self.reason == "awaiting_first_scan" => {
-                        "initialized".to_owned()
-                    }
-                    (true, 0) => "rebaseline".to_owned(),
-                    (false, 0) => "all_files_match".to_owned(),
-                    (_, n) => format!("{n} violation(s), threshold {threshold}"),
-                };
-                (target, reason)
+                if let Input::Reference(_) = input {
+                    // No scan clears a rejected baseline: only an authorised new one does.
+                    (State::RecoveryRequired, "baseline_rejected".to_owned())
+                } else {
+                    let reason = match (fresh, n) {
+                        // The very first baseline of an empty store is no "rebaseline".
+                        (true, 0)
+                            if self.scan_count == 0 && self.reason == "awaiting_first_scan" =>
+                        {
+                            "initialized".to_owned()
+                        }
+                        (true, 0) => "rebaseline".to_owned(),
+                        (false, 0) => "all_files_match".to_owned(),
+                        (_, n) => format!("{n} violation(s), threshold {threshold}"),
+                    };
+                    (target, reason)
+                }
             }
             Input::Unverifiable(why) => {
                 let target = if self.state == State::RecoveryRequired {
@@ -299,6 +309,35 @@ mod tests {
         assert_eq!(m.state, State::RecoveryRequired);
         let (m, _) = m.step(Input::Unverifiable("scan_failed"), 3);
         assert_eq!(m.state, State::RecoveryRequired);
+    }
+
+    #[test]
+    fn a_scan_against_a_reference_shows_what_differs_and_never_trusts() {
+        let (m, _) = Machine::new().step(Input::Compromised("baseline_rejected"), 3);
+        assert_eq!(m.state, State::RecoveryRequired);
+        let (m, ev) = m.step(Input::Reference(&report(&[])), 3);
+        assert_eq!(
+            m.state,
+            State::RecoveryRequired,
+            "a clean reference scan is no verdict"
+        );
+        assert_eq!(m.reason, "baseline_rejected");
+        assert!(transitions(&ev).is_empty());
+        let (m, ev) = m.step(Input::Reference(&report(&["/a"])), 3);
+        assert_eq!(
+            (m.state, m.violation_count, m.scan_count),
+            (State::RecoveryRequired, 1, 2)
+        );
+        assert_eq!(ev.len(), 1, "the new difference is recorded: {ev:?}");
+        // From a fresh machine too (a reference scan before anything else is not trusted).
+        let (m, ev) = Machine::new().step(Input::Reference(&report(&[])), 3);
+        assert_eq!(m.state, State::RecoveryRequired);
+        assert_eq!(
+            transitions(&ev),
+            vec![(State::Degraded, State::RecoveryRequired)]
+        );
+        let (m, _) = m.step(Input::Rebaselined(&report(&[])), 3);
+        assert_eq!(m.state, State::Trusted, "the ceremony's baseline clears it");
     }
 
     #[test]

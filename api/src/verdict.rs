@@ -88,6 +88,7 @@ mod tests {
             key: KeyStatus::Present,
             baseline: None,
             baseline_problem: None,
+            reference: None,
             last_report: None,
             last_scan: Some(at),
             hasher_down: None,

@@ -17,6 +17,7 @@ pub mod hexfmt;
 pub mod message;
 pub mod report;
 pub mod sign;
+pub mod standing;
 pub mod token;
 
 pub use category::{Action, Category};

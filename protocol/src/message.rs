@@ -6,16 +6,21 @@ pub use crate::category::{Action, Category};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// First message on a channel: the api's protocol version.
+    /// First message on a channel: the api's protocol version and its memory of earlier
+    /// lives, which the hasher holds its store to (a store older than it, or emptied, is
+    /// rejected; no new generation is committed at or below it). A compromised api can only
+    /// make the hasher trust less with it, never more.
     Hello {
         /// The api's [`PROTOCOL_VERSION`].
         version: u16,
+        /// What the api remembers.
+        prior: crate::standing::Prior,
     },
     /// Hash every watched file, sign a new baseline, store it and adopt it. The hasher does
     /// so only for a proof made with the rebaseline authority over a challenge it issued
@@ -180,10 +185,13 @@ pub enum StoreStatus {
     Adopted(BaselineSummary),
     /// The store has never held a baseline: first initialization may make one.
     Empty,
-    /// The store holds something that does not verify; nothing is adopted.
+    /// The store holds something that does not verify, or rolls back what the api
+    /// remembers; nothing is adopted.
     Rejected {
         /// What was found, for the audit log.
         reason: String,
+        /// What scans compare the files with meanwhile, if anything.
+        reference: Option<crate::standing::Reference>,
     },
 }
 
@@ -265,7 +273,48 @@ impl StoreStatus {
                     && (!s.signed || key == KeyStatus::Present)
             }
             StoreStatus::Empty => true,
-            StoreStatus::Rejected { reason } => reason.len() <= MAX_REASON_LEN,
+            StoreStatus::Rejected { reason, reference } => {
+                reason.len() <= MAX_REASON_LEN
+                    && reference
+                        .as_ref()
+                        .is_none_or(crate::standing::Reference::well_formed)
+            }
+        }
+    }
+}
+
+impl StoreStatus {
+    /// Why what the store holds rolls back what the api remembers (`prior`), if it does: an
+    /// older generation (a baseline of the Go service's counts as 0), another baseline at the
+    /// same generation, or nothing at all where an earlier life left a trace. The hasher
+    /// rejects such a store itself; the api checks that it did.
+    pub fn rolls_back(&self, prior: &crate::standing::Prior) -> Option<String> {
+        use crate::standing::Prior;
+        match (self, prior) {
+            (_, Prior::Nothing) | (StoreStatus::Rejected { .. }, _) => None,
+            (StoreStatus::Empty, Prior::Adopted { generation, digest }) => Some(format!(
+                "rollback: the hasher's store is empty, but the api last adopted baseline generation {generation} ({digest}): the store was emptied"
+            )),
+            (StoreStatus::Empty, Prior::Trace { what }) => Some(format!(
+                "the hasher's store is empty, but {what}: an earlier life left a trace, so this is no first start"
+            )),
+            (StoreStatus::Adopted(s), Prior::Adopted { generation, digest })
+                if s.generation < *generation =>
+            {
+                Some(format!(
+                    "rollback: the hasher's store holds baseline generation {} ({}), older than generation {generation} ({digest}) the api last adopted",
+                    s.generation, s.digest
+                ))
+            }
+            (StoreStatus::Adopted(s), Prior::Adopted { generation, digest })
+                if s.generation == *generation && s.digest != *digest =>
+            {
+                Some(format!(
+                    "rollback: the hasher's store holds another baseline ({}) at generation {generation} than the one the api adopted ({digest})",
+                    s.digest
+                ))
+            }
+            (StoreStatus::Adopted(_), _) => None,
         }
     }
 }
@@ -326,6 +375,47 @@ mod tests {
     }
 
     #[test]
+    fn older_other_or_no_baseline_rolls_back_what_the_api_remembers_newer_does_not() {
+        use crate::standing::Prior;
+        let at = |generation: u64, c: char| {
+            let mut s = summary(true);
+            s.generation = generation;
+            s.digest = c.to_string().repeat(64);
+            StoreStatus::Adopted(s)
+        };
+        let m = Prior::Adopted {
+            generation: 3,
+            digest: "b".repeat(64),
+        };
+        assert_eq!(at(0, 'a').rolls_back(&Prior::Nothing), None, "first start");
+        assert_eq!(StoreStatus::Empty.rolls_back(&Prior::Nothing), None);
+        assert_eq!(at(3, 'b').rolls_back(&m), None, "the same");
+        assert_eq!(at(4, 'c').rolls_back(&m), None, "newer");
+        assert!(at(2, 'b').rolls_back(&m).is_some(), "older");
+        assert!(
+            at(0, 'a').rolls_back(&m).is_some(),
+            "a Go baseline put back"
+        );
+        assert!(
+            at(3, 'c').rolls_back(&m).is_some(),
+            "same generation, other digest"
+        );
+        assert!(StoreStatus::Empty.rolls_back(&m).is_some(), "emptied");
+        let trace = Prior::Trace {
+            what: "a rotated log".into(),
+        };
+        assert!(
+            StoreStatus::Empty.rolls_back(&trace).is_some(),
+            "emptied after rotation"
+        );
+        assert_eq!(
+            at(1, 'a').rolls_back(&trace),
+            None,
+            "a store with a baseline"
+        );
+    }
+
+    #[test]
     fn answers_the_api_cannot_act_on_are_not_well_formed() {
         assert!(summary(true).well_formed(KeyStatus::Present));
         assert!(
@@ -347,6 +437,7 @@ mod tests {
         assert!(!StoreStatus::Adopted(summary(true)).well_formed(KeyStatus::Absent));
         let long = StoreStatus::Rejected {
             reason: "r".repeat(MAX_REASON_LEN + 1),
+            reference: None,
         };
         assert!(!long.well_formed(KeyStatus::Present));
 

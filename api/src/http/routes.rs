@@ -216,6 +216,8 @@ fn status_body(monitor: &Monitor) -> Value {
         "ed25519_key_id": s.last_report.as_ref().and_then(|r| r.ed25519.split_once(':')).map(|(id, _)| id),
         "baseline": s.baseline,
         "baseline_problem": s.baseline_problem,
+        // While the stored baseline is rejected: what scans compare with, never trusted.
+        "reference": s.reference,
         "hasher": if s.hasher_down.is_some() { "down" } else { "up" },
         "last_report": s.last_report,
     })

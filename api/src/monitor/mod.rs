@@ -54,8 +54,11 @@ pub struct Monitor {
     changes: Arc<crate::link::Changes>,
     /// Where transitions are reported, when an incident recorder is configured.
     incidents: Option<crate::incident::Queue>,
-    /// The last baseline adopted, as this process's audit log records it (`adopted`).
-    adopted: Mutex<Option<crate::adopted::Adopted>>,
+    /// What the api remembers of earlier lives: the last baseline adopted, or a trace.
+    memory: Mutex<crate::adopted::Memory>,
+    /// The memory record beside the audit log, and what this process last wrote to it.
+    record: Option<std::path::PathBuf>,
+    recorded: Mutex<Option<crate::adopted::Adopted>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +88,7 @@ impl Monitor {
                 key: KeyStatus::Absent,
                 baseline: None,
                 baseline_problem: Some("not loaded yet".into()),
+                reference: None,
                 last_report: None,
                 last_scan: None,
                 hasher_down: Some("not connected yet".into()),
@@ -108,14 +112,22 @@ impl Monitor {
             first_verdict: tokio::sync::watch::Sender::new(false),
             changes: Arc::new(crate::link::Changes::default()),
             incidents: None,
-            adopted: Mutex::new(None),
+            memory: Mutex::new(crate::adopted::Memory::default()),
+            record: None,
+            recorded: Mutex::new(None),
         }
     }
 
-    /// The monitor, remembering the last baseline its audit log recorded as adopted: a store
-    /// holding an older one is refused as a rollback.
-    pub fn recalling(self, adopted: Option<crate::adopted::Adopted>) -> Monitor {
-        *lock(&self.adopted) = adopted;
+    /// The monitor, remembering what the memory record and the audit log recalled (a store
+    /// holding an older baseline, or emptied, is refused as a rollback), and replacing the
+    /// memory record at `record` with each adoption.
+    pub fn recalling(
+        mut self,
+        memory: crate::adopted::Memory,
+        record: Option<std::path::PathBuf>,
+    ) -> Monitor {
+        *lock(&self.memory) = memory;
+        self.record = record;
         self
     }
 

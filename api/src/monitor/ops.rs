@@ -109,7 +109,15 @@ impl Monitor {
         // The hasher announces what changed before it starts a scan, and only then scans:
         // every notice that arrived before this report is covered by it, but those its
         // sentinel sent while the scan ran (counted by the link, in order).
-        let expected_digest = lock(&self.snap).baseline.as_ref().map(|b| b.digest.clone());
+        // While the stored baseline is rejected, scans compare with the hasher's reference.
+        let (expected_digest, against_reference) = {
+            let snap = lock(&self.snap);
+            match (&snap.baseline, &snap.reference) {
+                (Some(b), _) => (Some(b.digest.clone()), false),
+                (None, Some(r)) => (Some(r.digest.clone()), true),
+                (None, None) => (None, false),
+            }
+        };
         let last_seq = lock(&self.snap).link_seq;
         if let Err(e) = signed.validate() {
             tracing::error!(error = %e, "scan report refused");
@@ -122,7 +130,9 @@ impl Monitor {
         }
         self.recorder.follow();
         let report = signed.report.clone();
-        let state = self.apply(if kind == Scan::Rebaselined {
+        let state = self.apply(if against_reference {
+            Input::Reference(&report)
+        } else if kind == Scan::Rebaselined {
             Input::Rebaselined(&report)
         } else {
             Input::Scan(&report)
@@ -193,7 +203,9 @@ impl Monitor {
             return Err(self.misbehaved("baseline"));
         };
         let key = lock(&self.snap).key;
-        if !summary.well_formed(key) {
+        // A new baseline goes past every generation the api has seen (the hasher was told).
+        let seen = lock(&self.memory).prior().generation();
+        if !summary.well_formed(key) || (seen > 0 && summary.generation <= seen) {
             return Err(self.misbehaved("baseline summary"));
         }
         self.audit(event, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));

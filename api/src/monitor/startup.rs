@@ -2,6 +2,7 @@
 
 use crate::events::AuditEvent;
 use protocol::message::{BaselineSummary, KeyStatus, StoreEvent, StoreStatus};
+use protocol::standing::Reference;
 use protocol::{Request, Response, PROTOCOL_VERSION};
 use serde_json::json;
 
@@ -35,9 +36,6 @@ impl Monitor {
     }
 
     async fn restore(&self, store: StoreStatus) {
-        if let Some(why) = self.rolled_back(&store) {
-            return self.baseline_rejected(&why);
-        }
         let before = lock(&self.snap).baseline.clone();
         match (store, before) {
             (StoreStatus::Adopted(now), Some(was)) if now.digest == was.digest => {}
@@ -46,7 +44,9 @@ impl Monitor {
                 self.audit(AuditEvent::BaselineChanged, json!({ "from": was.map(|b| b.digest), "to": now.digest, "generation": now.generation }));
                 self.adopt(now);
             }
-            (StoreStatus::Rejected { reason }, _) => return self.baseline_rejected(&reason),
+            (StoreStatus::Rejected { reason, reference }, _) => {
+                return self.rejected_but_compared(&reason, reference).await
+            }
             (StoreStatus::Empty, Some(was)) => {
                 return self.baseline_rejected(&format!(
                     "the hasher's store is empty although baseline {} (generation {}) was adopted: it was deleted",
@@ -65,9 +65,11 @@ impl Monitor {
 
     /// Handshake: learns the policy settings, key status, token gate and what the store holds.
     async fn hello(&self) -> Result<StoreStatus, MonitorError> {
+        let prior = lock(&self.memory).prior();
         match self
             .call(Request::Hello {
                 version: PROTOCOL_VERSION,
+                prior: prior.clone(),
             })
             .await?
         {
@@ -81,6 +83,8 @@ impl Monitor {
             } if version == PROTOCOL_VERSION
                 && policy.well_formed()
                 && store.well_formed(key)
+                // Told what the api remembers, the hasher rejects a store that rolls it back.
+                && store.rolls_back(&prior).is_none()
                 && token_digest
                     .as_deref()
                     .is_none_or(|d| Token::from_digest_hex(d).is_some()) =>
@@ -119,11 +123,10 @@ impl Monitor {
 
     /// Start-up: adopt what the hasher's store holds (or have it make the first), then scan.
     async fn start(&self, store: StoreStatus) {
-        if let Some(why) = self.rolled_back(&store) {
-            return self.baseline_rejected(&why);
-        }
         match store {
-            StoreStatus::Rejected { reason } => self.baseline_rejected(&reason),
+            StoreStatus::Rejected { reason, reference } => {
+                self.rejected_but_compared(&reason, reference).await
+            }
             StoreStatus::Empty => {
                 tracing::info!("the hasher's store is empty: first start, computing a baseline");
                 if let Err(e) = self
@@ -152,6 +155,24 @@ impl Monitor {
         }
     }
 
+    /// The stored baseline is rejected: `recovery_required`, and while the hasher has a
+    /// reference to compare with, scans go on against it so the operator sees what differs.
+    async fn rejected_but_compared(&self, why: &str, reference: Option<Reference>) {
+        self.baseline_rejected(why);
+        let Some(reference) = reference else {
+            return;
+        };
+        tracing::warn!(digest = reference.digest, entries = reference.entries, release = ?reference.release, store = ?reference.store, "scans compare with a reference until an authorised rebaseline; never trusted");
+        self.audit(
+            AuditEvent::ReferenceInUse,
+            json!({ "digest": reference.digest, "entries": reference.entries, "release": reference.release, "store": reference.store }),
+        );
+        lock(&self.snap).reference = Some(reference);
+        if let Err(e) = self.scan_locked(super::ops::Scan::Full).await {
+            tracing::error!(error = %e, "scan against the reference failed");
+        }
+    }
+
     pub(super) fn baseline_rejected(&self, why: &str) {
         tracing::error!(
             why,
@@ -160,11 +181,6 @@ impl Monitor {
         self.audit(AuditEvent::BaselineRejected, json!({ "reason": why }));
         lock(&self.snap).baseline_problem = Some(why.to_owned());
         self.apply(Input::Compromised("baseline_rejected"));
-    }
-
-    /// Why the store's content rolls back what this process's audit log last recorded.
-    fn rolled_back(&self, store: &StoreStatus) -> Option<String> {
-        crate::adopted::rollback(lock(&self.adopted).as_ref(), store)
     }
 
     /// Takes `summary` as the baseline; the audit log records each new adoption (its
@@ -177,14 +193,40 @@ impl Monitor {
             );
         }
         let now = crate::adopted::Adopted::of(&summary);
-        let changed = lock(&self.adopted).as_ref() != Some(&now);
+        let changed = lock(&self.memory).adopted.as_ref() != Some(&now);
         if changed {
             self.recorder
                 .record(AuditEvent::BaselineAdopted, now.fields());
-            *lock(&self.adopted) = Some(now);
+            *lock(&self.memory) = crate::adopted::Memory {
+                adopted: Some(now.clone()),
+                trace: None,
+            };
         }
+        self.keep_record(&now);
         let mut snap = lock(&self.snap);
         snap.baseline = Some(summary);
         snap.baseline_problem = None;
+        snap.reference = None;
+    }
+
+    /// Replaces the memory record with `now` unless it already holds it. A record that
+    /// cannot be written is said and audited; the audit log still carries the adoption.
+    fn keep_record(&self, now: &crate::adopted::Adopted) {
+        let Some(path) = &self.record else {
+            return;
+        };
+        if lock(&self.recorded).as_ref() == Some(now) {
+            return;
+        }
+        match crate::adopted::write_record(path, now) {
+            Ok(()) => *lock(&self.recorded) = Some(now.clone()),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "the memory record beside the audit log cannot be replaced: a rollback after the log's rotation would go unseen until it can");
+                self.audit(
+                    AuditEvent::MemoryRecordFailed,
+                    json!({ "path": path.display().to_string(), "error": e.to_string() }),
+                );
+            }
+        }
     }
 }

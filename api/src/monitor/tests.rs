@@ -8,6 +8,7 @@ use protocol::message::{
     BaselineSummary, ErrorKind, KeyStatus, PolicySummary, StoreStatus, BASELINE_PART,
 };
 use protocol::report::{ScanReport, SignedReport, Violation};
+use protocol::standing::{FromStore, Reference};
 use protocol::{Category, Request, Response, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
@@ -33,6 +34,10 @@ struct Script {
     manifest: Vec<u8>,
     /// Send this byte of the manifest changed (a lying hasher).
     lie_at: Option<usize>,
+    /// What a rejected store's scans compare with.
+    reference: Option<Reference>,
+    /// Ignore what the api remembers (a lying hasher).
+    disobey: bool,
 }
 
 fn digest(n: u64) -> String {
@@ -63,6 +68,8 @@ impl Script {
             scans: 0,
             manifest: Vec::new(),
             lie_at: None,
+            reference: None,
+            disobey: false,
         }
     }
 
@@ -78,8 +85,16 @@ impl Script {
 
     fn answer(&mut self, request: Request) -> Response {
         match request {
-            Request::Hello { .. } => {
+            Request::Hello { prior, .. } => {
                 self.seq = 0; // a new instance counts from 1 again
+                              // As the real hasher: held to what the api remembers.
+                self.generation = self.generation.max(prior.generation());
+                if let Some(reason) = self.store.rolls_back(&prior).filter(|_| !self.disobey) {
+                    self.store = StoreStatus::Rejected {
+                        reason,
+                        reference: self.reference.clone(),
+                    };
+                }
                 Response::Hello {
                     version: PROTOCOL_VERSION,
                     policy: PolicySummary {
@@ -107,13 +122,23 @@ impl Script {
                 }
             }
             Request::Scan | Request::ScanChanged => {
+                let baseline_digest = match &self.store {
+                    StoreStatus::Rejected {
+                        reference: None, ..
+                    } => {
+                        return Response::Error {
+                            kind: ErrorKind::NoBaseline,
+                            message: "rejected, nothing to compare with".into(),
+                        }
+                    }
+                    StoreStatus::Rejected {
+                        reference: Some(r), ..
+                    } => r.digest.clone(),
+                    _ if self.wrong_digest => digest(999),
+                    _ => self.digest.clone(),
+                };
                 self.seq += 1;
                 self.scans += 1;
-                let baseline_digest = if self.wrong_digest {
-                    digest(999)
-                } else {
-                    self.digest.clone()
-                };
                 Response::Report(SignedReport {
                     report: ScanReport {
                         seq: self.seq,
@@ -184,10 +209,26 @@ impl Rig {
 
 /// A monitor wired to a scripted hasher, after its first connection.
 async fn started(script: Script) -> Rig {
-    let dir = tempfile::tempdir().expect("dir");
-    let log = AuditLog::open(&dir.path().join("audit.jsonl")).expect("log");
+    started_in(script, tempfile::tempdir().expect("dir")).await
+}
+
+/// As [`started`], with the audit log and the memory record in `dir` (recalled as at start).
+async fn started_in(script: Script, dir: tempfile::TempDir) -> Rig {
+    let rig = wired_in(script, dir);
+    rig.monitor.connected(true).await.expect("handshake");
+    rig
+}
+
+/// A monitor wired to a scripted hasher, before its first connection.
+fn wired_in(script: Script, dir: tempfile::TempDir) -> Rig {
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).expect("log");
+    let memory = log.memory().clone();
     let (calls, mut rx) = mpsc::channel::<Call>(8);
-    let monitor = Arc::new(Monitor::new(calls, Recorder::start(log).expect("writer")));
+    let monitor = Arc::new(
+        Monitor::new(calls, Recorder::start(log).expect("writer"))
+            .recalling(memory, Some(crate::adopted::record_path(&path))),
+    );
     let script = Arc::new(Mutex::new(script));
     let hasher = script.clone();
     let notices = monitor.changes();
@@ -198,7 +239,6 @@ async fn started(script: Script) -> Rig {
             let _ = call.reply.send(Ok((answer, notices.count())));
         }
     });
-    monitor.connected(true).await.expect("handshake");
     Rig {
         monitor,
         script,
@@ -266,6 +306,110 @@ async fn a_new_instance_with_an_empty_store_means_the_baseline_was_deleted() {
     let why = rig.monitor.snapshot().baseline_problem.unwrap_or_default();
     assert!(why.contains("the store was emptied"), "{why}");
     assert!(rig.events().await.contains(&"baseline_rejected".to_owned()));
+}
+
+/// A store rolled back below what the api remembers: `recovery_required`, and it stays up:
+/// scans go on against the hasher's reference (a clean one trusts nothing), until the
+/// ceremony's new baseline, above every generation seen, clears it.
+#[tokio::test]
+async fn a_rolled_back_store_stays_recovery_required_scanning_the_reference_until_the_ceremony() {
+    let dir = tempfile::tempdir().expect("dir");
+    let record = crate::adopted::record_path(&dir.path().join("audit.jsonl"));
+    crate::adopted::write_record(
+        &record,
+        &crate::adopted::Adopted {
+            generation: 5,
+            digest: digest(5),
+        },
+    )
+    .expect("record");
+    let mut script = Script::new();
+    script.generation = 2;
+    script.digest = digest(2);
+    script.store = StoreStatus::Adopted(script.summary());
+    script.reference = Some(Reference {
+        digest: digest(77),
+        entries: 3,
+        release: Some("c0ffee".into()),
+        store: FromStore::Verified,
+    });
+    let rig = started_in(script, dir).await;
+    assert_eq!(rig.state(), State::RecoveryRequired);
+    let snap = rig.monitor.snapshot();
+    assert!(
+        snap.baseline_problem
+            .as_deref()
+            .is_some_and(|w| w.contains("older than generation 5")),
+        "{snap:?}"
+    );
+    assert_eq!(
+        snap.reference.as_ref().map(|r| r.digest.clone()),
+        Some(digest(77))
+    );
+    assert_eq!(
+        snap.machine.scan_count, 1,
+        "the reference was scanned at start"
+    );
+    // Scans go on and the monitor stays connected; a clean one trusts nothing.
+    for _ in 0..3 {
+        assert_eq!(rig.monitor.scan().await.ok(), Some(State::RecoveryRequired));
+    }
+    lock(&rig.script).violations = vec![violation("/m/a")];
+    assert_eq!(rig.monitor.scan().await.ok(), Some(State::RecoveryRequired));
+    let snap = rig.monitor.snapshot();
+    assert!(snap.hasher_down.is_none(), "still connected");
+    assert_eq!(snap.machine.violation_count, 1, "what differs is shown");
+    assert!(rig.verdict().is_err());
+    // The ceremony: the hasher commits above what the api remembers; the api adopts it.
+    lock(&rig.script).violations.clear();
+    assert_eq!(
+        rig.monitor.rebaseline(None, None).await.ok(),
+        Some(State::Trusted)
+    );
+    let snap = rig.monitor.snapshot();
+    assert_eq!(snap.baseline.as_ref().map(|b| b.generation), Some(6));
+    assert!(snap.reference.is_none() && snap.baseline_problem.is_none());
+    assert_eq!(rig.verdict(), Ok(()));
+    assert_eq!(
+        crate::adopted::Memory::recall(&rig.log())
+            .adopted
+            .map(|a| a.generation),
+        Some(6),
+        "the memory record holds the new adoption"
+    );
+    let events = rig.events().await;
+    assert!(
+        events.contains(&"reference_in_use".to_owned()),
+        "{events:?}"
+    );
+}
+
+/// A hasher that holds a store rolling back what it was told, instead of rejecting it, is
+/// not believed; nor is a new baseline at or below a generation the api has seen.
+#[tokio::test]
+async fn a_hasher_ignoring_the_memory_or_committing_below_it_is_not_believed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let record = crate::adopted::record_path(&dir.path().join("audit.jsonl"));
+    let five = crate::adopted::Adopted {
+        generation: 5,
+        digest: digest(5),
+    };
+    crate::adopted::write_record(&record, &five).expect("record");
+    let mut script = Script::new();
+    script.generation = 2;
+    script.store = StoreStatus::Adopted(script.summary());
+    script.disobey = true;
+    let rig = wired_in(script, dir);
+    assert!(rig.monitor.connected(true).await.is_err());
+    let snap = rig.monitor.snapshot();
+    assert!(snap.hasher_down.is_some(), "{snap:?}");
+    assert!(rig.verdict().is_err());
+
+    let rig = started(Script::new()).await;
+    assert_eq!(rig.state(), State::Trusted);
+    lock(&rig.script).generation = 0; // its next baseline says generation 1 again
+    assert!(rig.monitor.rebaseline(None, None).await.is_err());
+    assert!(rig.monitor.snapshot().hasher_down.is_some());
 }
 
 #[tokio::test]

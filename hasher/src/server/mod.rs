@@ -10,6 +10,7 @@ use protocol::frame;
 use protocol::message::{
     ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
 };
+use protocol::standing::{FromStore, Prior};
 use protocol::PROTOCOL_VERSION;
 
 use crate::error::ChannelError;
@@ -19,6 +20,8 @@ use crate::storing::key::Key;
 use crate::storing::ledger::Ledger;
 use crate::storing::store::{Loaded, Store};
 use crate::storing::token::Token;
+use crate::verifying::reference;
+use crate::verifying::release::Release;
 use crate::verifying::scan;
 use crate::verifying::verifier::{Keeping, Verifier};
 
@@ -176,7 +179,7 @@ impl Server {
     /// Answers one request.
     pub fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Hello { version } => self.hello(version),
+            Request::Hello { version, prior } => self.hello(version, &prior),
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),
             Request::CreateBaseline { token, proof } => {
                 self.create_baseline(token.as_deref(), proof.as_ref())
@@ -203,12 +206,21 @@ impl Server {
         }
     }
 
-    fn hello(&mut self, version: u16) -> Response {
+    fn hello(&mut self, version: u16, prior: &Prior) -> Response {
         if version != PROTOCOL_VERSION {
             return error(
                 ErrorKind::Protocol,
                 format!("api speaks version {version}, hasher {PROTOCOL_VERSION}"),
             );
+        }
+        if !prior.well_formed() {
+            return error(ErrorKind::Protocol, "the api's memory is out of bounds");
+        }
+        if !self.greeted {
+            self.ledger.hold_to(prior);
+            if self.ledger.rejected() {
+                self.refer();
+            }
         }
         self.greeted = true;
         let key = if self.key.is_some() {
@@ -223,6 +235,46 @@ impl Server {
             store: self.ledger.status().clone(),
             token_digest: self.token.as_ref().map(Token::digest_hex),
             store_event: self.ledger.event(),
+        }
+    }
+
+    /// The store is rejected: sweeps go on against a reference (the release baseline where
+    /// it lists a path, else what the rejected store says), so the operator sees what
+    /// differs; or against nothing when neither is there.
+    fn refer(&mut self) {
+        let key = self.key.as_ref().map(Key::bytes);
+        let stored = self
+            .ledger
+            .store()
+            .load_unverified(key)
+            .map(|(m, verifies)| {
+                let from = if verifies {
+                    FromStore::Verified
+                } else {
+                    FromStore::Unverified
+                };
+                (m, from)
+            });
+        let release = self.v.policy().release_baseline.as_deref().and_then(|p| {
+            Release::load(p)
+                .map_err(|e| tracing::warn!(error = %e, "no release baseline to compare with"))
+                .ok()
+        });
+        match reference::build(
+            self.v.policy(),
+            release.as_ref(),
+            stored.as_ref().map(|(m, from)| (m, *from)),
+            scan::now_rfc3339(),
+        ) {
+            Some((current, reference)) => {
+                tracing::warn!(digest = reference.digest, entries = reference.entries, release = ?reference.release, store = ?reference.store, "stored baseline rejected: scans compare with a reference meanwhile; never trusted");
+                self.ledger.refer(reference);
+                self.v.refer(Some(current));
+            }
+            None => {
+                tracing::warn!("stored baseline rejected and nothing to compare with: no scans until an authorised rebaseline");
+                self.v.refer(None);
+            }
         }
     }
 }

@@ -192,6 +192,13 @@ impl Server {
                 "nonce must be 16-64 bytes of hex and the audit head a SHA-256",
             );
         }
+        if let StoreStatus::Rejected { reason, .. } = self.ledger.status() {
+            // A scan against a reference proves nothing a verifier could rely on.
+            return error(
+                ErrorKind::BaselineRejected,
+                format!("no attestation while the stored baseline is rejected: {reason}"),
+            );
+        }
         let Some((report, completed)) = &self.last_report else {
             return error(ErrorKind::NoBaseline, "no scan has completed yet");
         };

@@ -3,6 +3,7 @@
 //! generation either store file ever claimed.
 
 use protocol::message::{BaselineSummary, StoreEvent, StoreStatus};
+use protocol::standing::{Prior, Reference, MAX_GENERATION};
 
 use crate::error::StoreError;
 use crate::storing::store::{Current, Loaded, Store};
@@ -46,7 +47,14 @@ impl Ledger {
             }
             Loaded::Rejected { reason, highest } => {
                 tracing::error!(reason, "stored baseline rejected");
-                (None, StoreStatus::Rejected { reason }, highest)
+                (
+                    None,
+                    StoreStatus::Rejected {
+                        reason,
+                        reference: None,
+                    },
+                    highest,
+                )
             }
         };
         let ledger = Ledger {
@@ -56,6 +64,39 @@ impl Ledger {
             next_generation: highest.saturating_add(1),
         };
         (ledger, baseline)
+    }
+
+    /// Holds the store to what the api remembers (`prior`, checked for form by the caller):
+    /// no commit takes a generation at or below the remembered one, and a store that rolls
+    /// it back (older, another at the same generation, emptied) is rejected. Returns the
+    /// reason when this rejected it. The api may be compromised: all it can do with this is
+    /// make the hasher trust less, or skip generations.
+    pub fn hold_to(&mut self, prior: &Prior) -> Option<String> {
+        let remembered = prior.generation().min(MAX_GENERATION);
+        self.next_generation = self.next_generation.max(remembered.saturating_add(1));
+        let why = self.status.rolls_back(prior)?;
+        tracing::error!(
+            reason = why,
+            "the store rolls back what the api remembers: rejected"
+        );
+        self.status = StoreStatus::Rejected {
+            reason: why.clone(),
+            reference: None,
+        };
+        self.event = None;
+        Some(why)
+    }
+
+    /// Says what scans compare with while the store is rejected.
+    pub fn refer(&mut self, to: Reference) {
+        if let StoreStatus::Rejected { reference, .. } = &mut self.status {
+            *reference = Some(to);
+        }
+    }
+
+    /// Whether the store's baseline is rejected.
+    pub fn rejected(&self) -> bool {
+        matches!(self.status, StoreStatus::Rejected { .. })
     }
 
     /// The store itself.
@@ -112,6 +153,21 @@ mod tests {
         assert!(baseline.is_none(), "nothing rejected is adopted");
         assert!(matches!(ledger.status(), StoreStatus::Rejected { .. }));
         assert_eq!(ledger.next_generation(), 8);
+        // The api remembering less changes nothing; remembering more lifts the next commit.
+        assert_eq!(ledger.hold_to(&Prior::Nothing), None);
+        assert_eq!(ledger.next_generation(), 8);
+        let digest = "d".repeat(64);
+        let prior = |generation| Prior::Adopted {
+            generation,
+            digest: digest.clone(),
+        };
+        assert_eq!(ledger.hold_to(&prior(5)), None, "already rejected");
+        assert_eq!(ledger.next_generation(), 8);
+        ledger.hold_to(&prior(11));
+        assert_eq!(ledger.next_generation(), 12);
+        ledger.hold_to(&prior(u64::MAX));
+        assert_eq!(ledger.next_generation(), MAX_GENERATION + 1, "bounded");
+        ledger.next_generation = 8;
         let generation = ledger.next_generation();
         let manifest = protocol::baseline::Manifest::of_entries(
             "2026-12-06T00:00:00Z".into(),
@@ -130,5 +186,54 @@ mod tests {
             Loaded::Adopted(c, None) => assert_eq!((c.digest, c.generation), (current.digest, 8)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_store_older_than_the_api_remembers_or_emptied_is_rejected_and_committed_past() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = [1u8; 32];
+        let store = Store::open(dir.path()).expect("store");
+        let manifest = |generation| {
+            protocol::baseline::Manifest::of_entries(
+                "2026-12-06T00:00:00Z".into(),
+                Some(generation),
+                protocol::entries::Entries::default(),
+                Some(&key),
+            )
+        };
+        let one = store.commit(manifest(1), Some(&key)).expect("stored");
+        let (mut ledger, baseline) =
+            Ledger::new(store, Loaded::Adopted(Box::new(one.clone()), None));
+        assert!(baseline.is_some());
+        let remembered = Prior::Adopted {
+            generation: 4,
+            digest: "e".repeat(64),
+        };
+        let why = ledger.hold_to(&remembered).expect("a rollback");
+        assert!(why.contains("older than generation 4"), "{why}");
+        assert!(ledger.rejected());
+        assert_eq!(
+            ledger.next_generation(),
+            5,
+            "past what the api saw, not the store"
+        );
+        let current = ledger
+            .commit(manifest(ledger.next_generation()), Some(&key))
+            .expect("stored");
+        assert_eq!(current.generation, 5);
+        assert!(!ledger.rejected());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (mut ledger, _) = Ledger::new(store, Loaded::Empty);
+        let trace = Prior::Trace {
+            what: "a rotated audit log".into(),
+        };
+        assert!(
+            ledger.hold_to(&trace).is_some(),
+            "emptied after rotation: no first start"
+        );
+        assert!(ledger.rejected());
+        assert_eq!(ledger.next_generation(), 1);
     }
 }

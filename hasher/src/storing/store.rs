@@ -202,6 +202,17 @@ impl Store {
         self.against_record(current, record, event, key)
     }
 
+    /// What a rejected store's baseline still says, for the operator: its manifest parsed
+    /// without being trusted (bounded like a load), and whether it verifies under `key`.
+    /// `None` when there is no baseline file or it does not parse.
+    pub fn load_unverified(&self, key: Option<&[u8]>) -> Option<(Manifest, bool)> {
+        let file = self.open_file(&self.name).ok()??;
+        let reader = std::io::BufReader::with_capacity(SINK_BUF, file).take(MAX_STORED as u64);
+        let manifest = Manifest::parse_from(reader).ok()?;
+        let verifies = key.is_some() && manifest.verify(key).is_ok();
+        Some((manifest, verifies))
+    }
+
     /// The stored baseline parsed and verified as it is read (never held whole), with the
     /// SHA-256 hex and length of its bytes.
     fn parse_stored(

@@ -5,6 +5,7 @@
 pub mod chunkstore;
 pub mod dirseals;
 pub mod hashing;
+pub mod reference;
 pub mod registry;
 pub mod release;
 pub mod remember;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use protocol::entries::Entries;
-use protocol::hexfmt::is_sha256_hex;
+use protocol::hexfmt::Sha256Digest;
 use serde::Deserialize;
 
 /// Largest manifest read.
@@ -44,48 +44,69 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReleaseEr
     })
 }
 
+/// A release baseline as loaded and checked: the commit it was built from and, per path,
+/// the SHA-256 and size the image ships.
+pub struct Release {
+    /// Its `source_commit` (may be empty in hand-made files).
+    pub commit: String,
+    /// Path → (digest, size).
+    pub files: HashMap<String, (Sha256Digest, u64)>,
+}
+
+impl Release {
+    /// Reads and checks the release baseline at `path` (format version, every digest).
+    pub fn load(path: &Path) -> Result<Release, ReleaseError> {
+        let release: ReleaseBaseline = read_json(path)?;
+        if release.version != RELEASE_VERSION {
+            return Err(ReleaseError::Version {
+                path: path.to_owned(),
+                found: release.version,
+            });
+        }
+        let mut files = HashMap::with_capacity(release.files.len());
+        for f in release.files {
+            let Some(digest) = Sha256Digest::from_hex(&f.sha256) else {
+                return Err(ReleaseError::BadEntry {
+                    path: path.to_owned(),
+                    entry: f.path,
+                });
+            };
+            files.insert(f.path, (digest, f.size));
+        }
+        Ok(Release {
+            commit: release.source_commit,
+            files,
+        })
+    }
+}
+
 /// Checks new baseline entries against the release baseline; `Err` names every file that
 /// differs (capped) so an operator sees what the rebaseline would have blessed.
 pub fn check_release(path: &Path, entries: &Entries) -> Result<String, ReleaseError> {
-    let release: ReleaseBaseline = read_json(path)?;
-    if release.version != RELEASE_VERSION {
-        return Err(ReleaseError::Version {
-            path: path.to_owned(),
-            found: release.version,
-        });
-    }
-    let mut expected: HashMap<&str, &ReleaseFile> = HashMap::new();
-    for f in &release.files {
-        if !is_sha256_hex(&f.sha256) {
-            return Err(ReleaseError::BadEntry {
-                path: path.to_owned(),
-                entry: f.path.clone(),
-            });
-        }
-        expected.insert(f.path.as_str(), f);
-    }
+    let release = Release::load(path)?;
+    let expected = &release.files;
     let mismatches: Vec<String> = entries
         .iter()
         .filter_map(|e| {
-            let r = expected.get(e.path)?;
-            (r.sha256 != e.hash || r.size != e.size).then(|| {
+            let (hash, size) = expected.get(e.path)?;
+            (*hash != e.hash || *size != e.size).then(|| {
                 format!(
                     "{} (release {} expects {}, found {})",
-                    e.path, release.source_commit, r.sha256, e.hash
+                    e.path,
+                    release.commit,
+                    hash.to_hex(),
+                    e.hash.to_hex()
                 )
             })
         })
         .collect();
     if mismatches.is_empty() {
-        Ok(format!(
-            "version {} ({})",
-            release.version, release.source_commit
-        ))
+        Ok(format!("version {RELEASE_VERSION} ({})", release.commit))
     } else {
         let shown: Vec<&String> = mismatches.iter().take(20).collect();
         Err(ReleaseError::Differs {
             count: mismatches.len(),
-            commit: release.source_commit,
+            commit: release.commit,
             shown: shown
                 .iter()
                 .map(|s| s.as_str())

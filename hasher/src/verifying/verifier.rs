@@ -20,8 +20,11 @@ use crate::verifying::spread::Cycle;
 pub struct Verifier {
     /// The policy in force.
     pub(super) policy: Policy,
-    /// The adopted baseline, if any.
+    /// What sweeps compare with: the adopted baseline, or a reference while the store is
+    /// rejected (`adopted` false).
     pub(super) baseline: Option<Current>,
+    /// Whether `baseline` is the adopted one (not a reference).
+    adopted: bool,
     /// The file memory: what was read, and when each file falls due again.
     pub(super) hasher: FileHasher,
     /// The last report's sequence number.
@@ -68,6 +71,7 @@ impl Verifier {
         }
         Verifier {
             policy,
+            adopted: baseline.is_some(),
             baseline,
             hasher,
             seq: 0,
@@ -87,7 +91,21 @@ impl Verifier {
 
     /// The adopted baseline, if any.
     pub fn baseline(&self) -> Option<&Current> {
-        self.baseline.as_ref()
+        self.baseline.as_ref().filter(|_| self.adopted)
+    }
+
+    /// What sweeps compare with while the store is rejected: `reference` (see
+    /// `verifying::reference`), or nothing. The baseline loaded at start, if any, is no
+    /// longer in force.
+    pub fn refer(&mut self, reference: Option<Current>) {
+        if let Some(r) = &reference {
+            self.hasher.adopt(&r.digest, Vec::new());
+        }
+        self.baseline = reference;
+        self.adopted = false;
+        self.sweep = None;
+        self.cycle = None;
+        self.kept_at = None;
     }
 
     /// Adopts a baseline just made and stored; `slots` (from [`Verifier::make_baseline`])
@@ -97,6 +115,7 @@ impl Verifier {
         // The seal bindings are kept anew under the new baseline's digest.
         self.hasher.seals.touch();
         self.baseline = Some(current);
+        self.adopted = true;
         self.sweep = None;
         self.cycle = None;
         self.kept_at = None;
@@ -138,7 +157,8 @@ impl Verifier {
     /// else at most every [`crate::verifying::remember::SAVE_EVERY`].
     pub fn keep(&mut self, keeping: Option<Keeping>, now: bool) {
         use crate::verifying::{chunkstore, remember, sealstore};
-        let (Some(k), Some(current)) = (keeping, &self.baseline) else {
+        // Nothing is kept under a reference: the store keeps only what belongs to a baseline.
+        let (Some(k), Some(current), true) = (keeping, &self.baseline, self.adopted) else {
             return;
         };
         // Chunk digests and seal bindings describe content, not a boot: kept whenever new
@@ -182,6 +202,7 @@ impl Verifier {
             digest: digest.to_owned(),
             generation: 1,
         });
+        self.adopted = true;
         self.sweep = None;
         self.cycle = None;
     }

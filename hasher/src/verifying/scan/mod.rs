@@ -1,7 +1,7 @@
 //! Walking the watched set, making baselines and comparing against them.
 
 mod compare;
-pub(crate) use compare::{beneath, scoped, watches, Comparison, Scope};
+pub(crate) use compare::{beneath, in_model_dir, scoped, watches, Comparison, Scope};
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;

@@ -1,0 +1,147 @@
+//! What each side knows of the baseline's standing beyond the store itself: the api's memory of
+//! earlier lives (`Prior`, sent at hello, so the hasher holds its store to it and never commits
+//! a generation below one already seen), and what a hasher whose store was rejected scans
+//! against so the operator sees what differs (`Reference`): never a baseline in force.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hexfmt::is_sha256_hex;
+
+/// Highest generation either side accepts from the other: far above any real count of
+/// rebaselines, far below where adding one could saturate.
+pub const MAX_GENERATION: u64 = 1 << 53;
+/// Longest description of a trace.
+pub const MAX_TRACE_LEN: usize = 1024;
+
+/// What the api remembers of the monitor's earlier lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Prior {
+    /// No trace of an earlier life: an empty store may be initialized without the key.
+    Nothing,
+    /// The last baseline adopted, as the api's memory record or audit log recalls it.
+    Adopted {
+        /// Its store generation.
+        generation: u64,
+        /// Hex SHA-256 of its manifest.
+        digest: String,
+    },
+    /// An earlier life left a trace (a rotated audit log, say) but no adoption can be
+    /// recalled from it: an empty store is not a first start.
+    Trace {
+        /// What was found, for the operator.
+        what: String,
+    },
+}
+
+impl Prior {
+    /// Within bounds and of the right form.
+    pub fn well_formed(&self) -> bool {
+        match self {
+            Prior::Nothing => true,
+            Prior::Adopted { generation, digest } => {
+                *generation <= MAX_GENERATION && is_sha256_hex(digest)
+            }
+            Prior::Trace { what } => what.len() <= MAX_TRACE_LEN,
+        }
+    }
+
+    /// The generation remembered (0 when none).
+    pub fn generation(&self) -> u64 {
+        match self {
+            Prior::Adopted { generation, .. } => *generation,
+            Prior::Nothing | Prior::Trace { .. } => 0,
+        }
+    }
+}
+
+/// What a hasher whose store was rejected compares the files with: per path, the release
+/// baseline's digest where the OS image's release lists the path, else the rejected store's
+/// entry. Reports name its digest as their baseline digest; it never makes a state trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Hex SHA-256 of the reference manifest (what its scan reports name).
+    pub digest: String,
+    /// Entries it holds.
+    pub entries: u32,
+    /// The release's `source_commit`, when the release baseline contributed.
+    pub release: Option<String>,
+    /// What the rejected store contributed.
+    pub store: FromStore,
+}
+
+/// The rejected store's part in a [`Reference`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromStore {
+    /// Nothing (unreadable, unparsable, or empty).
+    Nothing,
+    /// Its entries, from a manifest that verified under the key (an older baseline put back).
+    Verified,
+    /// Its entries, from a manifest that did not verify (another key, edited): shown only.
+    Unverified,
+}
+
+/// Longest release commit string accepted.
+pub const MAX_COMMIT_LEN: usize = 128;
+
+impl Reference {
+    /// Within bounds and of the right form.
+    pub fn well_formed(&self) -> bool {
+        is_sha256_hex(&self.digest)
+            && self
+                .release
+                .as_ref()
+                .is_none_or(|c| c.len() <= MAX_COMMIT_LEN && !c.chars().any(char::is_control))
+            && (self.release.is_some() || self.store != FromStore::Nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_refuse_what_a_compromised_peer_could_send() {
+        let d = "a".repeat(64);
+        assert!(Prior::Nothing.well_formed());
+        assert!(Prior::Adopted {
+            generation: 3,
+            digest: d.clone()
+        }
+        .well_formed());
+        assert!(!Prior::Adopted {
+            generation: u64::MAX,
+            digest: d.clone()
+        }
+        .well_formed());
+        assert!(!Prior::Adopted {
+            generation: 1,
+            digest: "zz".into()
+        }
+        .well_formed());
+        assert!(!Prior::Trace {
+            what: "x".repeat(MAX_TRACE_LEN + 1)
+        }
+        .well_formed());
+        let r = Reference {
+            digest: d.clone(),
+            entries: 1,
+            release: Some("abc".into()),
+            store: FromStore::Nothing,
+        };
+        assert!(r.well_formed());
+        let empty = Reference {
+            release: None,
+            ..r.clone()
+        };
+        assert!(
+            !empty.well_formed(),
+            "a reference of nothing is no reference"
+        );
+        let escape = Reference {
+            release: Some("a\u{1b}[2J".into()),
+            ..r
+        };
+        assert!(!escape.well_formed());
+    }
+}
