@@ -107,60 +107,70 @@ impl Machine {
         }
     }
 
+    /// Takes in a scan report (`input` says against what): records the violations not seen
+    /// before, counts, and returns the state it calls for and why.
+    fn scanned(
+        &self,
+        next: &mut Machine,
+        events: &mut Vec<Event>,
+        input: Input<'_>,
+        report: &ScanReport,
+        threshold: u32,
+    ) -> (State, String) {
+        let fresh = matches!(input, Input::Rebaselined(_));
+        let previous: &[Violation] = if fresh { &[] } else { &self.active };
+        for v in &report.violations {
+            if !previous
+                .iter()
+                .any(|p| p.path == v.path && p.actual_hash == v.actual_hash)
+            {
+                events.push(Event::Violation(v.clone()));
+            }
+        }
+        let n = report.violation_count;
+        next.scan_count += 1;
+        if n > 0 {
+            next.degraded_scans += 1;
+        }
+        if n >= threshold.max(1) {
+            next.recovery_scans += 1;
+        }
+        next.violation_count = n;
+        next.active = report.violations.clone();
+        if let Input::Reference(_) = input {
+            // No scan clears a rejected baseline: only an authorised new one does.
+            return (State::RecoveryRequired, "baseline_rejected".to_owned());
+        }
+        let mut target = if n == 0 {
+            State::Trusted
+        } else if n >= threshold.max(1) {
+            State::RecoveryRequired
+        } else {
+            State::Degraded
+        };
+        // recovery_required is a latch: partial restoration does not clear it.
+        if !fresh && self.state == State::RecoveryRequired && target == State::Degraded {
+            target = State::RecoveryRequired;
+        }
+        let reason = match (fresh, n) {
+            // The very first baseline of an empty store is no "rebaseline".
+            (true, 0) if self.scan_count == 0 && self.reason == "awaiting_first_scan" => {
+                "initialized".to_owned()
+            }
+            (true, 0) => "rebaseline".to_owned(),
+            (false, 0) => "all_files_match".to_owned(),
+            (_, n) => format!("{n} violation(s), threshold {threshold}"),
+        };
+        (target, reason)
+    }
+
     /// Applies one input; `threshold` is the policy's degradation_threshold (>= 1).
     pub fn step(&self, input: Input<'_>, threshold: u32) -> (Machine, Vec<Event>) {
         let mut next = self.clone();
         let mut events = Vec::new();
         let (target, reason) = match input {
             Input::Scan(report) | Input::Rebaselined(report) | Input::Reference(report) => {
-                let fresh = matches!(input, Input::Rebaselined(_));
-                let previous: &[Violation] = if fresh { &[] } else { &self.active };
-                for v in &report.violations {
-                    if !previous
-                        .iter()
-                        .any(|p| p.path == v.path && p.actual_hash == v.actual_hash)
-                    {
-                        events.push(Event::Violation(v.clone()));
-                    }
-                }
-                next.scan_count += 1;
-                if report.violation_count > 0 {
-                    next.degraded_scans += 1;
-                }
-                if report.violation_count >= threshold.max(1) {
-                    next.recovery_scans += 1;
-                }
-                next.violation_count = report.violation_count;
-                next.active = report.violations.clone();
-                let n = report.violation_count;
-                let mut target = if n == 0 {
-                    State::Trusted
-                } else if n >= threshold.max(1) {
-                    State::RecoveryRequired
-                } else {
-                    State::Degraded
-                };
-                // recovery_required is a latch: partial restoration does not clear it.
-                if !fresh && self.state == State::RecoveryRequired && target == State::Degraded {
-                    target = State::RecoveryRequired;
-                }
-                if let Input::Reference(_) = input {
-                    // No scan clears a rejected baseline: only an authorised new one does.
-                    (State::RecoveryRequired, "baseline_rejected".to_owned())
-                } else {
-                    let reason = match (fresh, n) {
-                        // The very first baseline of an empty store is no "rebaseline".
-                        (true, 0)
-                            if self.scan_count == 0 && self.reason == "awaiting_first_scan" =>
-                        {
-                            "initialized".to_owned()
-                        }
-                        (true, 0) => "rebaseline".to_owned(),
-                        (false, 0) => "all_files_match".to_owned(),
-                        (_, n) => format!("{n} violation(s), threshold {threshold}"),
-                    };
-                    (target, reason)
-                }
+                self.scanned(&mut next, &mut events, input, report, threshold)
             }
             Input::Unverifiable(why) => {
                 let target = if self.state == State::RecoveryRequired {

@@ -169,8 +169,9 @@ env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=1
   /usr/libexec/secure-ai/integrity-monitor --initialize-baseline >/tmp/firstboot.log 2>&1; rc=$?
 check "an emptied store under the old audit log is refused, not initialised (rc=$rc)" sh -c "[ $rc != 0 ] && tail -5 $AUDIT | grep -q rollback"
 rm -rf /var/lib/private/secure-ai/integrity /var/lib/secure-ai/integrity
-# A real first boot has no audit log yet.
+# A real first boot has no audit log yet, nor the api's memory record beside it.
 mv $AUDIT $AUDIT.before-firstboot
+mv ${AUDIT%.jsonl}.adopted.json /tmp/adopted.before-firstboot
 # As root, with no key or token path given: the credential store is where they are found.
 env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=127.0.0.1:8597 \
   AUDIT_LOG_PATH=$AUDIT BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \
@@ -220,6 +221,40 @@ check "key missing from the store: not trusted ($kc)" test "$kc" = 503
 check "key missing: the journal names the file" sh -c "journalctl -b -p err --no-pager -o cat -u 'secure-ai-integrity-hasher@*' | grep -q 'credentials/integrity-hmac.key was not there'"
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
 mv /tmp/key.away $C/integrity-hmac.key
+
+# --- recovery: a whole store rolled back, then a key change: each stays up in
+# recovery_required (no restart, no start-limit) and the ceremony recovers it above every
+# generation seen
+S=/var/lib/private/secure-ai/integrity
+st() { curl -s -m 30 http://127.0.0.1:8510/api/v1/status | jq -r "$1"; }
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+for _ in $(seq 100); do [ "$(code /api/v1/verify 30)" = 200 ] && break; sleep 0.2; done
+rm -rf /tmp/store.old; mkdir /tmp/store.old; cp -a $S/. /tmp/store.old/
+printf 'an update' >> /usr/libexec/secure-ai/registry
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+g2=$(st .baseline.generation)
+check "the ceremony blesses an update (rc=$rc, generation $g2)" sh -c "[ $rc = 0 ] && [ '$g2' -ge 2 ]"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+find $S -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
+cp -a /tmp/store.old/. $S/
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+rc1=$(code /api/v1/verify 30)
+check "a whole store rolled back: $rc1, $(st .state), $(st .baseline_problem | cut -c1-60)" sh -c "[ $rc1 = 503 ] && [ '$(st .state)' = recovery_required ] && st .baseline_problem | grep -q rollback"
+pid=$(prop MainPID $A); sleep 60
+check "rolled back: still active a minute later, no restart (NRestarts=$(prop NRestarts $A)), scans go on ($(st .scan_count))" sh -c "[ '$(prop ActiveState $A)' = active ] && [ '$(prop NRestarts $A)' = 0 ] && [ '$(prop MainPID $A)' = '$pid' ] && [ '$(st .hasher)' = up ] && [ '$(st .state)' = recovery_required ] && [ '$(code /api/v1/verify)' = 503 ]"
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+g3=$(st .baseline.generation)
+check "rolled back: the ceremony recovers it (rc=$rc) at generation $g3 > $g2, trusted" sh -c "[ $rc = 0 ] && [ '$g3' -gt '$g2' ] && [ '$(st .state)' = trusted ] && [ '$(code /api/v1/verify)' = 200 ]"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+cp $C/integrity-hmac.key /tmp/key.before
+(umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > $C/integrity-hmac.key; echo >> $C/integrity-hmac.key)
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+rc1=$(code /api/v1/verify 30); pid=$(prop MainPID $A); sleep 20
+check "a new key: $rc1, stays up in $(st .state) comparing with the $(st .reference.store) store (NRestarts=$(prop NRestarts $A))" sh -c "[ $rc1 = 503 ] && [ '$(st .state)' = recovery_required ] && [ '$(st .reference.store)' = unverified ] && [ '$(prop NRestarts $A)' = 0 ] && [ '$(prop MainPID $A)' = '$pid' ]"
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+g4=$(st .baseline.generation)
+check "a new key: the ceremony with it recovers (rc=$rc) at generation $g4 > $g3, trusted" sh -c "[ $rc = 0 ] && [ '$g4' -gt '$g3' ] && [ '$(st .state)' = trusted ] && [ '$(code /api/v1/verify)' = 200 ]"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
 kill $RECORDER 2>/dev/null
 
 echo "--- warnings and errors of the run"
