@@ -408,6 +408,7 @@ fn fake_hasher_entry() {
             store: StoreStatus::Empty,
             token_digest: None,
             store_event: None,
+            release: protocol::standing::ReleaseNews::default(),
         },
     );
     let (id, _) = recv_msg::<Request>(&fd);

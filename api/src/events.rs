@@ -59,6 +59,10 @@ pub enum AuditEvent {
     ReloadRefused,
     /// The stored baseline is rejected: scans compare with this reference meanwhile.
     ReferenceInUse,
+    /// The hasher made a new generation following the booted image's release.
+    ReleaseTransition,
+    /// The booted image ships another release that could not be believed: no transition.
+    ReleaseRefused,
     /// The memory record beside the audit log could not be replaced.
     MemoryRecordFailed,
     /// The log reopened on request (rotation by rename).
@@ -103,6 +107,8 @@ impl AuditEvent {
             AuditEvent::Reload => "reload",
             AuditEvent::ReloadRefused => "reload_refused",
             AuditEvent::ReferenceInUse => "reference_in_use",
+            AuditEvent::ReleaseTransition => "release_transition",
+            AuditEvent::ReleaseRefused => "release_refused",
             AuditEvent::MemoryRecordFailed => "memory_record_failed",
             AuditEvent::AuditReopened => "audit_reopened",
             AuditEvent::AuditLogReplaced => "audit_log_replaced",
@@ -127,6 +133,8 @@ mod tests {
             AuditEvent::AuditRecordsDropped,
             AuditEvent::ReferenceInUse,
             AuditEvent::MemoryRecordFailed,
+            AuditEvent::ReleaseTransition,
+            AuditEvent::ReleaseRefused,
         ] {
             let json = serde_json::to_string(&e).expect("serialises");
             assert_eq!(json, format!("\"{}\"", e.as_str()));

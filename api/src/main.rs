@@ -175,6 +175,9 @@ enum Tool {
         /// Also fail when the attested baseline's store generation is below N.
         #[arg(long, value_name = "N")]
         min_generation: Option<u64>,
+        /// Also fail unless the attested OS release commit is one of these (repeatable).
+        #[arg(long = "release", value_name = "COMMIT")]
+        releases: Vec<String>,
     },
 }
 
@@ -246,6 +249,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
             require_clean,
             baseline,
             min_generation,
+            releases,
         } => api::tools::verify_attestation(
             &api::tools::Trust::of(key, public_key),
             &nonce,
@@ -254,6 +258,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
                 require_clean,
                 baseline,
                 min_generation,
+                releases,
             },
         ),
         // Not a tool: the caller runs the monitor once.

@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub baseline_problem: Option<String>,
     /// What the hasher compares the files with while its stored baseline is rejected.
     pub reference: Option<protocol::standing::Reference>,
+    /// The OS image's release as the hasher found it at its start.
+    pub release: protocol::standing::ReleaseNews,
     /// The last accepted report.
     pub last_report: Option<SignedReport>,
     /// When the api accepted the last report (monotonic).

@@ -123,6 +123,8 @@ pub struct Pins {
     pub baseline: Option<String>,
     /// The oldest store generation the verifier accepts (a reset or rolled-back store is older).
     pub min_generation: Option<u64>,
+    /// The OS release commits the verifier allows (empty: any); commits have no order.
+    pub releases: Vec<String>,
 }
 
 /// What an attestation is checked against.
@@ -256,6 +258,20 @@ pub fn verify_attestation(trust: &Trust, nonce: &str, pins: &Pins) -> i32 {
                 "attestation valid but its baseline is generation {}, older than --min-generation {}: the store was reset or rolled back",
                 a.baseline_generation,
                 pins.min_generation.unwrap_or_default()
+            );
+            1
+        }
+        Ok(a)
+            if !pins.releases.is_empty()
+                && !a
+                    .release
+                    .as_ref()
+                    .is_some_and(|r| pins.releases.contains(r)) =>
+        {
+            eprintln!(
+                "attestation valid but its release {} is not one of the allowed ({})",
+                a.release.as_deref().unwrap_or("(none recorded)"),
+                pins.releases.join(", ")
             );
             1
         }

@@ -89,6 +89,7 @@ mod tests {
             baseline: None,
             baseline_problem: None,
             reference: None,
+            release: protocol::standing::ReleaseNews::default(),
             last_report: None,
             last_scan: Some(at),
             hasher_down: None,

@@ -3,14 +3,14 @@
 //!
 //! Encoding: `payload` is the compact JSON of [`Attestation`] with its fields in declaration
 //! order; `hmac` is hex HMAC-SHA256, keyed with the raw key file bytes, over
-//! `integrity-monitor.attestation.v3\n` followed by the payload bytes.
+//! `integrity-monitor.attestation.v4\n` followed by the payload bytes.
 
 use serde::{Deserialize, Serialize};
 
 use crate::report::Violation;
 
 /// Domain separator prefixed to the payload before signing.
-pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v3\n";
+pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v4\n";
 /// Shortest nonce accepted, in bytes.
 pub const MIN_NONCE: usize = 16;
 /// Longest nonce accepted, in bytes.
@@ -33,6 +33,9 @@ pub struct Attestation {
     pub baseline_digest: String,
     /// The store generation of that baseline: a verifier pins the oldest it accepts.
     pub baseline_generation: u64,
+    /// The OS image's release commit in force with that baseline, if one is recorded: a
+    /// verifier pins the commits it allows (commits have no order).
+    pub release: Option<String>,
     /// Violations it found, all of them.
     pub violation_count: u32,
     /// The first 256 violations.

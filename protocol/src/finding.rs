@@ -49,11 +49,16 @@ pub enum Finding {
     SealChanged,
     /// A model file without fs-verity where the policy says `fsverity: require`.
     NotSealed,
+    /// An OS image's release baseline naming another release than the one in force that
+    /// cannot be believed (not on a read-only mount, not root's, the boot chain not verified
+    /// in this boot, or a release older than the previous one): no release transition was
+    /// made. Reported against the release file.
+    ReleaseUnverified,
 }
 
 impl Finding {
     /// Every finding.
-    pub const ALL: [Finding; 17] = [
+    pub const ALL: [Finding; 18] = [
         Finding::Missing,
         Finding::Unregistered,
         Finding::Symlink,
@@ -71,6 +76,7 @@ impl Finding {
         Finding::SecretFile,
         Finding::SealChanged,
         Finding::NotSealed,
+        Finding::ReleaseUnverified,
     ];
 
     /// The marker as reports, the audit log and the Go service write it.
@@ -93,6 +99,7 @@ impl Finding {
             Finding::SecretFile => "secret_file",
             Finding::SealChanged => "seal_changed",
             Finding::NotSealed => "not_sealed",
+            Finding::ReleaseUnverified => "release_unverified",
         }
     }
 
@@ -132,6 +139,7 @@ mod tests {
             "secret_file",
             "seal_changed",
             "not_sealed",
+            "release_unverified",
         ];
         let written: Vec<&str> = Finding::ALL.iter().map(|f| f.as_str()).collect();
         assert_eq!(written, today);

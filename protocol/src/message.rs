@@ -87,6 +87,8 @@ pub enum Response {
         token_digest: Option<String>,
         /// What loading the store repaired or converted, for the audit log.
         store_event: Option<StoreEvent>,
+        /// The OS image's release: the one in force, a transition made or refused.
+        release: crate::standing::ReleaseNews,
     },
     /// A one-time challenge for a rebaseline proof.
     Challenge {

@@ -83,15 +83,89 @@ pub enum FromStore {
 
 /// Longest release commit string accepted.
 pub const MAX_COMMIT_LEN: usize = 128;
+/// Longest reason a refused transition gives.
+pub const MAX_REFUSAL_LEN: usize = 4096;
+/// Most moved paths a transition lists (the count is always given).
+pub const MAX_MOVED: usize = 1024;
+
+/// What the hasher found of the OS image's release at its start: the release in force, and a
+/// transition it made or refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseNews {
+    /// The release commit in force with the adopted baseline, if one is recorded.
+    pub in_force: Option<String>,
+    /// A release transition made at this start.
+    pub transition: Option<Transition>,
+    /// Why a release naming another commit made no transition.
+    pub refused: Option<String>,
+}
+
+/// A new generation the hasher made itself because the booted image ships another release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The release in force before.
+    pub from: String,
+    /// The release in force now.
+    pub to: String,
+    /// Back to the release in force just before (a rollback of the deployment).
+    pub downgrade: bool,
+    /// The new baseline's generation.
+    pub generation: u64,
+    /// Paths that took the new release's digest, at most [`MAX_MOVED`].
+    pub moved: Vec<Moved>,
+    /// How many paths moved in all.
+    pub moved_count: u32,
+    /// Paths the old release listed and the new one does not: kept in the baseline as they
+    /// were, at most [`MAX_MOVED`].
+    pub dropped: Vec<String>,
+}
+
+/// One path a transition moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// The watched path.
+    pub path: String,
+    /// Its digest in the baseline before (none: not in it).
+    pub old: Option<String>,
+    /// Its digest now, as the new release lists it.
+    pub new: String,
+}
+
+fn commit_ok(c: &str) -> bool {
+    c.len() <= MAX_COMMIT_LEN && !c.chars().any(char::is_control)
+}
+
+impl ReleaseNews {
+    /// Within bounds and of the right form.
+    pub fn well_formed(&self) -> bool {
+        self.in_force.as_deref().is_none_or(commit_ok)
+            && self
+                .refused
+                .as_ref()
+                .is_none_or(|r| r.len() <= MAX_REFUSAL_LEN)
+            && self.transition.as_ref().is_none_or(|t| {
+                commit_ok(&t.from)
+                    && commit_ok(&t.to)
+                    && t.generation <= MAX_GENERATION
+                    && t.moved.len() <= MAX_MOVED
+                    && t.dropped.len() <= MAX_MOVED
+                    && t.moved.iter().all(|m| {
+                        crate::report::check_path("moved", &m.path).is_ok()
+                            && is_sha256_hex(&m.new)
+                            && m.old.as_deref().is_none_or(is_sha256_hex)
+                    })
+                    && t.dropped
+                        .iter()
+                        .all(|p| crate::report::check_path("dropped", p).is_ok())
+            })
+    }
+}
 
 impl Reference {
     /// Within bounds and of the right form.
     pub fn well_formed(&self) -> bool {
         is_sha256_hex(&self.digest)
-            && self
-                .release
-                .as_ref()
-                .is_none_or(|c| c.len() <= MAX_COMMIT_LEN && !c.chars().any(char::is_control))
+            && self.release.as_ref().is_none_or(|c| commit_ok(c))
             && (self.release.is_some() || self.store != FromStore::Nothing)
     }
 }

@@ -218,6 +218,12 @@ fn status_body(monitor: &Monitor) -> Value {
         "baseline_problem": s.baseline_problem,
         // While the stored baseline is rejected: what scans compare with, never trusted.
         "reference": s.reference,
+        // The OS image's release in force, and what this start did with it.
+        "release": {
+            "in_force": s.release.in_force,
+            "transition": s.release.transition.as_ref().map(|t| json!({ "from": t.from, "to": t.to, "downgrade": t.downgrade, "generation": t.generation, "moved_count": t.moved_count })),
+            "refused": s.release.refused,
+        },
         "hasher": if s.hasher_down.is_some() { "down" } else { "up" },
         "last_report": s.last_report,
     })

@@ -89,6 +89,7 @@ impl Monitor {
                 baseline: None,
                 baseline_problem: Some("not loaded yet".into()),
                 reference: None,
+                release: protocol::standing::ReleaseNews::default(),
                 last_report: None,
                 last_scan: None,
                 hasher_down: Some("not connected yet".into()),

@@ -2,7 +2,7 @@
 
 use crate::events::AuditEvent;
 use protocol::message::{BaselineSummary, KeyStatus, StoreEvent, StoreStatus};
-use protocol::standing::Reference;
+use protocol::standing::{Reference, ReleaseNews};
 use protocol::{Request, Response, PROTOCOL_VERSION};
 use serde_json::json;
 
@@ -80,7 +80,9 @@ impl Monitor {
                 store,
                 token_digest,
                 store_event,
+                release,
             } if version == PROTOCOL_VERSION
+                && release.well_formed()
                 && policy.well_formed()
                 && store.well_formed(key)
                 // Told what the api remembers, the hasher rejects a store that rolls it back.
@@ -111,10 +113,12 @@ impl Monitor {
                     }
                     _ => {}
                 }
+                self.release_news(&release);
                 let mut snap = lock(&self.snap);
                 snap.policy = policy;
                 snap.key = key;
                 snap.policy_known = true;
+                snap.release = release;
                 Ok(store)
             }
             _ => Err(self.misbehaved("hello")),
@@ -152,6 +156,29 @@ impl Monitor {
                     tracing::error!(error = %e, "first scan failed");
                 }
             }
+        }
+    }
+
+    /// Records what the hasher did with the booted image's release: a transition (a new
+    /// generation it made itself, each path that moved), or why it made none.
+    fn release_news(&self, news: &ReleaseNews) {
+        if let Some(t) = &news.transition {
+            tracing::warn!(
+                from = t.from,
+                to = t.to,
+                downgrade = t.downgrade,
+                generation = t.generation,
+                moved = t.moved_count,
+                "release transition: the baseline follows the booted image's release"
+            );
+            self.audit(
+                AuditEvent::ReleaseTransition,
+                json!({ "from": t.from, "to": t.to, "downgrade": t.downgrade, "generation": t.generation, "moved_count": t.moved_count, "moved": t.moved, "dropped": t.dropped }),
+            );
+        }
+        if let Some(why) = &news.refused {
+            tracing::error!(why, "the booted image's release made no transition");
+            self.audit(AuditEvent::ReleaseRefused, json!({ "reason": why }));
         }
     }
 

@@ -107,6 +107,7 @@ impl Script {
                     store: self.store.clone(),
                     token_digest: None,
                     store_event: None,
+                    release: protocol::standing::ReleaseNews::default(),
                 }
             }
             Request::CreateBaseline { .. } => {

@@ -19,6 +19,8 @@ pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 30;
 /// Default HMAC key file.
 pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
+/// Where the appliance's boot-chain verification writes its result (secure-ai-boot-verify).
+pub const DEFAULT_BOOT_VERIFY: &str = "/var/lib/secure-ai/logs/boot-verify-last.json";
 /// Largest policy file read (100,000 listed paths of ~100 bytes fit).
 const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
 /// Most paths a policy may list, over all categories: far more than the Go service's 10,000,
@@ -62,6 +64,7 @@ struct RawPolicy {
     max_watched_files: Option<Spanned<i64>>,
     sweep_files_per_second: Option<Spanned<i64>>,
     release_baseline: Option<Spanned<String>>,
+    boot_verify_result: Option<Spanned<String>>,
     registry_manifest: Option<Spanned<String>>,
     rebaseline_auth: Option<RebaselineAuth>,
     settle_window: Option<Spanned<String>>,
@@ -132,8 +135,12 @@ pub struct Policy {
     /// The spread sweep checks at most this many files a second on average: a cycle over a
     /// tree takes the scan interval or, for a larger tree, its size over this rate.
     pub sweep_files_per_second: usize,
-    /// The OS image's release baseline; a new baseline must agree with it.
+    /// The OS image's release baseline; a new baseline must agree with it, and another
+    /// release than the one in force drives a release transition at start.
     pub release_baseline: Option<PathBuf>,
+    /// The appliance's boot-chain verification result (secure-ai-boot-verify), read at
+    /// start: a release transition needs it to vouch for the booted image in this boot.
+    pub boot_verify_result: PathBuf,
     /// The model registry's manifest of promoted models: when set, every model dir follows it.
     pub registry_manifest: Option<PathBuf>,
     /// What authorises a new baseline once one exists.

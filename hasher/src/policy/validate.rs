@@ -125,6 +125,10 @@ impl RawPolicy {
             max_watched_files,
             sweep_files_per_second,
             release_baseline,
+            boot_verify_result: match &self.boot_verify_result {
+                None => PathBuf::from(DEFAULT_BOOT_VERIFY),
+                Some(p) => checked_path("boot_verify_result", p)?,
+            },
             registry_manifest,
             rebaseline_auth: self.rebaseline_auth.unwrap_or_default(),
             settle_window: self.settle_window()?,

@@ -26,7 +26,11 @@ pub enum ReadError {
 
 /// Reads at most `cap` bytes of `path`; a larger file is an error, not a truncation.
 pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    let file = File::open(path)?;
+    read_bounded_file(File::open(path)?, cap)
+}
+
+/// As [`read_bounded`], from a file already open (whose descriptor was asked about first).
+pub fn read_bounded_file(file: File, cap: u64) -> Result<Vec<u8>, ReadError> {
     let mut bytes = Vec::new();
     file.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {

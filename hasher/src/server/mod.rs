@@ -2,6 +2,7 @@
 
 mod idle;
 mod notices;
+mod release;
 mod requests;
 
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ pub struct Server {
     boot_id: Option<String>,
     /// Rebaseline challenges issued and not yet spent.
     challenges: crate::storing::authority::Challenges,
+    /// What the boot-chain verification said of this boot (read before the sandbox).
+    vouch: crate::verifying::vouch::Vouch,
+    /// The OS image's release: in force, a transition made or refused at start.
+    release: protocol::standing::ReleaseNews,
+    /// The release file, while a transition it called for is refused.
+    release_file: Option<PathBuf>,
 }
 
 pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -89,6 +96,8 @@ pub struct Parts {
     pub release_override: Option<PathBuf>,
     /// The boot this runs in ([`crate::verifying::remember::boot_id`]).
     pub boot_id: Option<String>,
+    /// What the boot-chain verification says of this boot.
+    pub vouch: crate::verifying::vouch::Vouch,
 }
 
 impl Server {
@@ -104,6 +113,7 @@ impl Server {
             read_set,
             release_override,
             boot_id,
+            vouch,
         } = parts;
         let (ledger, baseline) = Ledger::new(store, loaded);
         let v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
@@ -126,6 +136,9 @@ impl Server {
             notices: notices::Notices::default(),
             boot_id,
             challenges: crate::storing::authority::Challenges::default(),
+            vouch,
+            release: protocol::standing::ReleaseNews::default(),
+            release_file: None,
         }
     }
 
@@ -220,6 +233,8 @@ impl Server {
             self.ledger.hold_to(prior);
             if self.ledger.rejected() {
                 self.refer();
+            } else {
+                self.follow_release();
             }
         }
         self.greeted = true;
@@ -235,6 +250,7 @@ impl Server {
             store: self.ledger.status().clone(),
             token_digest: self.token.as_ref().map(Token::digest_hex),
             store_event: self.ledger.event(),
+            release: self.release.clone(),
         }
     }
 

@@ -76,6 +76,8 @@ impl Server {
             "new baseline signed, stored and adopted"
         );
         let s = crate::storing::ledger::summary(&current);
+        let before = self.v.baseline().map(|b| b.digest.clone());
+        self.record_release(before.as_deref(), &current);
         self.v.adopt(current, slots);
         Response::BaselineCreated { summary: s }
     }
@@ -127,6 +129,7 @@ impl Server {
             );
         }
         self.v.stamp(&mut report);
+        self.add_release_finding(&mut report);
         self.last_report = Some((report.clone(), std::time::Instant::now()));
         let key = self.key.as_ref().map(|k| (k.bytes(), k.signer()));
         Response::Report(report.sign(key))
@@ -209,6 +212,7 @@ impl Server {
             scan_age_ms: u64::try_from(completed.elapsed().as_millis()).unwrap_or(u64::MAX),
             baseline_digest: report.baseline_digest.clone(),
             baseline_generation: self.v.baseline().map_or(0, |b| b.generation),
+            release: self.release.in_force.clone(),
             violation_count: report.violation_count,
             violations: report.violations.clone(),
             degradation_threshold: self.v.policy().degradation_threshold,

@@ -73,7 +73,7 @@ pub fn build(
 }
 
 /// The category `policy` gives `path`, if it watches it.
-fn category_of(policy: &Policy, path: &str) -> Option<protocol::Category> {
+pub(crate) fn category_of(policy: &Policy, path: &str) -> Option<protocol::Category> {
     if let Some((_, c)) = policy.files.iter().find(|(p, _)| p.as_os_str() == path) {
         return Some(*c);
     }

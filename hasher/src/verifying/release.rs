@@ -1,5 +1,6 @@
 //! The release baseline shipped with the OS image: a rebaseline can never bless a file the
-//! release says is different.
+//! release says is different, and a release transition is believed only from a file on a
+//! read-only mount, owned by root (its provenance, taken from the descriptor it is read by).
 
 use crate::error::ReleaseError;
 use std::collections::HashMap;
@@ -31,21 +32,62 @@ struct ReleaseBaseline {
 /// The only release baseline format version known.
 const RELEASE_VERSION: u64 = 1;
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReleaseError> {
-    let bytes = crate::reading::fsread::read_bounded(path, MAX_BYTES).map_err(|why| {
+/// Where the release file came from, as its descriptor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provenance {
+    /// Its filesystem is mounted read-only (as `/usr` is on the image-based appliance).
+    pub read_only: bool,
+    /// Its owner.
+    pub owner: u32,
+}
+
+impl Provenance {
+    /// Why a transition may not rest on it, if it may not.
+    pub fn doubt(&self, path: &Path) -> Option<String> {
+        if !self.read_only {
+            return Some(format!(
+                "{} is not on a read-only mount: only a file that came with the booted image can drive a release transition",
+                path.display()
+            ));
+        }
+        (self.owner != 0).then(|| {
+            format!(
+                "{} is owned by uid {}, not root",
+                path.display(),
+                self.owner
+            )
+        })
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Provenance), ReleaseError> {
+    use std::os::unix::fs::MetadataExt;
+    let read = |why: std::io::Error| ReleaseError::Read {
+        path: path.to_owned(),
+        why: why.into(),
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let owner = file.metadata().map_err(read)?.uid();
+    let read_only = nix::sys::statfs::fstatfs(&file)
+        .map_err(|e| read(e.into()))?
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    let bytes = crate::reading::fsread::read_bounded_file(file, MAX_BYTES).map_err(|why| {
         ReleaseError::Read {
             path: path.to_owned(),
             why,
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|why| ReleaseError::Parse {
+    let parsed = serde_json::from_slice(&bytes).map_err(|why| ReleaseError::Parse {
         path: path.to_owned(),
         why,
-    })
+    })?;
+    Ok((parsed, Provenance { read_only, owner }))
 }
 
 /// A release baseline as loaded and checked: the commit it was built from and, per path,
 /// the SHA-256 and size the image ships.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     /// Its `source_commit` (may be empty in hand-made files).
     pub commit: String,
@@ -56,7 +98,12 @@ pub struct Release {
 impl Release {
     /// Reads and checks the release baseline at `path` (format version, every digest).
     pub fn load(path: &Path) -> Result<Release, ReleaseError> {
-        let release: ReleaseBaseline = read_json(path)?;
+        Release::load_with_provenance(path).map(|(r, _)| r)
+    }
+
+    /// As [`Release::load`], with where the file read came from.
+    pub fn load_with_provenance(path: &Path) -> Result<(Release, Provenance), ReleaseError> {
+        let (release, provenance): (ReleaseBaseline, _) = read_json(path)?;
         if release.version != RELEASE_VERSION {
             return Err(ReleaseError::Version {
                 path: path.to_owned(),
@@ -73,10 +120,13 @@ impl Release {
             };
             files.insert(f.path, (digest, f.size));
         }
-        Ok(Release {
-            commit: release.source_commit,
-            files,
-        })
+        Ok((
+            Release {
+                commit: release.source_commit,
+                files,
+            },
+            provenance,
+        ))
     }
 }
 
