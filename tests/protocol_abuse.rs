@@ -435,6 +435,7 @@ fn fake_hasher_entry() {
                 signed: true,
                 created_at: "2026-01-01T00:00:00Z".into(),
                 generation: 1,
+                release: None,
             };
             send_msg(&fd, id, &Response::BaselineCreated { summary });
         }

@@ -36,7 +36,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
-    let vouch = crate::verifying::vouch::read(&policy.boot_verify_result);
+    let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
     crate::verifying::settle::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
     #[cfg(feature = "probe")]

@@ -233,6 +233,8 @@ pub struct BaselineSummary {
     pub created_at: String,
     /// The store generation of this baseline.
     pub generation: u64,
+    /// The OS image's release commit recorded in force with it, if any.
+    pub release: Option<String>,
 }
 
 /// Largest part of a baseline manifest in one answer.
@@ -260,6 +262,10 @@ impl BaselineSummary {
     pub fn well_formed(&self, key: KeyStatus) -> bool {
         crate::hexfmt::is_sha256_hex(&self.digest)
             && self.created_at.len() <= crate::report::MAX_TIME_LEN
+            && self
+                .release
+                .as_deref()
+                .is_none_or(crate::standing::commit_ok)
             && self.signed == (key == KeyStatus::Present)
     }
 }
@@ -272,6 +278,7 @@ impl StoreStatus {
             StoreStatus::Adopted(s) => {
                 crate::hexfmt::is_sha256_hex(&s.digest)
                     && s.created_at.len() <= crate::report::MAX_TIME_LEN
+                    && s.release.as_deref().is_none_or(crate::standing::commit_ok)
                     && (!s.signed || key == KeyStatus::Present)
             }
             StoreStatus::Empty => true,
@@ -350,6 +357,7 @@ mod tests {
             signed,
             created_at: "2026-11-25T00:00:00Z".into(),
             generation: 1,
+            release: None,
         }
     }
 

@@ -131,7 +131,8 @@ pub struct Moved {
     pub new: String,
 }
 
-fn commit_ok(c: &str) -> bool {
+/// A release commit as either side accepts it: bounded, no control characters.
+pub fn commit_ok(c: &str) -> bool {
     c.len() <= MAX_COMMIT_LEN && !c.chars().any(char::is_control)
 }
 

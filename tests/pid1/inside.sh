@@ -169,9 +169,9 @@ env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=1
   /usr/libexec/secure-ai/integrity-monitor --initialize-baseline >/tmp/firstboot.log 2>&1; rc=$?
 check "an emptied store under the old audit log is refused, not initialised (rc=$rc)" sh -c "[ $rc != 0 ] && tail -5 $AUDIT | grep -q rollback"
 rm -rf /var/lib/private/secure-ai/integrity /var/lib/secure-ai/integrity
-# A real first boot has no audit log yet, nor the api's memory record beside it.
-mv $AUDIT $AUDIT.before-firstboot
-mv ${AUDIT%.jsonl}.adopted.json /tmp/adopted.before-firstboot
+# A real first boot has no audit log yet, nor a rotated one, nor the api's memory record.
+mkdir -p /tmp/before-firstboot
+mv $AUDIT $AUDIT.[0-9]* ${AUDIT%.jsonl}.adopted.json /tmp/before-firstboot/
 # As root, with no key or token path given: the credential store is where they are found.
 env MONITOR_POLICY_PATH=/etc/secure-ai/policy/integrity-monitor.yaml BIND_ADDR=127.0.0.1:8597 \
   AUDIT_LOG_PATH=$AUDIT BASELINE_PATH=/var/lib/secure-ai/integrity/baseline.json \
@@ -254,6 +254,38 @@ check "a new key: $rc1, stays up in $(st .state) comparing with the $(st .refere
 out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
 g4=$(st .baseline.generation)
 check "a new key: the ceremony with it recovers (rc=$rc) at generation $g4 > $g3, trusted" sh -c "[ $rc = 0 ] && [ '$g4' -gt '$g3' ] && [ '$(st .state)' = trusted ] && [ '$(code /api/v1/verify)' = 200 ]"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+
+# --- an OS update: the image ships its release baseline; the next boot's health check passes
+# with no person there, and fails when a binary was tampered beyond the release
+REL=/usr/share/secure-ai/integrity/release-baseline.json
+REG=/usr/libexec/secure-ai/registry
+release() { # COMMIT: the release file listing the registry binary as it is now
+  install -d /usr/share/secure-ai/integrity
+  printf '{"version":1,"source_commit":"%s","files":[{"path":"%s","sha256":"%s","size":%s}]}\n' \
+    "$1" $REG "$(sha256sum < $REG | cut -d' ' -f1)" "$(stat -c %s $REG)" > $REL; }
+booted() { printf '{"timestamp":"%s","status":"pass","warnings":[],"checks":{"ostree_signature":{"state":"valid","commit":"c","image_ref":"r","detail":""}}}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)" > /var/lib/secure-ai/logs/boot-verify-last.json; }
+release A; booted
+echo "release_baseline: $REL" >> /etc/secure-ai/policy/integrity-monitor.yaml
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+code /api/v1/verify 30 >/dev/null
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+check "the policy naming the release, blessed by the ceremony (rc=$rc): release $(st .release.in_force) in force" sh -c "[ $rc = 0 ] && [ '$(st .release.in_force)' = A ]"
+g5=$(st .baseline.generation)
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+printf '#!/bin/sh\necho registry B\n' > $REG; release B; booted
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+out=$(health); rc=$?
+check "after the update to B the health check passes on its own: $out" test $rc = 0
+check "release B in force at generation $(st .baseline.generation) > $g5, the transition audited" sh -c "[ '$(st .release.in_force)' = B ] && [ '$(st .baseline.generation)' -gt '$g5' ] && grep -q '\"event\":\"release_transition\".*\"from\":\"A\".*\"to\":\"B\"' $AUDIT"
+systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
+printf '#!/bin/sh\necho registry C\n' > $REG; release C; booted
+printf 'print("tampered")\n' > /usr/libexec/secure-ai/secure-tpm-attestation.py
+systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
+out=$(health); rc=$?
+check "an update to C with a binary tampered beyond it fails the health check: $out" test $rc != 0
+check "the violation names the tampered binary, not C's own" sh -c "curl -s -m 5 http://127.0.0.1:8510/api/v1/status | jq -e '[.active_violations[].path] | index(\"/usr/libexec/secure-ai/secure-tpm-attestation.py\") != null and index(\"$REG\") == null' >/dev/null"
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
 kill $RECORDER 2>/dev/null
 

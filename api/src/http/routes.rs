@@ -220,7 +220,7 @@ fn status_body(monitor: &Monitor) -> Value {
         "reference": s.reference,
         // The OS image's release in force, and what this start did with it.
         "release": {
-            "in_force": s.release.in_force,
+            "in_force": s.baseline.as_ref().and_then(|b| b.release.clone()),
             "transition": s.release.transition.as_ref().map(|t| json!({ "from": t.from, "to": t.to, "downgrade": t.downgrade, "generation": t.generation, "moved_count": t.moved_count })),
             "refused": s.release.refused,
         },

@@ -80,6 +80,7 @@ impl Script {
             signed: true,
             created_at: "2026-11-25T00:00:00Z".into(),
             generation: self.generation,
+            release: None,
         }
     }
 

@@ -247,7 +247,13 @@ impl Server {
             version: PROTOCOL_VERSION,
             policy: self.v.policy().summary(),
             key,
-            store: self.ledger.status().clone(),
+            store: match self.ledger.status().clone() {
+                StoreStatus::Adopted(mut s) => {
+                    s.release = self.release.in_force.clone();
+                    StoreStatus::Adopted(s)
+                }
+                other => other,
+            },
             token_digest: self.token.as_ref().map(Token::digest_hex),
             store_event: self.ledger.event(),
             release: self.release.clone(),

@@ -75,9 +75,10 @@ impl Server {
             by,
             "new baseline signed, stored and adopted"
         );
-        let s = crate::storing::ledger::summary(&current);
+        let mut s = crate::storing::ledger::summary(&current);
         let before = self.v.baseline().map(|b| b.digest.clone());
         self.record_release(before.as_deref(), &current);
+        s.release = self.release.in_force.clone();
         self.v.adopt(current, slots);
         Response::BaselineCreated { summary: s }
     }

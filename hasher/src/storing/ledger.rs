@@ -27,6 +27,7 @@ pub fn summary(c: &Current) -> BaselineSummary {
         signed: c.manifest.is_signed(),
         created_at: c.manifest.created_at.clone(),
         generation: c.generation,
+        release: None,
     }
 }
 

@@ -40,6 +40,21 @@ struct OstreeSignature {
     state: String,
 }
 
+/// The unit's credential holding the result, when the hasher runs under its unit.
+const CREDENTIAL: &str = "boot-verify-result";
+
+/// Reads the result: the unit's credential (systemd reads the file the appliance writes, in a
+/// directory the hasher's user cannot enter), else `path` (the policy's `boot_verify_result`).
+pub fn read_for(path: &Path) -> Vouch {
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| Path::new(&d).join(CREDENTIAL))
+        .filter(|p| p.exists());
+    match credential {
+        Some(c) => read(&c),
+        None => read(path),
+    }
+}
+
 /// Reads the result at `path`.
 pub fn read(path: &Path) -> Vouch {
     let bytes = match crate::reading::fsread::read_bounded(path, MAX_BYTES) {
@@ -51,6 +66,12 @@ pub fn read(path: &Path) -> Vouch {
             ))
         }
     };
+    if crate::storing::credentials::is_unprovisioned(&bytes) {
+        return Vouch::Not(format!(
+            "{}: the boot-chain verification wrote no result at this boot (secure-ai-boot-verify has not run)",
+            path.display()
+        ));
+    }
     judge(path, &bytes, boot_started())
 }
 
