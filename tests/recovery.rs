@@ -2,6 +2,7 @@
 //! re-keyed, emptied) keeps the pair up, scanning against a reference so the operator sees
 //! what differs, until the key ceremony makes a baseline above every generation seen; and the
 //! api's memory of what it adopted survives every way the audit log is rotated.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

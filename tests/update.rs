@@ -3,6 +3,7 @@
 //! next start with a generation of its own (no person, no key ceremony), while tampering that
 //! rides along, a model changed meanwhile, a release that cannot be believed and a return past
 //! the previous release are still not trusted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -121,8 +122,8 @@ impl Updating {
         self.a
             .audit_events()
             .into_iter()
-            .filter(|e| e["event"] == event)
-            .last()
+            .rev()
+            .find(|e| e["event"] == event)
             .unwrap_or(serde_json::Value::Null)
     }
 }
