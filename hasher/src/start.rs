@@ -37,7 +37,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
-    crate::verifying::settle::read_kernel_window();
+    crate::verifying::hashing::settling::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {

@@ -23,7 +23,6 @@ use crate::storing::store::{Loaded, Store};
 use crate::storing::token::Token;
 use crate::verifying::reference;
 use crate::verifying::release::Release;
-use crate::verifying::scan;
 use crate::verifying::verifier::{Keeping, Verifier};
 
 /// Everything the hasher holds between requests.
@@ -286,7 +285,7 @@ impl Server {
             self.v.policy(),
             release.as_ref(),
             stored.as_ref().map(|(m, from)| (m, *from)),
-            scan::now_rfc3339(),
+            crate::verifying::paths::now_rfc3339(),
         ) {
             Some((current, reference)) => {
                 tracing::warn!(digest = reference.digest, entries = reference.entries, release = ?reference.release, store = ?reference.store, "stored baseline rejected: scans compare with a reference meanwhile; never trusted");

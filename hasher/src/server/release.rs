@@ -70,7 +70,7 @@ impl Server {
         }
         let generation = self.ledger.next_generation();
         let manifest = protocol::baseline::Manifest::of_entries(
-            crate::verifying::scan::now_rfc3339(),
+            crate::verifying::paths::now_rfc3339(),
             Some(generation),
             plan.entries,
             Some(&key),

@@ -219,7 +219,7 @@ impl Server {
             degradation_threshold: self.v.policy().degradation_threshold,
             audit_seq,
             audit_head,
-            issued_at: scan::now_rfc3339(),
+            issued_at: crate::verifying::paths::now_rfc3339(),
         };
         let payload = serde_json::to_vec(&attestation).unwrap_or_default();
         let (hmac, ed25519) = match &self.key {

@@ -56,7 +56,7 @@ pub fn save<'a>(
     known: impl Iterator<Item = (&'a std::path::Path, &'a Known)>,
 ) -> Result<usize, StoreError> {
     let kept: Vec<(String, &Known)> = known
-        .map(|(p, k)| (crate::verifying::scan::path_str(p), k))
+        .map(|(p, k)| (crate::verifying::paths::path_str(p), k))
         .filter(|(p, k)| k.size >= MIN_SIZE && named(baseline, p, k))
         .take(MAX_RECORDS)
         .collect();

@@ -11,22 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::reading::version::Version;
 use crate::verifying::hashing::{DirCached, FileHasher};
+pub use crate::verifying::seals::DirSeal;
 
 /// Domain of a directory's seal fingerprint.
 const DOMAIN: &[u8] = b"integrity-monitor.dir-seals.v1\0";
-
-/// A directory artifact's digest bound to the fingerprint of its files' seals.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirSeal {
-    /// SHA-256 over every file's relative path, size and seal, in the artifact's order.
-    pub fingerprint: [u8; 32],
-    /// Its `SecAI-Directory-Hash-v1` (hex) and total size.
-    pub digest: String,
-    /// The total size of its files.
-    pub total: u64,
-    /// When the backstop reads it again regardless (ms since the hasher's `born`).
-    pub due_ms: u64,
-}
 
 /// The fingerprint of `files` (the artifact's plan: every regular file beneath `dir`, in order,
 /// with the version planned), when every one is sealed and still that version; `None` else.
@@ -131,7 +119,7 @@ pub fn save(
         .all_dirs()
         .filter_map(|(p, d)| {
             let raw = protocol::hexfmt::Sha256Digest::from_hex(&d.digest)?;
-            let path = crate::verifying::scan::path_str(p);
+            let path = crate::verifying::paths::path_str(p);
             (!path.is_empty() && path.len() <= MAX_PATH).then_some((path, raw.0, d))
         })
         .collect();

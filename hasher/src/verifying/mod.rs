@@ -3,8 +3,10 @@
 //! May call: `reading`, `storing` (the side-file format), `live` (to arm the sentinel for a long read).
 
 pub mod chunkstore;
+pub mod cycle;
 pub mod dirseals;
 pub mod hashing;
+pub mod paths;
 pub mod reference;
 pub mod registry;
 pub mod release;
@@ -17,6 +19,7 @@ pub mod sealstore;
 pub mod settle;
 pub mod slots;
 pub mod spread;
+pub mod sweep;
 pub mod transition;
 pub mod verifier;
 pub mod vouch;

@@ -10,8 +10,8 @@ use protocol::standing::{FromStore, Reference};
 
 use crate::policy::Policy;
 use crate::storing::store::Current;
+use crate::verifying::paths::category_of;
 use crate::verifying::release::Release;
-use crate::verifying::scan::in_model_dir;
 
 /// The reference for `policy` from the release baseline and what the rejected store still
 /// says; `None` when neither has anything to compare with.
@@ -70,14 +70,6 @@ pub fn build(
         generation: 0,
     };
     Some((current, reference))
-}
-
-/// The category `policy` gives `path`, if it watches it.
-pub(crate) fn category_of(policy: &Policy, path: &str) -> Option<protocol::Category> {
-    if let Some((_, c)) = policy.files.iter().find(|(p, _)| p.as_os_str() == path) {
-        return Some(*c);
-    }
-    in_model_dir(policy, path.as_bytes()).then_some(protocol::Category::ModelFile)
 }
 
 /// SHA-256 (hex) and length of the manifest's JSON, serialized straight into the hash.

@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use protocol::report::{self, ScanReport};
 
-use crate::verifying::scan::{beneath, governed, scoped, Comparison, Scope, Sweep};
+use crate::verifying::paths::{beneath, governed, scoped, Scope};
+use crate::verifying::scan::Comparison;
+use crate::verifying::sweep::Sweep;
 use crate::verifying::verifier::Verifier;
 use crate::verifying::walk::{self, Found, MAX_DEPTH};
 

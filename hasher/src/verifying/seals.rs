@@ -3,7 +3,7 @@
 //! before and after). A verity digest names the content through its Merkle tree, so while a
 //! file's seal is the one bound, its content is the bound content: a check measures the seal
 //! (O(1)) and reads nothing, after a reboot too (the bindings are kept signed in the store:
-//! [`crate::verifying::sealstore`]).
+//! `sealstore`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,19 @@ pub struct Binding {
 
 /// Most bindings held: sealed files are models, a few large files each; past this many (a
 /// million small files sealed), further ones are read as unsealed files are, so the hasher's
+/// A directory artifact's digest bound to the fingerprint of its files' seals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSeal {
+    /// SHA-256 over every file's relative path, size and seal, in the artifact's order.
+    pub fingerprint: [u8; 32],
+    /// Its `SecAI-Directory-Hash-v1` (hex) and total size.
+    pub digest: String,
+    /// The total size of its files.
+    pub total: u64,
+    /// When the backstop reads it again regardless (ms since the hasher's `born`).
+    pub due_ms: u64,
+}
+
 /// memory stays bounded (about 200 bytes a binding).
 pub const MAX_BINDINGS: usize = 100_000;
 
@@ -39,7 +52,7 @@ pub struct Seals {
     pub mode: FsVerity,
     bindings: HashMap<PathBuf, Binding>,
     /// Directory artifacts whose every file is sealed, by path.
-    dirs: HashMap<PathBuf, crate::verifying::dirseals::DirSeal>,
+    dirs: HashMap<PathBuf, DirSeal>,
     /// Bindings were learned or dropped since the store was last told.
     changed: bool,
 }
@@ -74,12 +87,12 @@ impl Seals {
     }
 
     /// The binding of the directory artifact at `dir`, if any.
-    pub fn dir(&self, dir: &Path) -> Option<&crate::verifying::dirseals::DirSeal> {
+    pub fn dir(&self, dir: &Path) -> Option<&DirSeal> {
         self.dirs.get(dir)
     }
 
     /// Binds a directory artifact's digest to its files' seals (recalled, or read now).
-    pub fn learn_dir(&mut self, dir: &Path, seal: crate::verifying::dirseals::DirSeal) {
+    pub fn learn_dir(&mut self, dir: &Path, seal: DirSeal) {
         if self.dirs.len() >= MAX_BINDINGS && !self.dirs.contains_key(dir) {
             return;
         }
@@ -91,7 +104,7 @@ impl Seals {
     }
 
     /// Every directory binding, by path.
-    pub fn all_dirs(&self) -> impl Iterator<Item = (&Path, &crate::verifying::dirseals::DirSeal)> {
+    pub fn all_dirs(&self) -> impl Iterator<Item = (&Path, &DirSeal)> {
         self.dirs.iter().map(|(p, d)| (p.as_path(), d))
     }
 

@@ -38,7 +38,7 @@ pub fn save<'a>(
     bindings: impl Iterator<Item = (&'a std::path::Path, &'a Binding)>,
 ) -> Result<usize, StoreError> {
     let kept: Vec<(String, &Binding)> = bindings
-        .map(|(p, b)| (crate::verifying::scan::path_str(p), b))
+        .map(|(p, b)| (crate::verifying::paths::path_str(p), b))
         .filter(|(p, _)| !p.is_empty() && p.len() <= MAX_PATH)
         .take(MAX_RECORDS)
         .collect();

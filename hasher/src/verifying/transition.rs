@@ -12,7 +12,7 @@ use protocol::hexfmt::Sha256Digest;
 use protocol::standing::Moved;
 
 use crate::policy::Policy;
-use crate::verifying::reference::category_of;
+use crate::verifying::paths::category_of;
 use crate::verifying::release::Release;
 use crate::verifying::releasestore::InForce;
 

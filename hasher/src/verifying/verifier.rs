@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use crate::policy::Policy;
 use crate::storing::store::{Current, Store};
+use crate::verifying::cycle::Cycle;
 use crate::verifying::hashing::FileHasher;
-use crate::verifying::scan::Sweep;
 use crate::verifying::slots::Slot;
-use crate::verifying::spread::Cycle;
+use crate::verifying::sweep::Sweep;
 
 /// What decides whether the files are the ones the baseline names.
 pub struct Verifier {
@@ -126,7 +126,7 @@ impl Verifier {
         self.hasher.apply(&policy);
         self.hasher
             .seals
-            .retain(|p| crate::verifying::scan::watches(&policy, p));
+            .retain(|p| crate::verifying::paths::watches(&policy, p));
         self.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.
         self.sweep = None;

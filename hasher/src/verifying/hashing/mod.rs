@@ -4,6 +4,7 @@
 mod memory;
 mod prefetch;
 mod sealed;
+pub mod settling;
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -160,7 +161,7 @@ pub struct FileHasher {
     /// Chunk digests were learned since the store was last told.
     chunks_learned: bool,
     /// Changed files awaiting their settle read.
-    pub settling: crate::verifying::settle::Settling,
+    pub settling: settling::Settling,
     /// Sealed files' contents bound to their fs-verity digests.
     pub seals: crate::verifying::seals::Seals,
 }
@@ -184,7 +185,7 @@ impl Default for FileHasher {
             threads: 1,
             known: HashMap::new(),
             chunks_learned: false,
-            settling: crate::verifying::settle::Settling::default(),
+            settling: settling::Settling::default(),
             seals: crate::verifying::seals::Seals::default(),
         }
     }
@@ -213,7 +214,7 @@ impl FileHasher {
         self.settling.set_window(
             policy
                 .settle_window
-                .unwrap_or_else(crate::verifying::settle::read_kernel_window),
+                .unwrap_or_else(settling::read_kernel_window),
         );
     }
 

@@ -1,17 +1,18 @@
 //! Walking the watched set, making baselines and comparing against them.
 
 mod compare;
-pub(crate) use compare::{beneath, in_model_dir, scoped, watches, Comparison, Scope};
+use crate::verifying::paths::{governed, in_model_dir, now_rfc3339, path_str, scoped, Scope};
+pub(crate) use compare::Comparison;
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use protocol::baseline::{Manifest, MAX_ENTRIES};
 use protocol::entries::Entries;
 use protocol::hexfmt::Sha256Digest;
-use protocol::report::{self, ScanReport, Violation, MAX_REPORTED_VIOLATIONS};
+use protocol::report::{self, ScanReport, Violation};
 use protocol::Category;
 
 use crate::error::BaselineRefused;
@@ -19,13 +20,9 @@ use crate::policy::Policy;
 use crate::reading::ahead::Ahead;
 use crate::verifying::hashing::{FileHasher, Outcome};
 use crate::verifying::slots::{Expect, Slot};
+pub(crate) use crate::verifying::sweep::Sweep;
 use crate::verifying::verifier::Verifier;
 use crate::verifying::walk::{Found, Walk};
-
-/// The current RFC 3339 time, second precision, UTC.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
 
 /// The model dirs a sweep walks: none while a registry manifest is set, for then every model
 /// dir follows the registry, not the per-file baseline (the Go service's rule).
@@ -36,15 +33,6 @@ fn walked_dirs(policy: &Policy) -> impl Iterator<Item = &Path> {
         .iter()
         .map(PathBuf::as_path)
         .filter(move |_| !governed)
-}
-
-/// The registry manifest every model dir follows, when the policy names one.
-pub fn governed(policy: &Policy) -> Option<&Path> {
-    policy.registry_manifest.as_deref()
-}
-
-pub(crate) fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 /// A new baseline as it is made: its entries, and beside each what its slot in the hasher
@@ -307,41 +295,6 @@ fn actual(o: &Outcome) -> String {
     }
 }
 
-/// What the last full sweep found, kept so that a check of only the paths the kernel named
-/// can bring it up to date (the `rescan` module).
-#[derive(Debug, Clone)]
-pub struct Sweep {
-    /// Every finding, sorted by path, not truncated.
-    pub(crate) findings: Vec<Violation>,
-    /// Paths examined.
-    pub(crate) watched: u32,
-    /// The baseline compared against.
-    pub(crate) digest: String,
-    /// When the full sweep completed.
-    pub(crate) at: Instant,
-}
-
-impl Sweep {
-    /// The report of the findings as they now stand.
-    pub(crate) fn report(&self, seq: u64, bytes_hashed: u64, started: Instant) -> ScanReport {
-        let mut violations = self.findings.clone();
-        violations.truncate(MAX_REPORTED_VIOLATIONS);
-        ScanReport {
-            seq,
-            completed_at: now_rfc3339(),
-            baseline_digest: self.digest.clone(),
-            watched_files: self.watched,
-            bytes_hashed,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            violation_count: u32::try_from(self.findings.len()).unwrap_or(u32::MAX),
-            violations,
-            // Filled by the server, which knows what awaits its settle read and what is sealed.
-            unsettled: 0,
-            sealed_files: 0,
-        }
-    }
-}
-
 /// What a check of `path` expects: its entry in `entries`, if it has one.
 fn expect_in(entries: &Entries, path: &Path) -> Option<Expect> {
     let index = entries.index_of(&path_str(path))?;
@@ -351,6 +304,7 @@ fn expect_in(entries: &Entries, path: &Path) -> Option<Expect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::report::MAX_REPORTED_VIOLATIONS;
 
     struct Tree {
         dir: tempfile::TempDir,
