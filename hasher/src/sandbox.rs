@@ -249,7 +249,10 @@ mod tests {
         }
         std::fs::create_dir(d.path().join("models")).expect("mkdir");
         assert_eq!(exposes(&[d.path().join("models")], &secrets), None);
-        assert_eq!(in_proc(std::slice::from_ref(&proc_alias)), Some(proc_alias.as_path()));
+        assert_eq!(
+            in_proc(std::slice::from_ref(&proc_alias)),
+            Some(proc_alias.as_path())
+        );
         assert_eq!(in_proc(&[d.path().join("models")]), None);
     }
 
