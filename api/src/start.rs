@@ -32,6 +32,9 @@ pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
         .collect();
     let recorder = incident_recorder(config)?;
     let connect_port = recorder.as_ref().map(|r| r.addr.port());
+    // Raised first: the notify socket is kept at fd 1000, which must be below the soft limit.
+    let fds = sys::raise_fd_limit();
+    tracing::debug!(fds, "open-file limit");
     let unix = sandbox::Unix {
         hasher_socket: config.hasher_socket.is_some(),
         notify: connect_notify(),
@@ -51,8 +54,6 @@ pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
         });
     }
     let listener = listener(config)?;
-    let fds = sys::raise_fd_limit();
-    tracing::debug!(fds, "open-file limit");
     let (source, child) = match &config.hasher_socket {
         Some(path) => (
             Source::Socket {
