@@ -283,25 +283,96 @@ fn a_model_subdir_swapped_for_a_symlink_to_the_secrets_leaks_nothing() {
     assert_eq!(m.verify_code(), 503);
 }
 
+/// Unmounts a bind mount the test made, even when the test fails.
+struct BindMount(std::path::PathBuf);
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The start check compares the read set with the secrets and every directory above them by
+/// device and inode: every spelling of the secrets' directory is refused with exit 78 naming
+/// the secret, and the same spellings in check-config. Run as root (the bind mount).
 #[test]
-fn a_policy_whose_read_set_would_cover_a_secret_is_refused() {
+fn a_policy_whose_read_set_would_cover_a_secret_is_refused_under_any_spelling() {
     let a = Appliance::new();
     let r = a.dir.path().display().to_string();
-    let text = a.policy_text("").replace(
-        &format!("  - {r}/models\n"),
-        &format!("  - {r}/models\n  - {r}/secret\n"),
-    );
-    a.write("etc/monitor.yaml", &text);
+    std::fs::create_dir(a.path("alias")).unwrap();
+    let bind = Command::new("mount")
+        .args(["--bind", &format!("{r}/secret"), &format!("{r}/alias")])
+        .status()
+        .unwrap();
+    assert!(bind.success(), "mount --bind (run as root)");
+    let _bind = BindMount(a.path("alias"));
+    assert!(a.path("alias/key").exists(), "the bind mount shows the key");
+    std::os::unix::fs::symlink(a.path("secret"), a.path("link")).unwrap();
+    let model_dir = |dir: &str| {
+        a.policy_text("").replace(
+            &format!("  - {r}/models\n"),
+            &format!("  - {r}/models\n  - {dir}\n"),
+        )
+    };
+    let spellings = [
+        ("the secrets' directory", model_dir(&format!("{r}/secret"))),
+        (
+            "a /proc/self/root alias as a model dir",
+            model_dir(&format!("/proc/self/root{r}/secret")),
+        ),
+        (
+            "a /proc/self/root alias as a listed file's directory",
+            a.policy_text("").replace(
+                &format!("  - {r}/trust/cosign.pub\n"),
+                &format!("  - {r}/trust/cosign.pub\n  - /proc/self/root{r}/secret/cosign.pub\n"),
+            ),
+        ),
+        ("a bind mount", model_dir(&format!("{r}/alias"))),
+        ("a symlink", model_dir(&format!("{r}/link"))),
+        ("the root by /proc", model_dir("/proc/self/root")),
+    ];
+    for (what, text) in spellings {
+        a.write("etc/monitor.yaml", &text);
+        let out = Command::new(monitor_bin())
+            .args(a.args(free_addr()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{what}: {err}");
+        assert!(
+            err.contains(&format!("{r}/secret/key")) && err.contains("read a secret"),
+            "{what}: names the secret: {err}"
+        );
+        let out = Command::new(monitor_bin())
+            .args([
+                "check-config",
+                "--policy",
+                &path_str(&a.path("etc/monitor.yaml")),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "check-config, {what}: {err}");
+        assert!(
+            err.contains(&format!("{r}/secret/key")),
+            "check-config, {what}: names the secret: {err}"
+        );
+    }
+    // A /proc path that aliases no secret is refused too, naming it.
+    a.write("etc/monitor.yaml", &model_dir("/proc/sys/kernel"));
     let out = Command::new(monitor_bin())
         .args(a.args(free_addr()))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "/proc/sys/kernel: {err}");
     assert!(
-        err.contains(&format!("{r}/secret")) && err.contains("read a secret"),
-        "names the directory and the secret: {err}"
+        err.contains("/proc/sys/kernel") && err.contains("in /proc"),
+        "{err}"
     );
+    // The control: the same tree without the extra directory starts.
+    a.write_policy("");
+    let m = Running::start(&a);
+    assert_eq!(m.scan()["state"], "trusted");
 }
 
 #[test]

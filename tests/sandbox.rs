@@ -356,3 +356,196 @@ fn reload_reaching_outside_the_sandbox_needs_a_restart() {
         "the old policy stays in force"
     );
 }
+
+/// A Unix listener the test holds (named in a temp dir, or abstract as `@name`), non-blocking,
+/// so what reached it can be counted after each probe.
+struct Target {
+    kind: nix::sys::socket::SockType,
+    addr: String,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Target {
+    fn new(kind: nix::sys::socket::SockType, addr: String) -> Target {
+        use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Unix,
+            kind,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        let ua = match addr.strip_prefix('@') {
+            Some(name) => UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+            None => UnixAddr::new(addr.as_str()).unwrap(),
+        };
+        bind(fd.as_raw_fd(), &ua).unwrap();
+        if kind != nix::sys::socket::SockType::Datagram {
+            listen(&fd, Backlog::new(8).unwrap()).unwrap();
+        }
+        Target { kind, addr, fd }
+    }
+
+    fn act(&self) -> &'static str {
+        use nix::sys::socket::SockType;
+        match self.kind {
+            SockType::Stream => "unix-stream",
+            SockType::Datagram => "unix-dgram",
+            _ => "unix-seqpacket",
+        }
+    }
+
+    /// The messages that reached it since the last call.
+    fn received(&self) -> Vec<String> {
+        use nix::sys::socket::{accept, recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            if self.kind == nix::sys::socket::SockType::Datagram {
+                match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) => return got,
+                }
+                continue;
+            }
+            let Ok(conn) = accept(self.fd.as_raw_fd()) else {
+                return got;
+            };
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let n = recv(conn, &mut buf, MsgFlags::MSG_DONTWAIT).unwrap_or(0);
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            nix::unistd::close(conn).unwrap();
+        }
+    }
+}
+
+/// The api's probe with extra flags and environment; `--hasher` is dropped under
+/// `--hasher-socket` (the two conflict).
+fn api_probe_with(
+    a: &Appliance,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    act: &str,
+    arg: &str,
+) -> Verdict {
+    let mut args = a.args(free_addr());
+    if extra.contains(&"--hasher-socket") {
+        let i = args.iter().position(|x| x == "--hasher").unwrap();
+        args.drain(i..i + 2);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--sandbox-probe".into(), act.into(), arg.into()]);
+    std::fs::create_dir_all(a.path("logs")).unwrap();
+    let mut cmd = Command::new(monitor_bin());
+    cmd.args(args).env_remove("NOTIFY_SOCKET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    verdict(&cmd.output().unwrap())
+}
+
+/// Issue #38: the api reaches no Unix socket but its own. Each target exists, listens and is
+/// reached by the very same act without the walls (`--insecure-no-sandbox`, the control, its
+/// message received); from inside the sandbox the act fails and nothing arrives.
+#[test]
+fn api_reaches_no_unix_socket_but_its_hasher_and_systemd() {
+    use nix::sys::socket::SockType::{Datagram, SeqPacket, Stream};
+    let a = Appliance::new();
+    let dir = tempfile::tempdir().unwrap();
+    let at = |n: &str| path_str(&dir.path().join(n));
+    let tag = std::process::id();
+    let targets = [
+        Target::new(Stream, at("stream.sock")),
+        Target::new(Datagram, at("dgram.sock")),
+        Target::new(SeqPacket, at("seqpacket.sock")),
+        Target::new(Stream, format!("@im-probe-{tag}-stream")),
+        Target::new(Datagram, format!("@im-probe-{tag}-dgram")),
+        Target::new(SeqPacket, format!("@im-probe-{tag}-seqpacket")),
+    ];
+    let hasher = Target::new(SeqPacket, at("hasher.sock"));
+    let notify = Target::new(Datagram, at("notify.sock"));
+    let probe = |extra: &[&str], t: &Target| api_probe_with(&a, extra, &[], t.act(), &t.addr);
+    let socket_mode = ["--hasher-socket", hasher.addr.as_str()];
+    for t in &targets {
+        assert_eq!(
+            probe(&["--insecure-no-sandbox"], t),
+            Verdict::Allowed,
+            "control: {} {} is reachable without the walls",
+            t.act(),
+            t.addr
+        );
+        assert_eq!(t.received(), ["probe\n"], "control reached {}", t.addr);
+        // One-command mode: the channel is inherited, so no Unix socket may be made at all.
+        assert_eq!(
+            probe(&[], t),
+            Verdict::Sigsys,
+            "one-command {} {}",
+            t.act(),
+            t.addr
+        );
+        // Under --hasher-socket: SEQPACKET only (the hasher's kind); an abstract one is
+        // outside Landlock's scope (ABI 6).
+        let expected = match (t.kind, t.addr.starts_with('@')) {
+            (SeqPacket, true) => Verdict::Errno(libc::EPERM),
+            (SeqPacket, false) => Verdict::Allowed,
+            _ => Verdict::Sigsys,
+        };
+        assert_eq!(
+            probe(&socket_mode, t),
+            expected,
+            "--hasher-socket {} {}",
+            t.act(),
+            t.addr
+        );
+        let reached: &[&str] = if expected == Verdict::Allowed {
+            &["probe\n"]
+        } else {
+            &[]
+        };
+        assert_eq!(t.received(), reached, "{}", t.addr);
+    }
+    // Its hasher's socket, at every reconnect.
+    assert_eq!(probe(&socket_mode, &hasher), Verdict::Allowed);
+    assert_eq!(hasher.received(), ["probe\n"]);
+    // systemd's notify socket: connected before the sandbox, it carries the api's messages, but
+    // cannot be pointed at another socket nor send to another address, even with TCP allowed.
+    let recorder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/api/v1/incidents/report",
+        recorder.local_addr().unwrap()
+    );
+    let env = [("NOTIFY_SOCKET", notify.addr.as_str())];
+    let other = &targets[1];
+    for extra in [
+        &[][..],
+        &socket_mode[..],
+        &["--incident-url", url.as_str()][..],
+    ] {
+        let p = |act: &str, arg: &str| api_probe_with(&a, extra, &env, act, arg);
+        assert_eq!(p("notify", "STATUS=probe"), Verdict::Allowed, "{extra:?}");
+        assert_eq!(notify.received(), ["STATUS=probe"], "{extra:?}");
+        assert_eq!(
+            p("notify-connect", &other.addr),
+            Verdict::Sigsys,
+            "{extra:?}"
+        );
+        assert_eq!(
+            p("notify-sendto", &other.addr),
+            Verdict::Sigsys,
+            "{extra:?}"
+        );
+        assert_eq!(p("unix-dgram", &other.addr), Verdict::Sigsys, "{extra:?}");
+        assert_eq!(other.received(), Vec::<String>::new(), "{extra:?}");
+    }
+    let control =
+        |act: &str| api_probe_with(&a, &["--insecure-no-sandbox"], &env, act, &other.addr);
+    assert_eq!(control("notify-sendto"), Verdict::Allowed, "control");
+    assert_eq!(control("notify-connect"), Verdict::Allowed, "control");
+    assert_eq!(
+        other.received(),
+        ["probe"],
+        "control: the datagram sent elsewhere arrived"
+    );
+}

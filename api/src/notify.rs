@@ -1,7 +1,13 @@
 //! sd_notify: READY once the first verdict is in, STATUS after each scan, WATCHDOG only while
 //! the hasher answers, STOPPING at shutdown. A no-op outside systemd.
+//!
+//! The datagram socket to `$NOTIFY_SOCKET` is made and connected once, before the sandbox,
+//! and kept at [`NOTIFY_FD`]: the sandbox then lets the api make no datagram socket, never
+//! reconnect or duplicate this one (seccomp/api.json `api_notify_fd`), and send no datagram
+//! with an address of its own, so systemd is the one socket a datagram can reach.
 
-use std::sync::Arc;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -9,8 +15,42 @@ use sd_notify::NotifyState;
 use crate::monitor::Monitor;
 use crate::verdict::verdict;
 
+/// The fd the notify socket is kept at; seccomp/api.json names the same number.
+pub const NOTIFY_FD: i32 = 1000;
+
+static SOCKET: OnceLock<UnixDatagram> = OnceLock::new();
+
+/// Connects to `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket) and keeps the
+/// socket at [`NOTIFY_FD`]; returns whether there is one. Call before the sandbox, once.
+pub fn connect() -> std::io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let socket = UnixDatagram::unbound()?;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
+    match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            socket.connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)?
+        }
+        None => socket.connect(&target)?,
+    }
+    let placed = crate::sys::place_at(socket.into(), NOTIFY_FD)?;
+    let _ = SOCKET.set(UnixDatagram::from(placed));
+    Ok(true)
+}
+
+/// The connected notify socket, if [`connect`] made one.
+pub fn socket() -> Option<&'static UnixDatagram> {
+    SOCKET.get()
+}
+
 fn send(states: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
+    let Some(socket) = socket() else {
+        return;
+    };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    if let Err(e) = socket.send(message.as_bytes()) {
         tracing::warn!(error = %e, "sd_notify failed");
     }
 }

@@ -32,9 +32,20 @@ pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
         .collect();
     let recorder = incident_recorder(config)?;
     let connect_port = recorder.as_ref().map(|r| r.addr.port());
+    // Raised first: the notify socket is kept at fd 1000, which must be below the soft limit.
+    let fds = sys::raise_fd_limit();
+    tracing::debug!(fds, "open-file limit");
+    let unix = sandbox::Unix {
+        hasher_socket: config.hasher_socket.is_some(),
+        notify: connect_notify(),
+    };
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &config.probe {
-        return Err(match sandbox::install(&write_dirs, connect_port) {
+        // Without the sandbox the act shows what it reaches with no wall: the tests' control.
+        if config.insecure_no_sandbox {
+            return Err(sandbox::probe(act, arg));
+        }
+        return Err(match sandbox::install(&write_dirs, connect_port, unix) {
             Ok(_) => sandbox::probe(act, arg),
             Err(e) => {
                 tracing::error!(error = %e, "sandbox could not be installed");
@@ -43,8 +54,6 @@ pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
         });
     }
     let listener = listener(config)?;
-    let fds = sys::raise_fd_limit();
-    tracing::debug!(fds, "open-file limit");
     let (source, child) = match &config.hasher_socket {
         Some(path) => (
             Source::Socket {
@@ -61,9 +70,9 @@ pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
     if config.insecure_no_sandbox {
         tracing::error!("SANDBOX DISABLED (--insecure-no-sandbox): no Landlock, no seccomp; never use this in production");
     } else {
-        match sandbox::install(&write_dirs, connect_port) {
+        match sandbox::install(&write_dirs, connect_port, unix) {
             Ok(status) => {
-                tracing::info!(landlock = status, write_dirs = ?write_dirs, seccomp = "api.json", "sandbox installed")
+                tracing::info!(landlock = status, write_dirs = ?write_dirs, unix = ?unix, seccomp = "api.json", "sandbox installed")
             }
             Err(e) => {
                 tracing::error!(error = %e, "sandbox could not be installed; refusing to run");
@@ -79,6 +88,16 @@ pub(crate) fn prepare(config: &Config) -> Result<Prepared, i32> {
         once: config.initialize_only,
     };
     Ok(Prepared { parts, child })
+}
+
+/// The notify socket, connected before the sandbox (which refuses any later datagram socket).
+/// One that cannot be reached is logged and left out, as sd_notify failures always were.
+fn connect_notify() -> bool {
+    crate::notify::connect().unwrap_or_else(|e| {
+        let target = std::env::var_os("NOTIFY_SOCKET").unwrap_or_default();
+        tracing::warn!(notify_socket = %target.to_string_lossy(), error = %e, "cannot connect to NOTIFY_SOCKET (the service manager's notify socket): no notifications");
+        false
+    })
 }
 
 /// Locks the audit log (one monitor per log, before anything else touches it) and opens it.

@@ -113,6 +113,25 @@ pub fn take_listener() -> Option<std::net::TcpListener> {
     Some(std::net::TcpListener::from(fd))
 }
 
+/// Moves `fd` to the descriptor number `at` (close-on-exec), which must be free: a fixed
+/// number the seccomp filters can name. Before the sandbox.
+pub fn place_at(fd: OwnedFd, at: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) on a number only asks whether it is open; it changes nothing.
+    if unsafe { libc::fcntl(at, libc::F_GETFD) } >= 0 {
+        return Err(std::io::Error::other(format!(
+            "descriptor {at} is already open (inherited?): start the service without it"
+        )));
+    }
+    // SAFETY: `at` is not open (checked above, before any thread exists), so dup3 closes
+    // nothing; the new descriptor is owned at once below and `fd` is closed by its drop.
+    let placed = unsafe { libc::dup3(fd.as_raw_fd(), at, libc::O_CLOEXEC) };
+    if placed < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: dup3 just opened `placed` for this process and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(placed) })
+}
+
 /// Fills `buf` from the kernel's CSPRNG (getrandom(2), through the crate rand itself uses).
 pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     getrandom::fill(buf).map_err(std::io::Error::from)

@@ -54,6 +54,8 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         )),
         Err(e) => problems.push(format!("hmac_key_path: {e}")),
     }
+    let read_set = crate::sandbox::read_set(policy, &options.policy);
+    problems.extend(crate::sandbox::refusal(&read_set, &[key_path, token_path]));
     boot_budget(options, policy);
     if problems.is_empty() {
         println!(

@@ -78,18 +78,60 @@ pub fn install(read_set: &[PathBuf], store: &Path) -> Result<Enforced, SandboxEr
     })
 }
 
+/// Why the read set cannot be the sandbox's: it would reach a secret (by any spelling of a
+/// directory above it), or it names `/proc`.
+pub fn refusal(read_set: &[PathBuf], secrets: &[PathBuf]) -> Option<String> {
+    if let Some((dir, secret)) = exposes(read_set, secrets) {
+        return Some(format!("the policy's watched paths would let the hasher read a secret after start: {} is {} or a directory above it (compared by device and inode: an alias such as /proc/self/root/... or a bind mount counts); keep the key and token out of every watched file's directory, the model dirs and the policy's directory", dir.display(), secret.display()));
+    }
+    in_proc(read_set).map(|dir| format!("the policy names {} in /proc: a read rule there would follow the kernel's aliases of any file; name the files where they are", dir.display()))
+}
+
 /// The first secret that a directory of the read set would expose, with that directory.
+/// Compared by identity, not by text: a directory of the read set exposes a secret when it is
+/// the secret or one of the directories above it (the same device and inode, whatever the
+/// spelling: a `/proc/self/root/...` alias, a bind mount, a symlink), or when its path is a
+/// prefix of the secret's path as given or as resolved (a secret not there yet).
 pub fn exposes<'a>(
     read_set: &'a [PathBuf],
     secrets: &'a [PathBuf],
 ) -> Option<(&'a Path, &'a Path)> {
     secrets.iter().find_map(|s| {
         let s_abs = std::fs::canonicalize(s).unwrap_or_else(|_| s.clone());
+        let above: Vec<(u64, u64)> = s
+            .ancestors()
+            .chain(s_abs.ancestors())
+            .filter_map(identity)
+            .collect();
         read_set
             .iter()
-            .find(|d| s.starts_with(d) || s_abs.starts_with(d))
+            .find(|d| {
+                s.starts_with(d)
+                    || s_abs.starts_with(d)
+                    || identity(d).is_some_and(|i| above.contains(&i))
+            })
             .map(|d| (d.as_path(), s.as_path()))
     })
+}
+
+/// The first directory of the read set that is in `/proc` by its name or its filesystem: a
+/// Landlock rule there would follow the kernel's aliases of other processes' and its own
+/// files, which no path comparison can see through.
+pub fn in_proc(read_set: &[PathBuf]) -> Option<&Path> {
+    read_set
+        .iter()
+        .find(|d| {
+            d.components().nth(1) == Some(std::path::Component::Normal("proc".as_ref()))
+                || nix::sys::statfs::statfs(d.as_path())
+                    .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+        })
+        .map(PathBuf::as_path)
+}
+
+/// A path's device and inode, symlinks followed as Landlock's rules follow them.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn landlock(read_set: &[PathBuf], store: &Path) -> Result<String, SandboxError> {
@@ -178,6 +220,40 @@ mod tests {
             covers(&set, &[PathBuf::from("/opt/new")]),
             Some(PathBuf::from("/opt/new"))
         );
+    }
+
+    #[test]
+    fn a_secret_is_exposed_under_any_spelling_of_a_directory_above_it() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let creds = d.path().join("creds");
+        std::fs::create_dir(&creds).expect("mkdir");
+        let key = creds.join("key");
+        std::fs::write(&key, "k").expect("write");
+        std::os::unix::fs::symlink(&creds, d.path().join("link")).expect("symlink");
+        let proc_alias = Path::new("/proc/self/root").join(creds.strip_prefix("/").expect("abs"));
+        let secrets = [key.clone()];
+        for dir in [
+            creds.clone(),
+            d.path().to_path_buf(),
+            d.path().join("link"),
+            proc_alias.clone(),
+            PathBuf::from("/proc/self/root"),
+        ] {
+            let set = [dir.clone()];
+            assert_eq!(
+                exposes(&set, &secrets).map(|(d, s)| (d.to_owned(), s.to_owned())),
+                Some((dir.clone(), key.clone())),
+                "{}",
+                dir.display()
+            );
+        }
+        std::fs::create_dir(d.path().join("models")).expect("mkdir");
+        assert_eq!(exposes(&[d.path().join("models")], &secrets), None);
+        assert_eq!(
+            in_proc(std::slice::from_ref(&proc_alias)),
+            Some(proc_alias.as_path())
+        );
+        assert_eq!(in_proc(&[d.path().join("models")]), None);
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     })?;
     sys::lower_priority();
     let read_set = sandbox::read_set(&policy, &options.policy);
-    if let Some((dir, secret)) = sandbox::exposes(&read_set, &[key_path, token_path]) {
-        tracing::error!(dir = %dir.display(), secret = %secret.display(), "the policy's watched paths would let the hasher read a secret after start: keep the key and token out of every watched file's directory, the model dirs and the policy's directory");
+    let secrets = [key_path, token_path];
+    if let Some(why) = sandbox::refusal(&read_set, &secrets) {
+        tracing::error!("{why}");
         return Err(EXIT_CONFIG);
     }
     let store = open_store(&options)?;
@@ -39,6 +40,9 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
     crate::verifying::hashing::settling::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
+    if !options.insecure_no_sandbox {
+        secrets_walled(&secrets)?;
+    }
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {
         return Ok(crate::probe::run(act, arg));
@@ -122,6 +126,18 @@ fn open_store(options: &Options) -> Result<Option<store::Store>, i32> {
             tracing::error!(error = %e, "baseline store unusable");
             EXIT_CONFIG
         })
+}
+
+/// The walls proven at every start: once the sandbox is in, opening the key or the token must
+/// fail, whatever alias of them the read set holds (Landlock's rules follow inodes).
+fn secrets_walled(secrets: &[PathBuf]) -> Result<(), i32> {
+    match secrets.iter().find(|s| std::fs::File::open(s).is_ok()) {
+        Some(secret) => {
+            tracing::error!(secret = %secret.display(), "the sandbox still lets the hasher open a secret: keep the key and token out of the read set (every watched file's directory, the model dirs, the policy's directory)");
+            Err(EXIT_CONFIG)
+        }
+        None => Ok(()),
+    }
 }
 
 fn enter_sandbox(options: &Options, read_set: &[PathBuf]) -> Result<(), i32> {

@@ -49,7 +49,7 @@ check "greenboot check passes on first boot, as the activating request (rc=$rc: 
 
 # --- Type=notify: READY with a STATUS line
 st=$(prop StatusText $A)
-check "Type=notify READY (active) with STATUS '$st'" sh -c "[ '$(prop ActiveState $A)' = active ] && echo '$st' | grep -q 'state=trusted'"
+check "Type=notify READY (active) with STATUS '$st', through the notify socket bound into the api's /run" sh -c "[ '$(prop ActiveState $A)' = active ] && echo '$st' | grep -q 'state=trusted'"
 
 # --- first-boot check of the appliance
 out=$(/usr/libexec/secure-ai/first-boot-check.d/integrity-monitor.sh 2>&1)
@@ -80,6 +80,74 @@ walls() { # unit
 }
 check "api walls: $(walls $A 2>&1 | tr '\n' ' ')" walls $A
 check "hasher walls: $(walls "$H" 2>&1 | tr '\n' ' ')" walls "$H"
+
+# --- issue #38: the api reaches no Unix socket but its hasher's and systemd's. Each target is
+# live, proven from outside the unit in the same run; each probe runs the api's unit as shipped
+# (a copy under another name, same dynamic user, Type=oneshot, its ExecStart + --sandbox-probe).
+probe_unit() { # ACT ARG -> allowed | errno=N | SIGSYS | other:CODE/STATUS (a unit per call: the start limit)
+  local PN; PN=$(( $(cat /tmp/im-probe/n 2>/dev/null || echo 0) + 1 )); echo $PN > /tmp/im-probe/n
+  local u=im-probe-$PN.service
+  sed -e 's/^Type=notify/Type=oneshot/' -e '/^WatchdogSec=/d' -e '/^ExecReload=/d' -e '/^Restart=/d' \
+      -e "/^ExecStart=/s|integrity-monitor-audit.jsonl|probe-$PN.jsonl|" -e "/^ExecStart=/s|\$| --sandbox-probe $1 $2|" \
+      -e '/^\[Service\]/a User=secure-ai-integrity-monitor\nRemainAfterExit=yes' /usr/lib/systemd/system/$A > /run/systemd/system/$u
+  systemctl daemon-reload; systemctl start $u 2>/dev/null
+  local c s e; c=$(prop ExecMainCode $u); s=$(prop ExecMainStatus $u)
+  if [ "$c" -ge 2 ] && [ "$s" = 31 ]; then echo SIGSYS
+  elif [ "$c" = 1 ] && [ "$s" = 0 ]; then echo allowed
+  elif [ "$c" = 1 ] && [ "$s" = 3 ]; then
+    for _ in $(seq 20); do e=$(journalctl -b -u $u -o cat --no-pager | grep -o 'errno=[0-9]*' | head -1); [ -n "$e" ] && break; sleep 0.1; done
+    echo "${e:-errno=?}"
+  else echo "other:$c/$s"; fi
+}
+# The same probe outside the unit (the container's root, no namespace): walled by the same
+# seccomp and Landlock as under --hasher-socket, or unwalled (--insecure-no-sandbox).
+probe_here() { # FLAGS ACT ARG
+  /usr/libexec/secure-ai/integrity-monitor $1 --policy /root/probe.yaml --audit-log /tmp/im-probe/audit.jsonl \
+    --sandbox-probe "$2" "$3" >/tmp/im-probe/out 2>&1; local rc=$?
+  case $rc in 0) echo allowed ;; 159) echo SIGSYS ;; 3) grep -o 'errno=[0-9]*' /tmp/im-probe/out | head -1 ;; *) echo "other:$rc" ;; esac
+}
+install -d /run/im-probe /tmp/im-probe
+systemd-socket-activate -a --inetd -l /run/im-probe/stream.sock -l @im-probe-stream /bin/echo reached >/dev/null 2>&1 &
+P1=$!
+systemd-socket-activate -a --inetd --seqpacket -l /run/im-probe/seqpacket.sock -l @im-probe-seqpacket /bin/sleep 2 >/dev/null 2>&1 &
+P2=$!
+systemd-socket-activate --datagram -l /run/im-probe/dgram.sock /bin/sh -c 'exec cat <&3 >> /run/im-probe/dgram.got' >/dev/null 2>&1 &
+P3=$!
+sleep 0.3
+check "#38 targets live from outside: stream by path and abstract (curl), datagram (logger), D-Bus, /dev/log into the journal" sh -c "
+  curl -s --http0.9 -m 3 --unix-socket /run/im-probe/stream.sock http://x/ | grep -q reached &&
+  curl -s --http0.9 -m 3 --abstract-unix-socket im-probe-stream http://x/ | grep -q reached &&
+  logger -d -u /run/im-probe/dgram.sock im-probe-outside && sleep 0.3 && grep -q im-probe-outside /run/im-probe/dgram.got &&
+  test -S /run/dbus/system_bus_socket && logger -u /dev/log im-probe-devlog && sleep 0.5 &&
+  journalctl -b -o cat --no-pager | grep -q im-probe-devlog"
+g=$(probe_here '--hasher-socket /run/im-probe/seqpacket.sock' unix-seqpacket /run/im-probe/seqpacket.sock)
+check "#38 control: outside the unit, the same walls under --hasher-socket reach another SEQPACKET socket: the namespace is the wall below ($g)" test "$g" = allowed
+g=$(probe_here --insecure-no-sandbox unix-seqpacket @im-probe-seqpacket)
+check "#38 control: unwalled, the abstract SEQPACKET socket is reached ($g)" test "$g" = allowed
+g=$(probe_unit unix-stream /run/im-probe/stream.sock)
+check "#38 in the api's unit: stream to a named socket -> $g" test "$g" = SIGSYS
+g=$(probe_unit unix-stream @im-probe-stream)
+check "#38 in the api's unit: stream to an abstract socket -> $g" test "$g" = SIGSYS
+g=$(probe_unit unix-dgram /run/im-probe/dgram.sock)
+check "#38 in the api's unit: datagram to a named socket -> $g" test "$g" = SIGSYS
+g=$(probe_unit unix-stream /run/dbus/system_bus_socket)
+check "#38 in the api's unit: D-Bus -> $g" test "$g" = SIGSYS
+g=$(probe_unit unix-dgram /dev/log)
+check "#38 in the api's unit: /dev/log -> $g" test "$g" = SIGSYS
+g=$(probe_unit unix-seqpacket /run/im-probe/seqpacket.sock)
+check "#38 in the api's unit: SEQPACKET to another named socket -> $g (ENOENT: hidden)" test "$g" = errno=2
+g=$(probe_unit unix-seqpacket @im-probe-seqpacket)
+check "#38 in the api's unit: SEQPACKET to an abstract socket -> $g (EPERM: Landlock scope)" test "$g" = errno=1
+g=$(for p in /run/im-probe/stream.sock /run/dbus/system_bus_socket /dev/log /run/systemd/journal/socket /run/systemd/journal/stdout; do probe_unit stat $p; done | sort -u | tr '\n' ' ')
+check "#38 in the api's unit: the other sockets are not there to be seen: $g" test "$g" = "errno=2 "
+g=$(probe_unit stat /run/secure-ai/integrity-hasher.sock)$(probe_unit stat /run/systemd/notify)
+check "#38 in the api's unit: the hasher's and systemd's sockets are ($g)" test "$g" = allowedallowed
+g=$(probe_unit notify-connect /run/systemd/journal/socket)
+check "#38 in the api's unit: its notify socket cannot be pointed elsewhere -> $g" test "$g" = SIGSYS
+check "#38 nothing the walled probes sent arrived" sh -c "! grep -q '^probe' /run/im-probe/dgram.got"
+kill $P1 $P2 $P3 2>/dev/null
+systemctl stop 'im-probe-*'; systemctl reset-failed 'im-probe-*'
+rm -f /run/systemd/system/im-probe-*.service /var/lib/secure-ai/logs/probe-*; systemctl daemon-reload
 
 # --- a tampered watched binary is seen by the running service, and its restore too
 cp /usr/libexec/secure-ai/registry /tmp/registry.orig
@@ -128,7 +196,7 @@ kill -9 "$(prop MainPID "$H")"; sleep 0.05
 c1=$(code /api/v1/verify)
 for _ in $(seq 50); do c2=$(code /api/v1/verify); [ "$c2" = 200 ] && break; sleep 0.2; done
 H2=$(hasher_unit)
-check "hasher killed: $c1, new instance $H2, $c2" sh -c "[ $c1 = 503 ] && [ $c2 = 200 ] && [ -n '$H2' ] && [ '$H2' != '$H' ]"
+check "hasher killed: $c1, new instance $H2 reached through the api's namespace, $c2" sh -c "[ $c1 = 503 ] && [ $c2 = 200 ] && [ -n '$H2' ] && [ '$H2' != '$H' ]"
 sleep 0.5
 check "system not degraded by the killed instance ($(systemctl is-system-running))" test "$(systemctl is-system-running)" = running
 
