@@ -197,6 +197,149 @@ fn direction_faults(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     faults
 }
 
+/// The module a file is (`a/b.rs` and `a/b/mod.rs` are `a::b`; the roots are the crate).
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file
+        .strip_prefix(src)
+        .expect("under src")
+        .with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|l| l == "mod") || parts == ["lib"] || parts == ["main"] {
+        parts.pop();
+    }
+    parts
+}
+
+/// Every path a text names after `prefix` (`crate::a::b::C`, `crate::{a::b, c}`), as segments.
+fn paths_after(text: &str, prefix: &str) -> Vec<Vec<String>> {
+    // The segments at the start of `s`, and the bytes they took (a trailing `::` before a
+    // `{` group included).
+    fn segments(s: &str) -> (Vec<String>, usize) {
+        let (mut out, mut used) = (Vec::new(), 0);
+        loop {
+            let name: String = s[used..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if name.is_empty() {
+                break;
+            }
+            used += name.len();
+            out.push(name);
+            if !s[used..].starts_with("::") {
+                break;
+            }
+            used += 2;
+        }
+        (out, used)
+    }
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices(prefix) {
+        let rest = &text[i + prefix.len()..];
+        let (base, used) = segments(rest);
+        match rest[used..].strip_prefix('{') {
+            Some(group) => {
+                let inner = &group[..group.find('}').unwrap_or(0)];
+                for part in inner.split(',') {
+                    let mut p = base.clone();
+                    p.extend(segments(part.trim()).0);
+                    out.push(p);
+                }
+            }
+            None => out.push(base),
+        }
+    }
+    out
+}
+
+/// Which modules each module of the crate names, file by file: a `crate::` or `super::` path
+/// resolved to the longest module it reaches (the item it names lives there).
+fn file_graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = root().join(krate).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(&src, f)).collect();
+    let resolve = |path: Vec<String>| -> Option<Vec<String>> {
+        (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| modules.contains(p))
+    };
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let me = module_of(&src, f);
+        let text = std::fs::read_to_string(f).expect("read");
+        let Some(code) = production_part(f, &text) else {
+            continue;
+        };
+        let parent = me[..me.len().saturating_sub(1)].to_vec();
+        let named = paths_after(&code, "crate::").into_iter().chain(
+            paths_after(&code, "super::").into_iter().map(|p| {
+                let mut full = parent.clone();
+                full.extend(p);
+                full
+            }),
+        );
+        let deps = graph.entry(me.join("::")).or_default();
+        for p in named {
+            if let Some(m) = resolve(p).filter(|m| *m != me && !m.is_empty()) {
+                deps.insert(m.join("::"));
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_import_circle_between_files() {
+    for krate in CRATES {
+        assert_eq!(
+            cycle(&file_graph(krate)),
+            None,
+            "{krate}: files import each other"
+        );
+    }
+}
+
+#[test]
+fn the_file_circle_check_sees_a_planted_loop() {
+    let graph = file_graph("hasher");
+    // What it reads: a part of the verifier names the verifier, the verifier names the leaf.
+    assert!(graph["verifying::scan"].contains("verifying::verifier"));
+    assert!(graph["verifying::verifier"].contains("verifying::sweep"));
+    assert!(
+        !graph["verifying::paths"]
+            .iter()
+            .any(|m| m.starts_with("verifying")),
+        "the leaf names no other part: {:?}",
+        graph["verifying::paths"]
+    );
+    let mut planted = graph.clone();
+    planted
+        .entry("verifying::sweep".into())
+        .or_default()
+        .insert("verifying::scan".into());
+    let circle = cycle(&planted).expect("the planted loop is seen");
+    assert!(
+        circle.contains(&"verifying::sweep".to_owned()),
+        "{circle:?}"
+    );
+    assert_eq!(
+        paths_after(
+            "use crate::{a::b, c::D};\nx = super::e::f();\ncrate::g::h::I",
+            "crate::"
+        ),
+        vec![
+            vec!["a".to_owned(), "b".to_owned()],
+            vec!["c".to_owned(), "D".to_owned()],
+            vec!["g".to_owned(), "h".to_owned(), "I".to_owned()]
+        ]
+    );
+}
+
 #[test]
 fn the_hasher_groups_call_one_way() {
     let graph = module_graph("hasher");
