@@ -13,10 +13,12 @@ use std::process::Command;
 use common::*;
 use protocol::sign::sha256_hex;
 
-/// A directory bind-mounted read-only onto itself, as `/usr` is on the image-based appliance;
-/// `write` opens it for the moment of an "update". Unmounted when dropped.
+/// A directory beneath `/usr` (a transition believes only a release file in the image's tree)
+/// bind-mounted read-only onto itself, as `/usr` is on the image-based appliance; `write` opens
+/// it for the moment of an "update". Unmounted and removed when dropped.
 struct ReadOnly {
     dir: PathBuf,
+    _made: tempfile::TempDir,
 }
 
 fn mount(args: &[&str]) {
@@ -25,12 +27,17 @@ fn mount(args: &[&str]) {
 }
 
 impl ReadOnly {
-    fn new(dir: PathBuf) -> ReadOnly {
-        std::fs::create_dir_all(&dir).unwrap();
+    fn new() -> ReadOnly {
+        std::fs::create_dir_all("/usr/local/share").unwrap();
+        let made = tempfile::Builder::new()
+            .prefix("integrity-monitor-test.")
+            .tempdir_in("/usr/local/share")
+            .unwrap();
+        let dir = made.path().to_owned();
         let d = dir.to_str().unwrap();
         mount(&["--bind", d, d]);
         mount(&["-o", "remount,bind,ro", d]);
-        ReadOnly { dir }
+        ReadOnly { dir, _made: made }
     }
 
     fn write(&self, name: &str, content: &str) {
@@ -58,7 +65,7 @@ struct Updating {
 impl Updating {
     fn new() -> Updating {
         let a = Appliance::with_options(POLICY);
-        let usr = ReadOnly::new(a.path("usr"));
+        let usr = ReadOnly::new();
         let u = Updating { a, usr };
         u.a.write_policy(&format!(
             "{POLICY}release_baseline: {}\nboot_verify_result: {}\n",
@@ -245,23 +252,45 @@ fn an_update_is_trusted_at_its_first_boot_and_what_rides_along_is_not() {
 /// mount, with the boot chain's signature not valid, or its result from an earlier boot.
 #[test]
 fn a_release_that_cannot_be_believed_makes_no_transition() {
-    for case in ["writable", "signature invalid", "earlier boot"] {
+    for case in [
+        "outside /usr",
+        "writable",
+        "signature invalid",
+        "earlier boot",
+        "result not root's",
+    ] {
         let u = Updating::new();
         u.install("A", A);
         assert_eq!(u.boot().1, 200, "{case}");
         let path: &Path = &u.release_path();
+        let moved_to = |moved: &Path| {
+            std::fs::copy(path, moved).unwrap();
+            u.a.write_policy(&format!(
+                "{POLICY}release_baseline: {}\nboot_verify_result: {}\n",
+                moved.display(),
+                u.a.path("logs/boot-verify-last.json").display()
+            ));
+        };
+        let writable = tempfile::Builder::new()
+            .prefix("integrity-monitor-test.")
+            .tempdir_in("/usr/local/share")
+            .unwrap();
         match case {
-            "writable" => {
+            "outside /usr" => {
                 // The same release written where anyone with write access could have.
                 u.install("B", B);
                 std::fs::create_dir_all(u.a.path("rw")).unwrap();
-                let moved = u.a.path("rw/release.json");
-                std::fs::copy(path, &moved).unwrap();
-                u.a.write_policy(&format!(
-                    "{POLICY}release_baseline: {}\nboot_verify_result: {}\n",
-                    moved.display(),
-                    u.a.path("logs/boot-verify-last.json").display()
-                ));
+                moved_to(&u.a.path("rw/release.json"));
+            }
+            "writable" => {
+                u.install("B", B);
+                moved_to(&writable.path().join("release.json"));
+            }
+            "result not root's" => {
+                // What a compromised api could write into the log directory it may write.
+                u.install("B", B);
+                let result = u.a.path("logs/boot-verify-last.json");
+                std::os::unix::fs::chown(&result, Some(65534), None).unwrap();
             }
             "signature invalid" => {
                 u.install("B", B);
@@ -286,8 +315,10 @@ fn a_release_that_cannot_be_believed_makes_no_transition() {
         );
         let why = u.last("release_refused");
         let expect = match case {
+            "outside /usr" => "not beneath /usr",
             "writable" => "read-only mount",
             "signature invalid" => "not valid",
+            "result not root's" => "uid 65534",
             _ => "before this boot",
         };
         assert!(
@@ -348,4 +379,46 @@ fn an_attestation_names_the_release_and_a_verifier_pins_it() {
     let other = verify("B");
     assert_eq!(other.status.code(), Some(1), "{other:?}");
     assert!(String::from_utf8_lossy(&other.stderr).contains("not one of the allowed"));
+}
+
+/// A store from before releases were recorded (its generation record names none, no
+/// releases.bin) meets its first update: every path the believed release lists takes its
+/// digest; it does not fail the boot. Then the history, once recorded, cannot be deleted to
+/// forget that a release was in force before the previous one.
+#[test]
+fn a_store_from_before_meets_its_first_update_and_its_history_cannot_be_deleted() {
+    let u = Updating::new();
+    u.install("A", A);
+    assert_eq!(u.boot().1, 200);
+    // As a store written before releases were recorded: no history, a record naming none.
+    std::fs::remove_file(u.a.path("state/releases.bin")).unwrap();
+    let record = std::fs::read(u.a.path("state/generation.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    let old = protocol::generation::GenerationRecord::new(
+        r["generation"].as_u64().unwrap(),
+        r["baseline_digest"].as_str().unwrap().to_owned(),
+        Some(&u.a.key()),
+    );
+    std::fs::write(u.a.path("state/generation.json"), old.to_json()).unwrap();
+    u.install("B", B);
+    let (s, code) = u.boot();
+    assert_eq!((s["state"].as_str(), code), (Some("trusted"), 200), "{s}");
+    assert_eq!(s["release"]["in_force"], "B");
+    assert_eq!(u.last("release_transition")["from"], "(none recorded)");
+    // A to C, then the history deleted and A installed again: refused, not a fresh start.
+    u.install("A", A);
+    assert_eq!(u.boot().1, 200, "back to the previous");
+    u.install("C", C);
+    assert_eq!(u.boot().1, 200);
+    std::fs::remove_file(u.a.path("state/releases.bin")).unwrap();
+    u.install("B", B);
+    let (s, code) = u.boot();
+    assert_eq!(code, 503, "{s}");
+    assert!(
+        u.last("release_refused")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("history cannot be believed")),
+        "{}",
+        u.last("release_refused")
+    );
 }

@@ -44,7 +44,7 @@ fn main() {
     let store = Store::open(&dir.path().join("state")).expect("store");
     let mut v = Verifier::new(policy, None, None);
     let (m, slots) = v.make_baseline(Some(&key), 1).expect("baseline");
-    let current = store.commit(m, Some(&key)).expect("stored");
+    let current = store.commit(m, None, Some(&key)).expect("stored");
     v.adopt(current, slots);
     let _ = v.sweep_all(false); // the slots stand in for the first read; then the fast path
     let mut report: Option<ScanReport> = None;

@@ -108,6 +108,13 @@ pub enum KeyError {
 /// The baseline store could not be opened, read or written.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// A new generation would pass the bound both processes accept (only an api that lied
+    /// about its memory can bring a store near it).
+    #[error("no generation above {max} can be committed: remove the api's memory record if it claims one this high")]
+    GenerationsExhausted {
+        /// The bound.
+        max: u64,
+    },
     /// The state dir could not be created.
     #[error("state dir {}: cannot create: {why}", dir.display())]
     CreateDir {
@@ -197,6 +204,12 @@ pub enum ReleaseError {
         path: PathBuf,
         /// The version it declares.
         found: u64,
+    },
+    /// A `source_commit` too long or with control characters.
+    #[error("{}: source_commit is longer than 128 bytes or holds control characters", path.display())]
+    BadCommit {
+        /// The release baseline.
+        path: PathBuf,
     },
     /// An entry without a valid SHA-256.
     #[error("{}: entry {entry} has no valid sha256", path.display())]

@@ -3,9 +3,12 @@
 //! back, a deleted baseline, or a record that disagrees with the baseline is then recognised.
 //!
 //! Encoding: compact JSON `{"generation":N,"baseline_digest":"<hex SHA-256 of baseline.json>",
-//! "hmac":…}`; `hmac` is hex HMAC-SHA256 (raw key file bytes) over
-//! `integrity-monitor.generation.v1\n` followed by the compact JSON of the first two fields,
-//! or `"unsigned"` when no key is configured.
+//! "release":"<commit>","hmac":…}` (`release` only when the OS image's release is recorded in
+//! force with this baseline, so records written before it existed verify as they are);
+//! `hmac` is hex HMAC-SHA256 (raw key file bytes) over `integrity-monitor.generation.v1\n`
+//! followed by the compact JSON of the fields before it, or `"unsigned"` when no key is
+//! configured. The release named here is why a deleted release history (`releases.bin`) is
+//! noticed rather than started afresh.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +28,10 @@ pub struct GenerationRecord {
     pub generation: u64,
     /// Hex SHA-256 of the current `baseline.json` bytes.
     pub baseline_digest: String,
-    /// Hex HMAC-SHA256 over the domain and the two fields above, or `"unsigned"`.
+    /// The OS release commit recorded in force with that baseline, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Hex HMAC-SHA256 over the domain and the fields above, or `"unsigned"`.
     pub hmac: String,
 }
 
@@ -33,14 +39,27 @@ pub struct GenerationRecord {
 struct Signed<'a> {
     generation: u64,
     baseline_digest: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<&'a str>,
 }
 
 impl GenerationRecord {
     /// A record for `generation` and the baseline whose bytes hash to `baseline_digest`.
     pub fn new(generation: u64, baseline_digest: String, key: Option<&[u8]>) -> GenerationRecord {
+        GenerationRecord::with_release(generation, baseline_digest, None, key)
+    }
+
+    /// As [`GenerationRecord::new`], naming the release in force with the baseline.
+    pub fn with_release(
+        generation: u64,
+        baseline_digest: String,
+        release: Option<String>,
+        key: Option<&[u8]>,
+    ) -> GenerationRecord {
         let mut r = GenerationRecord {
             generation,
             baseline_digest,
+            release,
             hmac: String::new(),
         };
         r.hmac = match key {
@@ -54,6 +73,7 @@ impl GenerationRecord {
         serde_json::to_vec(&Signed {
             generation: self.generation,
             baseline_digest: &self.baseline_digest,
+            release: self.release.as_deref(),
         })
         .unwrap_or_default()
     }
@@ -74,7 +94,12 @@ impl GenerationRecord {
         }
         let r: GenerationRecord =
             serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
-        if !is_sha256_hex(&r.baseline_digest) || r.generation == 0 {
+        if !is_sha256_hex(&r.baseline_digest)
+            || r.generation == 0
+            || r.release
+                .as_deref()
+                .is_some_and(|c| !crate::standing::commit_ok(c))
+        {
             return Err(RecordError::OutOfForm);
         }
         match key {
@@ -135,6 +160,28 @@ mod tests {
             Some(RecordError::BadHmac)
         );
         assert_eq!(refused(&r.to_json(), None), Some(RecordError::KeyMissing));
+        // The release it names is signed too; a record without one reads as before.
+        let with =
+            GenerationRecord::with_release(4, "a".repeat(64), Some("c0ffee".into()), Some(&key));
+        assert_eq!(
+            GenerationRecord::parse_verified(&with.to_json(), Some(&key)).ok(),
+            Some(with.clone())
+        );
+        let swapped = String::from_utf8(with.to_json())
+            .unwrap_or_default()
+            .replace("c0ffee", "deadbeef");
+        assert_eq!(
+            refused(swapped.as_bytes(), Some(&key)),
+            Some(RecordError::BadHmac)
+        );
+        let stripped = String::from_utf8(with.to_json())
+            .unwrap_or_default()
+            .replace(",\"release\":\"c0ffee\"", "");
+        assert_eq!(
+            refused(stripped.as_bytes(), Some(&key)),
+            Some(RecordError::BadHmac)
+        );
+        assert!(!r.to_json().windows(7).any(|w| w == b"release"));
         let unsigned = GenerationRecord::new(1, "b".repeat(64), None);
         assert_eq!(
             refused(&unsigned.to_json(), Some(&key)),

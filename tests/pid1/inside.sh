@@ -307,8 +307,8 @@ find $S -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
 cp -a /tmp/store.old/. $S/
 systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
 rc1=$(code /api/v1/verify 30)
-bp=$(st .baseline_problem)
-check "a whole store rolled back: $rc1, $(st .state), ${bp:0:60}" sh -c "[ $rc1 = 503 ] && [ '$(st .state)' = recovery_required ] && case '$bp' in rollback*) true ;; *) false ;; esac"
+bp=$(st .baseline_problem); rb=no; case "$bp" in rollback*) rb=yes ;; esac
+check "a whole store rolled back: $rc1, $(st .state), ${bp:0:60}" sh -c "[ $rc1 = 503 ] && [ '$(st .state)' = recovery_required ] && [ $rb = yes ]"
 pid=$(prop MainPID $A); sleep 60
 check "rolled back: still active a minute later, no restart (NRestarts=$(prop NRestarts $A)), scans go on ($(st .scan_count))" sh -c "[ '$(prop ActiveState $A)' = active ] && [ '$(prop NRestarts $A)' = 0 ] && [ '$(prop MainPID $A)' = '$pid' ] && [ '$(st .hasher)' = up ] && [ '$(st .state)' = recovery_required ] && [ '$(code /api/v1/verify)' = 503 ]"
 out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?

@@ -83,6 +83,10 @@ impl Monitor {
                 release,
             } if version == PROTOCOL_VERSION
                 && release.well_formed()
+                // A transition made at this start is the generation the store now holds.
+                && release.transition.as_ref().is_none_or(|t| {
+                    matches!(&store, StoreStatus::Adopted(s) if s.generation == t.generation)
+                })
                 && policy.well_formed()
                 && store.well_formed(key)
                 // Told what the api remembers, the hasher rejects a store that rolls it back.

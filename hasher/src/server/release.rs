@@ -9,7 +9,6 @@ use protocol::standing::{Transition, MAX_MOVED};
 use protocol::{Category, Finding};
 
 use super::Server;
-use crate::storing::key::Key;
 use crate::storing::store::Current;
 use crate::verifying::release::Release;
 use crate::verifying::releasestore::{self, InForce};
@@ -22,39 +21,44 @@ impl Server {
         let (Some(path), Some(key)) = (self.v.policy().release_baseline.clone(), &self.key) else {
             return;
         };
-        let Some(digest) = self.v.baseline().map(|b| b.digest.clone()) else {
+        let key = key.bytes().to_vec();
+        let Some((digest, named)) = self
+            .v
+            .baseline()
+            .map(|b| (b.digest.clone(), b.release.clone()))
+        else {
             return;
         };
-        let key = key.bytes().to_vec();
         let (next, provenance) = match Release::load_with_provenance(&path) {
             Ok(r) => r,
             Err(e) => return self.refuse(&path, e.to_string()),
         };
-        let store = self.ledger.store();
-        let in_force = match releasestore::load(store, &key, &digest) {
-            Ok(f) => f,
-            Err(why) => {
-                let agrees = self
-                    .v
-                    .baseline()
-                    .is_some_and(|b| transition::agrees(self.v.policy(), &b.manifest, &next));
-                if !agrees {
-                    return self.refuse(&path, format!("no release is recorded in force with the baseline ({why}) and the baseline disagrees with release {}: the key ceremony adopts it", next.commit));
-                }
-                let f = InForce {
-                    current: next,
-                    previous: None,
-                    seen: Vec::new(),
-                };
-                releasestore::keep(store, &key, &digest, &f);
-                tracing::info!(commit = f.current.commit, "release recorded in force");
-                self.release.in_force = Some(f.current.commit);
-                return;
+        let in_force = match (
+            releasestore::load(self.ledger.store(), &key, &digest),
+            named,
+        ) {
+            (Ok(f), Some(c)) if f.current.commit == c => Some(f),
+            (Ok(f), named) => {
+                return self.refuse(&path, format!("releases.bin says release {} is in force, the generation record {}: not believed", f.current.commit, named.as_deref().unwrap_or("none")));
             }
+            (Err(why), Some(c)) => {
+                return self.refuse(&path, format!("the generation record says release {c} is in force but its history cannot be believed ({why}): the key ceremony records the release anew"));
+            }
+            // A store from before releases were recorded.
+            (Err(_), None) => None,
         };
-        self.release.in_force = Some(in_force.current.commit.clone());
+        if in_force.is_none() && self.agreed(&next) {
+            return self.record_first(&key, next);
+        }
+        if next.commit.is_empty() {
+            return self.refuse(
+                &path,
+                "the release file names no source_commit: no transition can rest on it".into(),
+            );
+        }
+        self.release.in_force = in_force.as_ref().map(|f| f.current.commit.clone());
         let planned = match self.v.baseline() {
-            Some(b) => transition::plan(self.v.policy(), &b.manifest, &in_force, &next),
+            Some(b) => transition::plan(self.v.policy(), &b.manifest, in_force.as_ref(), &next),
             None => Ok(None),
         };
         let plan = match planned {
@@ -75,21 +79,25 @@ impl Server {
             plan.entries,
             Some(&key),
         );
-        let made = match self.ledger.commit(manifest, Some(&key)) {
+        let to = next.commit.clone();
+        let made = match self.ledger.commit(manifest, Some(to.clone()), Some(&key)) {
             Ok(c) => c,
             Err(e) => {
                 return self.refuse(&path, format!("the new generation cannot be stored: {e}"))
             }
         };
-        let to = next.commit.clone();
-        releasestore::keep(
-            self.ledger.store(),
-            &key,
-            &made.digest,
-            &in_force.then(next),
-        );
+        let now_in_force = match &in_force {
+            Some(f) => f.then(next),
+            None => InForce {
+                current: next,
+                previous: None,
+                seen: Vec::new(),
+            },
+        };
+        releasestore::keep(self.ledger.store(), &key, &made.digest, &now_in_force);
+        let from = in_force.map_or_else(|| "(none recorded)".to_owned(), |f| f.current.commit);
         tracing::warn!(
-            from = in_force.current.commit,
+            from,
             to,
             downgrade = plan.downgrade,
             generation,
@@ -99,7 +107,7 @@ impl Server {
         );
         self.release.in_force = Some(to.clone());
         self.release.transition = Some(Transition {
-            from: in_force.current.commit,
+            from,
             to,
             downgrade: plan.downgrade,
             generation,
@@ -108,6 +116,39 @@ impl Server {
             dropped: plan.dropped.into_iter().take(MAX_MOVED).collect(),
         });
         self.v.adopt(made, Vec::new());
+    }
+
+    /// Whether the adopted baseline agrees with `release` on every watched path it lists.
+    fn agreed(&self, release: &Release) -> bool {
+        self.v
+            .baseline()
+            .is_some_and(|b| transition::agrees(self.v.policy(), &b.manifest, release))
+    }
+
+    /// A store from before releases were recorded, agreeing with the release: recorded in
+    /// force as it is, no new generation.
+    fn record_first(&mut self, key: &[u8], next: Release) {
+        let Some((generation, digest)) =
+            self.v.baseline().map(|b| (b.generation, b.digest.clone()))
+        else {
+            return;
+        };
+        let commit = next.commit.clone();
+        let f = InForce {
+            current: next,
+            previous: None,
+            seen: Vec::new(),
+        };
+        // The history first: a record naming a release whose history is missing is refused.
+        releasestore::keep(self.ledger.store(), key, &digest, &f);
+        let store = self.ledger.store();
+        if let Err(e) = store.record_release(generation, &digest, &commit, Some(key)) {
+            tracing::error!(error = %e, "the release in force could not be recorded");
+            return;
+        }
+        self.v.name_release(Some(commit.clone()));
+        tracing::info!(commit, "release recorded in force");
+        self.release.in_force = Some(commit);
     }
 
     fn refuse(&mut self, path: &Path, why: String) {
@@ -120,13 +161,18 @@ impl Server {
         self.release_file = Some(path.to_owned());
     }
 
-    /// Records the release in force with a baseline the ceremony (or a first start) just
-    /// made: it agrees with the release file, or it could not have been made.
-    pub(super) fn record_release(&mut self, before: Option<&str>, made: &Current) {
-        let (Some(path), Some(key)) = (self.v.policy().release_baseline.clone(), &self.key) else {
-            return;
-        };
-        let Ok(next) = Release::load(&path) else {
+    /// The release a baseline the ceremony (or a first start) is about to make will be in
+    /// force with: the release file, read once, if it is configured and a key signs.
+    pub(super) fn release_for_commit(&self) -> Option<Release> {
+        let path = self.v.policy().release_baseline.as_ref()?;
+        self.key.as_ref()?;
+        Release::load(path).ok()
+    }
+
+    /// Records `next` in force with a baseline the ceremony (or a first start) just made
+    /// (`before`: the digest of the one adopted until now, whose history carries on).
+    pub(super) fn record_release(&mut self, before: Option<&str>, made: &Current, next: Release) {
+        let Some(key) = &self.key else {
             return;
         };
         let store = self.ledger.store();
@@ -140,7 +186,7 @@ impl Server {
                 seen: Vec::new(),
             },
         };
-        releasestore::keep(store, Key::bytes(key), &made.digest, &in_force);
+        releasestore::keep(store, key.bytes(), &made.digest, &in_force);
         self.release.in_force = Some(in_force.current.commit);
         self.release.refused = None;
         self.release_file = None;

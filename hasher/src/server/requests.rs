@@ -53,7 +53,9 @@ impl Server {
                 return error(ErrorKind::BaselineFailed, e.to_string());
             }
         };
-        let current = match self.ledger.commit(manifest, key) {
+        let release = self.release_for_commit();
+        let named = release.as_ref().map(|r| r.commit.clone());
+        let current = match self.ledger.commit(manifest, named, key) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "new baseline could not be stored; the old one stays");
@@ -77,7 +79,9 @@ impl Server {
         );
         let mut s = crate::storing::ledger::summary(&current);
         let before = self.v.baseline().map(|b| b.digest.clone());
-        self.record_release(before.as_deref(), &current);
+        if let Some(next) = release {
+            self.record_release(before.as_deref(), &current, next);
+        }
         s.release = self.release.in_force.clone();
         self.v.adopt(current, slots);
         Response::BaselineCreated { summary: s }

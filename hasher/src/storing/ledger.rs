@@ -73,7 +73,8 @@ impl Ledger {
     /// reason when this rejected it. The api may be compromised: all it can do with this is
     /// make the hasher trust less, or skip generations.
     pub fn hold_to(&mut self, prior: &Prior) -> Option<String> {
-        let remembered = prior.generation().min(MAX_GENERATION);
+        // At most the bound less one, so the next commit is still within it.
+        let remembered = prior.generation().min(MAX_GENERATION - 1);
         self.next_generation = self.next_generation.max(remembered.saturating_add(1));
         let why = self.status.rolls_back(prior)?;
         tracing::error!(
@@ -125,9 +126,15 @@ impl Ledger {
     pub fn commit(
         &mut self,
         manifest: protocol::baseline::Manifest,
+        release: Option<String>,
         key: Option<&[u8]>,
     ) -> Result<Current, StoreError> {
-        let current = self.store.commit(manifest, key)?;
+        if manifest.generation.is_some_and(|g| g > MAX_GENERATION) {
+            return Err(StoreError::GenerationsExhausted {
+                max: MAX_GENERATION,
+            });
+        }
+        let current = self.store.commit(manifest, release, key)?;
         self.next_generation = current
             .generation
             .max(self.next_generation)
@@ -167,7 +174,7 @@ mod tests {
         ledger.hold_to(&prior(11));
         assert_eq!(ledger.next_generation(), 12);
         ledger.hold_to(&prior(u64::MAX));
-        assert_eq!(ledger.next_generation(), MAX_GENERATION + 1, "bounded");
+        assert_eq!(ledger.next_generation(), MAX_GENERATION, "bounded");
         ledger.next_generation = 8;
         let generation = ledger.next_generation();
         let manifest = protocol::baseline::Manifest::of_entries(
@@ -176,7 +183,9 @@ mod tests {
             protocol::entries::Entries::default(),
             Some(&[1u8; 32]),
         );
-        let current = ledger.commit(manifest, Some(&[1u8; 32])).expect("stored");
+        let current = ledger
+            .commit(manifest, None, Some(&[1u8; 32]))
+            .expect("stored");
         assert_eq!(current.generation, 8);
         assert_eq!(ledger.next_generation(), 9);
         assert_eq!(ledger.status(), &StoreStatus::Adopted(summary(&current)));
@@ -202,7 +211,7 @@ mod tests {
                 Some(&key),
             )
         };
-        let one = store.commit(manifest(1), Some(&key)).expect("stored");
+        let one = store.commit(manifest(1), None, Some(&key)).expect("stored");
         let (mut ledger, baseline) =
             Ledger::new(store, Loaded::Adopted(Box::new(one.clone()), None));
         assert!(baseline.is_some());
@@ -219,7 +228,7 @@ mod tests {
             "past what the api saw, not the store"
         );
         let current = ledger
-            .commit(manifest(ledger.next_generation()), Some(&key))
+            .commit(manifest(ledger.next_generation()), None, Some(&key))
             .expect("stored");
         assert_eq!(current.generation, 5);
         assert!(!ledger.rejected());

@@ -47,6 +47,8 @@ pub struct Current {
     pub digest: String,
     /// Its generation (0 for a baseline made before generations existed).
     pub generation: u64,
+    /// The OS release the generation record names in force with it, if any.
+    pub release: Option<String>,
 }
 
 /// What loading found.
@@ -198,6 +200,7 @@ impl Store {
             generation: manifest.generation.unwrap_or(0),
             manifest,
             len,
+            release: None,
         };
         self.against_record(current, record, event, key)
     }
@@ -265,7 +268,13 @@ impl Store {
                 "{RECORD} is missing but {BASELINE} is generation {generation}: the record was deleted"
             )),
             Some(r) if r.generation == generation && r.baseline_digest == current.digest => {
-                Loaded::Adopted(Box::new(current), None)
+                Loaded::Adopted(
+                    Box::new(Current {
+                        release: r.release,
+                        ..current
+                    }),
+                    None,
+                )
             }
             Some(r) if generation == r.generation + 1 => match self.write_record(&current, key) {
                 Ok(()) => Loaded::Adopted(
@@ -285,9 +294,15 @@ impl Store {
         }
     }
 
-    /// Stores `manifest` as the current baseline: the baseline first, then the record.
-    /// The manifest is serialized straight to the file (its bytes are never held whole).
-    pub fn commit(&self, manifest: Manifest, key: Option<&[u8]>) -> Result<Current, StoreError> {
+    /// Stores `manifest` as the current baseline, with the OS release in force with it if
+    /// any: the baseline first, then the record. The manifest is serialized straight to the
+    /// file (its bytes are never held whole).
+    pub fn commit(
+        &self,
+        manifest: Manifest,
+        release: Option<String>,
+        key: Option<&[u8]>,
+    ) -> Result<Current, StoreError> {
         let (digest, len) = self.write_atomic_with(&self.name, |sink| {
             serde_json::to_writer(&mut *sink, &manifest).map_err(std::io::Error::other)
         })?;
@@ -296,13 +311,37 @@ impl Store {
             generation: manifest.generation.unwrap_or(0),
             manifest,
             len,
+            release,
         };
         self.write_record(&current, key)?;
         Ok(current)
     }
 
+    /// Names `release` in force with `current` in its generation record (the same generation
+    /// and baseline: a store from before releases were recorded, now recording one).
+    pub fn record_release(
+        &self,
+        generation: u64,
+        digest: &str,
+        release: &str,
+        key: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let record = GenerationRecord::with_release(
+            generation,
+            digest.to_owned(),
+            Some(release.to_owned()),
+            key,
+        );
+        self.write_atomic(RECORD, &record.to_json())
+    }
+
     fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), StoreError> {
-        let record = GenerationRecord::new(current.generation, current.digest.clone(), key);
+        let record = GenerationRecord::with_release(
+            current.generation,
+            current.digest.clone(),
+            current.release.clone(),
+            key,
+        );
         self.write_atomic(RECORD, &record.to_json())
     }
 
@@ -477,7 +516,7 @@ mod tests {
             Manifest::with_generation("2026-01-01T00:00:00Z".into(), Some(1), entries, Some(KEY));
         let expected = m.to_json();
         assert!(expected.len() > 2 * SINK_BUF);
-        let current = store.commit(m, Some(KEY)).expect("commits");
+        let current = store.commit(m, None, Some(KEY)).expect("commits");
         let stored = std::fs::read(store.baseline_path()).expect("reads");
         assert_eq!(stored, expected);
         assert_eq!(current.len, stored.len() as u64);
@@ -516,7 +555,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("opens");
         assert!(matches!(store.load(Some(KEY)), Loaded::Empty));
-        store.commit(manifest(1, 'a'), Some(KEY)).expect("commits");
+        store
+            .commit(manifest(1, 'a'), None, Some(KEY))
+            .expect("commits");
         match store.load(Some(KEY)) {
             Loaded::Adopted(c, None) => assert_eq!(c.generation, 1),
             other => panic!("{other:?}"),
@@ -538,9 +579,13 @@ mod tests {
     fn rollback_deletion_and_disagreement_are_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("opens");
-        store.commit(manifest(1, 'a'), Some(KEY)).expect("commits");
+        store
+            .commit(manifest(1, 'a'), None, Some(KEY))
+            .expect("commits");
         let old = std::fs::read(store.baseline_path()).expect("reads");
-        store.commit(manifest(2, 'b'), Some(KEY)).expect("commits");
+        store
+            .commit(manifest(2, 'b'), None, Some(KEY))
+            .expect("commits");
         // An older, validly signed baseline put back.
         std::fs::write(store.baseline_path(), &old).expect("writes");
         assert!(reason(store.load(Some(KEY))).contains("older baseline was put back"));
@@ -551,7 +596,9 @@ mod tests {
         std::fs::write(store.baseline_path(), manifest(2, 'c').to_json()).expect("writes");
         assert!(reason(store.load(Some(KEY))).contains("disagrees"));
         // The record deleted.
-        store.commit(manifest(3, 'd'), Some(KEY)).expect("commits");
+        store
+            .commit(manifest(3, 'd'), None, Some(KEY))
+            .expect("commits");
         std::fs::remove_file(dir.path().join(RECORD)).expect("rm");
         assert!(reason(store.load(Some(KEY))).contains("record was deleted"));
     }
@@ -560,7 +607,9 @@ mod tests {
     fn an_interrupted_commit_rolls_forward() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("opens");
-        store.commit(manifest(1, 'a'), Some(KEY)).expect("commits");
+        store
+            .commit(manifest(1, 'a'), None, Some(KEY))
+            .expect("commits");
         // The baseline of generation 2 landed, the record did not.
         std::fs::write(store.baseline_path(), manifest(2, 'b').to_json()).expect("writes");
         match store.load(Some(KEY)) {

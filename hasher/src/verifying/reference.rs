@@ -68,6 +68,7 @@ pub fn build(
         len,
         digest,
         generation: 0,
+        release: None,
     };
     Some((current, reference))
 }

@@ -1,6 +1,9 @@
 //! The release baseline shipped with the OS image: a rebaseline can never bless a file the
-//! release says is different, and a release transition is believed only from a file on a
-//! read-only mount, owned by root (its provenance, taken from the descriptor it is read by).
+//! release says is different, and a release transition is believed only from a file beneath
+//! `/usr`, reached with no symlink, on a read-only mount, owned by root (its provenance, taken
+//! from the descriptor it is read by). Beneath `/usr`, because under the hasher's unit
+//! (`ProtectSystem=strict`) every mount looks read-only: what the image makes read-only for the
+//! whole system is its `/usr`.
 
 use crate::error::ReleaseError;
 use std::collections::HashMap;
@@ -32,9 +35,13 @@ struct ReleaseBaseline {
 /// The only release baseline format version known.
 const RELEASE_VERSION: u64 = 1;
 
-/// Where the release file came from, as its descriptor says.
+/// Where the release file came from, as its path and descriptor say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Provenance {
+    /// Its path lies beneath `/usr`.
+    pub in_usr: bool,
+    /// A component of its path is a symlink.
+    pub through_symlink: bool,
     /// Its filesystem is mounted read-only (as `/usr` is on the image-based appliance).
     pub read_only: bool,
     /// Its owner.
@@ -44,6 +51,18 @@ pub struct Provenance {
 impl Provenance {
     /// Why a transition may not rest on it, if it may not.
     pub fn doubt(&self, path: &Path) -> Option<String> {
+        if !self.in_usr {
+            return Some(format!(
+                "{} is not beneath /usr: only a release file in the image's read-only tree can drive a release transition",
+                path.display()
+            ));
+        }
+        if self.through_symlink {
+            return Some(format!(
+                "{} is reached through a symlink: a release transition needs the file itself",
+                path.display()
+            ));
+        }
         if !self.read_only {
             return Some(format!(
                 "{} is not on a read-only mount: only a file that came with the booted image can drive a release transition",
@@ -66,7 +85,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Provenan
         path: path.to_owned(),
         why: why.into(),
     };
-    let file = std::fs::File::open(path).map_err(read)?;
+    let (file, through_symlink) = match crate::reading::resolve::open_no_symlinks(path) {
+        Ok(f) => (f, false),
+        // Still read for a rebaseline's check; only a transition refuses it.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            (std::fs::File::open(path).map_err(read)?, true)
+        }
+        Err(e) => return Err(read(e)),
+    };
+    let in_usr = path.starts_with("/usr") && path != Path::new("/usr");
     let owner = file.metadata().map_err(read)?.uid();
     let read_only = nix::sys::statfs::fstatfs(&file)
         .map_err(|e| read(e.into()))?
@@ -82,7 +109,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Provenan
         path: path.to_owned(),
         why,
     })?;
-    Ok((parsed, Provenance { read_only, owner }))
+    Ok((
+        parsed,
+        Provenance {
+            in_usr,
+            through_symlink,
+            read_only,
+            owner,
+        },
+    ))
 }
 
 /// A release baseline as loaded and checked: the commit it was built from and, per path,
@@ -108,6 +143,11 @@ impl Release {
             return Err(ReleaseError::Version {
                 path: path.to_owned(),
                 found: release.version,
+            });
+        }
+        if !protocol::standing::commit_ok(&release.source_commit) {
+            return Err(ReleaseError::BadCommit {
+                path: path.to_owned(),
             });
         }
         let mut files = HashMap::with_capacity(release.files.len());

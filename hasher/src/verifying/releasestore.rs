@@ -162,7 +162,7 @@ mod tests {
             protocol::entries::Entries::default(),
             Some(&key),
         );
-        let current = store.commit(manifest, Some(&key)).expect("stored");
+        let current = store.commit(manifest, None, Some(&key)).expect("stored");
         let current = current.digest;
         assert!(load(&store, &key, &current).is_err(), "none yet");
         let first = InForce {

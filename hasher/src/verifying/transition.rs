@@ -4,7 +4,9 @@
 //! release's (local edits, as ostree keeps them in `/etc`, stay); a watched path new in the
 //! release joins the baseline; everything else (models, local configuration) keeps its entry,
 //! and a path the old release listed and the new one drops is reported, not forgotten. Going
-//! back is allowed to the release in force just before, never further.
+//! back is allowed to the release in force just before, never further. A store from before
+//! releases were recorded knows no old release: every watched path the new one lists takes its
+//! digest (a local edit then differs from it and is a violation: it fails closed).
 
 use protocol::baseline::Manifest;
 use protocol::entries::Entries;
@@ -29,14 +31,18 @@ pub struct Plan {
     pub dropped: Vec<String>,
 }
 
-/// The transition from `in_force` to `next` for `baseline` under `policy`: `Ok(None)` when
-/// `next` is the release in force; `Err` why it may not be made.
+/// The transition from `in_force` (`None`: not known, a store from before releases were
+/// recorded) to `next` for `baseline` under `policy`: `Ok(None)` when `next` is the release in
+/// force; `Err` why it may not be made.
 pub fn plan(
     policy: &Policy,
     baseline: &Manifest,
-    in_force: &InForce,
+    in_force: Option<&InForce>,
     next: &Release,
 ) -> Result<Option<Plan>, String> {
+    let Some(in_force) = in_force else {
+        return Ok(Some(moved_to(policy, baseline, None, next, false)?));
+    };
     let old = &in_force.current;
     if next.commit == old.commit {
         return Ok(None);
@@ -52,19 +58,31 @@ pub fn plan(
             in_force.previous.as_ref().map_or("none", |p| p.commit.as_str())
         ));
     }
+    moved_to(policy, baseline, Some(old), next, downgrade).map(Some)
+}
+
+/// The baseline moved from release `old` (`None`: not known, every listed path moves) to `next`.
+fn moved_to(
+    policy: &Policy,
+    baseline: &Manifest,
+    old: Option<&Release>,
+    next: &Release,
+    downgrade: bool,
+) -> Result<Plan, String> {
     let mut entries = Entries::with_capacity(baseline.entries.len());
     let mut moved = Vec::new();
     let mut dropped = Vec::new();
     let too_many = |_| "the new baseline would hold too many entries".to_owned();
+    let listed = |path: &str| old.is_some_and(|o| o.files.contains_key(path));
     for e in baseline.entries.iter() {
-        let stands = old.files.get(e.path) == Some(&(e.hash, e.size));
+        let stands = old.is_none_or(|o| o.files.get(e.path) == Some(&(e.hash, e.size)));
         let (hash, size) = match next.files.get(e.path) {
             Some(&(hash, size)) if stands && (hash, size) != (e.hash, e.size) => {
                 moved.push(moved_path(e.path, Some(e.hash), hash));
                 (hash, size)
             }
             _ => {
-                if old.files.contains_key(e.path) && !next.files.contains_key(e.path) {
+                if listed(e.path) && !next.files.contains_key(e.path) {
                     dropped.push(e.path.to_owned());
                 }
                 (e.hash, e.size)
@@ -86,12 +104,12 @@ pub fn plan(
         entries.push(path, hash, category, size).map_err(too_many)?;
     }
     moved.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Some(Plan {
+    Ok(Plan {
         downgrade,
         entries,
         moved,
         dropped,
-    }))
+    })
 }
 
 fn moved_path(path: &str, old: Option<Sha256Digest>, new: Sha256Digest) -> Moved {
@@ -199,7 +217,7 @@ mod tests {
             seen: Vec::new(),
         };
         assert!(!agrees(&policy, &baseline, &a), "bin/b was changed locally");
-        let plan = plan(&policy, &baseline, &in_force, &b)
+        let plan = plan(&policy, &baseline, Some(&in_force), &b)
             .expect("allowed")
             .expect("a transition");
         assert!(!plan.downgrade);
@@ -223,21 +241,40 @@ mod tests {
         assert_eq!(got[&p("bin/new")], d(13), "new in the release");
         assert_eq!(got[&p("models/m")], d(5), "not the release's: kept");
         // The same commit: nothing to do. Back to the previous one: a downgrade. Further: no.
-        assert!(super::plan(&policy, &baseline, &in_force, &a)
+        assert!(super::plan(&policy, &baseline, Some(&in_force), &a)
             .expect("ok")
             .is_none());
         let after = in_force.then(b.clone());
-        let back = super::plan(&policy, &baseline, &after, &a)
+        let back = super::plan(&policy, &baseline, Some(&after), &a)
             .expect("allowed")
             .expect("some");
         assert!(back.downgrade);
         let later = after.then(release("C", &root, &[("bin/a", 21)]));
         assert!(
-            super::plan(&policy, &baseline, &later, &a).is_err(),
+            super::plan(&policy, &baseline, Some(&later), &a).is_err(),
             "older than the previous"
         );
-        assert!(super::plan(&policy, &baseline, &later, &b)
+        assert!(super::plan(&policy, &baseline, Some(&later), &b)
             .expect("ok")
             .is_some_and(|p| p.downgrade));
+        // No release known: every path B lists takes B's digest, the local edit included.
+        let first = super::plan(&policy, &baseline, None, &b)
+            .expect("ok")
+            .expect("some");
+        let mut m = Manifest::of_entries("t".into(), None, first.entries, None);
+        m.entries.sort();
+        let got: HashMap<String, Sha256Digest> = m
+            .entries
+            .iter()
+            .map(|e| (e.path.to_owned(), e.hash))
+            .collect();
+        assert_eq!(
+            got[&p("bin/b")],
+            d(12),
+            "no old release to tell a local edit by"
+        );
+        assert_eq!(got[&p("bin/c")], d(3), "not B's: kept");
+        assert_eq!(got[&p("models/m")], d(5));
+        assert!(first.dropped.is_empty());
     }
 }

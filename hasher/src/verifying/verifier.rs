@@ -94,6 +94,13 @@ impl Verifier {
         self.baseline.as_ref().filter(|_| self.adopted)
     }
 
+    /// Names the OS release recorded in force with the adopted baseline.
+    pub fn name_release(&mut self, release: Option<String>) {
+        if let (Some(b), true) = (&mut self.baseline, self.adopted) {
+            b.release = release;
+        }
+    }
+
     /// What sweeps compare with while the store is rejected: `reference` (see
     /// `verifying::reference`), or nothing. The baseline loaded at start, if any, is no
     /// longer in force.
@@ -201,6 +208,7 @@ impl Verifier {
             len: 0,
             digest: digest.to_owned(),
             generation: 1,
+            release: None,
         });
         self.adopted = true;
         self.sweep = None;

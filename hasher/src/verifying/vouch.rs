@@ -1,8 +1,11 @@
 //! Whether the appliance's own boot-chain verification vouches for the booted image: its
-//! result file (secure-ai-boot-verify writes `boot-verify-last.json` at every boot) says the
-//! deployment came through the signature-verified path (`checks.ostree_signature.state` is
-//! `valid` or `valid_offline`), and it was written in this boot. Read once, before the sandbox:
-//! a release transition is made only at start, and only on this word.
+//! result file (secure-ai-boot-verify, running as root, writes `boot-verify-last.json` at every
+//! boot) is root's and writable by root alone, says the deployment came through the
+//! signature-verified path (`checks.ostree_signature.state` is `valid` or `valid_offline`), and
+//! was written in this boot, not after now. Read once, before the sandbox: a release
+//! transition is made only at start, and only on this word. The file lies in the appliance's
+//! log directory, which the api may write: a result it wrote is its own, not root's, and is
+//! refused; an old one of root's it put back is of another boot.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -14,6 +17,11 @@ const MAX_BYTES: u64 = 1024 * 1024;
 /// How far before the boot's start (by the wall clock) a result may say it was written: the
 /// boot's start is computed, not recorded, and the two clocks are read a moment apart.
 const SLACK: Duration = Duration::from_secs(5);
+/// How far after now a result may say it was written (clock adjustments early in a boot); a
+/// result dated later would vouch for boots to come.
+const AHEAD: Duration = Duration::from_secs(300);
+/// Where the hasher's unit binds the result (its directory is not the hasher's to enter).
+const ENV: &str = "BOOT_VERIFY_RESULT";
 
 /// What the boot-chain verification says of this boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,39 +48,45 @@ struct OstreeSignature {
     state: String,
 }
 
-/// The unit's credential holding the result, when the hasher runs under its unit.
-const CREDENTIAL: &str = "boot-verify-result";
-
-/// Reads the result: the unit's credential (systemd reads the file the appliance writes, in a
-/// directory the hasher's user cannot enter), else `path` (the policy's `boot_verify_result`).
+/// Reads the result: where `$BOOT_VERIFY_RESULT` says (the hasher unit binds the appliance's
+/// file there, read-only), else `path` (the policy's `boot_verify_result`).
 pub fn read_for(path: &Path) -> Vouch {
-    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|d| Path::new(&d).join(CREDENTIAL))
-        .filter(|p| p.exists());
-    match credential {
-        Some(c) => read(&c),
+    match std::env::var_os(ENV) {
+        Some(p) => read(Path::new(&p)),
         None => read(path),
     }
 }
 
-/// Reads the result at `path`.
+/// Reads the result at `path`: a regular file reached with no symlink, root's, writable by
+/// root alone.
 pub fn read(path: &Path) -> Vouch {
-    let bytes = match crate::reading::fsread::read_bounded(path, MAX_BYTES) {
-        Ok(b) => b,
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let file = match crate::reading::resolve::open_no_symlinks(path) {
+        Ok(f) => f,
         Err(e) => {
             return Vouch::Not(format!(
-                "the boot-chain verification result {} cannot be read: {e}",
-                path.display()
+                "the boot-chain verification result {shown} cannot be opened (a symlink is refused): {e}"
             ))
         }
     };
-    if crate::storing::credentials::is_unprovisioned(&bytes) {
-        return Vouch::Not(format!(
-            "{}: the boot-chain verification wrote no result at this boot (secure-ai-boot-verify has not run)",
-            path.display()
-        ));
+    match file.metadata() {
+        Ok(m) if !m.is_file() => return Vouch::Not(format!("{shown} is not a regular file")),
+        Ok(m) if m.uid() != 0 || m.mode() & 0o022 != 0 => {
+            return Vouch::Not(format!(
+                "{shown} is owned by uid {} with mode {:o}: only a result root wrote and root alone may change vouches",
+                m.uid(),
+                m.mode() & 0o7777
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => return Vouch::Not(format!("{shown}: {e}")),
     }
-    judge(path, &bytes, boot_started())
+    let bytes = match crate::reading::fsread::read_bounded_file(file, MAX_BYTES) {
+        Ok(b) => b,
+        Err(e) => return Vouch::Not(format!("{shown} cannot be read: {e}")),
+    };
+    judge(path, &bytes, boot_started(), SystemTime::now())
 }
 
 /// When this boot started, by the wall clock.
@@ -85,7 +99,7 @@ fn boot_started() -> Option<SystemTime> {
     SystemTime::now().checked_sub(since)
 }
 
-fn judge(path: &Path, bytes: &[u8], boot: Option<SystemTime>) -> Vouch {
+fn judge(path: &Path, bytes: &[u8], boot: Option<SystemTime>, now: SystemTime) -> Vouch {
     let shown = path.display();
     let result: BootVerify = match serde_json::from_slice(bytes) {
         Ok(r) => r,
@@ -107,6 +121,12 @@ fn judge(path: &Path, bytes: &[u8], boot: Option<SystemTime>) -> Vouch {
             result.timestamp
         ));
     };
+    if at > now + AHEAD {
+        return Vouch::Not(format!(
+            "{shown} says it was written at {}, after now: it cannot vouch for this boot",
+            result.timestamp
+        ));
+    }
     match boot {
         Some(b) if at + SLACK >= b => Vouch::Vouched,
         Some(_) => Vouch::Not(format!(
@@ -134,30 +154,47 @@ mod tests {
         let p = Path::new("/x/boot-verify-last.json");
         let boot = SystemTime::now() - Duration::from_secs(600);
         let now = SystemTime::now();
-        assert_eq!(judge(p, &result("valid", now), Some(boot)), Vouch::Vouched);
-        assert_eq!(
-            judge(p, &result("valid_offline", now), Some(boot)),
-            Vouch::Vouched
-        );
+        let judged = |state: &str, at: SystemTime| judge(p, &result(state, at), Some(boot), now);
+        assert_eq!(judged("valid", now), Vouch::Vouched);
+        assert_eq!(judged("valid_offline", now), Vouch::Vouched);
         for state in ["invalid", "unchecked", ""] {
-            assert!(
-                matches!(judge(p, &result(state, now), Some(boot)), Vouch::Not(_)),
-                "{state}"
-            );
+            assert!(matches!(judged(state, now), Vouch::Not(_)), "{state}");
         }
         let stale = boot - Duration::from_secs(3600);
-        assert!(
-            matches!(judge(p, &result("valid", stale), Some(boot)), Vouch::Not(w) if w.contains("before this boot"))
-        );
-        assert!(matches!(judge(p, b"{}", Some(boot)), Vouch::Not(_)));
+        assert!(matches!(judged("valid", stale), Vouch::Not(w) if w.contains("before this boot")));
+        let ahead = now + Duration::from_secs(86_400);
+        assert!(matches!(judged("valid", ahead), Vouch::Not(w) if w.contains("after now")));
+        assert!(matches!(judge(p, b"{}", Some(boot), now), Vouch::Not(_)));
         assert!(matches!(
             read(Path::new("/nonexistent/boot-verify-last.json")),
             Vouch::Not(_)
         ));
         // The clocks of this machine: a result written now is of this boot.
         assert_eq!(
-            judge(p, &result("valid", now), boot_started()),
+            judge(p, &result("valid", now), boot_started(), now),
             Vouch::Vouched
         );
+    }
+
+    #[test]
+    fn only_roots_result_writable_by_root_alone_and_not_a_symlink_is_read() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("boot-verify-last.json");
+        std::fs::write(&f, result("valid", SystemTime::now())).expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        assert_eq!(read(&f) == Vouch::Vouched, root, "root's own file, 0644");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(matches!(read(&f), Vouch::Not(w) if w.contains("mode")));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&f, &link).expect("symlink");
+        assert!(matches!(read(&link), Vouch::Not(w) if w.contains("symlink")));
+        if root {
+            // Written by another user (the api's, say): refused.
+            std::os::unix::fs::chown(&f, Some(65534), None).expect("chown");
+            assert!(matches!(read(&f), Vouch::Not(w) if w.contains("uid 65534")));
+        }
     }
 }
