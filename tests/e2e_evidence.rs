@@ -48,6 +48,47 @@ fn readme_python_check_verifies_the_stored_baseline() {
     );
 }
 
+/// The scan report's recipe in docs/formats.md, run as written on a live `/status` with a
+/// violation in it: it verifies, and fails once a field is altered.
+#[test]
+fn the_docs_python_check_verifies_a_served_scan_report() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+        .unwrap();
+    let block = doc
+        .split("<!-- python-report-check -->\n```python\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    tamper(&a, BINARIES[0]);
+    let status = m.scan();
+    assert_eq!(status["violation_count"], 1, "{status}");
+    a.write("check-report.py", block);
+    let run = |status: &serde_json::Value| {
+        std::fs::write(a.path("status.json"), status.to_string()).unwrap();
+        Command::new("python3")
+            .args([
+                a.path("check-report.py"),
+                a.path("status.json"),
+                a.path("secret/key"),
+            ])
+            .status()
+            .expect("python3 is installed by tests/run.sh")
+            .code()
+    };
+    assert_eq!(
+        run(&status),
+        Some(0),
+        "the served report verifies: {status}"
+    );
+    let mut altered = status.clone();
+    altered["last_report"]["report"]["violation_count"] = 0.into();
+    assert_eq!(run(&altered), Some(1), "an altered report does not");
+}
+
 #[test]
 fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
     let a = Appliance::new();
