@@ -89,6 +89,30 @@ fn the_docs_python_check_verifies_a_served_scan_report() {
     assert_eq!(run(&altered), Some(1), "an altered report does not");
 }
 
+/// The copy of the attestation served beside its signed payload, altered by a relay: refused
+/// loudly, though the signature over the payload holds.
+#[test]
+fn an_altered_convenience_copy_beside_the_signed_payload_is_refused() {
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    let nonce = "00112233445566778899aabbccddeeff";
+    let (code, body) = attestation(&m, nonce);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        verify_attestation(&a, nonce, &body, &[]).status.code(),
+        Some(0)
+    );
+    let mut doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    doc["attestation"]["violation_count"] = 7.into();
+    let out = verify_attestation(&a, nonce, &doc.to_string(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("disagrees"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn attestation_is_nonce_fresh_and_unforgeable_by_the_api() {
     let a = Appliance::new();

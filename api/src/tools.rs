@@ -305,6 +305,18 @@ fn check_attestation(
     let payload = doc["payload"].as_str().ok_or("no `payload` string")?;
     trust.check(&doc, &[DOMAIN, payload.as_bytes()])?;
     let a: Attestation = serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))?;
+    // The copy served beside the signed bytes is for people; one that says anything else was
+    // altered on the way, and whoever reads it would be misled.
+    if let Some(copy) = doc.get("attestation") {
+        let signed: serde_json::Value =
+            serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))?;
+        if *copy != signed {
+            return Err(
+                "the `attestation` copy beside the signed payload disagrees with it: altered on the way (the payload is what was signed)"
+                    .into(),
+            );
+        }
+    }
     if !a.nonce.eq_ignore_ascii_case(nonce) {
         return Err(format!(
             "nonce {} is not the one asked for ({nonce}): a replay",
