@@ -22,10 +22,10 @@ impl Server {
             return;
         };
         let key = key.bytes().to_vec();
-        let Some((digest, named)) = self
+        let Some((digest, named, generation)) = self
             .v
             .baseline()
-            .map(|b| (b.digest.clone(), b.release.clone()))
+            .map(|b| (b.digest.clone(), b.release.clone(), b.generation))
         else {
             return;
         };
@@ -38,6 +38,8 @@ impl Server {
             named,
         ) {
             (Ok(f), Some(c)) if f.current.commit == c => Some(f),
+            // A baseline from before generations has no record to name it in.
+            (Ok(f), None) if generation == 0 => Some(f),
             (Ok(f), named) => {
                 return self.refuse(&path, format!("releases.bin says release {} is in force, the generation record {}: not believed", f.current.commit, named.as_deref().unwrap_or("none")));
             }
@@ -141,10 +143,14 @@ impl Server {
         };
         // The history first: a record naming a release whose history is missing is refused.
         releasestore::keep(self.ledger.store(), key, &digest, &f);
+        // A baseline from before generations (the Go service's) has no record to name it in:
+        // the next commit's record will.
         let store = self.ledger.store();
-        if let Err(e) = store.record_release(generation, &digest, &commit, Some(key)) {
-            tracing::error!(error = %e, "the release in force could not be recorded");
-            return;
+        if generation > 0 {
+            if let Err(e) = store.record_release(generation, &digest, &commit, Some(key)) {
+                tracing::error!(error = %e, "the release in force could not be recorded");
+                return;
+            }
         }
         self.v.name_release(Some(commit.clone()));
         tracing::info!(commit, "release recorded in force");
