@@ -38,7 +38,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
-    crate::verifying::hashing::settling::read_kernel_window();
+    let kernel_window = crate::verifying::hashing::settling::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
     if !options.insecure_no_sandbox {
         secrets_walled(&secrets)?;
@@ -61,6 +61,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         release_override: options.release_baseline,
         boot_id,
         vouch,
+        kernel_window,
     });
     match server.serve(&mut channel::Channel::new(fd)) {
         Ok(()) => {

@@ -97,6 +97,8 @@ pub struct Parts {
     pub boot_id: Option<String>,
     /// What the boot-chain verification says of this boot.
     pub vouch: crate::verifying::vouch::Vouch,
+    /// The kernel's writeback window (read before the sandbox).
+    pub kernel_window: std::time::Duration,
 }
 
 impl Server {
@@ -113,9 +115,11 @@ impl Server {
             release_override,
             boot_id,
             vouch,
+            kernel_window,
         } = parts;
         let (ledger, baseline) = Ledger::new(store, loaded);
-        let v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
+        let mut v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
+        v.set_kernel_window(kernel_window);
         let watcher = crate::live::watch::Watcher::new(v.policy())
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),

@@ -94,6 +94,13 @@ impl Verifier {
         self.baseline.as_ref().filter(|_| self.adopted)
     }
 
+    /// Takes the kernel's writeback window read at start: the settle window where the policy
+    /// sets none.
+    pub fn set_kernel_window(&mut self, window: std::time::Duration) {
+        self.hasher.settling.set_kernel_window(window);
+        self.hasher.apply(&self.policy);
+    }
+
     /// Names the OS release recorded in force with the adopted baseline.
     pub fn name_release(&mut self, release: Option<String>) {
         if let (Some(b), true) = (&mut self.baseline, self.adopted) {

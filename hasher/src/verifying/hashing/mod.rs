@@ -211,11 +211,9 @@ impl FileHasher {
             self.seals.mode = policy.fsverity;
         }
         self.reader.seals = policy.fsverity.enabled();
-        self.settling.set_window(
-            policy
-                .settle_window
-                .unwrap_or_else(settling::read_kernel_window),
-        );
+        let kernel = self.settling.kernel_window();
+        self.settling
+            .set_window(policy.settle_window.unwrap_or(kernel));
     }
 
     /// Sets how many threads read at once. With more than one, full reads of large files also

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Linux's defaults: 30 s until dirty data expires, the flusher every 5 s.
@@ -15,12 +14,11 @@ const MARGIN: Duration = Duration::from_secs(2);
 /// events, so which files changed is not known) every file is read again a window later.
 const MAX_PENDING: usize = 4096;
 
-static KERNEL_WINDOW: OnceLock<Duration> = OnceLock::new();
-
-/// Reads the kernel's writeback window (before the sandbox: `/proc/sys` is out of it after).
-/// Unreadable (a unit with `ProcSubset=pid`), Linux's defaults stand.
+/// Reads the kernel's writeback window (before the sandbox: `/proc/sys` is out of it after;
+/// the start hands it to the verifier). Unreadable (a unit with `ProcSubset=pid`), Linux's
+/// defaults stand.
 pub fn read_kernel_window() -> Duration {
-    *KERNEL_WINDOW.get_or_init(|| {
+    {
         let centisecs = |name: &str| {
             std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
                 .ok()
@@ -39,13 +37,15 @@ pub fn read_kernel_window() -> Duration {
             "kernel writeback window: a changed file is read once more after it, unless the policy sets settle_window"
         );
         window
-    })
+    }
 }
 
 /// The changed files awaiting their settle read.
 #[derive(Debug)]
 pub struct Settling {
     window: Duration,
+    /// The kernel's writeback window, as read at start: the window when the policy sets none.
+    kernel: Duration,
     due: HashMap<PathBuf, Instant>,
     /// When every file is to be read again: more changes than are tracked by name, or
     /// changes inotify lost.
@@ -56,6 +56,7 @@ impl Default for Settling {
     fn default() -> Self {
         Settling {
             window: DEFAULT_WINDOW + MARGIN,
+            kernel: DEFAULT_WINDOW + MARGIN,
             due: HashMap::new(),
             everything: None,
         }
@@ -72,6 +73,16 @@ pub struct Due {
 }
 
 impl Settling {
+    /// The kernel's writeback window read at start (`read_kernel_window`).
+    pub fn kernel_window(&self) -> Duration {
+        self.kernel
+    }
+
+    /// Takes the kernel's writeback window read at start.
+    pub fn set_kernel_window(&mut self, kernel: Duration) {
+        self.kernel = kernel;
+    }
+
     /// Uses `window` from now on (zero: no settle reads).
     pub fn set_window(&mut self, window: Duration) {
         self.window = window;
