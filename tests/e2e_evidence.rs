@@ -10,20 +10,11 @@ use common::*;
 
 #[test]
 fn readme_python_check_verifies_the_stored_baseline() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
-            .unwrap();
-    let block = readme
-        .split("<!-- python-hmac-check -->\n```python\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
+    let block = doc_block("formats.md", "python-hmac-check");
     let a = Appliance::new();
     let mut m = Running::start(&a);
     m.stop_cleanly();
-    a.write("check.py", block);
+    a.write("check.py", &block);
     let run = |key: &str| {
         std::process::Command::new("python3")
             .args([
@@ -52,21 +43,13 @@ fn readme_python_check_verifies_the_stored_baseline() {
 /// violation in it: it verifies, and fails once a field is altered.
 #[test]
 fn the_docs_python_check_verifies_a_served_scan_report() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
-        .unwrap();
-    let block = doc
-        .split("<!-- python-report-check -->\n```python\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
+    let block = doc_block("formats.md", "python-report-check");
     let a = Appliance::new();
     let m = Running::start(&a);
     tamper(&a, BINARIES[0]);
     let status = m.scan();
     assert_eq!(status["violation_count"], 1, "{status}");
-    a.write("check-report.py", block);
+    a.write("check-report.py", &block);
     let run = |status: &serde_json::Value| {
         std::fs::write(a.path("status.json"), status.to_string()).unwrap();
         Command::new("python3")
@@ -508,13 +491,7 @@ fn an_audit_log_rotated_or_removed_under_the_api_is_followed_and_the_chain_holds
     let aside = |n: &str| a.path(&format!("logs/audit.jsonl.{n}"));
 
     // logrotate's copytruncate: a copy, then the original cut to nothing; no signal.
-    std::fs::copy(&log, aside("1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&log, &aside("1"));
     m.scan();
     let first = first_event(&log);
     assert_eq!(

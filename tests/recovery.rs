@@ -219,15 +219,7 @@ fn rotate(a: &Appliance, how: Rotation) {
             std::fs::rename(&log, &rotated).unwrap();
             std::fs::write(&log, "").unwrap();
         }
-        Rotation::Copytruncate => {
-            std::fs::copy(&log, &rotated).unwrap();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&log)
-                .unwrap()
-                .set_len(0)
-                .unwrap();
-        }
+        Rotation::Copytruncate => copytruncate(&log, &rotated),
         Rotation::Deleted => std::fs::remove_file(&log).unwrap(),
     }
 }

@@ -529,3 +529,31 @@ pub fn violations_with(status: &serde_json::Value, marker: &str) -> Vec<String> 
         .map(|v| v["path"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// logrotate's `copytruncate`: a copy of `log` at `rotated`, then `log` cut to nothing.
+pub fn copytruncate(log: &Path, rotated: &Path) {
+    std::fs::copy(log, rotated).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+/// The code block after `<!-- MARKER -->` in the docs page `page` (under docs/), as written.
+pub fn doc_block(page: &str, marker: &str) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs")
+            .join(page),
+    )
+    .unwrap();
+    text.split(&format!("<!-- {marker} -->\n```python\n"))
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap()
+        .to_owned()
+}
