@@ -212,7 +212,12 @@ pub fn write_record(path: &Path, adopted: &Adopted) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        // O_DIRECTORY: the sandbox lets the api list its directories, not read them as files.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)?
+            .sync_all()?;
     }
     Ok(())
 }
