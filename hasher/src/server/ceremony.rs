@@ -136,7 +136,9 @@ impl Server {
             self.pending.as_ref(),
             proof,
         ) {
-            tracing::warn!(why, "rebaseline proof refused");
+            // Anyone may send a made-up proof: the api audits refusals coalesced, and this
+            // log stays quiet so a flood fills neither.
+            tracing::debug!(why, "rebaseline proof refused");
             return Response::CeremonyRefused {
                 outcome: outcome(None, why, None),
                 plan: None,
