@@ -113,7 +113,7 @@ fn challenge(fd: &OwnedFd, id: u64) -> String {
 }
 
 /// The hasher's signed plan, asked for with `token`: (its digest, generation), or the answer.
-fn plan(fd: &OwnedFd, id: u64, token: Option<&[u8]>) -> Result<(String, u64), Response> {
+fn plan(fd: &OwnedFd, id: u64, token: Option<&[u8]>) -> Result<(String, u64), Box<Response>> {
     send_msg(
         fd,
         id,
@@ -126,7 +126,7 @@ fn plan(fd: &OwnedFd, id: u64, token: Option<&[u8]>) -> Result<(String, u64), Re
             let p: protocol::plan::Plan = serde_json::from_slice(&signed.payload).unwrap();
             Ok((signed.digest(), p.generation))
         }
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 

@@ -397,9 +397,12 @@ pub fn rebaseline(addr: SocketAddr, key: &[u8]) -> std::io::Result<(u16, String)
     )
 }
 
+/// A plan the hasher holds: its digest and the generation it is adopted at.
+pub type PlanHeld = (String, u64);
+
 /// `POST /api/v1/rebaseline/plan` with the service token: status, body, and the plan's
 /// digest and generation when there is one.
-pub fn rebaseline_plan(addr: SocketAddr) -> std::io::Result<(u16, String, Option<(String, u64)>)> {
+pub fn rebaseline_plan(addr: SocketAddr) -> std::io::Result<(u16, String, Option<PlanHeld>)> {
     let auth = format!("Bearer {TOKEN}");
     let (code, body) = request(
         addr,
