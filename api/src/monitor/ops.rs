@@ -197,7 +197,16 @@ impl Monitor {
                     Ok(signed)
                 }
                 Ok(_) => Err(self.misbehaved("rebaseline plan")),
-                Err(e) => Err(e),
+                Err(e) => {
+                    // A plan the files cannot make (a release disagreeing, a file missing).
+                    if !matches!(e, MonitorError::HasherDown(_)) {
+                        self.audit(
+                            AuditEvent::RebaselineRefused,
+                            json!({ "reason": e.to_string(), "at": "plan" }),
+                        );
+                    }
+                    Err(e)
+                }
             }
         };
         self.audit_flush().await;
