@@ -165,16 +165,26 @@ fn appliance() -> Tree {
     t
 }
 
-/// `integrity-monitor rebaseline --key FILE --url URL`, as root runs it: its output, after
-/// checking it succeeded.
+/// `integrity-monitor rebaseline --key FILE --url URL --yes --json`, as root runs it from a
+/// script, the token found where the service finds it: its JSON, after checking it succeeded.
+/// Without `--yes` and with no terminal to ask on, it approves nothing (exit 2).
 fn key_ceremony(t: &Tree, addr: std::net::SocketAddr) -> String {
-    let out = Command::new(monitor_bin())
-        .arg("rebaseline")
-        .arg("--key")
-        .arg(t.p("run/secure-ai/integrity-hmac-key"))
-        .args(["--url", &format!("http://{addr}")])
-        .output()
-        .unwrap();
+    let ceremony = |extra: &[&str]| {
+        Command::new(monitor_bin())
+            .arg("rebaseline")
+            .arg("--key")
+            .arg(t.p("run/secure-ai/integrity-hmac-key"))
+            .args(["--url", &format!("http://{addr}")])
+            .args(extra)
+            .env("SERVICE_TOKEN_PATH", t.p("run/secure-ai/service-token"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let unapproved = ceremony(&[]);
+    assert_eq!(unapproved.status.code(), Some(2), "no terminal, no --yes");
+    assert!(String::from_utf8_lossy(&unapproved.stderr).contains("--yes"));
+    let out = ceremony(&["--yes", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -277,8 +287,12 @@ fn the_go_service_is_replaced_on_an_appliance_shaped_tree() {
     let body = key_ceremony(&t, s.1);
     let rb: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        (rb["status"].as_str(), rb["entries"].as_u64()),
-        (Some("rebaselined"), Some(5))
+        (
+            rb["result"].as_str(),
+            rb["outcome"]["adopted"]["entries"].as_u64()
+        ),
+        (Some("adopted"), Some(5)),
+        "{body}"
     );
 
     // Re-signed in this format: generation 1, a generation record, our HMAC.

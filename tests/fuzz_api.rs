@@ -25,10 +25,15 @@ fn protocol_decoders_never_panic() {
             token: Some(b"test-token".to_vec()),
             proof: Some(protocol::message::Proof {
                 challenge: "ab".repeat(32),
+                plan: "ef".repeat(32),
+                generation: 3,
                 proof: "cd".repeat(32),
             }),
         },
         Request::RebaselineChallenge,
+        Request::RebaselinePlan {
+            token: Some(b"test-token".to_vec()),
+        },
         Request::GetBaseline { offset: 1 << 20 },
         Request::ScanChanged,
         Request::Attest {
@@ -54,6 +59,21 @@ fn protocol_decoders_never_panic() {
         sealed_files: 0,
     };
     seeds.extend(encode(7, &Response::Report(report.sign(None))).unwrap());
+    let signed = protocol::plan::Signed {
+        payload: br#"{"version":1}"#.to_vec(),
+        hmac: "ab".repeat(32),
+    };
+    seeds.extend(encode(7, &Response::Plan(signed.clone())).unwrap());
+    seeds.extend(
+        encode(
+            7,
+            &Response::CeremonyRefused {
+                outcome: signed.clone(),
+                plan: Some(signed),
+            },
+        )
+        .unwrap(),
+    );
     seeds.extend(
         encode(
             7,

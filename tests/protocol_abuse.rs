@@ -112,8 +112,26 @@ fn challenge(fd: &OwnedFd, id: u64) -> String {
     }
 }
 
-/// `CreateBaseline` with a proof (and no token).
-fn prove(fd: &OwnedFd, id: u64, challenge: &str, proof: &str) -> Response {
+/// The hasher's signed plan, asked for with `token`: (its digest, generation), or the answer.
+fn plan(fd: &OwnedFd, id: u64, token: Option<&[u8]>) -> Result<(String, u64), Box<Response>> {
+    send_msg(
+        fd,
+        id,
+        &Request::RebaselinePlan {
+            token: token.map(<[u8]>::to_vec),
+        },
+    );
+    match recv_answer(fd).1 {
+        Response::Plan(signed) => {
+            let p: protocol::plan::Plan = serde_json::from_slice(&signed.payload).unwrap();
+            Ok((signed.digest(), p.generation))
+        }
+        other => Err(Box::new(other)),
+    }
+}
+
+/// `CreateBaseline` with a proof over `plan` at `generation` (and no token).
+fn prove(fd: &OwnedFd, id: u64, challenge: &str, plan: &(String, u64), proof: &str) -> Response {
     send_msg(
         fd,
         id,
@@ -121,6 +139,8 @@ fn prove(fd: &OwnedFd, id: u64, challenge: &str, proof: &str) -> Response {
             token: None,
             proof: Some(protocol::message::Proof {
                 challenge: challenge.to_owned(),
+                plan: plan.0.clone(),
+                generation: plan.1,
                 proof: proof.to_owned(),
             }),
         },
@@ -134,7 +154,7 @@ fn unauthorised(r: &Response) -> bool {
         Response::Error {
             kind: ErrorKind::Unauthorized,
             ..
-        }
+        } | Response::CeremonyRefused { plan: None, .. }
     )
 }
 
@@ -253,7 +273,7 @@ fn a_hostile_api_cannot_bless_tampering_nor_roll_the_store_back() {
     ));
     let first = create(&ours, 2, None);
     assert!(
-        matches!(&first, Response::BaselineCreated { summary } if summary.generation == 1),
+        matches!(&first, Response::BaselineCreated { summary, .. } if summary.generation == 1),
         "{first:?}"
     );
     let gen1 = std::fs::read(a.path("state/baseline.json")).unwrap();
@@ -297,47 +317,40 @@ fn a_hostile_api_cannot_bless_tampering_nor_roll_the_store_back() {
         unauthorised(&create(&ours, 8, Some(TOKEN.trim().as_bytes()))),
         "the service token no longer authorises a rebaseline"
     );
+    // A plan is a full read: not without the token.
+    assert!(unauthorised(&plan(&ours, 9, None).unwrap_err()));
+    assert!(unauthorised(&plan(&ours, 10, Some(b"guess")).unwrap_err()));
+    let held = plan(&ours, 11, Some(TOKEN.trim().as_bytes())).unwrap();
     // Proofs the stand-in api could make: with the service token as the key, for a challenge
-    // the hasher never issued, or altered. Each spends the challenge it names.
+    // the hasher never issued, altered, or over a plan of its own making.
     let authority = protocol::authority::Authority::derive(&a.key());
     let token_as_key = protocol::authority::Authority::derive(TOKEN.trim().as_bytes());
-    let c = challenge(&ours, 9);
-    assert!(unauthorised(&prove(
-        &ours,
-        10,
-        &c,
-        &token_as_key.prove(&c, "rebaseline")
-    )));
-    let never_issued = "ab".repeat(32);
-    assert!(unauthorised(&prove(
-        &ours,
-        11,
-        &never_issued,
-        &authority.prove(&never_issued, "rebaseline")
-    )));
     let c = challenge(&ours, 12);
-    let mut altered = authority.prove(&c, "rebaseline").into_bytes();
+    let by_token = token_as_key.prove(&c, &held.0, held.1);
+    assert!(unauthorised(&prove(&ours, 13, &c, &held, &by_token)));
+    let never_issued = "ab".repeat(32);
+    let p = authority.prove(&never_issued, &held.0, held.1);
+    assert!(unauthorised(&prove(&ours, 14, &never_issued, &held, &p)));
+    let mut altered = authority.prove(&c, &held.0, held.1).into_bytes();
     altered[63] = if altered[63] == b'0' { b'1' } else { b'0' };
-    assert!(unauthorised(&prove(
-        &ours,
-        13,
-        &c,
-        &String::from_utf8(altered).unwrap()
-    )));
+    let altered = String::from_utf8(altered).unwrap();
+    assert!(unauthorised(&prove(&ours, 15, &c, &held, &altered)));
+    let own_plan = ("cd".repeat(32), held.1);
+    let p = authority.prove(&c, &own_plan.0, own_plan.1);
+    assert!(unauthorised(&prove(&ours, 16, &c, &own_plan, &p)));
+    let later = (held.0.clone(), held.1 + 1);
+    let p = authority.prove(&c, &later.0, later.1);
+    assert!(unauthorised(&prove(&ours, 17, &c, &later, &p)));
+    // The operator's key ceremony over the plan held does it, once (a wrong proof spent
+    // nothing): every byte of it replayed is refused.
+    let proof = authority.prove(&c, &held.0, held.1);
+    let second = prove(&ours, 18, &c, &held, &proof);
     assert!(
-        unauthorised(&prove(&ours, 14, &c, &authority.prove(&c, "rebaseline"))),
-        "spent by the altered proof"
-    );
-    // The operator's key ceremony does it, once: every byte of it replayed is refused.
-    let c = challenge(&ours, 15);
-    let proof = authority.prove(&c, "rebaseline");
-    let second = prove(&ours, 16, &c, &proof);
-    assert!(
-        matches!(&second, Response::BaselineCreated { summary } if summary.generation == 2),
+        matches!(&second, Response::BaselineCreated { summary, outcome: Some(_) } if summary.generation == 2),
         "{second:?}"
     );
     assert!(
-        unauthorised(&prove(&ours, 17, &c, &proof)),
+        unauthorised(&prove(&ours, 19, &c, &held, &proof)),
         "a replayed ceremony"
     );
     drop(ours);
@@ -437,7 +450,14 @@ fn fake_hasher_entry() {
                 generation: 1,
                 release: None,
             };
-            send_msg(&fd, id, &Response::BaselineCreated { summary });
+            send_msg(
+                &fd,
+                id,
+                &Response::BaselineCreated {
+                    summary,
+                    outcome: None,
+                },
+            );
         }
         other => panic!("unknown mode {other}"),
     }

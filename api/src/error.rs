@@ -17,6 +17,16 @@ pub enum MonitorError {
         /// Its explanation for the operator.
         message: String,
     },
+    /// The hasher refused a ceremony's proof, in its signed word.
+    #[error("{reason}")]
+    CeremonyRefused {
+        /// Why, as the signed outcome says.
+        reason: String,
+        /// The signed `plan::Outcome`, for the operator's tool to check.
+        outcome: protocol::plan::Signed,
+        /// The new signed plan, when the files changed since the one approved.
+        plan: Option<protocol::plan::Signed>,
+    },
 }
 
 impl MonitorError {
@@ -24,6 +34,8 @@ impl MonitorError {
     pub fn status(&self) -> u16 {
         match self {
             MonitorError::HasherDown(_) => 503,
+            MonitorError::CeremonyRefused { plan: Some(_), .. } => 409,
+            MonitorError::CeremonyRefused { plan: None, .. } => 403,
             MonitorError::Refused { kind, .. } => match kind {
                 ErrorKind::PolicyInvalid => 422,
                 ErrorKind::BaselineFailed
@@ -40,6 +52,8 @@ impl MonitorError {
     pub fn code(&self) -> &'static str {
         match self {
             MonitorError::HasherDown(_) => "hasher_unavailable",
+            MonitorError::CeremonyRefused { plan: Some(_), .. } => "plan_changed",
+            MonitorError::CeremonyRefused { plan: None, .. } => "proof_refused",
             MonitorError::Refused { kind, .. } => match kind {
                 ErrorKind::PolicyInvalid => "policy_invalid",
                 ErrorKind::BaselineFailed => "baseline_failed",

@@ -53,6 +53,8 @@ pub enum AuditEvent {
     Rebaseline,
     /// A rebaseline refused.
     RebaselineRefused,
+    /// The hasher made and holds a rebaseline plan for the operator to approve.
+    RebaselinePlanned,
     /// The policy reloaded.
     Reload,
     /// A reload refused; the old policy stays.
@@ -104,6 +106,7 @@ impl AuditEvent {
             AuditEvent::Initialized => "initialized",
             AuditEvent::Rebaseline => "rebaseline",
             AuditEvent::RebaselineRefused => "rebaseline_refused",
+            AuditEvent::RebaselinePlanned => "rebaseline_planned",
             AuditEvent::Reload => "reload",
             AuditEvent::ReloadRefused => "reload_refused",
             AuditEvent::ReferenceInUse => "reference_in_use",

@@ -93,10 +93,12 @@ enum Tool {
         #[arg(long)]
         syntax_only: bool,
     },
-    /// Make a new baseline of the current files by the key ceremony: prove the rebaseline
-    /// authority derived from the HMAC key over a one-time challenge from the hasher (the
-    /// bearer token does not authorise a rebaseline unless the policy says
-    /// `rebaseline_auth: bearer`).
+    /// Make a new baseline of the current files by the key ceremony: fetch the hasher's
+    /// signed plan of what it would change (with the service token), show it, ask, then prove
+    /// the rebaseline authority derived from the HMAC key over a challenge, the plan and its
+    /// generation. Exit 0 adopted, 1 failed before any proof, 2 usage (or no terminal and no
+    /// --yes), 3 refused (signed; a new plan is shown), 4 declined, 5 outcome unknown (the
+    /// answer was not signed).
     Rebaseline {
         /// The HMAC key file (root only: /var/lib/secure-ai/credentials/integrity-hmac.key).
         #[arg(long)]
@@ -104,6 +106,12 @@ enum Tool {
         /// The monitor.
         #[arg(long, default_value = "http://127.0.0.1:8510")]
         url: String,
+        /// Approve the plan without asking (scripts).
+        #[arg(long)]
+        yes: bool,
+        /// One JSON document on stdout (the plan, the result, the signed outcome).
+        #[arg(long)]
+        json: bool,
     },
     /// Seal model files with fs-verity (a directory: every file beneath it), so the monitor
     /// proves them by their seal after every reboot instead of reading them; prints each
@@ -236,7 +244,18 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
     match tool {
         Tool::CheckConfig { syntax_only } => api::tools::check_config(config, syntax_only),
         Tool::VerifyBaseline { key, baseline } => api::tools::verify_baseline(&key, &baseline),
-        Tool::Rebaseline { key, url } => api::ceremony::rebaseline(&key, &url),
+        Tool::Rebaseline {
+            key,
+            url,
+            yes,
+            json,
+        } => api::ceremony::rebaseline(&api::ceremony::Options {
+            key,
+            url,
+            token_file: config.token_file.clone(),
+            yes,
+            json,
+        }),
         Tool::Reload { pid } => api::tools::signal_reload(pid),
         Tool::Seal { paths } => api::seal::seal(&paths),
         Tool::VerifyAudit { files, from, head } => api::tools::verify_audit(&files, from, head),

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod generation;
 pub mod hexfmt;
 pub mod message;
+pub mod plan;
 pub mod report;
 pub mod sign;
 pub mod standing;

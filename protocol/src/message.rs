@@ -6,7 +6,7 @@ pub use crate::category::{Action, Category};
 use crate::report::SignedReport;
 
 /// Wire version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// What the api may ask of the hasher. None of it names a path: the hasher opens only what its
 /// own policy lists.
@@ -23,9 +23,10 @@ pub enum Request {
         prior: crate::standing::Prior,
     },
     /// Hash every watched file, sign a new baseline, store it and adopt it. The hasher does
-    /// so only for a proof made with the rebaseline authority over a challenge it issued
-    /// (`protocol::authority`), for the operator's token when its policy says
-    /// `rebaseline_auth: bearer`, or with neither while its store has never held a baseline
+    /// so only for a proof made with the rebaseline authority over a challenge it issued and
+    /// the plan it holds (`protocol::authority`, `protocol::plan`), and then only when the
+    /// files still make that plan's candidate; for the operator's token when its policy says
+    /// `rebaseline_auth: bearer`; or with neither while its store has never held a baseline
     /// (first initialization).
     CreateBaseline {
         /// The bearer token the operator presented, as received.
@@ -33,8 +34,15 @@ pub enum Request {
         /// The key ceremony's proof, as received.
         proof: Option<Proof>,
     },
-    /// Issue a one-time challenge for a rebaseline proof.
+    /// Issue a challenge for a rebaseline proof (valid 120 s; the hasher keeps no table of
+    /// them: it recognises its own by their MAC).
     RebaselineChallenge,
+    /// Make the candidate baseline of the current files and a signed plan of what adopting
+    /// it changes; the hasher holds that plan (one: a new plan replaces it) for a proof.
+    RebaselinePlan {
+        /// The bearer token the operator presented, as received (a plan is a full read).
+        token: Option<Vec<u8>>,
+    },
     /// A part of the adopted baseline manifest, byte for byte as stored, from `offset`: the
     /// manifest travels in parts of at most [`BASELINE_PART`] bytes, so neither process holds
     /// a second copy of a large one and the api relays it as it comes.
@@ -60,13 +68,26 @@ pub enum Request {
     ScanChanged,
 }
 
-/// A client's proof that it holds the rebaseline authority.
+/// A client's proof that it holds the rebaseline authority and approves a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
     /// The challenge the hasher issued, hex.
     pub challenge: String,
-    /// Hex HMAC-SHA256 under the authority over the challenge and the action.
+    /// SHA-256 (hex) of the signed plan approved.
+    pub plan: String,
+    /// The generation that plan is adopted at.
+    pub generation: u64,
+    /// Hex HMAC-SHA256 under the authority over the challenge, the plan and the generation.
     pub proof: String,
+}
+
+impl Proof {
+    /// Whether every field has its form (hex of the right length).
+    pub fn well_formed(&self) -> bool {
+        crate::authority::challenge_ok(&self.challenge)
+            && crate::hexfmt::is_sha256_hex(&self.plan)
+            && crate::hexfmt::is_sha256_hex(&self.proof)
+    }
 }
 
 /// What the hasher answers.
@@ -101,6 +122,18 @@ pub enum Response {
     BaselineCreated {
         /// Digest and size of the adopted manifest.
         summary: BaselineSummary,
+        /// For a ceremony: the hasher's signed word on it (`plan::Outcome`).
+        outcome: Option<crate::plan::Signed>,
+    },
+    /// A signed plan (`plan::Plan`), held by the hasher for a proof.
+    Plan(crate::plan::Signed),
+    /// A ceremony's proof adopted nothing: the signed outcome says why, and where the files
+    /// changed since the plan, the new plan the hasher now holds.
+    CeremonyRefused {
+        /// The signed `plan::Outcome`.
+        outcome: crate::plan::Signed,
+        /// The new signed plan, when the files no longer make the approved candidate.
+        plan: Option<crate::plan::Signed>,
     },
     /// The adopted manifest (answer to `GetBaseline`).
     Baseline {

@@ -378,26 +378,68 @@ pub fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Resul
     request(addr, "POST", path, &headers, b"")
 }
 
-/// A rebaseline by the key ceremony, as `integrity-monitor rebaseline --key` makes it: a
-/// challenge from the hasher (through the api), the proof made with the authority derived
-/// from `key`, sent back. Returns the rebaseline's status and body.
+/// A rebaseline by the key ceremony, as `integrity-monitor rebaseline --key --yes` makes it:
+/// the hasher's signed plan (with the service token), a challenge, the proof over both made
+/// with the authority derived from `key`, sent back. Returns the rebaseline's status and body
+/// (or the plan's, when there is none).
 pub fn rebaseline(addr: SocketAddr, key: &[u8]) -> std::io::Result<(u16, String)> {
-    let (code, body) = request(addr, "POST", "/api/v1/rebaseline/challenge", &[], b"")?;
-    if code != 200 {
+    let (code, body, plan) = rebaseline_plan(addr)?;
+    let Some((digest, generation)) = plan else {
         return Ok((code, body));
-    }
-    let answer: serde_json::Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
-    let challenge = answer["challenge"].as_str().unwrap_or_default().to_owned();
-    let proof = protocol::authority::Authority::derive(key)
-        .prove(&challenge, protocol::authority::REBASELINE);
-    let header = format!("{challenge}:{proof}");
+    };
+    let proof = prove(addr, key, &digest, generation)?;
     request(
         addr,
         "POST",
         "/api/v1/rebaseline",
-        &[("X-Rebaseline-Proof", &header)],
+        &[("X-Rebaseline-Proof", &proof)],
         b"",
     )
+}
+
+/// A plan the hasher holds: its digest and the generation it is adopted at.
+pub type PlanHeld = (String, u64);
+
+/// `POST /api/v1/rebaseline/plan` with the service token: status, body, and the plan's
+/// digest and generation when there is one.
+pub fn rebaseline_plan(addr: SocketAddr) -> std::io::Result<(u16, String, Option<PlanHeld>)> {
+    let auth = format!("Bearer {TOKEN}");
+    let (code, body) = request(
+        addr,
+        "POST",
+        "/api/v1/rebaseline/plan",
+        &[("Authorization", &auth)],
+        b"",
+    )?;
+    if code != 200 {
+        return Ok((code, body, None));
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    let payload = answer["plan"]["payload"].as_str().unwrap_or_default();
+    let plan: serde_json::Value = serde_json::from_str(payload).map_err(std::io::Error::other)?;
+    let digest = protocol::sign::sha256_hex(payload.as_bytes());
+    let generation = plan["generation"].as_u64().unwrap_or_default();
+    Ok((code, body, Some((digest, generation))))
+}
+
+/// A fresh challenge and the `X-Rebaseline-Proof` value approving plan `digest` at
+/// `generation` with the authority derived from `key`.
+pub fn prove(
+    addr: SocketAddr,
+    key: &[u8],
+    digest: &str,
+    generation: u64,
+) -> std::io::Result<String> {
+    let (code, body) = request(addr, "POST", "/api/v1/rebaseline/challenge", &[], b"")?;
+    if code != 200 {
+        return Err(std::io::Error::other(format!(
+            "no challenge ({code}): {body}"
+        )));
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    let challenge = answer["challenge"].as_str().unwrap_or_default();
+    let proof = protocol::authority::Authority::derive(key).prove(challenge, digest, generation);
+    Ok(format!("{challenge}:{digest}:{generation}:{proof}"))
 }
 
 /// Whether `/api/v1/verify` at `addr` answers 200 to a request carrying the service token

@@ -299,7 +299,7 @@ systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.so
 for _ in $(seq 100); do [ "$(code /api/v1/verify 30)" = 200 ] && break; sleep 0.2; done
 rm -rf /tmp/store.old; mkdir /tmp/store.old; cp -a $S/. /tmp/store.old/
 printf 'an update' >> /usr/libexec/secure-ai/registry
-out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --yes --key $C/integrity-hmac.key </dev/null 2>&1); rc=$?
 g2=$(st .baseline.generation)
 check "the ceremony blesses an update (rc=$rc, generation $g2)" sh -c "[ $rc = 0 ] && [ '$g2' -ge 2 ]"
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
@@ -311,7 +311,7 @@ bp=$(st .baseline_problem); rb=no; case "$bp" in rollback*) rb=yes ;; esac
 check "a whole store rolled back: $rc1, $(st .state), ${bp:0:60}" sh -c "[ $rc1 = 503 ] && [ '$(st .state)' = recovery_required ] && [ $rb = yes ]"
 pid=$(prop MainPID $A); sleep 60
 check "rolled back: still active a minute later, no restart (NRestarts=$(prop NRestarts $A)), scans go on ($(st .scan_count))" sh -c "[ '$(prop ActiveState $A)' = active ] && [ '$(prop NRestarts $A)' = 0 ] && [ '$(prop MainPID $A)' = '$pid' ] && [ '$(st .hasher)' = up ] && [ '$(st .state)' = recovery_required ] && [ '$(code /api/v1/verify)' = 503 ]"
-out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --yes --key $C/integrity-hmac.key </dev/null 2>&1); rc=$?
 g3=$(st .baseline.generation)
 check "rolled back: the ceremony recovers it (rc=$rc) at generation $g3 > $g2, trusted" sh -c "[ $rc = 0 ] && [ '$g3' -gt '$g2' ] && [ '$(st .state)' = trusted ] && [ '$(code /api/v1/verify)' = 200 ]"
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
@@ -320,7 +320,7 @@ cp $C/integrity-hmac.key /tmp/key.before
 systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
 rc1=$(code /api/v1/verify 30); pid=$(prop MainPID $A); sleep 20
 check "a new key: $rc1, stays up in $(st .state) comparing with the $(st .reference.store) store (NRestarts=$(prop NRestarts $A))" sh -c "[ $rc1 = 503 ] && [ '$(st .state)' = recovery_required ] && [ '$(st .reference.store)' = unverified ] && [ '$(prop NRestarts $A)' = 0 ] && [ '$(prop MainPID $A)' = '$pid' ]"
-out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --yes --key $C/integrity-hmac.key </dev/null 2>&1); rc=$?
 g4=$(st .baseline.generation)
 check "a new key: the ceremony with it recovers (rc=$rc) at generation $g4 > $g3, trusted" sh -c "[ $rc = 0 ] && [ '$g4' -gt '$g3' ] && [ '$(st .state)' = trusted ] && [ '$(code /api/v1/verify)' = 200 ]"
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket
@@ -339,7 +339,7 @@ release A; booted
 echo "release_baseline: $REL" >> /etc/secure-ai/policy/integrity-monitor.yaml
 systemctl start secure-ai-integrity-monitor.socket secure-ai-integrity-hasher.socket
 code /api/v1/verify 30 >/dev/null
-out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --key $C/integrity-hmac.key 2>&1); rc=$?
+out=$(/usr/libexec/secure-ai/integrity-monitor rebaseline --yes --key $C/integrity-hmac.key </dev/null 2>&1); rc=$?
 check "the policy naming the release, blessed by the ceremony (rc=$rc): release $(st .release.in_force) in force" sh -c "[ $rc = 0 ] && [ '$(st .release.in_force)' = A ]"
 g5=$(st .baseline.generation)
 systemctl stop secure-ai-integrity-monitor.socket $A secure-ai-integrity-hasher.socket

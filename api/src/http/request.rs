@@ -166,7 +166,9 @@ fn authorize(
     Err(r)
 }
 
-/// The header carrying the key ceremony's proof: `CHALLENGE:PROOF`, both 64 hex digits.
+/// The header carrying the key ceremony's proof: `CHALLENGE:PLAN:GENERATION:PROOF` (the
+/// challenge, the approved plan's digest and the proof 64 hex digits each, the generation
+/// decimal).
 pub const PROOF_HEADER: &str = "x-rebaseline-proof";
 
 /// The rebaseline proof presented, if any; a malformed one is refused (400).
@@ -174,20 +176,22 @@ fn rebaseline_proof(req: &Request<Incoming>) -> Result<Option<protocol::message:
     let Some(value) = req.headers().get(PROOF_HEADER) else {
         return Ok(None);
     };
-    let parsed = value.to_str().ok().and_then(|v| v.trim().split_once(':'));
-    match parsed {
-        Some((c, p))
-            if protocol::authority::challenge_ok(c) && protocol::hexfmt::is_sha256_hex(p) =>
-        {
-            Ok(Some(protocol::message::Proof {
-                challenge: c.to_owned(),
-                proof: p.to_owned(),
-            }))
-        }
-        _ => Err(error(
+    let proof = value.to_str().ok().and_then(|v| {
+        let mut parts = v.trim().split(':');
+        let p = protocol::message::Proof {
+            challenge: parts.next()?.to_owned(),
+            plan: parts.next()?.to_owned(),
+            generation: parts.next()?.parse().ok()?,
+            proof: parts.next()?.to_owned(),
+        };
+        (parts.next().is_none() && p.well_formed()).then_some(p)
+    });
+    match proof {
+        Some(p) => Ok(Some(p)),
+        None => Err(error(
             400,
             "bad_proof",
-            "X-Rebaseline-Proof must be CHALLENGE:PROOF, each 64 lower-case hex digits",
+            "X-Rebaseline-Proof must be CHALLENGE:PLAN:GENERATION:PROOF (64 lower-case hex digits each, the generation decimal): made by `integrity-monitor rebaseline --key FILE`",
         )),
     }
 }

@@ -27,9 +27,12 @@ pub enum Route {
     /// `POST /api/v1/rebaseline`: with a proof of the rebaseline authority (or, where the
     /// hasher's policy allows it, the bearer token).
     Rebaseline,
-    /// `POST /api/v1/rebaseline/challenge`: a one-time challenge for the key ceremony, relayed
-    /// from the hasher; no token (it grants nothing by itself).
+    /// `POST /api/v1/rebaseline/challenge`: a challenge for the key ceremony, relayed from the
+    /// hasher; no token (it grants nothing by itself, and the hasher keeps no table of them).
     RebaselineChallenge,
+    /// `POST /api/v1/rebaseline/plan`: the hasher's signed plan of a rebaseline (token: it
+    /// reads every watched file).
+    RebaselinePlan,
     /// `POST /api/v1/reload`.
     Reload,
     /// `GET /metrics`: Prometheus text.
@@ -49,6 +52,7 @@ impl Route {
             "/api/v1/scan" => Route::Scan,
             "/api/v1/rebaseline" => Route::Rebaseline,
             "/api/v1/rebaseline/challenge" => Route::RebaselineChallenge,
+            "/api/v1/rebaseline/plan" => Route::RebaselinePlan,
             "/api/v1/reload" => Route::Reload,
             "/metrics" => Route::Metrics,
             "/api/v1/attestation" => Route::Attestation,
@@ -59,7 +63,10 @@ impl Route {
     /// Whether the endpoint changes something (POST, behind the token or, for a rebaseline,
     /// a proof).
     pub fn mutating(self) -> bool {
-        matches!(self, Route::Scan | Route::Rebaseline | Route::Reload)
+        matches!(
+            self,
+            Route::Scan | Route::Rebaseline | Route::RebaselinePlan | Route::Reload
+        )
     }
 
     /// Whether the endpoint takes POST.
@@ -104,17 +111,25 @@ pub async fn dispatch(
         Route::RebaselineChallenge => match monitor.rebaseline_challenge().await {
             Ok((challenge, ttl_ms)) => json_reply(
                 200,
-                &json!({ "challenge": challenge, "expires_in_ms": ttl_ms, "action": protocol::authority::REBASELINE }),
+                &json!({ "challenge": challenge, "expires_in_ms": ttl_ms }),
             ),
             Err(e) => failed(&e),
         },
+        Route::RebaselinePlan => match monitor.rebaseline_plan(presented).await {
+            Ok(plan) => json_reply(200, &json!({ "plan": signed(&plan) })),
+            Err(e) => failed(&e),
+        },
         Route::Rebaseline => match monitor.rebaseline(presented, proof).await {
-            Ok(_) => {
+            Ok((_, outcome)) => {
                 let mut body = status_body(monitor);
                 body["status"] = json!("rebaselined");
                 body["entries"] = body["baseline"]["entries"].clone();
+                if let Some(o) = outcome {
+                    body["outcome"] = signed(&o);
+                }
                 json_reply(200, &body)
             }
+            Err(e @ MonitorError::CeremonyRefused { .. }) => ceremony_refused(&e),
             Err(e) => failed(&e),
         },
         Route::Reload => match monitor.reload().await {
@@ -125,6 +140,24 @@ pub async fn dispatch(
             Err(e) => failed(&e),
         },
     }
+}
+
+/// A signed plan or outcome as JSON: its payload (text: the signed bytes, exactly) and HMAC.
+fn signed(s: &protocol::plan::Signed) -> Value {
+    json!({ "payload": String::from_utf8_lossy(&s.payload), "hmac": s.hmac })
+}
+
+/// A refused ceremony: the hasher's signed outcome and, where the files changed, its new plan.
+fn ceremony_refused(e: &MonitorError) -> Reply {
+    let MonitorError::CeremonyRefused { outcome, plan, .. } = e else {
+        return failed(e);
+    };
+    let mut body =
+        json!({ "error": e.code(), "message": e.to_string(), "outcome": signed(outcome) });
+    if let Some(p) = plan {
+        body["plan"] = signed(p);
+    }
+    json_reply(e.status(), &body)
 }
 
 async fn attestation(monitor: &Monitor, query: &str) -> Reply {

@@ -220,6 +220,24 @@ impl Monitor {
 
     /// Records a refused request, rate-limited.
     pub fn audit_auth_refused(&self, method: &str, path: &str, reason: &str) {
+        // stderr is rate-limited with the audit log: a flood of bad tokens fills neither.
+        if self.audit_limited(
+            AuditEvent::AuthRefused,
+            json!({ "method": method, "path": path, "reason": reason }),
+        ) {
+            tracing::warn!(
+                method,
+                path,
+                reason,
+                "request refused: bad or missing token"
+            );
+        }
+    }
+
+    /// Records a refusal anyone can provoke (a wrong token, a made-up rebaseline proof):
+    /// at most [`AUTH_RECORDS_PER_MINUTE`] a minute between them, the rest counted in one
+    /// `auth_refused_suppressed` record when the next minute's first comes. True if written.
+    pub fn audit_limited(&self, event: AuditEvent, record: Value) -> bool {
         let mut limit = lock(&self.auth_limit);
         let now = Instant::now();
         let window_over = limit
@@ -238,15 +256,6 @@ impl Monitor {
             limit.suppressed += 1;
         }
         drop(limit);
-        // stderr is rate-limited with the audit log: a flood of bad tokens fills neither.
-        if write {
-            tracing::warn!(
-                method,
-                path,
-                reason,
-                "request refused: bad or missing token"
-            );
-        }
         if suppressed > 0 {
             tracing::warn!(
                 count = suppressed,
@@ -258,11 +267,9 @@ impl Monitor {
             );
         }
         if write {
-            self.audit(
-                AuditEvent::AuthRefused,
-                json!({ "method": method, "path": path, "reason": reason }),
-            );
+            self.audit(event, record);
         }
+        write
     }
 
     /// Reopens the audit log (after rotation).

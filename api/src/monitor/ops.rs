@@ -5,6 +5,7 @@ use crate::events::AuditEvent;
 use std::time::Instant;
 
 use protocol::message::{ErrorKind, PolicySummary, Proof};
+use protocol::plan::Signed;
 use protocol::{Request, Response};
 use serde_json::json;
 
@@ -156,12 +157,12 @@ impl Monitor {
     }
 
     /// Has the hasher make, store and adopt a new baseline (it checks the proof or the token
-    /// itself), then scans against it.
+    /// itself), then scans against it; with the hasher's signed outcome for a ceremony.
     pub async fn rebaseline(
         &self,
         token: Option<Vec<u8>>,
         proof: Option<Proof>,
-    ) -> Result<State, MonitorError> {
+    ) -> Result<(State, Option<Signed>), MonitorError> {
         let result = {
             let _op = self.op.lock().await;
             self.rebaseline_locked(AuditEvent::Rebaseline, token, proof)
@@ -171,7 +172,7 @@ impl Monitor {
         result
     }
 
-    /// A one-time challenge for the key ceremony, from the hasher: (challenge, ttl in ms).
+    /// A challenge for the key ceremony, from the hasher: (challenge, ttl in ms).
     pub async fn rebaseline_challenge(&self) -> Result<(String, u64), MonitorError> {
         match self.call(Request::RebaselineChallenge).await? {
             Response::Challenge { challenge, ttl_ms }
@@ -183,13 +184,47 @@ impl Monitor {
         }
     }
 
+    /// The hasher's signed plan of a rebaseline of the current files (it reads them all, and
+    /// checks the token again), audited by its digest.
+    pub async fn rebaseline_plan(&self, token: Option<Vec<u8>>) -> Result<Signed, MonitorError> {
+        let result = {
+            let _op = self.op.lock().await;
+            match self.call(Request::RebaselinePlan { token }).await {
+                Ok(Response::Plan(signed)) if signed.well_formed() => {
+                    let counts: serde_json::Value =
+                        serde_json::from_slice(&signed.payload).unwrap_or_default();
+                    self.audit(AuditEvent::RebaselinePlanned, json!({ "plan": signed.digest(), "generation": counts["generation"], "added": counts["added"], "removed": counts["removed"], "changed": counts["changed"] }));
+                    Ok(signed)
+                }
+                Ok(_) => Err(self.misbehaved("rebaseline plan")),
+                Err(e) => {
+                    // A plan the files cannot make (a release disagreeing, a file missing).
+                    if !matches!(e, MonitorError::HasherDown(_)) {
+                        self.audit(
+                            AuditEvent::RebaselineRefused,
+                            json!({ "reason": e.to_string(), "at": "plan" }),
+                        );
+                    }
+                    Err(e)
+                }
+            }
+        };
+        self.audit_flush().await;
+        result
+    }
+
     pub(super) async fn rebaseline_locked(
         &self,
         event: AuditEvent,
         token: Option<Vec<u8>>,
         proof: Option<Proof>,
-    ) -> Result<State, MonitorError> {
+    ) -> Result<(State, Option<Signed>), MonitorError> {
         let response = match self.call(Request::CreateBaseline { token, proof }).await {
+            Ok(Response::CeremonyRefused { outcome, plan })
+                if outcome.well_formed() && plan.as_ref().is_none_or(Signed::well_formed) =>
+            {
+                return Err(self.ceremony_refused(outcome, plan));
+            }
             Ok(r) => r,
             Err(e) => {
                 self.audit(
@@ -199,18 +234,47 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let Response::BaselineCreated { summary } = response else {
+        let Response::BaselineCreated { summary, outcome } = response else {
             return Err(self.misbehaved("baseline"));
         };
         let key = lock(&self.snap).key;
         // A new baseline goes past every generation the api has seen (the hasher was told).
         let seen = lock(&self.memory).prior().generation();
-        if !summary.well_formed(key) || (seen > 0 && summary.generation <= seen) {
+        if !summary.well_formed(key)
+            || (seen > 0 && summary.generation <= seen)
+            || !outcome.as_ref().is_none_or(Signed::well_formed)
+        {
             return Err(self.misbehaved("baseline summary"));
         }
         self.audit(event, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
         self.adopt(summary);
-        self.scan_locked(Scan::Rebaselined).await
+        let state = self.scan_locked(Scan::Rebaselined).await?;
+        Ok((state, outcome))
+    }
+
+    /// A refused ceremony, audited: always where the files changed since the plan (only a
+    /// right proof gets that far), coalesced like refused tokens otherwise (anyone can send a
+    /// made-up proof).
+    fn ceremony_refused(&self, outcome: Signed, plan: Option<Signed>) -> MonitorError {
+        let said: serde_json::Value = serde_json::from_slice(&outcome.payload).unwrap_or_default();
+        let reason = said["refused"]
+            .as_str()
+            .unwrap_or("refused")
+            .chars()
+            .take(protocol::message::MAX_REASON_LEN)
+            .collect::<String>();
+        let details =
+            json!({ "reason": reason, "plan": said["plan"], "new_plan": said["new_plan"] });
+        if plan.is_some() {
+            self.audit(AuditEvent::RebaselineRefused, details);
+        } else {
+            self.audit_limited(AuditEvent::RebaselineRefused, details);
+        }
+        MonitorError::CeremonyRefused {
+            reason,
+            outcome,
+            plan,
+        }
     }
 
     /// Asks the hasher to re-read its policy; on refusal the old policy stays.

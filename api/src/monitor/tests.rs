@@ -121,6 +121,7 @@ impl Script {
                 self.store = StoreStatus::Adopted(self.summary());
                 Response::BaselineCreated {
                     summary: self.summary(),
+                    outcome: None,
                 }
             }
             Request::Scan | Request::ScanChanged => {
@@ -365,7 +366,7 @@ async fn a_rolled_back_store_stays_recovery_required_scanning_the_reference_unti
     // The ceremony: the hasher commits above what the api remembers; the api adopts it.
     lock(&rig.script).violations.clear();
     assert_eq!(
-        rig.monitor.rebaseline(None, None).await.ok(),
+        rig.monitor.rebaseline(None, None).await.ok().map(|r| r.0),
         Some(State::Trusted)
     );
     let snap = rig.monitor.snapshot();

@@ -1,5 +1,6 @@
 //! The request loop: one request at a time, answered from the hasher's own policy and key.
 
+mod ceremony;
 mod idle;
 mod notices;
 mod release;
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 
 use protocol::frame;
 use protocol::message::{
-    ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
+    BaselineSummary, ErrorKind, KeyStatus, Proof, Request, Response, StoreStatus, BASELINE_PART,
 };
 use protocol::standing::{FromStore, Prior};
 use protocol::PROTOCOL_VERSION;
@@ -45,8 +46,10 @@ pub struct Server {
     last_report: Option<(protocol::report::ScanReport, std::time::Instant)>,
     /// The boot this runs in (what the slots remember is kept for a restart within it).
     boot_id: Option<String>,
-    /// Rebaseline challenges issued and not yet spent.
+    /// Issues and recognises rebaseline challenges (no table of them).
     challenges: crate::storing::authority::Challenges,
+    /// The rebaseline plan held for a proof (its digests only), if any.
+    pending: Option<crate::storing::authority::Pending>,
     /// What the boot-chain verification said of this boot (read before the sandbox).
     vouch: crate::verifying::vouch::Vouch,
     /// The OS image's release: in force, a transition made or refused at start.
@@ -139,6 +142,7 @@ impl Server {
             notices: notices::Notices::default(),
             boot_id,
             challenges: crate::storing::authority::Challenges::default(),
+            pending: None,
             vouch,
             release: protocol::standing::ReleaseNews::default(),
             release_file: None,
@@ -210,6 +214,7 @@ impl Server {
                     format!("no challenge: no randomness: {e}"),
                 ),
             },
+            Request::RebaselinePlan { token } => self.plan(token.as_deref()),
             Request::GetBaseline { offset } => self.baseline_part(offset),
             Request::Scan => self.scan(),
             Request::ScanChanged => self.scan_changed(),

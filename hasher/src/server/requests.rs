@@ -5,21 +5,14 @@
 use super::*;
 
 impl Server {
-    /// Who may make a baseline, decided here: a proof of the rebaseline authority over a
-    /// challenge this hasher issued; the operator's token only where the policy says
-    /// `rebaseline_auth: bearer`; nobody else but the first initialization of a store that
-    /// has never held a baseline.
+    /// Who may make a baseline without a plan, decided here: the operator's token only where
+    /// the policy says `rebaseline_auth: bearer`; nobody else but the first initialization of
+    /// a store that has never held a baseline. The key ceremony goes through a plan
+    /// (`ceremony.rs`).
     pub(super) fn authorised(
-        &mut self,
+        &self,
         presented: Option<&[u8]>,
-        proof: Option<&Proof>,
     ) -> Result<&'static str, &'static str> {
-        if let Some(proof) = proof {
-            return self
-                .challenges
-                .redeem(self.key.as_ref(), proof)
-                .map(|()| "rebaseline authority (key ceremony)");
-        }
         let bearer = self.v.policy().rebaseline_auth == RebaselineAuth::Bearer;
         match (presented, &self.token) {
             (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
@@ -37,7 +30,10 @@ impl Server {
         presented: Option<&[u8]>,
         proof: Option<&Proof>,
     ) -> Response {
-        let by = match self.authorised(presented, proof) {
+        if let Some(proof) = proof {
+            return self.ceremony(proof);
+        }
+        let by = match self.authorised(presented) {
             Ok(by) => by,
             Err(why) => {
                 tracing::warn!(why, "baseline refused: not authorised");
@@ -53,16 +49,33 @@ impl Server {
                 return error(ErrorKind::BaselineFailed, e.to_string());
             }
         };
+        match self.commit_made(manifest, slots, by) {
+            Ok(summary) => Response::BaselineCreated {
+                summary,
+                outcome: None,
+            },
+            Err(e) => error(ErrorKind::BaselineFailed, e),
+        }
+    }
+
+    /// Stores, records and adopts a baseline just made; `Err` says why it was not stored (the
+    /// old one stays). Any plan held is dropped: it was made against what is no longer in force.
+    pub(super) fn commit_made(
+        &mut self,
+        manifest: protocol::baseline::Manifest,
+        slots: Vec<crate::verifying::slots::Slot>,
+        by: &str,
+    ) -> Result<BaselineSummary, String> {
+        self.pending = None;
+        let key = self.key.as_ref().map(Key::bytes);
+        let generation = manifest.generation.unwrap_or_default();
         let release = self.release_for_commit();
         let named = release.as_ref().map(|r| r.commit.clone());
         let current = match self.ledger.commit(manifest, named, key) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "new baseline could not be stored; the old one stays");
-                return error(
-                    ErrorKind::BaselineFailed,
-                    format!("new baseline not stored: {e}"),
-                );
+                return Err(format!("new baseline not stored: {e}"));
             }
         };
         tracing::info!(
@@ -84,7 +97,7 @@ impl Server {
         }
         s.release = self.release.in_force.clone();
         self.v.adopt(current, slots);
-        Response::BaselineCreated { summary: s }
+        Ok(s)
     }
 
     /// A part of the adopted manifest, read from the store file.
