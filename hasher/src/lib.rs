@@ -8,6 +8,7 @@
 pub mod live;
 pub mod reading;
 pub mod storing;
+pub mod tpm;
 pub mod verifying;
 
 pub mod checkconfig;
