@@ -97,6 +97,8 @@ pub struct Parts {
     pub boot_id: Option<String>,
     /// What the boot-chain verification says of this boot.
     pub vouch: crate::verifying::vouch::Vouch,
+    /// The TPM's counter, as start-up found it.
+    pub tpm: crate::storing::anchor::Tpm,
 }
 
 impl Server {
@@ -113,8 +115,9 @@ impl Server {
             release_override,
             boot_id,
             vouch,
+            tpm,
         } = parts;
-        let (ledger, baseline) = Ledger::new(store, loaded);
+        let (ledger, baseline) = Ledger::anchored(store, loaded, tpm);
         let v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
         let watcher = crate::live::watch::Watcher::new(v.policy())
             .map_err(

@@ -93,9 +93,9 @@ impl Device {
         })
     }
 
-    /// The device on another descriptor (`sys::place_tpm`).
-    pub fn with_file(self, file: File) -> Device {
-        Device { file, ..self }
+    /// The device opened at `path`, now on another descriptor (`sys::place_tpm`).
+    pub fn open_placed(file: File, path: PathBuf) -> Device {
+        Device { file, path }
     }
 
     /// Gives the descriptor up (to be placed).
