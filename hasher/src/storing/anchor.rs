@@ -225,3 +225,188 @@ fn describe(found: &Found) -> String {
         Found::Ours(name) => format!("Name {}", hex(name)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storing::ledger::Ledger;
+    use crate::tpm::counter::DEFAULT_INDEX;
+    use crate::tpm::device::Device;
+    use crate::tpm::swtpm::Swtpm;
+    use protocol::message::StoreStatus;
+
+    const KEY: &[u8] = &[5u8; 32];
+
+    fn tpm(swtpm: &Swtpm) -> Tpm {
+        let device = Device::open(swtpm.socket()).expect("swtpm");
+        Tpm::At(Counter::new(device, DEFAULT_INDEX, KEY))
+    }
+
+    /// A restart: the store's files in a fresh directory (the first one stays locked by this
+    /// process), loaded, and checked against the TPM.
+    fn restart(from: &std::path::Path, with: Tpm) -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["baseline.json", "generation.json"] {
+            if from.join(name).exists() {
+                std::fs::copy(from.join(name), dir.path().join(name)).expect("copy");
+            }
+        }
+        let store = Store::open(dir.path()).expect("store");
+        let loaded = store.load(Some(KEY));
+        let (ledger, _) = Ledger::anchored(store, loaded, with);
+        (dir, ledger)
+    }
+
+    fn commit(ledger: &mut Ledger) -> u64 {
+        let generation = ledger.next_generation();
+        let manifest = protocol::baseline::Manifest::of_entries(
+            format!("2026-12-06T00:00:{generation:02}Z"),
+            Some(generation),
+            protocol::entries::Entries::default(),
+            Some(KEY),
+        );
+        ledger.commit(manifest, None, Some(KEY)).expect("commit");
+        generation
+    }
+
+    fn snapshot(from: &std::path::Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().expect("tempdir");
+        for name in ["baseline.json", "generation.json"] {
+            std::fs::copy(from.join(name), to.path().join(name)).expect("copy");
+        }
+        to
+    }
+
+    fn rejected(ledger: &Ledger) -> String {
+        match ledger.status() {
+            StoreStatus::Rejected { reason, .. } => reason.clone(),
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    /// Enrolled as tpm-enroll leaves it: defined and counted once.
+    fn enrolled(swtpm: &Swtpm) {
+        let Tpm::At(mut c) = tpm(swtpm) else { return };
+        c.define().expect("define");
+        c.increment().expect("increment");
+    }
+
+    #[test]
+    fn store_and_audit_log_rolled_back_together_are_caught_by_the_counter() {
+        let swtpm = Swtpm::start();
+        enrolled(&swtpm);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_d, mut ledger) = restart(dir.path(), tpm(&swtpm));
+        assert_eq!(commit(&mut ledger), 1, "the first baseline is pinned");
+        let pin = ledger.store().pin().expect("pinned");
+        assert_eq!(ledger.guard().anchor, Kind::Tpm);
+        assert_eq!(ledger.guard().tpm_counter, pin.target(1));
+        let old = snapshot(ledger.store().dir());
+        commit(&mut ledger);
+        commit(&mut ledger);
+        assert_eq!(ledger.guard().tpm_counter, pin.target(3));
+        let now = snapshot(ledger.store().dir());
+        drop(ledger);
+        // A restart of the current store: adopted, the TPM the anchor.
+        let (_d, ledger) = restart(now.path(), tpm(&swtpm));
+        assert!(!ledger.rejected());
+        assert_eq!(ledger.guard().tpm_counter, pin.target(3));
+        drop(ledger);
+        // The attack: generation 1's files put back, validly signed, with the api told
+        // nothing (its audit log rolled back too: no Prior). The counter reads 2 past it.
+        let (_d, ledger) = restart(old.path(), tpm(&swtpm));
+        let why = rejected(&ledger);
+        let count = pin.target(3).unwrap_or_default();
+        assert!(why.contains("0x013f4d49"), "{why}");
+        assert!(why.contains(&format!("reads {count}")), "{why}");
+        assert!(why.contains("generation 1 needs"), "{why}");
+        assert_eq!(ledger.guard().anchor, Kind::AuditLog, "not trusted");
+    }
+
+    #[test]
+    fn a_crash_between_commit_and_increment_recovers_by_itself() {
+        let swtpm = Swtpm::start();
+        enrolled(&swtpm);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_d, mut ledger) = restart(dir.path(), tpm(&swtpm));
+        commit(&mut ledger);
+        // Generation 2 committed as a commit does it, then the process dies before the
+        // increment: the store is one ahead of the counter.
+        let manifest = protocol::baseline::Manifest::of_entries(
+            "2026-12-06T00:00:02Z".into(),
+            Some(2),
+            protocol::entries::Entries::default(),
+            Some(KEY),
+        );
+        assert!(ledger.anchor.before_commit(&ledger.store, 2).expect("pins"));
+        ledger
+            .store()
+            .commit(manifest, None, Some(KEY))
+            .expect("store");
+        let target = ledger.store().pin().and_then(|p| p.target(2));
+        let cut = snapshot(ledger.store().dir());
+        drop(ledger);
+        let (_d, ledger) = restart(cut.path(), tpm(&swtpm));
+        assert!(!ledger.rejected(), "{:?}", ledger.status());
+        assert_eq!(ledger.guard().tpm_counter, target, "the increment finished");
+        drop(ledger);
+        // And once finished, the same store starts as it should; it is not finished twice.
+        let (_d, ledger) = restart(cut.path(), tpm(&swtpm));
+        assert_eq!(ledger.guard().tpm_counter, target);
+    }
+
+    #[test]
+    fn a_pinned_store_without_its_tpm_or_counter_is_rejected_even_under_auto() {
+        let swtpm = Swtpm::start();
+        enrolled(&swtpm);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_d, mut ledger) = restart(dir.path(), tpm(&swtpm));
+        commit(&mut ledger);
+        let pinned = snapshot(ledger.store().dir());
+        drop(ledger);
+        // /dev/tpmrm0 hidden (auto finds none), or the policy edited to tpm: off.
+        for (with, said) in [
+            (Tpm::Missing("/dev/tpmrm0: not found".into()), "not found"),
+            (Tpm::Off, "tpm: off"),
+        ] {
+            let (_d, ledger) = restart(pinned.path(), with);
+            let why = rejected(&ledger);
+            assert!(why.contains(said) && why.contains("0x013f4d49"), "{why}");
+        }
+        // The index removed (a cleared TPM) or swapped for an ordinary one root can write.
+        let Tpm::At(mut c) = tpm(&swtpm) else { return };
+        c.undefine().expect("undefine");
+        drop(c);
+        let (_d, ledger) = restart(pinned.path(), tpm(&swtpm));
+        assert!(rejected(&ledger).contains("no index at that handle"));
+        drop(ledger);
+        let Tpm::At(mut c) = tpm(&swtpm) else { return };
+        let mut ordinary = crate::tpm::wire::NvPublic::counter(DEFAULT_INDEX);
+        ordinary.attributes = crate::tpm::wire::attr::AUTHWRITE | crate::tpm::wire::attr::OWNERREAD;
+        c.raw(&crate::tpm::wire::define_space(&ordinary, b"root"))
+            .expect("define");
+        drop(c);
+        let (_d, ledger) = restart(pinned.path(), tpm(&swtpm));
+        assert!(rejected(&ledger).contains("another index at that handle"));
+    }
+
+    #[test]
+    fn a_store_from_before_enrolment_put_back_is_rejected() {
+        let swtpm = Swtpm::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Not enrolled: commits are not pinned, the audit log is the anchor.
+        let (_d, mut ledger) = restart(dir.path(), tpm(&swtpm));
+        commit(&mut ledger);
+        assert_eq!(ledger.store().pin(), None);
+        assert_eq!(ledger.guard().anchor, Kind::AuditLog);
+        let before = snapshot(ledger.store().dir());
+        drop(ledger);
+        enrolled(&swtpm);
+        let (_d, ledger) = restart(before.path(), tpm(&swtpm));
+        let why = rejected(&ledger);
+        assert!(why.contains("pins none"), "{why}");
+        // Without a TPM the unpinned store is what it always was.
+        let (_d, ledger) = restart(before.path(), Tpm::Missing("none".into()));
+        assert!(!ledger.rejected());
+    }
+}

@@ -11,7 +11,7 @@ use crate::storing::store::{Current, Loaded, Store};
 
 /// The store and what it has held.
 pub struct Ledger {
-    store: Store,
+    pub(crate) store: Store,
     /// What the store held at start, until a new baseline is committed.
     status: StoreStatus,
     /// What loading the store repaired or converted.
@@ -19,7 +19,7 @@ pub struct Ledger {
     /// The next commit's generation.
     next_generation: u64,
     /// The TPM counter the store is anchored to, if any.
-    anchor: Anchor,
+    pub(crate) anchor: Anchor,
 }
 
 /// A baseline as the api is told of it.

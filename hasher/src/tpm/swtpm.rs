@@ -30,6 +30,7 @@ impl Swtpm {
             .arg("--flags")
             .arg("not-need-init,startup-clear")
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("swtpm (Debian: apt-get install swtpm; tests/run.sh installs it)");
         for _ in 0..100 {
