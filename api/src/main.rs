@@ -47,6 +47,11 @@ struct Args {
     /// The OS image's release baseline, over the policy's (passed to the spawned hasher).
     #[arg(long, global = true, env = "EXPECTED_BASELINE_PATH")]
     release_baseline: Option<PathBuf>,
+    /// The TPM the hasher anchors the baseline's generation in [default: /dev/tpmrm0]: a
+    /// character device, or (tests) a swtpm unix socket. Passed to the spawned hasher and to
+    /// tpm-enroll.
+    #[arg(long, global = true, env = "TPM_DEVICE")]
+    tpm_device: Option<PathBuf>,
     /// The integrity-hasher binary [default: next to this executable].
     #[arg(long, global = true, conflicts_with = "hasher_socket")]
     hasher: Option<PathBuf>,
@@ -127,6 +132,15 @@ enum Tool {
         key: PathBuf,
         /// The baseline.json to check.
         baseline: PathBuf,
+    },
+    /// Root, with the monitor stopped: anchor the baseline's generation in the TPM. Defines
+    /// the monitor's NV counter (0x013f4d49) if missing, counts it once, and pins the store's
+    /// signed generation record to it. Idempotent; `--reenroll` defines it anew (a rotated
+    /// key, a cleared TPM, a replaced board: docs/operations.md#the-tpm-counter).
+    TpmEnroll {
+        /// Remove the monitor's counter first and pin the store to a new one.
+        #[arg(long)]
+        reenroll: bool,
     },
     /// First boot: compute, sign and store the baseline, run one scan, and exit (0 = trusted).
     InitializeBaseline,
@@ -214,6 +228,7 @@ fn config(args: &Args) -> api::Config {
         baseline_path: args.baseline_path.clone(),
         hmac_key_file: args.hmac_key_file.clone(),
         release_baseline: args.release_baseline.clone(),
+        tpm_device: args.tpm_device.clone(),
         hasher: args.hasher.clone().unwrap_or_else(api::default_hasher),
         hasher_socket: args.hasher_socket.clone(),
         hasher_peer_uid: args.hasher_peer_uid,
@@ -235,6 +250,7 @@ fn config(args: &Args) -> api::Config {
 fn run_tool(tool: Tool, config: &api::Config) -> i32 {
     match tool {
         Tool::CheckConfig { syntax_only } => api::tools::check_config(config, syntax_only),
+        Tool::TpmEnroll { reenroll } => api::tools::tpm_enroll(config, reenroll),
         Tool::VerifyBaseline { key, baseline } => api::tools::verify_baseline(&key, &baseline),
         Tool::Rebaseline { key, url } => api::ceremony::rebaseline(&key, &url),
         Tool::Reload { pid } => api::tools::signal_reload(pid),

@@ -1,4 +1,4 @@
-//! Operator tools run by hand: `check-config` and `verify-baseline`. They are not the service
+//! Operator tools run by hand: `check-config`, `tpm-enroll` and `verify-baseline`. They are not the service
 //! and run without its sandbox.
 
 use std::path::Path;
@@ -6,6 +6,42 @@ use std::path::Path;
 use protocol::baseline::Manifest;
 
 use crate::{Config, EXIT_CONFIG};
+
+/// Enrols the store with the TPM's counter through the hasher binary (the store's one
+/// writer): `integrity-hasher --tpm-enroll`, with what the service would pass it.
+pub fn tpm_enroll(config: &Config, reenroll: bool) -> i32 {
+    let mut cmd = std::process::Command::new(&config.hasher);
+    cmd.arg(if reenroll {
+        "--tpm-reenroll"
+    } else {
+        "--tpm-enroll"
+    })
+    .arg("--policy")
+    .arg(&config.policy)
+    .env("LISTEN_FDS", "0");
+    match &config.baseline_path {
+        Some(file) => cmd.arg("--baseline-path").arg(file),
+        None => cmd.arg("--state-dir").arg(&config.state_dir),
+    };
+    for (flag, value) in [
+        ("--hmac-key-file", &config.hmac_key_file),
+        ("--tpm-device", &config.tpm_device),
+    ] {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    match cmd.status() {
+        Ok(s) => s.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!(
+                "integrity-monitor: cannot run {}: {e} (use --hasher PATH)",
+                config.hasher.display()
+            );
+            EXIT_CONFIG
+        }
+    }
+}
 
 /// Validates the policy with the hasher's own parser (the api has none: it never reads it),
 /// and, unless `syntax_only`, that the files and the key it names are there.

@@ -41,19 +41,26 @@ fn enrol(options: &Options, key: Option<&Key>, anew: bool) -> Result<String, Str
     let store = Store::open_named(&options.state_dir, name).map_err(|e| {
         format!("{e} (stop the monitor first: systemctl stop secure-ai-integrity-monitor)")
     })?;
+    let mut counter = Counter::new(device, DEFAULT_INDEX, key.bytes());
+    let at = format!("NV counter 0x{DEFAULT_INDEX:08x} on {}", path.display());
     let current = match store.load(Some(key.bytes())) {
         Loaded::Empty => None,
         Loaded::Adopted(current, _) => Some(current),
+        // A rotated key: the store no longer verifies, and only the key ceremony makes one
+        // that does; the counter is made this key's, and that baseline is pinned to it.
+        Loaded::Rejected { reason, .. } if anew => {
+            remove(&mut counter)?;
+            let (_, count) = defined_and_counted(&mut counter)?;
+            return Ok(format!("{at} defined anew for this key, reads {count}; the store is rejected ({reason}): the key ceremony's next baseline is pinned to it"));
+        }
         Loaded::Rejected { reason, .. } => {
-            return Err(format!("the store is rejected ({reason}): enrol a store that verifies (see docs/operations.md#the-tpm-counter)"))
+            return Err(format!("the store is rejected under this key ({reason}). After a key rotation: --tpm-reenroll, then the key ceremony (integrity-monitor rebaseline --key); see docs/operations.md#the-tpm-counter"))
         }
     };
-    let mut counter = Counter::new(device, DEFAULT_INDEX, key.bytes());
     if anew {
         remove(&mut counter)?;
     }
     let (tpm_name, count) = defined_and_counted(&mut counter)?;
-    let at = format!("NV counter 0x{DEFAULT_INDEX:08x} on {}", path.display());
     let Some(current) = current else {
         store.set_pin(None);
         return Ok(format!(

@@ -79,9 +79,10 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
 }
 
-/// The channel to the api on fd 3 (none for `--check-config` and the probe harness).
+/// The channel to the api on fd 3 (none for `--check-config`, `--tpm-enroll` and the probe
+/// harness).
 fn take_channel(options: &Options) -> Result<Option<OwnedFd>, i32> {
-    if options.probe.is_some() || options.check_config {
+    if options.probe.is_some() || options.check_config || options.tpm_enroll.is_some() {
         return Ok(None);
     }
     let fd = sys::take_channel().map_err(|e| {
