@@ -84,6 +84,16 @@ impl Anchor {
                 counter_index(store)
             ))
         };
+        // Known to match the pin since the last check: nothing to look at again.
+        if let (Some(c), Some(pin)) = (self.count, store.pin()) {
+            let base = c
+                .checked_add(1)
+                .and_then(|t| t.checked_sub(generation))
+                .ok_or_else(|| fail("out of range", &c))?;
+            store.set_pin(Some(TpmPin { base, ..pin }));
+            self.count = None;
+            return Ok(true);
+        }
         let name = match counter.look().map_err(|e| fail("cannot look", &e))? {
             Found::Ours(name) => name,
             Found::Unwritten => {

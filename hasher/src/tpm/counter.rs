@@ -196,4 +196,30 @@ mod tests {
         assert_eq!(again.look().expect("look"), Found::Ours(name));
         assert!(again.read().expect("read") >= high, "never back");
     }
+
+    /// The figures in BENCHMARKS.md: `cargo test -p integrity-hasher --lib figures --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn figures() {
+        let tpm = Swtpm::start();
+        let mut c = counter(&tpm, &[7u8; 32]);
+        c.define().expect("define");
+        c.increment().expect("increment");
+        let median = |f: &mut dyn FnMut()| {
+            let mut t: Vec<std::time::Duration> = (0..200)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    f();
+                    s.elapsed()
+                })
+                .collect();
+            t.sort();
+            t[100]
+        };
+        let look = median(&mut || drop(c.look().expect("look")));
+        let read = median(&mut || drop(c.read().expect("read")));
+        let inc = median(&mut || c.increment().expect("increment"));
+        eprintln!("swtpm socket, median of 200: NV_ReadPublic {look:?}, NV_Read {read:?}, NV_Increment {inc:?}");
+    }
 }
