@@ -3,7 +3,8 @@
 //! its idempotence; store, audit log and the api's memory rolled back together after two
 //! rebaselines caught by the counter, and still after a restart; a commit whose increment a
 //! crash cut off finished at the next start; `tpm: require` without a TPM refusing to start;
-//! the counter readable by anyone and counted by no one without the key.
+//! the counter readable by anyone and counted by no one without the key; enrolment's errors
+//! (no TPM, the handle taken, the owner's auth set) naming what to fix.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -302,4 +303,56 @@ fn the_counter_is_read_by_anyone_and_counted_by_no_one_without_the_key() {
     let s = m.status();
     assert_eq!(s["state"], "trusted", "{s}");
     assert!(counter(&s) > before, "{s}");
+}
+
+#[test]
+fn enrolment_errors_name_what_to_fix() {
+    let a = Appliance::new();
+    let out = Command::new(monitor_bin())
+        .args(["tpm-enroll", "--policy"])
+        .arg(a.path("etc/monitor.yaml"))
+        .arg("--state-dir")
+        .arg(a.path("state"))
+        .arg("--hasher")
+        .arg(hasher_bin())
+        .arg("--tpm-device")
+        .arg(a.path("no-tpm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(text.contains("no TPM") && text.contains("no-tpm"), "{text}");
+    // The handle taken by another index (an ordinary one): never removed, named.
+    let tpm = Swtpm::start(a.dir.path());
+    let def = tpm.tool(&[
+        "tpm2_nvdefine",
+        "0x013f4d49",
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "ownerread|ownerwrite",
+    ]);
+    assert!(def.status.success(), "{def:?}");
+    let (code, text) = enrol(&a, &tpm, &[]);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("taken by another index"), "{text}");
+    let (code, text) = enrol(&a, &tpm, &["--reenroll"]);
+    assert_eq!(
+        code, 78,
+        "--reenroll removes only the monitor's counter: {text}"
+    );
+    assert!(tpm
+        .tool(&["tpm2_nvreadpublic", "0x013f4d49"])
+        .status
+        .success());
+    // The owner hierarchy with an auth value set.
+    let b = Appliance::new();
+    let tpm = Swtpm::start(b.dir.path());
+    let set = tpm.tool(&["tpm2_changeauth", "-c", "owner", "ownerpass"]);
+    assert!(set.status.success(), "{set:?}");
+    let (code, text) = enrol(&b, &tpm, &[]);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("ownerAuthSet"), "{text}");
 }
