@@ -221,6 +221,34 @@ fn a_crash_between_commit_and_increment_recovers_by_itself() {
     m.stop_cleanly();
     let m = start(&a, &tpm);
     assert_eq!(counter(&m.status()), count + 1, "and not twice");
+    // The attestation says so too, signed: a fleet can require the TPM's anchor.
+    let nonce = "cd".repeat(16);
+    let (code, body) = attestation(&m, &nonce);
+    assert_eq!(code, 200, "{body}");
+    let out = verify_attestation(&a, &nonce, &body, &["--require-tpm"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        said.contains(&format!("rollback anchor tpm (counter {})", count + 1)),
+        "{said}"
+    );
+}
+
+#[test]
+fn an_appliance_not_enrolled_fails_require_tpm() {
+    let a = Appliance::new();
+    let tpm = Swtpm::start(a.dir.path());
+    let m = start(&a, &tpm);
+    let nonce = "ef".repeat(16);
+    let (code, body) = attestation(&m, &nonce);
+    assert_eq!(code, 200, "{body}");
+    assert!(verify_attestation(&a, &nonce, &body, &[]).status.success());
+    let out = verify_attestation(&a, &nonce, &body, &["--require-tpm"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit-log"),
+        "{out:?}"
+    );
 }
 
 #[test]

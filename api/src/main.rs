@@ -192,6 +192,10 @@ enum Tool {
         /// Also fail unless the attested OS release commit is one of these (repeatable).
         #[arg(long = "release", value_name = "COMMIT")]
         releases: Vec<String>,
+        /// Also fail unless the TPM's counter guards the attested baseline against a
+        /// rollback (the appliance ran `tpm-enroll`).
+        #[arg(long)]
+        require_tpm: bool,
     },
 }
 
@@ -266,6 +270,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
             baseline,
             min_generation,
             releases,
+            require_tpm,
         } => api::tools::verify_attestation(
             &api::tools::Trust::of(key, public_key),
             &nonce,
@@ -275,6 +280,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
                 baseline,
                 min_generation,
                 releases,
+                require_tpm,
             },
         ),
         // Not a tool: the caller runs the monitor once.
