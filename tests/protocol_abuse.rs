@@ -449,6 +449,7 @@ fn fake_hasher_entry() {
                 created_at: "2026-01-01T00:00:00Z".into(),
                 generation: 1,
                 release: None,
+                rollback: Default::default(),
             };
             send_msg(
                 &fd,

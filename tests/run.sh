@@ -13,6 +13,8 @@
 #   qemu-system-x86, busybox-static, cpio, fsverity, e2fsprogs   the sealed-model test boots
 #                    Debian's cloud kernel, which has fs-verity (tests/verity/boot-vm.sh; the
 #                    kernel package is downloaded once and cached)
+#   swtpm, swtpm-tools, tpm2-tools   the TPM counter's tests run against swtpm's socket
+#                    (hasher/src/tpm, tests/tpm.rs) and check it from outside with tpm2-tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -31,6 +33,9 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
 command -v fsverity >/dev/null || need+=(fsverity)
 command -v debugfs >/dev/null || need+=(e2fsprogs)
+command -v swtpm >/dev/null || need+=(swtpm)
+command -v swtpm_setup >/dev/null || need+=(swtpm-tools)
+command -v tpm2_nvread >/dev/null || need+=(tpm2-tools)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: the tests need ${need[*]} and run as root (sandbox, fault and PID 1 tests)" >&2

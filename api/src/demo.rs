@@ -90,7 +90,8 @@ pub fn prepare(base: &Config) -> Result<(Config, String, PathBuf), String> {
          model_dirs:\n  - {r}/var/lib/secure-ai/registry\n\
          systemd_units:\n  - {r}/etc/systemd/system/secure-ai-registry.service\n\
          trust_material:\n  - {r}/etc/secure-ai/cosign.pub\n\
-         hmac_key_path: {}\ndegradation_threshold: 3\n",
+         hmac_key_path: {}\ndegradation_threshold: 3\n\
+         # a throwaway key: never counted in the machine's TPM\ntpm: off\n",
         key_path.display()
     );
     let policy_path = write(

@@ -79,6 +79,8 @@ pub struct Config {
     pub hmac_key_file: Option<PathBuf>,
     /// The release baseline, over the policy's (passed to a spawned hasher).
     pub release_baseline: Option<PathBuf>,
+    /// The TPM the spawned hasher opens [default: /dev/tpmrm0]; tests give a swtpm socket.
+    pub tpm_device: Option<PathBuf>,
     /// `initialize-baseline`: stop after the first baseline and scan.
     pub initialize_only: bool,
     /// Test harness: after sandboxing, attempt this act instead of serving.

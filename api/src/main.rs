@@ -47,6 +47,11 @@ struct Args {
     /// The OS image's release baseline, over the policy's (passed to the spawned hasher).
     #[arg(long, global = true, env = "EXPECTED_BASELINE_PATH")]
     release_baseline: Option<PathBuf>,
+    /// The TPM the hasher anchors the baseline's generation in [default: /dev/tpmrm0]: a
+    /// character device, or (tests) a swtpm unix socket. Passed to the spawned hasher and to
+    /// tpm-enroll.
+    #[arg(long, global = true, env = "TPM_DEVICE")]
+    tpm_device: Option<PathBuf>,
     /// The integrity-hasher binary [default: next to this executable].
     #[arg(long, global = true, conflicts_with = "hasher_socket")]
     hasher: Option<PathBuf>,
@@ -136,6 +141,15 @@ enum Tool {
         /// The baseline.json to check.
         baseline: PathBuf,
     },
+    /// Root, with the monitor stopped: anchor the baseline's generation in the TPM. Defines
+    /// the monitor's NV counter (0x013f4d49) if missing, counts it once, and pins the store's
+    /// signed generation record to it. Idempotent; `--reenroll` defines it anew (a rotated
+    /// key, a cleared TPM, a replaced board: docs/operations.md#the-tpm-counter).
+    TpmEnroll {
+        /// Remove the monitor's counter first and pin the store to a new one.
+        #[arg(long)]
+        reenroll: bool,
+    },
     /// First boot: compute, sign and store the baseline, run one scan, and exit (0 = trusted).
     InitializeBaseline,
     /// Check the audit log's hash chain across rotated files, oldest first.
@@ -186,6 +200,10 @@ enum Tool {
         /// Also fail unless the attested OS release commit is one of these (repeatable).
         #[arg(long = "release", value_name = "COMMIT")]
         releases: Vec<String>,
+        /// Also fail unless the TPM's counter guards the attested baseline against a
+        /// rollback (the appliance ran `tpm-enroll`).
+        #[arg(long)]
+        require_tpm: bool,
     },
 }
 
@@ -222,6 +240,7 @@ fn config(args: &Args) -> api::Config {
         baseline_path: args.baseline_path.clone(),
         hmac_key_file: args.hmac_key_file.clone(),
         release_baseline: args.release_baseline.clone(),
+        tpm_device: args.tpm_device.clone(),
         hasher: args.hasher.clone().unwrap_or_else(api::default_hasher),
         hasher_socket: args.hasher_socket.clone(),
         hasher_peer_uid: args.hasher_peer_uid,
@@ -243,6 +262,7 @@ fn config(args: &Args) -> api::Config {
 fn run_tool(tool: Tool, config: &api::Config) -> i32 {
     match tool {
         Tool::CheckConfig { syntax_only } => api::tools::check_config(config, syntax_only),
+        Tool::TpmEnroll { reenroll } => api::tools::tpm_enroll(config, reenroll),
         Tool::VerifyBaseline { key, baseline } => api::tools::verify_baseline(&key, &baseline),
         Tool::Rebaseline {
             key,
@@ -269,6 +289,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
             baseline,
             min_generation,
             releases,
+            require_tpm,
         } => api::tools::verify_attestation(
             &api::tools::Trust::of(key, public_key),
             &nonce,
@@ -278,6 +299,7 @@ fn run_tool(tool: Tool, config: &api::Config) -> i32 {
                 baseline,
                 min_generation,
                 releases,
+                require_tpm,
             },
         ),
         // Not a tool: the caller runs the monitor once.

@@ -215,6 +215,7 @@ fn spawn(config: &Config) -> Result<(std::os::fd::OwnedFd, std::process::Child),
         ("--token-file", &config.token_file),
         ("--hmac-key-file", &config.hmac_key_file),
         ("--release-baseline", &config.release_baseline),
+        ("--tpm-device", &config.tpm_device),
     ] {
         if let Some(v) = value {
             args.extend([flag.into(), v.clone().into_os_string()]);

@@ -1,4 +1,4 @@
-//! Operator tools run by hand: `check-config` and `verify-baseline`. They are not the service
+//! Operator tools run by hand: `check-config`, `tpm-enroll` and `verify-baseline`. They are not the service
 //! and run without its sandbox.
 
 use std::path::Path;
@@ -6,6 +6,42 @@ use std::path::Path;
 use protocol::baseline::Manifest;
 
 use crate::{Config, EXIT_CONFIG};
+
+/// Enrols the store with the TPM's counter through the hasher binary (the store's one
+/// writer): `integrity-hasher --tpm-enroll`, with what the service would pass it.
+pub fn tpm_enroll(config: &Config, reenroll: bool) -> i32 {
+    let mut cmd = std::process::Command::new(&config.hasher);
+    cmd.arg(if reenroll {
+        "--tpm-reenroll"
+    } else {
+        "--tpm-enroll"
+    })
+    .arg("--policy")
+    .arg(&config.policy)
+    .env("LISTEN_FDS", "0");
+    match &config.baseline_path {
+        Some(file) => cmd.arg("--baseline-path").arg(file),
+        None => cmd.arg("--state-dir").arg(&config.state_dir),
+    };
+    for (flag, value) in [
+        ("--hmac-key-file", &config.hmac_key_file),
+        ("--tpm-device", &config.tpm_device),
+    ] {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    match cmd.status() {
+        Ok(s) => s.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!(
+                "integrity-monitor: cannot run {}: {e} (use --hasher PATH)",
+                config.hasher.display()
+            );
+            EXIT_CONFIG
+        }
+    }
+}
 
 /// Validates the policy with the hasher's own parser (the api has none: it never reads it),
 /// and, unless `syntax_only`, that the files and the key it names are there.
@@ -125,6 +161,8 @@ pub struct Pins {
     pub min_generation: Option<u64>,
     /// The OS release commits the verifier allows (empty: any); commits have no order.
     pub releases: Vec<String>,
+    /// Fail unless the attested baseline's generation is anchored in the TPM's counter.
+    pub require_tpm: bool,
 }
 
 /// What an attestation is checked against.
@@ -221,76 +259,75 @@ pub fn public_key(key: &Path) -> i32 {
 /// Checks an attestation read from stdin: its signature (Ed25519 under the public key, or the
 /// HMAC under the key), the nonce, and the pins.
 pub fn verify_attestation(trust: &Trust, nonce: &str, pins: &Pins) -> i32 {
-    let (max_age, require_clean) = (pins.max_age, pins.require_clean);
     use std::io::Read;
     let mut input = Vec::new();
     let result = std::io::stdin()
         .take(4 * 1024 * 1024)
         .read_to_end(&mut input)
         .map_err(|e| format!("stdin: {e}"))
-        .and_then(|_| check_attestation(trust, nonce, max_age, &input));
+        .and_then(|_| check_attestation(trust, nonce, pins.max_age, &input));
     match result {
-        Ok(a) if require_clean && a.violation_count > 0 => {
-            eprintln!(
-                "attestation valid but the hasher found {} violation(s)",
-                a.violation_count
-            );
-            1
-        }
-        Ok(a)
-            if pins
-                .baseline
-                .as_deref()
-                .is_some_and(|b| !b.eq_ignore_ascii_case(&a.baseline_digest)) =>
-        {
-            eprintln!(
-                "attestation valid but its baseline {} is not the approved one",
-                a.baseline_digest
-            );
-            1
-        }
-        Ok(a)
-            if pins
-                .min_generation
-                .is_some_and(|g| a.baseline_generation < g) =>
-        {
-            eprintln!(
-                "attestation valid but its baseline is generation {}, older than --min-generation {}: the store was reset or rolled back",
-                a.baseline_generation,
-                pins.min_generation.unwrap_or_default()
-            );
-            1
-        }
-        Ok(a)
-            if !pins.releases.is_empty()
-                && !a
-                    .release
-                    .as_ref()
-                    .is_some_and(|r| pins.releases.contains(r)) =>
-        {
-            eprintln!(
-                "attestation valid but its release {} is not one of the allowed ({})",
-                a.release.as_deref().unwrap_or("(none recorded)"),
-                pins.releases.join(", ")
-            );
-            1
-        }
-        Ok(a) => {
-            println!(
-                "attestation OK: scan {} at {}, {} violation(s), baseline {} generation {}",
-                a.scan_seq,
-                a.scan_completed_at,
-                a.violation_count,
-                a.baseline_digest,
-                a.baseline_generation
-            );
-            0
-        }
+        Ok(a) => match refusal(pins, &a) {
+            Some(why) => {
+                eprintln!("attestation valid but {why}");
+                1
+            }
+            None => {
+                println!(
+                    "attestation OK: scan {} at {}, {} violation(s), baseline {} generation {}, rollback anchor {}{}",
+                    a.scan_seq,
+                    a.scan_completed_at,
+                    a.violation_count,
+                    a.baseline_digest,
+                    a.baseline_generation,
+                    a.rollback_anchor,
+                    a.tpm_counter.map(|c| format!(" (counter {c})")).unwrap_or_default()
+                );
+                0
+            }
+        },
         Err(e) => {
             eprintln!("attestation FAILED: {e}");
             1
         }
     }
+}
+
+/// The pin a valid attestation fails, in words.
+fn refusal(pins: &Pins, a: &protocol::attest::Attestation) -> Option<String> {
+    if pins.require_clean && a.violation_count > 0 {
+        return Some(format!(
+            "the hasher found {} violation(s)",
+            a.violation_count
+        ));
+    }
+    if let Some(b) = pins.baseline.as_deref() {
+        if !b.eq_ignore_ascii_case(&a.baseline_digest) {
+            return Some(format!(
+                "its baseline {} is not the approved one",
+                a.baseline_digest
+            ));
+        }
+    }
+    if let Some(g) = pins.min_generation.filter(|g| a.baseline_generation < *g) {
+        return Some(format!("its baseline is generation {}, older than --min-generation {g}: the store was reset or rolled back", a.baseline_generation));
+    }
+    if !pins.releases.is_empty()
+        && !a
+            .release
+            .as_ref()
+            .is_some_and(|r| pins.releases.contains(r))
+    {
+        return Some(format!(
+            "its release {} is not one of the allowed ({})",
+            a.release.as_deref().unwrap_or("(none recorded)"),
+            pins.releases.join(", ")
+        ));
+    }
+    if pins.require_tpm && (a.rollback_anchor != "tpm" || a.tpm_counter.is_none()) {
+        return Some(format!("its rollback anchor is {}, not the TPM's counter (--require-tpm): run integrity-monitor tpm-enroll on the appliance", a.rollback_anchor));
+    }
+    None
 }
 
 fn check_attestation(

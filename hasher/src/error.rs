@@ -108,6 +108,9 @@ pub enum KeyError {
 /// The baseline store could not be opened, read or written.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The TPM counter the store is anchored to could not be read or counted.
+    #[error("TPM: {0}")]
+    Tpm(String),
     /// A new generation would pass the bound both processes accept (only an api that lied
     /// about its memory can bring a store near it).
     #[error("no generation above {max} can be committed: remove the api's memory record if it claims one this high")]

@@ -8,9 +8,11 @@
 pub mod live;
 pub mod reading;
 pub mod storing;
+pub mod tpm;
 pub mod verifying;
 
 pub mod checkconfig;
+pub mod enroll;
 pub mod error;
 pub mod policy;
 #[cfg(feature = "probe")]
@@ -48,6 +50,11 @@ pub struct Options {
     pub check_config: bool,
     /// With `check_config`: the policy's form only, not the files it names.
     pub syntax_only: bool,
+    /// The TPM [default: /dev/tpmrm0]; tests give a swtpm unix socket.
+    pub tpm_device: Option<PathBuf>,
+    /// `Some`: enrol the store with the TPM's counter and exit (`true`: define it anew, after
+    /// a key rotation, a cleared TPM or a replaced board).
+    pub tpm_enroll: Option<bool>,
     /// Test harness: after sandboxing, attempt this act on this argument instead of serving.
     pub probe: Option<(String, String)>,
 }

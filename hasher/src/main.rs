@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 const USAGE: &str = "usage: integrity-hasher [--policy PATH] [--state-dir DIR | --baseline-path FILE] [--token-file PATH]\n\
-       [--hmac-key-file PATH] [--release-baseline PATH] [--insecure-no-sandbox] [--check-config [--syntax-only]]\n\
+       [--hmac-key-file PATH] [--release-baseline PATH] [--tpm-device PATH] [--insecure-no-sandbox]\n\
+       [--check-config [--syntax-only]] [--tpm-enroll | --tpm-reenroll]\n\
 Started by integrity-monitor or systemd with a SEQPACKET channel on fd 3 (LISTEN_FDS=1); not run by hand.\n\
 Flags win over the environment (MONITOR_POLICY_PATH, BASELINE_PATH, SERVICE_TOKEN_PATH, HMAC_KEY_PATH,\n\
 EXPECTED_BASELINE_PATH), which wins over the policy file and the defaults.";
@@ -30,6 +31,8 @@ struct Flags {
     token_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     release_baseline: Option<PathBuf>,
+    tpm_device: Option<PathBuf>,
+    tpm_enroll: Option<bool>,
     insecure_no_sandbox: bool,
     probe: Option<(String, String)>,
     check_config: bool,
@@ -44,7 +47,7 @@ impl Flags {
             match arg.to_str() {
                 Some(
                     flag @ ("--policy" | "--state-dir" | "--baseline-path" | "--token-file"
-                    | "--hmac-key-file" | "--release-baseline"),
+                    | "--hmac-key-file" | "--release-baseline" | "--tpm-device"),
                 ) => {
                     let Some(value) = args.next().map(PathBuf::from) else {
                         usage_error(&format!("{flag} needs a path"))
@@ -55,12 +58,15 @@ impl Flags {
                         "--baseline-path" => &mut f.baseline_path,
                         "--token-file" => &mut f.token_file,
                         "--hmac-key-file" => &mut f.key_file,
+                        "--tpm-device" => &mut f.tpm_device,
                         _ => &mut f.release_baseline,
                     };
                     *slot = Some(value);
                 }
                 Some("--insecure-no-sandbox") => f.insecure_no_sandbox = true,
                 Some("--check-config") => f.check_config = true,
+                Some("--tpm-enroll") => f.tpm_enroll = Some(false),
+                Some("--tpm-reenroll") => f.tpm_enroll = Some(true),
                 Some("--syntax-only") => f.syntax_only = true,
                 // Test harness for the sandbox tests: attempt one act after sandboxing.
                 #[cfg(feature = "probe")]
@@ -120,6 +126,8 @@ fn options(f: Flags) -> hasher::Options {
             .release_baseline
             .or_else(|| env_path("EXPECTED_BASELINE_PATH")),
         insecure_no_sandbox: f.insecure_no_sandbox,
+        tpm_device: f.tpm_device,
+        tpm_enroll: f.tpm_enroll,
         probe: f.probe,
         check_config: f.check_config,
         syntax_only: f.syntax_only,

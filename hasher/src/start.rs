@@ -19,6 +19,9 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         return Ok(crate::checkconfig::check_config(&options, &policy));
     }
     let (key_path, key) = load_key(&options, &policy)?;
+    if let Some(anew) = options.tpm_enroll {
+        return Ok(crate::enroll::run(&options, &policy, key.as_ref(), anew));
+    }
     let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
     let token = token::load_in_use(&token_path).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
@@ -31,6 +34,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         tracing::error!("{why}");
         return Err(EXIT_CONFIG);
     }
+    let tpm = open_tpm(&options, &policy, key.as_ref())?;
     let store = open_store(&options)?;
     let loaded = store
         .as_ref()
@@ -62,6 +66,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         boot_id,
         vouch,
         kernel_window,
+        tpm,
     });
     match server.serve(&mut channel::Channel::new(fd)) {
         Ok(()) => {
@@ -75,9 +80,10 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
 }
 
-/// The channel to the api on fd 3 (none for `--check-config` and the probe harness).
+/// The channel to the api on fd 3 (none for `--check-config`, `--tpm-enroll` and the probe
+/// harness).
 fn take_channel(options: &Options) -> Result<Option<OwnedFd>, i32> {
-    if options.probe.is_some() || options.check_config {
+    if options.probe.is_some() || options.check_config || options.tpm_enroll.is_some() {
         return Ok(None);
     }
     let fd = sys::take_channel().map_err(|e| {
@@ -113,6 +119,47 @@ fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::
         tracing::warn!(path = %key_path.display(), "no HMAC key file: baselines and reports will be \"unsigned\"");
     }
     Ok((key_path, key))
+}
+
+/// The TPM's counter, opened now (before the sandbox) and kept at `sys::TPM_FD`. `tpm:
+/// require` without one stops here (78).
+fn open_tpm(
+    options: &Options,
+    policy: &Policy,
+    key: Option<&key::Key>,
+) -> Result<crate::storing::anchor::Tpm, i32> {
+    use crate::storing::anchor::Tpm;
+    use crate::tpm::{counter, device};
+    if policy.tpm == policy::TpmMode::Off || options.probe.is_some() {
+        return Ok(Tpm::Off);
+    }
+    let require = policy.tpm == policy::TpmMode::Require;
+    let path = options
+        .tpm_device
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(device::DEFAULT_DEVICE));
+    let opened = match key {
+        None => Err("no HMAC key: the counter's auth value is made from it".to_owned()),
+        Some(k) => device::Device::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                let (file, path) = d.into_parts();
+                let placed = sys::place_tpm(file).map_err(|e| e.to_string())?;
+                let d = device::Device::open_placed(placed, path);
+                Ok(counter::Counter::new(d, counter::DEFAULT_INDEX, k.bytes()))
+            }),
+    };
+    match opened {
+        Ok(c) => Ok(Tpm::At(c)),
+        Err(why) if require => {
+            tracing::error!(tpm = %path.display(), why, "tpm: require, but there is no usable TPM: refusing to start (tpm: auto uses one when there is one)");
+            Err(EXIT_CONFIG)
+        }
+        Err(why) => {
+            tracing::info!(tpm = %path.display(), why, "no TPM: the audit log guards against a rollback");
+            Ok(Tpm::Missing(format!("{}: {why}", path.display())))
+        }
+    }
 }
 
 /// The baseline store (none for the probe harness).

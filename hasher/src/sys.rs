@@ -65,6 +65,33 @@ pub fn take_channel() -> Result<OwnedFd, HandOverError> {
     Ok(fd)
 }
 
+/// The fixed descriptor the TPM is kept at: the one besides stderr that the seccomp filter lets
+/// `write(2)` reach (a command to the TPM), so no other descriptor can be written that way.
+pub const TPM_FD: RawFd = 9;
+
+/// Moves `file` (the open TPM) to [`TPM_FD`], close-on-exec; refused when that descriptor is
+/// already open (nothing of this process is closed under it).
+pub fn place_tpm(file: File) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    if file.as_raw_fd() == TPM_FD {
+        return Ok(file);
+    }
+    // SAFETY: F_GETFD on an integer descriptor reads no memory; -1 with EBADF means free.
+    if unsafe { libc::fcntl(TPM_FD, libc::F_GETFD) } >= 0 {
+        return Err(std::io::Error::other(format!(
+            "fd {TPM_FD}, where the TPM is kept, is already open: start the hasher without it"
+        )));
+    }
+    // SAFETY: dup3 onto a descriptor just checked to be free; the new descriptor is owned
+    // below and nothing else refers to it.
+    let fd = unsafe { libc::dup3(file.as_raw_fd(), TPM_FD, libc::O_CLOEXEC) };
+    if fd != TPM_FD {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: TPM_FD was just made a duplicate of the open TPM and is owned by no one else.
+    Ok(unsafe { File::from_raw_fd(TPM_FD) })
+}
+
 /// Tells the kernel the file is read once, front to back (larger read-ahead).
 pub fn advise_sequential(file: &File) {
     let _ = posix_fadvise(

@@ -3,14 +3,15 @@
 //!
 //! Encoding: `payload` is the compact JSON of [`Attestation`] with its fields in declaration
 //! order; `hmac` is hex HMAC-SHA256, keyed with the raw key file bytes, over
-//! `integrity-monitor.attestation.v4\n` followed by the payload bytes.
+//! `integrity-monitor.attestation.v5\n` followed by the payload bytes (v5 added
+//! `rollback_anchor` and `tpm_counter`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::report::Violation;
 
 /// Domain separator prefixed to the payload before signing.
-pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v4\n";
+pub const DOMAIN: &[u8] = b"integrity-monitor.attestation.v5\n";
 /// Shortest nonce accepted, in bytes.
 pub const MIN_NONCE: usize = 16;
 /// Longest nonce accepted, in bytes.
@@ -36,6 +37,11 @@ pub struct Attestation {
     /// The OS image's release commit in force with that baseline, if one is recorded: a
     /// verifier pins the commits it allows (commits have no order).
     pub release: Option<String>,
+    /// What guards that baseline against a rollback: `tpm` (the TPM's NV counter, which the
+    /// store's generation is pinned to) or `audit-log` (the api's files only).
+    pub rollback_anchor: String,
+    /// The TPM counter's value, when it is the anchor.
+    pub tpm_counter: Option<u64>,
     /// Violations it found, all of them.
     pub violation_count: u32,
     /// The first 256 violations.

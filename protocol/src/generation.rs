@@ -3,8 +3,10 @@
 //! back, a deleted baseline, or a record that disagrees with the baseline is then recognised.
 //!
 //! Encoding: compact JSON `{"generation":N,"baseline_digest":"<hex SHA-256 of baseline.json>",
-//! "release":"<commit>","hmac":…}` (`release` only when the OS image's release is recorded in
-//! force with this baseline, so records written before it existed verify as they are);
+//! "release":"<commit>","tpm":{"index":N,"name":"<hex>","base":N},"hmac":…}` (`release` only
+//! when the OS image's release is recorded in force with this baseline, `tpm` only once the
+//! store is enrolled with a TPM counter, so records written before either existed verify as
+//! they are);
 //! `hmac` is hex HMAC-SHA256 (raw key file bytes) over `integrity-monitor.generation.v1\n`
 //! followed by the compact JSON of the fields before it, or `"unsigned"` when no key is
 //! configured. The release named here is why a deleted release history (`releases.bin`) is
@@ -17,6 +19,8 @@ use crate::sign::{self, UNSIGNED};
 
 /// Domain separator prefixed before signing.
 pub const DOMAIN: &[u8] = b"integrity-monitor.generation.v1\n";
+/// Longest TPM Name accepted, in bytes (a SHA-512 name: 2 + 64).
+pub const MAX_NAME: usize = 66;
 /// Largest record accepted, in bytes.
 pub const MAX_LEN: usize = 1024;
 
@@ -31,8 +35,35 @@ pub struct GenerationRecord {
     /// The OS release commit recorded in force with that baseline, if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// The TPM NV counter this store is pinned to, once enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmPin>,
     /// Hex HMAC-SHA256 over the domain and the fields above, or `"unsigned"`.
     pub hmac: String,
+}
+
+/// The TPM NV counter a store is pinned to: the counter must read `base + generation` (one
+/// less only between a commit and its increment). A counter cannot be set, only increased,
+/// and its first increment starts it at the highest count any counter on that TPM held, so
+/// `base` is whatever it read at enrolment; the Name (from `TPM2_NV_ReadPublic`: the name
+/// algorithm and a digest of the public area, attributes included) keeps another index at the
+/// same handle, e.g. an ordinary one whose bytes root could write, from standing in for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmPin {
+    /// The NV index's handle.
+    pub index: u32,
+    /// Hex of the index's Name.
+    pub name: String,
+    /// The count at generation 0.
+    pub base: u64,
+}
+
+impl TpmPin {
+    /// What the counter must read at `generation` (`None`: past the counter's range).
+    pub fn target(&self, generation: u64) -> Option<u64> {
+        self.base.checked_add(generation)
+    }
 }
 
 #[derive(Serialize)]
@@ -41,6 +72,8 @@ struct Signed<'a> {
     baseline_digest: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     release: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tpm: Option<&'a TpmPin>,
 }
 
 impl GenerationRecord {
@@ -56,10 +89,22 @@ impl GenerationRecord {
         release: Option<String>,
         key: Option<&[u8]>,
     ) -> GenerationRecord {
+        GenerationRecord::pinned(generation, baseline_digest, release, None, key)
+    }
+
+    /// As [`GenerationRecord::with_release`], pinned to a TPM counter.
+    pub fn pinned(
+        generation: u64,
+        baseline_digest: String,
+        release: Option<String>,
+        tpm: Option<TpmPin>,
+        key: Option<&[u8]>,
+    ) -> GenerationRecord {
         let mut r = GenerationRecord {
             generation,
             baseline_digest,
             release,
+            tpm,
             hmac: String::new(),
         };
         r.hmac = match key {
@@ -74,6 +119,7 @@ impl GenerationRecord {
             generation: self.generation,
             baseline_digest: &self.baseline_digest,
             release: self.release.as_deref(),
+            tpm: self.tpm.as_ref(),
         })
         .unwrap_or_default()
     }
@@ -99,6 +145,9 @@ impl GenerationRecord {
             || r.release
                 .as_deref()
                 .is_some_and(|c| !crate::standing::commit_ok(c))
+            || r.tpm.as_ref().is_some_and(|t| {
+                t.name.len() > 2 * MAX_NAME || crate::hexfmt::decode(&t.name).is_none()
+            })
         {
             return Err(RecordError::OutOfForm);
         }
@@ -182,6 +231,38 @@ mod tests {
             Some(RecordError::BadHmac)
         );
         assert!(!r.to_json().windows(7).any(|w| w == b"release"));
+        // The TPM pin is signed too: a record re-pinned to another index, another base, or
+        // stripped of its pin (to switch the TPM check off) no longer verifies.
+        let pin = TpmPin {
+            index: 0x013f_4d49,
+            name: "000b".to_owned() + &"ab".repeat(32),
+            base: 41,
+        };
+        let pinned = GenerationRecord::pinned(4, "a".repeat(64), None, Some(pin), Some(&key));
+        assert_eq!(
+            GenerationRecord::parse_verified(&pinned.to_json(), Some(&key)).ok(),
+            Some(pinned.clone())
+        );
+        assert_eq!(pinned.tpm.as_ref().and_then(|t| t.target(4)), Some(45));
+        let text = String::from_utf8(pinned.to_json()).unwrap_or_default();
+        for forged in [
+            text.replace("\"base\":41", "\"base\":43"),
+            text.replace("\"index\":20925769", "\"index\":20925770"),
+            text.replace(&"ab".repeat(32), &"cd".repeat(32)),
+            text.replace(
+                &format!(
+                    ",\"tpm\":{{\"index\":20925769,\"name\":\"000b{}\",\"base\":41}}",
+                    "ab".repeat(32)
+                ),
+                "",
+            ),
+        ] {
+            assert_ne!(forged, text);
+            assert_eq!(
+                refused(forged.as_bytes(), Some(&key)),
+                Some(RecordError::BadHmac)
+            );
+        }
         let unsigned = GenerationRecord::new(1, "b".repeat(64), None);
         assert_eq!(
             refused(&unsigned.to_json(), Some(&key)),

@@ -268,6 +268,8 @@ pub struct BaselineSummary {
     pub generation: u64,
     /// The OS image's release commit recorded in force with it, if any.
     pub release: Option<String>,
+    /// What guards it against a rollback (the TPM's counter, or the audit log).
+    pub rollback: crate::standing::Guard,
 }
 
 /// Largest part of a baseline manifest in one answer.
@@ -300,6 +302,7 @@ impl BaselineSummary {
                 .as_deref()
                 .is_none_or(crate::standing::commit_ok)
             && self.signed == (key == KeyStatus::Present)
+            && self.rollback.well_formed()
     }
 }
 
@@ -313,6 +316,7 @@ impl StoreStatus {
                     && s.created_at.len() <= crate::report::MAX_TIME_LEN
                     && s.release.as_deref().is_none_or(crate::standing::commit_ok)
                     && (!s.signed || key == KeyStatus::Present)
+                    && s.rollback.well_formed()
             }
             StoreStatus::Empty => true,
             StoreStatus::Rejected { reason, reference } => {
@@ -391,6 +395,7 @@ mod tests {
             created_at: "2026-11-25T00:00:00Z".into(),
             generation: 1,
             release: None,
+            rollback: Default::default(),
         }
     }
 

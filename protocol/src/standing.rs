@@ -13,6 +13,47 @@ pub const MAX_GENERATION: u64 = 1 << 53;
 /// Longest description of a trace.
 pub const MAX_TRACE_LEN: usize = 1024;
 
+/// What guards the baseline against being rolled back, as the hasher found it at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    /// The anchor: the TPM's counter, or only the api's audit log and memory.
+    pub anchor: Anchor,
+    /// The TPM NV index's handle, when the TPM anchors it.
+    pub tpm_index: Option<u32>,
+    /// The counter's value at the last read or increment, when the TPM anchors it.
+    pub tpm_counter: Option<u64>,
+}
+
+/// What a rollback of the store is checked against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anchor {
+    /// A TPM NV counter, which only goes up, pinned in the signed generation record: the
+    /// store and the audit log rolled back together are still caught.
+    Tpm,
+    /// The api's audit log and memory record (files root can roll back with the store).
+    #[default]
+    AuditLog,
+}
+
+impl Guard {
+    /// The TPM's index and count exactly when the TPM is the anchor.
+    pub fn well_formed(&self) -> bool {
+        (self.anchor == Anchor::Tpm) == (self.tpm_index.is_some() && self.tpm_counter.is_some())
+            && (self.anchor == Anchor::Tpm || (self.tpm_index, self.tpm_counter) == (None, None))
+    }
+}
+
+impl Anchor {
+    /// Its name in the status and attestations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anchor::Tpm => "tpm",
+            Anchor::AuditLog => "audit-log",
+        }
+    }
+}
+
 /// What the api remembers of the monitor's earlier lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Prior {

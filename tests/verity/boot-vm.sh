@@ -11,7 +11,9 @@
 # Inside: /proc, /sys, /dev and a tmpfs on /tmp are mounted, loopback is up, and
 # `mkverityfs DIR` makes and mounts a verity ext4 on a loop file in memory (VERITY_MIB, 400).
 # Env: CACHE (kernel cache, ~/.cache/verity-vm), MEM (MiB, 1200), SMP (2), TIMEOUT (s, 280),
-# ARGS (words the payload finds in /args).
+# ARGS (words the payload finds in /args), TPM=1 (a vTPM: swtpm on the host, `tpm-tis` in the
+# guest, whose kernel has TPM TIS/CRB built in: /dev/tpmrm0 appears, 0600 root),
+# TPM_STATE=DIR (the vTPM's NV memory, kept across boots as a real TPM's is).
 set -euo pipefail
 : "${PAYLOAD:?PAYLOAD=script to run inside the VM}"
 cache=${CACHE:-$HOME/.cache/verity-vm}; mkdir -p "$cache"
@@ -69,10 +71,20 @@ poweroff -f
 INIT
 chmod +x "$r/init"
 (cd "$r" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$w/initrd.gz")
+tpm=()
+if [ "${TPM:-0}" = 1 ]; then
+  command -v swtpm >/dev/null || apt-get install -y -qq --no-install-recommends swtpm swtpm-tools >/dev/null
+  ts=${TPM_STATE:-$w/tpm}; mkdir -p "$ts"
+  swtpm socket --tpm2 --tpmstate dir="$ts" --ctrl type=unixio,path="$w/tpm.sock" \
+    --flags not-need-init --pid file="$w/tpm.pid" --daemon
+  for _ in $(seq 50); do [ -S "$w/tpm.sock" ] && break; sleep 0.1; done
+  trap 'kill "$(cat "$w/tpm.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$w"' EXIT
+  tpm=(-chardev socket,id=chrtpm,path="$w/tpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
+fi
 disk=()
 if [ -n "${DISK:-}" ]; then
   disk=(-drive "file=$DISK,if=none,id=d0,format=raw" -device "nvme,drive=d0,serial=im0")
 fi
 timeout "${TIMEOUT:-280}" qemu-system-x86_64 -accel tcg -cpu max -smp "${SMP:-2}" -m "${MEM:-1200}" \
   -nographic -no-reboot -kernel "$(ls "$cache"/vmlinuz-* | head -1)" -initrd "$w/initrd.gz" \
-  "${disk[@]}" -append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r'
+  "${disk[@]}" "${tpm[@]}" -append "console=ttyS0 quiet panic=-1" 2>&1 | tr -d '\r'

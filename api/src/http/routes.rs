@@ -248,6 +248,13 @@ fn status_body(monitor: &Monitor) -> Value {
         // The id of the Ed25519 key the last report was signed with: what a fleet enrolled.
         "ed25519_key_id": s.last_report.as_ref().and_then(|r| r.ed25519.split_once(':')).map(|(id, _)| id),
         "baseline": s.baseline,
+        // What guards the adopted baseline against a rollback: the TPM's counter (its value)
+        // or only the audit log; null while none is adopted.
+        "rollback": s.baseline.as_ref().map(|b| json!({
+            "anchor": b.rollback.anchor.as_str(),
+            "tpm_index": b.rollback.tpm_index.map(|i| format!("0x{i:08x}")),
+            "tpm_counter": b.rollback.tpm_counter,
+        })),
         "baseline_problem": s.baseline_problem,
         // While the stored baseline is rejected: what scans compare with, never trusted.
         "reference": s.reference,

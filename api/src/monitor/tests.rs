@@ -81,6 +81,7 @@ impl Script {
             created_at: "2026-11-25T00:00:00Z".into(),
             generation: self.generation,
             release: None,
+            rollback: Default::default(),
         }
     }
 

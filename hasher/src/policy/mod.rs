@@ -69,6 +69,7 @@ struct RawPolicy {
     rebaseline_auth: Option<RebaselineAuth>,
     settle_window: Option<Spanned<String>>,
     fsverity: Option<FsVerity>,
+    tpm: Option<TpmMode>,
 }
 
 /// Whether watched files sealed with fs-verity are proven by their seal.
@@ -90,6 +91,21 @@ impl FsVerity {
     pub fn enabled(self) -> bool {
         self != FsVerity::Off
     }
+}
+
+/// Whether the baseline's generation is anchored in the TPM's NV counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TpmMode {
+    /// Used when there is a TPM (`/dev/tpmrm0`); once the store is enrolled, a missing TPM or
+    /// counter rejects the store all the same (hiding the device switches nothing off).
+    #[default]
+    Auto,
+    /// No TPM: refuse to start (exit 78).
+    Require,
+    /// Never opened. A store enrolled with the counter is then rejected until an authorised
+    /// rebaseline commits an unpinned generation.
+    Off,
 }
 
 /// What authorises a new baseline once one exists.
@@ -151,6 +167,8 @@ pub struct Policy {
     pub settle_window: Option<Duration>,
     /// Whether files sealed with fs-verity are proven by their seal (`auto`, `off`, `require`).
     pub fsverity: FsVerity,
+    /// Whether the baseline's generation is anchored in the TPM (`auto`, `require`, `off`).
+    pub tpm: TpmMode,
 }
 
 impl Policy {

@@ -133,6 +133,7 @@ impl RawPolicy {
             rebaseline_auth: self.rebaseline_auth.unwrap_or_default(),
             settle_window: self.settle_window()?,
             fsverity: self.fsverity.unwrap_or_default(),
+            tpm: self.tpm.unwrap_or_default(),
         })
     }
 

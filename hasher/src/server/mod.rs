@@ -102,6 +102,8 @@ pub struct Parts {
     pub vouch: crate::verifying::vouch::Vouch,
     /// The kernel's writeback window (read before the sandbox).
     pub kernel_window: std::time::Duration,
+    /// The TPM's counter, as start-up found it.
+    pub tpm: crate::storing::anchor::Tpm,
 }
 
 impl Server {
@@ -119,8 +121,9 @@ impl Server {
             boot_id,
             vouch,
             kernel_window,
+            tpm,
         } = parts;
-        let (ledger, baseline) = Ledger::new(store, loaded);
+        let (ledger, baseline) = Ledger::anchored(store, loaded, tpm);
         let mut v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
         v.set_kernel_window(kernel_window);
         let watcher = crate::live::watch::Watcher::new(v.policy())

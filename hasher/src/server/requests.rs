@@ -90,7 +90,7 @@ impl Server {
             by,
             "new baseline signed, stored and adopted"
         );
-        let mut s = crate::storing::ledger::summary(&current);
+        let mut s = crate::storing::ledger::summary(&current, self.ledger.guard());
         let before = self.v.baseline().map(|b| b.digest.clone());
         if let Some(next) = release {
             self.record_release(before.as_deref(), &current, next);
@@ -231,6 +231,8 @@ impl Server {
             baseline_digest: report.baseline_digest.clone(),
             baseline_generation: self.v.baseline().map_or(0, |b| b.generation),
             release: self.release.in_force.clone(),
+            rollback_anchor: self.ledger.guard().anchor.as_str().to_owned(),
+            tpm_counter: self.ledger.guard().tpm_counter,
             violation_count: report.violation_count,
             violations: report.violations.clone(),
             degradation_threshold: self.v.policy().degradation_threshold,

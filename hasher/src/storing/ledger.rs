@@ -6,21 +6,24 @@ use protocol::message::{BaselineSummary, StoreEvent, StoreStatus};
 use protocol::standing::{Prior, Reference, MAX_GENERATION};
 
 use crate::error::StoreError;
+use crate::storing::anchor::{Anchor, Tpm};
 use crate::storing::store::{Current, Loaded, Store};
 
 /// The store and what it has held.
 pub struct Ledger {
-    store: Store,
+    pub(crate) store: Store,
     /// What the store held at start, until a new baseline is committed.
     status: StoreStatus,
     /// What loading the store repaired or converted.
     event: Option<StoreEvent>,
     /// The next commit's generation.
     next_generation: u64,
+    /// The TPM counter the store is anchored to, if any.
+    pub(crate) anchor: Anchor,
 }
 
 /// A baseline as the api is told of it.
-pub fn summary(c: &Current) -> BaselineSummary {
+pub fn summary(c: &Current, rollback: protocol::standing::Guard) -> BaselineSummary {
     BaselineSummary {
         digest: c.digest.clone(),
         entries: u32::try_from(c.manifest.entries.len()).unwrap_or(u32::MAX),
@@ -28,12 +31,41 @@ pub fn summary(c: &Current) -> BaselineSummary {
         created_at: c.manifest.created_at.clone(),
         generation: c.generation,
         release: None,
+        rollback,
     }
 }
 
 impl Ledger {
-    /// The ledger of `store` after loading found `loaded`, and the baseline to adopt, if any.
+    /// The ledger of `store` after loading found `loaded`, and the baseline to adopt, if any,
+    /// with no TPM (`tpm: off`).
     pub fn new(store: Store, loaded: Loaded) -> (Ledger, Option<Current>) {
+        Ledger::anchored(store, loaded, Tpm::Off)
+    }
+
+    /// As [`Ledger::new`], the store's generation checked against the TPM's counter: a store
+    /// the counter says was rolled back is rejected.
+    pub fn anchored(store: Store, loaded: Loaded, tpm: Tpm) -> (Ledger, Option<Current>) {
+        let generation = match &loaded {
+            Loaded::Adopted(current, _) => Some(current.generation),
+            Loaded::Empty | Loaded::Rejected { .. } => None,
+        };
+        let (anchor, verdict) = Anchor::check(tpm, &store, generation);
+        let loaded = match verdict {
+            Ok(()) => loaded,
+            Err(reason) => Loaded::Rejected {
+                reason,
+                highest: generation.unwrap_or(0),
+            },
+        };
+        let (mut ledger, baseline) = Ledger::loaded(store, loaded);
+        ledger.anchor = anchor;
+        if let StoreStatus::Adopted(s) = &mut ledger.status {
+            s.rollback = ledger.anchor.guard();
+        }
+        (ledger, baseline)
+    }
+
+    fn loaded(store: Store, loaded: Loaded) -> (Ledger, Option<Current>) {
         let mut event = None;
         let (baseline, status, highest) = match loaded {
             Loaded::Empty => (None, StoreStatus::Empty, 0),
@@ -42,7 +74,7 @@ impl Ledger {
                     tracing::warn!(event = ?repaired, "baseline store converted or repaired");
                 }
                 event = repaired;
-                let status = StoreStatus::Adopted(summary(&current));
+                let status = StoreStatus::Adopted(summary(&current, Default::default()));
                 let generation = current.generation;
                 (Some(*current), status, generation)
             }
@@ -63,6 +95,7 @@ impl Ledger {
             status,
             event,
             next_generation: highest.saturating_add(1),
+            anchor: Anchor::default(),
         };
         (ledger, baseline)
     }
@@ -101,6 +134,11 @@ impl Ledger {
         matches!(self.status, StoreStatus::Rejected { .. })
     }
 
+    /// What guards the baseline against a rollback now.
+    pub fn guard(&self) -> protocol::standing::Guard {
+        self.anchor.guard()
+    }
+
     /// The store itself.
     pub fn store(&self) -> &Store {
         &self.store
@@ -134,12 +172,17 @@ impl Ledger {
                 max: MAX_GENERATION,
             });
         }
+        let generation = manifest.generation.unwrap_or(0);
+        let count = self.anchor.before_commit(&self.store, generation)?;
         let current = self.store.commit(manifest, release, key)?;
+        if count {
+            self.anchor.after_commit(&self.store);
+        }
         self.next_generation = current
             .generation
             .max(self.next_generation)
             .saturating_add(1);
-        self.status = StoreStatus::Adopted(summary(&current));
+        self.status = StoreStatus::Adopted(summary(&current, self.anchor.guard()));
         self.event = None;
         Ok(current)
     }
@@ -188,7 +231,10 @@ mod tests {
             .expect("stored");
         assert_eq!(current.generation, 8);
         assert_eq!(ledger.next_generation(), 9);
-        assert_eq!(ledger.status(), &StoreStatus::Adopted(summary(&current)));
+        assert_eq!(
+            ledger.status(),
+            &StoreStatus::Adopted(summary(&current, Default::default()))
+        );
         assert_eq!(ledger.event(), None);
         // What was stored loads back as the adopted baseline (the store stays locked for
         // the life of the process, as the hasher's does).

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use protocol::baseline::{BaselineError, Manifest};
-use protocol::generation::GenerationRecord;
+use protocol::generation::{GenerationRecord, TpmPin};
 use protocol::message::StoreEvent;
 
 use crate::error::StoreError;
@@ -34,6 +34,9 @@ pub struct Store {
     dir: PathBuf,
     /// The baseline's file name (`baseline.json`, or the name `BASELINE_PATH` gives).
     name: String,
+    /// The TPM counter the record is pinned to: as loaded, then as set; every record written
+    /// carries it.
+    pin: std::sync::Mutex<Option<TpmPin>>,
 }
 
 /// A baseline the store holds and that verified.
@@ -93,7 +96,20 @@ impl Store {
         Ok(Store {
             dir: dir.to_owned(),
             name: name.to_owned(),
+            pin: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The TPM counter the record is pinned to (as loaded, or as last set).
+    pub fn pin(&self) -> Option<TpmPin> {
+        self.pin.lock().map(|p| p.clone()).unwrap_or(None)
+    }
+
+    /// Pins every record written from now on to `pin` (`None`: no TPM counter).
+    pub fn set_pin(&self, pin: Option<TpmPin>) {
+        if let Ok(mut p) = self.pin.lock() {
+            *p = pin;
+        }
     }
 
     /// The directory.
@@ -175,7 +191,10 @@ impl Store {
         };
         let record = match self.read(RECORD, protocol::generation::MAX_LEN) {
             Ok(Some(bytes)) => match GenerationRecord::parse_verified(&bytes, key) {
-                Ok(r) => Some(r),
+                Ok(r) => {
+                    self.set_pin(r.tpm.clone());
+                    Some(r)
+                }
                 Err(why) => return rejected(format!("{RECORD}: {why}"), 0),
             },
             Ok(None) => None,
@@ -326,20 +345,23 @@ impl Store {
         release: &str,
         key: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let record = GenerationRecord::with_release(
+        let record = GenerationRecord::pinned(
             generation,
             digest.to_owned(),
             Some(release.to_owned()),
+            self.pin(),
             key,
         );
         self.write_atomic(RECORD, &record.to_json())
     }
 
-    fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), StoreError> {
-        let record = GenerationRecord::with_release(
+    /// Writes the record of `current`, pinned as the store is (enrolment re-pins this way).
+    pub fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), StoreError> {
+        let record = GenerationRecord::pinned(
             current.generation,
             current.digest.clone(),
             current.release.clone(),
+            self.pin(),
             key,
         );
         self.write_atomic(RECORD, &record.to_json())
