@@ -298,10 +298,9 @@ fn a_rotated_log_alone_is_a_trace_and_only_no_trace_at_all_initializes() {
     assert_eq!(m.status()["state"], "trusted");
     assert_eq!(fresh.count_events("initialized"), 1);
     // The memory record is written from inside the api's sandbox, and says generation 1.
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fresh.path("logs/audit.adopted.json")).unwrap(),
-    )
-    .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fresh.path("logs/audit.adopted.json")).unwrap())
+            .unwrap();
     assert_eq!(record["adopted_generation"], 1, "{record}");
     assert_eq!(fresh.count_events("memory_record_failed"), 0);
 }
