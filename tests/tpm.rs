@@ -127,9 +127,21 @@ fn enrolled(a: &Appliance, tpm: &Swtpm) -> u64 {
         "not enrolled yet: {s}"
     );
     m.stop_cleanly();
+    // The store belongs to the hasher's (dynamic) user; tpm-enroll runs as root.
+    std::os::unix::fs::chown(a.path("state"), Some(65534), Some(65534)).unwrap();
     let (code, out) = enrol(a, tpm, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("generation 1 pinned"), "{out}");
+    let owner = std::fs::metadata(a.path("state/generation.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&owner),
+        65534,
+        "the record root wrote goes to the store's owner"
+    );
+    // Back to root's, as this test's hasher runs as root (without capabilities).
+    for f in ["state", "state/generation.json", "state/.lock"] {
+        std::os::unix::fs::chown(a.path(f), Some(0), Some(0)).unwrap();
+    }
     let (code, again) = enrol(a, tpm, &[]);
     assert_eq!(code, 0, "idempotent: {again}");
     assert!(again.contains("already enrolled"), "{again}");

@@ -114,6 +114,16 @@ fn pin(
     store
         .write_record(current, Some(key.bytes()))
         .map_err(|e| e.to_string())?;
+    // Written by root into the hasher's own directory: the hasher's user must open it.
+    let record = store.dir().join("generation.json");
+    std::fs::File::open(&record)
+        .and_then(|f| imsys::paths::give_to_dir_owner(&f, &record))
+        .map_err(|e| {
+            format!(
+                "{}: cannot give it to the store's owner: {e}",
+                record.display()
+            )
+        })?;
     Ok(format!(
         "reads {count}; generation {g} pinned (base {base}) in the signed generation record"
     ))
