@@ -21,7 +21,8 @@ start() {
 }
 stop() { kill $monitor; while kill -0 $monitor 2>/dev/null; do sleep 0.2; done; }
 enrol() { integrity-monitor tpm-enroll --policy $P --state-dir $D/state "$@"; }
-rebaseline() { integrity-monitor rebaseline --key $D/secret/key --url $URL >/dev/null 2>&1; }
+# The ceremony as a script runs it (no terminal: --yes), the token where the service has it.
+rebaseline() { integrity-monitor rebaseline --key $D/secret/key --token-file $D/secret/token --yes --url $URL >/dev/null 2>&1; }
 anchor_is() { get /api/v1/status | grep -q "\"anchor\":\"$1\""; }
 counter() { get /api/v1/status | grep -o '"tpm_counter":[0-9]*' | head -1 | cut -d: -f2; }
 generation_is() { get /api/v1/status | grep -q "\"generation\":$1"; }
