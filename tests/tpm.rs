@@ -40,7 +40,10 @@ impl Swtpm {
             .stderr(Stdio::null())
             .spawn()
             .expect("swtpm (tests/run.sh installs Debian's swtpm)");
-        assert!(wait_until(Duration::from_secs(5), || socket.exists()));
+        // The socket file appears at bind(), before swtpm listens: wait until it accepts.
+        assert!(wait_until(Duration::from_secs(5), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }));
         Swtpm { child, socket }
     }
 

@@ -23,7 +23,8 @@ struct Args {
     )]
     listen: SocketAddr,
     /// Service token file, read by the hasher this process spawns [default: its credential,
-    /// else /run/secure-ai/service-token]. This process never reads it.
+    /// else /run/secure-ai/service-token]; the service never reads it itself. `rebaseline`
+    /// reads it to ask for a plan.
     #[arg(long, global = true, env = "SERVICE_TOKEN_PATH")]
     token_file: Option<PathBuf>,
     /// JSONL audit log.

@@ -33,8 +33,9 @@ impl Swtpm {
             .stderr(Stdio::null())
             .spawn()
             .expect("swtpm (Debian: apt-get install swtpm; tests/run.sh installs it)");
-        for _ in 0..100 {
-            if socket.exists() {
+        // The socket file appears at bind(), before swtpm listens: wait until it accepts.
+        for _ in 0..250 {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
