@@ -31,6 +31,12 @@ pub fn tpm_enroll(config: &Config, reenroll: bool) -> i32 {
             cmd.arg(flag).arg(v);
         }
     }
+    run_hasher(cmd, config)
+}
+
+/// Runs the hasher binary as `cmd` says: its exit code, or [`EXIT_CONFIG`] naming the binary
+/// when it cannot be run.
+fn run_hasher(mut cmd: std::process::Command, config: &Config) -> i32 {
     match cmd.status() {
         Ok(s) => s.code().unwrap_or(1),
         Err(e) => {
@@ -60,17 +66,7 @@ pub fn check_config(config: &Config, syntax_only: bool) -> i32 {
     if let Some(token) = &config.token_file {
         cmd.arg("--token-file").arg(token);
     }
-    let status = cmd.status();
-    match status {
-        Ok(s) => s.code().unwrap_or(1),
-        Err(e) => {
-            eprintln!(
-                "integrity-monitor: cannot run {}: {e} (use --hasher PATH)",
-                config.hasher.display()
-            );
-            EXIT_CONFIG
-        }
-    }
+    run_hasher(cmd, config)
 }
 
 /// Checks `baseline` against the key file: exit 0 only when the form and the HMAC hold.

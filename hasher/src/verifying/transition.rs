@@ -144,6 +144,15 @@ mod tests {
         Sha256Digest([c; 32])
     }
 
+    /// Each path's digest in `entries`.
+    fn digests(entries: Entries) -> HashMap<String, Sha256Digest> {
+        let m = Manifest::of_entries("t".into(), None, entries, None);
+        m.entries
+            .iter()
+            .map(|e| (e.path.to_owned(), e.hash))
+            .collect()
+    }
+
     fn release(commit: &str, root: &str, files: &[(&str, u8)]) -> Release {
         Release {
             commit: commit.into(),
@@ -224,13 +233,7 @@ mod tests {
         let moved: Vec<&str> = plan.moved.iter().map(|m| m.path.as_str()).collect();
         assert_eq!(moved, vec![p("bin/a"), p("bin/new"), p("etc/local")]);
         assert_eq!(plan.dropped, vec![p("bin/c")]);
-        let mut m = Manifest::of_entries("t".into(), None, plan.entries, None);
-        m.entries.sort();
-        let got: HashMap<String, Sha256Digest> = m
-            .entries
-            .iter()
-            .map(|e| (e.path.to_owned(), e.hash))
-            .collect();
+        let got = digests(plan.entries);
         assert_eq!(got[&p("bin/a")], d(11), "followed the release");
         assert_eq!(got[&p("bin/b")], d(9), "a local change stays as it was");
         assert_eq!(
@@ -261,13 +264,7 @@ mod tests {
         let first = super::plan(&policy, &baseline, None, &b)
             .expect("ok")
             .expect("some");
-        let mut m = Manifest::of_entries("t".into(), None, first.entries, None);
-        m.entries.sort();
-        let got: HashMap<String, Sha256Digest> = m
-            .entries
-            .iter()
-            .map(|e| (e.path.to_owned(), e.hash))
-            .collect();
+        let got = digests(first.entries);
         assert_eq!(
             got[&p("bin/b")],
             d(12),
