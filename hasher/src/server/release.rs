@@ -147,7 +147,7 @@ impl Server {
         // the next commit's record will.
         let store = self.ledger.store();
         if generation > 0 {
-            if let Err(e) = store.record_release(generation, &digest, &commit, Some(key)) {
+            if let Err(e) = store.name_release(generation, &digest, &commit, Some(key)) {
                 tracing::error!(error = %e, "the release in force could not be recorded");
                 return;
             }

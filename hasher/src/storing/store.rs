@@ -338,7 +338,7 @@ impl Store {
 
     /// Names `release` in force with `current` in its generation record (the same generation
     /// and baseline: a store from before releases were recorded, now recording one).
-    pub fn record_release(
+    pub fn name_release(
         &self,
         generation: u64,
         digest: &str,
