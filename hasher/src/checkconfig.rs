@@ -57,6 +57,13 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
     let read_set = crate::sandbox::read_set(policy, &options.policy);
     problems.extend(crate::sandbox::refusal(&read_set, &[key_path, token_path]));
     boot_budget(options, policy);
+    problems.extend(untrusted_roots(policy).into_iter().map(|(key, path, fs)| {
+        format!(
+            "{key}: {}: on {fs}, whose server decides what a read returns (the hasher could be given other bytes than the model loader): move it to a local filesystem",
+            path.display()
+        )
+    }));
+    read_every_sweep(options, policy);
     if problems.is_empty() {
         println!(
             "{}: OK ({} files, {} model dirs, interval {:?}, threshold {})",
@@ -133,6 +140,73 @@ pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
         }
     }
     (unsealed, sealed)
+}
+
+/// The policy's listed files and model dirs that are on FUSE or a network filesystem (see
+/// `reading::fskind`), with their key and the filesystem's name: the hasher refuses to start
+/// (78). A listed file not there yet is judged by its directory.
+pub fn untrusted_roots(policy: &Policy) -> Vec<(&'static str, std::path::PathBuf, &'static str)> {
+    use crate::reading::fskind::FsKind;
+    let listed = policy
+        .files
+        .iter()
+        .map(|(p, c)| (policy::key_of(*c), p.as_path()));
+    let dirs = policy
+        .model_dirs
+        .iter()
+        .map(|d| ("model_dirs", d.as_path()));
+    listed
+        .chain(dirs)
+        .filter_map(|(key, path)| {
+            let there = if path.exists() { path } else { path.parent()? };
+            match FsKind::of(there) {
+                FsKind::Untrusted(fs) => Some((key, path.to_owned(), fs)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Says what the watched files on filesystems where a write can leave the metadata as it was
+/// (tmpfs, ramfs, a writable overlay…) cost: every sweep reads them in full.
+fn read_every_sweep(options: &Options, policy: &Policy) {
+    use crate::reading::fskind::{FsKind, Kinds};
+    use std::os::unix::fs::MetadataExt;
+    let mut kinds = Kinds::default();
+    let (mut files, mut bytes, mut names) = (0usize, 0u64, std::collections::BTreeSet::new());
+    let mut count = |path: &std::path::Path| {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if let (true, FsKind::ReadEverySweep(fs)) =
+            (m.file_type().is_file(), kinds.of(m.dev(), path))
+        {
+            files += 1;
+            bytes = bytes.saturating_add(m.size());
+            names.insert(fs);
+        }
+    };
+    for (path, _) in &policy.files {
+        count(path);
+    }
+    for dir in &policy.model_dirs {
+        for batch in crate::verifying::walk::Walk::new(dir, 0, policy.max_watched_files) {
+            for (path, what) in &batch {
+                if matches!(what, crate::verifying::walk::Found::File) {
+                    count(path);
+                }
+            }
+        }
+    }
+    if files > 0 {
+        let names: Vec<&str> = names.into_iter().collect();
+        eprintln!(
+            "{}: note: {files} watched file(s), {bytes} bytes, are on {} where a write through a shared mapping moves no timestamp: every sweep (each scan_interval, {:?}) reads them in full. Keep models on ext4, xfs, btrfs or f2fs to have unchanged files cost one stat.",
+            options.policy.display(),
+            names.join(", "),
+            policy.scan_interval
+        );
+    }
 }
 
 /// Warns when the unsealed watched bytes would not be read within the boot check's 30 s.

@@ -14,7 +14,10 @@ use crate::{
 /// Starts and serves; the exit code either way.
 pub(crate) fn run(options: Options) -> Result<i32, i32> {
     let fd = take_channel(&options)?;
-    let policy = load_policy(&options)?;
+    // Read now, before the sandbox (`/proc/sys` is out of it), and before the policy: a
+    // settle window shorter than it is refused.
+    let kernel_window = crate::verifying::hashing::settling::read_kernel_window();
+    let policy = load_policy(&options, kernel_window)?;
     if options.check_config {
         return Ok(crate::checkconfig::check_config(&options, &policy));
     }
@@ -42,7 +45,6 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
-    let kernel_window = crate::verifying::hashing::settling::read_kernel_window();
     enter_sandbox(&options, &read_set)?;
     if !options.insecure_no_sandbox {
         secrets_walled(&secrets)?;
@@ -97,13 +99,36 @@ fn take_channel(options: &Options) -> Result<Option<OwnedFd>, i32> {
     Ok(Some(fd))
 }
 
-fn load_policy(options: &Options) -> Result<Policy, i32> {
-    match Policy::load(&options.policy) {
+fn load_policy(options: &Options, kernel_window: std::time::Duration) -> Result<Policy, i32> {
+    let loaded = Policy::load(&options.policy).and_then(|p| {
+        p.check_settle_window(kernel_window)
+            .map_err(|e| e.in_file(&options.policy))?;
+        Ok(p)
+    });
+    if let Ok(p) = &loaded {
+        if !options.check_config {
+            refuse_untrusted_filesystems(p)?;
+        }
+    }
+    match loaded {
         Ok(p) => Ok(p.with_release_baseline(options.release_baseline.clone())),
         Err(e) => {
             tracing::error!(error = %e, "policy refused");
             Err(EXIT_CONFIG)
         }
+    }
+}
+
+/// Stops (78) when a listed file or model dir is on FUSE or a network filesystem, naming it.
+fn refuse_untrusted_filesystems(policy: &Policy) -> Result<(), i32> {
+    let untrusted = crate::checkconfig::untrusted_roots(policy);
+    for (key, path, fs) in &untrusted {
+        tracing::error!(key, path = %path.display(), filesystem = fs, "policy refused: a watched path is on a filesystem whose server decides what a read returns; move it to a local filesystem");
+    }
+    if untrusted.is_empty() {
+        Ok(())
+    } else {
+        Err(EXIT_CONFIG)
     }
 }
 

@@ -1,4 +1,5 @@
-//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, priority.
+//! The hasher's system calls that need more than std: fd hand-over checks, fadvise, writeback,
+//! priority.
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
@@ -124,6 +125,26 @@ pub fn advise_done_range(file: &File, offset: u64, len: u64) {
         len,
         PosixFadviseAdvice::POSIX_FADV_DONTNEED,
     );
+}
+
+/// Writes back the file's dirty pages and waits for it (`sync_file_range` with
+/// `WAIT_BEFORE|WRITE|WAIT_AFTER` over the whole file): allowed on a read-only descriptor, and
+/// writeback write-protects every shared mapping of the pages it cleans, so a later write
+/// through a mapping faults and moves the file's ctime. Nothing reaches the disk's own cache
+/// (no flush): only the pages' state matters here.
+pub fn write_back(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range takes a descriptor and integers (offset 0, length 0: to the
+    // end); no memory is passed.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Lowers the hasher's CPU and I/O priority (nice 10, idle I/O class) so a full rehash never

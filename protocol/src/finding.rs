@@ -54,11 +54,15 @@ pub enum Finding {
     /// in this boot, or a release older than the previous one): no release transition was
     /// made. Reported against the release file.
     ReleaseUnverified,
+    /// A watched file on a filesystem whose server, not this kernel, decides what a read
+    /// returns (FUSE, NFS, SMB, Ceph, 9p…): the hasher could be given other bytes than the
+    /// model loader is. Never read; reported until the file is moved.
+    UntrustedFilesystem,
 }
 
 impl Finding {
     /// Every finding.
-    pub const ALL: [Finding; 18] = [
+    pub const ALL: [Finding; 19] = [
         Finding::Missing,
         Finding::Unregistered,
         Finding::Symlink,
@@ -77,6 +81,7 @@ impl Finding {
         Finding::SealChanged,
         Finding::NotSealed,
         Finding::ReleaseUnverified,
+        Finding::UntrustedFilesystem,
     ];
 
     /// The marker as reports, the audit log and the Go service write it.
@@ -100,6 +105,7 @@ impl Finding {
             Finding::SealChanged => "seal_changed",
             Finding::NotSealed => "not_sealed",
             Finding::ReleaseUnverified => "release_unverified",
+            Finding::UntrustedFilesystem => "untrusted_filesystem",
         }
     }
 
@@ -140,6 +146,7 @@ mod tests {
             "seal_changed",
             "not_sealed",
             "release_unverified",
+            "untrusted_filesystem",
         ];
         let written: Vec<&str> = Finding::ALL.iter().map(|f| f.as_str()).collect();
         assert_eq!(written, today);

@@ -75,22 +75,15 @@ impl Appliance {
         std::fs::write(p, content).unwrap();
     }
 
-    /// The policy: `extra` appended. Settle reads (a changed file read once more after the
-    /// kernel's writeback window, 35 s here) are off unless `extra` sets `settle_window`: the
-    /// tests of other things would wait out the window after every change; tests/threats.rs
-    /// proves them, and the PID 1 test runs the window as shipped.
+    /// The policy: `extra` appended (the settle window as shipped: none; each change is
+    /// proven by its one read after writeback).
     pub fn policy_text(&self, extra: &str) -> String {
-        let settle = if extra.contains("settle_window") {
-            ""
-        } else {
-            "settle_window: 0s\n"
-        };
         let r = self.dir.path().display();
         let bins: String = BINARIES.iter().map(|b| format!("  - {r}/{b}\n")).collect();
         format!(
             "service_binaries:\n{bins}policy_files:\n  - {r}/policy/policy.yaml\nmodel_dirs:\n  - {r}/models\n\
              systemd_units:\n  - {r}/units/secure-ai-registry.service\ntrust_material:\n  - {r}/trust/cosign.pub\n\
-             hmac_key_path: {r}/secret/key\ndegradation_threshold: 3\n{settle}{extra}"
+             hmac_key_path: {r}/secret/key\ndegradation_threshold: 3\n{extra}"
         )
     }
 

@@ -110,6 +110,15 @@ impl Sentinel {
         lock(&self.shared.watcher).as_ref().map(Watcher::shared)
     }
 
+    /// Watches `files` themselves ([`Watcher::watch_files`]); those it could not (none
+    /// without a watcher: then the sweeps alone see changes).
+    pub fn watch_files(&self, files: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+        lock(&self.shared.watcher)
+            .as_mut()
+            .map(|w| w.watch_files(files))
+            .unwrap_or_default()
+    }
+
     /// What is queued on the watcher now ([`Watcher::drain`]).
     pub fn drain(&self) -> Option<Changes> {
         lock(&self.shared.watcher).as_mut().map(Watcher::drain)

@@ -1,6 +1,11 @@
 //! Realtime detection: inotify on every watched file's directory and every model dir, so a
 //! change is checked within milliseconds instead of at the next 30 s tick. The periodic scan
 //! stays as the safety net, and a queue overflow asks for a full scan.
+//!
+//! A directory's watch sees writes made through a name in it only: a write through a hard
+//! link elsewhere reaches a watch on the file itself. So a watched file with more than one
+//! link is watched itself too ([`Watcher::watch_files`]), as long as the user's inotify watch
+//! limit allows.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -58,6 +63,9 @@ struct Watched {
     names: Option<HashSet<OsString>>,
     /// A model dir itself or a listed file's parent: no parent watch names its own changes.
     root: bool,
+    /// A watch on a file itself (one with several links): the watched paths it is, each
+    /// named by any event on it.
+    files: Vec<PathBuf>,
 }
 
 /// The inotify instance and what each watch stands for.
@@ -79,6 +87,16 @@ fn mask() -> AddWatchFlags {
         | AddWatchFlags::IN_MOVED_TO
         | AddWatchFlags::IN_CREATE
         | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
+/// What a watch on a file itself reports: any change of its content, metadata or links.
+fn file_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB
         | AddWatchFlags::IN_DELETE_SELF
         | AddWatchFlags::IN_MOVE_SELF
         | AddWatchFlags::IN_DONT_FOLLOW
@@ -119,7 +137,16 @@ impl Watcher {
         match self.inotify.add_watch(dir, mask()) {
             Ok(wd) => {
                 let dir = dir.to_owned();
-                self.watches.insert(wd, Watched { dir, names, root });
+                let files = Vec::new();
+                self.watches.insert(
+                    wd,
+                    Watched {
+                        dir,
+                        names,
+                        root,
+                        files,
+                    },
+                );
             }
             Err(e) => {
                 self.complete = false;
@@ -147,6 +174,39 @@ impl Watcher {
                 stack.push(e.path());
             }
         }
+    }
+
+    /// Watches each of `files` (watched files with more than one link) itself, so a write
+    /// through a link outside the watched directories is seen; returns those it could not
+    /// watch (the user's inotify watch limit, or this watcher's bound): their checks read them
+    /// at every sweep.
+    pub fn watch_files(&mut self, files: Vec<PathBuf>) -> Vec<PathBuf> {
+        let mut refused = Vec::new();
+        for file in files {
+            if self.watches.len() >= MAX_WATCHES {
+                refused.push(file);
+                continue;
+            }
+            match self.inotify.add_watch(&file, file_mask()) {
+                // Links of one inode share its watch.
+                Ok(wd) => {
+                    let w = self.watches.entry(wd).or_insert_with(|| Watched {
+                        dir: file.clone(),
+                        names: None,
+                        root: false,
+                        files: Vec::new(),
+                    });
+                    if !w.files.contains(&file) {
+                        w.files.push(file);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(file = %file.display(), error = %e, "linked file not watched itself");
+                    refused.push(file);
+                }
+            }
+        }
+        refused
     }
 
     /// Whether every directory that should be watched is: only then do the named paths tell
@@ -178,9 +238,31 @@ impl Watcher {
                     changes.overflow = true;
                     continue;
                 }
-                let Some(Watched { dir, names, root }) = self.watches.get(&ev.wd) else {
+                if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    // The watch is gone (its file deleted): its paths were named already.
+                    self.watches.remove(&ev.wd);
+                    continue;
+                }
+                let Some(Watched {
+                    dir,
+                    names,
+                    root,
+                    files,
+                }) = self.watches.get(&ev.wd)
+                else {
                     continue;
                 };
+                if !files.is_empty() {
+                    changes.changed += 1;
+                    for f in files {
+                        if changes.paths.len() < MAX_NAMED {
+                            changes.paths.insert(f.clone());
+                        } else {
+                            changes.overflow = true;
+                        }
+                    }
+                    continue;
+                }
                 let relevant = match (&names, &ev.name) {
                     (None, _) => true,
                     (Some(names), Some(name)) => names.contains(name),

@@ -161,10 +161,11 @@ pub struct Policy {
     pub registry_manifest: Option<PathBuf>,
     /// What authorises a new baseline once one exists.
     pub rebaseline_auth: RebaselineAuth,
-    /// How long after a change its file is read once more (`None`: the kernel's writeback
-    /// window, `auto`; zero: never, and writes through a shared mapping go unnoticed until the
-    /// backstop).
+    /// How long after its proving read a changed file is read once more (`None`: never, the
+    /// default: the proving read suffices; see `reading::proof`).
     pub settle_window: Option<Duration>,
+    /// The line that sets `settle_window`, for [`Policy::check_settle_window`].
+    pub settle_window_line: u64,
     /// Whether files sealed with fs-verity are proven by their seal (`auto`, `off`, `require`).
     pub fsverity: FsVerity,
     /// Whether the baseline's generation is anchored in the TPM (`auto`, `require`, `off`).
@@ -172,6 +173,26 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Refuses a settle window shorter than the kernel's writeback window `kernel`: a read
+    /// that early may find the change's pages still dirty, and its assurance would be false.
+    pub fn check_settle_window(&self, kernel: Duration) -> Result<(), PolicyError> {
+        match self.settle_window {
+            Some(w) if w < kernel => Err(validate::invalid(
+                "settle_window",
+                self.settle_window_line,
+                format!(
+                    "{} is shorter than this kernel's writeback window, {} (vm.dirty_expire_centisecs + vm.dirty_writeback_centisecs, + 2s): pages a change dirtied may still be unwritten when it is read; leave it out (each change is proven by one read after writeback) or set at least {}",
+                    humantime::format_duration(w),
+                    humantime::format_duration(kernel),
+                    humantime::format_duration(Duration::from_secs(
+                        kernel.as_secs() + u64::from(kernel.subsec_nanos() > 0)
+                    )),
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads and validates the policy at `path`; a missing file is an error.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         use std::os::unix::fs::PermissionsExt;
@@ -264,6 +285,33 @@ mod tests {
         assert!(e.to_string().contains("key `version` (line 1)"), "{e}");
         let e = Policy::parse("full_rehash_interval: 100000000000years\n").expect_err("bounded");
         assert!(e.to_string().contains("full_rehash_interval"), "{e}");
+    }
+
+    #[test]
+    fn a_settle_window_shorter_than_the_kernels_writeback_window_is_refused() {
+        let kernel = Duration::from_millis(37_000);
+        let with = |w: &str| Policy::parse(&format!("model_dirs: [/m]\nsettle_window: {w}\n"));
+        let e = with("3s")
+            .expect("parses")
+            .check_settle_window(kernel)
+            .expect_err("shorter than the kernel's window");
+        let e = e.to_string();
+        assert!(e.contains("key `settle_window` (line 2)"), "{e}");
+        assert!(
+            e.contains("3s is shorter than this kernel's writeback window, 37s"),
+            "{e}"
+        );
+        assert!(e.contains("at least 37s"), "{e}");
+        let longer = with("40s").expect("parses");
+        assert_eq!(longer.settle_window, Some(Duration::from_secs(40)));
+        assert!(longer.check_settle_window(kernel).is_ok());
+        for none in ["auto", "off", "0s"] {
+            let p = with(none).expect("parses");
+            assert_eq!(p.settle_window, None, "{none}: proving reads alone");
+            assert!(p.check_settle_window(kernel).is_ok());
+        }
+        let p = Policy::parse("model_dirs: [/m]\n").expect("parses");
+        assert!(p.check_settle_window(kernel).is_ok(), "absent");
     }
 
     const GOOD: &str = "scan_interval: 10s\nservice_binaries:\n  - /usr/bin/a\npolicy_files: [/etc/p.yaml]\nmodel_dirs:\n  - /var/lib/models/\nhmac_key_path: /run/k\ndegradation_threshold: 2\n";

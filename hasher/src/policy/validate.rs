@@ -132,6 +132,10 @@ impl RawPolicy {
             registry_manifest,
             rebaseline_auth: self.rebaseline_auth.unwrap_or_default(),
             settle_window: self.settle_window()?,
+            settle_window_line: self
+                .settle_window
+                .as_ref()
+                .map_or(0, |s| s.referenced.line()),
             fsverity: self.fsverity.unwrap_or_default(),
             tpm: self.tpm.unwrap_or_default(),
         })
@@ -173,18 +177,21 @@ impl RawPolicy {
         let Some(s) = &self.settle_window else {
             return Ok(None);
         };
-        if s.value.trim() == "auto" {
+        if ["auto", "off"].contains(&s.value.trim()) {
             return Ok(None);
         }
         humantime::parse_duration(s.value.trim())
             .ok()
             .filter(|d| *d <= Duration::from_secs(3600))
-            .map(Some)
+            .map(|d| Some(d).filter(|d| !d.is_zero()))
             .ok_or_else(|| {
                 invalid(
                     "settle_window",
                     s.referenced.line(),
-                    format!("{:?} is neither \"auto\" nor a duration up to 1h", s.value),
+                    format!(
+                        "{:?} is neither \"auto\", \"off\" nor a duration up to 1h",
+                        s.value
+                    ),
                 )
             })
     }

@@ -52,6 +52,10 @@ pub struct Reader {
     pub seals: bool,
     /// What the last read in full learned of its file's seal.
     pub last_seal: crate::reading::verity::Sealing,
+    /// When a read proves its file's content first (see [`crate::reading::proof`]).
+    pub proving: crate::reading::proof::Proving,
+    /// What the last read in full established beyond its digest.
+    pub last_proof: crate::reading::proof::Proof,
 }
 
 impl Default for Reader {
@@ -64,6 +68,8 @@ impl Default for Reader {
             last_chunks: Vec::new(),
             seals: false,
             last_seal: crate::reading::verity::Sealing::Unknown,
+            proving: crate::reading::proof::Proving::default(),
+            last_proof: crate::reading::proof::Proof::Unasked,
         }
     }
 }
@@ -105,6 +111,7 @@ impl Reader {
     ) -> ReadResult {
         self.last_chunks.clear();
         self.last_seal = crate::reading::verity::Sealing::Unknown;
+        self.last_proof = crate::reading::proof::Proof::Unasked;
         for _ in 0..ATTEMPTS {
             if let Attempt::Done(result) = self.attempt(path, budget, stated.take()) {
                 return result;
@@ -149,6 +156,9 @@ impl Reader {
         if !same_version(&before, &opened) {
             return Attempt::Changed;
         }
+        // Before the read, not after: the ctime checked below must already cover any write
+        // through a mapping made once the pages are clean.
+        let proof = crate::reading::proof::prepare(&file, &opened, self.proving);
         // Files under one drop-behind step keep their pages, as any reader's would: dropping
         // them made every later read of a small file (a restart, the backstop) a disk read,
         // 50 µs each here, for a cache footprint of at most one step per file.
@@ -175,6 +185,7 @@ impl Reader {
         match file.metadata() {
             Ok(after) if same_version(&opened, &after) && digest.1 == after.size() => {
                 self.last_seal = sealing(sealed_before, &file);
+                self.last_proof = proof;
                 self.last_chunks = self
                     .chunker
                     .take()

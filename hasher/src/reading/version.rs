@@ -32,6 +32,8 @@ pub enum Outcome {
     /// A sealed file whose fs-verity digest (shown) is not the one bound to the content the
     /// baseline names: other content, found without a read.
     SealChanged(String),
+    /// On a filesystem whose server decides what a read returns (its name): never read.
+    Untrusted(&'static str),
 }
 
 impl Outcome {
@@ -49,6 +51,7 @@ impl Outcome {
             Outcome::TooLarge(_) => Some(Finding::TooLarge),
             Outcome::Secret => Some(Finding::SecretFile),
             Outcome::SealChanged(_) => Some(Finding::SealChanged),
+            Outcome::Untrusted(_) => Some(Finding::UntrustedFilesystem),
         }
     }
 }
@@ -60,6 +63,11 @@ impl Outcome {
 pub struct Version([i64; 7]);
 
 impl Version {
+    /// The device this version's file is on.
+    pub fn dev(&self) -> u64 {
+        self.0[0] as u64
+    }
+
     /// The file size this version has.
     pub fn size(&self) -> u64 {
         u64::try_from(self.0[2]).unwrap_or(0)

@@ -23,6 +23,7 @@ impl Server {
     /// with an unsolicited `Notice` (id 0); returns true once a request is waiting.
     pub(super) fn wait_for_request(&mut self, channel: &Channel) -> Result<bool, ChannelError> {
         use nix::poll::{poll, PollFd, PollFlags};
+        self.watch_linked();
         let wait = self.poll_timeout();
         let Some(inotify) = self.sentinel.inotify() else {
             return Ok(true);
@@ -60,6 +61,16 @@ impl Server {
             self.v.schedule_slice();
         }
         Ok(chan_ready)
+    }
+
+    /// Watched files the last checks found with several links are watched themselves (see
+    /// `hashing::links`).
+    pub(super) fn watch_linked(&mut self) {
+        let wanted = self.v.take_linked();
+        if !wanted.is_empty() {
+            let refused = self.sentinel.watch_files(wanted);
+            self.v.linked_unwatched(refused);
+        }
     }
 
     /// Settle reads due now (`Verifier::settle`), announced so the api's next report says they

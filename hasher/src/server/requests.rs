@@ -174,7 +174,13 @@ impl Server {
     }
 
     pub(super) fn reload(&mut self) -> Response {
-        let policy = match Policy::load(&self.policy_path) {
+        let kernel = self.v.kernel_window();
+        let loaded = Policy::load(&self.policy_path).and_then(|p| {
+            p.check_settle_window(kernel)
+                .map_err(|e| e.in_file(&self.policy_path))?;
+            Ok(p)
+        });
+        let policy = match loaded {
             Ok(p) => p.with_release_baseline(self.release_override.clone()),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the old policy stays in force");

@@ -1,11 +1,10 @@
-//! Settle reads. A write into a page of a `MAP_SHARED` mapping that is already dirty raises no
-//! page fault: no timestamp moves, inotify says nothing, and writeback later stores the bytes
-//! with the old times. So a read made just after a change proves only what the page cache held
-//! then. Each changed file is read once more when the kernel's writeback window has passed
-//! (`vm.dirty_expire_centisecs` + `vm.dirty_writeback_centisecs`, read at start): by then the
-//! pages dirtied by that change are written back, and a later write through the mapping faults
-//! again, moving the file's times. Until its settle read is in, the file is not proven, and the
-//! reports say so (`unsettled`). Unchanged files cost nothing; a changed one, one more read.
+//! Changed files until a read proves them. A write into a page of a `MAP_SHARED` mapping that
+//! is already dirty raises no page fault: no timestamp moves and inotify says nothing. So a
+//! changed file is read once its pages are written back (`reading::proof`): from then on a
+//! write through a mapping faults again and moves its ctime, which the next metadata check
+//! sees. Until that read is in, the file is pending (`hashing::settling`) and the reports say
+//! so (`unsettled`); the scan the change brings normally makes it, and what no scan read is
+//! read here when due. Unchanged files cost nothing; a changed one, one read.
 
 use std::time::Instant;
 
@@ -16,12 +15,12 @@ pub(crate) const MAX_NAMED: usize = 4096;
 
 impl Verifier {
     /// Takes in what the watcher drained: each named path is read again even if its metadata
-    /// looks the same (a clock stepped back, coarse timestamps) and settled later; lost or
-    /// unnamed events, or too many names, leave only a full sweep sure.
+    /// looks the same (a clock stepped back, coarse timestamps), proving it; lost or unnamed
+    /// events, or too many names, leave only a full sweep sure.
     pub(crate) fn absorb(&mut self, changes: &crate::live::watch::Changes) {
         if changes.overflow {
             // Events were lost: nothing remembered can be trusted; the next scan reads all,
-            // and which files changed is not known, so each is settled a window later too.
+            // proving each file changed lately by its ctime.
             tracing::warn!("inotify queue overflowed: next scan re-reads every file");
             self.hasher.forget_all();
             self.hasher.settling.note_everything();
@@ -39,14 +38,14 @@ impl Verifier {
         }
     }
 
-    /// Reads again the changed files whose writeback window has passed (`settle`), bringing
+    /// Reads the pending files no scan has read yet (or whose settle window passed), bringing
     /// the last sweep up to date; true when it read any.
     pub(crate) fn settle(&mut self) -> bool {
         let due = self.hasher.settling.take_due(Instant::now());
         if due.everything {
             // The next request sweeps everything, reading every file (all forgotten).
             tracing::warn!(
-                "settle read of every file: more changes than are tracked by name, or lost events"
+                "settle window's read of every file: more changes than are tracked by name, or lost events"
             );
             self.hasher.forget_all();
             self.sweep = None;
@@ -62,7 +61,7 @@ impl Verifier {
         }
         tracing::info!(
             files = due.len(),
-            "settle read: changed files read again after the writeback window"
+            "pending files read on the verifier's own: not proven yet, or their settle window passed"
         );
         if self.sweep.is_some() && self.baseline.is_some() && self.update(&due).is_none() {
             // Only a full sweep can say (a registry's dir): the next request makes one,

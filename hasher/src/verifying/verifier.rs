@@ -101,6 +101,21 @@ impl Verifier {
         self.hasher.apply(&self.policy);
     }
 
+    /// Watched files with several links to watch themselves, found since the last call.
+    pub fn take_linked(&mut self) -> Vec<std::path::PathBuf> {
+        self.hasher.links.take_wanted()
+    }
+
+    /// The watcher could not watch these linked files: they are read at every sweep.
+    pub fn linked_unwatched(&mut self, files: Vec<std::path::PathBuf>) {
+        self.hasher.links.refused(files);
+    }
+
+    /// The kernel's writeback window read at start.
+    pub fn kernel_window(&self) -> std::time::Duration {
+        self.hasher.settling.kernel_window()
+    }
+
     /// Names the OS release recorded in force with the adopted baseline.
     pub fn name_release(&mut self, release: Option<String>) {
         if let (Some(b), true) = (&mut self.baseline, self.adopted) {
@@ -141,6 +156,11 @@ impl Verifier {
         self.hasher
             .seals
             .retain(|p| crate::verifying::paths::watches(&policy, p));
+        self.hasher
+            .settling
+            .retain(|p| crate::verifying::paths::watches(&policy, p));
+        // The server put a new watcher in place: linked files are watched anew.
+        self.hasher.links.forget_all();
         self.policy = policy;
         // Findings against the old policy's watch set say nothing about the new one's.
         self.sweep = None;

@@ -74,6 +74,7 @@ impl FileHasher {
 
     /// Forgets the digest of `path`: its next check reads it in full.
     pub fn forget(&mut self, path: &Path) {
+        self.links.forget(path);
         let key = self.keys.of(path);
         self.cache.remove(&key);
         self.slots.forget(key);
@@ -138,6 +139,12 @@ impl FileHasher {
         expect: Option<Expect>,
     ) -> Outcome {
         let key = self.keys.of(path);
+        let result = match result {
+            // Where a write can leave the metadata as it was, nothing is remembered: the next
+            // check reads the file again.
+            (outcome, Some(v)) if !self.trusts(&v, path) => (outcome, None),
+            kept => kept,
+        };
         let (Outcome::Hashed { hash, size }, Some(version)) = result else {
             self.cache.remove(&key);
             if let Some(e) = expect {

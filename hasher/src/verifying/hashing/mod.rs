@@ -1,6 +1,7 @@
 //! Which files need reading: the metadata fast path, the full re-verification backstop, and
 //! the spreading of full reads over threads. Reading itself is in [`crate::reading::reader`].
 
+pub mod links;
 mod memory;
 mod prefetch;
 mod sealed;
@@ -15,6 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::reading::budget::Budget;
+use crate::reading::fskind::{FsKind, Kinds};
+use crate::reading::proof::Proof;
 use crate::reading::reader::{ReadResult, Reader};
 use crate::reading::verity::Sealing;
 pub use crate::reading::version::{Outcome, Version};
@@ -160,8 +163,12 @@ pub struct FileHasher {
     known: HashMap<PathBuf, crate::reading::chunks::Known>,
     /// Chunk digests were learned since the store was last told.
     chunks_learned: bool,
-    /// Changed files awaiting their settle read.
+    /// Changed files awaiting the read that proves them.
     pub settling: settling::Settling,
+    /// What each device's filesystem lets its files' metadata say.
+    kinds: Kinds,
+    /// Watched files with more than one link, and their own watches.
+    pub links: links::Links,
     /// Sealed files' contents bound to their fs-verity digests.
     pub seals: crate::verifying::seals::Seals,
 }
@@ -186,6 +193,8 @@ impl Default for FileHasher {
             known: HashMap::new(),
             chunks_learned: false,
             settling: settling::Settling::default(),
+            kinds: Kinds::default(),
+            links: links::Links::default(),
             seals: crate::verifying::seals::Seals::default(),
         }
     }
@@ -211,9 +220,9 @@ impl FileHasher {
             self.seals.mode = policy.fsverity;
         }
         self.reader.seals = policy.fsverity.enabled();
-        let kernel = self.settling.kernel_window();
         self.settling
-            .set_window(policy.settle_window.unwrap_or(kernel));
+            .set_window(policy.settle_window.unwrap_or_default());
+        self.reader.proving.recent = self.settling.recent();
     }
 
     /// Sets how many threads read at once. With more than one, full reads of large files also
@@ -246,15 +255,33 @@ impl FileHasher {
     ) -> Outcome {
         self.checks.fetch_add(1, Ordering::Relaxed);
         let meta = stated.map_or_else(|| std::fs::symlink_metadata(path), Ok);
-        if let (Ok(m), Some(expected)) = (&meta, expected_size) {
-            if m.file_type().is_file() && m.size() != expected {
-                if let Some(e) = expect {
-                    self.slots.clear(e.index);
-                }
-                return Outcome::SizeChanged(m.size());
+        let kind = match &meta {
+            Ok(m) if m.file_type().is_file() => self.kinds.of(m.dev(), path),
+            _ => FsKind::Tracked,
+        };
+        let unread = match (&meta, kind) {
+            (_, FsKind::Untrusted(name)) => Some(Outcome::Untrusted(name)),
+            (Ok(m), _)
+                if m.file_type().is_file() && expected_size.is_some_and(|e| e != m.size()) =>
+            {
+                Some(Outcome::SizeChanged(m.size()))
             }
+            _ => None,
+        };
+        if let Some(outcome) = unread {
+            if let Some(e) = expect {
+                self.slots.clear(e.index);
+            }
+            self.settling.after(path, settling::Settled::Moot);
+            return outcome;
         }
-        if let Ok(m) = &meta {
+        let linked = meta
+            .as_ref()
+            .is_ok_and(|m| m.file_type().is_file() && m.nlink() > 1);
+        let fast = kind.trusts_metadata()
+            && !self.settling.awaits(path)
+            && (!linked || self.links.covers(path));
+        if let (Ok(m), true) = (&meta, fast) {
             let now = Instant::now();
             if let Some(e) = expect.filter(|e| self.slot_fresh(path, e, m, now)) {
                 self.fast_hits += 1;
@@ -274,6 +301,8 @@ impl FileHasher {
         }
         if let Ok(m) = &meta {
             if let Some(answer) = self.sealed_answer(path, m, expect) {
+                // A sealed file's content cannot change: nothing is left to prove.
+                self.settling.after(path, settling::Settled::Proven);
                 return answer;
             }
             if self.remembered_another(path, expect, m) {
@@ -325,10 +354,11 @@ impl FileHasher {
             let hash = protocol::hexfmt::encode(&c.hash);
             return (Outcome::Hashed { hash, size: c.size }, slot);
         }
-        let (result, chunks, sealing) = self.read_now(path, meta);
+        let (result, chunks, sealing, proof) = self.read_now(path, meta);
+        self.settle(path, &result, proof);
         let (outcome, version) = result;
         self.learn_seal(path, &outcome, sealing);
-        let slot = match (&outcome, version) {
+        let slot = match (&outcome, version.filter(|v| self.trusts(v, path))) {
             (Outcome::Hashed { hash, size }, Some(version)) => {
                 self.keep_chunks(path, hash, *size, chunks);
                 Slot {
@@ -373,18 +403,43 @@ impl FileHasher {
         stated: Option<Metadata>,
         expect: Option<Expect>,
     ) -> Outcome {
-        let (result, chunks, sealing) = self.read_now(path, stated);
+        let (result, chunks, sealing, proof) = self.read_now(path, stated);
         self.learn_seal(path, &result.0, sealing);
+        self.settle(path, &result, proof);
         self.remember(path, result, chunks, expect)
     }
 
-    /// Reads `path` now (by its chunks when it is a large file read before), remembering
-    /// nothing: its outcome, its chunks' digests and what the read saw of its seal.
+    /// Notes what a read of `path` established for the files pending proof.
+    pub(super) fn settle(&mut self, path: &Path, result: &ReadResult, proof: Proof) {
+        use settling::Settled;
+        let settled = match (&result.0, proof) {
+            (Outcome::Hashed { .. }, Proof::Unproven(why)) => {
+                tracing::info!(path = %path.display(), why, "read not proven: read again soon");
+                Settled::Unproven
+            }
+            (Outcome::Hashed { .. }, _) => Settled::Proven,
+            (Outcome::Unreadable(why), _) if why == crate::reading::current::CHANGED_WHILE_READ => {
+                Settled::Unproven
+            }
+            _ => Settled::Moot,
+        };
+        self.settling.after(path, settled);
+    }
+
+    /// Whether the metadata of `version` (of `path`) may answer for it later: not on a
+    /// filesystem where a write can leave it as it was (see [`crate::reading::fskind`]).
+    pub(crate) fn trusts(&mut self, version: &Version, path: &Path) -> bool {
+        self.kinds.of(version.dev(), path).trusts_metadata()
+    }
+
+    /// Reads `path` now (by its chunks when it is a large file read before and not changed
+    /// lately), remembering nothing: its outcome, its chunks' digests, what the read saw of
+    /// its seal and what it proved (a file pending proof is proven whatever its ctime says).
     fn read_now(
         &mut self,
         path: &Path,
         stated: Option<Metadata>,
-    ) -> (ReadResult, Vec<[u8; 32]>, Sealing) {
+    ) -> (ReadResult, Vec<[u8; 32]>, Sealing, Proof) {
         let stated = stated.or_else(|| std::fs::symlink_metadata(path).ok());
         if let Some(m) = &stated {
             if m.file_type().is_file() && m.size() > self.max_file_size {
@@ -392,11 +447,20 @@ impl FileHasher {
                     (Outcome::TooLarge(m.size()), None),
                     Vec::new(),
                     Sealing::Unknown,
+                    Proof::Unasked,
                 );
             }
         }
-        if let Some((result, chunks)) = self.verify_chunks(path) {
-            return (result, chunks, Sealing::Unknown);
+        self.reader.proving.force = self.settling.awaits(path);
+        // Chunks are read on several threads without the proving read's writeback: a file
+        // changed lately is read whole, once.
+        let changed_lately = stated
+            .as_ref()
+            .is_none_or(|m| crate::reading::proof::asked(m, self.reader.proving));
+        if !changed_lately {
+            if let Some((result, chunks)) = self.verify_chunks(path) {
+                return (result, chunks, Sealing::Unknown, Proof::Unasked);
+            }
         }
         if stated
             .as_ref()
@@ -408,7 +472,12 @@ impl FileHasher {
         let result = self.reader.read_stated(path, &self.budget, stated);
         self.bytes_hashed += self.reader.bytes - before;
         let chunks = std::mem::take(&mut self.reader.last_chunks);
-        (result, chunks, self.reader.last_seal)
+        (
+            result,
+            chunks,
+            self.reader.last_seal,
+            self.reader.last_proof,
+        )
     }
 
     /// A large file read before is re-verified by its chunks, on every hashing thread; `None`
@@ -720,13 +789,20 @@ mod tests {
             h.reader.bytes, size,
             "the first read is one sequential read"
         );
-        // What inotify does on a write: forget; the next check proves it by its chunks.
+        // Named by inotify while changed lately: read whole, once, proving it.
+        h.forget(&f);
+        h.settling.note(&f);
+        assert_eq!(h.check(&f, Given::NOTHING), whole);
+        assert_eq!(h.reader.bytes, 2 * size, "a proving read is a whole read");
+        assert_eq!(h.settling.pending(), 0);
+        // Re-verified long after its last change (the backstop, a restart): by its chunks.
+        h.reader.proving.recent = Duration::ZERO;
         h.forget(&f);
         assert_eq!(h.check(&f, Given::NOTHING), whole);
-        assert_eq!(h.reader.bytes, size, "no whole read this time");
+        assert_eq!(h.reader.bytes, 2 * size, "no whole read this time");
         assert_eq!(
             h.bytes_hashed,
-            2 * size,
+            3 * size,
             "but every byte was read, in chunks"
         );
         // A change in the second chunk: found, then read whole for its digest.

@@ -22,16 +22,18 @@ impl FileHasher {
         }
         todo.sort_by_key(|t| std::cmp::Reverse(t.1));
         let next = AtomicUsize::new(0);
-        type Done = (usize, ReadResult, Vec<[u8; 32]>, Sealing);
+        type Done = (usize, ReadResult, Vec<[u8; 32]>, Sealing, Proof);
         let done: Mutex<Vec<Done>> = Mutex::new(Vec::with_capacity(todo.len()));
         let budget = &self.budget;
         let take_chunks = self.threads > 1;
         let seals = self.reader.seals;
+        let proving = self.reader.proving;
         let bytes: u64 = std::thread::scope(|s| {
             let work = || {
                 let mut reader = Reader::default();
                 reader.take_chunks = take_chunks;
                 reader.seals = seals;
+                reader.proving = proving;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((path, size, _)) = todo.get(i) else {
@@ -47,6 +49,7 @@ impl FileHasher {
                         result,
                         chunks,
                         reader.last_seal,
+                        reader.last_proof,
                     ));
                 }
                 reader.bytes
@@ -67,9 +70,10 @@ impl FileHasher {
         });
         self.bytes_hashed += bytes;
         let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (i, result, chunks, sealing) in done {
+        for (i, result, chunks, sealing, proof) in done {
             if let Some((path, _, expect)) = todo.get(i) {
                 self.learn_seal(path, &result.0, sealing);
+                self.settle(path, &result, proof);
                 self.remember(path, result, chunks, *expect);
             }
         }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::reading::budget::Budget;
 use crate::reading::reader::Reader;
 use crate::reading::version::Version;
+use crate::verifying::hashing::settling::Settled;
 use crate::verifying::hashing::{DirCached, FileHasher};
 use crate::verifying::walk::Found;
 
@@ -111,6 +112,12 @@ fn compute(
         if Version::of(&before) != *version {
             return Err(format!("{}: changed while hashed", f.display()));
         }
+        // A changed file's pages are clean before it is read (see `reading::proof`).
+        if let crate::reading::proof::Proof::Unproven(why) =
+            crate::reading::proof::prepare(&file, &before, reader.proving)
+        {
+            return Err(format!("{}: not proven: {why}", f.display()));
+        }
         sha.update((rel.len() as u64).to_be_bytes());
         sha.update(rel);
         sha.update(before.size().to_be_bytes());
@@ -144,7 +151,10 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
                     answers[i] = Some(Ok((c.digest.clone(), c.total)));
                 }
                 _ => match crate::verifying::dirseals::answer(hasher, &p.dir, &p.files) {
-                    Ok(sealed) => answers[i] = Some(Ok(sealed)),
+                    Ok(sealed) => {
+                        settled(hasher, &p.files, Settled::Proven);
+                        answers[i] = Some(Ok(sealed));
+                    }
                     Err(fingerprint) => {
                         p.sealed = fingerprint;
                         todo.push((i, p));
@@ -168,6 +178,7 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
             .push((*i, r));
     };
     let before = hasher.reader.bytes;
+    let proving = hasher.reader.proving;
     let extra = hasher.threads.min(todo.len()).saturating_sub(1);
     let spent: u64 = std::thread::scope(|s| {
         let helpers: Vec<_> = (0..extra)
@@ -175,6 +186,7 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
                 std::thread::Builder::new()
                     .spawn_scoped(s, || {
                         let mut reader = Reader::default();
+                        reader.proving = proving;
                         work(&mut reader);
                         reader.bytes
                     })
@@ -187,7 +199,23 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
     });
     hasher.bytes_hashed += spent + (hasher.reader.bytes - before);
     for (i, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        if let (Ok((digest, total)), Some((_, p))) = (&r, todo.iter().find(|(j, _)| *j == i)) {
+        if let Some((_, p)) = todo.iter().find(|(j, _)| *j == i) {
+            // Each file was read after its pages were clean, or the artifact is a finding.
+            let outcome = if r.is_ok() {
+                Settled::Proven
+            } else {
+                Settled::Moot
+            };
+            settled(hasher, &p.files, outcome);
+        }
+        let remembered = (&r, todo.iter().find(|(j, _)| *j == i));
+        if let (Ok((digest, total)), Some((_, p))) = remembered {
+            if !p.files.iter().all(|(f, v)| hasher.trusts(v, f)) {
+                // On a filesystem where a write can leave the metadata as it was: read again
+                // at every sweep.
+                answers[i] = Some(r);
+                continue;
+            }
             if let Some(before) = p.sealed {
                 let read = (digest.as_str(), *total);
                 crate::verifying::dirseals::learn(hasher, &p.dir, &p.files, before, read);
@@ -209,6 +237,13 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err("not hashed".into())))
         .collect()
+}
+
+/// Notes for the files pending proof what a directory artifact's check established of each.
+fn settled(hasher: &mut FileHasher, files: &[(PathBuf, Version)], outcome: Settled) {
+    for (f, _) in files {
+        hasher.settling.after(f, outcome);
+    }
 }
 
 /// One directory artifact's digest (see [`directory_digests`]).

@@ -279,6 +279,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::TooLarge(n) => format!("{n} bytes, more than max_file_size"),
         Outcome::Secret => "is the HMAC key or the service token (a hard link, bind mount or copy of it); never digested".into(),
         Outcome::SealChanged(seal) => format!("sealed as {seal}, not the fs-verity digest bound to the baseline's content"),
+        Outcome::Untrusted(fs) => format!("on {fs}, whose server decides what a read returns; never read (move it to a local filesystem)"),
     }
 }
 
