@@ -36,6 +36,7 @@ command -v debugfs >/dev/null || need+=(e2fsprogs)
 command -v swtpm >/dev/null || need+=(swtpm)
 command -v swtpm_setup >/dev/null || need+=(swtpm-tools)
 command -v tpm2_nvread >/dev/null || need+=(tpm2-tools)
+command -v bindfs >/dev/null || need+=(bindfs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: the tests need ${need[*]} and run as root (sandbox, fault and PID 1 tests)" >&2

@@ -278,9 +278,10 @@ impl FileHasher {
         let linked = meta
             .as_ref()
             .is_ok_and(|m| m.file_type().is_file() && m.nlink() > 1);
-        let fast = kind.trusts_metadata()
-            && !self.settling.awaits(path)
-            && (!linked || self.links.covers(path));
+        // Asked whatever the filesystem: a read at every sweep does not see a write between
+        // sweeps, a watch on the file does.
+        let covered = !linked || self.links.covers(path);
+        let fast = kind.trusts_metadata() && !self.settling.awaits(path) && covered;
         if let (Ok(m), true) = (&meta, fast) {
             let now = Instant::now();
             if let Some(e) = expect.filter(|e| self.slot_fresh(path, e, m, now)) {

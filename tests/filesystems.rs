@@ -1,0 +1,322 @@
+//! Filesystems and links inotify cannot see through (#37), on the real binaries: a model dir
+//! on tmpfs (mounted by the test) is read at every sweep, so a write through a shared mapping
+//! that moves no timestamp is still found; a write through a hard link outside the model dir
+//! (on ext4, loop-mounted by the test) is seen at once by the file's own watch; FUSE is refused
+//! at start and reported inside a model dir; a settle window shorter than the kernel's
+//! writeback window is refused, naming the key and the window.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Mounts, undone in reverse order when dropped (a failed assertion leaves no mount behind).
+#[derive(Default)]
+struct Mounts(Vec<PathBuf>);
+
+impl Mounts {
+    fn mount(&mut self, args: &[&str], at: &Path) {
+        run(Command::new("mount").args(args).arg(at));
+        self.0.push(at.to_owned());
+    }
+
+    /// `bindfs` (FUSE) of `from` at `at`.
+    fn bindfs(&mut self, from: &Path, at: &Path) {
+        run(Command::new("bindfs").arg(from).arg(at));
+        self.0.push(at.to_owned());
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for at in self.0.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(at).status();
+        }
+    }
+}
+
+/// The appliance with its model dir moved onto a volume of `fs` (a tmpfs, or a loop-mounted
+/// ext4): `vol/models` bound at `models`, and `vol/outside` beside it on the same volume, where
+/// a hard link to a model is outside every watched directory. The models are written anew.
+fn on_volume(a: &Appliance, fs: &str, mounts: &mut Mounts) -> PathBuf {
+    let vol = a.path("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    match fs {
+        "tmpfs" => mounts.mount(&["-t", "tmpfs", "-o", "size=64m", "tmpfs"], &vol),
+        "ext4" => {
+            let image = a.path("ext4.img");
+            std::fs::File::create(&image)
+                .unwrap()
+                .set_len(64 << 20)
+                .unwrap();
+            run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+            mounts.mount(&["-o", "loop", image.to_str().unwrap()], &vol);
+        }
+        other => panic!("{other}"),
+    }
+    for d in ["models/sub", "outside"] {
+        std::fs::create_dir_all(vol.join(d)).unwrap();
+    }
+    mounts.mount(
+        &["--bind", vol.join("models").to_str().unwrap()],
+        &a.path("models"),
+    );
+    a.write("models/a.gguf", "model a");
+    a.write("models/sub/b.gguf", "model b");
+    vol
+}
+
+fn ctime(p: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    (m.ctime(), m.ctime_nsec())
+}
+
+/// A writable `MAP_SHARED` mapping of a file, unmapped when dropped.
+struct Mapping {
+    at: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn of(path: &Path) -> Mapping {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a fresh shared mapping of `len` bytes of a file opened read-write, touched
+        // only through `poke` within its bounds, and unmapped once, on drop.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        Mapping { at: at.cast(), len }
+    }
+
+    /// Writes `byte` at offset 0 (volatile: not elided).
+    fn poke(&self, byte: u8) {
+        // SAFETY: offset 0 of a live mapping of at least one byte.
+        unsafe { self.at.write_volatile(byte) };
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of`, unmapped once.
+        unsafe { libc::munmap(self.at.cast(), self.len) };
+    }
+}
+
+/// tmpfs has no writeback, so nothing ever write-protects a shared mapping of its files: after
+/// the first write fault (which moves the times, and which the hasher reads), every later
+/// write through the mapping is silent — no timestamp, no event, no fault. Files there are
+/// read in full at every sweep, so the tampering, made through a hard link outside the model
+/// dir, is found by the next scan.
+#[test]
+fn a_model_on_tmpfs_is_read_at_every_sweep_and_a_silent_mapped_write_is_found() {
+    let a = Appliance::new();
+    let mut mounts = Mounts::default();
+    let vol = on_volume(&a, "tmpfs", &mut mounts);
+    let link = vol.join("outside/a-link.gguf");
+    // Linked on the volume: link(2) refuses to cross mounts, even of one filesystem.
+    std::fs::hard_link(vol.join("models/a.gguf"), &link).unwrap();
+    let m = Running::start(&a);
+    let tmpfs_bytes = ("model a".len() + "model b".len()) as u64;
+    let map = Mapping::of(&link);
+    map.poke(b'm'); // the same byte: the fault moves the times, the content stays
+    for _ in 0..2 {
+        let s = m.scan();
+        assert_eq!(s["state"], "trusted", "{s}");
+        assert_eq!(
+            s["last_report"]["report"]["bytes_hashed"], tmpfs_bytes,
+            "every sweep reads the tmpfs files in full, and nothing else: {s}"
+        );
+    }
+    let before = ctime(&a.path("models/a.gguf"));
+    map.poke(b'X');
+    drop(map);
+    assert_eq!(
+        ctime(&a.path("models/a.gguf")),
+        before,
+        "on tmpfs the tampering moved no timestamp: no stat can see it"
+    );
+    let s = m.scan();
+    assert_ne!(s["state"], "trusted", "{s}");
+    assert_eq!(m.verify_code(), 503);
+    let v = &m.status()["active_violations"][0];
+    assert_eq!(v["path"], path_str(&a.path("models/a.gguf")), "{v}");
+}
+
+/// A directory's watch sees writes made through a name in it only. A model with a second link
+/// outside the model dir (on ext4) gets a watch of its own: a write through that link makes
+/// `/verify` 503 and names the model within seconds, though no sweep runs for an hour. A link
+/// made after the start is seen by the next check (its ctime moved) and watched from then on.
+#[test]
+fn a_write_through_a_hard_link_outside_the_model_dir_is_seen_at_once() {
+    let a = Appliance::new();
+    let mut mounts = Mounts::default();
+    let vol = on_volume(&a, "ext4", &mut mounts);
+    let link = vol.join("outside/a-link.gguf");
+    std::fs::hard_link(vol.join("models/a.gguf"), &link).unwrap();
+    let m = Running::start(&a);
+    assert_eq!(m.scan()["state"], "trusted");
+    // The watch is added as the scan's checks asked (between requests).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(m.verify_code(), 200);
+    let tamper = |p: &Path| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.write_all_at(b"M", 0).unwrap();
+    };
+    tamper(&link);
+    let named = |rel: &str| {
+        wait_until(Duration::from_secs(5), || {
+            m.status()["active_violations"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["path"] == path_str(&a.path(rel))))
+        })
+    };
+    assert!(named("models/a.gguf"), "{}", m.status());
+    assert_eq!(m.verify_code(), 503);
+    // A link made now: the next check sees the model's ctime move, reads it, watches it.
+    let late = vol.join("outside/b-link.gguf");
+    std::fs::hard_link(vol.join("models/sub/b.gguf"), &late).unwrap();
+    m.scan();
+    std::thread::sleep(Duration::from_millis(300));
+    tamper(&late);
+    assert!(named("models/sub/b.gguf"), "{}", m.status());
+}
+
+/// FUSE: a server, not this kernel, decides what a read returns. A model dir on it stops the
+/// start (78, naming the key, the path and the filesystem); a baselined model that a FUSE
+/// mount now serves is an `untrusted_filesystem` finding, never read.
+#[test]
+fn fuse_is_refused_at_start_and_reported_inside_a_model_dir() {
+    let a = Appliance::new();
+    let mut mounts = Mounts::default();
+    let real = a.path("real-models");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("a.gguf"), "model a").unwrap();
+    // FUSE mounts on an empty directory only.
+    std::fs::remove_dir_all(a.path("models")).unwrap();
+    std::fs::create_dir(a.path("models")).unwrap();
+    mounts.bindfs(&real, &a.path("models"));
+    let out = Command::new(monitor_bin())
+        .args(a.args(free_addr()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("model_dirs")
+            && err.contains("fuse")
+            && err.contains(&path_str(&a.path("models"))),
+        "{err}"
+    );
+    drop(mounts);
+
+    // A baselined model, then a FUSE mount put over its directory: the same bytes served by
+    // a server are not the model's; never read.
+    let a = Appliance::new();
+    a.write("models/remote/a.gguf", "model a");
+    let m = Running::start(&a);
+    assert_eq!(m.scan()["state"], "trusted");
+    let mut mounts = Mounts::default();
+    let remote = a.path("models/remote");
+    run(Command::new("bindfs")
+        .args(["-o", "nonempty"])
+        .arg(&real)
+        .arg(&remote));
+    mounts.0.push(remote.clone());
+    let s = m.scan();
+    let violations = s["last_report"]["report"]["violations"].as_array().unwrap();
+    let v = violations
+        .iter()
+        .find(|v| v["path"] == path_str(&remote.join("a.gguf")))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(v["actual_hash"], "untrusted_filesystem", "{v}");
+    assert_eq!(
+        s["last_report"]["report"]["bytes_hashed"], 0,
+        "never read: {s}"
+    );
+    drop(m);
+}
+
+/// The kernel's writeback window as the hasher reads it: the two sysctls plus 2 s.
+fn kernel_window_secs() -> u64 {
+    let centisecs = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (centisecs("dirty_expire_centisecs") + centisecs("dirty_writeback_centisecs")) / 100 + 2
+}
+
+/// A 3 s settle window while pages stay dirty for the kernel's window would be a read that
+/// proves nothing: refused at start and by check-config (78, the key, its line and the
+/// kernel's window named), and by a reload (the old policy stays).
+#[test]
+fn a_settle_window_shorter_than_the_kernels_writeback_window_is_refused() {
+    let window = format!("kernel's writeback window, {}s", kernel_window_secs());
+    let a = Appliance::with_options("scan_interval: 1h\nsettle_window: 3s\n");
+    let out = Command::new(monitor_bin())
+        .args(a.args(free_addr()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("settle_window") && err.contains("line"),
+        "{err}"
+    );
+    assert!(err.contains(&window), "{window}: {err}");
+    let out = Command::new(monitor_bin())
+        .args(["check-config", "--policy"])
+        .arg(a.path("etc/monitor.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("settle_window") && err.contains(&window),
+        "{err}"
+    );
+
+    let a = Appliance::new();
+    let m = Running::start(&a);
+    a.write_policy("scan_interval: 1h\nsettle_window: 3s\n");
+    let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("settle_window"), "{body}");
+    a.write_policy(&format!(
+        "scan_interval: 1h\nsettle_window: {}s\n",
+        kernel_window_secs()
+    ));
+    let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
+    assert_eq!(code, 200, "as long as the window: accepted: {body}");
+}
