@@ -27,7 +27,10 @@ impl Verifier {
         }
         for path in &changes.paths {
             self.hasher.forget(path);
-            self.hasher.settling.note(path);
+            // The registry's manifest is read whole at every scan, never proven by a check.
+            if self.policy.registry_manifest.as_ref() != Some(path) {
+                self.hasher.settling.note(path);
+            }
         }
         if changes.overflow || changes.unnamed || self.named.len() + changes.paths.len() > MAX_NAMED
         {
@@ -63,7 +66,9 @@ impl Verifier {
             files = due.len(),
             "pending files read on the verifier's own: not proven yet, or their settle window passed"
         );
-        if self.sweep.is_some() && self.baseline.is_some() && self.update(&due).is_none() {
+        if self.sweep.is_some() && self.baseline.is_some() && self.update(&due).is_some() {
+            self.hasher.settling.drop_unread(&due);
+        } else {
             // Only a full sweep can say (a registry's dir): the next request makes one,
             // reading them (their digests are forgotten).
             self.sweep = None;

@@ -65,6 +65,24 @@ enum Stage {
     Again,
 }
 
+/// One pending file.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    at: Instant,
+    stage: Stage,
+    taken: bool,
+}
+
+impl Pending {
+    fn new(at: Instant, stage: Stage) -> Pending {
+        Pending {
+            at,
+            stage,
+            taken: false,
+        }
+    }
+}
+
 /// The changed files awaiting their proving read (or their settle window's read).
 #[derive(Debug)]
 pub struct Settling {
@@ -73,7 +91,9 @@ pub struct Settling {
     window: Duration,
     /// The kernel's writeback window, as read at start.
     kernel: Duration,
-    due: HashMap<PathBuf, (Instant, Stage)>,
+    /// Each pending file: when it is read on the verifier's own, what it awaits, and whether
+    /// it was handed out for that read since a check last spoke of it.
+    due: HashMap<PathBuf, Pending>,
     /// When every file is to be read again for the settle window: more changes than are
     /// tracked by name, or changes inotify lost.
     everything: Option<Instant>,
@@ -120,7 +140,7 @@ impl Settling {
     pub fn set_window(&mut self, window: Duration) {
         self.window = window;
         if window.is_zero() {
-            self.due.retain(|_, (_, stage)| *stage == Stage::Proof);
+            self.due.retain(|_, p| p.stage == Stage::Proof);
             self.everything = None;
         }
     }
@@ -136,8 +156,10 @@ impl Settling {
             self.note_everything();
             return;
         }
-        self.due
-            .insert(path.to_owned(), (Instant::now() + RETRY, Stage::Proof));
+        self.due.insert(
+            path.to_owned(),
+            Pending::new(Instant::now() + RETRY, Stage::Proof),
+        );
     }
 
     /// Which files changed is not known (inotify lost events, or too many to track): the
@@ -159,21 +181,19 @@ impl Settling {
         if self.due.is_empty() && settled != Settled::Unproven {
             return;
         }
-        let stage = self.due.get(path).map(|(_, stage)| *stage);
+        let stage = self.due.get(path).map(|p| p.stage);
         match (settled, stage) {
             (Settled::Unproven, _) => {
                 if self.due.len() < MAX_PENDING || stage.is_some() {
-                    self.due
-                        .insert(path.to_owned(), (Instant::now() + RETRY, Stage::Proof));
+                    let again = Pending::new(Instant::now() + RETRY, Stage::Proof);
+                    self.due.insert(path.to_owned(), again);
                 } else {
                     self.note_everything();
                 }
             }
             (Settled::Proven, Some(Stage::Proof)) if !self.window.is_zero() => {
-                self.due.insert(
-                    path.to_owned(),
-                    (Instant::now() + self.window, Stage::Again),
-                );
+                let again = Pending::new(Instant::now() + self.window, Stage::Again);
+                self.due.insert(path.to_owned(), again);
             }
             (_, Some(_)) => {
                 self.due.remove(path);
@@ -192,17 +212,18 @@ impl Settling {
     pub fn take_due(&mut self, now: Instant) -> Due {
         if self.everything.is_some_and(|at| at <= now) {
             self.everything = None;
-            self.due.retain(|_, (_, stage)| *stage == Stage::Proof);
+            self.due.retain(|_, p| p.stage == Stage::Proof);
             return Due {
                 paths: Vec::new(),
                 everything: true,
             };
         }
         let mut paths = Vec::new();
-        for (p, (at, _)) in &mut self.due {
-            if *at <= now {
-                *at = now + RETRY;
-                paths.push(p.clone());
+        for (path, p) in &mut self.due {
+            if p.at <= now {
+                p.at = now + RETRY;
+                p.taken = true;
+                paths.push(path.clone());
             }
         }
         Due {
@@ -211,11 +232,23 @@ impl Settling {
         }
     }
 
+    /// Drops those of `paths` (handed out by [`Settling::take_due`]) that no check spoke of
+    /// since: nothing reads them as a watched file (a registry manifest, a path gone from the
+    /// watch set), so nothing could ever prove them.
+    pub fn drop_unread(&mut self, paths: &[PathBuf]) {
+        for path in paths {
+            if self.due.get(path).is_some_and(|p| p.taken) {
+                tracing::debug!(path = %path.display(), "pending file no check reads: dropped");
+                self.due.remove(path);
+            }
+        }
+    }
+
     /// When the next read on the verifier's own falls due.
     pub fn next_due(&self) -> Option<Instant> {
         self.due
             .values()
-            .map(|(at, _)| *at)
+            .map(|p| p.at)
             .min()
             .into_iter()
             .chain(self.everything)
@@ -286,6 +319,15 @@ mod tests {
         assert_eq!(s.pending(), 1);
         s.retain(|_| false);
         assert_eq!(s.pending(), 0, "no longer watched");
+        // Handed out for a read: dropped only when no check spoke of it meanwhile.
+        s.note(&f);
+        let taken = s.take_due(Instant::now() + RETRY).paths;
+        s.after(&f, Settled::Unproven);
+        s.drop_unread(&taken);
+        assert_eq!(s.pending(), 1, "a check read it, unproven: kept");
+        let taken = s.take_due(Instant::now() + 2 * RETRY).paths;
+        s.drop_unread(&taken);
+        assert_eq!(s.pending(), 0, "nothing reads it: dropped");
     }
 
     #[test]
