@@ -448,6 +448,232 @@ mod tests {
         log.record(event, f).expect("record");
     }
 
+    /// One record of every kind the api writes, with the fields each call site gives it:
+    /// what an auditor's tools read, pinned byte for byte (the chain too: `prev` hashes the
+    /// line before). The adoption recorded first is carried into `start`, `audit_reopened`
+    /// and `audit_log_replaced`.
+    fn every_kind() -> Vec<(AuditEvent, Value)> {
+        use serde_json::json;
+        let digest = "d".repeat(64);
+        let violation = protocol::report::Violation {
+            detected_at: "2026-01-01T00:00:00Z".into(),
+            category: protocol::Category::ModelFile,
+            path: "/var/lib/m/a.gguf".into(),
+            expected_hash: "a".repeat(64),
+            actual_hash: "b".repeat(64),
+            action: protocol::Action::QuarantineModel,
+        };
+        let state = crate::state::State::Degraded;
+        vec![
+            (
+                AuditEvent::BaselineAdopted,
+                Value::Object(
+                    crate::adopted::Adopted {
+                        generation: 3,
+                        digest: digest.clone(),
+                    }
+                    .fields(),
+                ),
+            ),
+            (
+                AuditEvent::Start,
+                json!({ "version": "0.1.0", "pid": 4242 }),
+            ),
+            (AuditEvent::Stop, json!({ "reason": "signal" })),
+            (
+                AuditEvent::Violation,
+                serde_json::to_value(&violation).unwrap_or(Value::Null),
+            ),
+            (
+                AuditEvent::Transition,
+                json!({ "from": crate::state::State::Trusted, "to": state, "reason": "1 violation(s), threshold 3", "violation_count": 1 }),
+            ),
+            (
+                AuditEvent::AuthRefused,
+                json!({ "method": "POST", "path": "/api/v1/scan", "reason": "invalid_token" }),
+            ),
+            (
+                AuditEvent::AuthRefusedSuppressed,
+                json!({ "count": 17_u64 }),
+            ),
+            (
+                AuditEvent::BaselineChanged,
+                json!({ "from": Some("c".repeat(64)), "to": digest, "generation": 4_u64 }),
+            ),
+            (
+                AuditEvent::BaselineLoaded,
+                json!({ "digest": digest, "generation": 3_u64, "entries": 12_u32, "signed": true }),
+            ),
+            (
+                AuditEvent::BaselineMigrated,
+                json!({ "from": "go", "digest": digest, "entries": 12_u32 }),
+            ),
+            (
+                AuditEvent::BaselineRejected,
+                json!({ "reason": "baseline.json: HMAC does not verify" }),
+            ),
+            (
+                AuditEvent::BaselineRolledForward,
+                json!({ "from": 2_u64, "to": 3_u64, "digest": digest }),
+            ),
+            (AuditEvent::BaselineUnsigned, json!({ "digest": digest })),
+            (AuditEvent::HasherLost, json!({ "reason": "link closed" })),
+            (
+                AuditEvent::HasherStartFailed,
+                json!({ "reason": "store unusable" }),
+            ),
+            (
+                AuditEvent::HasherReconnected,
+                json!({ "after": Some("link closed") }),
+            ),
+            (AuditEvent::HmacKeyAbsent, json!({ "signing": "unsigned" })),
+            (
+                AuditEvent::IncidentDropped,
+                json!({ "state": state, "reason": "reporter queue full" }),
+            ),
+            (
+                AuditEvent::IncidentReportFailed,
+                json!({ "state": "degraded", "attempts": 5_u32, "error": "connection refused" }),
+            ),
+            (
+                AuditEvent::IncidentReported,
+                json!({ "state": "degraded", "status": 202_u16, "attempt": 1_u32 }),
+            ),
+            (
+                AuditEvent::Initialized,
+                json!({ "digest": digest, "generation": 1_u64, "entries": 12_u32, "signed": true, "created_at": "2026-01-01T00:00:00Z" }),
+            ),
+            (
+                AuditEvent::Rebaseline,
+                json!({ "digest": digest, "generation": 5_u64, "entries": 13_u32, "signed": false, "created_at": "2026-01-02T00:00:00Z" }),
+            ),
+            (
+                AuditEvent::RebaselineRefused,
+                json!({ "reason": "hasher refused: unauthorized" }),
+            ),
+            (
+                AuditEvent::RebaselineRefused,
+                json!({ "reason": "a watched file is missing", "at": "plan" }),
+            ),
+            (
+                AuditEvent::RebaselineRefused,
+                json!({ "reason": "files changed since the plan", "plan": "e".repeat(64), "new_plan": "f".repeat(64) }),
+            ),
+            (
+                AuditEvent::RebaselineRefused,
+                json!({ "reason": "bad proof", "plan": Value::Null, "new_plan": Value::Null }),
+            ),
+            (
+                AuditEvent::RebaselinePlanned,
+                json!({ "plan": "e".repeat(64), "generation": 6, "added": 1, "removed": 0, "changed": 2 }),
+            ),
+            (
+                AuditEvent::Reload,
+                json!({ "scan_interval_ms": 30_000_u64, "degradation_threshold": 3_u32, "watched_paths": 7_u32 }),
+            ),
+            (
+                AuditEvent::ReloadRefused,
+                json!({ "reason": "policy: line 3: unknown key" }),
+            ),
+            (
+                AuditEvent::ReferenceInUse,
+                json!({ "digest": digest, "entries": 12_u32, "release": Some("c0ffee"), "store": protocol::standing::FromStore::Verified }),
+            ),
+            (
+                AuditEvent::ReleaseTransition,
+                json!({ "from": "c0ffee", "to": "decade", "downgrade": false, "generation": 7_u64, "moved_count": 1_u32, "moved": [protocol::standing::Moved { path: "/usr/bin/x".into(), old: None, new: "a".repeat(64) }], "dropped": ["/usr/bin/y"] }),
+            ),
+            (
+                AuditEvent::ReleaseRefused,
+                json!({ "reason": "release file unsigned" }),
+            ),
+            (
+                AuditEvent::MemoryRecordFailed,
+                json!({ "path": "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.adopted.json", "error": "No space left on device (os error 28)" }),
+            ),
+            (AuditEvent::AuditReopened, json!({})),
+            (
+                AuditEvent::AuditLogReplaced,
+                json!({ "reason": "truncated", "path": DEFAULT_AUDIT_LOG, "last_seq": 35_u64, "last_hash": "9".repeat(64) }),
+            ),
+            (
+                AuditEvent::AuditTailRecovered,
+                json!({ "snapshot": PathBuf::from("/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.broken-1767225600"), "reason": "last record is torn (no newline)" }),
+            ),
+            (
+                AuditEvent::AuditLogReopenFailed,
+                json!({ "reason": "Permission denied (os error 13)" }),
+            ),
+            (AuditEvent::AuditRecordsDropped, json!({ "count": 3_u64 })),
+        ]
+    }
+
+    #[test]
+    fn every_record_kind_is_written_byte_for_byte_as_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&p).expect("open");
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_123);
+        let records: Vec<(AuditEvent, Map<String, Value>)> = every_kind()
+            .into_iter()
+            .map(|(e, v)| match v {
+                Value::Object(m) => (e, m),
+                _ => (e, Map::new()),
+            })
+            .collect();
+        let (written, failed) = log.record_batch(records.iter().map(|(e, m)| (*e, m, at)));
+        assert!(failed.is_none(), "{failed:?}");
+        assert_eq!(written, records.len());
+        let text = std::fs::read_to_string(&p).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, GOLDEN_LOG);
+        assert_eq!(
+            verify(std::slice::from_ref(&p)),
+            Ok(GOLDEN_LOG.len() as u64)
+        );
+    }
+
+    const GOLDEN_LOG: &[&str] = &[
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"baseline_adopted\",\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"seq\":1,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"start\",\"pid\":4242,\"prev\":\"a4455f0ff781346f62b7fa8fbae728c52b1c51d5bcf14caa76ea4e80dfc07ad4\",\"seq\":2,\"time\":\"2026-01-01T00:00:00.123Z\",\"version\":\"0.1.0\"}",
+        "{\"event\":\"stop\",\"prev\":\"49f140d63c5e5bdbd828ad5670f324ec9d77eee274c4476f41f20cd58e79a1c2\",\"reason\":\"signal\",\"seq\":3,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"action\":\"quarantine_model\",\"actual_hash\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\",\"category\":\"model_file\",\"detected_at\":\"2026-01-01T00:00:00Z\",\"event\":\"violation\",\"expected_hash\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"path\":\"/var/lib/m/a.gguf\",\"prev\":\"7e2da50d0fe2a4b2a85a8a45ed7f251a10dd7c3d786562cea08d1ecf098330a3\",\"seq\":4,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"transition\",\"from\":\"trusted\",\"prev\":\"f9ea553b47f300910e10bafdb1de0941fb8bf4180206d9a6bc46f898a1429131\",\"reason\":\"1 violation(s), threshold 3\",\"seq\":5,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":\"degraded\",\"violation_count\":1}",
+        "{\"event\":\"auth_refused\",\"method\":\"POST\",\"path\":\"/api/v1/scan\",\"prev\":\"5807bb2510fef15e04fc99a6503a246b43f851c40e3df78448a5ca4ad6fb3f13\",\"reason\":\"invalid_token\",\"seq\":6,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"count\":17,\"event\":\"auth_refused_suppressed\",\"prev\":\"a2a738f4eb79b35b5024ad5ecd5972013bed9f07b5ccf427124b3fce9fb057f6\",\"seq\":7,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"baseline_changed\",\"from\":\"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\",\"generation\":4,\"prev\":\"c36b07376cfeb3e0579222d4b9a6442651cf4bc0e3f76cac9830623f04331daf\",\"seq\":8,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"baseline_loaded\",\"generation\":3,\"prev\":\"8ba2f6f9d84679366fd8d62daf5c612b1c404c78d608476584c382f0d7aee8cd\",\"seq\":9,\"signed\":true,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"baseline_migrated\",\"from\":\"go\",\"prev\":\"ddbead431e0825dec0288dbda33e0948b8282b34a8ecb4ef648a59e825c75468\",\"seq\":10,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"baseline_rejected\",\"prev\":\"93627fd4d4ddb57289adb32e713ae0f4f0b99b20761d8681190abb19e7c3a5da\",\"reason\":\"baseline.json: HMAC does not verify\",\"seq\":11,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"event\":\"baseline_rolled_forward\",\"from\":2,\"prev\":\"6f08e0de63f3c5514d609798a1eba60dfb7659e173291a30e31547403d04c05b\",\"seq\":12,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":3}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"event\":\"baseline_unsigned\",\"prev\":\"15cdbb2c2630b01bb9787d1120fee34037bc624d120510b3b6048ee79e77038c\",\"seq\":13,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"hasher_lost\",\"prev\":\"ba132b1442fddc913b542ae2b9a3273cf75eccf7b609ceb15b18fb371382c018\",\"reason\":\"link closed\",\"seq\":14,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"hasher_start_failed\",\"prev\":\"9851a18c46745f079866cdde3ee7df0ab377f0f80f530924f698cad8e8c8078e\",\"reason\":\"store unusable\",\"seq\":15,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"after\":\"link closed\",\"event\":\"hasher_reconnected\",\"prev\":\"67f1ae3acf834100dbccdfb60861f370b446d1de1faea47ce60087ebeef2dede\",\"seq\":16,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"hmac_key_absent\",\"prev\":\"1f81ba2520dfce7fc99715c5efef3db5fc725838fc00abb9792c5f46a9d5f2ec\",\"seq\":17,\"signing\":\"unsigned\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"incident_dropped\",\"prev\":\"6498d2fd867d1c45ee3631bf0fa2dd5fa16f624a40c38f27623b3cbcaafde63a\",\"reason\":\"reporter queue full\",\"seq\":18,\"state\":\"degraded\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"attempts\":5,\"error\":\"connection refused\",\"event\":\"incident_report_failed\",\"prev\":\"c565b7a6e040a1e4f7adff554178860ca41eb4e912f0c1b9716f8908c7152c92\",\"seq\":19,\"state\":\"degraded\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"attempt\":1,\"event\":\"incident_reported\",\"prev\":\"b9630b952ff1e7140cbbf3b872287c4bce2c7cb29cda164ef34769d841384c3b\",\"seq\":20,\"state\":\"degraded\",\"status\":202,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"created_at\":\"2026-01-01T00:00:00Z\",\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"initialized\",\"generation\":1,\"prev\":\"bec13ba1d4944c226dcf347e21f9d363acd0a11abbef0f4487d09a70c9b3025c\",\"seq\":21,\"signed\":true,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"created_at\":\"2026-01-02T00:00:00Z\",\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":13,\"event\":\"rebaseline\",\"generation\":5,\"prev\":\"faafe1d6a27f60b805924174305c7cd0da2f8afba5ef59f84333e8c87f621191\",\"seq\":22,\"signed\":false,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"rebaseline_refused\",\"prev\":\"8795c177f0f11668967f8376cc27f28aac8e915b0d6063dc8d8cb8fd5f546c11\",\"reason\":\"hasher refused: unauthorized\",\"seq\":23,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"at\":\"plan\",\"event\":\"rebaseline_refused\",\"prev\":\"c6c69394f88524d409b269ad99a7fb2d81ff624bca8eb95acbe1899823b5d0df\",\"reason\":\"a watched file is missing\",\"seq\":24,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"rebaseline_refused\",\"new_plan\":\"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\",\"plan\":\"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"prev\":\"eb37c1d9855f18091475c4d8c9335e3159245eae93ebf8d0fadc6cb8ff0510a1\",\"reason\":\"files changed since the plan\",\"seq\":25,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"rebaseline_refused\",\"new_plan\":null,\"plan\":null,\"prev\":\"30945371d5cd981963a1b7298943b0a7cffe4fe480d4914e850022ffa4199fd7\",\"reason\":\"bad proof\",\"seq\":26,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"added\":1,\"changed\":2,\"event\":\"rebaseline_planned\",\"generation\":6,\"plan\":\"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"prev\":\"3af2df449e6c5348f78fa9a29263b7912398daab7239511fbb664192e04a2867\",\"removed\":0,\"seq\":27,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"degradation_threshold\":3,\"event\":\"reload\",\"prev\":\"e2c8df4aa80410490030e0bef1c340999908f168a1192f7b8e35bdf76ece4d75\",\"scan_interval_ms\":30000,\"seq\":28,\"time\":\"2026-01-01T00:00:00.123Z\",\"watched_paths\":7}",
+        "{\"event\":\"reload_refused\",\"prev\":\"6580d2f360878d592e84d9465addbad8468abc13e9693cce7899b6005a033537\",\"reason\":\"policy: line 3: unknown key\",\"seq\":29,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"reference_in_use\",\"prev\":\"82a9ca35cca1f26c6dcedcde04b415ea8b98b58ad9d57a84e4e01742a1812905\",\"release\":\"c0ffee\",\"seq\":30,\"store\":\"verified\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"downgrade\":false,\"dropped\":[\"/usr/bin/y\"],\"event\":\"release_transition\",\"from\":\"c0ffee\",\"generation\":7,\"moved\":[{\"new\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"old\":null,\"path\":\"/usr/bin/x\"}],\"moved_count\":1,\"prev\":\"9014c4dccf23dccadfb9f051fe0b2baded0af26bc54f13866b9d966f8e1bbd54\",\"seq\":31,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":\"decade\"}",
+        "{\"event\":\"release_refused\",\"prev\":\"416d2fb62a8d638661b074cb8c9fd59c24c5203b52c78e24b416c1a868f91d3b\",\"reason\":\"release file unsigned\",\"seq\":32,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"error\":\"No space left on device (os error 28)\",\"event\":\"memory_record_failed\",\"path\":\"/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.adopted.json\",\"prev\":\"d7d34bfc902663515536df43636daa5de866ca278dcd3d0f1b861a4a245bceba\",\"seq\":33,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"audit_reopened\",\"prev\":\"5c7b1b034685a8efe34ecee02fabd922668356a4fa43fd8451207a11775d85ad\",\"seq\":34,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"audit_log_replaced\",\"last_hash\":\"9999999999999999999999999999999999999999999999999999999999999999\",\"last_seq\":35,\"path\":\"/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl\",\"prev\":\"878d6be4443469dfbeea4329c83be940306a51a25e583cf14001f1429ab808fb\",\"reason\":\"truncated\",\"seq\":35,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"audit_tail_recovered\",\"prev\":\"e4a18e99a96eef903f5c9db59ea2b8ed1972230007096d4fdedc43f5eb72a609\",\"reason\":\"last record is torn (no newline)\",\"seq\":36,\"snapshot\":\"/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.broken-1767225600\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"audit_log_reopen_failed\",\"prev\":\"059cbdbadb15b508845439fea0743224f9cf2f2ae7ba7bb87cea08711a2cff85\",\"reason\":\"Permission denied (os error 13)\",\"seq\":37,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"count\":3,\"event\":\"audit_records_dropped\",\"prev\":\"43db7f51168ebd9ce2b730d76bbc598419ee7fcce5a1b481eb68dceea3bfff1d\",\"seq\":38,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+    ];
+
     #[test]
     fn chain_holds_across_restart_and_rotation() {
         let dir = tempfile::tempdir().expect("tempdir");
