@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use protocol::sign::sha256_hex;
 use serde_json::{Map, Value};
 
-use crate::events::AuditEvent;
+use crate::events::AuditRecord;
 
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl";
@@ -221,20 +221,20 @@ impl AuditLog {
         };
         let before = self.head.clone();
         self.reopen()?;
-        let mut fields = Map::new();
-        fields.insert("reason".into(), what.into());
-        fields.insert("path".into(), self.path.display().to_string().into());
-        fields.insert("last_seq".into(), before.seq.into());
-        fields.insert("last_hash".into(), before.hash.into());
-        self.append(AuditEvent::AuditLogReplaced, fields)?;
+        self.append(&AuditRecord::AuditLogReplaced {
+            reason: what,
+            path: self.path.display().to_string(),
+            last_seq: before.seq,
+            last_hash: before.hash,
+        })?;
         Ok(Some(what))
     }
 
     /// Appends one record `{"seq","prev","time","event",…fields}` in a single write and syncs
     /// it, after following a log that was rotated or removed under us (see [`AuditLog::follow`]).
-    pub fn record(&mut self, event: AuditEvent, fields: Map<String, Value>) -> std::io::Result<()> {
+    pub fn record(&mut self, record: &AuditRecord) -> std::io::Result<()> {
         self.follow()?;
-        self.append(event, fields)
+        self.append(record)
     }
 
     /// Appends records stamped with the time each was made in order, then syncs once: all of
@@ -242,7 +242,7 @@ impl AuditLog {
     /// rotated or removed under us first. Returns how many were written.
     pub fn record_batch<'a>(
         &mut self,
-        records: impl Iterator<Item = (AuditEvent, &'a Map<String, Value>, SystemTime)>,
+        records: impl Iterator<Item = (&'a AuditRecord, SystemTime)>,
     ) -> (usize, Option<std::io::Error>) {
         if let Err(e) = self.follow() {
             return (0, Some(e));
@@ -250,8 +250,8 @@ impl AuditLog {
         let (end, head) = (self.end, self.head.clone());
         let mut written = 0;
         let mut failed = None;
-        for (event, fields, at) in records {
-            if let Err(e) = self.write_line(event, fields.clone(), at) {
+        for (record, at) in records {
+            if let Err(e) = self.write_line(record, at) {
                 failed = Some(e);
                 break;
             }
@@ -268,9 +268,9 @@ impl AuditLog {
         (written, failed)
     }
 
-    fn append(&mut self, event: AuditEvent, fields: Map<String, Value>) -> std::io::Result<()> {
+    fn append(&mut self, record: &AuditRecord) -> std::io::Result<()> {
         let (end, head) = (self.end, self.head.clone());
-        self.write_line(event, fields, SystemTime::now())?;
+        self.write_line(record, SystemTime::now())?;
         if let Err(e) = self.file.sync_data() {
             let _ = self.file.set_len(end);
             (self.end, self.head) = (end, head);
@@ -279,12 +279,8 @@ impl AuditLog {
         Ok(())
     }
 
-    fn write_line(
-        &mut self,
-        event: AuditEvent,
-        fields: Map<String, Value>,
-        at: SystemTime,
-    ) -> std::io::Result<()> {
+    fn write_line(&mut self, written: &AuditRecord, at: SystemTime) -> std::io::Result<()> {
+        let fields = written.to_fields().map_err(std::io::Error::other)?;
         let mut record = Map::new();
         record.insert("seq".into(), (self.head.seq + 1).into());
         record.insert("prev".into(), self.head.hash.clone().into());
@@ -292,13 +288,12 @@ impl AuditLog {
             "time".into(),
             humantime::format_rfc3339_millis(at).to_string().into(),
         );
-        record.insert("event".into(), event.as_str().into());
         for (k, v) in fields {
-            if !matches!(k.as_str(), "seq" | "prev" | "time" | "event") {
+            if !matches!(k.as_str(), "seq" | "prev" | "time") {
                 record.insert(k, v);
             }
         }
-        let carried = crate::adopted::CARRIERS.contains(&event);
+        let carried = written.opens_a_file();
         let adopted = crate::adopted::Adopted::from_record(&record);
         if let (None, Some(known), true) = (&adopted, &self.adopted, carried) {
             record.extend(known.fields());
@@ -442,17 +437,31 @@ pub fn verify_with(
 mod tests {
     use super::*;
 
-    fn rec(log: &mut AuditLog, event: AuditEvent) {
-        let mut f = Map::new();
-        f.insert("path".into(), "/x".into());
-        log.record(event, f).expect("record");
+    fn rec(log: &mut AuditLog, kind: &str) {
+        let record = match kind {
+            "transition" => AuditRecord::Transition {
+                from: crate::state::State::Trusted,
+                to: crate::state::State::Degraded,
+                reason: crate::state::Reason::ScanFailed,
+                violation_count: 0,
+            },
+            "reload" => AuditRecord::ReloadRefused {
+                reason: "/x".into(),
+            },
+            _ => AuditRecord::BaselineUnsigned {
+                digest: "/x".into(),
+            },
+        };
+        log.record(&record).expect("record");
     }
 
     /// One record of every kind the api writes, with the fields each call site gives it:
     /// what an auditor's tools read, pinned byte for byte (the chain too: `prev` hashes the
     /// line before). The adoption recorded first is carried into `start`, `audit_reopened`
     /// and `audit_log_replaced`.
-    fn every_kind() -> Vec<(AuditEvent, Value)> {
+    fn every_kind() -> Vec<AuditRecord> {
+        use crate::events::{Made, Refused, StopReason};
+        use crate::state::{Reason, State};
         use serde_json::json;
         let digest = "d".repeat(64);
         let violation = protocol::report::Violation {
@@ -463,148 +472,171 @@ mod tests {
             actual_hash: "b".repeat(64),
             action: protocol::Action::QuarantineModel,
         };
-        let state = crate::state::State::Degraded;
+        let made = |generation, entries, signed, created_at: &str| Made {
+            digest: digest.clone(),
+            generation,
+            entries,
+            signed,
+            created_at: created_at.into(),
+        };
         vec![
-            (
-                AuditEvent::BaselineAdopted,
-                Value::Object(
-                    crate::adopted::Adopted {
-                        generation: 3,
-                        digest: digest.clone(),
-                    }
-                    .fields(),
+            AuditRecord::BaselineAdopted(crate::adopted::Adopted {
+                generation: 3,
+                digest: digest.clone(),
+            }),
+            AuditRecord::Start {
+                version: "0.1.0",
+                pid: 4242,
+            },
+            AuditRecord::Stop {
+                reason: StopReason::Signal,
+            },
+            AuditRecord::Violation(violation),
+            AuditRecord::Transition {
+                from: State::Trusted,
+                to: State::Degraded,
+                reason: Reason::Violations {
+                    count: 1,
+                    threshold: 3,
+                },
+                violation_count: 1,
+            },
+            AuditRecord::AuthRefused {
+                method: "POST".into(),
+                path: "/api/v1/scan".into(),
+                reason: "invalid_token",
+            },
+            AuditRecord::AuthRefusedSuppressed { count: 17 },
+            AuditRecord::BaselineChanged {
+                from: Some("c".repeat(64)),
+                to: digest.clone(),
+                generation: 4,
+            },
+            AuditRecord::BaselineLoaded {
+                digest: digest.clone(),
+                generation: 3,
+                entries: 12,
+                signed: true,
+            },
+            AuditRecord::BaselineMigrated {
+                from: "go",
+                digest: digest.clone(),
+                entries: 12,
+            },
+            AuditRecord::BaselineRejected {
+                reason: "baseline.json: HMAC does not verify".into(),
+            },
+            AuditRecord::BaselineRolledForward {
+                from: 2,
+                to: 3,
+                digest: digest.clone(),
+            },
+            AuditRecord::BaselineUnsigned {
+                digest: digest.clone(),
+            },
+            AuditRecord::HasherLost {
+                reason: "link closed".into(),
+            },
+            AuditRecord::HasherStartFailed {
+                reason: "store unusable".into(),
+            },
+            AuditRecord::HasherReconnected {
+                after: Some("link closed".into()),
+            },
+            AuditRecord::HmacKeyAbsent {
+                signing: "unsigned",
+            },
+            AuditRecord::IncidentDropped {
+                state: State::Degraded,
+                reason: "reporter queue full",
+            },
+            AuditRecord::IncidentReportFailed {
+                state: "degraded".into(),
+                attempts: 5,
+                error: "connection refused".into(),
+            },
+            AuditRecord::IncidentReported {
+                state: "degraded".into(),
+                status: 202,
+                attempt: 1,
+            },
+            AuditRecord::Initialized(made(1, 12, true, "2026-01-01T00:00:00Z")),
+            AuditRecord::Rebaseline(made(5, 13, false, "2026-01-02T00:00:00Z")),
+            AuditRecord::RebaselineRefused(Refused::Baseline {
+                reason: "hasher refused: unauthorized".into(),
+            }),
+            AuditRecord::RebaselineRefused(Refused::Plan {
+                reason: "a watched file is missing".into(),
+                at: "plan",
+            }),
+            AuditRecord::RebaselineRefused(Refused::Ceremony {
+                reason: "files changed since the plan".into(),
+                plan: json!("e".repeat(64)),
+                new_plan: json!("f".repeat(64)),
+            }),
+            AuditRecord::RebaselineRefused(Refused::Ceremony {
+                reason: "bad proof".into(),
+                plan: Value::Null,
+                new_plan: Value::Null,
+            }),
+            AuditRecord::RebaselinePlanned {
+                plan: "e".repeat(64),
+                generation: json!(6),
+                added: json!(1),
+                removed: json!(0),
+                changed: json!(2),
+            },
+            AuditRecord::Reload {
+                scan_interval_ms: 30_000,
+                degradation_threshold: 3,
+                watched_paths: 7,
+            },
+            AuditRecord::ReloadRefused {
+                reason: "policy: line 3: unknown key".into(),
+            },
+            AuditRecord::ReferenceInUse {
+                digest: digest.clone(),
+                entries: 12,
+                release: Some("c0ffee".into()),
+                store: protocol::standing::FromStore::Verified,
+            },
+            AuditRecord::ReleaseTransition {
+                from: "c0ffee".into(),
+                to: "decade".into(),
+                downgrade: false,
+                generation: 7,
+                moved_count: 1,
+                moved: vec![protocol::standing::Moved {
+                    path: "/usr/bin/x".into(),
+                    old: None,
+                    new: "a".repeat(64),
+                }],
+                dropped: vec!["/usr/bin/y".into()],
+            },
+            AuditRecord::ReleaseRefused {
+                reason: "release file unsigned".into(),
+            },
+            AuditRecord::MemoryRecordFailed {
+                path: "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.adopted.json".into(),
+                error: "No space left on device (os error 28)".into(),
+            },
+            AuditRecord::AuditReopened,
+            AuditRecord::AuditLogReplaced {
+                reason: "truncated",
+                path: DEFAULT_AUDIT_LOG.into(),
+                last_seq: 35,
+                last_hash: "9".repeat(64),
+            },
+            AuditRecord::AuditTailRecovered {
+                snapshot: PathBuf::from(
+                    "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.broken-1767225600",
                 ),
-            ),
-            (
-                AuditEvent::Start,
-                json!({ "version": "0.1.0", "pid": 4242 }),
-            ),
-            (AuditEvent::Stop, json!({ "reason": "signal" })),
-            (
-                AuditEvent::Violation,
-                serde_json::to_value(&violation).unwrap_or(Value::Null),
-            ),
-            (
-                AuditEvent::Transition,
-                json!({ "from": crate::state::State::Trusted, "to": state, "reason": "1 violation(s), threshold 3", "violation_count": 1 }),
-            ),
-            (
-                AuditEvent::AuthRefused,
-                json!({ "method": "POST", "path": "/api/v1/scan", "reason": "invalid_token" }),
-            ),
-            (
-                AuditEvent::AuthRefusedSuppressed,
-                json!({ "count": 17_u64 }),
-            ),
-            (
-                AuditEvent::BaselineChanged,
-                json!({ "from": Some("c".repeat(64)), "to": digest, "generation": 4_u64 }),
-            ),
-            (
-                AuditEvent::BaselineLoaded,
-                json!({ "digest": digest, "generation": 3_u64, "entries": 12_u32, "signed": true }),
-            ),
-            (
-                AuditEvent::BaselineMigrated,
-                json!({ "from": "go", "digest": digest, "entries": 12_u32 }),
-            ),
-            (
-                AuditEvent::BaselineRejected,
-                json!({ "reason": "baseline.json: HMAC does not verify" }),
-            ),
-            (
-                AuditEvent::BaselineRolledForward,
-                json!({ "from": 2_u64, "to": 3_u64, "digest": digest }),
-            ),
-            (AuditEvent::BaselineUnsigned, json!({ "digest": digest })),
-            (AuditEvent::HasherLost, json!({ "reason": "link closed" })),
-            (
-                AuditEvent::HasherStartFailed,
-                json!({ "reason": "store unusable" }),
-            ),
-            (
-                AuditEvent::HasherReconnected,
-                json!({ "after": Some("link closed") }),
-            ),
-            (AuditEvent::HmacKeyAbsent, json!({ "signing": "unsigned" })),
-            (
-                AuditEvent::IncidentDropped,
-                json!({ "state": state, "reason": "reporter queue full" }),
-            ),
-            (
-                AuditEvent::IncidentReportFailed,
-                json!({ "state": "degraded", "attempts": 5_u32, "error": "connection refused" }),
-            ),
-            (
-                AuditEvent::IncidentReported,
-                json!({ "state": "degraded", "status": 202_u16, "attempt": 1_u32 }),
-            ),
-            (
-                AuditEvent::Initialized,
-                json!({ "digest": digest, "generation": 1_u64, "entries": 12_u32, "signed": true, "created_at": "2026-01-01T00:00:00Z" }),
-            ),
-            (
-                AuditEvent::Rebaseline,
-                json!({ "digest": digest, "generation": 5_u64, "entries": 13_u32, "signed": false, "created_at": "2026-01-02T00:00:00Z" }),
-            ),
-            (
-                AuditEvent::RebaselineRefused,
-                json!({ "reason": "hasher refused: unauthorized" }),
-            ),
-            (
-                AuditEvent::RebaselineRefused,
-                json!({ "reason": "a watched file is missing", "at": "plan" }),
-            ),
-            (
-                AuditEvent::RebaselineRefused,
-                json!({ "reason": "files changed since the plan", "plan": "e".repeat(64), "new_plan": "f".repeat(64) }),
-            ),
-            (
-                AuditEvent::RebaselineRefused,
-                json!({ "reason": "bad proof", "plan": Value::Null, "new_plan": Value::Null }),
-            ),
-            (
-                AuditEvent::RebaselinePlanned,
-                json!({ "plan": "e".repeat(64), "generation": 6, "added": 1, "removed": 0, "changed": 2 }),
-            ),
-            (
-                AuditEvent::Reload,
-                json!({ "scan_interval_ms": 30_000_u64, "degradation_threshold": 3_u32, "watched_paths": 7_u32 }),
-            ),
-            (
-                AuditEvent::ReloadRefused,
-                json!({ "reason": "policy: line 3: unknown key" }),
-            ),
-            (
-                AuditEvent::ReferenceInUse,
-                json!({ "digest": digest, "entries": 12_u32, "release": Some("c0ffee"), "store": protocol::standing::FromStore::Verified }),
-            ),
-            (
-                AuditEvent::ReleaseTransition,
-                json!({ "from": "c0ffee", "to": "decade", "downgrade": false, "generation": 7_u64, "moved_count": 1_u32, "moved": [protocol::standing::Moved { path: "/usr/bin/x".into(), old: None, new: "a".repeat(64) }], "dropped": ["/usr/bin/y"] }),
-            ),
-            (
-                AuditEvent::ReleaseRefused,
-                json!({ "reason": "release file unsigned" }),
-            ),
-            (
-                AuditEvent::MemoryRecordFailed,
-                json!({ "path": "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.adopted.json", "error": "No space left on device (os error 28)" }),
-            ),
-            (AuditEvent::AuditReopened, json!({})),
-            (
-                AuditEvent::AuditLogReplaced,
-                json!({ "reason": "truncated", "path": DEFAULT_AUDIT_LOG, "last_seq": 35_u64, "last_hash": "9".repeat(64) }),
-            ),
-            (
-                AuditEvent::AuditTailRecovered,
-                json!({ "snapshot": PathBuf::from("/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.broken-1767225600"), "reason": "last record is torn (no newline)" }),
-            ),
-            (
-                AuditEvent::AuditLogReopenFailed,
-                json!({ "reason": "Permission denied (os error 13)" }),
-            ),
-            (AuditEvent::AuditRecordsDropped, json!({ "count": 3_u64 })),
+                reason: "last record is torn (no newline)".into(),
+            },
+            AuditRecord::AuditLogReopenFailed {
+                reason: "Permission denied (os error 13)".into(),
+            },
+            AuditRecord::AuditRecordsDropped { count: 3 },
         ]
     }
 
@@ -614,14 +646,8 @@ mod tests {
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_123);
-        let records: Vec<(AuditEvent, Map<String, Value>)> = every_kind()
-            .into_iter()
-            .map(|(e, v)| match v {
-                Value::Object(m) => (e, m),
-                _ => (e, Map::new()),
-            })
-            .collect();
-        let (written, failed) = log.record_batch(records.iter().map(|(e, m)| (*e, m, at)));
+        let records = every_kind();
+        let (written, failed) = log.record_batch(records.iter().map(|r| (r, at)));
         assert!(failed.is_none(), "{failed:?}");
         assert_eq!(written, records.len());
         let text = std::fs::read_to_string(&p).expect("read");
@@ -679,15 +705,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        rec(&mut log, AuditEvent::Violation);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
+        rec(&mut log, "violation");
         std::fs::rename(&p, dir.path().join("audit.jsonl.1")).expect("rotate");
         log.reopen().expect("reopen");
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
         drop(log);
         let mut log = AuditLog::open(&p).expect("restart");
         assert_eq!(log.head().seq, 3);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
         let files = [dir.path().join("audit.jsonl.1"), p.clone()];
         assert_eq!(verify(&files), Ok(4));
         let old = std::fs::read_to_string(&files[0]).expect("read");
@@ -704,18 +730,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        for e in [
-            AuditEvent::Violation,
-            AuditEvent::Transition,
-            AuditEvent::Reload,
-        ] {
+        for e in ["violation", "transition", "reload"] {
             rec(&mut log, e);
         }
         drop(log);
         let text = std::fs::read_to_string(&p).expect("read");
         std::fs::write(
             &p,
-            text.replacen("\"event\":\"transition\"", "\"event\":\"reload\"", 1),
+            text.replacen(
+                "\"event\":\"transition\"",
+                "\"event\":\"reload_refused\"",
+                1,
+            ),
         )
         .expect("edit");
         let b = verify(std::slice::from_ref(&p)).expect_err("edit found");
@@ -731,8 +757,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        rec(&mut log, AuditEvent::Violation);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
+        rec(&mut log, "violation");
         drop(log);
         // A crash mid-write leaves half a record.
         let mut f = OpenOptions::new().append(true).open(&p).expect("open");
@@ -743,7 +769,7 @@ mod tests {
         assert!(why.contains("torn"));
         assert!(aside.exists(), "nothing deleted");
         assert_eq!(log.head().seq, 2);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
         assert!(
             verify(std::slice::from_ref(&aside)).is_err(),
             "the snapshot shows its break"
