@@ -278,7 +278,7 @@ mod tests {
             watched_files: 5,
             bytes_hashed: 0,
             duration_ms: 0,
-            violation_count: paths.len() as u32,
+            violation_count: u32::try_from(paths.len()).unwrap_or(u32::MAX),
             violations: paths.iter().map(|p| v(p)).collect(),
             unsettled: 0,
             sealed_files: 0,

@@ -78,6 +78,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::exit,
+        reason = "the test's child process reports by its exit code"
+    )]
     fn with_nothing_held_no_capset_is_needed() {
         // Capabilities and filters are per process: run the check in a child of its own.
         if std::env::var_os("IMSYS_CHILD").is_some() {
@@ -106,6 +110,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::exit,
+        reason = "the test's child process reports by its exit code"
+    )]
     fn capset_ban_is_real() {
         // The control: with capabilities held, the same ban makes dropping them fail.
         if std::env::var_os("IMSYS_CHILD").is_some() {

@@ -161,7 +161,8 @@ impl Script {
                 })
             }
             Request::GetBaseline { offset } => {
-                let start = (offset as usize).min(self.manifest.len());
+                let start = usize::try_from(offset)
+                    .map_or(self.manifest.len(), |o| o.min(self.manifest.len()));
                 let end = (start + BASELINE_PART).min(self.manifest.len());
                 let mut part = self.manifest[start..end].to_vec();
                 if let Some(i) = self.lie_at.filter(|i| (start..end).contains(i)) {
@@ -494,7 +495,7 @@ async fn drain(mut stream: super::ManifestStream) -> (Vec<u8>, Option<std::io::E
 async fn the_manifest_is_relayed_in_parts_and_checked_before_its_last_part() {
     let mut script = Script::new();
     script.manifest = (0..2 * BASELINE_PART + 123)
-        .map(|i| (i % 251) as u8)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
         .collect();
     let manifest = script.manifest.clone();
     let rig = started(script).await;
