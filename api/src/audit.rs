@@ -439,12 +439,12 @@ mod tests {
 
     fn rec(log: &mut AuditLog, kind: &str) {
         let record = match kind {
-            "transition" => AuditRecord::Transition {
+            "transition" => AuditRecord::Transition(crate::state::Transition {
                 from: crate::state::State::Trusted,
                 to: crate::state::State::Degraded,
                 reason: crate::state::Reason::ScanFailed,
                 violation_count: 0,
-            },
+            }),
             "reload" => AuditRecord::ReloadRefused {
                 reason: "/x".into(),
             },
@@ -492,7 +492,7 @@ mod tests {
                 reason: StopReason::Signal,
             },
             AuditRecord::Violation(violation),
-            AuditRecord::Transition {
+            AuditRecord::Transition(crate::state::Transition {
                 from: State::Trusted,
                 to: State::Degraded,
                 reason: Reason::Violations {
@@ -500,7 +500,7 @@ mod tests {
                     threshold: 3,
                 },
                 violation_count: 1,
-            },
+            }),
             AuditRecord::AuthRefused {
                 method: "POST".into(),
                 path: "/api/v1/scan".into(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::adopted::Adopted;
-use crate::state::{Reason, State};
+use crate::state::{State, Transition};
 
 /// What an audit record says happened, with what it says about it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,16 +30,7 @@ pub enum AuditRecord {
     /// A violation seen for the first time.
     Violation(Violation),
     /// A state transition.
-    Transition {
-        /// The state before.
-        from: State,
-        /// The state now.
-        to: State,
-        /// Why.
-        reason: Reason,
-        /// Violations at the time.
-        violation_count: u32,
-    },
+    Transition(Transition),
     /// A request refused for its token (rate-limited).
     AuthRefused {
         /// Its HTTP method.

@@ -1,9 +1,7 @@
 //! integrity-monitor's api: unprivileged, keyless. It drives the hasher, runs the state
 //! machine, serves HTTP and keeps the audit log.
 #![deny(unsafe_code)]
-// A silent `as` that truncates, wraps or drops a sign is a wrong number nobody sees; each
-// conversion here says what happens when it does not fit. (The hasher is not held to it yet:
-// its sites are in the files being changed for another issue.)
+// The cast lints: why, and why not the hasher yet, beside `[workspace.lints]` (Cargo.toml).
 #![warn(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,

@@ -102,16 +102,20 @@ pub enum Event {
     /// A violation not seen in the previous scan.
     Violation(Violation),
     /// The state changed.
-    Transition {
-        /// Previous state.
-        from: State,
-        /// New state.
-        to: State,
-        /// Why.
-        reason: Reason,
-        /// Violations at the time.
-        violation_count: u32,
-    },
+    Transition(Transition),
+}
+
+/// A change of state, as the `transition` record says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// Previous state.
+    pub from: State,
+    /// New state.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+    /// Violations at the time.
+    pub violation_count: u32,
 }
 
 /// State, counters and the active violations.
@@ -241,12 +245,12 @@ impl Machine {
                 State::RecoveryRequired => next.recovery_entries += 1,
                 State::Trusted => {}
             }
-            events.push(Event::Transition {
+            events.push(Event::Transition(Transition {
                 from: self.state,
                 to: target,
                 reason,
                 violation_count: next.violation_count,
-            });
+            }));
         }
         next.state = target;
         next.reason = reason;
@@ -289,7 +293,7 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::Transition { from, to, .. } => Some((*from, *to)),
+                Event::Transition(t) => Some((t.from, t.to)),
                 Event::Violation(_) => None,
             })
             .collect()

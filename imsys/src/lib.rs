@@ -2,9 +2,7 @@
 //! privilege, install their seccomp filters (kept as data, per architecture), and log so that
 //! journald keeps each line's priority.
 #![deny(unsafe_code)]
-// A silent `as` that truncates, wraps or drops a sign is a wrong number nobody sees; each
-// conversion here says what happens when it does not fit. (The hasher is not held to it yet:
-// its sites are in the files being changed for another issue.)
+// The cast lints: why, and why not the hasher yet, beside `[workspace.lints]` (Cargo.toml).
 #![warn(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,

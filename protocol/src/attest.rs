@@ -64,8 +64,6 @@ pub fn nonce_ok(nonce: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::NONE;
-    use crate::{Action, Category};
 
     /// What a verifier checks: the payload's bytes (fields in declaration order) and both
     /// signatures over them. A refactor that moves one byte fails here.
@@ -82,14 +80,7 @@ mod tests {
             rollback_anchor: "tpm".into(),
             tpm_counter: Some(3),
             violation_count: 1,
-            violations: vec![Violation {
-                detected_at: "2026-01-01T00:00:00Z".into(),
-                category: Category::ModelFile,
-                path: "/var/lib/m/a.gguf".into(),
-                expected_hash: NONE.into(),
-                actual_hash: crate::Finding::Unregistered.as_str().into(),
-                action: Action::QuarantineModel,
-            }],
+            violations: vec![crate::report::tests::violation()],
             degradation_threshold: 3,
             audit_seq: 42,
             audit_head: "b".repeat(64),

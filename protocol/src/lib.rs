@@ -3,9 +3,7 @@
 //! No I/O lives here: the crate turns typed messages into bounded datagrams and back, and defines
 //! the exact bytes the HMAC key signs, so both processes (and offline tools) agree on them.
 #![forbid(unsafe_code)]
-// A silent `as` that truncates, wraps or drops a sign is a wrong number nobody sees; each
-// conversion here says what happens when it does not fit. (The hasher is not held to it yet:
-// its sites are in the files being changed for another issue.)
+// The cast lints: why, and why not the hasher yet, beside `[workspace.lints]` (Cargo.toml).
 #![warn(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,

@@ -260,7 +260,7 @@ fn check_time(field: &'static str, value: &str) -> Result<(), ReportError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -282,7 +282,8 @@ mod tests {
         assert!(check_path("p", &shown).is_ok());
     }
 
-    fn violation() -> Violation {
+    /// A violation as a scan reports one (the attestation's tests list it too).
+    pub(crate) fn violation() -> Violation {
         Violation {
             detected_at: "2026-01-01T00:00:00Z".into(),
             category: Category::ModelFile,

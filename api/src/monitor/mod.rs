@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::MonitorError;
 use crate::link::Call;
 pub use crate::snapshot::Snapshot;
-use crate::state::{Event, Input, Machine, Reason, State};
+use crate::state::{Event, Input, Machine, Reason, State, Transition};
 use crate::token::Token;
 pub use manifest::ManifestStream;
 
@@ -286,12 +286,13 @@ impl Monitor {
                     tracing::warn!(path = %v.path, category = v.category.as_str(), expected = %v.expected_hash, actual = %v.actual_hash, "integrity violation");
                     self.audit(AuditRecord::Violation(v));
                 }
-                Event::Transition {
-                    from,
-                    to,
-                    reason,
-                    violation_count,
-                } => {
+                Event::Transition(t) => {
+                    let Transition {
+                        from,
+                        to,
+                        reason,
+                        violation_count,
+                    } = t;
                     if to == State::Trusted {
                         tracing::info!(
                             from = from.as_str(),
@@ -309,12 +310,7 @@ impl Monitor {
                             "state transition"
                         );
                     }
-                    self.audit(AuditRecord::Transition {
-                        from,
-                        to,
-                        reason,
-                        violation_count,
-                    });
+                    self.audit(AuditRecord::Transition(t));
                     if to != State::Trusted {
                         self.report_incident(from, to, reason);
                     }
