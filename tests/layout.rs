@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const CRATES: [&str; 4] = ["protocol", "sys", "hasher", "api"];
+const CRATES: [&str; 4] = ["protocol", "imsys", "hasher", "api"];
 const MAX_FN_LINES: usize = 80;
 const MAX_FILE_LINES: usize = 500;
 
@@ -488,7 +488,7 @@ fn named_paths(text: &str) -> Vec<String> {
         "hasher/",
         "api/",
         "protocol/",
-        "sys/",
+        "imsys/",
         "tests/",
         "seccomp/",
         "systemd/",

@@ -19,18 +19,10 @@ use protocol::message::BaselineSummary;
 use protocol::standing::Prior;
 use serde_json::{Map, Value};
 
-use crate::events::AuditEvent;
-
 /// Field of a record naming an adopted baseline's generation.
 pub const GENERATION: &str = "adopted_generation";
 /// Field of a record naming an adopted baseline's digest.
 pub const DIGEST: &str = "adopted_digest";
-/// Records that open a log file and so carry the memory forward.
-pub const CARRIERS: [AuditEvent; 3] = [
-    AuditEvent::Start,
-    AuditEvent::AuditReopened,
-    AuditEvent::AuditLogReplaced,
-];
 /// Longest record line looked at when recalling (records are far shorter).
 const MAX_LINE: usize = 1 << 20;
 /// Longest memory record read (it is under 200 bytes).
@@ -38,12 +30,15 @@ const MAX_RECORD: u64 = 4096;
 /// The memory record's format version.
 const RECORD_VERSION: u64 = 1;
 
-/// The last baseline adopted: its store generation and manifest digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The last baseline adopted: its store generation and manifest digest (as a record names
+/// them: the fields [`GENERATION`] and [`DIGEST`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Adopted {
     /// Store generation (0: a Go-format or pre-generation baseline).
+    #[serde(rename = "adopted_generation")]
     pub generation: u64,
     /// SHA-256 (hex) of the manifest.
+    #[serde(rename = "adopted_digest")]
     pub digest: String,
 }
 

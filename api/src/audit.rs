@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use protocol::sign::sha256_hex;
 use serde_json::{Map, Value};
 
-use crate::events::AuditEvent;
+use crate::events::AuditRecord;
 
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl";
@@ -221,20 +221,20 @@ impl AuditLog {
         };
         let before = self.head.clone();
         self.reopen()?;
-        let mut fields = Map::new();
-        fields.insert("reason".into(), what.into());
-        fields.insert("path".into(), self.path.display().to_string().into());
-        fields.insert("last_seq".into(), before.seq.into());
-        fields.insert("last_hash".into(), before.hash.into());
-        self.append(AuditEvent::AuditLogReplaced, fields)?;
+        self.append(&AuditRecord::AuditLogReplaced {
+            reason: what,
+            path: self.path.display().to_string(),
+            last_seq: before.seq,
+            last_hash: before.hash,
+        })?;
         Ok(Some(what))
     }
 
     /// Appends one record `{"seq","prev","time","event",…fields}` in a single write and syncs
     /// it, after following a log that was rotated or removed under us (see [`AuditLog::follow`]).
-    pub fn record(&mut self, event: AuditEvent, fields: Map<String, Value>) -> std::io::Result<()> {
+    pub fn record(&mut self, record: &AuditRecord) -> std::io::Result<()> {
         self.follow()?;
-        self.append(event, fields)
+        self.append(record)
     }
 
     /// Appends records stamped with the time each was made in order, then syncs once: all of
@@ -242,7 +242,7 @@ impl AuditLog {
     /// rotated or removed under us first. Returns how many were written.
     pub fn record_batch<'a>(
         &mut self,
-        records: impl Iterator<Item = (AuditEvent, &'a Map<String, Value>, SystemTime)>,
+        records: impl Iterator<Item = (&'a AuditRecord, SystemTime)>,
     ) -> (usize, Option<std::io::Error>) {
         if let Err(e) = self.follow() {
             return (0, Some(e));
@@ -250,8 +250,8 @@ impl AuditLog {
         let (end, head) = (self.end, self.head.clone());
         let mut written = 0;
         let mut failed = None;
-        for (event, fields, at) in records {
-            if let Err(e) = self.write_line(event, fields.clone(), at) {
+        for (record, at) in records {
+            if let Err(e) = self.write_line(record, at) {
                 failed = Some(e);
                 break;
             }
@@ -268,9 +268,9 @@ impl AuditLog {
         (written, failed)
     }
 
-    fn append(&mut self, event: AuditEvent, fields: Map<String, Value>) -> std::io::Result<()> {
+    fn append(&mut self, record: &AuditRecord) -> std::io::Result<()> {
         let (end, head) = (self.end, self.head.clone());
-        self.write_line(event, fields, SystemTime::now())?;
+        self.write_line(record, SystemTime::now())?;
         if let Err(e) = self.file.sync_data() {
             let _ = self.file.set_len(end);
             (self.end, self.head) = (end, head);
@@ -279,12 +279,8 @@ impl AuditLog {
         Ok(())
     }
 
-    fn write_line(
-        &mut self,
-        event: AuditEvent,
-        fields: Map<String, Value>,
-        at: SystemTime,
-    ) -> std::io::Result<()> {
+    fn write_line(&mut self, written: &AuditRecord, at: SystemTime) -> std::io::Result<()> {
+        let fields = written.to_fields().map_err(std::io::Error::other)?;
         let mut record = Map::new();
         record.insert("seq".into(), (self.head.seq + 1).into());
         record.insert("prev".into(), self.head.hash.clone().into());
@@ -292,13 +288,12 @@ impl AuditLog {
             "time".into(),
             humantime::format_rfc3339_millis(at).to_string().into(),
         );
-        record.insert("event".into(), event.as_str().into());
         for (k, v) in fields {
-            if !matches!(k.as_str(), "seq" | "prev" | "time" | "event") {
+            if !matches!(k.as_str(), "seq" | "prev" | "time") {
                 record.insert(k, v);
             }
         }
-        let carried = crate::adopted::CARRIERS.contains(&event);
+        let carried = written.opens_a_file();
         let adopted = crate::adopted::Adopted::from_record(&record);
         if let (None, Some(known), true) = (&adopted, &self.adopted, carried) {
             record.extend(known.fields());
@@ -442,26 +437,283 @@ pub fn verify_with(
 mod tests {
     use super::*;
 
-    fn rec(log: &mut AuditLog, event: AuditEvent) {
-        let mut f = Map::new();
-        f.insert("path".into(), "/x".into());
-        log.record(event, f).expect("record");
+    fn rec(log: &mut AuditLog, kind: &str) {
+        let record = match kind {
+            "transition" => AuditRecord::Transition(crate::state::Transition {
+                from: crate::state::State::Trusted,
+                to: crate::state::State::Degraded,
+                reason: crate::state::Reason::ScanFailed,
+                violation_count: 0,
+            }),
+            "reload" => AuditRecord::ReloadRefused {
+                reason: "/x".into(),
+            },
+            _ => AuditRecord::BaselineUnsigned {
+                digest: "/x".into(),
+            },
+        };
+        log.record(&record).expect("record");
     }
+
+    /// One record of every kind the api writes, with the fields each call site gives it:
+    /// what an auditor's tools read, pinned byte for byte (the chain too: `prev` hashes the
+    /// line before). The adoption recorded first is carried into `start`, `audit_reopened`
+    /// and `audit_log_replaced`.
+    fn every_kind() -> Vec<AuditRecord> {
+        use crate::events::{Made, Refused, StopReason};
+        use crate::state::{Reason, State};
+        use serde_json::json;
+        let digest = "d".repeat(64);
+        let violation = protocol::report::Violation {
+            detected_at: "2026-01-01T00:00:00Z".into(),
+            category: protocol::Category::ModelFile,
+            path: "/var/lib/m/a.gguf".into(),
+            expected_hash: "a".repeat(64),
+            actual_hash: "b".repeat(64),
+            action: protocol::Action::QuarantineModel,
+        };
+        let made = |generation, entries, signed, created_at: &str| Made {
+            digest: digest.clone(),
+            generation,
+            entries,
+            signed,
+            created_at: created_at.into(),
+        };
+        vec![
+            AuditRecord::BaselineAdopted(crate::adopted::Adopted {
+                generation: 3,
+                digest: digest.clone(),
+            }),
+            AuditRecord::Start {
+                version: "0.1.0",
+                pid: 4242,
+            },
+            AuditRecord::Stop {
+                reason: StopReason::Signal,
+            },
+            AuditRecord::Violation(violation),
+            AuditRecord::Transition(crate::state::Transition {
+                from: State::Trusted,
+                to: State::Degraded,
+                reason: Reason::Violations {
+                    count: 1,
+                    threshold: 3,
+                },
+                violation_count: 1,
+            }),
+            AuditRecord::AuthRefused {
+                method: "POST".into(),
+                path: "/api/v1/scan".into(),
+                reason: "invalid_token",
+            },
+            AuditRecord::AuthRefusedSuppressed { count: 17 },
+            AuditRecord::BaselineChanged {
+                from: Some("c".repeat(64)),
+                to: digest.clone(),
+                generation: 4,
+            },
+            AuditRecord::BaselineLoaded {
+                digest: digest.clone(),
+                generation: 3,
+                entries: 12,
+                signed: true,
+            },
+            AuditRecord::BaselineMigrated {
+                from: "go",
+                digest: digest.clone(),
+                entries: 12,
+            },
+            AuditRecord::BaselineRejected {
+                reason: "baseline.json: HMAC does not verify".into(),
+            },
+            AuditRecord::BaselineRolledForward {
+                from: 2,
+                to: 3,
+                digest: digest.clone(),
+            },
+            AuditRecord::BaselineUnsigned {
+                digest: digest.clone(),
+            },
+            AuditRecord::HasherLost {
+                reason: "link closed".into(),
+            },
+            AuditRecord::HasherStartFailed {
+                reason: "store unusable".into(),
+            },
+            AuditRecord::HasherReconnected {
+                after: Some("link closed".into()),
+            },
+            AuditRecord::HmacKeyAbsent {
+                signing: "unsigned",
+            },
+            AuditRecord::IncidentDropped {
+                state: State::Degraded,
+                reason: "reporter queue full",
+            },
+            AuditRecord::IncidentReportFailed {
+                state: "degraded".into(),
+                attempts: 5,
+                error: "connection refused".into(),
+            },
+            AuditRecord::IncidentReported {
+                state: "degraded".into(),
+                status: 202,
+                attempt: 1,
+            },
+            AuditRecord::Initialized(made(1, 12, true, "2026-01-01T00:00:00Z")),
+            AuditRecord::Rebaseline(made(5, 13, false, "2026-01-02T00:00:00Z")),
+            AuditRecord::RebaselineRefused(Refused::Baseline {
+                reason: "hasher refused: unauthorized".into(),
+            }),
+            AuditRecord::RebaselineRefused(Refused::Plan {
+                reason: "a watched file is missing".into(),
+                at: "plan",
+            }),
+            AuditRecord::RebaselineRefused(Refused::Ceremony {
+                reason: "files changed since the plan".into(),
+                plan: json!("e".repeat(64)),
+                new_plan: json!("f".repeat(64)),
+            }),
+            AuditRecord::RebaselineRefused(Refused::Ceremony {
+                reason: "bad proof".into(),
+                plan: Value::Null,
+                new_plan: Value::Null,
+            }),
+            AuditRecord::RebaselinePlanned {
+                plan: "e".repeat(64),
+                generation: json!(6),
+                added: json!(1),
+                removed: json!(0),
+                changed: json!(2),
+            },
+            AuditRecord::Reload {
+                scan_interval_ms: 30_000,
+                degradation_threshold: 3,
+                watched_paths: 7,
+            },
+            AuditRecord::ReloadRefused {
+                reason: "policy: line 3: unknown key".into(),
+            },
+            AuditRecord::ReferenceInUse {
+                digest: digest.clone(),
+                entries: 12,
+                release: Some("c0ffee".into()),
+                store: protocol::standing::FromStore::Verified,
+            },
+            AuditRecord::ReleaseTransition {
+                from: "c0ffee".into(),
+                to: "decade".into(),
+                downgrade: false,
+                generation: 7,
+                moved_count: 1,
+                moved: vec![protocol::standing::Moved {
+                    path: "/usr/bin/x".into(),
+                    old: None,
+                    new: "a".repeat(64),
+                }],
+                dropped: vec!["/usr/bin/y".into()],
+            },
+            AuditRecord::ReleaseRefused {
+                reason: "release file unsigned".into(),
+            },
+            AuditRecord::MemoryRecordFailed {
+                path: "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.adopted.json".into(),
+                error: "No space left on device (os error 28)".into(),
+            },
+            AuditRecord::AuditReopened,
+            AuditRecord::AuditLogReplaced {
+                reason: "truncated",
+                path: DEFAULT_AUDIT_LOG.into(),
+                last_seq: 35,
+                last_hash: "9".repeat(64),
+            },
+            AuditRecord::AuditTailRecovered {
+                snapshot: PathBuf::from(
+                    "/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.broken-1767225600",
+                ),
+                reason: "last record is torn (no newline)".into(),
+            },
+            AuditRecord::AuditLogReopenFailed {
+                reason: "Permission denied (os error 13)".into(),
+            },
+            AuditRecord::AuditRecordsDropped { count: 3 },
+        ]
+    }
+
+    #[test]
+    fn every_record_kind_is_written_byte_for_byte_as_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&p).expect("open");
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_123);
+        let records = every_kind();
+        let (written, failed) = log.record_batch(records.iter().map(|r| (r, at)));
+        assert!(failed.is_none(), "{failed:?}");
+        assert_eq!(written, records.len());
+        let text = std::fs::read_to_string(&p).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, GOLDEN_LOG);
+        assert_eq!(
+            verify(std::slice::from_ref(&p)),
+            Ok(GOLDEN_LOG.len() as u64)
+        );
+    }
+
+    const GOLDEN_LOG: &[&str] = &[
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"baseline_adopted\",\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"seq\":1,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"start\",\"pid\":4242,\"prev\":\"a4455f0ff781346f62b7fa8fbae728c52b1c51d5bcf14caa76ea4e80dfc07ad4\",\"seq\":2,\"time\":\"2026-01-01T00:00:00.123Z\",\"version\":\"0.1.0\"}",
+        "{\"event\":\"stop\",\"prev\":\"49f140d63c5e5bdbd828ad5670f324ec9d77eee274c4476f41f20cd58e79a1c2\",\"reason\":\"signal\",\"seq\":3,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"action\":\"quarantine_model\",\"actual_hash\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\",\"category\":\"model_file\",\"detected_at\":\"2026-01-01T00:00:00Z\",\"event\":\"violation\",\"expected_hash\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"path\":\"/var/lib/m/a.gguf\",\"prev\":\"7e2da50d0fe2a4b2a85a8a45ed7f251a10dd7c3d786562cea08d1ecf098330a3\",\"seq\":4,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"transition\",\"from\":\"trusted\",\"prev\":\"f9ea553b47f300910e10bafdb1de0941fb8bf4180206d9a6bc46f898a1429131\",\"reason\":\"1 violation(s), threshold 3\",\"seq\":5,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":\"degraded\",\"violation_count\":1}",
+        "{\"event\":\"auth_refused\",\"method\":\"POST\",\"path\":\"/api/v1/scan\",\"prev\":\"5807bb2510fef15e04fc99a6503a246b43f851c40e3df78448a5ca4ad6fb3f13\",\"reason\":\"invalid_token\",\"seq\":6,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"count\":17,\"event\":\"auth_refused_suppressed\",\"prev\":\"a2a738f4eb79b35b5024ad5ecd5972013bed9f07b5ccf427124b3fce9fb057f6\",\"seq\":7,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"baseline_changed\",\"from\":\"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\",\"generation\":4,\"prev\":\"c36b07376cfeb3e0579222d4b9a6442651cf4bc0e3f76cac9830623f04331daf\",\"seq\":8,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"baseline_loaded\",\"generation\":3,\"prev\":\"8ba2f6f9d84679366fd8d62daf5c612b1c404c78d608476584c382f0d7aee8cd\",\"seq\":9,\"signed\":true,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"baseline_migrated\",\"from\":\"go\",\"prev\":\"ddbead431e0825dec0288dbda33e0948b8282b34a8ecb4ef648a59e825c75468\",\"seq\":10,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"baseline_rejected\",\"prev\":\"93627fd4d4ddb57289adb32e713ae0f4f0b99b20761d8681190abb19e7c3a5da\",\"reason\":\"baseline.json: HMAC does not verify\",\"seq\":11,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"event\":\"baseline_rolled_forward\",\"from\":2,\"prev\":\"6f08e0de63f3c5514d609798a1eba60dfb7659e173291a30e31547403d04c05b\",\"seq\":12,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":3}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"event\":\"baseline_unsigned\",\"prev\":\"15cdbb2c2630b01bb9787d1120fee34037bc624d120510b3b6048ee79e77038c\",\"seq\":13,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"hasher_lost\",\"prev\":\"ba132b1442fddc913b542ae2b9a3273cf75eccf7b609ceb15b18fb371382c018\",\"reason\":\"link closed\",\"seq\":14,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"hasher_start_failed\",\"prev\":\"9851a18c46745f079866cdde3ee7df0ab377f0f80f530924f698cad8e8c8078e\",\"reason\":\"store unusable\",\"seq\":15,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"after\":\"link closed\",\"event\":\"hasher_reconnected\",\"prev\":\"67f1ae3acf834100dbccdfb60861f370b446d1de1faea47ce60087ebeef2dede\",\"seq\":16,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"hmac_key_absent\",\"prev\":\"1f81ba2520dfce7fc99715c5efef3db5fc725838fc00abb9792c5f46a9d5f2ec\",\"seq\":17,\"signing\":\"unsigned\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"incident_dropped\",\"prev\":\"6498d2fd867d1c45ee3631bf0fa2dd5fa16f624a40c38f27623b3cbcaafde63a\",\"reason\":\"reporter queue full\",\"seq\":18,\"state\":\"degraded\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"attempts\":5,\"error\":\"connection refused\",\"event\":\"incident_report_failed\",\"prev\":\"c565b7a6e040a1e4f7adff554178860ca41eb4e912f0c1b9716f8908c7152c92\",\"seq\":19,\"state\":\"degraded\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"attempt\":1,\"event\":\"incident_reported\",\"prev\":\"b9630b952ff1e7140cbbf3b872287c4bce2c7cb29cda164ef34769d841384c3b\",\"seq\":20,\"state\":\"degraded\",\"status\":202,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"created_at\":\"2026-01-01T00:00:00Z\",\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"initialized\",\"generation\":1,\"prev\":\"bec13ba1d4944c226dcf347e21f9d363acd0a11abbef0f4487d09a70c9b3025c\",\"seq\":21,\"signed\":true,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"created_at\":\"2026-01-02T00:00:00Z\",\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":13,\"event\":\"rebaseline\",\"generation\":5,\"prev\":\"faafe1d6a27f60b805924174305c7cd0da2f8afba5ef59f84333e8c87f621191\",\"seq\":22,\"signed\":false,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"rebaseline_refused\",\"prev\":\"8795c177f0f11668967f8376cc27f28aac8e915b0d6063dc8d8cb8fd5f546c11\",\"reason\":\"hasher refused: unauthorized\",\"seq\":23,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"at\":\"plan\",\"event\":\"rebaseline_refused\",\"prev\":\"c6c69394f88524d409b269ad99a7fb2d81ff624bca8eb95acbe1899823b5d0df\",\"reason\":\"a watched file is missing\",\"seq\":24,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"rebaseline_refused\",\"new_plan\":\"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\",\"plan\":\"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"prev\":\"eb37c1d9855f18091475c4d8c9335e3159245eae93ebf8d0fadc6cb8ff0510a1\",\"reason\":\"files changed since the plan\",\"seq\":25,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"rebaseline_refused\",\"new_plan\":null,\"plan\":null,\"prev\":\"30945371d5cd981963a1b7298943b0a7cffe4fe480d4914e850022ffa4199fd7\",\"reason\":\"bad proof\",\"seq\":26,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"added\":1,\"changed\":2,\"event\":\"rebaseline_planned\",\"generation\":6,\"plan\":\"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"prev\":\"3af2df449e6c5348f78fa9a29263b7912398daab7239511fbb664192e04a2867\",\"removed\":0,\"seq\":27,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"degradation_threshold\":3,\"event\":\"reload\",\"prev\":\"e2c8df4aa80410490030e0bef1c340999908f168a1192f7b8e35bdf76ece4d75\",\"scan_interval_ms\":30000,\"seq\":28,\"time\":\"2026-01-01T00:00:00.123Z\",\"watched_paths\":7}",
+        "{\"event\":\"reload_refused\",\"prev\":\"6580d2f360878d592e84d9465addbad8468abc13e9693cce7899b6005a033537\",\"reason\":\"policy: line 3: unknown key\",\"seq\":29,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"entries\":12,\"event\":\"reference_in_use\",\"prev\":\"82a9ca35cca1f26c6dcedcde04b415ea8b98b58ad9d57a84e4e01742a1812905\",\"release\":\"c0ffee\",\"seq\":30,\"store\":\"verified\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"downgrade\":false,\"dropped\":[\"/usr/bin/y\"],\"event\":\"release_transition\",\"from\":\"c0ffee\",\"generation\":7,\"moved\":[{\"new\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"old\":null,\"path\":\"/usr/bin/x\"}],\"moved_count\":1,\"prev\":\"9014c4dccf23dccadfb9f051fe0b2baded0af26bc54f13866b9d966f8e1bbd54\",\"seq\":31,\"time\":\"2026-01-01T00:00:00.123Z\",\"to\":\"decade\"}",
+        "{\"event\":\"release_refused\",\"prev\":\"416d2fb62a8d638661b074cb8c9fd59c24c5203b52c78e24b416c1a868f91d3b\",\"reason\":\"release file unsigned\",\"seq\":32,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"error\":\"No space left on device (os error 28)\",\"event\":\"memory_record_failed\",\"path\":\"/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.adopted.json\",\"prev\":\"d7d34bfc902663515536df43636daa5de866ca278dcd3d0f1b861a4a245bceba\",\"seq\":33,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"audit_reopened\",\"prev\":\"5c7b1b034685a8efe34ecee02fabd922668356a4fa43fd8451207a11775d85ad\",\"seq\":34,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"adopted_digest\":\"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\",\"adopted_generation\":3,\"event\":\"audit_log_replaced\",\"last_hash\":\"9999999999999999999999999999999999999999999999999999999999999999\",\"last_seq\":35,\"path\":\"/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl\",\"prev\":\"878d6be4443469dfbeea4329c83be940306a51a25e583cf14001f1429ab808fb\",\"reason\":\"truncated\",\"seq\":35,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"audit_tail_recovered\",\"prev\":\"e4a18e99a96eef903f5c9db59ea2b8ed1972230007096d4fdedc43f5eb72a609\",\"reason\":\"last record is torn (no newline)\",\"seq\":36,\"snapshot\":\"/var/lib/secure-ai/logs/integrity-monitor-audit.jsonl.broken-1767225600\",\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"event\":\"audit_log_reopen_failed\",\"prev\":\"059cbdbadb15b508845439fea0743224f9cf2f2ae7ba7bb87cea08711a2cff85\",\"reason\":\"Permission denied (os error 13)\",\"seq\":37,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+        "{\"count\":3,\"event\":\"audit_records_dropped\",\"prev\":\"43db7f51168ebd9ce2b730d76bbc598419ee7fcce5a1b481eb68dceea3bfff1d\",\"seq\":38,\"time\":\"2026-01-01T00:00:00.123Z\"}",
+    ];
 
     #[test]
     fn chain_holds_across_restart_and_rotation() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        rec(&mut log, AuditEvent::Violation);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
+        rec(&mut log, "violation");
         std::fs::rename(&p, dir.path().join("audit.jsonl.1")).expect("rotate");
         log.reopen().expect("reopen");
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
         drop(log);
         let mut log = AuditLog::open(&p).expect("restart");
         assert_eq!(log.head().seq, 3);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
         let files = [dir.path().join("audit.jsonl.1"), p.clone()];
         assert_eq!(verify(&files), Ok(4));
         let old = std::fs::read_to_string(&files[0]).expect("read");
@@ -478,18 +730,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        for e in [
-            AuditEvent::Violation,
-            AuditEvent::Transition,
-            AuditEvent::Reload,
-        ] {
+        for e in ["violation", "transition", "reload"] {
             rec(&mut log, e);
         }
         drop(log);
         let text = std::fs::read_to_string(&p).expect("read");
         std::fs::write(
             &p,
-            text.replacen("\"event\":\"transition\"", "\"event\":\"reload\"", 1),
+            text.replacen(
+                "\"event\":\"transition\"",
+                "\"event\":\"reload_refused\"",
+                1,
+            ),
         )
         .expect("edit");
         let b = verify(std::slice::from_ref(&p)).expect_err("edit found");
@@ -505,8 +757,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p).expect("open");
-        rec(&mut log, AuditEvent::Violation);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
+        rec(&mut log, "violation");
         drop(log);
         // A crash mid-write leaves half a record.
         let mut f = OpenOptions::new().append(true).open(&p).expect("open");
@@ -517,7 +769,7 @@ mod tests {
         assert!(why.contains("torn"));
         assert!(aside.exists(), "nothing deleted");
         assert_eq!(log.head().seq, 2);
-        rec(&mut log, AuditEvent::Violation);
+        rec(&mut log, "violation");
         assert!(
             verify(std::slice::from_ref(&aside)).is_err(),
             "the snapshot shows its break"

@@ -3,7 +3,7 @@
 //! its outcome audited. Reporting runs in its own task and never holds up a scan.
 
 use crate::error::{PostError, RecorderUrlError};
-use crate::events::AuditEvent;
+use crate::events::AuditRecord;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -193,11 +193,7 @@ pub async fn run(
     mut queue: mpsc::Receiver<(String, Vec<u8>)>,
     audit: crate::recorder::Recorder,
 ) {
-    let record = |event: AuditEvent, v: serde_json::Value| {
-        if let serde_json::Value::Object(fields) = v {
-            audit.record(event, fields);
-        }
-    };
+    let record = |r: AuditRecord| audit.record(r);
     while let Some((to, body)) = queue.recv().await {
         let body = Bytes::from(body);
         let mut wait = Duration::from_secs(1);
@@ -206,10 +202,11 @@ pub async fn run(
         for attempt in 1..=ATTEMPTS {
             match post_once(&rec, &body).await {
                 Ok(status) => {
-                    record(
-                        AuditEvent::IncidentReported,
-                        json!({ "state": to, "status": status, "attempt": attempt }),
-                    );
+                    record(AuditRecord::IncidentReported {
+                        state: to.clone(),
+                        status,
+                        attempt,
+                    });
                     sent = true;
                     break;
                 }
@@ -224,10 +221,11 @@ pub async fn run(
             }
         }
         if !sent {
-            record(
-                AuditEvent::IncidentReportFailed,
-                json!({ "state": to, "attempts": ATTEMPTS, "error": last }),
-            );
+            record(AuditRecord::IncidentReportFailed {
+                state: to.clone(),
+                attempts: ATTEMPTS,
+                error: last.clone(),
+            });
         }
     }
 }

@@ -3,13 +3,12 @@
 //! `/verify` therefore answer at once on a stalled disk, and a flood of refused requests costs
 //! a queue slot each, never a `fsync` on the runtime.
 
-use crate::events::AuditEvent;
+use crate::events::AuditRecord;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use crate::audit::{AuditLog, Head};
@@ -24,7 +23,7 @@ const BATCH: usize = 256;
 const RETRY: Duration = Duration::from_secs(1);
 
 enum Command {
-    Record(AuditEvent, Map<String, Value>, SystemTime),
+    Record(AuditRecord, SystemTime),
     /// Reopen the path (SIGHUP, after rotation).
     Reopen,
     /// Follow a log deleted, renamed, replaced or truncated under us.
@@ -74,13 +73,13 @@ impl Recorder {
     }
 
     /// Queues a record; never waits. A full queue drops it, counted and recorded later.
-    pub fn record(&self, event: AuditEvent, fields: Map<String, Value>) {
-        let command = Command::Record(event, fields, SystemTime::now());
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(command) {
+    pub fn record(&self, record: AuditRecord) {
+        let command = Command::Record(record, SystemTime::now());
+        if let Err(TrySendError::Full(Command::Record(record, _))) = self.tx.try_send(command) {
             let dropped = self.shared.dropped.fetch_add(1, Ordering::SeqCst) + 1;
             self.shared.dropped_total.fetch_add(1, Ordering::SeqCst);
             tracing::error!(
-                event = event.as_str(),
+                event = record.name(),
                 dropped,
                 "audit queue full; record dropped"
             );
@@ -136,7 +135,7 @@ impl Recorder {
 
 struct Writer {
     log: AuditLog,
-    pending: std::collections::VecDeque<(AuditEvent, Map<String, Value>, SystemTime)>,
+    pending: std::collections::VecDeque<(AuditRecord, SystemTime)>,
     shared: Arc<Shared>,
     /// Drops already counted in `pending`'s place whose `audit_records_dropped` is not written.
     unrecorded_drops: u64,
@@ -146,10 +145,10 @@ impl Writer {
     fn run(mut self, rx: &Receiver<Command>) {
         if let Some((aside, why)) = self.log.recovered.take() {
             tracing::warn!(snapshot = %aside.display(), why, "audit log tail was broken: kept aside, chain continues");
-            self.keep(
-                AuditEvent::AuditTailRecovered,
-                json!({ "snapshot": aside, "reason": why }),
-            );
+            self.keep(AuditRecord::AuditTailRecovered {
+                snapshot: aside,
+                reason: why,
+            });
             self.write_pending();
         }
         loop {
@@ -179,23 +178,23 @@ impl Writer {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Record(event, fields, at) => {
+            Command::Record(record, at) => {
                 if self.pending.len() >= MAX_PENDING {
                     self.unrecorded_drops += 1;
                     self.shared.dropped_total.fetch_add(1, Ordering::SeqCst);
                     tracing::error!(
-                        event = event.as_str(),
+                        event = record.name(),
                         dropped = self.unrecorded_drops,
                         "audit backlog full; record dropped"
                     );
                 } else {
-                    self.pending.push_back((event, fields, at));
+                    self.pending.push_back((record, at));
                 }
                 // Not published yet: a record on its way to the disk is not a backlog; one
                 // the disk refused is (see `write_pending`).
             }
             Command::Reopen => match self.log.reopen() {
-                Ok(()) => self.keep(AuditEvent::AuditReopened, json!({})),
+                Ok(()) => self.keep(AuditRecord::AuditReopened),
                 Err(e) => {
                     tracing::error!(error = %e, "audit log reopen failed; still writing to the old file")
                 }
@@ -214,12 +213,8 @@ impl Writer {
         }
     }
 
-    fn keep(&mut self, event: AuditEvent, fields: Value) {
-        let fields = match fields {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        self.handle(Command::Record(event, fields, SystemTime::now()));
+    fn keep(&mut self, record: AuditRecord) {
+        self.handle(Command::Record(record, SystemTime::now()));
     }
 
     fn follow(&mut self) {
@@ -234,10 +229,9 @@ impl Writer {
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "audit log replaced and cannot be reopened; /verify answers 503 until it can");
-                self.keep(
-                    AuditEvent::AuditLogReopenFailed,
-                    json!({ "reason": e.to_string() }),
-                );
+                self.keep(AuditRecord::AuditLogReopenFailed {
+                    reason: e.to_string(),
+                });
             }
         }
     }
@@ -253,13 +247,13 @@ impl Writer {
         }
         if self.unrecorded_drops > 0 && self.pending.len() < MAX_PENDING {
             let count = std::mem::take(&mut self.unrecorded_drops);
-            let mut fields = Map::new();
-            fields.insert("count".into(), count.into());
-            self.pending
-                .push_back((AuditEvent::AuditRecordsDropped, fields, SystemTime::now()));
+            self.pending.push_back((
+                AuditRecord::AuditRecordsDropped { count },
+                SystemTime::now(),
+            ));
         }
         if !self.pending.is_empty() {
-            let records = self.pending.iter().map(|(e, f, at)| (*e, f, *at));
+            let records = self.pending.iter().map(|(r, at)| (r, *at));
             let (written, failed) = self.log.record_batch(records);
             self.pending.drain(..written);
             if let Some(e) = failed {
@@ -282,6 +276,12 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// A record of no consequence, numbered.
+    fn numbered(i: u64) -> AuditRecord {
+        AuditRecord::AuthRefusedSuppressed { count: i }
+    }
 
     fn log(dir: &std::path::Path) -> AuditLog {
         AuditLog::open(&dir.join("audit.jsonl")).expect("open")
@@ -303,9 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let r = Recorder::start(log(dir.path())).expect("start");
         for i in 0..50 {
-            let mut f = Map::new();
-            f.insert("i".into(), i.into());
-            r.record(AuditEvent::Violation, f);
+            r.record(numbered(i));
         }
         assert!(r.flush(Duration::from_secs(10)).await);
         let got = events(dir.path());
@@ -314,7 +312,7 @@ mod tests {
         let order: Vec<u64> = text
             .lines()
             .map(|l| {
-                serde_json::from_str::<Value>(l).expect("json")["i"]
+                serde_json::from_str::<Value>(l).expect("json")["count"]
                     .as_u64()
                     .unwrap_or(0)
             })
@@ -335,12 +333,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("audit.jsonl");
         let r = Recorder::start(log(dir.path())).expect("start");
-        r.record(AuditEvent::Violation, Map::new());
+        r.record(numbered(0));
         assert!(r.flush(Duration::from_secs(10)).await);
         // A directory where the log was, and the log deleted: every reopen fails.
         std::fs::remove_file(&path).expect("rm");
         std::fs::create_dir(&path).expect("mkdir");
-        r.record(AuditEvent::Transition, Map::new());
+        r.record(AuditRecord::ReloadRefused { reason: "x".into() });
         r.follow();
         assert!(!r.flush(Duration::from_secs(10)).await);
         assert!(r.backlog() > 0, "not on disk: counted");
@@ -354,7 +352,7 @@ mod tests {
         assert!(r.flush(Duration::from_secs(10)).await);
         let got = events(dir.path());
         // The new file starts by saying what happened to the old one, chained to it.
-        assert_eq!(got, ["audit_log_replaced", "transition"]);
+        assert_eq!(got, ["audit_log_replaced", "reload_refused"]);
     }
 
     #[tokio::test]
@@ -366,7 +364,7 @@ mod tests {
         let total = QUEUE * 4;
         let started = std::time::Instant::now();
         for _ in 0..total {
-            r.record(AuditEvent::Violation, Map::new());
+            r.record(numbered(0));
         }
         let took = started.elapsed();
         assert!(
@@ -378,7 +376,10 @@ mod tests {
         let flushed = r.flush(Duration::from_secs(120)).await;
         let got = events(dir.path());
         assert!(flushed, "{} records, backlog {}", got.len(), r.backlog());
-        let flood = got.iter().filter(|e| *e == "violation").count();
+        let flood = got
+            .iter()
+            .filter(|e| *e == "auth_refused_suppressed")
+            .count();
         let dropped: u64 = std::fs::read_to_string(dir.path().join("audit.jsonl"))
             .unwrap_or_default()
             .lines()

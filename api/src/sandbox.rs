@@ -5,13 +5,7 @@
 
 use std::path::PathBuf;
 
-use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    Scope, ABI,
-};
-
-/// The Landlock ABI whose rights this code knows.
-const ABI_PINNED: ABI = ABI::V6;
+use landlock::{AccessFs, BitFlags};
 /// The filters, compiled at start and embedded in the binary.
 const SECCOMP_JSON: &str = include_str!("../../seccomp/api.json");
 /// Installed in this order; the allowlist last, since installing needs `seccomp` and `prctl`.
@@ -29,6 +23,7 @@ const FILTERS: [&str; 7] = [
     "api",
 ];
 
+use imsys::walls::Landlock;
 pub use imsys::walls::{drop_privileges, SandboxError};
 
 /// The Unix sockets the api reaches after start, besides the channel it may have inherited.
@@ -54,7 +49,6 @@ pub fn install(
 }
 
 fn landlock(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String, SandboxError> {
-    let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     // Create and write files, replace them by rename, list the dir (an O_DIRECTORY open is
     // needed to fsync it), truncate (an audit record cut short by a full disk is cut back
     // out): never read a file's content, never execute.
@@ -63,34 +57,14 @@ fn landlock(write_dirs: &[PathBuf], connect_port: Option<u16>) -> Result<String,
         | AccessFs::RemoveFile
         | AccessFs::ReadDir
         | AccessFs::Truncate;
-    let mut ruleset = Ruleset::default()
-        .handle_access(AccessFs::from_all(ABI_PINNED))
-        .map_err(err)?
-        .handle_access(AccessNet::from_all(ABI_PINNED))
-        .map_err(err)?
-        .scope(Scope::from_all(ABI_PINNED))
-        .map_err(err)?
-        .create()
-        .map_err(err)?;
+    let mut walls = Landlock::new()?;
     for dir in write_dirs {
-        let fd = landlock::PathFd::new(dir)
-            .map_err(|e| SandboxError::Landlock(format!("{}: {e}", dir.display())))?;
-        ruleset = ruleset
-            .add_rule(landlock::PathBeneath::new(fd, write))
-            .map_err(err)?;
+        walls.allow_beneath(dir, write)?;
     }
     if let Some(port) = connect_port {
-        ruleset = ruleset
-            .add_rule(landlock::NetPort::new(port, AccessNet::ConnectTcp))
-            .map_err(err)?;
+        walls.allow_connect(port)?;
     }
-    let status = ruleset.restrict_self().map_err(err)?;
-    match status.ruleset {
-        RulesetStatus::NotEnforced => Err(SandboxError::Landlock(
-            "this kernel enforces no Landlock ruleset; --insecure-no-sandbox runs without it, outside production".into(),
-        )),
-        s => Ok(format!("{s:?}")),
-    }
+    walls.enforce()
 }
 
 fn seccomp(incidents: bool, unix: Unix) -> Result<(), SandboxError> {

@@ -1,11 +1,10 @@
 //! The running monitor: the audit writer, the hasher's supervisor, the HTTP server, the
 //! scheduler and the signal handlers started together, and stopped together with a `stop` record.
 
-use crate::events::AuditEvent;
+use crate::events::{AuditRecord, StopReason};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::supervise::{supervise, Outcome, Source};
@@ -67,10 +66,10 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
             .recalling(memory, Some(record))
             .reporting_to(queue),
     );
-    monitor.audit(
-        AuditEvent::Start,
-        json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
-    );
+    monitor.audit(AuditRecord::Start {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+    });
     let (end_tx, mut end_rx) = watch::channel(None);
     let supervisor = tokio::spawn(supervise(source, calls_rx, monitor.clone(), end_tx, once));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -101,12 +100,12 @@ pub(crate) async fn serve(parts: Parts) -> Outcome {
     let _ = stop_tx.send(true);
     let _ = server.await;
     let reason = match outcome {
-        Outcome::Stopped => "signal",
-        Outcome::HasherLost => "hasher_lost",
-        Outcome::StartFailed => "start_failed",
-        Outcome::Initialized(_) => "initialized",
+        Outcome::Stopped => StopReason::Signal,
+        Outcome::HasherLost => StopReason::HasherLost,
+        Outcome::StartFailed => StopReason::StartFailed,
+        Outcome::Initialized(_) => StopReason::Initialized,
     };
-    monitor.audit(AuditEvent::Stop, json!({ "reason": reason }));
+    monitor.audit(AuditRecord::Stop { reason });
     if !monitor.audit_flush().await {
         tracing::error!("stopping with audit records not on disk (see the errors above)");
     }

@@ -27,6 +27,59 @@ impl State {
     }
 }
 
+/// Why the machine is in its state: written into transitions and `/api/v1/status` as the
+/// strings the log has always carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing scanned yet (the start).
+    AwaitingFirstScan,
+    /// The first baseline of an empty store, scanned clean.
+    Initialized,
+    /// A new baseline, scanned clean.
+    Rebaseline,
+    /// A scan found every file as the baseline says.
+    AllFilesMatch,
+    /// A scan found violations.
+    Violations {
+        /// How many.
+        count: u32,
+        /// The policy's degradation_threshold.
+        threshold: u32,
+    },
+    /// The stored baseline is not to be trusted.
+    BaselineRejected,
+    /// No baseline could be made.
+    NoBaseline,
+    /// The hasher is gone.
+    HasherUnavailable,
+    /// A scan did not complete.
+    ScanFailed,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::AwaitingFirstScan => f.write_str("awaiting_first_scan"),
+            Reason::Initialized => f.write_str("initialized"),
+            Reason::Rebaseline => f.write_str("rebaseline"),
+            Reason::AllFilesMatch => f.write_str("all_files_match"),
+            Reason::Violations { count, threshold } => {
+                write!(f, "{count} violation(s), threshold {threshold}")
+            }
+            Reason::BaselineRejected => f.write_str("baseline_rejected"),
+            Reason::NoBaseline => f.write_str("no_baseline"),
+            Reason::HasherUnavailable => f.write_str("hasher_unavailable"),
+            Reason::ScanFailed => f.write_str("scan_failed"),
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What happened, as the api learned it.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
@@ -38,9 +91,9 @@ pub enum Input<'a> {
     /// differs, and never leaves `recovery_required`.
     Reference(&'a ScanReport),
     /// No evidence can be had (hasher lost, scan failed): never trusted.
-    Unverifiable(&'a str),
+    Unverifiable(Reason),
     /// The baseline itself cannot be trusted (tampered, unsigned with a key, absent).
-    Compromised(&'a str),
+    Compromised(Reason),
 }
 
 /// Something to record in the audit log.
@@ -49,16 +102,20 @@ pub enum Event {
     /// A violation not seen in the previous scan.
     Violation(Violation),
     /// The state changed.
-    Transition {
-        /// Previous state.
-        from: State,
-        /// New state.
-        to: State,
-        /// Why.
-        reason: String,
-        /// Violations at the time.
-        violation_count: u32,
-    },
+    Transition(Transition),
+}
+
+/// A change of state, as the `transition` record says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// Previous state.
+    pub from: State,
+    /// New state.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+    /// Violations at the time.
+    pub violation_count: u32,
 }
 
 /// State, counters and the active violations.
@@ -67,7 +124,7 @@ pub struct Machine {
     /// Current state.
     pub state: State,
     /// Why the machine is in this state.
-    pub reason: String,
+    pub reason: Reason,
     /// Violations in the last scan (all, not only those listed).
     pub violation_count: u32,
     /// Listed violations of the last scan.
@@ -96,7 +153,7 @@ impl Machine {
     pub fn new() -> Machine {
         Machine {
             state: State::Degraded,
-            reason: "awaiting_first_scan".into(),
+            reason: Reason::AwaitingFirstScan,
             violation_count: 0,
             active: Vec::new(),
             scan_count: 0,
@@ -116,7 +173,7 @@ impl Machine {
         input: Input<'_>,
         report: &ScanReport,
         threshold: u32,
-    ) -> (State, String) {
+    ) -> (State, Reason) {
         let fresh = matches!(input, Input::Rebaselined(_));
         let previous: &[Violation] = if fresh { &[] } else { &self.active };
         for v in &report.violations {
@@ -139,7 +196,7 @@ impl Machine {
         next.active = report.violations.clone();
         if let Input::Reference(_) = input {
             // No scan clears a rejected baseline: only an authorised new one does.
-            return (State::RecoveryRequired, "baseline_rejected".to_owned());
+            return (State::RecoveryRequired, Reason::BaselineRejected);
         }
         let mut target = if n == 0 {
             State::Trusted
@@ -154,12 +211,12 @@ impl Machine {
         }
         let reason = match (fresh, n) {
             // The very first baseline of an empty store is no "rebaseline".
-            (true, 0) if self.scan_count == 0 && self.reason == "awaiting_first_scan" => {
-                "initialized".to_owned()
+            (true, 0) if self.scan_count == 0 && self.reason == Reason::AwaitingFirstScan => {
+                Reason::Initialized
             }
-            (true, 0) => "rebaseline".to_owned(),
-            (false, 0) => "all_files_match".to_owned(),
-            (_, n) => format!("{n} violation(s), threshold {threshold}"),
+            (true, 0) => Reason::Rebaseline,
+            (false, 0) => Reason::AllFilesMatch,
+            (_, count) => Reason::Violations { count, threshold },
         };
         (target, reason)
     }
@@ -178,9 +235,9 @@ impl Machine {
                 } else {
                     State::Degraded
                 };
-                (target, why.to_owned())
+                (target, why)
             }
-            Input::Compromised(why) => (State::RecoveryRequired, why.to_owned()),
+            Input::Compromised(why) => (State::RecoveryRequired, why),
         };
         if target != self.state {
             match target {
@@ -188,12 +245,12 @@ impl Machine {
                 State::RecoveryRequired => next.recovery_entries += 1,
                 State::Trusted => {}
             }
-            events.push(Event::Transition {
+            events.push(Event::Transition(Transition {
                 from: self.state,
                 to: target,
-                reason: reason.clone(),
+                reason,
                 violation_count: next.violation_count,
-            });
+            }));
         }
         next.state = target;
         next.reason = reason;
@@ -225,7 +282,7 @@ mod tests {
             watched_files: 5,
             bytes_hashed: 0,
             duration_ms: 0,
-            violation_count: paths.len() as u32,
+            violation_count: u32::try_from(paths.len()).unwrap_or(u32::MAX),
             violations: paths.iter().map(|p| v(p)).collect(),
             unsettled: 0,
             sealed_files: 0,
@@ -236,7 +293,7 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::Transition { from, to, .. } => Some((*from, *to)),
+                Event::Transition(t) => Some((t.from, t.to)),
                 Event::Violation(_) => None,
             })
             .collect()
@@ -302,7 +359,7 @@ mod tests {
         );
         let (m, ev) = m.step(Input::Rebaselined(&report(&[])), 2);
         assert_eq!(m.state, State::Trusted);
-        assert_eq!(m.reason, "rebaseline");
+        assert_eq!(m.reason, Reason::Rebaseline);
         assert_eq!(
             transitions(&ev),
             vec![(State::RecoveryRequired, State::Trusted)]
@@ -312,18 +369,18 @@ mod tests {
     #[test]
     fn lost_evidence_is_never_trusted_and_compromise_is_recovery() {
         let (m, _) = Machine::new().step(Input::Scan(&report(&[])), 3);
-        let (m, ev) = m.step(Input::Unverifiable("hasher_unavailable"), 3);
+        let (m, ev) = m.step(Input::Unverifiable(Reason::HasherUnavailable), 3);
         assert_eq!(m.state, State::Degraded);
         assert_eq!(transitions(&ev), vec![(State::Trusted, State::Degraded)]);
-        let (m, _) = m.step(Input::Compromised("baseline_rejected"), 3);
+        let (m, _) = m.step(Input::Compromised(Reason::BaselineRejected), 3);
         assert_eq!(m.state, State::RecoveryRequired);
-        let (m, _) = m.step(Input::Unverifiable("scan_failed"), 3);
+        let (m, _) = m.step(Input::Unverifiable(Reason::ScanFailed), 3);
         assert_eq!(m.state, State::RecoveryRequired);
     }
 
     #[test]
     fn a_scan_against_a_reference_shows_what_differs_and_never_trusts() {
-        let (m, _) = Machine::new().step(Input::Compromised("baseline_rejected"), 3);
+        let (m, _) = Machine::new().step(Input::Compromised(Reason::BaselineRejected), 3);
         assert_eq!(m.state, State::RecoveryRequired);
         let (m, ev) = m.step(Input::Reference(&report(&[])), 3);
         assert_eq!(
@@ -331,7 +388,7 @@ mod tests {
             State::RecoveryRequired,
             "a clean reference scan is no verdict"
         );
-        assert_eq!(m.reason, "baseline_rejected");
+        assert_eq!(m.reason, Reason::BaselineRejected);
         assert!(transitions(&ev).is_empty());
         let (m, ev) = m.step(Input::Reference(&report(&["/a"])), 3);
         assert_eq!(
@@ -348,6 +405,42 @@ mod tests {
         );
         let (m, _) = m.step(Input::Rebaselined(&report(&[])), 3);
         assert_eq!(m.state, State::Trusted, "the ceremony's baseline clears it");
+    }
+
+    /// The strings the log and `/api/v1/status` have always carried.
+    #[test]
+    fn each_reason_is_written_as_before() {
+        let written: Vec<String> = [
+            Reason::AwaitingFirstScan,
+            Reason::Initialized,
+            Reason::Rebaseline,
+            Reason::AllFilesMatch,
+            Reason::Violations {
+                count: 2,
+                threshold: 3,
+            },
+            Reason::BaselineRejected,
+            Reason::NoBaseline,
+            Reason::HasherUnavailable,
+            Reason::ScanFailed,
+        ]
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+        .collect();
+        assert_eq!(
+            written,
+            [
+                "\"awaiting_first_scan\"",
+                "\"initialized\"",
+                "\"rebaseline\"",
+                "\"all_files_match\"",
+                "\"2 violation(s), threshold 3\"",
+                "\"baseline_rejected\"",
+                "\"no_baseline\"",
+                "\"hasher_unavailable\"",
+                "\"scan_failed\"",
+            ]
+        );
     }
 
     #[test]

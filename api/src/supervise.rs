@@ -139,7 +139,7 @@ async fn next_channel(source: &mut Source, backoff: &mut Backoff) -> Option<std:
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
-                        retry_ms = backoff.0.as_millis() as u64,
+                        retry_ms = u64::try_from(backoff.0.as_millis()).unwrap_or(u64::MAX),
                         "hasher not reachable"
                     );
                     backoff.wait().await;

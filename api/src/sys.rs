@@ -72,7 +72,7 @@ pub fn spawn_hasher(program: &Path, args: &[OsString], channel: OwnedFd) -> std:
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
             libc::signal(libc::SIGINT, libc::SIG_IGN);
             // The parent may have died before PDEATHSIG was armed.
-            if libc::getppid() as u32 != parent {
+            if libc::getppid().cast_unsigned() != parent {
                 libc::_exit(1);
             }
             Ok(())
@@ -206,6 +206,10 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// Runs `work` in a forked child and waits for it, forwarding SIGINT, SIGTERM and SIGHUP;
 /// returns the child's exit code (128 + signal if it died of one). The parent installs no
 /// sandbox, so it can clean up after a child that does. Call before any thread exists.
+#[allow(
+    clippy::exit,
+    reason = "the forked child ends with its work's code: returning would run the rest of main twice"
+)]
 pub fn run_in_child(work: impl FnOnce() -> i32) -> i32 {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     use nix::sys::wait::{waitpid, WaitStatus};
@@ -259,21 +263,17 @@ pub fn mptcp_connect(port: u16) -> std::io::Result<()> {
     // SAFETY: `fd` is a fresh socket nobody else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_family: libc::sa_family_t::try_from(libc::AF_INET).map_err(std::io::Error::other)?,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr {
             s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
         },
         sin_zero: [0; 8],
     };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>())
+        .map_err(std::io::Error::other)?;
     // SAFETY: `addr` is a valid sockaddr_in and the length passed is its size.
-    let r = unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            std::ptr::from_ref(&addr).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
+    let r = unsafe { libc::connect(sock.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }

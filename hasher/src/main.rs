@@ -134,6 +134,10 @@ fn options(f: Flags) -> hasher::Options {
     }
 }
 
+#[allow(
+    clippy::exit,
+    reason = "main's own refusal of its arguments, before anything runs"
+)]
 fn usage_error(why: &str) -> ! {
     eprintln!("integrity-hasher: {why}\n{USAGE}");
     std::process::exit(2)

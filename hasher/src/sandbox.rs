@@ -5,20 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    Scope, ABI,
-};
+use landlock::{AccessFs, BitFlags};
 
 use crate::policy::Policy;
 
-/// The Landlock ABI whose rights this code knows; newer kernels are asked for no more.
-const ABI_PINNED: ABI = ABI::V6;
 /// The filter, compiled at start and embedded in the binary.
 const SECCOMP_JSON: &str = include_str!("../../seccomp/hasher.json");
 /// The filters installed, in order.
 const FILTERS: [&str; 2] = ["hasher_enosys", "hasher"];
 
+use imsys::walls::Landlock;
 pub use imsys::walls::{drop_privileges, SandboxError};
 
 /// What got enforced, for the log.
@@ -135,34 +131,20 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 }
 
 fn landlock(read_set: &[PathBuf], store: &Path) -> Result<String, SandboxError> {
-    let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     let read: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
-    let mut ruleset = Ruleset::default()
-        .handle_access(AccessFs::from_all(ABI_PINNED))
-        .map_err(err)?
-        .handle_access(AccessNet::from_all(ABI_PINNED))
-        .map_err(err)?
-        .scope(Scope::from_all(ABI_PINNED))
-        .map_err(err)?
-        .create()
-        .map_err(err)?;
+    let mut walls = Landlock::new()?;
     for dir in read_set {
-        match landlock::PathFd::new(dir) {
-            Ok(fd) => {
-                let is_dir = dir.is_dir();
-                let access = if is_dir {
-                    read
-                } else {
-                    BitFlags::from(AccessFs::ReadFile)
-                };
-                ruleset = ruleset
-                    .add_rule(landlock::PathBeneath::new(fd, access))
-                    .map_err(err)?;
-            }
+        let access = if dir.is_dir() {
+            read
+        } else {
+            BitFlags::from(AccessFs::ReadFile)
+        };
+        match walls.allow_beneath(dir, access) {
             // A parent that does not exist yet holds nothing to read; scans report the files.
-            Err(e) => {
-                tracing::warn!(path = %dir.display(), error = %e, "not in the sandbox read set: does not exist")
+            Err(SandboxError::LandlockPath { source, .. }) => {
+                tracing::warn!(path = %dir.display(), error = %source, "not in the sandbox read set: does not exist")
             }
+            other => other?,
         }
     }
     // The store: the one place the hasher writes (its baseline and generation record, each
@@ -172,25 +154,13 @@ fn landlock(read_set: &[PathBuf], store: &Path) -> Result<String, SandboxError> 
         | AccessFs::WriteFile
         | AccessFs::MakeReg
         | AccessFs::RemoveFile;
-    match landlock::PathFd::new(store) {
-        Ok(fd) => {
-            ruleset = ruleset
-                .add_rule(landlock::PathBeneath::new(fd, store_access))
-                .map_err(err)?;
+    match walls.allow_beneath(store, store_access) {
+        Err(SandboxError::LandlockPath { source, .. }) => {
+            tracing::warn!(path = %store.display(), error = %source, "no baseline store in the sandbox")
         }
-        Err(e) => {
-            tracing::warn!(path = %store.display(), error = %e, "no baseline store in the sandbox")
-        }
+        other => other?,
     }
-    let status = ruleset.restrict_self().map_err(err)?;
-    match status.ruleset {
-        RulesetStatus::NotEnforced => Err(SandboxError::Landlock(
-            "this kernel enforces no Landlock ruleset (needs Linux 5.13+ with landlock in the LSM list); \
-             --insecure-no-sandbox runs without it, outside production"
-                .into(),
-        )),
-        s => Ok(format!("{s:?}")),
-    }
+    walls.enforce()
 }
 
 fn seccomp() -> Result<(), SandboxError> {

@@ -60,3 +60,46 @@ pub struct Attestation {
 pub fn nonce_ok(nonce: &str) -> bool {
     crate::hexfmt::decode(nonce).is_some_and(|b| (MIN_NONCE..=MAX_NONCE).contains(&b.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a verifier checks: the payload's bytes (fields in declaration order) and both
+    /// signatures over them. A refactor that moves one byte fails here.
+    #[test]
+    fn an_attestation_is_pinned_byte_for_byte() {
+        let attestation = Attestation {
+            nonce: "0f".repeat(16),
+            scan_seq: 7,
+            scan_completed_at: "2026-01-01T00:00:00Z".into(),
+            scan_age_ms: 1234,
+            baseline_digest: "a".repeat(64),
+            baseline_generation: 3,
+            release: Some("c0ffee".into()),
+            rollback_anchor: "tpm".into(),
+            tpm_counter: Some(3),
+            violation_count: 1,
+            violations: vec![crate::report::tests::violation()],
+            degradation_threshold: 3,
+            audit_seq: 42,
+            audit_head: "b".repeat(64),
+            issued_at: "2026-01-01T00:00:01Z".into(),
+        };
+        let payload = serde_json::to_vec(&attestation).unwrap_or_default();
+        assert_eq!(String::from_utf8_lossy(&payload), GOLDEN_PAYLOAD);
+        let key = [7u8; 32];
+        assert_eq!(
+            crate::sign::hmac_hex(&key, &[DOMAIN, &payload]),
+            GOLDEN_HMAC
+        );
+        assert_eq!(
+            crate::fleet::Signer::derive(&key).sign(&[DOMAIN, &payload]),
+            GOLDEN_ED25519
+        );
+    }
+
+    const GOLDEN_PAYLOAD: &str = "{\"nonce\":\"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\",\"scan_seq\":7,\"scan_completed_at\":\"2026-01-01T00:00:00Z\",\"scan_age_ms\":1234,\"baseline_digest\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"baseline_generation\":3,\"release\":\"c0ffee\",\"rollback_anchor\":\"tpm\",\"tpm_counter\":3,\"violation_count\":1,\"violations\":[{\"detected_at\":\"2026-01-01T00:00:00Z\",\"category\":\"model_file\",\"path\":\"/var/lib/m/a.gguf\",\"expected_hash\":\"none\",\"actual_hash\":\"unregistered\",\"action\":\"quarantine_model\"}],\"degradation_threshold\":3,\"audit_seq\":42,\"audit_head\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\",\"issued_at\":\"2026-01-01T00:00:01Z\"}";
+    const GOLDEN_HMAC: &str = "80465f3987013c19d2446f992f6c2399a116a9384f4822a53e7ff6264dc99e33";
+    const GOLDEN_ED25519: &str = "f18326268ce6b993:340f1be46419e76594133e461674a3eb3d0f557087d2c994700f0528303f398dc5fbd95505393b7dc08538dea4b8438b1d384cf1de304a97fbd12c56696bd600";
+}

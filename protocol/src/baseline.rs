@@ -275,6 +275,31 @@ mod tests {
         Manifest::new("2026-01-01T00:00:00Z".into(), entries, key)
     }
 
+    /// The file on disk, which `/api/v1/baseline` serves as it is: signed and unsigned.
+    #[test]
+    fn the_stored_baseline_is_pinned_byte_for_byte() {
+        assert_eq!(
+            String::from_utf8(
+                Manifest::of_entries(
+                    "2026-01-01T00:00:00Z".into(),
+                    Some(3),
+                    sample(None).entries,
+                    Some(&[7u8; 32])
+                )
+                .to_json()
+            )
+            .unwrap_or_default(),
+            GOLDEN_SIGNED
+        );
+        assert_eq!(
+            String::from_utf8(sample(None).to_json()).unwrap_or_default(),
+            GOLDEN_UNSIGNED
+        );
+    }
+
+    const GOLDEN_SIGNED: &str = "{\"created_at\":\"2026-01-01T00:00:00Z\",\"generation\":3,\"entries\":[{\"path\":\"/a\",\"hash\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"category\":\"service_binary\",\"size\":1},{\"path\":\"/b\",\"hash\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\",\"category\":\"policy_file\",\"size\":2}],\"hmac\":\"11230da1687252ddb5823baecc9309fec472c7a05e65b2d3e999f85a54252aad\"}";
+    const GOLDEN_UNSIGNED: &str = "{\"created_at\":\"2026-01-01T00:00:00Z\",\"entries\":[{\"path\":\"/a\",\"hash\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"category\":\"service_binary\",\"size\":1},{\"path\":\"/b\",\"hash\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\",\"category\":\"policy_file\",\"size\":2}],\"hmac\":\"unsigned\"}";
+
     #[test]
     fn canonical_bytes_are_the_documented_json() {
         let m = sample(None);

@@ -235,7 +235,7 @@ mod tests {
         let data = vec![0u8; CHUNK];
         let mut r = Reassembler::new();
         let mut refused = false;
-        for seq in 0..(MAX_MESSAGE / CHUNK + 2) as u32 {
+        for seq in 0..u32::try_from(MAX_MESSAGE / CHUNK + 2).unwrap_or(u32::MAX) {
             let f = postcard::to_allocvec(&Frame {
                 version: PROTOCOL_VERSION,
                 id: 1,

@@ -260,7 +260,7 @@ fn check_time(field: &'static str, value: &str) -> Result<(), ReportError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -282,7 +282,8 @@ mod tests {
         assert!(check_path("p", &shown).is_ok());
     }
 
-    fn violation() -> Violation {
+    /// A violation as a scan reports one (the attestation's tests list it too).
+    pub(crate) fn violation() -> Violation {
         Violation {
             detected_at: "2026-01-01T00:00:00Z".into(),
             category: Category::ModelFile,
@@ -307,6 +308,26 @@ mod tests {
             sealed_files: 0,
         }
     }
+
+    /// What a verifier reads: the report as served (inside `last_report`) and the bytes its
+    /// HMAC and Ed25519 signature cover. A refactor that moves one byte fails here.
+    #[test]
+    fn a_signed_report_is_pinned_byte_for_byte() {
+        let key = [7u8; 32];
+        let signer = crate::fleet::Signer::derive(&key);
+        let signed = report(vec![violation()]).sign(Some((&key, &signer)));
+        assert_eq!(
+            String::from_utf8(signed.report.signing_json()).unwrap_or_default(),
+            GOLDEN_SIGNED
+        );
+        assert_eq!(
+            serde_json::to_string(&signed).unwrap_or_default(),
+            GOLDEN_SERVED
+        );
+    }
+
+    const GOLDEN_SIGNED: &str = "{\"seq\":1,\"completed_at\":\"2026-01-01T00:00:00Z\",\"baseline_digest\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"watched_files\":3,\"bytes_hashed\":10,\"duration_ms\":1,\"violation_count\":1,\"violations\":[{\"detected_at\":\"2026-01-01T00:00:00Z\",\"category\":\"model_file\",\"path\":\"/var/lib/m/a.gguf\",\"expected_hash\":\"none\",\"actual_hash\":\"unregistered\",\"action\":\"quarantine_model\"}],\"unsettled\":0,\"sealed_files\":0}";
+    const GOLDEN_SERVED: &str = "{\"report\":{\"seq\":1,\"completed_at\":\"2026-01-01T00:00:00Z\",\"baseline_digest\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"watched_files\":3,\"bytes_hashed\":10,\"duration_ms\":1,\"violation_count\":1,\"violations\":[{\"detected_at\":\"2026-01-01T00:00:00Z\",\"category\":\"model_file\",\"path\":\"/var/lib/m/a.gguf\",\"expected_hash\":\"none\",\"actual_hash\":\"unregistered\",\"action\":\"quarantine_model\"}],\"unsettled\":0,\"sealed_files\":0},\"hmac\":\"37769d810296fec3d62fe8125a5c5dfdb1eca343e4144749c8f6d433defcc553\",\"ed25519\":\"f18326268ce6b993:5f559adb3dcc3b9521c1ac491d03afafd57db81d6f86a81ff8e08ea1997a81b65ba50187da7fa0d5e5a42c5dd87f942bd30df6f519d8a6809f62aa67a6e50503\"}";
 
     #[test]
     fn signed_report_verifies_and_detects_change() {

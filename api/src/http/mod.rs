@@ -18,6 +18,8 @@ mod request;
 mod routes;
 
 pub use request::{handle, PROOF_HEADER};
+#[cfg(test)]
+pub(crate) use routes::status_body;
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
 const MAX_BODY: usize = 4096;

@@ -222,7 +222,7 @@ fn verify(monitor: &Monitor) -> Reply {
     }
 }
 
-fn status_body(monitor: &Monitor) -> Value {
+pub(crate) fn status_body(monitor: &Monitor) -> Value {
     let s = monitor.snapshot();
     let trusted = verdict(&s);
     json!({

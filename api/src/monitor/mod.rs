@@ -1,19 +1,18 @@
 //! The monitor core: drives the hasher, feeds the state machine, records every decision.
 
-use crate::events::AuditEvent;
+use crate::events::AuditRecord;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use protocol::message::{ErrorKind, KeyStatus, PolicySummary};
 
 use protocol::{Request, Response};
-use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::MonitorError;
 use crate::link::Call;
 pub use crate::snapshot::Snapshot;
-use crate::state::{Event, Input, Machine, State};
+use crate::state::{Event, Input, Machine, Reason, State, Transition};
 use crate::token::Token;
 pub use manifest::ManifestStream;
 
@@ -64,13 +63,6 @@ pub struct Monitor {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; with panic=abort it cannot happen.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fields(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }
 
 impl Monitor {
@@ -139,7 +131,7 @@ impl Monitor {
         self
     }
 
-    fn report_incident(&self, from: State, to: State, reason: &str) {
+    fn report_incident(&self, from: State, to: State, reason: Reason) {
         let Some(queue) = self.incidents.clone() else {
             return;
         };
@@ -151,12 +143,19 @@ impl Monitor {
                 s.machine.scan_count,
             )
         };
-        let body = crate::incident::body(to.as_str(), from.as_str(), reason, &active, count, scans);
+        let body = crate::incident::body(
+            to.as_str(),
+            from.as_str(),
+            &reason.to_string(),
+            &active,
+            count,
+            scans,
+        );
         if queue.try_send((to.as_str().to_owned(), body)).is_err() {
-            self.audit(
-                AuditEvent::IncidentDropped,
-                json!({ "state": to, "reason": "reporter queue full" }),
-            );
+            self.audit(AuditRecord::IncidentDropped {
+                state: to,
+                reason: "reporter queue full",
+            });
         }
     }
 
@@ -209,8 +208,8 @@ impl Monitor {
 
     /// Queues an audit record for the writer; never waits for the disk. While records cannot
     /// be written `/verify` answers 503, since evidence that cannot be kept is not evidence.
-    pub fn audit(&self, event: AuditEvent, record: Value) {
-        self.recorder.record(event, fields(record));
+    pub fn audit(&self, record: AuditRecord) {
+        self.recorder.record(record);
     }
 
     /// Waits (bounded) until every record queued so far is on disk: mutations answer after it.
@@ -219,12 +218,13 @@ impl Monitor {
     }
 
     /// Records a refused request, rate-limited.
-    pub fn audit_auth_refused(&self, method: &str, path: &str, reason: &str) {
+    pub fn audit_auth_refused(&self, method: &str, path: &str, reason: &'static str) {
         // stderr is rate-limited with the audit log: a flood of bad tokens fills neither.
-        if self.audit_limited(
-            AuditEvent::AuthRefused,
-            json!({ "method": method, "path": path, "reason": reason }),
-        ) {
+        if self.audit_limited(AuditRecord::AuthRefused {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            reason,
+        }) {
             tracing::warn!(
                 method,
                 path,
@@ -237,7 +237,7 @@ impl Monitor {
     /// Records a refusal anyone can provoke (a wrong token, a made-up rebaseline proof):
     /// at most [`AUTH_RECORDS_PER_MINUTE`] a minute between them, the rest counted in one
     /// `auth_refused_suppressed` record when the next minute's first comes. True if written.
-    pub fn audit_limited(&self, event: AuditEvent, record: Value) -> bool {
+    pub fn audit_limited(&self, record: AuditRecord) -> bool {
         let mut limit = lock(&self.auth_limit);
         let now = Instant::now();
         let window_over = limit
@@ -261,13 +261,10 @@ impl Monitor {
                 count = suppressed,
                 "more requests were refused in the last minute (not logged one by one)"
             );
-            self.audit(
-                AuditEvent::AuthRefusedSuppressed,
-                json!({ "count": suppressed }),
-            );
+            self.audit(AuditRecord::AuthRefusedSuppressed { count: suppressed });
         }
         if write {
-            self.audit(event, record);
+            self.audit(record);
         }
         write
     }
@@ -287,22 +284,20 @@ impl Monitor {
             match event {
                 Event::Violation(v) => {
                     tracing::warn!(path = %v.path, category = v.category.as_str(), expected = %v.expected_hash, actual = %v.actual_hash, "integrity violation");
-                    self.audit(
-                        AuditEvent::Violation,
-                        serde_json::to_value(&v).unwrap_or(Value::Null),
-                    );
+                    self.audit(AuditRecord::Violation(v));
                 }
-                Event::Transition {
-                    from,
-                    to,
-                    reason,
-                    violation_count,
-                } => {
+                Event::Transition(t) => {
+                    let Transition {
+                        from,
+                        to,
+                        reason,
+                        violation_count,
+                    } = t;
                     if to == State::Trusted {
                         tracing::info!(
                             from = from.as_str(),
                             to = to.as_str(),
-                            reason,
+                            %reason,
                             violation_count,
                             "state transition"
                         );
@@ -310,14 +305,14 @@ impl Monitor {
                         tracing::warn!(
                             from = from.as_str(),
                             to = to.as_str(),
-                            reason,
+                            %reason,
                             violation_count,
                             "state transition"
                         );
                     }
-                    self.audit(AuditEvent::Transition, json!({ "from": from, "to": to, "reason": reason, "violation_count": violation_count }));
+                    self.audit(AuditRecord::Transition(t));
                     if to != State::Trusted {
-                        self.report_incident(from, to, &reason);
+                        self.report_incident(from, to, reason);
                     }
                 }
             }
@@ -344,13 +339,13 @@ impl Monitor {
         if first {
             // Before start-up completed the hasher did not start (its own error says why, e.g.
             // a store it cannot use): not a loss of a running hasher.
-            let event = if self.started.load(std::sync::atomic::Ordering::SeqCst) {
-                AuditEvent::HasherLost
+            let reason = why.to_owned();
+            self.audit(if self.started.load(std::sync::atomic::Ordering::SeqCst) {
+                AuditRecord::HasherLost { reason }
             } else {
-                AuditEvent::HasherStartFailed
-            };
-            self.audit(event, json!({ "reason": why }));
-            self.apply(Input::Unverifiable("hasher_unavailable"));
+                AuditRecord::HasherStartFailed { reason }
+            });
+            self.apply(Input::Unverifiable(Reason::HasherUnavailable));
         }
     }
 

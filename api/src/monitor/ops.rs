@@ -1,17 +1,16 @@
 //! What the api asks of the hasher once it runs: scans, rebaselines, reloads, the stored
 //! manifest and attestations; every answer checked before it counts.
 
-use crate::events::AuditEvent;
+use crate::events::{AuditRecord, Made, Refused};
 use std::time::Instant;
 
 use protocol::message::{ErrorKind, PolicySummary, Proof};
 use protocol::plan::Signed;
 use protocol::{Request, Response};
-use serde_json::json;
 
 use super::{lock, Monitor};
 use crate::error::MonitorError;
-use crate::state::{Input, State};
+use crate::state::{Input, Reason, State};
 
 /// Which scan to ask the hasher for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,11 +95,11 @@ impl Monitor {
                     ..
                 },
             ) => {
-                self.apply(Input::Compromised("no_baseline"));
+                self.apply(Input::Compromised(Reason::NoBaseline));
                 return Err(e);
             }
             Err(e) => {
-                self.apply(Input::Unverifiable("scan_failed"));
+                self.apply(Input::Unverifiable(Reason::ScanFailed));
                 return Err(e);
             }
         };
@@ -165,7 +164,7 @@ impl Monitor {
     ) -> Result<(State, Option<Signed>), MonitorError> {
         let result = {
             let _op = self.op.lock().await;
-            self.rebaseline_locked(AuditEvent::Rebaseline, token, proof)
+            self.rebaseline_locked(AuditRecord::Rebaseline, token, proof)
                 .await
         };
         self.audit_flush().await;
@@ -193,17 +192,24 @@ impl Monitor {
                 Ok(Response::Plan(signed)) if signed.well_formed() => {
                     let counts: serde_json::Value =
                         serde_json::from_slice(&signed.payload).unwrap_or_default();
-                    self.audit(AuditEvent::RebaselinePlanned, json!({ "plan": signed.digest(), "generation": counts["generation"], "added": counts["added"], "removed": counts["removed"], "changed": counts["changed"] }));
+                    let count = |name: &str| counts.get(name).cloned().unwrap_or_default();
+                    self.audit(AuditRecord::RebaselinePlanned {
+                        plan: signed.digest(),
+                        generation: count("generation"),
+                        added: count("added"),
+                        removed: count("removed"),
+                        changed: count("changed"),
+                    });
                     Ok(signed)
                 }
                 Ok(_) => Err(self.misbehaved("rebaseline plan")),
                 Err(e) => {
                     // A plan the files cannot make (a release disagreeing, a file missing).
                     if !matches!(e, MonitorError::HasherDown(_)) {
-                        self.audit(
-                            AuditEvent::RebaselineRefused,
-                            json!({ "reason": e.to_string(), "at": "plan" }),
-                        );
+                        self.audit(AuditRecord::RebaselineRefused(Refused::Plan {
+                            reason: e.to_string(),
+                            at: "plan",
+                        }));
                     }
                     Err(e)
                 }
@@ -215,7 +221,7 @@ impl Monitor {
 
     pub(super) async fn rebaseline_locked(
         &self,
-        event: AuditEvent,
+        made: fn(Made) -> AuditRecord,
         token: Option<Vec<u8>>,
         proof: Option<Proof>,
     ) -> Result<(State, Option<Signed>), MonitorError> {
@@ -227,10 +233,9 @@ impl Monitor {
             }
             Ok(r) => r,
             Err(e) => {
-                self.audit(
-                    AuditEvent::RebaselineRefused,
-                    json!({ "reason": e.to_string() }),
-                );
+                self.audit(AuditRecord::RebaselineRefused(Refused::Baseline {
+                    reason: e.to_string(),
+                }));
                 return Err(e);
             }
         };
@@ -246,7 +251,7 @@ impl Monitor {
         {
             return Err(self.misbehaved("baseline summary"));
         }
-        self.audit(event, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed, "created_at": summary.created_at }));
+        self.audit(made(Made::of(&summary)));
         self.adopt(summary);
         let state = self.scan_locked(Scan::Rebaselined).await?;
         Ok((state, outcome))
@@ -263,12 +268,16 @@ impl Monitor {
             .chars()
             .take(protocol::message::MAX_REASON_LEN)
             .collect::<String>();
-        let details =
-            json!({ "reason": reason, "plan": said["plan"], "new_plan": said["new_plan"] });
+        let said_of = |name: &str| said.get(name).cloned().unwrap_or_default();
+        let details = AuditRecord::RebaselineRefused(Refused::Ceremony {
+            reason: reason.clone(),
+            plan: said_of("plan"),
+            new_plan: said_of("new_plan"),
+        });
         if plan.is_some() {
-            self.audit(AuditEvent::RebaselineRefused, details);
+            self.audit(details);
         } else {
-            self.audit_limited(AuditEvent::RebaselineRefused, details);
+            self.audit_limited(details);
         }
         MonitorError::CeremonyRefused {
             reason,
@@ -288,17 +297,20 @@ impl Monitor {
         let _op = self.op.lock().await;
         match self.call(Request::Reload).await {
             Ok(Response::Reloaded { policy }) if policy.well_formed() => {
-                self.audit(AuditEvent::Reload, json!({ "scan_interval_ms": policy.scan_interval_ms, "degradation_threshold": policy.degradation_threshold, "watched_paths": policy.watched_paths }));
+                self.audit(AuditRecord::Reload {
+                    scan_interval_ms: policy.scan_interval_ms,
+                    degradation_threshold: policy.degradation_threshold,
+                    watched_paths: policy.watched_paths,
+                });
                 lock(&self.snap).policy = policy.clone();
                 let _ = self.scan_locked(Scan::Full).await;
                 Ok(policy)
             }
             Ok(_) => Err(self.misbehaved("reload answer")),
             Err(e) => {
-                self.audit(
-                    AuditEvent::ReloadRefused,
-                    json!({ "reason": e.to_string() }),
-                );
+                self.audit(AuditRecord::ReloadRefused {
+                    reason: e.to_string(),
+                });
                 Err(e)
             }
         }

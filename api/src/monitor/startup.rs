@@ -1,14 +1,13 @@
 //! Start-up and hand-over: the handshake with a (new) hasher and what its store holds.
 
-use crate::events::AuditEvent;
+use crate::events::AuditRecord;
 use protocol::message::{BaselineSummary, KeyStatus, StoreEvent, StoreStatus};
 use protocol::standing::{Reference, ReleaseNews};
 use protocol::{Request, Response, PROTOCOL_VERSION};
-use serde_json::json;
 
 use super::{lock, Monitor};
 use crate::error::MonitorError;
-use crate::state::Input;
+use crate::state::{Input, Reason};
 use crate::token::Token;
 
 impl Monitor {
@@ -29,7 +28,7 @@ impl Monitor {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             self.first_verdict.send_replace(true);
         } else {
-            self.audit(AuditEvent::HasherReconnected, json!({ "after": again }));
+            self.audit(AuditRecord::HasherReconnected { after: again });
             self.restore(store).await;
         }
         Ok(())
@@ -41,7 +40,11 @@ impl Monitor {
             (StoreStatus::Adopted(now), Some(was)) if now.digest == was.digest => {}
             (StoreStatus::Adopted(now), was) => {
                 tracing::warn!(digest = now.digest, "the new hasher instance holds another baseline; adopting it");
-                self.audit(AuditEvent::BaselineChanged, json!({ "from": was.map(|b| b.digest), "to": now.digest, "generation": now.generation }));
+                self.audit(AuditRecord::BaselineChanged {
+                    from: was.map(|b| b.digest),
+                    to: now.digest.clone(),
+                    generation: now.generation,
+                });
                 self.adopt(now);
             }
             (StoreStatus::Rejected { reason, reference }, _) => {
@@ -98,22 +101,26 @@ impl Monitor {
                 tracing::info!(interval_ms = policy.scan_interval_ms, threshold = policy.degradation_threshold, key = ?key, token = token_digest.is_some(), "hasher ready");
                 if key == KeyStatus::Absent {
                     tracing::warn!("no HMAC key: baselines and reports are unsigned");
-                    self.audit(AuditEvent::HmacKeyAbsent, json!({ "signing": "unsigned" }));
+                    self.audit(AuditRecord::HmacKeyAbsent {
+                        signing: "unsigned",
+                    });
                 }
                 *lock(&self.token) = token_digest.as_deref().and_then(Token::from_digest_hex);
                 match (store_event, &store) {
                     (Some(StoreEvent::MigratedFromGo), StoreStatus::Adopted(s)) => {
                         tracing::warn!(digest = s.digest, "stored baseline signed the Go service's way: verified and adopted; the next rebaseline re-signs it in this format");
-                        self.audit(
-                            AuditEvent::BaselineMigrated,
-                            json!({ "from": "go", "digest": s.digest, "entries": s.entries }),
-                        );
+                        self.audit(AuditRecord::BaselineMigrated {
+                            from: "go",
+                            digest: s.digest.clone(),
+                            entries: s.entries,
+                        });
                     }
                     (Some(StoreEvent::RolledForward { from }), StoreStatus::Adopted(s)) => {
-                        self.audit(
-                            AuditEvent::BaselineRolledForward,
-                            json!({ "from": from, "to": s.generation, "digest": s.digest }),
-                        );
+                        self.audit(AuditRecord::BaselineRolledForward {
+                            from,
+                            to: s.generation,
+                            digest: s.digest.clone(),
+                        });
                     }
                     _ => {}
                 }
@@ -138,13 +145,13 @@ impl Monitor {
             StoreStatus::Empty => {
                 tracing::info!("the hasher's store is empty: first start, computing a baseline");
                 if let Err(e) = self
-                    .rebaseline_locked(AuditEvent::Initialized, None, None)
+                    .rebaseline_locked(AuditRecord::Initialized, None, None)
                     .await
                 {
                     tracing::error!(error = %e, "first baseline failed");
                     if !matches!(e, MonitorError::HasherDown(_)) {
                         lock(&self.snap).baseline_problem = Some(e.to_string());
-                        self.apply(Input::Compromised("no_baseline"));
+                        self.apply(Input::Compromised(Reason::NoBaseline));
                     }
                 }
             }
@@ -154,7 +161,12 @@ impl Monitor {
                     generation = summary.generation,
                     "the hasher's store already holds a baseline: adopted (nothing to initialize)"
                 );
-                self.audit(AuditEvent::BaselineLoaded, json!({ "digest": summary.digest, "generation": summary.generation, "entries": summary.entries, "signed": summary.signed }));
+                self.audit(AuditRecord::BaselineLoaded {
+                    digest: summary.digest.clone(),
+                    generation: summary.generation,
+                    entries: summary.entries,
+                    signed: summary.signed,
+                });
                 self.adopt(summary);
                 if let Err(e) = self.scan_locked(super::ops::Scan::Full).await {
                     tracing::error!(error = %e, "first scan failed");
@@ -175,14 +187,21 @@ impl Monitor {
                 moved = t.moved_count,
                 "release transition: the baseline follows the booted image's release"
             );
-            self.audit(
-                AuditEvent::ReleaseTransition,
-                json!({ "from": t.from, "to": t.to, "downgrade": t.downgrade, "generation": t.generation, "moved_count": t.moved_count, "moved": t.moved, "dropped": t.dropped }),
-            );
+            self.audit(AuditRecord::ReleaseTransition {
+                from: t.from.clone(),
+                to: t.to.clone(),
+                downgrade: t.downgrade,
+                generation: t.generation,
+                moved_count: t.moved_count,
+                moved: t.moved.clone(),
+                dropped: t.dropped.clone(),
+            });
         }
         if let Some(why) = &news.refused {
             tracing::error!(why, "the booted image's release made no transition");
-            self.audit(AuditEvent::ReleaseRefused, json!({ "reason": why }));
+            self.audit(AuditRecord::ReleaseRefused {
+                reason: why.clone(),
+            });
         }
     }
 
@@ -194,10 +213,12 @@ impl Monitor {
             return;
         };
         tracing::warn!(digest = reference.digest, entries = reference.entries, release = ?reference.release, store = ?reference.store, "scans compare with a reference until an authorised rebaseline; never trusted");
-        self.audit(
-            AuditEvent::ReferenceInUse,
-            json!({ "digest": reference.digest, "entries": reference.entries, "release": reference.release, "store": reference.store }),
-        );
+        self.audit(AuditRecord::ReferenceInUse {
+            digest: reference.digest.clone(),
+            entries: reference.entries,
+            release: reference.release.clone(),
+            store: reference.store,
+        });
         lock(&self.snap).reference = Some(reference);
         if let Err(e) = self.scan_locked(super::ops::Scan::Full).await {
             tracing::error!(error = %e, "scan against the reference failed");
@@ -209,25 +230,26 @@ impl Monitor {
             why,
             "stored baseline rejected: recovery_required until an authorised rebaseline"
         );
-        self.audit(AuditEvent::BaselineRejected, json!({ "reason": why }));
+        self.audit(AuditRecord::BaselineRejected {
+            reason: why.to_owned(),
+        });
         lock(&self.snap).baseline_problem = Some(why.to_owned());
-        self.apply(Input::Compromised("baseline_rejected"));
+        self.apply(Input::Compromised(Reason::BaselineRejected));
     }
 
     /// Takes `summary` as the baseline; the audit log records each new adoption (its
     /// generation and digest), which later starts hold the store to.
     pub(super) fn adopt(&self, summary: BaselineSummary) {
         if !summary.signed {
-            self.audit(
-                AuditEvent::BaselineUnsigned,
-                json!({ "digest": summary.digest }),
-            );
+            self.audit(AuditRecord::BaselineUnsigned {
+                digest: summary.digest.clone(),
+            });
         }
         let now = crate::adopted::Adopted::of(&summary);
         let changed = lock(&self.memory).adopted.as_ref() != Some(&now);
         if changed {
             self.recorder
-                .record(AuditEvent::BaselineAdopted, now.fields());
+                .record(AuditRecord::BaselineAdopted(now.clone()));
             *lock(&self.memory) = crate::adopted::Memory {
                 adopted: Some(now.clone()),
                 trace: None,
@@ -253,10 +275,10 @@ impl Monitor {
             Ok(()) => *lock(&self.recorded) = Some(now.clone()),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "the memory record beside the audit log cannot be replaced: a rollback after the log's rotation would go unseen until it can");
-                self.audit(
-                    AuditEvent::MemoryRecordFailed,
-                    json!({ "path": path.display().to_string(), "error": e.to_string() }),
-                );
+                self.audit(AuditRecord::MemoryRecordFailed {
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                });
             }
         }
     }

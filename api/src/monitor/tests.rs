@@ -161,7 +161,8 @@ impl Script {
                 })
             }
             Request::GetBaseline { offset } => {
-                let start = (offset as usize).min(self.manifest.len());
+                let start = usize::try_from(offset)
+                    .map_or(self.manifest.len(), |o| o.min(self.manifest.len()));
                 let end = (start + BASELINE_PART).min(self.manifest.len());
                 let mut part = self.manifest[start..end].to_vec();
                 if let Some(i) = self.lie_at.filter(|i| (start..end).contains(i)) {
@@ -494,7 +495,7 @@ async fn drain(mut stream: super::ManifestStream) -> (Vec<u8>, Option<std::io::E
 async fn the_manifest_is_relayed_in_parts_and_checked_before_its_last_part() {
     let mut script = Script::new();
     script.manifest = (0..2 * BASELINE_PART + 123)
-        .map(|i| (i % 251) as u8)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
         .collect();
     let manifest = script.manifest.clone();
     let rig = started(script).await;
@@ -522,3 +523,52 @@ async fn the_manifest_is_relayed_in_parts_and_checked_before_its_last_part() {
         rig.verdict()
     );
 }
+
+/// The audit log with each record's `time` and `prev` (which hashes the time) masked: the
+/// rest of every line as written, byte for byte.
+fn masked_lines(text: &str) -> Vec<String> {
+    fn mask(line: &str, key: &str) -> String {
+        let open = format!("\"{key}\":\"");
+        let Some(start) = line.find(&open).map(|i| i + open.len()) else {
+            return line.to_owned();
+        };
+        let end = line[start..].find('"').map_or(line.len(), |i| start + i);
+        format!("{}{key}{}", &line[..start], &line[end..])
+    }
+    text.lines()
+        .map(|l| mask(&mask(l, "time"), "prev"))
+        .collect()
+}
+
+/// What the real call sites write and what `/api/v1/status` serves, through a first start,
+/// a violation, a refused token, a lost hasher and a rejected baseline: pinned byte for byte
+/// (the kinds no scripted flow reaches are pinned in `audit.rs`).
+#[tokio::test]
+async fn what_the_monitor_writes_and_serves_is_byte_for_byte_as_before() {
+    let rig = started(Script::new()).await;
+    lock(&rig.script).violations = vec![violation("/m/a")];
+    assert_eq!(rig.monitor.scan().await.ok(), Some(State::Degraded));
+    let status = serde_json::to_string(&crate::http::status_body(&rig.monitor)).unwrap_or_default();
+    assert_eq!(status, GOLDEN_STATUS);
+    rig.monitor
+        .audit_auth_refused("POST", "/api/v1/scan", "invalid_token");
+    rig.monitor
+        .baseline_rejected("baseline.json: HMAC does not verify");
+    rig.monitor.hasher_lost("link closed");
+    rig.monitor.audit_flush().await;
+    let text = std::fs::read_to_string(rig.log()).unwrap_or_default();
+    assert_eq!(masked_lines(&text), GOLDEN_LOG);
+}
+
+const GOLDEN_STATUS: &str = "{\"active_violations\":[{\"action\":\"quarantine_model\",\"actual_hash\":\"unregistered\",\"category\":\"model_file\",\"detected_at\":\"2026-11-25T00:00:00Z\",\"expected_hash\":\"none\",\"path\":\"/m/a\"}],\"baseline\":{\"created_at\":\"2026-11-25T00:00:00Z\",\"digest\":\"0000000000000000000000000000000000000000000000000000000000000001\",\"entries\":3,\"generation\":1,\"release\":null,\"rollback\":{\"anchor\":\"audit-log\",\"tpm_counter\":null,\"tpm_index\":null},\"signed\":true},\"baseline_problem\":null,\"change_notices\":0,\"degradation_threshold\":3,\"degraded_count\":1,\"degraded_entries\":1,\"ed25519_key_id\":\"0000000000000000\",\"hasher\":\"up\",\"last_report\":{\"ed25519\":\"0000000000000000:abababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab\",\"hmac\":\"abababababababababababababababababababababababababababababababab\",\"report\":{\"baseline_digest\":\"0000000000000000000000000000000000000000000000000000000000000001\",\"bytes_hashed\":0,\"completed_at\":\"2026-11-25T00:00:00Z\",\"duration_ms\":0,\"sealed_files\":0,\"seq\":2,\"unsettled\":0,\"violation_count\":1,\"violations\":[{\"action\":\"quarantine_model\",\"actual_hash\":\"unregistered\",\"category\":\"model_file\",\"detected_at\":\"2026-11-25T00:00:00Z\",\"expected_hash\":\"none\",\"path\":\"/m/a\"}],\"watched_files\":3}},\"last_scan_at\":\"2026-11-25T00:00:00Z\",\"reason\":\"1 violation(s), threshold 3\",\"recovery_count\":0,\"recovery_entries\":0,\"reference\":null,\"release\":{\"in_force\":null,\"refused\":null,\"transition\":null},\"rollback\":{\"anchor\":\"audit-log\",\"tpm_counter\":null,\"tpm_index\":null},\"scan_count\":2,\"scan_interval_ms\":3600000,\"sealed_files\":0,\"signing\":\"hmac-sha256\",\"state\":\"degraded\",\"trusted\":false,\"untrusted_because\":\"state is degraded\",\"violation_count\":1,\"watched_files\":3}";
+const GOLDEN_LOG: &[&str] = &[
+    "{\"created_at\":\"2026-11-25T00:00:00Z\",\"digest\":\"0000000000000000000000000000000000000000000000000000000000000001\",\"entries\":3,\"event\":\"initialized\",\"generation\":1,\"prev\":\"prev\",\"seq\":1,\"signed\":true,\"time\":\"time\"}",
+    "{\"adopted_digest\":\"0000000000000000000000000000000000000000000000000000000000000001\",\"adopted_generation\":1,\"event\":\"baseline_adopted\",\"prev\":\"prev\",\"seq\":2,\"time\":\"time\"}",
+    "{\"event\":\"transition\",\"from\":\"degraded\",\"prev\":\"prev\",\"reason\":\"initialized\",\"seq\":3,\"time\":\"time\",\"to\":\"trusted\",\"violation_count\":0}",
+    "{\"action\":\"quarantine_model\",\"actual_hash\":\"unregistered\",\"category\":\"model_file\",\"detected_at\":\"2026-11-25T00:00:00Z\",\"event\":\"violation\",\"expected_hash\":\"none\",\"path\":\"/m/a\",\"prev\":\"prev\",\"seq\":4,\"time\":\"time\"}",
+    "{\"event\":\"transition\",\"from\":\"trusted\",\"prev\":\"prev\",\"reason\":\"1 violation(s), threshold 3\",\"seq\":5,\"time\":\"time\",\"to\":\"degraded\",\"violation_count\":1}",
+    "{\"event\":\"auth_refused\",\"method\":\"POST\",\"path\":\"/api/v1/scan\",\"prev\":\"prev\",\"reason\":\"invalid_token\",\"seq\":6,\"time\":\"time\"}",
+    "{\"event\":\"baseline_rejected\",\"prev\":\"prev\",\"reason\":\"baseline.json: HMAC does not verify\",\"seq\":7,\"time\":\"time\"}",
+    "{\"event\":\"transition\",\"from\":\"degraded\",\"prev\":\"prev\",\"reason\":\"baseline_rejected\",\"seq\":8,\"time\":\"time\",\"to\":\"recovery_required\",\"violation_count\":1}",
+    "{\"event\":\"hasher_lost\",\"prev\":\"prev\",\"reason\":\"link closed\",\"seq\":9,\"time\":\"time\"}",
+];

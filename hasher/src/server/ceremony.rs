@@ -179,7 +179,7 @@ impl Server {
                 },
             };
         }
-        match self.commit_made(manifest, slots, "rebaseline authority (key ceremony)") {
+        match self.commit_made(manifest, slots, super::requests::Authority::KeyCeremony) {
             Ok(summary) => {
                 let adopted = Adopted {
                     generation: summary.generation,

@@ -4,24 +4,60 @@
 
 use super::*;
 
+/// Who authorised a new baseline: named in the journal when it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Authority {
+    /// The operator's token, where the policy says `rebaseline_auth: bearer`.
+    ServiceToken,
+    /// Nobody needed: a store that has never held a baseline.
+    FirstInitialization,
+    /// A proof of the rebaseline authority over an approved plan (`ceremony.rs`).
+    KeyCeremony,
+}
+
+impl Authority {
+    fn as_str(self) -> &'static str {
+        match self {
+            Authority::ServiceToken => "service token (rebaseline_auth: bearer)",
+            Authority::FirstInitialization => "first initialization of an empty store",
+            Authority::KeyCeremony => "rebaseline authority (key ceremony)",
+        }
+    }
+}
+
+/// Why a baseline without a plan was refused: the message the api is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Unauthorised {
+    /// The service token, where the policy does not let it rebaseline.
+    #[error("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`")]
+    TokenNotEnough,
+    /// A token that is not the service token.
+    #[error("the token presented is not the service token")]
+    WrongToken,
+    /// Nothing presented, and the store is not empty.
+    #[error(
+        "a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"
+    )]
+    NoAuthority,
+}
+
 impl Server {
     /// Who may make a baseline without a plan, decided here: the operator's token only where
     /// the policy says `rebaseline_auth: bearer`; nobody else but the first initialization of
     /// a store that has never held a baseline. The key ceremony goes through a plan
     /// (`ceremony.rs`).
-    pub(super) fn authorised(
-        &self,
-        presented: Option<&[u8]>,
-    ) -> Result<&'static str, &'static str> {
+    pub(super) fn authorised(&self, presented: Option<&[u8]>) -> Result<Authority, Unauthorised> {
         let bearer = self.v.policy().rebaseline_auth == RebaselineAuth::Bearer;
         match (presented, &self.token) {
-            (Some(p), Some(t)) if t.matches(p) && bearer => Ok("service token (rebaseline_auth: bearer)"),
-            (Some(p), Some(t)) if t.matches(p) => Err("the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
-            (Some(_), _) => Err("the token presented is not the service token"),
-            (None, _) if *self.ledger.status() == StoreStatus::Empty && self.v.baseline().is_none() => {
-                Ok("first initialization of an empty store")
+            (Some(p), Some(t)) if t.matches(p) && bearer => Ok(Authority::ServiceToken),
+            (Some(p), Some(t)) if t.matches(p) => Err(Unauthorised::TokenNotEnough),
+            (Some(_), _) => Err(Unauthorised::WrongToken),
+            (None, _)
+                if *self.ledger.status() == StoreStatus::Empty && self.v.baseline().is_none() =>
+            {
+                Ok(Authority::FirstInitialization)
             }
-            (None, _) => Err("a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`"),
+            (None, _) => Err(Unauthorised::NoAuthority),
         }
     }
 
@@ -36,8 +72,8 @@ impl Server {
         let by = match self.authorised(presented) {
             Ok(by) => by,
             Err(why) => {
-                tracing::warn!(why, "baseline refused: not authorised");
-                return error(ErrorKind::Unauthorized, why);
+                tracing::warn!(%why, "baseline refused: not authorised");
+                return error(ErrorKind::Unauthorized, why.to_string());
             }
         };
         let key = self.key.as_ref().map(Key::bytes);
@@ -64,7 +100,7 @@ impl Server {
         &mut self,
         manifest: protocol::baseline::Manifest,
         slots: Vec<crate::verifying::slots::Slot>,
-        by: &str,
+        by: Authority,
     ) -> Result<BaselineSummary, String> {
         self.pending = None;
         let key = self.key.as_ref().map(Key::bytes);
@@ -87,7 +123,7 @@ impl Server {
             } else {
                 "unsigned"
             },
-            by,
+            by = by.as_str(),
             "new baseline signed, stored and adopted"
         );
         let mut s = crate::storing::ledger::summary(&current, self.ledger.guard());
@@ -259,5 +295,28 @@ impl Server {
             hmac,
             ed25519,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the api is told, and shows the operator, as before the refusals were typed.
+    #[test]
+    fn each_refusal_says_what_it_always_said() {
+        assert_eq!(
+            [
+                Unauthorised::TokenNotEnough,
+                Unauthorised::WrongToken,
+                Unauthorised::NoAuthority
+            ]
+            .map(|u| u.to_string()),
+            [
+                "the service token does not authorise a rebaseline (it crosses the api with every scan); prove the rebaseline authority: `integrity-monitor rebaseline --key FILE`",
+                "the token presented is not the service token",
+                "a new baseline needs the rebaseline authority: `integrity-monitor rebaseline --key FILE`",
+            ]
+        );
     }
 }

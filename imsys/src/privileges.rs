@@ -8,14 +8,15 @@ use thiserror::Error;
 pub enum PrivilegeError {
     /// `PR_SET_NO_NEW_PRIVS` failed.
     #[error("no_new_privs: {0}")]
-    NoNewPrivs(String),
+    NoNewPrivs(#[source] nix::Error),
     /// A capability set could not be read or emptied.
     #[error("capabilities ({set}): {why}")]
     Caps {
         /// The capability set concerned.
         set: &'static str,
         /// The kernel's answer.
-        why: String,
+        #[source]
+        why: caps::errors::CapsError,
     },
 }
 
@@ -32,13 +33,9 @@ const SETS: [(CapSet, &str); 4] = [
 /// `SystemCallFilter=~@privileged` (systemd 252) refuses `capset` with EPERM even when it would
 /// change nothing, and a service started with no capabilities must still start there.
 pub fn drop_all() -> Result<(), PrivilegeError> {
-    nix::sys::prctl::set_no_new_privs().map_err(|e| PrivilegeError::NoNewPrivs(e.to_string()))?;
-    let caps_err = |set: &'static str| {
-        move |e: caps::errors::CapsError| PrivilegeError::Caps {
-            set,
-            why: e.to_string(),
-        }
-    };
+    nix::sys::prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
+    let caps_err =
+        |set: &'static str| move |why: caps::errors::CapsError| PrivilegeError::Caps { set, why };
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
         for cap in caps::read(None, CapSet::Bounding).map_err(caps_err("bounding"))? {
             caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("bounding"))?;
@@ -81,6 +78,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::exit,
+        reason = "the test's child process reports by its exit code"
+    )]
     fn with_nothing_held_no_capset_is_needed() {
         // Capabilities and filters are per process: run the check in a child of its own.
         if std::env::var_os("IMSYS_CHILD").is_some() {
@@ -109,6 +110,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::exit,
+        reason = "the test's child process reports by its exit code"
+    )]
     fn capset_ban_is_real() {
         // The control: with capabilities held, the same ban makes dropping them fail.
         if std::env::var_os("IMSYS_CHILD").is_some() {

@@ -12,7 +12,9 @@ pub const ALG_SHA256: u16 = 1;
 /// `FS_VERITY_HASH_ALG_SHA512`.
 pub const ALG_SHA512: u16 = 2;
 /// The longest digest (SHA-512).
-pub const MAX_DIGEST: usize = 64;
+pub const MAX_DIGEST: usize = MAX_DIGEST_U16 as usize;
+/// The same, as the kernel's `u16` field holds it.
+const MAX_DIGEST_U16: u16 = 64;
 
 /// `struct fsverity_digest` with room for the longest digest: the kernel reads `size` as the
 /// room there is and writes back the algorithm and the digest's length.
@@ -31,7 +33,7 @@ impl Default for DigestArg {
     fn default() -> Self {
         DigestArg {
             algorithm: 0,
-            size: MAX_DIGEST as u16,
+            size: MAX_DIGEST_U16,
             digest: [0; MAX_DIGEST],
         }
     }
@@ -98,7 +100,7 @@ impl Seal {
         out[..want].copy_from_slice(digest);
         Some(Seal {
             algorithm,
-            len: want as u8,
+            len: u8::try_from(want).ok()?,
             digest: out,
         })
     }
@@ -137,7 +139,9 @@ mod tests {
     #[test]
     fn the_ioctl_numbers_are_the_kernels() {
         // _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr.
-        let ioc = |dir: u32, nr: u32, size: usize| dir << 30 | (size as u32) << 16 | 0x66 << 8 | nr;
+        let ioc = |dir: u32, nr: u32, size: usize| {
+            dir << 30 | u32::try_from(size).unwrap_or(u32::MAX) << 16 | 0x66 << 8 | nr
+        };
         assert_eq!(FS_IOC_MEASURE_VERITY, ioc(3, 134, 4));
         assert_eq!(
             FS_IOC_ENABLE_VERITY,
