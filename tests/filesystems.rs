@@ -262,6 +262,20 @@ fn fuse_is_refused_at_start_and_reported_inside_a_model_dir() {
         s["last_report"]["report"]["bytes_hashed"], 0,
         "never read: {s}"
     );
+    // A reload to a policy whose model dir is that mount is refused; the old one stays.
+    let models = format!("model_dirs:\n  - {}\n", path_str(&a.path("models")));
+    let text = a.policy_text("scan_interval: 1h\n").replace(
+        &models,
+        &format!("model_dirs:\n  - {}\n", path_str(&remote)),
+    );
+    assert_ne!(text, a.policy_text("scan_interval: 1h\n"));
+    a.write("etc/monitor.yaml", &text);
+    let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
+    assert_ne!(code, 200, "{body}");
+    assert!(
+        body.contains("fuse") && body.contains(&path_str(&remote)),
+        "{body}"
+    );
     drop(m);
 }
 
@@ -319,4 +333,286 @@ fn a_settle_window_shorter_than_the_kernels_writeback_window_is_refused() {
     ));
     let (code, body) = post(m.addr, "/api/v1/reload", Some(TOKEN)).unwrap();
     assert_eq!(code, 200, "as long as the window: accepted: {body}");
+}
+
+// The attacks a review of #37 made (each failed before its mending): the clock set back to a
+// remembered ctime, a read-only overlay, a pending path nothing reads, FUSE under a registry
+// directory artifact.
+
+fn stamps(p: &Path) -> (u64, i64, i64, i64, i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino(),
+    )
+}
+
+fn write_back(fd: i32) {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: integers only.
+    assert_eq!(unsafe { libc::sync_file_range(fd, 0, 0, flags) }, 0);
+}
+
+fn clock(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer.
+    assert_eq!(unsafe { libc::clock_gettime(id, &mut ts) }, 0);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn set_realtime(ns: i128) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid pointer to a timespec that outlives the call.
+    let r = unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+    assert_eq!(r, 0, "CAP_SYS_TIME");
+}
+
+/// The clock set back (root): after the hasher's proving read the page is clean and
+/// write-protected, so a mapped write faults and stamps the ctime from the wall clock. Root
+/// sets the clock to the file's ctime (for ~50 µs) and faults: the stamp equals the old one,
+/// so size, mtime, ctime and inode are all as the hasher remembers, and a fault raises no
+/// inotify event. The hasher's timer on the clock sees the step: it forgets everything and
+/// reads every file again, proving each, and finds the tampering. (On 6.13+ multigrain kernels a ctime the hasher
+/// has stat'ed is re-stamped fine-grained when the coarse clock equals it; one earlier fault
+/// at the real time clears that "queried" flag, so the second fault takes the coarse clock.)
+/// The fd is opened through a hard link outside the model dir and that link removed at once,
+/// so even the final close (IN_CLOSE_WRITE) reaches no watch: the attacker need not stay.
+#[test]
+fn attack_a_mapped_write_with_the_clock_set_to_the_files_ctime_is_found() {
+    use std::os::fd::AsRawFd;
+    let a = Appliance::new();
+    let model = a.path("models/a.gguf");
+    let m = Running::start(&a);
+    assert_eq!(m.scan()["state"], "trusted");
+    assert_eq!(m.verify_code(), 200);
+    let remembered = stamps(&model);
+    assert_eq!(
+        (remembered.1, remembered.2),
+        (remembered.3, remembered.4),
+        "written once: mtime == ctime"
+    );
+    std::fs::create_dir_all(a.path("outside")).unwrap();
+    let link = a.path("outside/l");
+    std::fs::hard_link(&model, &link).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link)
+        .unwrap();
+    std::fs::remove_file(&link).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a shared mapping of the file's bytes, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let page = map.cast::<u8>();
+    // SAFETY: within the mapping.
+    let first = unsafe { page.read_volatile() };
+    // Step 1: the same byte, at the real time (clears the inode's "ctime queried" flag).
+    // SAFETY: within the mapping.
+    unsafe { page.write_volatile(first) };
+    write_back(file.as_raw_fd());
+    // Step 2: the clock at the remembered ctime for the one fault.
+    let target = i128::from(remembered.3) * 1_000_000_000 + i128::from(remembered.4);
+    let (mono0, real0) = (clock(libc::CLOCK_MONOTONIC), clock(libc::CLOCK_REALTIME));
+    set_realtime(target);
+    // SAFETY: within the mapping.
+    unsafe { page.write_volatile(b'X') };
+    let mono1 = clock(libc::CLOCK_MONOTONIC);
+    set_realtime(real0 + (mono1 - mono0));
+    // Gone: unmapped and closed (the close's event goes to `outside`, unwatched).
+    // SAFETY: the mapping made above, once.
+    unsafe { libc::munmap(map, len) };
+    drop(file);
+    assert_eq!(stamps(&model), remembered, "no stat can tell");
+    assert_eq!(
+        std::fs::read(&model).unwrap()[0],
+        b'X',
+        "the model is tampered"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let s = m.scan();
+    eprintln!("after the attack: {s}");
+    eprintln!("verify: {}", m.verify_code());
+    assert_ne!(s["state"], "trusted", "tampered model, yet trusted: {s}");
+    assert_eq!(m.verify_code(), 503);
+}
+
+/// A read-only overlay (root or the lower file's owner): its lower files are ordinary ext4
+/// files elsewhere, and a writeback on the hasher's overlay descriptor does not reach their
+/// pages. A mapped write into the lower file (a fault: the ctime moves, seen), the hasher's
+/// read of those bytes, then one more write into the still-dirty page: no fault, no ctime,
+/// no event. An overlay is therefore read in full at every sweep, which finds it.
+#[test]
+fn attack_a_read_only_overlays_lower_file_written_after_the_proving_read_is_found() {
+    let a = Appliance::new();
+    let mut mounts = Mounts::default();
+    let lower = a.path("lower");
+    let lower2 = a.path("lower2");
+    std::fs::create_dir_all(lower.join("sub")).unwrap();
+    std::fs::create_dir_all(&lower2).unwrap();
+    std::fs::write(lower.join("a.gguf"), "model a").unwrap();
+    std::fs::write(lower.join("sub/b.gguf"), "model b").unwrap();
+    let opts = format!("ro,lowerdir={}:{}", lower.display(), lower2.display());
+    mounts.mount(
+        &["-t", "overlay", "overlay", "-o", &opts],
+        &a.path("models"),
+    );
+    let m = Running::start(&a);
+    assert_eq!(m.scan()["state"], "trusted");
+    let map = Mapping::of(&lower.join("a.gguf"));
+    map.poke(b'm'); // same byte: fault, ctime moves (seen through the overlay)
+    let s = m.scan();
+    assert_eq!(s["state"], "trusted", "{s}");
+    assert_eq!(
+        s["last_report"]["report"]["unsettled"], 0,
+        "\"proven\" by its read: {s}"
+    );
+    let before = ctime(&a.path("models/a.gguf"));
+    map.poke(b'X');
+    let moved = ctime(&a.path("models/a.gguf")) != before;
+    eprintln!("ctime moved by the write after the proving read: {moved}");
+    assert_eq!(std::fs::read(a.path("models/a.gguf")).unwrap()[0], b'X');
+    let s = m.scan();
+    eprintln!("after the attack: {s}");
+    assert_ne!(s["state"], "trusted", "tampered model, yet trusted: {s}");
+    assert_eq!(m.verify_code(), 503);
+}
+
+/// A registry-governed model dir: a file artifact, one dir artifact `sd/unet/w.bin`.
+fn registry_appliance() -> Appliance {
+    let a = Appliance::new();
+    std::fs::remove_dir_all(a.path("models/sub")).unwrap();
+    a.write("models/sd/unet/w.bin", "unet");
+    let dir_digest = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"SecAI-Directory-Hash-v1\0");
+        h.update(10u64.to_be_bytes());
+        h.update(b"unet/w.bin");
+        h.update(4u64.to_be_bytes());
+        h.update(b"unet");
+        protocol::hexfmt::encode(&h.finalize())
+    };
+    a.write(
+        "registry/manifest.json",
+        &format!(
+            "{{\"version\":1,\"models\":[{{\"name\":\"a\",\"filename\":\"a.gguf\",\"sha256\":\"{}\",\"size_bytes\":7}},{{\"name\":\"sd\",\"filename\":\"sd\",\"sha256\":\"{dir_digest}\",\"size_bytes\":4}}]}}",
+            protocol::sign::sha256_hex(b"model a")
+        ),
+    );
+    a.write_policy(&format!(
+        "scan_interval: 1h\nregistry_manifest: {}\n",
+        a.path("registry/manifest.json").display()
+    ));
+    a
+}
+
+/// In a registry-governed model dir, a file named by inotify is pending until a check reads
+/// it. A file in a top-level dir nobody enrolled (a model staged in place before the manifest
+/// names it) is never checked by the registry's sweep; when the staging is abandoned
+/// (`rm -rf`), nothing reads the path. A full sweep drops what it did not check, so `/verify`
+/// is 200 again (it stayed 503 for ever before). A `.part` renamed over a shard is read while
+/// there.
+#[test]
+fn liveness_a_pending_file_gone_from_a_registry_dir_does_not_hold_verify_at_503() {
+    let a = registry_appliance();
+    let m = Running::start(&a);
+    let s = m.scan();
+    assert_eq!(s["state"], "trusted", "{s}");
+    assert_eq!(m.verify_code(), 200);
+    // The registry downloads an update of the dir artifact's shard beside it, then renames
+    // it over the shard: same bytes (a re-download), so nothing changes in the end.
+    // Variant 2: a new model staged in place (not enrolled yet), then the download aborted.
+    std::fs::create_dir(a.path("models/new")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    m.scan(); // the new dir is watched from here
+    a.write("models/new/w.bin", "partial");
+    std::thread::sleep(Duration::from_millis(300));
+    let mid = m.scan();
+    eprintln!(
+        "staging: unsettled {} violations {}",
+        mid["last_report"]["report"]["unsettled"], mid["last_report"]["report"]["violation_count"]
+    );
+    std::fs::remove_dir_all(a.path("models/new")).unwrap();
+    let part = a.path("models/sd/unet/w.bin.part");
+    std::fs::write(&part, "unet").unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // the hasher drains the events
+    let mid = m.scan(); // a scan while the download is under way (absorbs the names)
+    eprintln!(
+        "during: unsettled {}",
+        mid["last_report"]["report"]["unsettled"]
+    );
+    std::fs::rename(&part, a.path("models/sd/unet/w.bin")).unwrap();
+    let ok = wait_until(Duration::from_secs(20), || {
+        let _ = post(m.addr, "/api/v1/scan", Some(TOKEN));
+        m.verify_code() == 200
+    });
+    let s = m.scan();
+    eprintln!("20 s later: {s}");
+    assert!(ok, "stuck at 503: {s}");
+}
+
+/// A FUSE mount put over a registry directory artifact: the artifact is `artifact_invalid`,
+/// naming the filesystem, never read.
+#[test]
+fn fuse_over_a_registry_directory_artifact_is_untrusted_never_read() {
+    let a = registry_appliance();
+    let real = a.path("real-sd");
+    std::fs::create_dir_all(real.join("unet")).unwrap();
+    std::fs::write(real.join("unet/w.bin"), "unet").unwrap();
+    let m = Running::start(&a);
+    assert_eq!(m.scan()["state"], "trusted");
+    let mut mounts = Mounts::default();
+    let sd = a.path("models/sd");
+    run(Command::new("bindfs")
+        .args(["-o", "nonempty"])
+        .arg(&real)
+        .arg(&sd));
+    mounts.0.push(sd.clone());
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(sd.join("unet/w.bin"))
+        .output()
+        .unwrap();
+    eprintln!(
+        "artifact file's filesystem: {}",
+        String::from_utf8_lossy(&fs.stdout)
+    );
+    let s = m.scan();
+    assert_ne!(
+        s["state"], "trusted",
+        "served by a FUSE server, yet trusted: {s}"
+    );
+    let report = &s["last_report"]["report"];
+    assert_eq!(report["bytes_hashed"], 0, "never read: {s}");
+    let v = report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["path"] == path_str(&sd))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(v["actual_hash"], "artifact_invalid", "{v}");
+    drop(m);
 }

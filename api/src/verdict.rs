@@ -28,8 +28,8 @@ pub fn verdict_at(s: &Snapshot, now: Instant) -> Result<(), String> {
     if s.unverified_change {
         return Err("a watched path changed and is being verified".into());
     }
-    // A change read once is not proven until its settle read (a write through a shared
-    // mapping may still be in a dirty page): see the hasher's `settle`.
+    // A change is not proven until a read made after its pages were written back (a write
+    // through a shared mapping may still be in a dirty page): see the hasher's `reading::proof`.
     if let Some(n) = s
         .last_report
         .as_ref()
@@ -37,7 +37,7 @@ pub fn verdict_at(s: &Snapshot, now: Instant) -> Result<(), String> {
         .filter(|n| *n > 0)
     {
         return Err(format!(
-            "{n} changed file(s) await their settle read after the kernel's writeback window"
+            "{n} changed file(s) await the read that proves them"
         ));
     }
     // Three missed intervals (and 10 s for a slow scan) before evidence counts as stale.
@@ -127,16 +127,13 @@ mod tests {
                 s.unverified_change = true
             }),
             ("no scan yet", |s| s.last_scan = None),
-            (
-                "2 changed file(s) await their settle read after the kernel's writeback window",
-                |s| {
-                    s.last_report = Some(protocol::report::SignedReport {
-                        report: clean_report(2),
-                        hmac: "unsigned".into(),
-                        ed25519: String::new(),
-                    })
-                },
-            ),
+            ("2 changed file(s) await the read that proves them", |s| {
+                s.last_report = Some(protocol::report::SignedReport {
+                    report: clean_report(2),
+                    hmac: "unsigned".into(),
+                    ed25519: String::new(),
+                })
+            }),
         ];
         for (why, spoil) in cases {
             let mut s = trusted(t0);

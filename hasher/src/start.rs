@@ -45,6 +45,11 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
+    let clock = crate::live::clock::ClockWatch::new()
+        .map_err(
+            |e| tracing::warn!(error = %e, "no timer on the wall clock: a step of it goes unseen"),
+        )
+        .ok();
     enter_sandbox(&options, &read_set)?;
     if !options.insecure_no_sandbox {
         secrets_walled(&secrets)?;
@@ -69,6 +74,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         vouch,
         kernel_window,
         tpm,
+        clock,
     });
     match server.serve(&mut channel::Channel::new(fd)) {
         Ok(()) => {

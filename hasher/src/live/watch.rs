@@ -64,8 +64,8 @@ struct Watched {
     /// A model dir itself or a listed file's parent: no parent watch names its own changes.
     root: bool,
     /// A watch on a file itself (one with several links): the watched paths it is, each
-    /// named by any event on it.
-    files: Vec<PathBuf>,
+    /// named by any event on it (`None`: a directory's watch).
+    files: Option<Vec<PathBuf>>,
 }
 
 /// The inotify instance and what each watch stands for.
@@ -77,6 +77,8 @@ pub struct Watcher {
     /// Every directory that should be watched is (no add failed, no bound was hit): only then
     /// do the named paths tell all that changed.
     complete: bool,
+    /// Which file watch each watched path with several links is in.
+    file_watches: HashMap<PathBuf, WatchDescriptor>,
 }
 
 fn mask() -> AddWatchFlags {
@@ -112,6 +114,7 @@ impl Watcher {
             inotify,
             watches: HashMap::new(),
             complete: true,
+            file_watches: HashMap::new(),
         };
         let mut parents: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
         // The registry manifest is watched as a listed file is: a change to it asks for a check.
@@ -137,7 +140,7 @@ impl Watcher {
         match self.inotify.add_watch(dir, mask()) {
             Ok(wd) => {
                 let dir = dir.to_owned();
-                let files = Vec::new();
+                let files = None;
                 self.watches.insert(
                     wd,
                     Watched {
@@ -194,11 +197,13 @@ impl Watcher {
                         dir: file.clone(),
                         names: None,
                         root: false,
-                        files: Vec::new(),
+                        files: Some(Vec::new()),
                     });
-                    if !w.files.contains(&file) {
-                        w.files.push(file);
+                    let files = w.files.get_or_insert_with(Vec::new);
+                    if !files.contains(&file) {
+                        files.push(file.clone());
                     }
+                    self.file_watches.insert(file, wd);
                 }
                 Err(e) => {
                     tracing::debug!(file = %file.display(), error = %e, "linked file not watched itself");
@@ -229,6 +234,8 @@ impl Watcher {
     pub fn drain(&mut self) -> Changes {
         let mut changes = Changes::default();
         let mut new_dirs = Vec::new();
+        // Paths a directory's event named as created, moved or deleted: another inode now.
+        let mut renamed = Vec::new();
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
                 break;
@@ -239,8 +246,7 @@ impl Watcher {
                     continue;
                 }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    // The watch is gone (its file deleted): its paths were named already.
-                    self.watches.remove(&ev.wd);
+                    self.gone(&ev.wd, &mut changes);
                     continue;
                 }
                 let Some(Watched {
@@ -252,15 +258,8 @@ impl Watcher {
                 else {
                     continue;
                 };
-                if !files.is_empty() {
-                    changes.changed += 1;
-                    for f in files {
-                        if changes.paths.len() < MAX_NAMED {
-                            changes.paths.insert(f.clone());
-                        } else {
-                            changes.overflow = true;
-                        }
-                    }
+                if let Some(files) = files {
+                    name_all(files, &mut changes);
                     continue;
                 }
                 let relevant = match (&names, &ev.name) {
@@ -274,7 +273,16 @@ impl Watcher {
                     changes.changed += 1;
                     match &ev.name {
                         Some(name) if changes.paths.len() < MAX_NAMED => {
-                            changes.paths.insert(dir.join(name));
+                            let path = dir.join(name);
+                            if ev.mask.intersects(
+                                AddWatchFlags::IN_CREATE
+                                    | AddWatchFlags::IN_MOVED_TO
+                                    | AddWatchFlags::IN_MOVED_FROM
+                                    | AddWatchFlags::IN_DELETE,
+                            ) {
+                                renamed.push(path.clone());
+                            }
+                            changes.paths.insert(path);
                         }
                         Some(_) => changes.overflow = true,
                         None if *root => changes.unnamed = true,
@@ -297,7 +305,46 @@ impl Watcher {
         for d in new_dirs {
             self.add_tree(&d, false);
         }
+        for path in renamed {
+            self.not_that_inode(&path);
+        }
         changes
+    }
+
+    /// The watch `wd` is gone (its file deleted, its filesystem unmounted): a file watch's
+    /// paths are named, so each is looked at, and watched again, anew.
+    fn gone(&mut self, wd: &WatchDescriptor, changes: &mut Changes) {
+        if let Some(Some(files)) = self.watches.remove(wd).map(|w| w.files) {
+            for f in files {
+                self.file_watches.remove(&f);
+                changes.changed += 1;
+                changes.paths.insert(f);
+            }
+        }
+    }
+
+    /// `path` was created, moved or deleted: the inode its file watch is on is no longer it.
+    fn not_that_inode(&mut self, path: &Path) {
+        if let Some(wd) = self.file_watches.remove(path) {
+            if let Some(Some(files)) = self.watches.get_mut(&wd).map(|w| w.files.as_mut()) {
+                files.retain(|f| f != path);
+            }
+        }
+    }
+}
+
+/// An event on a file watch: every path it is (none: an inode no watched path is now).
+fn name_all(files: &[PathBuf], changes: &mut Changes) {
+    if files.is_empty() {
+        return;
+    }
+    changes.changed += 1;
+    for f in files {
+        if changes.paths.len() < MAX_NAMED {
+            changes.paths.insert(f.clone());
+        } else {
+            changes.overflow = true;
+        }
     }
 }
 
@@ -314,6 +361,38 @@ mod tests {
             d = dir.display()
         );
         Policy::parse(&yaml).expect("policy")
+    }
+
+    #[test]
+    fn a_linked_file_watched_itself_is_named_by_a_write_through_another_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = Watcher::new(&policy(dir.path())).expect("inotify");
+        let model = dir.path().join("models/m.gguf");
+        std::fs::write(&model, "m").expect("write");
+        let outside = dir.path().join("outside");
+        std::fs::hard_link(&model, &outside).expect("link");
+        w.drain();
+        std::fs::write(&outside, "through the link").expect("write");
+        assert!(
+            w.drain().paths.is_empty(),
+            "the directory's watch does not see a write through another name"
+        );
+        assert!(w.watch_files(vec![model.clone()]).is_empty(), "watched");
+        std::fs::write(&outside, "again").expect("write");
+        assert_eq!(w.drain().paths, HashSet::from([model.clone()]));
+        // Replaced by rename: the old inode's writes no longer name the path.
+        std::fs::write(dir.path().join("models/new"), "n").expect("write");
+        std::fs::rename(dir.path().join("models/new"), &model).expect("rename");
+        assert!(w.drain().paths.contains(&model), "the rename named it");
+        std::fs::write(&outside, "the old inode").expect("write");
+        assert!(w.drain().paths.is_empty(), "{model:?} is another file now");
+        // Its watch gone with its last link: the path is named, to be looked at anew.
+        assert!(w.watch_files(vec![model.clone()]).is_empty());
+        std::fs::hard_link(&model, dir.path().join("second")).expect("link");
+        w.drain();
+        std::fs::remove_file(&model).expect("rm");
+        std::fs::remove_file(dir.path().join("second")).expect("rm");
+        assert!(w.drain().paths.contains(&model));
     }
 
     #[test]

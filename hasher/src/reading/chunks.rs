@@ -88,13 +88,15 @@ pub enum Verdict {
     Changed,
 }
 
-/// Reads `path`'s chunks on up to `threads` threads and compares them with `known`; returns
-/// the verdict and the bytes read.
+/// Reads `path`'s chunks on up to `threads` threads and compares them with `known` (its pages
+/// written back first when `prove`: see `reading::proof`); returns the verdict and the bytes
+/// read.
 pub fn verify(
     path: &Path,
     known: &Known,
     threads: usize,
     budget: &Mutex<Budget>,
+    prove: bool,
 ) -> (Verdict, u64) {
     let Ok(file) = crate::reading::resolve::open_no_symlinks(path) else {
         return (Verdict::Unknown, 0);
@@ -107,6 +109,13 @@ pub fn verify(
         || crate::reading::secrets::is_secret_inode(&before)
         || before.size() != known.size
         || known.chunks.len() as u64 != expected_chunks
+    {
+        return (Verdict::Unknown, 0);
+    }
+    // The pages written back before the chunks are read, as a whole read would (a proof that
+    // fails leaves the file to a whole read, which tries again).
+    if let crate::reading::proof::Proof::Unproven(_) =
+        crate::reading::proof::prepare(&file, &before, prove)
     {
         return (Verdict::Unknown, 0);
     }
@@ -259,13 +268,13 @@ mod tests {
         // The same byte: the content does not change, its version does.
         let writer =
             crate::reading::current::write_later(&path, std::time::Duration::from_millis(300), 0);
-        let (verdict, read) = verify(&path, &known, 2, &budget);
+        let (verdict, read) = verify(&path, &known, 2, &budget, true);
         writer.join().expect("writer");
         // Read to the end, the chunks would match and the version check there say Unknown.
         assert_eq!(verdict, Verdict::Changed, "the read ran on after the write");
         assert!(read < size, "read {read} of {size}");
         // Left alone, the same content is proven by its chunks.
-        let (verdict, _) = verify(&path, &known, 2, &Mutex::new(Budget::new(None)));
+        let (verdict, _) = verify(&path, &known, 2, &Mutex::new(Budget::new(None)), false);
         assert!(matches!(verdict, Verdict::Same(_)), "{verdict:?}");
     }
 
@@ -285,7 +294,7 @@ mod tests {
         };
         let budget = Mutex::new(Budget::new(None));
         for threads in [1, 2, 4] {
-            let (v, read) = verify(&path, &known, threads, &budget);
+            let (v, read) = verify(&path, &known, threads, &budget, false);
             assert!(matches!(v, Verdict::Same(_)), "{threads}: {v:?}");
             assert_eq!(read, size);
         }
@@ -294,11 +303,11 @@ mod tests {
             let mut changed = data.clone();
             changed[at as usize] ^= 1;
             std::fs::write(&path, &changed).expect("write");
-            let (v, _) = verify(&path, &known, 2, &budget);
+            let (v, _) = verify(&path, &known, 2, &budget, true);
             assert_eq!(v, Verdict::Differs, "byte {at}");
         }
         // Another size: not comparable chunk by chunk.
         std::fs::write(&path, &data[..100]).expect("write");
-        assert_eq!(verify(&path, &known, 2, &budget).0, Verdict::Unknown);
+        assert_eq!(verify(&path, &known, 2, &budget, false).0, Verdict::Unknown);
     }
 }

@@ -24,11 +24,12 @@ pub enum FsKind {
     /// ext2/3/4, xfs, btrfs, f2fs: every write moves ctime once the file's pages are clean
     /// (see [`crate::reading::proof`]); an unchanged version answers without a read.
     Tracked,
-    /// Nothing writes it: erofs, squashfs, iso9660, cramfs, romfs, and an overlay mounted
-    /// read-only (composefs, an image's `/usr`).
+    /// Nothing writes it: erofs, squashfs, iso9660, cramfs, romfs.
     ReadOnly,
-    /// Anything else (tmpfs, ramfs, a writable overlay, vfat…): a write may move nothing, so
-    /// every sweep reads the file in full. The filesystem's name, for the operator.
+    /// Anything else (tmpfs, ramfs, an overlay, vfat…): a write may move nothing, so every
+    /// sweep reads the file in full. The filesystem's name, for the operator. An overlay even
+    /// mounted read-only: its files' pages belong to the layer's file, which a writeback on
+    /// the overlay's descriptor does not reach, and that file may be written where it lies.
     ReadEverySweep(&'static str),
     /// FUSE or a network or cluster filesystem: refused, never read.
     Untrusted(&'static str),
@@ -44,23 +45,20 @@ impl FsKind {
     /// at every sweep.
     pub fn of(path: &Path) -> FsKind {
         match nix::sys::statfs::statfs(path) {
-            Ok(s) => classify(
-                s.filesystem_type(),
-                s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
-            ),
+            Ok(s) => classify(s.filesystem_type()),
             Err(_) => FsKind::ReadEverySweep("unknown"),
         }
     }
 }
 
-/// The kind of a filesystem of type `magic` (`statfs`'s `f_type`), mounted read-only or not.
-pub fn classify(magic: FsType, read_only: bool) -> FsKind {
+/// The kind of a filesystem of type `magic` (`statfs`'s `f_type`). Read-only mounts are not
+/// trusted as such: a read-only bind of a tmpfs, or an overlay, is written where it lies.
+pub fn classify(magic: FsType) -> FsKind {
     // Magic numbers from linux/magic.h; nix names only some of them.
     let m = magic.0 as u64;
     match m {
         0xEF53 | 0x5846_5342 | 0x9123_683E | 0xF2F5_2010 => FsKind::Tracked,
         0xE0F5_E1E2 | 0x7371_7368 | 0x9660 | 0x28CD_3D45 | 0x7275 => FsKind::ReadOnly,
-        0x794C_7630 if read_only => FsKind::ReadOnly,
         0x6573_5546 => FsKind::Untrusted("fuse"),
         0x6969 => FsKind::Untrusted("nfs"),
         0x517B | 0xFF53_4D42 | 0xFE53_4D42 => FsKind::Untrusted("smb"),
@@ -75,7 +73,7 @@ pub fn classify(magic: FsType, read_only: bool) -> FsKind {
         0x4750_4653 => FsKind::Untrusted("gpfs"),
         0x0102_1994 => FsKind::ReadEverySweep("tmpfs"),
         0x8584_58F6 => FsKind::ReadEverySweep("ramfs"),
-        0x794C_7630 => FsKind::ReadEverySweep("overlay (writable)"),
+        0x794C_7630 => FsKind::ReadEverySweep("overlay"),
         _ => FsKind::ReadEverySweep("another filesystem"),
     }
 }
@@ -110,24 +108,19 @@ mod tests {
 
     #[test]
     fn only_writeback_and_read_only_filesystems_are_trusted_and_remote_ones_refused() {
-        let kind = |m: u64, ro| classify(FsType(m as _), ro);
+        let kind = |m: u64| classify(FsType(m as _));
         for ext4_xfs_btrfs_f2fs in [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010] {
-            assert_eq!(kind(ext4_xfs_btrfs_f2fs, false), FsKind::Tracked);
+            assert_eq!(kind(ext4_xfs_btrfs_f2fs), FsKind::Tracked);
         }
-        assert_eq!(kind(0xE0F5_E1E2, false), FsKind::ReadOnly, "erofs");
-        assert_eq!(kind(0x794C_7630, true), FsKind::ReadOnly, "composefs");
+        assert_eq!(kind(0xE0F5_E1E2), FsKind::ReadOnly, "erofs");
         assert_eq!(
-            kind(0x794C_7630, false),
-            FsKind::ReadEverySweep("overlay (writable)")
+            kind(0x794C_7630),
+            FsKind::ReadEverySweep("overlay"),
+            "even read-only: its layer's file is written where it lies"
         );
-        assert_eq!(kind(0x0102_1994, false), FsKind::ReadEverySweep("tmpfs"));
-        assert_eq!(
-            kind(0x0102_1994, true),
-            FsKind::ReadEverySweep("tmpfs"),
-            "a read-only bind of a tmpfs is written through its other mounts"
-        );
-        assert_eq!(kind(0x6573_5546, false), FsKind::Untrusted("fuse"));
-        assert_eq!(kind(0x6969, true), FsKind::Untrusted("nfs"));
+        assert_eq!(kind(0x0102_1994), FsKind::ReadEverySweep("tmpfs"));
+        assert_eq!(kind(0x6573_5546), FsKind::Untrusted("fuse"));
+        assert_eq!(kind(0x6969), FsKind::Untrusted("nfs"));
         assert!(!FsKind::ReadEverySweep("tmpfs").trusts_metadata());
     }
 

@@ -1,43 +1,27 @@
 //! Clean pages before the one read. A write into a page of a `MAP_SHARED` mapping that is
 //! already dirty raises no page fault: no timestamp moves and inotify says nothing. So before a
-//! changed file is read, its dirty pages are written back on the hasher's own read-only
-//! descriptor ([`crate::sys::write_back`]): writeback write-protects every shared mapping of
-//! the pages it cleans, so any later write through a mapping faults and moves the file's ctime.
-//! The read is then proof of the content when the ctime the file had at the first look is its
-//! ctime still after the read (the reader checks that of every read) and that ctime was taken
-//! in an earlier clock tick than the writeback began in: timestamps are coarse (one tick before
-//! Linux 6.13), and a write in the same tick would leave the ctime as it was (the racy-git rule).
+//! file not known unchanged is read, its dirty pages are written back on the hasher's own
+//! read-only descriptor ([`crate::sys::write_back`]): writeback write-protects every shared
+//! mapping of the pages it cleans, so any later write through a mapping faults and moves the
+//! file's ctime. The read is then proof of the content when the ctime the file had at the first
+//! look is its ctime still after the read (the reader checks that of every read) and that ctime
+//! was taken in an earlier clock tick than the writeback began in: timestamps are coarse (one
+//! tick before Linux 6.13), and a write in the same tick would leave the ctime as it was (the
+//! racy-git rule).
 //!
-//! A file whose ctime is older than twice the kernel's writeback window has no page left dirty
-//! by its last change (the flusher wrote it back long ago): it is read as it is, so a sweep of
-//! a million unchanged files syncs none of them.
+//! Which reads prove is the caller's to say: every read of a file whose version is not the one
+//! remembered from a proven read (the first read after a start, a change, a forgotten file) or
+//! that inotify named. A re-read of a version remembered so (the backstop) needs no writeback:
+//! since that proven read every write through a mapping faulted and moved the ctime. On pages
+//! that are already clean the writeback finds nothing to do: one system call.
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How long a read waits for the clock to leave the tick its file's ctime was taken in (one
 /// tick is 1-10 ms; past this the clock is not moving and the read stays unproven).
 const TICK_WAIT: Duration = Duration::from_millis(50);
-
-/// When a read proves its file's content first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Proving {
-    /// Files whose ctime is younger than this (or in the future) are proven.
-    pub recent: Duration,
-    /// Prove this read whatever the ctime says (a file seen to change).
-    pub force: bool,
-}
-
-impl Default for Proving {
-    fn default() -> Self {
-        Proving {
-            // Linux's default window (30 s + 5 s), twice: see the module's note.
-            recent: Duration::from_secs(70),
-            force: false,
-        }
-    }
-}
 
 /// What a read established beyond its digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +37,9 @@ pub enum Proof {
 }
 
 /// Readies `file` (opened at version `opened`) for a read that proves its content, when
-/// `proving` asks for one: waits out the ctime's clock tick, then writes its pages back.
-pub(crate) fn prepare(file: &File, opened: &Metadata, proving: Proving) -> Proof {
-    if !asked(opened, proving) {
+/// `prove` asks for one: waits out the ctime's clock tick, then writes its pages back.
+pub(crate) fn prepare(file: &File, opened: &Metadata, prove: bool) -> Proof {
+    if !prove {
         return Proof::Unasked;
     }
     let ctime = (opened.ctime(), opened.ctime_nsec());
@@ -69,20 +53,6 @@ pub(crate) fn prepare(file: &File, opened: &Metadata, proving: Proving) -> Proof
             Proof::Unproven("its pages could not be written back")
         }
     }
-}
-
-/// Whether a read of a file at version `m` must prove it: asked to, or changed recently.
-pub(crate) fn asked(m: &Metadata, proving: Proving) -> bool {
-    proving.force || recent((m.ctime(), m.ctime_nsec()), proving.recent)
-}
-
-/// Whether `ctime` is younger than `recent`, or in the future (a clock set back).
-fn recent(ctime: (i64, i64), recent: Duration) -> bool {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
-    let limit = i128::try_from(recent.as_nanos()).unwrap_or(i128::MAX);
-    now.saturating_sub(nanos(ctime)) < limit
 }
 
 fn nanos((secs, nsec): (i64, i64)) -> i128 {
@@ -137,20 +107,13 @@ mod tests {
     }
 
     #[test]
-    fn only_a_recent_or_named_file_is_synced_and_a_just_written_one_is_proven() {
+    fn a_read_asked_to_prove_writes_back_and_one_not_asked_does_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("m");
         std::fs::write(&p, b"weights").expect("write");
         let f = File::open(&p).expect("open");
         let m = f.metadata().expect("stat");
-        let proving = Proving::default();
-        assert_eq!(prepare(&f, &m, proving), Proof::Proven, "just written");
-        let old = Proving {
-            recent: Duration::ZERO,
-            force: false,
-        };
-        assert_eq!(prepare(&f, &m, old), Proof::Unasked, "long written back");
-        let named = Proving { force: true, ..old };
-        assert_eq!(prepare(&f, &m, named), Proof::Proven, "seen to change");
+        assert_eq!(prepare(&f, &m, true), Proof::Proven, "just written: proven");
+        assert_eq!(prepare(&f, &m, false), Proof::Unasked);
     }
 }

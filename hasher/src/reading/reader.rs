@@ -52,8 +52,9 @@ pub struct Reader {
     pub seals: bool,
     /// What the last read in full learned of its file's seal.
     pub last_seal: crate::reading::verity::Sealing,
-    /// When a read proves its file's content first (see [`crate::reading::proof`]).
-    pub proving: crate::reading::proof::Proving,
+    /// Whether the next read proves its file's content first (see [`crate::reading::proof`]):
+    /// the caller's to say, read by read.
+    pub prove: bool,
     /// What the last read in full established beyond its digest.
     pub last_proof: crate::reading::proof::Proof,
 }
@@ -68,7 +69,7 @@ impl Default for Reader {
             last_chunks: Vec::new(),
             seals: false,
             last_seal: crate::reading::verity::Sealing::Unknown,
-            proving: crate::reading::proof::Proving::default(),
+            prove: false,
             last_proof: crate::reading::proof::Proof::Unasked,
         }
     }
@@ -158,7 +159,7 @@ impl Reader {
         }
         // Before the read, not after: the ctime checked below must already cover any write
         // through a mapping made once the pages are clean.
-        let proof = crate::reading::proof::prepare(&file, &opened, self.proving);
+        let proof = crate::reading::proof::prepare(&file, &opened, self.prove);
         // Files under one drop-behind step keep their pages, as any reader's would: dropping
         // them made every later read of a small file (a restart, the backstop) a disk read,
         // 50 µs each here, for a cache footprint of at most one step per file.

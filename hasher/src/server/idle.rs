@@ -28,20 +28,34 @@ impl Server {
         let Some(inotify) = self.sentinel.inotify() else {
             return Ok(true);
         };
-        let (chan_ready, watch_ready) = {
+        let (chan_ready, watch_ready, clock_ready) = {
             use std::os::fd::AsFd;
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(channel.fd(), PollFlags::POLLIN),
                 PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(clock) = &self.clock {
+                fds.push(PollFd::new(clock.fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, wait) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(false),
                 Err(e) => return Err(ChannelError::Poll(e)),
             }
-            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            let ready =
+                |f: Option<&PollFd<'_>>| f.and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+            (ready(fds.first()), ready(fds.get(1)), ready(fds.get(2)))
         };
+        if clock_ready && self.clock.as_ref().is_some_and(|c| c.stepped()) {
+            // Everything remembered may be forged by a write stamped at a remembered ctime:
+            // read every file again, proving each, as after lost events.
+            tracing::warn!("the wall clock was stepped: every file is read again");
+            let changes = crate::live::watch::Changes {
+                overflow: true,
+                ..Default::default()
+            };
+            self.absorb(changes, true);
+        }
         if watch_ready {
             if let Some(changes) = self.sentinel.drain() {
                 self.absorb(changes, true);

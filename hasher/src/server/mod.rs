@@ -56,6 +56,8 @@ pub struct Server {
     release: protocol::standing::ReleaseNews,
     /// The release file, while a transition it called for is refused.
     release_file: Option<PathBuf>,
+    /// A step of the wall clock, watched (`None`: no timer could be made).
+    clock: Option<crate::live::clock::ClockWatch>,
 }
 
 pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -104,6 +106,8 @@ pub struct Parts {
     pub kernel_window: std::time::Duration,
     /// The TPM's counter, as start-up found it.
     pub tpm: crate::storing::anchor::Tpm,
+    /// A step of the wall clock, watched (made before the sandbox).
+    pub clock: Option<crate::live::clock::ClockWatch>,
 }
 
 impl Server {
@@ -122,6 +126,7 @@ impl Server {
             vouch,
             kernel_window,
             tpm,
+            clock,
         } = parts;
         let (ledger, baseline) = Ledger::anchored(store, loaded, tpm);
         let mut v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
@@ -149,6 +154,7 @@ impl Server {
             vouch,
             release: protocol::standing::ReleaseNews::default(),
             release_file: None,
+            clock,
         }
     }
 

@@ -229,6 +229,12 @@ impl Server {
                 "hmac_key_path changed: the key is loaded at start; restart the service to use the new one",
             );
         }
+        if let Some((key, path, fs)) = crate::checkconfig::untrusted_roots(&policy).first() {
+            return error(
+                ErrorKind::PolicyInvalid,
+                format!("{key}: {} is on {fs}, whose server decides what a read returns; the old policy stays in force", path.display()),
+            );
+        }
         let wanted = crate::sandbox::read_set(&policy, &self.policy_path);
         if let Some(outside) = crate::sandbox::covers(&self.read_set, &wanted) {
             tracing::warn!(path = %outside.display(), "reloaded policy reaches outside the sandbox; old policy stays until a restart");

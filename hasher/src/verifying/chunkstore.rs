@@ -253,9 +253,6 @@ mod tests {
         let restarted = || {
             let mut h = FileHasher::default();
             h.set_threads(2);
-            // Written moments ago by this test; as if long ago (a file changed lately is read
-            // whole, proving it: `reading::proof`).
-            h.reader.proving.recent = std::time::Duration::ZERO;
             for (p, k) in load(&store, KEY, "d", &m).expect("recalled") {
                 h.learn_chunks(p, k);
             }

@@ -4,6 +4,7 @@
 pub mod links;
 mod memory;
 mod prefetch;
+mod proving;
 mod sealed;
 pub mod settling;
 
@@ -222,7 +223,6 @@ impl FileHasher {
         self.reader.seals = policy.fsverity.enabled();
         self.settling
             .set_window(policy.settle_window.unwrap_or_default());
-        self.reader.proving.recent = self.settling.recent();
     }
 
     /// Sets how many threads read at once. With more than one, full reads of large files also
@@ -314,16 +314,6 @@ impl FileHasher {
         self.hash_stated(path, meta.ok(), expect)
     }
 
-    /// Whether a version other than the one `m` describes was remembered for `path`.
-    fn remembered_another(&self, path: &Path, expect: Option<Expect>, m: &Metadata) -> bool {
-        let now = self.keys.version(&Version::of(m));
-        let slot = expect
-            .and_then(|e| self.slots.get(e.index, || self.keys.of(path)))
-            .map(|s| s.version);
-        let cached = || self.cache.get(&self.keys.of(path)).map(|c| c.version);
-        slot.or_else(cached).is_some_and(|v| v != 0 && v != now)
-    }
-
     /// True when `e`'s slot remembers the version `m` describes, and it is not due.
     fn slot_fresh(&self, path: &Path, e: &Expect, m: &Metadata, now: Instant) -> bool {
         self.slots
@@ -355,7 +345,8 @@ impl FileHasher {
             let hash = protocol::hexfmt::encode(&c.hash);
             return (Outcome::Hashed { hash, size: c.size }, slot);
         }
-        let (result, chunks, sealing, proof) = self.read_now(path, meta);
+        let prove = self.must_prove(path, None, meta.as_ref());
+        let (result, chunks, sealing, proof) = self.read_now(path, meta, prove);
         self.settle(path, &result, proof);
         let (outcome, version) = result;
         self.learn_seal(path, &outcome, sealing);
@@ -404,42 +395,22 @@ impl FileHasher {
         stated: Option<Metadata>,
         expect: Option<Expect>,
     ) -> Outcome {
-        let (result, chunks, sealing, proof) = self.read_now(path, stated);
+        let stated = stated.or_else(|| std::fs::symlink_metadata(path).ok());
+        let prove = self.must_prove(path, expect, stated.as_ref());
+        let (result, chunks, sealing, proof) = self.read_now(path, stated, prove);
         self.learn_seal(path, &result.0, sealing);
         self.settle(path, &result, proof);
         self.remember(path, result, chunks, expect)
     }
 
-    /// Notes what a read of `path` established for the files pending proof.
-    pub(super) fn settle(&mut self, path: &Path, result: &ReadResult, proof: Proof) {
-        use settling::Settled;
-        let settled = match (&result.0, proof) {
-            (Outcome::Hashed { .. }, Proof::Unproven(why)) => {
-                tracing::info!(path = %path.display(), why, "read not proven: read again soon");
-                Settled::Unproven
-            }
-            (Outcome::Hashed { .. }, _) => Settled::Proven,
-            (Outcome::Unreadable(why), _) if why == crate::reading::current::CHANGED_WHILE_READ => {
-                Settled::Unproven
-            }
-            _ => Settled::Moot,
-        };
-        self.settling.after(path, settled);
-    }
-
-    /// Whether the metadata of `version` (of `path`) may answer for it later: not on a
-    /// filesystem where a write can leave it as it was (see [`crate::reading::fskind`]).
-    pub(crate) fn trusts(&mut self, version: &Version, path: &Path) -> bool {
-        self.kinds.of(version.dev(), path).trusts_metadata()
-    }
-
-    /// Reads `path` now (by its chunks when it is a large file read before and not changed
-    /// lately), remembering nothing: its outcome, its chunks' digests, what the read saw of
-    /// its seal and what it proved (a file pending proof is proven whatever its ctime says).
+    /// Reads `path` now (by its chunks when it is a large file read before), remembering
+    /// nothing: its outcome, its chunks' digests, what the read saw of its seal and what it
+    /// proved (`prove`: see [`FileHasher::must_prove`]).
     fn read_now(
         &mut self,
         path: &Path,
         stated: Option<Metadata>,
+        prove: bool,
     ) -> (ReadResult, Vec<[u8; 32]>, Sealing, Proof) {
         let stated = stated.or_else(|| std::fs::symlink_metadata(path).ok());
         if let Some(m) = &stated {
@@ -452,17 +423,11 @@ impl FileHasher {
                 );
             }
         }
-        self.reader.proving.force = self.settling.awaits(path);
-        // Chunks are read on several threads without the proving read's writeback: a file
-        // changed lately is read whole, once.
-        let changed_lately = stated
-            .as_ref()
-            .is_none_or(|m| crate::reading::proof::asked(m, self.reader.proving));
-        if !changed_lately {
-            if let Some((result, chunks)) = self.verify_chunks(path) {
-                return (result, chunks, Sealing::Unknown, Proof::Unasked);
-            }
+        if let Some((result, chunks)) = self.verify_chunks(path, prove) {
+            let proof = if prove { Proof::Proven } else { Proof::Unasked };
+            return (result, chunks, Sealing::Unknown, proof);
         }
+        self.reader.prove = prove;
         if stated
             .as_ref()
             .is_some_and(|m| crate::reading::reader::is_long(m.size()))
@@ -483,14 +448,14 @@ impl FileHasher {
 
     /// A large file read before is re-verified by its chunks, on every hashing thread; `None`
     /// when that cannot settle it (then it is read whole).
-    fn verify_chunks(&mut self, path: &Path) -> Option<(ReadResult, Vec<[u8; 32]>)> {
+    fn verify_chunks(&mut self, path: &Path, prove: bool) -> Option<(ReadResult, Vec<[u8; 32]>)> {
         if self.threads < 2 {
             return None;
         }
         let known = self.known.get(path)?.clone();
         crate::live::sentinel::long_read();
         let (verdict, read) =
-            crate::reading::chunks::verify(path, &known, self.threads, &self.budget);
+            crate::reading::chunks::verify(path, &known, self.threads, &self.budget, prove);
         self.bytes_hashed += read;
         let version = match verdict {
             crate::reading::chunks::Verdict::Same(version) => version,
@@ -790,20 +755,15 @@ mod tests {
             h.reader.bytes, size,
             "the first read is one sequential read"
         );
-        // Named by inotify while changed lately: read whole, once, proving it.
+        // Named by inotify: proven by its chunks, read on every thread after the writeback.
         h.forget(&f);
         h.settling.note(&f);
         assert_eq!(h.check(&f, Given::NOTHING), whole);
-        assert_eq!(h.reader.bytes, 2 * size, "a proving read is a whole read");
-        assert_eq!(h.settling.pending(), 0);
-        // Re-verified long after its last change (the backstop, a restart): by its chunks.
-        h.reader.proving.recent = Duration::ZERO;
-        h.forget(&f);
-        assert_eq!(h.check(&f, Given::NOTHING), whole);
-        assert_eq!(h.reader.bytes, 2 * size, "no whole read this time");
+        assert_eq!(h.reader.bytes, size, "no whole read this time");
+        assert_eq!(h.settling.pending(), 0, "proven");
         assert_eq!(
             h.bytes_hashed,
-            3 * size,
+            2 * size,
             "but every byte was read, in chunks"
         );
         // A change in the second chunk: found, then read whole for its digest.

@@ -27,18 +27,17 @@ impl FileHasher {
         let budget = &self.budget;
         let take_chunks = self.threads > 1;
         let seals = self.reader.seals;
-        let proving = self.reader.proving;
         let bytes: u64 = std::thread::scope(|s| {
             let work = || {
                 let mut reader = Reader::default();
                 reader.take_chunks = take_chunks;
                 reader.seals = seals;
-                reader.proving = proving;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, size, _)) = todo.get(i) else {
+                    let Some((path, size, _, prove)) = todo.get(i) else {
                         break;
                     };
+                    reader.prove = *prove;
                     if crate::reading::reader::is_long(*size) {
                         crate::live::sentinel::long_read();
                     }
@@ -71,7 +70,7 @@ impl FileHasher {
         self.bytes_hashed += bytes;
         let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
         for (i, result, chunks, sealing, proof) in done {
-            if let Some((path, _, expect)) = todo.get(i) {
+            if let Some((path, _, expect, _)) = todo.get(i) {
                 self.learn_seal(path, &result.0, sealing);
                 self.settle(path, &result, proof);
                 self.remember(path, result, chunks, *expect);
@@ -84,7 +83,7 @@ impl FileHasher {
     fn stale<'a>(
         &self,
         paths: impl IntoIterator<Item = (&'a Path, Option<Expect>)>,
-    ) -> Vec<(&'a Path, u64, Option<Expect>)> {
+    ) -> Vec<(&'a Path, u64, Option<Expect>, bool)> {
         let now_ms = self.ms_since_born(Instant::now());
         paths
             .into_iter()
@@ -103,7 +102,8 @@ impl FileHasher {
             .filter_map(|(p, expected)| {
                 let m = std::fs::symlink_metadata(p).ok()?;
                 let wanted = m.file_type().is_file() && expected.is_none_or(|e| e.size == m.size());
-                wanted.then_some((p, m.size(), expected))
+                let prove = self.must_prove(p, expected, Some(&m));
+                wanted.then_some((p, m.size(), expected, prove))
             })
             .collect()
     }

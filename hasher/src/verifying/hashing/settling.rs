@@ -40,7 +40,7 @@ pub fn read_kernel_window() -> Duration {
     let window = window.min(Duration::from_secs(3600)) + MARGIN;
     tracing::info!(
         ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
-        "kernel writeback window: files changed within twice this are proven by a read after writeback"
+        "kernel writeback window: a settle_window shorter than this is refused"
     );
     window
 }
@@ -130,12 +130,6 @@ impl Settling {
         self.kernel = kernel;
     }
 
-    /// Files changed more recently than this may still have pages dirtied by the change: their
-    /// reads prove them (twice the window: writeback lags under load).
-    pub fn recent(&self) -> Duration {
-        self.kernel.saturating_mul(2)
-    }
-
     /// Reads each proven change once more `window` after it (zero: never).
     pub fn set_window(&mut self, window: Duration) {
         self.window = window;
@@ -152,7 +146,8 @@ impl Settling {
             return;
         }
         if self.due.len() >= MAX_PENDING && !self.due.contains_key(path) {
-            // Bounded: every file is read again, each proven by its recent ctime.
+            // Bounded: the caller forgot it, so its next read proves it; it is just not
+            // counted.
             self.note_everything();
             return;
         }
@@ -163,8 +158,8 @@ impl Settling {
     }
 
     /// Which files changed is not known (inotify lost events, or too many to track): the
-    /// sweep that follows reads every file, proving each by its ctime; with a settle window,
-    /// every file is read once more a window from now.
+    /// sweep that follows reads every file forgotten, proving each (nothing is remembered of
+    /// it); with a settle window, every file is read once more a window from now.
     pub fn note_everything(&mut self) {
         if !self.window.is_zero() {
             self.everything = Some(Instant::now() + self.window);
@@ -242,6 +237,17 @@ impl Settling {
                 self.due.remove(path);
             }
         }
+    }
+
+    /// As [`Settling::drop_unread`] for every pending file handed out: after a full sweep,
+    /// which checks every watched file, any left untouched is none.
+    pub fn drop_unread_all(&mut self) {
+        self.due.retain(|path, p| {
+            if p.taken {
+                tracing::debug!(path = %path.display(), "pending file no sweep reads: dropped");
+            }
+            !p.taken
+        });
     }
 
     /// When the next read on the verifier's own falls due.

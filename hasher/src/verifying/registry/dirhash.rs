@@ -37,6 +37,8 @@ struct Plan {
     files: Vec<(PathBuf, Version)>,
     /// The fingerprint of its files' seals before it is read, when every one is sealed.
     sealed: Option<[u8; 32]>,
+    /// Its files' pages are written back before each is read (`reading::proof`).
+    prove: bool,
 }
 
 /// Walks `dir` and checks the artifact's bounds without reading any content.
@@ -79,6 +81,7 @@ fn plan(dir: &Path) -> Result<Plan, String> {
         dir: dir.to_owned(),
         files: versions,
         sealed: None,
+        prove: true,
     })
 }
 
@@ -114,7 +117,7 @@ fn compute(
         }
         // A changed file's pages are clean before it is read (see `reading::proof`).
         if let crate::reading::proof::Proof::Unproven(why) =
-            crate::reading::proof::prepare(&file, &before, reader.proving)
+            crate::reading::proof::prepare(&file, &before, plan.prove)
         {
             return Err(format!("{}: not proven: {why}", f.display()));
         }
@@ -143,28 +146,65 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
     let mut answers: Vec<Option<DirDigest>> = vec![None; dirs.len()];
     let mut todo: Vec<(usize, Plan)> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        match plan(dir) {
+        match plan(dir).and_then(|p| trusted(hasher, p)) {
             Err(why) => answers[i] = Some(Err(why)),
             Ok(mut p) => match hasher.dirs.get(dir) {
                 Some(c) if c.files == p.files && Instant::now() < c.due => {
                     hasher.fast_hits += 1;
                     answers[i] = Some(Ok((c.digest.clone(), c.total)));
                 }
-                _ => match crate::verifying::dirseals::answer(hasher, &p.dir, &p.files) {
-                    Ok(sealed) => {
-                        settled(hasher, &p.files, Settled::Proven);
-                        answers[i] = Some(Ok(sealed));
+                cached => {
+                    // Read again unchanged (the backstop): no writeback needed; see
+                    // `reading::proof`.
+                    let known = cached.is_some_and(|c| c.files == p.files);
+                    p.prove = !known || p.files.iter().any(|(f, _)| hasher.settling.awaits(f));
+                    match crate::verifying::dirseals::answer(hasher, &p.dir, &p.files) {
+                        Ok(sealed) => {
+                            settled(hasher, &p.files, Settled::Proven);
+                            answers[i] = Some(Ok(sealed));
+                        }
+                        Err(fingerprint) => {
+                            p.sealed = fingerprint;
+                            todo.push((i, p));
+                        }
                     }
-                    Err(fingerprint) => {
-                        p.sealed = fingerprint;
-                        todo.push((i, p));
-                    }
-                },
+                }
             },
         }
     }
+    let results = read_planned(hasher, &mut todo);
+    for (i, r) in results {
+        if let Some((_, p)) = todo.iter().find(|(j, _)| *j == i) {
+            remember(hasher, p, &r);
+        }
+        answers[i] = Some(r);
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err("not hashed".into())))
+        .collect()
+}
+
+/// `p`, unless one of its files is on a filesystem whose server decides what a read returns
+/// (see `reading::fskind`): then why it is never read.
+fn trusted(hasher: &mut FileHasher, p: Plan) -> Result<Plan, String> {
+    for (f, v) in &p.files {
+        if let crate::reading::fskind::FsKind::Untrusted(fs) = hasher.kind_of(v, f) {
+            return Err(format!(
+                "{}: on {fs}, whose server decides what a read returns; never read",
+                f.display()
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// Reads the planned artifacts, up to `hash_threads` at once (largest first): each one's
+/// answer, by its index.
+fn read_planned(hasher: &mut FileHasher, todo: &mut [(usize, Plan)]) -> Vec<(usize, DirDigest)> {
     let size = |p: &Plan| p.files.iter().map(|(_, v)| v.size()).sum::<u64>();
     todo.sort_by_key(|(_, p)| std::cmp::Reverse(size(p)));
+    let todo = &*todo;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, DirDigest)>> = Mutex::new(Vec::new());
     let budget = &hasher.budget;
@@ -178,7 +218,6 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
             .push((*i, r));
     };
     let before = hasher.reader.bytes;
-    let proving = hasher.reader.proving;
     let extra = hasher.threads.min(todo.len()).saturating_sub(1);
     let spent: u64 = std::thread::scope(|s| {
         let helpers: Vec<_> = (0..extra)
@@ -186,7 +225,6 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
                 std::thread::Builder::new()
                     .spawn_scoped(s, || {
                         let mut reader = Reader::default();
-                        reader.proving = proving;
                         work(&mut reader);
                         reader.bytes
                     })
@@ -198,45 +236,41 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
         helpers.into_iter().filter_map(|h| h.join().ok()).sum()
     });
     hasher.bytes_hashed += spent + (hasher.reader.bytes - before);
-    for (i, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        if let Some((_, p)) = todo.iter().find(|(j, _)| *j == i) {
-            // Each file was read after its pages were clean, or the artifact is a finding.
-            let outcome = if r.is_ok() {
-                Settled::Proven
-            } else {
-                Settled::Moot
-            };
-            settled(hasher, &p.files, outcome);
-        }
-        let remembered = (&r, todo.iter().find(|(j, _)| *j == i));
-        if let (Ok((digest, total)), Some((_, p))) = remembered {
-            if !p.files.iter().all(|(f, v)| hasher.trusts(v, f)) {
-                // On a filesystem where a write can leave the metadata as it was: read again
-                // at every sweep.
-                answers[i] = Some(r);
-                continue;
-            }
-            if let Some(before) = p.sealed {
-                let read = (digest.as_str(), *total);
-                crate::verifying::dirseals::learn(hasher, &p.dir, &p.files, before, read);
-            }
-            let due = Instant::now() + hasher.spread(digest);
-            hasher.dirs.insert(
-                p.dir.clone(),
-                DirCached {
-                    files: p.files.clone(),
-                    digest: digest.clone(),
-                    total: *total,
-                    due,
-                },
-            );
-        }
-        answers[i] = Some(r);
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remembers what reading `p` gave (`r`): its files settled, and its digest with the version of
+/// every file it covered, unless a write there can leave the metadata as it was.
+fn remember(hasher: &mut FileHasher, p: &Plan, r: &DirDigest) {
+    // Each file was read after its pages were clean, or the artifact is a finding.
+    let outcome = if r.is_ok() {
+        Settled::Proven
+    } else {
+        Settled::Moot
+    };
+    settled(hasher, &p.files, outcome);
+    let Ok((digest, total)) = r else {
+        return;
+    };
+    if !p.files.iter().all(|(f, v)| hasher.trusts(v, f)) {
+        // On a filesystem where a write can leave the metadata as it was: read again at every
+        // sweep.
+        return;
     }
-    answers
-        .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err("not hashed".into())))
-        .collect()
+    if let Some(before) = p.sealed {
+        let read = (digest.as_str(), *total);
+        crate::verifying::dirseals::learn(hasher, &p.dir, &p.files, before, read);
+    }
+    let due = Instant::now() + hasher.spread(digest);
+    hasher.dirs.insert(
+        p.dir.clone(),
+        DirCached {
+            files: p.files.clone(),
+            digest: digest.clone(),
+            total: *total,
+            due,
+        },
+    );
 }
 
 /// Notes for the files pending proof what a directory artifact's check established of each.
