@@ -42,7 +42,7 @@ fn main() {
     let key = [7u8; 32];
     let policy = Policy::parse(&format!("model_dirs: [{}]\n", models.display())).expect("policy");
     let store = Store::open(&dir.path().join("state")).expect("store");
-    let mut v = Verifier::new(policy, None, None);
+    let mut v = Verifier::new(policy, None, None, Default::default());
     let (m, slots) = v.make_baseline(Some(&key), 1).expect("baseline");
     let current = store.commit(m, None, Some(&key)).expect("stored");
     v.adopt(current, slots);

@@ -114,6 +114,8 @@ pub const BOOT_CHECK_UNSEALED_BYTES: u64 = 5 << 30;
 /// walked as a scan walks them; nothing is read.
 pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
     let (mut unsealed, mut sealed) = (0u64, 0usize);
+    // The key and token are not loaded for a check: no file is one of them yet.
+    let no_secrets = crate::reading::secrets::Secrets::default();
     let mut count = |path: &std::path::Path| {
         let Ok(m) = std::fs::symlink_metadata(path) else {
             return;
@@ -121,7 +123,7 @@ pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
         if !m.file_type().is_file() {
             return;
         }
-        if policy.fsverity.enabled() && crate::reading::verity::look(path).is_some() {
+        if policy.fsverity.enabled() && crate::reading::verity::look(path, &no_secrets).is_some() {
             sealed += 1;
         } else {
             unsealed = unsealed.saturating_add(std::os::unix::fs::MetadataExt::size(&m));

@@ -237,6 +237,10 @@ pub enum ReleaseError {
 /// Why a baseline could not be made (the old one, if any, stays).
 #[derive(Debug, Error)]
 pub enum BaselineRefused {
+    /// The api closed the channel while the files were read: a model whose read it cut short
+    /// would be left out, and nobody is left to take the baseline.
+    #[error("{0}")]
+    ApiGone(#[from] crate::reading::lifeline::ApiGone),
     /// A listed file is not a readable regular file: a baseline must never bless an absent or
     /// redirected file.
     #[error("{}: cannot be baselined: {why}", path.display())]

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::{self, Policy};
 use crate::{
-    live::channel, reading::lifeline, sandbox, server, storing::key, storing::store,
-    storing::token, sys, Options, EXIT_CONFIG,
+    live::channel, reading::lifeline::Lifeline, reading::secrets::Secrets, sandbox, server,
+    storing::key, storing::store, storing::token, sys, Options, EXIT_CONFIG,
 };
 
 /// Starts and serves; the exit code either way.
 pub(crate) fn run(options: Options) -> Result<i32, i32> {
-    let fd = take_channel(&options)?;
+    let (fd, lifeline) = take_channel(&options)?;
+    // Filled as the key and the token are read; then every read is handed it, read-only.
+    let mut secrets = Secrets::default();
     // Read now, before the sandbox (`/proc/sys` is out of it), and before the policy: a
     // settle window shorter than it is refused.
     let kernel_window = crate::verifying::hashing::settling::read_kernel_window();
@@ -21,19 +23,19 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     if options.check_config {
         return Ok(crate::checkconfig::check_config(&options, &policy));
     }
-    let (key_path, key) = load_key(&options, &policy)?;
+    let (key_path, key) = load_key(&options, &policy, &mut secrets)?;
     if let Some(anew) = options.tpm_enroll {
         return Ok(crate::enroll::run(&options, &policy, key.as_ref(), anew));
     }
     let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
-    let token = token::load_in_use(&token_path).map_err(|e| {
+    let token = token::load_in_use(&token_path, &mut secrets).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
     })?;
     sys::lower_priority();
     let read_set = sandbox::read_set(&policy, &options.policy);
-    let secrets = [key_path, token_path];
-    if let Some(why) = sandbox::refusal(&read_set, &secrets) {
+    let secret_paths = [key_path, token_path];
+    if let Some(why) = sandbox::refusal(&read_set, &secret_paths) {
         tracing::error!("{why}");
         return Err(EXIT_CONFIG);
     }
@@ -52,7 +54,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
         .ok();
     enter_sandbox(&options, &read_set)?;
     if !options.insecure_no_sandbox {
-        secrets_walled(&secrets)?;
+        secrets_walled(&secret_paths)?;
     }
     #[cfg(feature = "probe")]
     if let Some((act, arg)) = &options.probe {
@@ -61,24 +63,41 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     let (Some(fd), Some(store), Some(loaded)) = (fd, store, loaded) else {
         return Err(1);
     };
-    let mut server = server::Server::new(server::Parts {
-        policy_path: options.policy,
-        policy,
-        key,
-        token,
-        store,
-        loaded,
-        read_set,
-        release_override: options.release_baseline,
-        boot_id,
-        vouch,
-        kernel_window,
-        tpm,
-        clock,
-    });
+    serve(
+        fd,
+        server::Parts {
+            policy_path: options.policy,
+            policy,
+            key,
+            token,
+            store,
+            loaded,
+            read_set,
+            release_override: options.release_baseline,
+            boot_id,
+            vouch,
+            kernel_window,
+            tpm,
+            clock,
+            reads: crate::reading::context::ReadContext::new(
+                lifeline,
+                std::sync::Arc::new(secrets),
+            ),
+        },
+    )
+}
+
+/// Serves the api until it goes (or the channel fails): the exit code.
+fn serve(fd: OwnedFd, parts: server::Parts) -> Result<i32, i32> {
+    let mut server = server::Server::new(parts);
     match server.serve(&mut channel::Channel::new(fd)) {
-        Ok(()) => {
+        Ok(server::Ended::Closed) => {
             tracing::info!("api closed the channel; exiting");
+            Ok(0)
+        }
+        // Exited 0 as a close between requests: the api going away is its decision, not a fault.
+        Ok(server::Ended::DuringRead) => {
+            tracing::warn!("the api closed the channel during a read; exiting");
             Ok(0)
         }
         Err(e) => {
@@ -88,21 +107,19 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
 }
 
-/// The channel to the api on fd 3 (none for `--check-config`, `--tpm-enroll` and the probe
-/// harness).
-fn take_channel(options: &Options) -> Result<Option<OwnedFd>, i32> {
+/// The channel to the api on fd 3 and the lifeline the reads look at (none for
+/// `--check-config`, `--tpm-enroll` and the probe harness).
+fn take_channel(options: &Options) -> Result<(Option<OwnedFd>, Lifeline), i32> {
     if options.probe.is_some() || options.check_config || options.tpm_enroll.is_some() {
-        return Ok(None);
+        return Ok((None, Lifeline::default()));
     }
     let fd = sys::take_channel().map_err(|e| {
         tracing::error!(error = %e, "no channel");
         EXIT_CONFIG
     })?;
     // Duplicated now: the sandbox allows no F_DUPFD later.
-    if let Ok(dup) = fd.try_clone() {
-        lifeline::watch(dup);
-    }
-    Ok(Some(fd))
+    let lifeline = fd.try_clone().map(Lifeline::to).unwrap_or_default();
+    Ok((Some(fd), lifeline))
 }
 
 fn load_policy(options: &Options, kernel_window: std::time::Duration) -> Result<Policy, i32> {
@@ -138,11 +155,15 @@ fn refuse_untrusted_filesystems(policy: &Policy) -> Result<(), i32> {
     }
 }
 
-/// The HMAC key and where it came from (`credentials::key_path`).
-fn load_key(options: &Options, policy: &Policy) -> Result<(PathBuf, Option<key::Key>), i32> {
+/// The HMAC key and where it came from (`credentials::key_path`), remembered in `secrets`.
+fn load_key(
+    options: &Options,
+    policy: &Policy,
+    secrets: &mut Secrets,
+) -> Result<(PathBuf, Option<key::Key>), i32> {
     let key_path =
         crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
-    let key = key::load_in_use(&key_path).map_err(|e| {
+    let key = key::load_in_use(&key_path, secrets).map_err(|e| {
         tracing::error!(error = %e, "HMAC key refused");
         EXIT_CONFIG
     })?;

@@ -18,23 +18,27 @@ use crate::live::watch::{Changes, Watcher};
 /// being answered (a change wakes it at once; this only bounds how long it outlives one).
 const LOOK: Duration = Duration::from_millis(50);
 
-/// The running sentinel, for a long read outside a request to arm ([`long_read`]).
-static ARMABLE: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
+/// What a read long enough to matter (a large file) arms: the running sentinel, handed out by
+/// [`Sentinel::start`] (the default arms nothing: no sentinel, or a unit test). If no request
+/// is being answered (a slice of the spread sweep), the sentinel watches until the server is
+/// idle again. Slices do not arm it themselves: most take well under a millisecond, and waking
+/// a thread for each would cost more than they do.
+#[derive(Clone, Default)]
+pub struct Arm(Weak<Shared>);
 
-/// A read long enough to matter (a large file) began: if no request is being answered (a
-/// slice of the spread sweep), the sentinel watches until the server is idle again. Slices
-/// do not arm it themselves: most take well under a millisecond, and waking a thread for each
-/// would cost more than they do.
-pub fn long_read() {
-    let Some(shared) = lock(&ARMABLE).upgrade() else {
-        return;
-    };
-    let mut state = lock(&shared.state);
-    if !state.busy {
-        state.busy = true;
-        state.request = false;
-        state.announced = false;
-        shared.wake.notify_one();
+impl Arm {
+    /// A long read began.
+    pub fn long_read(&self) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        let mut state = lock(&shared.state);
+        if !state.busy {
+            state.busy = true;
+            state.request = false;
+            state.announced = false;
+            shared.wake.notify_one();
+        }
     }
 }
 
@@ -78,14 +82,14 @@ impl Sentinel {
         }
     }
 
-    /// Starts the thread that announces changes through `sender` while a request is answered.
-    pub fn start(&self, sender: Sender) -> std::io::Result<()> {
+    /// Starts the thread that announces changes through `sender` while a request is answered;
+    /// what long reads outside a request arm it with.
+    pub fn start(&self, sender: Sender) -> std::io::Result<Arm> {
         let shared = Arc::clone(&self.shared);
-        *lock(&ARMABLE) = Arc::downgrade(&self.shared);
         // Unnamed: naming a thread is a prctl the seccomp filter does not allow.
         std::thread::Builder::new()
             .spawn(move || run(&shared, &sender))
-            .map(drop)
+            .map(|_| Arm(Arc::downgrade(&self.shared)))
     }
 
     /// Whether there is a watcher.

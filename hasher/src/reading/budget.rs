@@ -1,7 +1,6 @@
 //! The read budget every reading thread shares (`hash_rate_limit`), and the buffer size each
 //! one reads with.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Read buffer size: large enough for full SHA-NI speed, small enough to keep RSS flat.
@@ -23,7 +22,7 @@ impl Budget {
     }
 
     /// Accounts `n` bytes read; returns how long the reader must pause to stay in budget.
-    fn spend(&mut self, n: u64) -> Duration {
+    pub(crate) fn spend(&mut self, n: u64) -> Duration {
         let Some(limit) = self.limit else {
             return Duration::ZERO;
         };
@@ -35,15 +34,6 @@ impl Budget {
             self.window = None;
         }
         allowed.saturating_sub(elapsed)
-    }
-}
-
-/// Accounts `n` bytes against the shared budget, pausing the reader when it is spent.
-pub(crate) fn throttle(budget: &Mutex<Budget>, n: u64) {
-    // A poisoned lock only means another reader panicked mid-accounting; the count is still usable.
-    let pause = budget.lock().unwrap_or_else(|p| p.into_inner()).spend(n);
-    if !pause.is_zero() {
-        crate::reading::lifeline::sleep(pause);
     }
 }
 

@@ -9,11 +9,11 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::reading::budget::{throttle, Budget, BUF_SIZE};
+use crate::reading::budget::BUF_SIZE;
+use crate::reading::context::ReadContext;
 use crate::reading::version::Version;
 
 /// Bytes per chunk.
@@ -95,7 +95,7 @@ pub fn verify(
     path: &Path,
     known: &Known,
     threads: usize,
-    budget: &Mutex<Budget>,
+    reads: &ReadContext,
     prove: bool,
 ) -> (Verdict, u64) {
     let Ok(file) = crate::reading::resolve::open_no_symlinks(path) else {
@@ -106,7 +106,7 @@ pub fn verify(
     };
     let expected_chunks = known.size.div_ceil(CHUNK);
     if !before.file_type().is_file()
-        || crate::reading::secrets::is_secret_inode(&before)
+        || reads.secrets.is_inode(&before)
         || before.size() != known.size
         || known.chunks.len() as u64 != expected_chunks
     {
@@ -125,7 +125,7 @@ pub fn verify(
     let bytes = AtomicU64::new(0);
     let work = || {
         let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
-        let mut looks = crate::reading::current::Looks::new(opened);
+        let mut looks = crate::reading::current::Looks::new(opened, &reads.lifeline);
         while !found.any() {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(want) = known.chunks.get(i) else {
@@ -133,7 +133,7 @@ pub fn verify(
             };
             let start = i as u64 * CHUNK;
             let len = CHUNK.min(known.size - start);
-            match chunk_digest(&file, start, len, &mut buf, budget, &mut looks) {
+            match chunk_digest(&file, start, len, &mut buf, reads, &mut looks) {
                 Ok(got) => {
                     bytes.fetch_add(len, Ordering::Relaxed);
                     if &got != want {
@@ -203,7 +203,7 @@ fn chunk_digest(
     start: u64,
     len: u64,
     buf: &mut [u8],
-    budget: &Mutex<Budget>,
+    reads: &ReadContext,
     looks: &mut crate::reading::current::Looks,
 ) -> std::io::Result<[u8; 32]> {
     let mut sha = Sha256::new();
@@ -221,7 +221,7 @@ fn chunk_digest(
         };
         sha.update(&buf[..n]);
         done += n as u64;
-        throttle(budget, n as u64);
+        reads.throttle(n as u64);
     }
     crate::sys::advise_done_range(file, start, len);
     Ok(sha.finalize().into())
@@ -264,17 +264,18 @@ mod tests {
             size,
             chunks: vec![zeros; 4],
         };
-        let budget = Mutex::new(Budget::new(Some(32 << 20)));
+        let mut reads = ReadContext::default();
+        reads.set_limit(Some(32 << 20));
         // The same byte: the content does not change, its version does.
         let writer =
             crate::reading::current::write_later(&path, std::time::Duration::from_millis(300), 0);
-        let (verdict, read) = verify(&path, &known, 2, &budget, true);
+        let (verdict, read) = verify(&path, &known, 2, &reads, true);
         writer.join().expect("writer");
         // Read to the end, the chunks would match and the version check there say Unknown.
         assert_eq!(verdict, Verdict::Changed, "the read ran on after the write");
         assert!(read < size, "read {read} of {size}");
         // Left alone, the same content is proven by its chunks.
-        let (verdict, _) = verify(&path, &known, 2, &Mutex::new(Budget::new(None)), false);
+        let (verdict, _) = verify(&path, &known, 2, &ReadContext::default(), false);
         assert!(matches!(verdict, Verdict::Same(_)), "{verdict:?}");
     }
 
@@ -292,9 +293,9 @@ mod tests {
             size,
             chunks: c.finish(),
         };
-        let budget = Mutex::new(Budget::new(None));
+        let reads = ReadContext::default();
         for threads in [1, 2, 4] {
-            let (v, read) = verify(&path, &known, threads, &budget, false);
+            let (v, read) = verify(&path, &known, threads, &reads, false);
             assert!(matches!(v, Verdict::Same(_)), "{threads}: {v:?}");
             assert_eq!(read, size);
         }
@@ -303,11 +304,11 @@ mod tests {
             let mut changed = data.clone();
             changed[at as usize] ^= 1;
             std::fs::write(&path, &changed).expect("write");
-            let (v, _) = verify(&path, &known, 2, &budget, true);
+            let (v, _) = verify(&path, &known, 2, &reads, true);
             assert_eq!(v, Verdict::Differs, "byte {at}");
         }
         // Another size: not comparable chunk by chunk.
         std::fs::write(&path, &data[..100]).expect("write");
-        assert_eq!(verify(&path, &known, 2, &budget, false).0, Verdict::Unknown);
+        assert_eq!(verify(&path, &known, 2, &reads, false).0, Verdict::Unknown);
     }
 }

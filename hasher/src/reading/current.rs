@@ -6,6 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
+use crate::reading::lifeline::Lifeline;
 use crate::reading::version::Version;
 
 /// What a file found changed in the middle of a long read is reported as. A scan reports it
@@ -37,27 +38,33 @@ pub fn changed_outcome() -> crate::reading::version::Outcome {
 }
 
 /// A long read's look at its file, between buffers, every [`crate::reading::lifeline::CHECK_EVERY`]:
-/// the api is still there (else the process exits) and the file is neither deleted nor moved
+/// the api is still there (else the read stops: [`crate::reading::lifeline::ApiGone`]) and the file is neither deleted nor moved
 /// from the version `opened` it had when the read began. A write in the middle of reading a
 /// 70 GB model ends the read at once: finishing it would only find the change at the end, and
 /// the write's own event asks for a check of the new content anyway.
-pub struct Looks {
+pub struct Looks<'a> {
     last: Instant,
     opened: Version,
+    lifeline: &'a Lifeline,
 }
 
-impl Looks {
-    /// Looks for a read, starting now, of a file at version `opened`.
-    pub fn new(opened: Version) -> Looks {
+impl Looks<'_> {
+    /// Looks for a read, starting now, of a file at version `opened`, on `lifeline`.
+    pub fn new(opened: Version, lifeline: &Lifeline) -> Looks<'_> {
         Looks {
             last: Instant::now(),
             opened,
+            lifeline,
         }
     }
 
-    /// `Err` when the read should stop: the file deleted or replaced, or changed.
+    /// `Err` when the read should stop: the api gone, the file deleted or replaced, or changed.
     pub fn check(&mut self, file: &File) -> std::io::Result<()> {
-        if !crate::reading::lifeline::check(&mut self.last) {
+        if !self
+            .lifeline
+            .check(&mut self.last)
+            .map_err(std::io::Error::other)?
+        {
             return Ok(());
         }
         let Ok(now) = file.metadata() else {

@@ -46,7 +46,7 @@ pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadEr
 }
 
 /// As [`read_secret`], with the file still open: the caller that keeps the secret keeps the
-/// file too (`secrets::remember_secret`), so its inode cannot be freed and reused while
+/// file too (`secrets::Secrets::remember`), so its inode cannot be freed and reused while
 /// watched files are compared with it.
 pub fn read_secret_file(path: &Path, cap: usize) -> Result<(Zeroizing<Vec<u8>>, File), ReadError> {
     let mut file = File::open(path)?;

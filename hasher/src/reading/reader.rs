@@ -11,11 +11,11 @@ use std::fs::{File, Metadata};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::reading::budget::{throttle, Budget, BUF_SIZE};
+use crate::reading::budget::BUF_SIZE;
+use crate::reading::context::ReadContext;
 use crate::reading::resolve::open_no_symlinks;
 use crate::reading::version::{Outcome, Version};
 
@@ -98,8 +98,8 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
 
 impl Reader {
     /// Reads `path` in full; a file that changes while it is read is read again.
-    pub fn read(&mut self, path: &Path, budget: &Mutex<Budget>) -> ReadResult {
-        self.read_stated(path, budget, None)
+    pub fn read(&mut self, path: &Path, reads: &ReadContext) -> ReadResult {
+        self.read_stated(path, reads, None)
     }
 
     /// As [`Reader::read`], with the `lstat` the caller has just taken standing in for the
@@ -107,14 +107,19 @@ impl Reader {
     pub fn read_stated(
         &mut self,
         path: &Path,
-        budget: &Mutex<Budget>,
+        reads: &ReadContext,
         mut stated: Option<Metadata>,
     ) -> ReadResult {
         self.last_chunks.clear();
         self.last_seal = crate::reading::verity::Sealing::Unknown;
         self.last_proof = crate::reading::proof::Proof::Unasked;
+        if reads.lifeline.cut() {
+            // Another read found the api gone: nobody will take this one's answer.
+            let gone = crate::reading::lifeline::ApiGone;
+            return (Outcome::Unreadable(gone.to_string()), None);
+        }
         for _ in 0..ATTEMPTS {
-            if let Attempt::Done(result) = self.attempt(path, budget, stated.take()) {
+            if let Attempt::Done(result) = self.attempt(path, reads, stated.take()) {
                 return result;
             }
         }
@@ -124,12 +129,7 @@ impl Reader {
         )
     }
 
-    fn attempt(
-        &mut self,
-        path: &Path,
-        budget: &Mutex<Budget>,
-        stated: Option<Metadata>,
-    ) -> Attempt {
+    fn attempt(&mut self, path: &Path, reads: &ReadContext, stated: Option<Metadata>) -> Attempt {
         let before = match stated.map_or_else(|| std::fs::symlink_metadata(path), Ok) {
             Ok(m) => m,
             Err(e) => return Attempt::Done((from_io(&e), None)),
@@ -140,7 +140,7 @@ impl Reader {
         if !before.file_type().is_file() {
             return Attempt::Done((Outcome::NotRegular, None));
         }
-        if crate::reading::secrets::is_secret_inode(&before) {
+        if reads.secrets.is_inode(&before) {
             return Attempt::Done((Outcome::Secret, None));
         }
         let file = match open_no_symlinks(path) {
@@ -151,7 +151,7 @@ impl Reader {
             Ok(m) => m,
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
-        if crate::reading::secrets::is_secret_inode(&opened) {
+        if reads.secrets.is_inode(&opened) {
             return Attempt::Done((Outcome::Secret, None));
         }
         if !same_version(&before, &opened) {
@@ -169,7 +169,7 @@ impl Reader {
         let sealed_before = self.seals.then(|| crate::reading::verity::measure(&file));
         self.chunker = (self.take_chunks && opened.size() >= crate::reading::chunks::MIN_SIZE)
             .then(crate::reading::chunks::ChunkHasher::default);
-        let digest = match self.stream(&file, budget, Version::of(&opened)) {
+        let digest = match self.stream(&file, reads, Version::of(&opened)) {
             Ok(d) => d,
             Err(e) if crate::reading::current::changed_while_read(&e) => {
                 // Not read again now: the file is being written, and the write's event has
@@ -179,7 +179,7 @@ impl Reader {
             Err(e) => return Attempt::Done((from_io(&e), None)),
         };
         // A copy of a secret: read, but its digest goes no further.
-        if crate::reading::secrets::is_secret_digest(&digest.0) {
+        if reads.secrets.is_digest(&digest.0) {
             self.chunker = None;
             return Attempt::Done((Outcome::Secret, None));
         }
@@ -194,7 +194,7 @@ impl Reader {
                     .unwrap_or_default();
                 Attempt::Done((
                     Outcome::Hashed {
-                        hash: digest.0,
+                        hash: protocol::hexfmt::encode(&digest.0),
                         size: digest.1,
                     },
                     Some(Version::of(&after)),
@@ -209,20 +209,19 @@ impl Reader {
     fn stream(
         &mut self,
         file: &File,
-        budget: &Mutex<Budget>,
+        reads: &ReadContext,
         opened: Version,
-    ) -> std::io::Result<(String, u64)> {
+    ) -> std::io::Result<([u8; 32], u64)> {
         let mut sha = Sha256::new();
         let size = match self.chunker.take() {
             Some(chunker) => {
-                let (size, chunker) =
-                    self.feed_with_chunks(file, &mut sha, budget, chunker, opened);
+                let (size, chunker) = self.feed_with_chunks(file, &mut sha, reads, chunker, opened);
                 self.chunker = chunker;
                 size?
             }
-            None => self.feed(file, &mut sha, budget, opened)?,
+            None => self.feed(file, &mut sha, reads, opened)?,
         };
-        Ok((protocol::hexfmt::encode(&sha.finalize()), size))
+        Ok((sha.finalize().into(), size))
     }
 
     /// As [`Reader::feed`], with the chunk digests taken on a helper thread from the same
@@ -232,7 +231,7 @@ impl Reader {
         &mut self,
         file: &File,
         sha: &mut Sha256,
-        budget: &Mutex<Budget>,
+        reads: &ReadContext,
         chunker: crate::reading::chunks::ChunkHasher,
         opened: Version,
     ) -> (
@@ -261,7 +260,7 @@ impl Reader {
                 // No thread to spare (TasksMax): this read goes without chunk digests.
                 return (None, None);
             };
-            let result = pump(file, sha, budget, opened, &mut free, &returned, &to_helper);
+            let result = pump(file, sha, reads, opened, &mut free, &returned, &to_helper);
             drop(to_helper);
             let chunker = helper.join().ok();
             free.extend(returned.try_iter());
@@ -273,7 +272,7 @@ impl Reader {
             .find(|b| b.len() == BUF_SIZE)
             .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
         match result {
-            None => (self.feed(file, sha, budget, opened), None),
+            None => (self.feed(file, sha, reads, opened), None),
             Some(Ok(size)) => {
                 drop_all(file, size);
                 self.bytes += size;
@@ -290,12 +289,12 @@ impl Reader {
         &mut self,
         file: &File,
         sha: &mut Sha256,
-        budget: &Mutex<Budget>,
+        reads: &ReadContext,
         opened: Version,
     ) -> std::io::Result<u64> {
         let mut size = 0u64;
         let mut dropped = 0u64;
-        let mut looks = crate::reading::current::Looks::new(opened);
+        let mut looks = crate::reading::current::Looks::new(opened, &reads.lifeline);
         loop {
             looks.check(file)?;
             let n = read_some(file, &mut self.buf)?;
@@ -305,7 +304,7 @@ impl Reader {
             sha.update(&self.buf[..n]);
             size += n as u64;
             dropped = drop_behind(file, dropped, size);
-            throttle(budget, n as u64);
+            reads.throttle(n as u64);
         }
         drop_all(file, size);
         self.bytes += size;
@@ -318,7 +317,7 @@ impl Reader {
 fn pump(
     file: &File,
     sha: &mut Sha256,
-    budget: &Mutex<Budget>,
+    reads: &ReadContext,
     opened: Version,
     free: &mut Vec<Box<[u8]>>,
     returned: &std::sync::mpsc::Receiver<Box<[u8]>>,
@@ -326,7 +325,7 @@ fn pump(
 ) -> std::io::Result<u64> {
     let mut size = 0u64;
     let mut dropped = 0u64;
-    let mut looks = crate::reading::current::Looks::new(opened);
+    let mut looks = crate::reading::current::Looks::new(opened, &reads.lifeline);
     loop {
         let Some(mut buf) = free.pop().or_else(|| returned.recv().ok()) else {
             return Err(std::io::Error::other("chunk helper stopped"));
@@ -349,7 +348,7 @@ fn pump(
         sha.update(&buf[..n]);
         size += n as u64;
         dropped = drop_behind(file, dropped, size);
-        throttle(budget, n as u64);
+        reads.throttle(n as u64);
         if let Err(back) = to_helper.send((buf, n)) {
             free.push(back.0 .0);
             return Err(std::io::Error::other("chunk helper stopped"));
@@ -410,11 +409,12 @@ mod tests {
             .expect("create")
             .set_len(256 << 20)
             .expect("set_len");
-        let budget = Mutex::new(Budget::new(Some(32 << 20)));
+        let mut reads = ReadContext::default();
+        reads.set_limit(Some(32 << 20));
         let mut reader = Reader::default();
         let writer =
             crate::reading::current::write_later(&f, std::time::Duration::from_millis(300), 1);
-        let (outcome, version) = reader.read(&f, &budget);
+        let (outcome, version) = reader.read(&f, &reads);
         writer.join().expect("writer");
         // Read to the end, the change would be seen there and the file read again, whole.
         assert_eq!(
@@ -425,14 +425,14 @@ mod tests {
         assert!(version.is_none());
         assert_eq!(reader.bytes, 0, "no read was completed");
         // Left alone, the same file reads and hashes as ever.
-        let (outcome, _) = reader.read(&f, &Mutex::new(Budget::new(None)));
+        let (outcome, _) = reader.read(&f, &ReadContext::default());
         assert!(matches!(outcome, Outcome::Hashed { size, .. } if size == 256 << 20));
     }
 
     #[test]
     fn reads_agree_with_sha256_at_every_size_edge() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let budget = Mutex::new(Budget::new(None));
+        let reads = ReadContext::default();
         let mut reader = Reader::default();
         let min = DROP_BEHIND as usize;
         for len in [
@@ -447,7 +447,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let f = dir.path().join(format!("f{len}"));
             std::fs::write(&f, &data).expect("write");
-            let (outcome, version) = reader.read(&f, &budget);
+            let (outcome, version) = reader.read(&f, &reads);
             assert_eq!(
                 outcome,
                 Outcome::Hashed {
@@ -458,5 +458,47 @@ mod tests {
             );
             assert!(version.is_some());
         }
+    }
+
+    #[test]
+    fn a_reader_whose_api_is_gone_stops_and_says_so() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read whole, were it not stopped.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("big");
+        std::fs::File::create(&f)
+            .expect("create")
+            .set_len(256 << 20)
+            .expect("set_len");
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let lifeline = crate::reading::lifeline::Lifeline::to(ours);
+        let mut reads = ReadContext::new(lifeline.clone(), Default::default());
+        reads.set_limit(Some(32 << 20));
+        let mut reader = Reader::default();
+        let hang_up = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(theirs);
+        });
+        let started = std::time::Instant::now();
+        let (outcome, version) = reader.read(&f, &reads);
+        hang_up.join().expect("hang-up");
+        let gone = crate::reading::lifeline::ApiGone.to_string();
+        assert_eq!(outcome, Outcome::Unreadable(gone.clone()));
+        assert!(version.is_none());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "the read ran on after the api left"
+        );
+        assert!(lifeline.cut(), "the server sees what the read found");
+        // Every later read stops before it opens its file: nobody is left to take the answer.
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"x").expect("write");
+        assert_eq!(reader.read(&small, &reads).0, Outcome::Unreadable(gone));
     }
 }

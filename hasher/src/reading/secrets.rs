@@ -1,9 +1,9 @@
 //! The secrets this process keeps (the HMAC key, the service token), as the reader must know
 //! them: a watched file that is one (the same inode: a hard link, a bind mount; the same bytes:
-//! a copy) is never read, or its digest never given out.
+//! a copy) is never read, or its digest never given out. Filled while the key and the token
+//! are loaded at start, then handed, read-only, to every read.
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -11,7 +11,8 @@ use subtle::ConstantTimeEq;
 /// What identifies the secrets this process read: their inodes (a hard link or a bind mount of
 /// one shares it) and the SHA-256 of their bytes (a copy shares it; for a key longer than 64
 /// bytes that digest is itself an equivalent HMAC key, so it must never be published).
-struct Secrets {
+#[derive(Default)]
+pub struct Secrets {
     inodes: Vec<(u64, u64)>,
     digests: Vec<zeroize::Zeroizing<[u8; 32]>>,
     /// The secrets' files, held open so their inodes cannot be freed and given to a watched
@@ -19,44 +20,55 @@ struct Secrets {
     open: Vec<std::fs::File>,
 }
 
-static SECRETS: Mutex<Secrets> = Mutex::new(Secrets {
-    inodes: Vec::new(),
-    digests: Vec::new(),
-    open: Vec::new(),
-});
-
-fn secrets() -> std::sync::MutexGuard<'static, Secrets> {
-    SECRETS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Remembers a secret in use, just read from `file` (kept open: its inode) with these
-/// `bytes` (their digest). Only secrets the process keeps: an empty file is no secret.
-pub fn remember_secret(file: std::fs::File, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
+impl Secrets {
+    /// Remembers a secret in use, just read from `file` (kept open: its inode) with these
+    /// `bytes` (their digest). Only secrets the process keeps: an empty file is no secret.
+    pub fn remember(&mut self, file: std::fs::File, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Ok(m) = file.metadata() {
+            self.inodes.push((m.dev(), m.ino()));
+            self.open.push(file);
+        }
+        self.digests
+            .push(zeroize::Zeroizing::new(Sha256::digest(bytes).into()));
     }
-    let mut s = secrets();
-    if let Ok(m) = file.metadata() {
-        s.inodes.push((m.dev(), m.ino()));
-        s.open.push(file);
+
+    /// Whether `m` describes the inode of a secret this process read.
+    pub fn is_inode(&self, m: &std::fs::Metadata) -> bool {
+        self.inodes.contains(&(m.dev(), m.ino()))
     }
-    s.digests
-        .push(zeroize::Zeroizing::new(Sha256::digest(bytes).into()));
+
+    /// Whether `digest` is the SHA-256 of a secret this process read.
+    pub fn is_digest(&self, digest: &[u8; 32]) -> bool {
+        let found = self
+            .digests
+            .iter()
+            .fold(0u8, |acc, d| acc | d.as_slice().ct_eq(digest).unwrap_u8());
+        found == 1
+    }
 }
 
-/// Whether `m` describes the inode of a secret this process read.
-pub fn is_secret_inode(m: &std::fs::Metadata) -> bool {
-    secrets().inodes.contains(&(m.dev(), m.ino()))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Whether `digest` (lower-case hex) is the SHA-256 of a secret this process read.
-pub fn is_secret_digest(digest: &str) -> bool {
-    let Some(raw) = protocol::hexfmt::Sha256Digest::from_hex(digest) else {
-        return false;
-    };
-    let found = secrets()
-        .digests
-        .iter()
-        .fold(0u8, |acc, d| acc | d.as_slice().ct_eq(&raw.0).unwrap_u8());
-    found == 1
+    #[test]
+    fn a_secret_is_known_by_its_inode_and_by_its_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, other) = (dir.path().join("key"), dir.path().join("other"));
+        std::fs::write(&path, b"secret bytes").expect("write");
+        std::fs::write(&other, b"other bytes").expect("write");
+        let mut s = Secrets::default();
+        s.remember(std::fs::File::open(&path).expect("open"), b"secret bytes");
+        let meta = |p: &std::path::Path| std::fs::metadata(p).expect("stat");
+        assert!(s.is_inode(&meta(&path)));
+        assert!(!s.is_inode(&meta(&other)));
+        assert!(s.is_digest(&Sha256::digest(b"secret bytes").into()));
+        assert!(!s.is_digest(&Sha256::digest(b"other bytes").into()));
+        let mut empty = Secrets::default();
+        empty.remember(std::fs::File::open(&other).expect("open"), b"");
+        assert!(!empty.is_inode(&meta(&other)), "an empty file is no secret");
+    }
 }

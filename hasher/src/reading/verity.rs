@@ -20,10 +20,10 @@ pub enum Sealing {
 
 /// The seal of the regular file at `path` and the metadata of what was opened, when it has one
 /// (opened with no symlink followed; never a secret's inode).
-pub fn look(path: &Path) -> Option<(Seal, Metadata)> {
+pub fn look(path: &Path, secrets: &crate::reading::secrets::Secrets) -> Option<(Seal, Metadata)> {
     let file = crate::reading::resolve::open_no_symlinks(path).ok()?;
     let opened = file.metadata().ok()?;
-    if !opened.file_type().is_file() || crate::reading::secrets::is_secret_inode(&opened) {
+    if !opened.file_type().is_file() || secrets.is_inode(&opened) {
         return None;
     }
     let seal = measure(&file)?;

@@ -63,11 +63,14 @@ impl Server {
         }
         self.take_announced();
         self.settle_reads();
+        if self.lifeline.cut() {
+            return Ok(false);
+        }
         // At most one notice per NOTICE_GAP: a file written without pause makes the api scan
         // a few times a second, not back to back.
         self.notices.send_when_due(channel)?;
         // A slice may read a large file for seconds: a notice held back goes out first (the
-        // poll wakes when it may), and such a read arms the sentinel (`sentinel::long_read`).
+        // poll wakes when it may), and such a read arms the sentinel (`sentinel::Arm`).
         if self.v.slice_due() && !self.notices.holding() {
             self.run_slice();
             self.sentinel.idle();
@@ -126,6 +129,9 @@ impl Server {
     pub(super) fn run_slice(&mut self) {
         if self.v.slice() {
             self.notices.hold(1, false);
+        }
+        if self.lifeline.cut() {
+            return;
         }
         // After a completed cycle, or a slice that read much (the backstop); throttled.
         self.keep_versions();

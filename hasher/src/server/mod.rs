@@ -58,6 +58,17 @@ pub struct Server {
     release_file: Option<PathBuf>,
     /// A step of the wall clock, watched (`None`: no timer could be made).
     clock: Option<crate::live::clock::ClockWatch>,
+    /// The api's hang-up as the reads see it: once one found it, the loop ends.
+    lifeline: crate::reading::lifeline::Lifeline,
+}
+
+/// Why the loop ended without a fault: the api is gone either way, and nothing is left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The api closed the channel between requests: what was verified is kept.
+    Closed,
+    /// A read found the channel closed: the request or slice it served was abandoned.
+    DuringRead,
 }
 
 pub(super) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -108,6 +119,8 @@ pub struct Parts {
     pub tpm: crate::storing::anchor::Tpm,
     /// A step of the wall clock, watched (made before the sandbox).
     pub clock: Option<crate::live::clock::ClockWatch>,
+    /// What every read is handed: the budget, the api's lifeline, the secrets.
+    pub reads: crate::reading::context::ReadContext,
 }
 
 impl Server {
@@ -127,9 +140,12 @@ impl Server {
             kernel_window,
             tpm,
             clock,
+            reads,
         } = parts;
+        let lifeline = reads.lifeline.clone();
         let (ledger, baseline) = Ledger::anchored(store, loaded, tpm);
-        let mut v = Verifier::new(policy, baseline, keeping(ledger.store(), &key, &boot_id));
+        let keeps = keeping(ledger.store(), &key, &boot_id);
+        let mut v = Verifier::new(policy, baseline, keeps, reads);
         v.set_kernel_window(kernel_window);
         let watcher = crate::live::watch::Watcher::new(v.policy())
             .map_err(
@@ -155,16 +171,25 @@ impl Server {
             release: protocol::standing::ReleaseNews::default(),
             release_file: None,
             clock,
+            lifeline,
         }
     }
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
-    pub fn serve(&mut self, channel: &mut Channel) -> Result<(), ChannelError> {
-        if let Err(e) = self.sentinel.start(channel.sender()) {
-            tracing::warn!(error = %e, "no sentinel thread: a change made during a long scan is announced when it ends");
+    pub fn serve(&mut self, channel: &mut Channel) -> Result<Ended, ChannelError> {
+        match self.sentinel.start(channel.sender()) {
+            Ok(arm) => self.v.arm_with(arm),
+            Err(e) => {
+                tracing::warn!(error = %e, "no sentinel thread: a change made during a long scan is announced when it ends")
+            }
         }
         loop {
-            if !self.wait_for_request(channel)? {
+            let waiting = self.wait_for_request(channel)?;
+            if self.lifeline.cut() {
+                // A slice's or a settle read's: nothing it found is kept or sent.
+                return Ok(Ended::DuringRead);
+            }
+            if !waiting {
                 continue;
             }
             let message = match channel.recv_message() {
@@ -174,7 +199,7 @@ impl Server {
                     // last save is kept, so the next start in this boot need not read it.
                     self.v
                         .keep(keeping(self.ledger.store(), &self.key, &self.boot_id), true);
-                    return Ok(());
+                    return Ok(Ended::Closed);
                 }
                 Err(RecvError::Io(e)) => return Err(ChannelError::Io(e)),
                 Err(RecvError::Frame(e)) => {
@@ -200,6 +225,10 @@ impl Server {
                     (0, error(ErrorKind::Protocol, e.to_string()))
                 }
             };
+            if self.lifeline.cut() {
+                // Its reads stopped short: the answer would be wrong, and nobody takes it.
+                return Ok(Ended::DuringRead);
+            }
             channel.send(id, &response).map_err(ChannelError::Io)?;
             self.sentinel.idle();
         }

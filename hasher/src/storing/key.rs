@@ -42,16 +42,22 @@ impl std::fmt::Debug for Key {
 
 /// Loads the key: `Ok(None)` when the file does not exist.
 pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
-    load_with(path, false)
+    load_with(path, None)
 }
 
-/// As [`load`], for the key the process will use: it is remembered (`credentials`), so no
+/// As [`load`], for the key the process will use: it is remembered in `secrets`, so no
 /// watched file that is it (or a copy of it) is ever digested where others can see it.
-pub fn load_in_use(path: &Path) -> Result<Option<Key>, KeyError> {
-    load_with(path, true)
+pub fn load_in_use(
+    path: &Path,
+    secrets: &mut crate::reading::secrets::Secrets,
+) -> Result<Option<Key>, KeyError> {
+    load_with(path, Some(secrets))
 }
 
-fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
+fn load_with(
+    path: &Path,
+    in_use: Option<&mut crate::reading::secrets::Secrets>,
+) -> Result<Option<Key>, KeyError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -99,8 +105,8 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Key>, KeyError> {
             len: bytes.len(),
         });
     }
-    if in_use {
-        crate::reading::secrets::remember_secret(file, &bytes);
+    if let Some(secrets) = in_use {
+        secrets.remember(file, &bytes);
     }
     Ok(Some(Key::new(bytes)))
 }

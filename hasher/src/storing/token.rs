@@ -15,16 +15,22 @@ pub use protocol::token::Token;
 /// can make a baseline and the api keeps its token-gated endpoints closed. A token file others
 /// may read or its group write is refused, as the key is (`credentials::exposed`).
 pub fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
-    load_with(path, false)
+    load_with(path, None)
 }
 
-/// As [`load`], for the token the process will use: it is remembered (`credentials`), so no
+/// As [`load`], for the token the process will use: it is remembered in `secrets`, so no
 /// watched file that is it is ever digested where others can see it.
-pub fn load_in_use(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
-    load_with(path, true)
+pub fn load_in_use(
+    path: &Path,
+    secrets: &mut crate::reading::secrets::Secrets,
+) -> Result<Option<Token>, crate::error::TokenError> {
+    load_with(path, Some(secrets))
 }
 
-fn load_with(path: &Path, in_use: bool) -> Result<Option<Token>, crate::error::TokenError> {
+fn load_with(
+    path: &Path,
+    in_use: Option<&mut crate::reading::secrets::Secrets>,
+) -> Result<Option<Token>, crate::error::TokenError> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
         if let Some(dir) = imsys::paths::world_writable_parent(path) {
@@ -53,8 +59,8 @@ fn load_with(path: &Path, in_use: bool) -> Result<Option<Token>, crate::error::T
             } else {
                 Token::from_text(&bytes)
             };
-            if in_use && token.is_some() {
-                crate::reading::secrets::remember_secret(file, &bytes);
+            if let (Some(secrets), Some(_)) = (in_use, &token) {
+                secrets.remember(file, &bytes);
             }
             let len = bytes.trim_ascii().len();
             match &token {

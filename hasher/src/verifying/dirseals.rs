@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::reading::secrets::Secrets;
 use crate::reading::version::Version;
 use crate::verifying::hashing::{DirCached, FileHasher};
 pub use crate::verifying::seals::DirSeal;
@@ -18,11 +19,15 @@ const DOMAIN: &[u8] = b"integrity-monitor.dir-seals.v1\0";
 
 /// The fingerprint of `files` (the artifact's plan: every regular file beneath `dir`, in order,
 /// with the version planned), when every one is sealed and still that version; `None` else.
-pub fn fingerprint(dir: &Path, files: &[(PathBuf, Version)]) -> Option<[u8; 32]> {
+pub fn fingerprint(
+    dir: &Path,
+    files: &[(PathBuf, Version)],
+    secrets: &Secrets,
+) -> Option<[u8; 32]> {
     let mut sha = Sha256::new();
     sha.update(DOMAIN);
     for (path, version) in files {
-        let (seal, opened) = crate::reading::verity::look(path)?;
+        let (seal, opened) = crate::reading::verity::look(path, secrets)?;
         if Version::of(&opened) != *version {
             return None;
         }
@@ -39,11 +44,11 @@ pub fn fingerprint(dir: &Path, files: &[(PathBuf, Version)]) -> Option<[u8; 32]>
 
 /// Whether every regular file of the directory artifact at `dir` is sealed now (what
 /// `fsverity: require` asks of a directory artifact; one open and one ioctl a file).
-pub fn all_sealed(dir: &Path) -> bool {
+pub fn all_sealed(dir: &Path, secrets: &Secrets) -> bool {
     let files = crate::verifying::walk::walk(dir, crate::verifying::seals::MAX_BINDINGS);
     files.iter().all(|(path, what)| {
         matches!(what, crate::verifying::walk::Found::File)
-            && crate::reading::verity::look(path).is_some()
+            && crate::reading::verity::look(path, secrets).is_some()
     })
 }
 
@@ -58,7 +63,7 @@ pub fn answer(
     if !hasher.seals.enabled() {
         return Err(None);
     }
-    let Some(now) = fingerprint(dir, files) else {
+    let Some(now) = fingerprint(dir, files, &hasher.reads.secrets) else {
         return Err(None);
     };
     let now_ms = hasher.ms_now();
@@ -88,7 +93,7 @@ pub fn learn(
     before: [u8; 32],
     (digest, total): (&str, u64),
 ) {
-    if fingerprint(dir, files) == Some(before) {
+    if fingerprint(dir, files, &hasher.reads.secrets) == Some(before) {
         let due_ms = hasher.due_ms(digest);
         let seal = DirSeal {
             fingerprint: before,

@@ -55,9 +55,14 @@ pub struct Keeping<'a> {
 
 impl Verifier {
     /// A verifier for `policy` and the baseline loaded at start, recalling what the store
-    /// remembers of it (`keeping`: with a key only).
-    pub fn new(policy: Policy, baseline: Option<Current>, keeping: Option<Keeping>) -> Verifier {
-        let mut hasher = FileHasher::for_policy(&policy);
+    /// remembers of it (`keeping`: with a key only); its reads are handed `reads`.
+    pub fn new(
+        policy: Policy,
+        baseline: Option<Current>,
+        keeping: Option<Keeping>,
+        reads: crate::reading::context::ReadContext,
+    ) -> Verifier {
+        let mut hasher = FileHasher::for_policy(&policy, reads);
         if let Some(k) = keeping {
             hasher.key_versions(k.key);
         }
@@ -82,6 +87,11 @@ impl Verifier {
             next_slice: Instant::now(),
             kept_at: None,
         }
+    }
+
+    /// Long reads arm the running sentinel with `arm`.
+    pub fn arm_with(&mut self, arm: crate::live::sentinel::Arm) {
+        self.hasher.arm = arm;
     }
 
     /// The policy in force.
@@ -224,7 +234,7 @@ impl Verifier {
 impl Verifier {
     /// A verifier with no store and no key, the policy in force.
     pub(crate) fn bare(policy: Policy) -> Verifier {
-        Verifier::new(policy, None, None)
+        Verifier::new(policy, None, None, Default::default())
     }
 
     /// Takes `manifest` as the adopted baseline, as if stored with `digest`, keeping what the

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::reading::budget::Budget;
+use crate::reading::context::ReadContext;
 use crate::reading::fskind::{FsKind, Kinds};
 use crate::reading::proof::Proof;
 use crate::reading::reader::{ReadResult, Reader};
@@ -151,7 +151,10 @@ pub struct FileHasher {
     checks: std::sync::Arc<AtomicUsize>,
     /// Every file is read again at least this often.
     pub full_rehash: Duration,
-    pub(crate) budget: Mutex<Budget>,
+    /// The read budget, the api's lifeline and the secrets, for every read.
+    pub(crate) reads: ReadContext,
+    /// Arms the sentinel for a long read.
+    pub(crate) arm: crate::live::sentinel::Arm,
     /// Directory artifacts' digests, with the version of every file they covered.
     pub(crate) dirs: HashMap<PathBuf, DirCached>,
     /// Larger files are reported, never read (a 1 TiB sparse file must not keep it reading).
@@ -187,7 +190,8 @@ impl Default for FileHasher {
             born: Instant::now(),
             checks: Default::default(),
             full_rehash: Duration::from_secs(24 * 3600),
-            budget: Mutex::new(Budget::new(None)),
+            reads: ReadContext::default(),
+            arm: crate::live::sentinel::Arm::default(),
             dirs: HashMap::new(),
             max_file_size: crate::policy::DEFAULT_MAX_FILE_SIZE,
             threads: 1,
@@ -202,9 +206,13 @@ impl Default for FileHasher {
 }
 
 impl FileHasher {
-    /// A hasher with the policy's backstop period, read budget and thread count.
-    pub fn for_policy(policy: &crate::policy::Policy) -> FileHasher {
-        let mut hasher = FileHasher::default();
+    /// A hasher with the policy's backstop period, read budget and thread count, whose reads
+    /// are stopped by `reads`' lifeline and never give out its secrets.
+    pub fn for_policy(policy: &crate::policy::Policy, reads: ReadContext) -> FileHasher {
+        let mut hasher = FileHasher {
+            reads,
+            ..FileHasher::default()
+        };
         hasher.apply(policy);
         hasher
     }
@@ -234,7 +242,7 @@ impl FileHasher {
 
     /// Sets the read budget in bytes per second shared by every reading thread.
     pub fn set_rate_limit(&mut self, limit: Option<u64>) {
-        self.budget = Mutex::new(Budget::new(limit));
+        self.reads.set_limit(limit);
     }
 
     /// Examines `path`, answering from memory when its version is unchanged and its
@@ -432,10 +440,10 @@ impl FileHasher {
             .as_ref()
             .is_some_and(|m| crate::reading::reader::is_long(m.size()))
         {
-            crate::live::sentinel::long_read();
+            self.arm.long_read();
         }
         let before = self.reader.bytes;
-        let result = self.reader.read_stated(path, &self.budget, stated);
+        let result = self.reader.read_stated(path, &self.reads, stated);
         self.bytes_hashed += self.reader.bytes - before;
         let chunks = std::mem::take(&mut self.reader.last_chunks);
         (
@@ -453,9 +461,9 @@ impl FileHasher {
             return None;
         }
         let known = self.known.get(path)?.clone();
-        crate::live::sentinel::long_read();
+        self.arm.long_read();
         let (verdict, read) =
-            crate::reading::chunks::verify(path, &known, self.threads, &self.budget, prove);
+            crate::reading::chunks::verify(path, &known, self.threads, &self.reads, prove);
         self.bytes_hashed += read;
         let version = match verdict {
             crate::reading::chunks::Verdict::Same(version) => version,

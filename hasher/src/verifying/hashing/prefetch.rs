@@ -24,7 +24,7 @@ impl FileHasher {
         let next = AtomicUsize::new(0);
         type Done = (usize, ReadResult, Vec<[u8; 32]>, Sealing, Proof);
         let done: Mutex<Vec<Done>> = Mutex::new(Vec::with_capacity(todo.len()));
-        let budget = &self.budget;
+        let (reads, arm) = (&self.reads, &self.arm);
         let take_chunks = self.threads > 1;
         let seals = self.reader.seals;
         let bytes: u64 = std::thread::scope(|s| {
@@ -39,9 +39,9 @@ impl FileHasher {
                     };
                     reader.prove = *prove;
                     if crate::reading::reader::is_long(*size) {
-                        crate::live::sentinel::long_read();
+                        arm.long_read();
                     }
-                    let result = reader.read(path, budget);
+                    let result = reader.read(path, reads);
                     let chunks = std::mem::take(&mut reader.last_chunks);
                     done.lock().unwrap_or_else(|p| p.into_inner()).push((
                         i,

@@ -21,7 +21,7 @@ impl FileHasher {
         let now_ms = self.ms_since_born(Instant::now());
         let bound = self.seals.get(path).filter(|b| now_ms < b.due_ms)?.clone();
         // No seal now (cleared, or the file replaced by an unsealed one): the ordinary read.
-        let (seal, opened) = crate::reading::verity::look(path)?;
+        let (seal, opened) = crate::reading::verity::look(path, &self.reads.secrets)?;
         let key = self.keys.of(path);
         let names_bound = expect.filter(|e| e.hash.0 == bound.sha && e.size == bound.size);
         if seal != bound.seal {
@@ -84,7 +84,9 @@ impl FileHasher {
         {
             return false;
         }
-        if !self.seals.is_sealed(path) && crate::reading::verity::look(path).is_some() {
+        if !self.seals.is_sealed(path)
+            && crate::reading::verity::look(path, &self.reads.secrets).is_some()
+        {
             self.forget(path);
         }
         true

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::reading::budget::Budget;
+use crate::reading::context::ReadContext;
 use crate::reading::reader::Reader;
 use crate::reading::version::Version;
 use crate::verifying::hashing::settling::Settled;
@@ -85,12 +85,8 @@ fn plan(dir: &Path) -> Result<Plan, String> {
     })
 }
 
-/// Streams a planned artifact through `reader` under `budget`: its digest and total size.
-fn compute(
-    plan: &Plan,
-    reader: &mut Reader,
-    budget: &Mutex<Budget>,
-) -> Result<(String, u64), String> {
+/// Streams a planned artifact through `reader` under `reads`' budget: its digest and total size.
+fn compute(plan: &Plan, reader: &mut Reader, reads: &ReadContext) -> Result<(String, u64), String> {
     let mut sha = Sha256::new();
     sha.update(DIR_DOMAIN);
     let prefix = plan.dir.as_os_str().as_bytes().len() + 1;
@@ -106,7 +102,7 @@ fn compute(
         let file = crate::reading::resolve::open_no_symlinks(f)
             .map_err(|e| format!("{}: {e}", f.display()))?;
         let before = file.metadata().map_err(|e| e.to_string())?;
-        if crate::reading::secrets::is_secret_inode(&before) {
+        if reads.secrets.is_inode(&before) {
             return Err(format!(
                 "{}: is the HMAC key or the service token; never read",
                 f.display()
@@ -125,7 +121,7 @@ fn compute(
         sha.update(rel);
         sha.update(before.size().to_be_bytes());
         let n = reader
-            .feed(&file, &mut sha, budget, *version)
+            .feed(&file, &mut sha, reads, *version)
             .map_err(|e| format!("{}: {e}", f.display()))?;
         let after = file.metadata().map_err(|e| e.to_string())?;
         if n != before.size() || Version::of(&after) != *version {
@@ -207,11 +203,11 @@ fn read_planned(hasher: &mut FileHasher, todo: &mut [(usize, Plan)]) -> Vec<(usi
     let todo = &*todo;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, DirDigest)>> = Mutex::new(Vec::new());
-    let budget = &hasher.budget;
+    let reads = &hasher.reads;
     let work = |reader: &mut Reader| loop {
         let k = next.fetch_add(1, Ordering::Relaxed);
         let Some((i, p)) = todo.get(k) else { break };
-        let r = compute(p, reader, budget);
+        let r = compute(p, reader, reads);
         results
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -274,7 +274,7 @@ fn dir_finding(
     match digest {
         Ok((hash, size)) if hash == m.sha256 && size == m.size => {
             let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
-            (sealing && !crate::verifying::dirseals::all_sealed(path))
+            (sealing && !crate::verifying::dirseals::all_sealed(path, &hasher.reads.secrets))
                 .then(|| protocol::Finding::NotSealed.as_str().into())
         }
         Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.as_str().into()),

@@ -125,7 +125,7 @@ impl<'a> Comparison<'a> {
             // Not read either way; a hard link or bind mount of a secret says what it is.
             let meta = stated.or_else(|| std::fs::symlink_metadata(path).ok());
             let marker = match meta {
-                Some(m) if crate::reading::secrets::is_secret_inode(&m) => {
+                Some(m) if self.hasher.reads.secrets.is_inode(&m) => {
                     protocol::Finding::SecretFile.as_str()
                 }
                 _ => protocol::Finding::Unregistered.as_str(),

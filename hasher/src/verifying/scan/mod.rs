@@ -157,6 +157,9 @@ impl Verifier {
             }
         }
         let made = making.made;
+        if self.hasher.reads.lifeline.cut() {
+            return Err(crate::reading::lifeline::ApiGone.into());
+        }
         let count = made.slots.len();
         if count > MAX_ENTRIES || made.entries.len() != count {
             return Err(BaselineRefused::TooMany {
