@@ -1,7 +1,7 @@
 //! integrity-monitor's api: unprivileged, keyless. It drives the hasher, runs the state
 //! machine, serves HTTP and keeps the audit log.
 #![deny(unsafe_code)]
-// The cast lints: why, and why not the hasher yet, beside `[workspace.lints]` (Cargo.toml).
+// The cast lints: why, beside `[workspace.lints]` (Cargo.toml).
 #![warn(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,

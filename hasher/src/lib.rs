@@ -2,6 +2,12 @@
 //! api over the channel on fd 3 with signed baselines and scan reports.
 
 #![deny(unsafe_code)]
+// The cast lints: why, beside `[workspace.lints]` (Cargo.toml).
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 // The hasher by job; calls flow one way: server → verifying → reading, storing, live → reading
 // (tests/layout.rs checks it).

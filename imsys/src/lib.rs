@@ -2,7 +2,7 @@
 //! privilege, install their seccomp filters (kept as data, per architecture), and log so that
 //! journald keeps each line's priority.
 #![deny(unsafe_code)]
-// The cast lints: why, and why not the hasher yet, beside `[workspace.lints]` (Cargo.toml).
+// The cast lints: why, beside `[workspace.lints]` (Cargo.toml).
 #![warn(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,

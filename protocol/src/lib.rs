@@ -3,7 +3,7 @@
 //! No I/O lives here: the crate turns typed messages into bounded datagrams and back, and defines
 //! the exact bytes the HMAC key signs, so both processes (and offline tools) agree on them.
 #![forbid(unsafe_code)]
-// The cast lints: why, and why not the hasher yet, beside `[workspace.lints]` (Cargo.toml).
+// The cast lints: why, beside `[workspace.lints]` (Cargo.toml).
 #![warn(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,

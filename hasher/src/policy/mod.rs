@@ -337,7 +337,7 @@ mod tests {
         let p = Policy::parse(&list(MAX_LISTED)).expect("the budget's worth");
         assert_eq!(p.files.len(), MAX_LISTED);
         assert!(p.files.windows(2).all(|w| w[0].0 < w[1].0), "kept sorted");
-        assert!(list(MAX_LISTED).len() < MAX_POLICY_BYTES as usize);
+        assert!(list(MAX_LISTED).len() < usize::try_from(MAX_POLICY_BYTES).expect("fits"));
         let e = err(&list(MAX_LISTED + 1));
         assert!(
             e.contains("service_binaries") && e.contains("more than 100000"),

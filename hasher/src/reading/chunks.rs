@@ -241,7 +241,7 @@ mod tests {
         }
         let got = c.finish();
         let want: Vec<[u8; 32]> = data
-            .chunks(CHUNK as usize)
+            .chunks(usize::try_from(CHUNK).expect("fits"))
             .map(|c| Sha256::digest(c).into())
             .collect();
         assert_eq!(got.len(), 3);
@@ -258,7 +258,8 @@ mod tests {
             .expect("create")
             .set_len(size)
             .expect("set_len");
-        let zeros: [u8; 32] = Sha256::digest(vec![0u8; CHUNK as usize]).into();
+        let zeros: [u8; 32] =
+            Sha256::digest(vec![0u8; usize::try_from(CHUNK).expect("fits")]).into();
         let known = Known {
             hash: String::new(),
             size,
@@ -302,7 +303,7 @@ mod tests {
         // One byte in each chunk in turn, the last (short) one included.
         for at in [0, CHUNK + 17, 2 * CHUNK + 1000] {
             let mut changed = data.clone();
-            changed[at as usize] ^= 1;
+            changed[usize::try_from(at).expect("fits")] ^= 1;
             std::fs::write(&path, &changed).expect("write");
             let (v, _) = verify(&path, &known, 2, &reads, true);
             assert_eq!(v, Verdict::Differs, "byte {at}");

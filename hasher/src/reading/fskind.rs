@@ -55,7 +55,8 @@ impl FsKind {
 /// trusted as such: a read-only bind of a tmpfs, or an overlay, is written where it lies.
 pub fn classify(magic: FsType) -> FsKind {
     // Magic numbers from linux/magic.h; nix names only some of them.
-    let m = magic.0 as u64;
+    // `f_type` is a signed word holding an unsigned magic: the same bits.
+    let m = magic.0.cast_unsigned();
     match m {
         0xEF53 | 0x5846_5342 | 0x9123_683E | 0xF2F5_2010 => FsKind::Tracked,
         0xE0F5_E1E2 | 0x7371_7368 | 0x9660 | 0x28CD_3D45 | 0x7275 => FsKind::ReadOnly,
@@ -108,7 +109,7 @@ mod tests {
 
     #[test]
     fn only_writeback_and_read_only_filesystems_are_trusted_and_remote_ones_refused() {
-        let kind = |m: u64| classify(FsType(m as _));
+        let kind = |m: u64| classify(FsType(m.cast_signed()));
         for ext4_xfs_btrfs_f2fs in [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010] {
             assert_eq!(kind(ext4_xfs_btrfs_f2fs), FsKind::Tracked);
         }

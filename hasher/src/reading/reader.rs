@@ -434,7 +434,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let reads = ReadContext::default();
         let mut reader = Reader::default();
-        let min = DROP_BEHIND as usize;
+        let min = usize::try_from(DROP_BEHIND).expect("fits");
         for len in [
             0,
             1,
@@ -444,7 +444,9 @@ mod tests {
             min + 1,
             min + 3 * BUF_SIZE + 17,
         ] {
-            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let data: Vec<u8> = (0..len)
+                .map(|i| u8::try_from(i % 251).expect("below 251"))
+                .collect();
             let f = dir.path().join(format!("f{len}"));
             std::fs::write(&f, &data).expect("write");
             let (outcome, version) = reader.read(&f, &reads);

@@ -65,7 +65,8 @@ pub struct Version([i64; 7]);
 impl Version {
     /// The device this version's file is on.
     pub fn dev(&self) -> u64 {
-        self.0[0] as u64
+        // Held as i64 bit for bit (see `of`): the same bits back.
+        self.0[0].cast_unsigned()
     }
 
     /// The file size this version has.
@@ -76,9 +77,10 @@ impl Version {
     /// The version `m` describes.
     pub(crate) fn of(m: &Metadata) -> Version {
         Version([
-            m.dev() as i64,
-            m.ino() as i64,
-            m.size() as i64,
+            // Identities, compared and fingerprinted, never counted: kept bit for bit.
+            m.dev().cast_signed(),
+            m.ino().cast_signed(),
+            m.size().cast_signed(),
             m.mtime(),
             m.mtime_nsec(),
             m.ctime(),
@@ -95,8 +97,8 @@ impl Version {
             chunk.copy_from_slice(&v.to_le_bytes());
         }
         // Nanoseconds are below 10^9: the low 32 bits are all of them.
-        out[40..44].copy_from_slice(&(mtime_ns as u32).to_le_bytes());
-        out[44..48].copy_from_slice(&(ctime_ns as u32).to_le_bytes());
+        out[40..44].copy_from_slice(&mtime_ns.to_le_bytes()[..4]);
+        out[44..48].copy_from_slice(&ctime_ns.to_le_bytes()[..4]);
         out
     }
 }

@@ -245,7 +245,9 @@ impl Server {
             Request::RebaselineChallenge => match self.challenges.issue() {
                 Ok(challenge) => Response::Challenge {
                     challenge,
-                    ttl_ms: crate::storing::authority::TTL.as_millis() as u64,
+                    // A constant of minutes: it fits; were it not to, the longest said.
+                    ttl_ms: u64::try_from(crate::storing::authority::TTL.as_millis())
+                        .unwrap_or(u64::MAX),
                 },
                 Err(e) => error(
                     ErrorKind::BaselineFailed,

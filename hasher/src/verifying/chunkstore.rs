@@ -87,7 +87,8 @@ fn record(file: &mut Reading) -> Result<(String, Known), String> {
     if count > MAX_CHUNKS || count != size.div_ceil(CHUNK) {
         return Err(format!("{FILE}: {count} chunks for {size} bytes"));
     }
-    let mut chunks = Vec::with_capacity(count as usize);
+    // At most MAX_CHUNKS, checked above; the capacity is only a hint either way.
+    let mut chunks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     for _ in 0..count {
         chunks.push(file.take::<32>()?);
     }
@@ -157,7 +158,7 @@ mod tests {
         Known {
             hash: format!("{fill:02x}").repeat(32),
             size,
-            chunks: vec![[fill; 32]; size.div_ceil(CHUNK) as usize],
+            chunks: vec![[fill; 32]; usize::try_from(size.div_ceil(CHUNK)).expect("fits")],
         }
     }
 
@@ -269,7 +270,7 @@ mod tests {
             "proven by its chunks, not read in order"
         );
         let mut edited = data;
-        edited[CHUNK as usize + 3] ^= 1;
+        edited[usize::try_from(CHUNK).expect("fits") + 3] ^= 1;
         std::fs::write(&big, &edited).expect("write");
         let mut h = restarted();
         let (outcome, want) = check(&mut h);

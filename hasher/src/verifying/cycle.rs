@@ -94,6 +94,11 @@ impl Cycle {
     pub fn slice_at(&mut self, now: Instant, baseline: &Manifest) -> Vec<PathBuf> {
         let ahead = now.saturating_duration_since(self.started) + SLICE_PERIOD;
         let share = ahead.as_secs_f64() / self.interval.as_secs_f64().max(f64::EPSILON);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a float's `as` saturates (a share past the end: all; NaN: none), as wanted here"
+        )]
         let due = (self.total as f64 * share).ceil() as usize;
         let mut out = Vec::new();
         while self.handed < due {

@@ -738,7 +738,7 @@ mod tests {
                 assert!(size <= now.len() as u64);
                 assert_eq!(
                     hash,
-                    digest_of(&now[..size as usize]),
+                    digest_of(&now[..usize::try_from(size).expect("fits")]),
                     "digest matches a real version of the file"
                 );
             }
@@ -776,7 +776,7 @@ mod tests {
         );
         // A change in the second chunk: found, then read whole for its digest.
         let mut changed = data.clone();
-        changed[(crate::reading::chunks::CHUNK + 5) as usize] ^= 0xff;
+        changed[usize::try_from(crate::reading::chunks::CHUNK + 5).expect("fits")] ^= 0xff;
         std::fs::write(&f, &changed).expect("write");
         h.forget(&f);
         assert_eq!(
@@ -799,7 +799,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
         let data: Vec<u8> = (0..(3 * crate::reading::budget::BUF_SIZE + 123))
-            .map(|i| (i % 251) as u8)
+            .map(|i| u8::try_from(i % 251).expect("below 251"))
             .collect();
         std::fs::write(&f, &data).expect("write");
         let mut h = FileHasher::default();
