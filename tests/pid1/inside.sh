@@ -113,13 +113,16 @@ systemd-socket-activate -a --inetd --seqpacket -l /run/im-probe/seqpacket.sock -
 P2=$!
 systemd-socket-activate --datagram -l /run/im-probe/dgram.sock /bin/sh -c 'exec cat <&3 >> /run/im-probe/dgram.got' >/dev/null 2>&1 &
 P3=$!
-sleep 0.3
-check "#38 targets live from outside: stream by path and abstract (curl), datagram (logger), D-Bus, /dev/log into the journal" sh -c "
-  curl -s --http0.9 -m 3 --unix-socket /run/im-probe/stream.sock http://x/ | grep -q reached &&
-  curl -s --http0.9 -m 3 --abstract-unix-socket im-probe-stream http://x/ | grep -q reached &&
-  logger -d -u /run/im-probe/dgram.sock im-probe-outside && sleep 0.3 && grep -q im-probe-outside /run/im-probe/dgram.got &&
-  test -S /run/dbus/system_bus_socket && logger -u /dev/log im-probe-devlog && sleep 0.5 &&
-  journalctl -b -o cat --no-pager | grep -q im-probe-devlog"
+# Under load the listeners, the datagram's reader and the journal lag: each is waited for (5 s).
+eventually() { for _ in $(seq 50); do "$@" && return 0; sleep 0.1; done; return 1; }
+export -f eventually
+eventually test -S /run/im-probe/stream.sock -a -S /run/im-probe/seqpacket.sock -a -S /run/im-probe/dgram.sock
+check "#38 targets live from outside: stream by path and abstract (curl), datagram (logger), D-Bus, /dev/log into the journal" bash -c "
+  eventually sh -c 'curl -s --http0.9 -m 3 --unix-socket /run/im-probe/stream.sock http://x/ | grep -q reached' &&
+  eventually sh -c 'curl -s --http0.9 -m 3 --abstract-unix-socket im-probe-stream http://x/ | grep -q reached' &&
+  logger -d -u /run/im-probe/dgram.sock im-probe-outside && eventually grep -q im-probe-outside /run/im-probe/dgram.got &&
+  test -S /run/dbus/system_bus_socket && logger -u /dev/log im-probe-devlog &&
+  eventually sh -c 'journalctl -b -o cat --no-pager | grep -q im-probe-devlog'"
 g=$(probe_here '--hasher-socket /run/im-probe/seqpacket.sock' unix-seqpacket /run/im-probe/seqpacket.sock)
 check "#38 control: outside the unit, the same walls under --hasher-socket reach another SEQPACKET socket: the namespace is the wall below ($g)" test "$g" = allowed
 g=$(probe_here --insecure-no-sandbox unix-seqpacket @im-probe-seqpacket)
