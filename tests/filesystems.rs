@@ -85,51 +85,6 @@ fn ctime(p: &Path) -> (i64, i64) {
     (m.ctime(), m.ctime_nsec())
 }
 
-/// A writable `MAP_SHARED` mapping of a file, unmapped when dropped.
-struct Mapping {
-    at: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn of(path: &Path) -> Mapping {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        let len = file.metadata().unwrap().len() as usize;
-        // SAFETY: a fresh shared mapping of `len` bytes of a file opened read-write, touched
-        // only through `poke` within its bounds, and unmapped once, on drop.
-        let at = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(at, libc::MAP_FAILED);
-        Mapping { at: at.cast(), len }
-    }
-
-    /// Writes `byte` at offset 0 (volatile: not elided).
-    fn poke(&self, byte: u8) {
-        // SAFETY: offset 0 of a live mapping of at least one byte.
-        unsafe { self.at.write_volatile(byte) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `of`, unmapped once.
-        unsafe { libc::munmap(self.at.cast(), self.len) };
-    }
-}
-
 /// tmpfs has no writeback, so nothing ever write-protects a shared mapping of its files: after
 /// the first write fault (which moves the times, and which the hasher reads), every later
 /// write through the mapping is silent — no timestamp, no event, no fault. Files there are
@@ -413,37 +368,19 @@ fn attack_a_mapped_write_with_the_clock_set_to_the_files_ctime_is_found() {
         .open(&link)
         .unwrap();
     std::fs::remove_file(&link).unwrap();
-    let len = file.metadata().unwrap().len() as usize;
-    // SAFETY: a shared mapping of the file's bytes, unmapped below.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(map, libc::MAP_FAILED);
-    let page = map.cast::<u8>();
-    // SAFETY: within the mapping.
-    let first = unsafe { page.read_volatile() };
+    let map = Mapping::of_file(&file);
     // Step 1: the same byte, at the real time (clears the inode's "ctime queried" flag).
-    // SAFETY: within the mapping.
-    unsafe { page.write_volatile(first) };
+    map.poke(map.peek());
     write_back(file.as_raw_fd());
     // Step 2: the clock at the remembered ctime for the one fault.
     let target = i128::from(remembered.3) * 1_000_000_000 + i128::from(remembered.4);
     let (mono0, real0) = (clock(libc::CLOCK_MONOTONIC), clock(libc::CLOCK_REALTIME));
     set_realtime(target);
-    // SAFETY: within the mapping.
-    unsafe { page.write_volatile(b'X') };
+    map.poke(b'X');
     let mono1 = clock(libc::CLOCK_MONOTONIC);
     set_realtime(real0 + (mono1 - mono0));
     // Gone: unmapped and closed (the close's event goes to `outside`, unwatched).
-    // SAFETY: the mapping made above, once.
-    unsafe { libc::munmap(map, len) };
+    drop(map);
     drop(file);
     assert_eq!(stamps(&model), remembered, "no stat can tell");
     assert_eq!(
@@ -453,8 +390,6 @@ fn attack_a_mapped_write_with_the_clock_set_to_the_files_ctime_is_found() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let s = m.scan();
-    eprintln!("after the attack: {s}");
-    eprintln!("verify: {}", m.verify_code());
     assert_ne!(s["state"], "trusted", "tampered model, yet trusted: {s}");
     assert_eq!(m.verify_code(), 503);
 }

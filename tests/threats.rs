@@ -353,34 +353,13 @@ fn the_bearer_rebaseline_is_an_explicit_policy_choice() {
 /// with the tampering in the page cache.
 #[test]
 fn a_write_through_a_shared_mapping_into_a_once_dirtied_page_is_seen_after_one_read() {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let a = Appliance::with_options("scan_interval: 1h\n");
     let m = Running::start(&a);
     let model = a.path("models/a.gguf");
-    let len = std::fs::metadata(&model).unwrap().len() as usize;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&model)
-        .unwrap();
-    // SAFETY: a fresh shared mapping of `len` bytes of a file we opened read-write; only
-    // this test touches it, within its bounds, and it is unmapped below.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(map, libc::MAP_FAILED);
-    drop(file);
-    let page = map.cast::<u8>();
-    // SAFETY: within the mapping; volatile so the writes are not elided.
-    unsafe { page.write_volatile(page.read_volatile()) };
+    let len = std::fs::metadata(&model).unwrap().len();
+    let map = Mapping::of(&model);
+    map.poke(map.peek());
     let first = m.scan();
     assert_eq!(first["state"], "trusted", "the same bytes: {first}");
     let report = &first["last_report"]["report"];
@@ -395,8 +374,7 @@ fn a_write_through_a_shared_mapping_into_a_once_dirtied_page_is_seen_after_one_r
         (md.ctime(), md.ctime_nsec())
     };
     let before = times(&model);
-    // SAFETY: as above.
-    unsafe { page.write_volatile(b'X') };
+    map.poke(b'X');
     assert_ne!(
         times(&model),
         before,
@@ -411,6 +389,4 @@ fn a_write_through_a_shared_mapping_into_a_once_dirtied_page_is_seen_after_one_r
     assert_eq!(m.verify_code(), 503);
     let s = m.status();
     assert_eq!(s["active_violations"][0]["path"], path_str(&model), "{s}");
-    // SAFETY: the mapping made above, unmapped once.
-    unsafe { libc::munmap(map, len) };
 }

@@ -116,32 +116,38 @@ pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
     let (mut unsealed, mut sealed) = (0u64, 0usize);
     // The key and token are not loaded for a check: no file is one of them yet.
     let no_secrets = crate::reading::secrets::Secrets::default();
-    let mut count = |path: &std::path::Path| {
-        let Ok(m) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        if !m.file_type().is_file() {
-            return;
-        }
+    each_watched_file(policy, |path, m| {
         if policy.fsverity.enabled() && crate::reading::verity::look(path, &no_secrets).is_some() {
             sealed += 1;
         } else {
-            unsealed = unsealed.saturating_add(std::os::unix::fs::MetadataExt::size(&m));
+            unsealed = unsealed.saturating_add(std::os::unix::fs::MetadataExt::size(m));
+        }
+    });
+    (unsealed, sealed)
+}
+
+/// Calls `each` with every regular file the policy watches and its `lstat`: the listed files,
+/// and the model dirs walked as a scan walks them. Nothing is read.
+fn each_watched_file(policy: &Policy, mut each: impl FnMut(&std::path::Path, &std::fs::Metadata)) {
+    let mut one = |path: &std::path::Path| {
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if m.file_type().is_file() {
+                each(path, &m);
+            }
         }
     };
     for (path, _) in &policy.files {
-        count(path);
+        one(path);
     }
     for dir in &policy.model_dirs {
         for batch in crate::verifying::walk::Walk::new(dir, 0, policy.max_watched_files) {
             for (path, what) in &batch {
                 if matches!(what, crate::verifying::walk::Found::File) {
-                    count(path);
+                    one(path);
                 }
             }
         }
     }
-    (unsealed, sealed)
 }
 
 /// The policy's listed files and model dirs that are on FUSE or a network filesystem (see
@@ -176,30 +182,13 @@ fn read_every_sweep(options: &Options, policy: &Policy) {
     use std::os::unix::fs::MetadataExt;
     let mut kinds = Kinds::default();
     let (mut files, mut bytes, mut names) = (0usize, 0u64, std::collections::BTreeSet::new());
-    let mut count = |path: &std::path::Path| {
-        let Ok(m) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        if let (true, FsKind::ReadEverySweep(fs)) =
-            (m.file_type().is_file(), kinds.of(m.dev(), path))
-        {
+    each_watched_file(policy, |path, m| {
+        if let FsKind::ReadEverySweep(fs) = kinds.of(m.dev(), path) {
             files += 1;
             bytes = bytes.saturating_add(m.size());
             names.insert(fs);
         }
-    };
-    for (path, _) in &policy.files {
-        count(path);
-    }
-    for dir in &policy.model_dirs {
-        for batch in crate::verifying::walk::Walk::new(dir, 0, policy.max_watched_files) {
-            for (path, what) in &batch {
-                if matches!(what, crate::verifying::walk::Found::File) {
-                    count(path);
-                }
-            }
-        }
-    }
+    });
     if files > 0 {
         let names: Vec<&str> = names.into_iter().collect();
         eprintln!(

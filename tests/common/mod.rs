@@ -592,3 +592,61 @@ pub fn doc_block(page: &str, marker: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A writable `MAP_SHARED` mapping of a file, unmapped when dropped.
+pub struct Mapping {
+    at: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps `path`, opened read-write (the descriptor is closed at once: the mapping stays).
+    pub fn of(path: &Path) -> Mapping {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        Mapping::of_file(&file)
+    }
+
+    /// Maps `file`, open read-write, whole.
+    pub fn of_file(file: &std::fs::File) -> Mapping {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(file.metadata().unwrap().len()).unwrap();
+        assert!(len > 0, "an empty file cannot be mapped");
+        // SAFETY: a fresh shared mapping of `len` bytes of a file opened read-write, touched
+        // only through `peek` and `poke` within its bounds, and unmapped once, on drop.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        Mapping { at: at.cast(), len }
+    }
+
+    /// The byte at offset 0 (volatile: read from the page).
+    pub fn peek(&self) -> u8 {
+        // SAFETY: offset 0 of a live mapping of at least one byte.
+        unsafe { self.at.read_volatile() }
+    }
+
+    /// Writes `byte` at offset 0 (volatile: not elided).
+    pub fn poke(&self, byte: u8) {
+        // SAFETY: offset 0 of a live mapping of at least one byte.
+        unsafe { self.at.write_volatile(byte) };
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of_file`, unmapped once.
+        unsafe { libc::munmap(self.at.cast(), self.len) };
+    }
+}
