@@ -447,7 +447,7 @@ fn incident_bodies_stay_under_64_kib() {
         category: protocol::Category::ModelFile,
         path: format!("/{}", "m".repeat(4000)),
         expected_hash: "none".into(),
-        actual_hash: "unregistered".into(),
+        actual_hash: protocol::Finding::Unregistered.into(),
         action: protocol::Action::QuarantineModel,
     };
     let many = vec![v; 256];

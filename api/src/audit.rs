@@ -469,7 +469,7 @@ mod tests {
             category: protocol::Category::ModelFile,
             path: "/var/lib/m/a.gguf".into(),
             expected_hash: "a".repeat(64),
-            actual_hash: "b".repeat(64),
+            actual_hash: protocol::Actual::Digest(protocol::hexfmt::Sha256Digest([0xbb; 32])),
             action: protocol::Action::QuarantineModel,
         };
         let made = |generation, entries, signed, created_at: &str| Made {

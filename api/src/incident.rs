@@ -130,7 +130,10 @@ pub fn body(
                 format!("violation_{i}_expected_hash"),
                 v.expected_hash.clone(),
             );
-            put(format!("violation_{i}_actual_hash"), v.actual_hash.clone());
+            put(
+                format!("violation_{i}_actual_hash"),
+                v.actual_hash.to_string(),
+            );
         }
         let v = json!({
             "class": class,

@@ -269,7 +269,7 @@ mod tests {
             category: Category::ServiceBinary,
             path: path.into(),
             expected_hash: "a".repeat(64),
-            actual_hash: "b".repeat(64),
+            actual_hash: protocol::Actual::Digest(protocol::hexfmt::Sha256Digest([0xbb; 32])),
             action: Action::DegradeAppliance,
         }
     }

@@ -58,7 +58,7 @@ fn main() {
         category: protocol::Category::ModelFile,
         path: format!("{}/{}", models.display(), "x".repeat(200)),
         expected_hash: "ab".repeat(32),
-        actual_hash: "cd".repeat(32),
+        actual_hash: protocol::Actual::Digest(protocol::hexfmt::Sha256Digest([0xcd; 32])),
         action: protocol::Category::ModelFile.action(),
     };
     dirty.violations = vec![v; 256];

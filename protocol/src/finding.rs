@@ -1,8 +1,11 @@
 //! What a check can find besides a digest: the markers a violation's `actual_hash` carries,
 //! one enum, written as exactly the strings the Go service and earlier reports used. A new
-//! kind is one arm here; every `match` on it then asks for its handling.
+//! kind is one arm here; every `match` on it then asks for its handling. And the `Actual` a
+//! violation carries: a digest or one of these, typed inside and today's string outside.
 
 use serde::{Deserialize, Serialize};
+
+use crate::hexfmt::Sha256Digest;
 
 /// A finding that is not a digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,6 +124,83 @@ impl std::fmt::Display for Finding {
     }
 }
 
+/// What a check found of a file: its digest, or a finding in place of one. Written as the one
+/// string reports have always carried in `actual_hash` (64 lower-case hex digits, or the
+/// finding's marker), and read back from nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Actual {
+    /// The file's SHA-256.
+    Digest(Sha256Digest),
+    /// What was found instead of a digest.
+    Finding(Finding),
+}
+
+impl Actual {
+    /// The actual `text` spells: a digest's 64 lower-case hex digits or a finding's marker.
+    pub fn parse(text: &str) -> Option<Actual> {
+        Sha256Digest::from_hex(text)
+            .map(Actual::Digest)
+            .or_else(|| Finding::parse(text).map(Actual::Finding))
+    }
+
+    /// The finding, when it is one.
+    pub fn finding(self) -> Option<Finding> {
+        match self {
+            Actual::Finding(f) => Some(f),
+            Actual::Digest(_) => None,
+        }
+    }
+}
+
+impl From<Finding> for Actual {
+    fn from(f: Finding) -> Actual {
+        Actual::Finding(f)
+    }
+}
+
+impl From<Sha256Digest> for Actual {
+    fn from(d: Sha256Digest) -> Actual {
+        Actual::Digest(d)
+    }
+}
+
+impl std::fmt::Display for Actual {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actual::Digest(d) => d.fmt(f),
+            Actual::Finding(x) => f.write_str(x.as_str()),
+        }
+    }
+}
+
+// By hand, not derived: the string form is what every signed report, audit record and
+// attestation already holds, in every format (the channel's postcard included).
+impl Serialize for Actual {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actual {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Actual;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a SHA-256 digest as 64 lower-case hex digits, or a finding")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Actual, E> {
+                Actual::parse(v).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "{v:?} is neither a SHA-256 hex digest nor a known finding"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +240,29 @@ mod tests {
             None,
             "an expected_hash, not a finding"
         );
+    }
+
+    #[test]
+    fn an_actual_is_written_and_read_as_todays_string() {
+        let hex = "0123456789abcdef".repeat(4);
+        let digest = Actual::Digest(Sha256Digest::from_hex(&hex).expect("digest"));
+        for (actual, text) in [
+            (digest, hex.as_str()),
+            (Actual::Finding(Finding::Missing), "missing"),
+            (Finding::UntrustedFilesystem.into(), "untrusted_filesystem"),
+        ] {
+            assert_eq!(actual.to_string(), text);
+            let json = serde_json::to_string(&actual).expect("serialises");
+            assert_eq!(json, format!("\"{text}\""));
+            let back: Actual = serde_json::from_str(&json).expect("parses");
+            assert_eq!(back, actual);
+            let wire = postcard::to_allocvec(&actual).expect("serialises");
+            assert_eq!(postcard::from_bytes::<Actual>(&wire).ok(), Some(actual));
+        }
+        // What validation refused as a string is now refused as it is read.
+        for bad in ["none", "<script>", &hex.to_uppercase(), "", "Missing"] {
+            assert_eq!(Actual::parse(bad), None, "{bad}");
+            assert!(serde_json::from_str::<Actual>(&format!("\"{bad}\"")).is_err());
+        }
     }
 }

@@ -77,24 +77,6 @@ impl std::fmt::Debug for Sha256Digest {
     }
 }
 
-impl PartialEq<str> for Sha256Digest {
-    fn eq(&self, other: &str) -> bool {
-        Sha256Digest::from_hex(other).is_some_and(|d| d == *self)
-    }
-}
-
-impl PartialEq<String> for Sha256Digest {
-    fn eq(&self, other: &String) -> bool {
-        *self == *other.as_str()
-    }
-}
-
-impl PartialEq<Sha256Digest> for String {
-    fn eq(&self, other: &Sha256Digest) -> bool {
-        *other == *self.as_str()
-    }
-}
-
 impl serde::Serialize for Sha256Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_hex())
@@ -136,7 +118,7 @@ mod tests {
         let hex = "0123456789abcdef".repeat(4);
         let d = Sha256Digest::from_hex(&hex).expect("digest");
         assert_eq!(d.to_hex(), hex);
-        assert!(d == *hex.as_str() && hex == d);
+        assert_eq!(d.to_string(), hex);
         assert_eq!(serde_json::to_string(&d).ok(), Some(format!("\"{hex}\"")));
         let back: Sha256Digest = serde_json::from_str(&format!("\"{hex}\"")).expect("parses");
         assert_eq!(back, d);

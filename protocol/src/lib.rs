@@ -28,6 +28,6 @@ pub mod standing;
 pub mod token;
 
 pub use category::{Action, Category};
-pub use finding::Finding;
+pub use finding::{Actual, Finding};
 pub use frame::{FrameError, Reassembler, MAX_FRAME, MAX_MESSAGE};
 pub use message::{Envelope, Request, Response, PROTOCOL_VERSION};

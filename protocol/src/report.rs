@@ -71,8 +71,8 @@ pub struct Violation {
     pub path: String,
     /// SHA-256 hex from the baseline, or `"none"`.
     pub expected_hash: String,
-    /// SHA-256 hex found now, or a marker such as `"missing"`.
-    pub actual_hash: String,
+    /// The digest found now, or a finding such as `"missing"` (written as today's string).
+    pub actual_hash: crate::finding::Actual,
     /// Consequence, fixed by the category.
     pub action: Action,
 }
@@ -212,17 +212,14 @@ impl Violation {
     pub fn validate(&self) -> Result<(), ReportError> {
         check_time("detected_at", &self.detected_at)?;
         check_path("path", &self.path)?;
-        for (field, value) in [
-            ("expected_hash", &self.expected_hash),
-            ("actual_hash", &self.actual_hash),
-        ] {
-            let marker = value == NONE || crate::Finding::parse(value).is_some();
-            if !is_sha256_hex(value) && !marker {
-                return Err(bad(
-                    field,
-                    "neither a SHA-256 hex digest nor a known marker",
-                ));
-            }
+        // `actual_hash` is typed: its form was checked as it was read.
+        let value = &self.expected_hash;
+        let marker = value == NONE || crate::Finding::parse(value).is_some();
+        if !is_sha256_hex(value) && !marker {
+            return Err(bad(
+                "expected_hash",
+                "neither a SHA-256 hex digest nor a known marker",
+            ));
         }
         if self.action != self.category.action() {
             return Err(bad("action", "does not match the category"));
@@ -289,7 +286,7 @@ pub(crate) mod tests {
             category: Category::ModelFile,
             path: "/var/lib/m/a.gguf".into(),
             expected_hash: NONE.into(),
-            actual_hash: crate::Finding::Unregistered.as_str().into(),
+            actual_hash: crate::Finding::Unregistered.into(),
             action: Action::QuarantineModel,
         }
     }
@@ -382,8 +379,13 @@ pub(crate) mod tests {
         v.path = "/a/../etc/shadow".into();
         assert!(report(vec![v]).sign(None).validate().is_err());
         let mut v = violation();
-        v.actual_hash = "<script>".into();
+        v.expected_hash = "<script>".into();
         assert!(report(vec![v]).sign(None).validate().is_err());
+        // An actual that is neither a digest nor a finding never becomes a report.
+        let json = serde_json::to_string(&violation()).unwrap_or_default();
+        let forged = json.replace("\"unregistered\"", "\"<script>\"");
+        assert_ne!(json, forged);
+        assert!(serde_json::from_str::<Violation>(&forged).is_err());
         let many = vec![violation(); MAX_REPORTED_VIOLATIONS + 1];
         assert!(report(many).sign(None).validate().is_err());
         let mut r = report(vec![violation()]);

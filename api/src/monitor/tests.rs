@@ -50,7 +50,7 @@ fn violation(path: &str) -> Violation {
         category: Category::ModelFile,
         path: path.into(),
         expected_hash: "none".into(),
-        actual_hash: "unregistered".into(),
+        actual_hash: protocol::Finding::Unregistered.into(),
         action: Category::ModelFile.action(),
     }
 }

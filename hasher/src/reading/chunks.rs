@@ -66,8 +66,8 @@ impl ChunkHasher {
 /// What one full read found: the whole-file digest, the size and the chunk digests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
-    /// Hex SHA-256 of the whole content.
-    pub hash: String,
+    /// SHA-256 of the whole content.
+    pub hash: protocol::hexfmt::Sha256Digest,
     /// Its size.
     pub size: u64,
     /// SHA-256 of each [`CHUNK`] of it.
@@ -261,7 +261,7 @@ mod tests {
         let zeros: [u8; 32] =
             Sha256::digest(vec![0u8; usize::try_from(CHUNK).expect("fits")]).into();
         let known = Known {
-            hash: String::new(),
+            hash: protocol::hexfmt::Sha256Digest([0; 32]),
             size,
             chunks: vec![zeros; 4],
         };
@@ -290,7 +290,7 @@ mod tests {
         let mut c = ChunkHasher::default();
         c.update(&data);
         let known = Known {
-            hash: protocol::hexfmt::encode(&Sha256::digest(&data)),
+            hash: protocol::hexfmt::Sha256Digest(Sha256::digest(&data).into()),
             size,
             chunks: c.finish(),
         };

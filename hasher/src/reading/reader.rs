@@ -194,7 +194,7 @@ impl Reader {
                     .unwrap_or_default();
                 Attempt::Done((
                     Outcome::Hashed {
-                        hash: protocol::hexfmt::encode(&digest.0),
+                        hash: protocol::hexfmt::Sha256Digest(digest.0),
                         size: digest.1,
                     },
                     Some(Version::of(&after)),
@@ -396,8 +396,8 @@ fn from_io(e: &std::io::Error) -> Outcome {
 mod tests {
     use super::*;
 
-    fn digest_of(data: &[u8]) -> String {
-        protocol::hexfmt::encode(&Sha256::digest(data))
+    fn digest_of(data: &[u8]) -> protocol::hexfmt::Sha256Digest {
+        protocol::hexfmt::Sha256Digest(Sha256::digest(data).into())
     }
 
     #[test]

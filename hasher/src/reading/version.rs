@@ -7,10 +7,10 @@ use std::os::unix::fs::MetadataExt;
 /// What examining one path found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A regular file and its content digest (hex) and size.
+    /// A regular file and its content digest and size.
     Hashed {
-        /// Lower-case hex SHA-256.
-        hash: String,
+        /// Its SHA-256, as read.
+        hash: protocol::hexfmt::Sha256Digest,
         /// Bytes hashed.
         size: u64,
     },

@@ -208,7 +208,7 @@ impl Server {
             category: Category::TrustMaterial,
             path: path.to_string_lossy().into_owned(),
             expected_hash: protocol::report::NONE.to_owned(),
-            actual_hash: Finding::ReleaseUnverified.as_str().to_owned(),
+            actual_hash: Finding::ReleaseUnverified.into(),
             action: Category::TrustMaterial.action(),
         };
         report.violation_count = report.violation_count.saturating_add(1);

@@ -63,7 +63,7 @@ pub fn save<'a>(
     sidefile::write(store, key, FILE, &header(digest, kept.len()), |put| {
         for (path, k) in &kept {
             sidefile::put_path(put, path)?;
-            put(k.hash.as_bytes())?;
+            put(k.hash.to_hex().as_bytes())?;
             put(&k.size.to_le_bytes())?;
             put(&u32::try_from(k.chunks.len())
                 .unwrap_or(u32::MAX)
@@ -81,7 +81,10 @@ pub fn save<'a>(
 fn record(file: &mut Reading) -> Result<(String, Known), String> {
     let path = file.path(MAX_PATH)?;
     let hash = file.take::<64>()?;
-    let hash = String::from_utf8(hash.to_vec()).map_err(|_| format!("{FILE}: a bad digest"))?;
+    let hash = std::str::from_utf8(&hash)
+        .ok()
+        .and_then(protocol::hexfmt::Sha256Digest::from_hex)
+        .ok_or_else(|| format!("{FILE}: a bad digest"))?;
     let size = u64::from_le_bytes(file.take::<8>()?);
     let count = u64::from(u32::from_le_bytes(file.take::<4>()?));
     if count > MAX_CHUNKS || count != size.div_ceil(CHUNK) {
@@ -156,7 +159,7 @@ mod tests {
 
     fn known(size: u64, fill: u8) -> Known {
         Known {
-            hash: format!("{fill:02x}").repeat(32),
+            hash: protocol::hexfmt::Sha256Digest([fill; 32]),
             size,
             chunks: vec![[fill; 32]; usize::try_from(size.div_ceil(CHUNK)).expect("fits")],
         }
@@ -167,7 +170,7 @@ mod tests {
             .iter()
             .map(|(p, k)| Entry {
                 path: (*p).into(),
-                hash: protocol::hexfmt::Sha256Digest::from_hex(&k.hash).expect("digest"),
+                hash: k.hash,
                 size: k.size,
                 category: Category::ModelFile,
             })
@@ -249,7 +252,7 @@ mod tests {
                 ..crate::verifying::hashing::Given::NOTHING
             };
             let outcome = hasher.check(&big, given);
-            (outcome, m.entries.get(i).expect("entry").hash.to_hex())
+            (outcome, m.entries.get(i).expect("entry").hash)
         };
         let restarted = || {
             let mut h = FileHasher::default();

@@ -94,7 +94,7 @@ pub fn learn(
     (digest, total): (&str, u64),
 ) {
     if fingerprint(dir, files, &hasher.reads.secrets) == Some(before) {
-        let due_ms = hasher.due_ms(digest);
+        let due_ms = hasher.due_ms(crate::verifying::hashing::lead(digest));
         let seal = DirSeal {
             fingerprint: before,
             digest: digest.to_owned(),

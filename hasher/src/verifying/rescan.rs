@@ -39,7 +39,7 @@ fn present_before(sweep: &Sweep, scope: &Scope, key: &str) -> i64 {
         .iter()
         .filter(|v| v.path == key || beneath_key(&v.path, key))
     {
-        if v.actual_hash == protocol::Finding::Missing.as_str() {
+        if v.actual_hash == protocol::Finding::Missing.into() {
             missing += 1;
         } else if v.expected_hash == report::NONE {
             extra += 1;
@@ -169,7 +169,7 @@ impl Verifier {
         if sweep
             .findings
             .iter()
-            .any(|v| v.actual_hash == protocol::Finding::LimitExceeded.as_str())
+            .any(|v| v.actual_hash == protocol::Finding::LimitExceeded.into())
         {
             return None;
         }
@@ -246,7 +246,7 @@ mod tests {
                 (
                     v.path.clone(),
                     v.expected_hash.clone(),
-                    v.actual_hash.clone(),
+                    v.actual_hash.to_string(),
                 )
             })
             .collect();

@@ -104,7 +104,7 @@ pub fn recall(store: &Store, key: &[u8], current: &Current, hasher: &mut FileHas
         Ok(records) => {
             tracing::info!(files = records.len(), "seal bindings recalled");
             for (path, sha, size, seal) in records {
-                let due_ms = hasher.due_ms(&protocol::hexfmt::encode(&sha));
+                let due_ms = hasher.due_ms(sha[0]);
                 let binding = Binding {
                     sha,
                     size,
@@ -120,7 +120,7 @@ pub fn recall(store: &Store, key: &[u8], current: &Current, hasher: &mut FileHas
     if let Ok(dirs) = crate::verifying::dirseals::load(store, key, &current.digest) {
         tracing::info!(dirs = dirs.len(), "directory seal bindings recalled");
         for (path, mut seal) in dirs {
-            seal.due_ms = hasher.due_ms(&seal.digest);
+            seal.due_ms = hasher.due_ms(crate::verifying::hashing::lead(&seal.digest));
             hasher.seals.learn_dir(&path, seal);
         }
     }

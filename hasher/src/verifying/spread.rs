@@ -215,7 +215,7 @@ mod tests {
             let v: Vec<_> = r
                 .violations
                 .iter()
-                .map(|v| (v.path.clone(), v.actual_hash.clone()))
+                .map(|v| (v.path.clone(), v.actual_hash))
                 .collect();
             (r.watched_files, r.violation_count, v)
         };

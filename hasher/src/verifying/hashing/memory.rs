@@ -93,16 +93,12 @@ impl FileHasher {
     pub(super) fn keep_chunks(
         &mut self,
         path: &Path,
-        hash: &str,
+        hash: Sha256Digest,
         size: u64,
         chunks: Vec<[u8; 32]>,
     ) {
         if !chunks.is_empty() {
-            let known = crate::reading::chunks::Known {
-                hash: hash.to_owned(),
-                size,
-                chunks,
-            };
+            let known = crate::reading::chunks::Known { hash, size, chunks };
             self.learn_chunks(path.to_owned(), known);
         }
     }
@@ -125,10 +121,11 @@ impl FileHasher {
         std::mem::take(&mut self.chunks_learned)
     }
 
-    /// When a version read now with digest `hash` is due to be read again.
-    pub(crate) fn due_ms(&self, hash: &str) -> u64 {
+    /// When a version read now whose digest begins with the byte `lead` is due to be read
+    /// again.
+    pub(crate) fn due_ms(&self, lead: u8) -> u64 {
         self.ms_since_born(Instant::now())
-            .saturating_add(u64::try_from(self.spread(hash).as_millis()).unwrap_or(u64::MAX))
+            .saturating_add(u64::try_from(self.spread(lead).as_millis()).unwrap_or(u64::MAX))
     }
 
     pub(super) fn remember(
@@ -152,8 +149,8 @@ impl FileHasher {
             }
             return result.0;
         };
-        self.keep_chunks(path, &hash, size, chunks);
-        let (version, due_ms) = (self.keys.version(&version), self.due_ms(&hash));
+        self.keep_chunks(path, hash, size, chunks);
+        let (version, due_ms) = (self.keys.version(&version), self.due_ms(hash.0[0]));
         match expect {
             Some(e) if e.size == size && e.hash == hash => {
                 self.cache.remove(&key);
@@ -163,26 +160,21 @@ impl FileHasher {
                 if let Some(e) = expect {
                     self.slots.clear(e.index);
                 }
-                // A digest the reader produced is always 64 hex digits; anything else is not
-                // remembered (the next check reads the file again).
-                if let Some(raw) = protocol::hexfmt::Sha256Digest::from_hex(&hash) {
-                    let cached = Cached {
-                        version,
-                        hash: raw.0,
-                        size,
-                        due_ms,
-                    };
-                    self.cache.insert(key, cached);
-                }
+                let cached = Cached {
+                    version,
+                    hash: hash.0,
+                    size,
+                    due_ms,
+                };
+                self.cache.insert(key, cached);
             }
         }
         Outcome::Hashed { hash, size }
     }
 
-    /// The backstop period for one file, spread over [interval/2, interval] by its digest so
-    /// files hashed together at start do not all fall due at once.
-    pub(crate) fn spread(&self, hash: &str) -> Duration {
-        let b = u32::from_str_radix(hash.get(..2).unwrap_or("00"), 16).unwrap_or(0);
-        self.full_rehash / 2 + self.full_rehash / 2 * b / 255
+    /// The backstop period for one file, spread over [interval/2, interval] by its digest's
+    /// first byte `lead` so files hashed together at start do not all fall due at once.
+    pub(crate) fn spread(&self, lead: u8) -> Duration {
+        self.full_rehash / 2 + self.full_rehash / 2 * u32::from(lead) / 255
     }
 }

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use protocol::hexfmt::Sha256Digest;
+
 use crate::reading::context::ReadContext;
 use crate::reading::fskind::{FsKind, Kinds};
 use crate::reading::proof::Proof;
@@ -23,6 +25,14 @@ use crate::reading::reader::{ReadResult, Reader};
 use crate::reading::verity::Sealing;
 pub use crate::reading::version::{Outcome, Version};
 use crate::verifying::slots::{Expect, Slot, Slots};
+
+/// The first byte of a digest written as hex (0 where it is not): what spreads its file's
+/// next full read (see `FileHasher::spread`).
+pub(crate) fn lead(hex: &str) -> u8 {
+    hex.get(..2)
+        .and_then(|b| u8::from_str_radix(b, 16).ok())
+        .unwrap_or(0)
+}
 
 /// A directory artifact's digest, and the version of every file it covered (the registry's
 /// entry in this cache, kept here so that forgetting a path also forgets the artifacts under it).
@@ -295,13 +305,13 @@ impl FileHasher {
             if let Some(e) = expect.filter(|e| self.slot_fresh(path, e, m, now)) {
                 self.fast_hits += 1;
                 return Outcome::Hashed {
-                    hash: e.hash.to_hex(),
+                    hash: e.hash,
                     size: e.size,
                 };
             }
             if let Some(c) = self.fresh(path, m, now) {
                 let answer = Outcome::Hashed {
-                    hash: protocol::hexfmt::encode(&c.hash),
+                    hash: Sha256Digest(c.hash),
                     size: c.size,
                 };
                 self.fast_hits += 1;
@@ -350,7 +360,7 @@ impl FileHasher {
                 version: c.version,
                 due_ms: c.due_ms,
             };
-            let hash = protocol::hexfmt::encode(&c.hash);
+            let hash = Sha256Digest(c.hash);
             return (Outcome::Hashed { hash, size: c.size }, slot);
         }
         let prove = self.must_prove(path, None, meta.as_ref());
@@ -360,10 +370,10 @@ impl FileHasher {
         self.learn_seal(path, &outcome, sealing);
         let slot = match (&outcome, version.filter(|v| self.trusts(v, path))) {
             (Outcome::Hashed { hash, size }, Some(version)) => {
-                self.keep_chunks(path, hash, *size, chunks);
+                self.keep_chunks(path, *hash, *size, chunks);
                 Slot {
                     version: self.keys.version(&version),
-                    due_ms: self.due_ms(hash),
+                    due_ms: self.due_ms(hash.0[0]),
                 }
             }
             _ => Slot::default(),
@@ -479,7 +489,7 @@ impl FileHasher {
         };
         self.chunked_reads += 1;
         let outcome = Outcome::Hashed {
-            hash: known.hash.clone(),
+            hash: known.hash,
             size: known.size,
         };
         Some(((outcome, Some(version)), known.chunks))
@@ -500,7 +510,10 @@ mod tests {
         assert_eq!(
             h.hash(&f),
             Outcome::Hashed {
-                hash: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+                hash: Sha256Digest::from_hex(
+                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+                )
+                .expect("hex"),
                 size: 3
             }
         );
@@ -512,8 +525,8 @@ mod tests {
         assert_eq!(h.hash(&l), Outcome::Symlink);
     }
 
-    fn digest_of(data: &[u8]) -> String {
-        protocol::hexfmt::encode(&Sha256::digest(data))
+    fn digest_of(data: &[u8]) -> protocol::hexfmt::Sha256Digest {
+        protocol::hexfmt::Sha256Digest(Sha256::digest(data).into())
     }
 
     #[test]
@@ -803,7 +816,7 @@ mod tests {
             .collect();
         std::fs::write(&f, &data).expect("write");
         let mut h = FileHasher::default();
-        let expected = protocol::hexfmt::encode(&Sha256::digest(&data));
+        let expected = digest_of(&data);
         assert_eq!(
             h.hash(&f),
             Outcome::Hashed {

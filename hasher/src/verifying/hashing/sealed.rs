@@ -53,7 +53,7 @@ impl FileHasher {
         }
         self.seals.set_in_force(path, true);
         Some(Outcome::Hashed {
-            hash: protocol::hexfmt::encode(&bound.sha),
+            hash: protocol::hexfmt::Sha256Digest(bound.sha),
             size: bound.size,
         })
     }
@@ -64,10 +64,8 @@ impl FileHasher {
     pub(super) fn learn_seal(&mut self, path: &Path, outcome: &Outcome, sealing: Sealing) {
         match (outcome, sealing) {
             (Outcome::Hashed { hash, size }, Sealing::Sealed(seal)) => {
-                if let Some(sha) = protocol::hexfmt::Sha256Digest::from_hex(hash) {
-                    let due_ms = self.due_ms(hash);
-                    self.seals.learn(path, sha.0, *size, seal, due_ms);
-                }
+                let due_ms = self.due_ms(hash.0[0]);
+                self.seals.learn(path, hash.0, *size, seal, due_ms);
             }
             (_, Sealing::Unsealed) => self.seals.unsealed(path),
             (Outcome::Hashed { .. }, Sealing::Unknown) => {}

@@ -257,7 +257,7 @@ fn remember(hasher: &mut FileHasher, p: &Plan, r: &DirDigest) {
         let read = (digest.as_str(), *total);
         crate::verifying::dirseals::learn(hasher, &p.dir, &p.files, before, read);
     }
-    let due = Instant::now() + hasher.spread(digest);
+    let due = Instant::now() + hasher.spread(crate::verifying::hashing::lead(digest));
     hasher.dirs.insert(
         p.dir.clone(),
         DirCached {

@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use protocol::hexfmt::is_sha256_hex;
+use protocol::hexfmt::Sha256Digest;
 use protocol::report;
+use protocol::Actual;
 use serde::Deserialize;
 
 use crate::reading::version::Outcome;
@@ -45,7 +46,7 @@ pub struct Model {
     /// One top-level entry of the model dir.
     pub filename: String,
     /// Its digest: SHA-256 of a file, `SecAI-Directory-Hash-v1` of a directory.
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     /// Its size (a directory's: the total of its files').
     pub size: u64,
 }
@@ -87,21 +88,23 @@ impl Registry {
                 && m.filename != ".."
                 && !m.filename.contains('/')
                 && !m.filename.contains('\0')
-                && is_sha256_hex(&m.sha256)
                 && m.size_bytes >= 0;
-            if !canonical {
+            let sha256 = Sha256Digest::from_hex(&m.sha256).filter(|_| canonical);
+            let Some(sha256) = sha256 else {
                 registry.refused.push(format!(
                     "entry {:?} ({:?}) is not canonical",
                     m.name, m.filename
                 ));
-            } else if !seen.insert(m.filename.clone()) {
+                continue;
+            };
+            if !seen.insert(m.filename.clone()) {
                 registry
                     .refused
                     .push(format!("file name {:?} is enrolled twice", m.filename));
             } else {
                 registry.models.push(Model {
                     filename: m.filename,
-                    sha256: m.sha256,
+                    sha256,
                     size: m.size_bytes.unsigned_abs(),
                 });
             }
@@ -116,7 +119,7 @@ impl Registry {
 }
 
 /// A finding about one registry path: (path, expected digest, actual marker or digest).
-pub type Finding = (String, String, String);
+pub type Finding = (String, String, Actual);
 
 /// Checks every model dir in `dirs` against the manifest at `manifest` (each enrolled
 /// `filename` is looked for in each dir, as the Go service does); every finding is returned.
@@ -125,7 +128,7 @@ pub fn check(hasher: &mut FileHasher, dirs: &[PathBuf], manifest: &Path) -> Vec<
         (
             shown(manifest),
             report::NONE.into(),
-            protocol::Finding::ManifestInvalid.as_str().into(),
+            protocol::Finding::ManifestInvalid.into(),
         )
     };
     let registry = match Registry::load(manifest) {
@@ -177,7 +180,7 @@ pub fn check(hasher: &mut FileHasher, dirs: &[PathBuf], manifest: &Path) -> Vec<
             meta => artifact_finding(hasher, m, &path, meta),
         };
         if let Some(actual) = actual {
-            out.push((shown(&path), m.sha256.clone(), actual));
+            out.push((shown(&path), m.sha256.to_hex(), actual));
         }
     }
     out
@@ -196,7 +199,7 @@ fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> 
     let mut out = Vec::new();
     for (path, what) in top_level(dir) {
         if let Found::Anomaly(kind) = what {
-            out.push((shown(&path), report::NONE.into(), kind.as_str().into()));
+            out.push((shown(&path), report::NONE.into(), kind.into()));
             continue;
         }
         if path == manifest || path.file_name().is_some_and(|n| n == MANIFEST_NAME) {
@@ -211,7 +214,7 @@ fn unenrolled(registry: &Registry, dir: &Path, manifest: &Path) -> Vec<Finding> 
             out.push((
                 shown(&path),
                 report::NONE.into(),
-                protocol::Finding::Unregistered.as_str().into(),
+                protocol::Finding::Unregistered.into(),
             ));
         }
     }
@@ -225,9 +228,9 @@ fn artifact_finding(
     m: &Model,
     path: &Path,
     meta: std::io::Result<std::fs::Metadata>,
-) -> Option<String> {
+) -> Option<Actual> {
     match meta {
-        Err(_) => Some(protocol::Finding::Missing.as_str().to_owned()),
+        Err(_) => Some(protocol::Finding::Missing.into()),
         Ok(meta) if meta.file_type().is_file() => {
             let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
             let given = Given {
@@ -237,8 +240,8 @@ fn artifact_finding(
             match hasher.check(path, given) {
                 Outcome::Hashed { hash, size } if hash == m.sha256 && size == m.size => (sealing
                     && !hasher.seals.is_sealed(path))
-                .then(|| protocol::Finding::NotSealed.as_str().into()),
-                Outcome::Hashed { hash, .. } => Some(hash),
+                .then(|| protocol::Finding::NotSealed.into()),
+                Outcome::Hashed { hash, .. } => Some(Actual::Digest(hash)),
                 other => {
                     use protocol::Finding;
                     let finding = match other.finding() {
@@ -253,14 +256,12 @@ fn artifact_finding(
                         | None => Finding::ArtifactInvalid,
                         Some(f) => f,
                     };
-                    Some(finding.as_str().into())
+                    Some(finding.into())
                 }
             }
         }
-        Ok(meta) if meta.file_type().is_symlink() => {
-            Some(protocol::Finding::Symlink.as_str().into())
-        }
-        Ok(_) => Some(protocol::Finding::ArtifactInvalid.as_str().into()),
+        Ok(meta) if meta.file_type().is_symlink() => Some(protocol::Finding::Symlink.into()),
+        Ok(_) => Some(protocol::Finding::ArtifactInvalid.into()),
     }
 }
 
@@ -270,18 +271,22 @@ fn dir_finding(
     m: &Model,
     path: &Path,
     digest: DirDigest,
-) -> Option<String> {
+) -> Option<Actual> {
     match digest {
-        Ok((hash, size)) if hash == m.sha256 && size == m.size => {
+        Ok((hash, size)) if hash == m.sha256.to_hex() && size == m.size => {
             let sealing = hasher.seal_required(path, protocol::Category::ModelFile);
             (sealing && !crate::verifying::dirseals::all_sealed(path, &hasher.reads.secrets))
-                .then(|| protocol::Finding::NotSealed.as_str().into())
+                .then(|| protocol::Finding::NotSealed.into())
         }
-        Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.as_str().into()),
-        Ok((hash, _)) => Some(hash),
+        Ok((_, size)) if size != m.size => Some(protocol::Finding::SizeChanged.into()),
+        // A directory digest is made as 64 hex digits; were it not, it is no artifact.
+        Ok((hash, _)) => Some(
+            Sha256Digest::from_hex(&hash)
+                .map_or(protocol::Finding::ArtifactInvalid.into(), Actual::Digest),
+        ),
         Err(why) => {
             tracing::warn!(path = %path.display(), why, "registry artifact invalid");
-            Some(protocol::Finding::ArtifactInvalid.as_str().into())
+            Some(protocol::Finding::ArtifactInvalid.into())
         }
     }
 }
@@ -370,7 +375,7 @@ mod tests {
                 .expect("swept")
                 .violations
                 .into_iter()
-                .map(|v| (v.path, v.actual_hash))
+                .map(|v| (v.path, v.actual_hash.to_string()))
                 .collect()
         };
         let shown = |p: &std::path::Path| p.display().to_string();

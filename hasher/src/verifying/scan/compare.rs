@@ -87,7 +87,7 @@ impl<'a> Comparison<'a> {
         path: String,
         category: Category,
         expected: &str,
-        actual: String,
+        actual: Actual,
     ) {
         self.violations.push(Violation {
             detected_at: self.now.clone(),
@@ -125,10 +125,8 @@ impl<'a> Comparison<'a> {
             // Not read either way; a hard link or bind mount of a secret says what it is.
             let meta = stated.or_else(|| std::fs::symlink_metadata(path).ok());
             let marker = match meta {
-                Some(m) if self.hasher.reads.secrets.is_inode(&m) => {
-                    protocol::Finding::SecretFile.as_str()
-                }
-                _ => protocol::Finding::Unregistered.as_str(),
+                Some(m) if self.hasher.reads.secrets.is_inode(&m) => protocol::Finding::SecretFile,
+                _ => protocol::Finding::Unregistered,
             };
             self.flag(key, category, report::NONE, marker.into());
             return;
@@ -149,7 +147,7 @@ impl<'a> Comparison<'a> {
         if !matches {
             self.flag(key, entry.category, &entry.hash.to_hex(), actual(&outcome));
         } else if sealing && !self.hasher.seals.is_sealed(path) {
-            let marker = protocol::Finding::NotSealed.as_str().into();
+            let marker = protocol::Finding::NotSealed.into();
             self.flag(key, entry.category, &entry.hash.to_hex(), marker);
         }
     }
@@ -203,12 +201,7 @@ impl<'a> Comparison<'a> {
                                 .unwrap_or_default()
                         },
                     );
-                    self.flag(
-                        key,
-                        Category::ModelFile,
-                        &expected,
-                        kind.as_str().to_owned(),
-                    );
+                    self.flag(key, Category::ModelFile, &expected, (*kind).into());
                 }
             }
         }
@@ -226,7 +219,7 @@ impl<'a> Comparison<'a> {
                     entry.path.to_owned(),
                     entry.category,
                     &entry.hash.to_hex(),
-                    protocol::Finding::Missing.as_str().into(),
+                    protocol::Finding::Missing.into(),
                 );
             }
         }
@@ -261,7 +254,7 @@ impl<'a> Comparison<'a> {
                 entry.path.to_owned(),
                 entry.category,
                 &entry.hash.to_hex(),
-                protocol::Finding::Removed.as_str().into(),
+                protocol::Finding::Removed.into(),
             );
         }
     }

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use protocol::baseline::{Manifest, MAX_ENTRIES};
 use protocol::entries::Entries;
-use protocol::hexfmt::Sha256Digest;
 use protocol::report::{self, ScanReport, Violation};
+use protocol::Actual;
 use protocol::Category;
 
 use crate::error::BaselineRefused;
@@ -50,13 +50,9 @@ impl Made {
         let Outcome::Hashed { hash, size } = outcome else {
             return false;
         };
-        // A reader's digest is always 64 hex digits; anything else is no entry.
-        let Some(hash) = Sha256Digest::from_hex(hash) else {
-            return false;
-        };
         if self
             .entries
-            .push(&path_str(path), hash, category, *size)
+            .push(&path_str(path), *hash, category, *size)
             .is_err()
         {
             self.slots.push(Slot::default()); // counted, refused below
@@ -289,15 +285,14 @@ fn describe(o: &Outcome) -> String {
     }
 }
 
-/// What a finding says a file now is: its digest, or the finding's marker.
-fn actual(o: &Outcome) -> String {
+/// What a finding says a file now is: its digest, or the finding.
+fn actual(o: &Outcome) -> Actual {
     match o {
-        Outcome::Hashed { hash, .. } => hash.clone(),
+        Outcome::Hashed { hash, .. } => Actual::Digest(*hash),
         // Only a digest has no finding; were another outcome without one, it is no digest.
         other => other
             .finding()
             .unwrap_or(protocol::Finding::Unreadable)
-            .as_str()
             .into(),
     }
 }
@@ -367,11 +362,12 @@ mod tests {
                     v.path
                         .trim_start_matches(&*root.to_string_lossy())
                         .to_owned(),
-                    v.actual_hash.as_str(),
+                    v.actual_hash
+                        .finding()
+                        .map_or("hash", protocol::Finding::as_str),
                     v.category.as_str(),
                 )
             })
-            .map(|(p, a, c)| (p, if a.len() == 64 { "hash" } else { a }, c))
             .collect();
         assert_eq!(
             got,
@@ -512,7 +508,7 @@ mod tests {
                 .map(|v| {
                     (
                         v.path.rsplit('/').next().unwrap_or("").to_owned(),
-                        v.actual_hash,
+                        v.actual_hash.to_string(),
                     )
                 })
                 .collect()
