@@ -382,16 +382,7 @@ fn todays_image_layout_credentials_directory_and_a_manifest_outside_the_model_di
     t.write("etc/pki/containers/secai-cosign.pub", b"pub\n");
     t.write("var/lib/secure-ai/vault/models/m.gguf", b"weights");
     t.write("var/lib/secure-ai/vault/models/sd/unet/w.bin", b"unet");
-    let dir_digest = {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"SecAI-Directory-Hash-v1\0");
-        h.update(10u64.to_be_bytes());
-        h.update(b"unet/w.bin");
-        h.update(4u64.to_be_bytes());
-        h.update(b"unet");
-        protocol::hexfmt::encode(&h.finalize())
-    };
+    let dir_digest = dir_digest(&[("unet/w.bin", b"unet")]);
     t.write(
         "var/lib/secure-ai/registry/manifest.json",
         format!(

@@ -79,6 +79,16 @@ fn on_volume(a: &Appliance, fs: &str, mounts: &mut Mounts) -> PathBuf {
     vol
 }
 
+/// [`on_volume`], and `models/a.gguf` linked from `vol/outside/a-link.gguf`: the volume and the
+/// link.
+fn linked_volume(a: &Appliance, fs: &str, mounts: &mut Mounts) -> (PathBuf, PathBuf) {
+    let vol = on_volume(a, fs, mounts);
+    let link = vol.join("outside/a-link.gguf");
+    // Linked on the volume: link(2) refuses to cross mounts, even of one filesystem.
+    std::fs::hard_link(vol.join("models/a.gguf"), &link).unwrap();
+    (vol, link)
+}
+
 fn ctime(p: &Path) -> (i64, i64) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(p).unwrap();
@@ -94,10 +104,7 @@ fn ctime(p: &Path) -> (i64, i64) {
 fn a_model_on_tmpfs_is_read_at_every_sweep_and_a_silent_mapped_write_is_found() {
     let a = Appliance::new();
     let mut mounts = Mounts::default();
-    let vol = on_volume(&a, "tmpfs", &mut mounts);
-    let link = vol.join("outside/a-link.gguf");
-    // Linked on the volume: link(2) refuses to cross mounts, even of one filesystem.
-    std::fs::hard_link(vol.join("models/a.gguf"), &link).unwrap();
+    let (_, link) = linked_volume(&a, "tmpfs", &mut mounts);
     let m = Running::start(&a);
     let tmpfs_bytes = ("model a".len() + "model b".len()) as u64;
     let map = Mapping::of(&link);
@@ -133,9 +140,7 @@ fn a_model_on_tmpfs_is_read_at_every_sweep_and_a_silent_mapped_write_is_found() 
 fn a_write_through_a_hard_link_outside_the_model_dir_is_seen_at_once() {
     let a = Appliance::new();
     let mut mounts = Mounts::default();
-    let vol = on_volume(&a, "ext4", &mut mounts);
-    let link = vol.join("outside/a-link.gguf");
-    std::fs::hard_link(vol.join("models/a.gguf"), &link).unwrap();
+    let (vol, link) = linked_volume(&a, "ext4", &mut mounts);
     let m = Running::start(&a);
     assert_eq!(m.scan()["state"], "trusted");
     // The watch is added as the scan's checks asked (between requests).
@@ -440,16 +445,7 @@ fn registry_appliance() -> Appliance {
     let a = Appliance::new();
     std::fs::remove_dir_all(a.path("models/sub")).unwrap();
     a.write("models/sd/unet/w.bin", "unet");
-    let dir_digest = {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"SecAI-Directory-Hash-v1\0");
-        h.update(10u64.to_be_bytes());
-        h.update(b"unet/w.bin");
-        h.update(4u64.to_be_bytes());
-        h.update(b"unet");
-        protocol::hexfmt::encode(&h.finalize())
-    };
+    let dir_digest = dir_digest(&[("unet/w.bin", b"unet")]);
     a.write(
         "registry/manifest.json",
         &format!(

@@ -650,3 +650,18 @@ impl Drop for Mapping {
         unsafe { libc::munmap(self.at.cast(), self.len) };
     }
 }
+
+/// `SecAI-Directory-Hash-v1` of a directory artifact holding `files` (relative path, content),
+/// given in byte order of their paths: what a registry manifest enrols it by.
+pub fn dir_digest(files: &[(&str, &[u8])]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"SecAI-Directory-Hash-v1\0");
+    for (path, content) in files {
+        h.update((path.len() as u64).to_be_bytes());
+        h.update(path.as_bytes());
+        h.update((content.len() as u64).to_be_bytes());
+        h.update(content);
+    }
+    protocol::hexfmt::encode(&h.finalize())
+}
