@@ -14,7 +14,7 @@
 pub mod live;
 pub mod reading;
 pub mod storing;
-pub mod tpm;
+mod tpm;
 pub mod verifying;
 
 pub mod checkconfig;

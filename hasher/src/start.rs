@@ -181,7 +181,7 @@ fn open_tpm(
     key: Option<&key::Key>,
 ) -> Result<crate::storing::anchor::Tpm, i32> {
     use crate::storing::anchor::Tpm;
-    use crate::tpm::{counter, device};
+    use crate::tpm::{Counter, Device, DEFAULT_DEVICE, DEFAULT_INDEX};
     if policy.tpm == policy::TpmMode::Off || options.probe.is_some() {
         return Ok(Tpm::Off);
     }
@@ -189,16 +189,16 @@ fn open_tpm(
     let path = options
         .tpm_device
         .clone()
-        .unwrap_or_else(|| PathBuf::from(device::DEFAULT_DEVICE));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DEVICE));
     let opened = match key {
         None => Err("no HMAC key: the counter's auth value is made from it".to_owned()),
-        Some(k) => device::Device::open(&path)
+        Some(k) => Device::open(&path)
             .map_err(|e| e.to_string())
             .and_then(|d| {
                 let (file, path) = d.into_parts();
                 let placed = sys::place_tpm(file).map_err(|e| e.to_string())?;
-                let d = device::Device::open_placed(placed, path);
-                Ok(counter::Counter::new(d, counter::DEFAULT_INDEX, k.bytes()))
+                let d = Device::open_placed(placed, path);
+                Ok(Counter::new(d, DEFAULT_INDEX, k.bytes()))
             }),
     };
     match opened {

@@ -116,7 +116,7 @@ pub struct Parts {
     /// The kernel's writeback window (read before the sandbox).
     pub kernel_window: std::time::Duration,
     /// The TPM's counter, as start-up found it.
-    pub tpm: crate::storing::anchor::Tpm,
+    pub(crate) tpm: crate::storing::anchor::Tpm,
     /// A step of the wall clock, watched (made before the sandbox).
     pub clock: Option<crate::live::clock::ClockWatch>,
     /// What every read is handed: the budget, the api's lifeline, the secrets.

@@ -17,11 +17,11 @@ use protocol::standing::{Anchor as Kind, Guard};
 
 use crate::error::StoreError;
 use crate::storing::store::Store;
-use crate::tpm::counter::{Counter, Found};
+use crate::tpm::{Counter, Found};
 
 /// The TPM as start-up found it.
 #[derive(Debug)]
-pub enum Tpm {
+pub(crate) enum Tpm {
     /// `tpm: off`: never opened.
     Off,
     /// Not there (the device is missing or does not answer): why.
@@ -45,7 +45,11 @@ fn hex(bytes: &[u8]) -> String {
 impl Anchor {
     /// Checks the store's pin against the TPM at start (`generation`: the adopted baseline's,
     /// `None` when nothing was adopted). `Err` is why the store is rejected.
-    pub fn check(tpm: Tpm, store: &Store, generation: Option<u64>) -> (Anchor, Result<(), String>) {
+    pub(crate) fn check(
+        tpm: Tpm,
+        store: &Store,
+        generation: Option<u64>,
+    ) -> (Anchor, Result<(), String>) {
         let pin = store.pin();
         let (mut counter, absent) = match tpm {
             Tpm::At(c) => (Some(c), None),
@@ -160,9 +164,7 @@ impl Anchor {
 }
 
 fn counter_index(store: &Store) -> u32 {
-    store
-        .pin()
-        .map_or(crate::tpm::counter::DEFAULT_INDEX, |p| p.index)
+    store.pin().map_or(crate::tpm::DEFAULT_INDEX, |p| p.index)
 }
 
 /// A pinned store at generation `g`: the counter's value when it matches (after finishing an
@@ -240,9 +242,9 @@ fn describe(found: &Found) -> String {
 mod tests {
     use super::*;
     use crate::storing::ledger::Ledger;
-    use crate::tpm::counter::DEFAULT_INDEX;
-    use crate::tpm::device::Device;
-    use crate::tpm::swtpm::Swtpm;
+    use crate::tpm::Device;
+    use crate::tpm::Swtpm;
+    use crate::tpm::DEFAULT_INDEX;
     use protocol::message::StoreStatus;
 
     const KEY: &[u8] = &[5u8; 32];
@@ -391,9 +393,9 @@ mod tests {
         assert!(rejected(&ledger).contains("no index at that handle"));
         drop(ledger);
         let Tpm::At(mut c) = tpm(&swtpm) else { return };
-        let mut ordinary = crate::tpm::wire::NvPublic::counter(DEFAULT_INDEX);
-        ordinary.attributes = crate::tpm::wire::attr::AUTHWRITE | crate::tpm::wire::attr::OWNERREAD;
-        c.raw(&crate::tpm::wire::define_space(&ordinary, b"root"))
+        let mut ordinary = crate::tpm::NvPublic::counter(DEFAULT_INDEX);
+        ordinary.attributes = crate::tpm::attr::AUTHWRITE | crate::tpm::attr::OWNERREAD;
+        c.raw(&crate::tpm::define_space(&ordinary, b"root"))
             .expect("define");
         drop(c);
         let (_d, ledger) = restart(pinned.path(), tpm(&swtpm));

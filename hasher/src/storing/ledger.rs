@@ -44,7 +44,7 @@ impl Ledger {
 
     /// As [`Ledger::new`], the store's generation checked against the TPM's counter: a store
     /// the counter says was rolled back is rejected.
-    pub fn anchored(store: Store, loaded: Loaded, tpm: Tpm) -> (Ledger, Option<Current>) {
+    pub(crate) fn anchored(store: Store, loaded: Loaded, tpm: Tpm) -> (Ledger, Option<Current>) {
         let generation = match &loaded {
             Loaded::Adopted(current, _) => Some(current.generation),
             Loaded::Empty | Loaded::Rejected { .. } => None,
