@@ -11,7 +11,7 @@
 
 // The hasher by job; calls flow one way: server → verifying → reading, storing, live → reading
 // (tests/layout.rs checks it).
-pub mod live;
+mod live;
 pub mod reading;
 pub mod storing;
 mod tpm;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::{self, Policy};
 use crate::{
-    live::channel, reading::lifeline::Lifeline, reading::secrets::Secrets, sandbox, server,
+    live::Channel, reading::lifeline::Lifeline, reading::secrets::Secrets, sandbox, server,
     storing::key, storing::store, storing::token, sys, Options, EXIT_CONFIG,
 };
 
@@ -47,7 +47,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
-    let clock = crate::live::clock::ClockWatch::new()
+    let clock = crate::live::ClockWatch::new()
         .map_err(
             |e| tracing::warn!(error = %e, "no timer on the wall clock: a step of it goes unseen"),
         )
@@ -90,7 +90,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
 /// Serves the api until it goes (or the channel fails): the exit code.
 fn serve(fd: OwnedFd, parts: server::Parts) -> Result<i32, i32> {
     let mut server = server::Server::new(parts);
-    match server.serve(&mut channel::Channel::new(fd)) {
+    match server.serve(&mut Channel::new(fd)) {
         Ok(server::Ended::Closed) => {
             tracing::info!("api closed the channel; exiting");
             Ok(0)

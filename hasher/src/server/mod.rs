@@ -16,7 +16,7 @@ use protocol::standing::{FromStore, Prior};
 use protocol::PROTOCOL_VERSION;
 
 use crate::error::ChannelError;
-use crate::live::channel::{Channel, RecvError};
+use crate::live::{Channel, RecvError};
 use crate::policy::{Policy, RebaselineAuth};
 use crate::storing::key::Key;
 use crate::storing::ledger::Ledger;
@@ -39,7 +39,7 @@ pub struct Server {
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
     /// The watcher, shared with the thread that announces changes while a request runs.
-    sentinel: crate::live::sentinel::Sentinel,
+    sentinel: crate::live::Sentinel,
     /// Changes not announced yet, throttled.
     notices: notices::Notices,
     /// The latest completed scan, and when it completed on the monotonic clock.
@@ -57,7 +57,7 @@ pub struct Server {
     /// The release file, while a transition it called for is refused.
     release_file: Option<PathBuf>,
     /// A step of the wall clock, watched (`None`: no timer could be made).
-    clock: Option<crate::live::clock::ClockWatch>,
+    clock: Option<crate::live::ClockWatch>,
     /// The api's hang-up as the reads see it: once one found it, the loop ends.
     lifeline: crate::reading::lifeline::Lifeline,
 }
@@ -118,7 +118,7 @@ pub struct Parts {
     /// The TPM's counter, as start-up found it.
     pub(crate) tpm: crate::storing::anchor::Tpm,
     /// A step of the wall clock, watched (made before the sandbox).
-    pub clock: Option<crate::live::clock::ClockWatch>,
+    pub(crate) clock: Option<crate::live::ClockWatch>,
     /// What every read is handed: the budget, the api's lifeline, the secrets.
     pub reads: crate::reading::context::ReadContext,
 }
@@ -147,7 +147,7 @@ impl Server {
         let keeps = keeping(ledger.store(), &key, &boot_id);
         let mut v = Verifier::new(policy, baseline, keeps, reads);
         v.set_kernel_window(kernel_window);
-        let watcher = crate::live::watch::Watcher::new(v.policy())
+        let watcher = crate::live::Watcher::new(v.policy())
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
             )
@@ -162,7 +162,7 @@ impl Server {
             read_set,
             release_override,
             last_report: None,
-            sentinel: crate::live::sentinel::Sentinel::new(watcher),
+            sentinel: crate::live::Sentinel::new(watcher),
             notices: notices::Notices::default(),
             boot_id,
             challenges: crate::storing::authority::Challenges::default(),
@@ -176,7 +176,7 @@ impl Server {
     }
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
-    pub fn serve(&mut self, channel: &mut Channel) -> Result<Ended, ChannelError> {
+    pub(crate) fn serve(&mut self, channel: &mut Channel) -> Result<Ended, ChannelError> {
         match self.sentinel.start(channel.sender()) {
             Ok(arm) => self.v.arm_with(arm),
             Err(e) => {

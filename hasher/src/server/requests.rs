@@ -245,7 +245,7 @@ impl Server {
         }
         tracing::info!(path = %self.policy_path.display(), "policy reloaded");
         self.sentinel
-            .replace(crate::live::watch::Watcher::new(&policy).ok());
+            .replace(crate::live::Watcher::new(&policy).ok());
         self.v.reload(policy);
         Response::Reloaded {
             policy: self.v.policy().summary(),

@@ -90,7 +90,7 @@ impl Verifier {
     }
 
     /// Long reads arm the running sentinel with `arm`.
-    pub fn arm_with(&mut self, arm: crate::live::sentinel::Arm) {
+    pub(crate) fn arm_with(&mut self, arm: crate::live::Arm) {
         self.hasher.arm = arm;
     }
 
