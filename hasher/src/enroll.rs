@@ -7,13 +7,13 @@
 use protocol::generation::TpmPin;
 
 use crate::policy::Policy;
-use crate::storing::key::Key;
-use crate::storing::store::{Current, Loaded, Store};
+use crate::storing::Key;
+use crate::storing::{Current, Loaded, Store};
 use crate::tpm::{self, Counter, Device, DeviceError, Found, DEFAULT_DEVICE, DEFAULT_INDEX};
 use crate::{Options, EXIT_CONFIG};
 
 /// Enrols; the exit code (0, or 78 with what to fix on stderr).
-pub fn run(options: &Options, _policy: &Policy, key: Option<&Key>, anew: bool) -> i32 {
+pub(crate) fn run(options: &Options, _policy: &Policy, key: Option<&Key>, anew: bool) -> i32 {
     match enrol(options, key, anew) {
         Ok(done) => {
             println!("integrity-monitor tpm-enroll: {done}");

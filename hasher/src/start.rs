@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::{self, Policy};
 use crate::{
-    live::Channel, reading::lifeline::Lifeline, reading::secrets::Secrets, sandbox, server,
-    storing::key, storing::store, storing::token, sys, Options, EXIT_CONFIG,
+    live::Channel,
+    reading::lifeline::Lifeline,
+    reading::secrets::Secrets,
+    sandbox, server,
+    storing::{load_key_in_use, load_token_in_use, Key, Store},
+    sys, Options, EXIT_CONFIG,
 };
 
 /// Starts and serves; the exit code either way.
@@ -27,8 +31,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     if let Some(anew) = options.tpm_enroll {
         return Ok(crate::enroll::run(&options, &policy, key.as_ref(), anew));
     }
-    let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
-    let token = token::load_in_use(&token_path, &mut secrets).map_err(|e| {
+    let token_path = crate::storing::token_path(options.token_file.as_deref());
+    let token = load_token_in_use(&token_path, &mut secrets).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
     })?;
@@ -41,9 +45,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
     let tpm = open_tpm(&options, &policy, key.as_ref())?;
     let store = open_store(&options)?;
-    let loaded = store
-        .as_ref()
-        .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
+    let loaded = store.as_ref().map(|s| s.load(key.as_ref().map(Key::bytes)));
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
@@ -160,10 +162,9 @@ fn load_key(
     options: &Options,
     policy: &Policy,
     secrets: &mut Secrets,
-) -> Result<(PathBuf, Option<key::Key>), i32> {
-    let key_path =
-        crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
-    let key = key::load_in_use(&key_path, secrets).map_err(|e| {
+) -> Result<(PathBuf, Option<Key>), i32> {
+    let key_path = crate::storing::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
+    let key = load_key_in_use(&key_path, secrets).map_err(|e| {
         tracing::error!(error = %e, "HMAC key refused");
         EXIT_CONFIG
     })?;
@@ -178,9 +179,9 @@ fn load_key(
 fn open_tpm(
     options: &Options,
     policy: &Policy,
-    key: Option<&key::Key>,
-) -> Result<crate::storing::anchor::Tpm, i32> {
-    use crate::storing::anchor::Tpm;
+    key: Option<&Key>,
+) -> Result<crate::storing::Tpm, i32> {
+    use crate::storing::Tpm;
     use crate::tpm::{Counter, Device, DEFAULT_DEVICE, DEFAULT_INDEX};
     if policy.tpm == policy::TpmMode::Off || options.probe.is_some() {
         return Ok(Tpm::Off);
@@ -215,12 +216,12 @@ fn open_tpm(
 }
 
 /// The baseline store (none for the probe harness).
-fn open_store(options: &Options) -> Result<Option<store::Store>, i32> {
+fn open_store(options: &Options) -> Result<Option<Store>, i32> {
     if options.probe.is_some() {
         return Ok(None);
     }
     let name = options.baseline_name.as_deref().unwrap_or("baseline.json");
-    store::Store::open_named(&options.state_dir, name)
+    Store::open_named(&options.state_dir, name)
         .map(Some)
         .map_err(|e| {
             tracing::error!(error = %e, "baseline store unusable");

@@ -32,7 +32,7 @@ pub(crate) enum Tpm {
 
 /// The counter a store is anchored to, and what is known of it.
 #[derive(Debug, Default)]
-pub struct Anchor {
+pub(crate) struct Anchor {
     counter: Option<Counter>,
     /// The counter's value, while it is known to match the store's pin.
     count: Option<u64>,
@@ -77,7 +77,11 @@ impl Anchor {
     /// Before a commit of `generation`: pins the store so that the counter's next value is
     /// its target (`true`: increment after the commit). Without a usable counter the store is
     /// unpinned (a new generation under `tpm: off`, or with no TPM or no enrolled index).
-    pub fn before_commit(&mut self, store: &Store, generation: u64) -> Result<bool, StoreError> {
+    pub(super) fn before_commit(
+        &mut self,
+        store: &Store,
+        generation: u64,
+    ) -> Result<bool, StoreError> {
         let Some(counter) = self.counter.as_mut() else {
             store.set_pin(None);
             return Ok(false);
@@ -137,7 +141,7 @@ impl Anchor {
 
     /// After a commit pinned by [`Anchor::before_commit`]: the increment. A failure leaves the
     /// counter one below the store's target, which the next start finishes (or rejects).
-    pub fn after_commit(&mut self, store: &Store) {
+    pub(super) fn after_commit(&mut self, store: &Store) {
         let (Some(counter), Some(pin)) = (self.counter.as_mut(), store.pin()) else {
             return;
         };
@@ -151,7 +155,7 @@ impl Anchor {
     }
 
     /// What guards the baseline now.
-    pub fn guard(&self) -> Guard {
+    pub(crate) fn guard(&self) -> Guard {
         match (&self.counter, self.count) {
             (Some(c), Some(count)) => Guard {
                 anchor: Kind::Tpm,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::policy::Policy;
-use crate::storing::store::{Current, Store};
+use crate::storing::{Current, Store};
 use crate::verifying::cycle::Cycle;
 use crate::verifying::hashing::FileHasher;
 use crate::verifying::slots::Slot;
