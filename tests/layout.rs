@@ -256,6 +256,19 @@ fn paths_after(text: &str, prefix: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// Every path the code of module `me` names from the crate's root: its `crate::` paths and its
+/// `super::` paths put after its parent.
+fn named_from(me: &[String], code: &str) -> Vec<Vec<String>> {
+    let parent = &me[..me.len().saturating_sub(1)];
+    let mut named = paths_after(code, "crate::");
+    named.extend(paths_after(code, "super::").into_iter().map(|p| {
+        let mut full = parent.to_vec();
+        full.extend(p);
+        full
+    }));
+    named
+}
+
 /// Which modules each module of the crate names, file by file: a `crate::` or `super::` path
 /// resolved to the longest module it reaches (the item it names lives there).
 fn file_graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
@@ -276,16 +289,8 @@ fn file_graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
         let Some(code) = production_part(f, &text) else {
             continue;
         };
-        let parent = me[..me.len().saturating_sub(1)].to_vec();
-        let named = paths_after(&code, "crate::").into_iter().chain(
-            paths_after(&code, "super::").into_iter().map(|p| {
-                let mut full = parent.clone();
-                full.extend(p);
-                full
-            }),
-        );
         let deps = graph.entry(me.join("::")).or_default();
-        for p in named {
+        for p in named_from(&me, &code) {
             if let Some(m) = resolve(p).filter(|m| *m != me && !m.is_empty()) {
                 deps.insert(m.join("::"));
             }
@@ -337,6 +342,80 @@ fn the_file_circle_check_sees_a_planted_loop() {
             vec!["a".to_owned(), "b".to_owned()],
             vec!["c".to_owned(), "D".to_owned()],
             vec!["g".to_owned(), "h".to_owned(), "I".to_owned()]
+        ]
+    );
+}
+
+/// The hasher's groups whose sub-modules are private, each behind the face its `mod.rs` chooses
+/// (`pub(crate) use`): from outside a group, a path goes through `crate::<group>::X`.
+const FACED_GROUPS: [&str; 3] = ["tpm", "live", "storing"];
+
+/// A file's module and its production code.
+type ModuleCode = (Vec<String>, String);
+
+/// The module and production code of each of the crate's files, and every module there is.
+fn crate_files(krate: &str) -> (Vec<ModuleCode>, BTreeSet<Vec<String>>) {
+    let src = root().join(krate).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules = files.iter().map(|f| module_of(&src, f)).collect();
+    let code = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            Some((module_of(&src, f), production_part(f, &text)?))
+        })
+        .collect();
+    (code, modules)
+}
+
+/// Each path a file outside a faced group names inside one of the group's sub-modules
+/// (`crate::<group>::<sub>::…`, `super::<group>::<sub>`) instead of through its face.
+fn face_faults(files: &[ModuleCode], modules: &BTreeSet<Vec<String>>) -> Vec<String> {
+    let mut faults = Vec::new();
+    for (me, code) in files {
+        for p in named_from(me, code) {
+            let crosses = p.len() >= 2
+                && FACED_GROUPS.contains(&p[0].as_str())
+                && me.first() != Some(&p[0])
+                && modules.contains(&p[..2]);
+            if crosses {
+                faults.push(format!("{} names {}", me.join("::"), p.join("::")));
+            }
+        }
+    }
+    faults
+}
+
+#[test]
+fn the_hasher_groups_are_named_by_their_faces() {
+    let (files, modules) = crate_files("hasher");
+    for group in FACED_GROUPS {
+        assert!(
+            modules.contains(&vec![group.to_owned()]),
+            "the hasher has no {group} group"
+        );
+    }
+    assert_eq!(face_faults(&files, &modules), Vec::<String>::new());
+}
+
+#[test]
+fn the_face_check_sees_a_path_past_a_face() {
+    let (mut files, modules) = crate_files("hasher");
+    let at = |m: &str| m.split("::").map(str::to_owned).collect::<Vec<_>>();
+    files.push((
+        at("storing::anchor"),
+        "use crate::tpm::wire::NvPublic;\nuse crate::tpm::{Counter, device::Device};".into(),
+    ));
+    files.push((at("storing"), "use super::tpm::counter;".into()));
+    // Inside the group its own sub-modules are named freely.
+    files.push((at("tpm::device"), "use crate::tpm::wire::attr;".into()));
+    assert_eq!(
+        face_faults(&files, &modules),
+        [
+            "storing::anchor names tpm::wire::NvPublic",
+            "storing::anchor names tpm::device::Device",
+            "storing names tpm::counter",
         ]
     );
 }

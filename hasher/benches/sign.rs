@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use hasher::policy::Policy;
-use hasher::storing::store::Store;
+use hasher::storing::Store;
 use hasher::verifying::verifier::Verifier;
 use protocol::report::{ScanReport, Violation};
 

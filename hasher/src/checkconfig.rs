@@ -1,7 +1,7 @@
 //! `--check-config`: whether a policy can work on this machine, each problem with its key.
 
 use crate::policy::{self, Policy};
-use crate::{storing::key, Options, EXIT_CONFIG};
+use crate::{storing::load_key, Options, EXIT_CONFIG};
 
 /// `--check-config`: the policy parses and validates (done by the caller), and what it names
 /// can work: every listed file is a readable regular file, every model dir a directory, the
@@ -34,8 +34,8 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
             ),
         }
     }
-    let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
-    match crate::storing::token::load(&token_path) {
+    let token_path = crate::storing::token_path(options.token_file.as_deref());
+    match crate::storing::load_token(&token_path) {
         Err(e) => problems.push(e.to_string()),
         Ok(None) => eprintln!(
             "{}: note: no service token at {}: scan, reload and rebaseline would answer 503",
@@ -44,9 +44,8 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         ),
         Ok(Some(_)) => {}
     }
-    let key_path =
-        crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
-    match key::load(&key_path) {
+    let key_path = crate::storing::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
+    match load_key(&key_path) {
         Ok(Some(_)) => {}
         Ok(None) => problems.push(format!(
             "hmac_key_path: {}: does not exist (the service would run unsigned and a boot check would refuse it)",

@@ -7,14 +7,13 @@
 use protocol::generation::TpmPin;
 
 use crate::policy::Policy;
-use crate::storing::key::Key;
-use crate::storing::store::{Current, Loaded, Store};
-use crate::tpm::counter::{Counter, Found, DEFAULT_INDEX};
-use crate::tpm::{device, wire};
+use crate::storing::Key;
+use crate::storing::{Current, Loaded, Store};
+use crate::tpm::{self, Counter, Device, DeviceError, Found, DEFAULT_DEVICE, DEFAULT_INDEX};
 use crate::{Options, EXIT_CONFIG};
 
 /// Enrols; the exit code (0, or 78 with what to fix on stderr).
-pub fn run(options: &Options, _policy: &Policy, key: Option<&Key>, anew: bool) -> i32 {
+pub(crate) fn run(options: &Options, _policy: &Policy, key: Option<&Key>, anew: bool) -> i32 {
     match enrol(options, key, anew) {
         Ok(done) => {
             println!("integrity-monitor tpm-enroll: {done}");
@@ -33,8 +32,8 @@ fn enrol(options: &Options, key: Option<&Key>, anew: bool) -> Result<String, Str
     let path = options
         .tpm_device
         .clone()
-        .unwrap_or_else(|| device::DEFAULT_DEVICE.into());
-    let device = device::Device::open(&path).map_err(|e| {
+        .unwrap_or_else(|| DEFAULT_DEVICE.into());
+    let device = Device::open(&path).map_err(|e| {
         format!("no TPM: {e} (the appliance's TPM is /dev/tpmrm0; a VM needs a vTPM)")
     })?;
     let name = options.baseline_name.as_deref().unwrap_or("baseline.json");
@@ -145,7 +144,7 @@ fn defined_and_counted(counter: &mut Counter) -> Result<(String, u64), String> {
         Found::Ours(_) => {}
     }
     let count = counter.read().map_err(|e| match e.code() {
-        Some(wire::RC_BAD_AUTH | wire::RC_AUTH_FAIL) => format!("{at} was defined with another key's auth value (the HMAC key was rotated?): --tpm-reenroll defines it anew"),
+        Some(tpm::RC_BAD_AUTH | tpm::RC_AUTH_FAIL) => format!("{at} was defined with another key's auth value (the HMAC key was rotated?): --tpm-reenroll defines it anew"),
         _ => format!("{at}: cannot read: {e}"),
     })?;
     match counter.look().map_err(|e| format!("{at}: {e}"))? {
@@ -169,10 +168,10 @@ fn remove(counter: &mut Counter) -> Result<(), String> {
 }
 
 /// A refusal by the owner hierarchy, worded for the operator.
-fn owner(at: &str, what: &str, e: &device::DeviceError) -> String {
+fn owner(at: &str, what: &str, e: &DeviceError) -> String {
     match e.code() {
-        Some(wire::RC_BAD_AUTH | wire::RC_AUTH_FAIL) => format!("{at}: {what}: the TPM's owner hierarchy has an auth value set (ownerAuthSet), and tpm-enroll uses the empty one the appliance leaves: clear it (tpm2_changeauth -c owner -p OLD) for enrolment"),
-        Some(wire::RC_NV_SPACE) => format!("{at}: {what}: the TPM has no NV room left"),
+        Some(tpm::RC_BAD_AUTH | tpm::RC_AUTH_FAIL) => format!("{at}: {what}: the TPM's owner hierarchy has an auth value set (ownerAuthSet), and tpm-enroll uses the empty one the appliance leaves: clear it (tpm2_changeauth -c owner -p OLD) for enrolment"),
+        Some(tpm::RC_NV_SPACE) => format!("{at}: {what}: the TPM has no NV room left"),
         _ => format!("{at}: {what}: {e}"),
     }
 }

@@ -11,10 +11,10 @@
 
 // The hasher by job; calls flow one way: server → verifying → reading, storing, live → reading
 // (tests/layout.rs checks it).
-pub mod live;
+mod live;
 pub mod reading;
 pub mod storing;
-pub mod tpm;
+mod tpm;
 pub mod verifying;
 
 pub mod checkconfig;

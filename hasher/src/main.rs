@@ -111,10 +111,7 @@ fn options(f: Flags) -> hasher::Options {
             }
             _ => usage_error(&format!("{}: not a file path", file.display())),
         },
-        (None, None) => (
-            PathBuf::from(hasher::storing::store::DEFAULT_STATE_DIR),
-            None,
-        ),
+        (None, None) => (PathBuf::from(hasher::storing::DEFAULT_STATE_DIR), None),
     };
     hasher::Options {
         policy,

@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::{self, Policy};
 use crate::{
-    live::channel, reading::lifeline::Lifeline, reading::secrets::Secrets, sandbox, server,
-    storing::key, storing::store, storing::token, sys, Options, EXIT_CONFIG,
+    live::Channel,
+    reading::lifeline::Lifeline,
+    reading::secrets::Secrets,
+    sandbox, server,
+    storing::{load_key_in_use, load_token_in_use, Key, Store},
+    sys, Options, EXIT_CONFIG,
 };
 
 /// Starts and serves; the exit code either way.
@@ -27,8 +31,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     if let Some(anew) = options.tpm_enroll {
         return Ok(crate::enroll::run(&options, &policy, key.as_ref(), anew));
     }
-    let token_path = crate::storing::credentials::token_path(options.token_file.as_deref());
-    let token = token::load_in_use(&token_path, &mut secrets).map_err(|e| {
+    let token_path = crate::storing::token_path(options.token_file.as_deref());
+    let token = load_token_in_use(&token_path, &mut secrets).map_err(|e| {
         tracing::error!(error = %e, "service token refused");
         EXIT_CONFIG
     })?;
@@ -41,13 +45,11 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     }
     let tpm = open_tpm(&options, &policy, key.as_ref())?;
     let store = open_store(&options)?;
-    let loaded = store
-        .as_ref()
-        .map(|s| s.load(key.as_ref().map(key::Key::bytes)));
+    let loaded = store.as_ref().map(|s| s.load(key.as_ref().map(Key::bytes)));
     // Read now, before the sandbox narrows what may be read.
     let boot_id = crate::verifying::remember::boot_id();
     let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
-    let clock = crate::live::clock::ClockWatch::new()
+    let clock = crate::live::ClockWatch::new()
         .map_err(
             |e| tracing::warn!(error = %e, "no timer on the wall clock: a step of it goes unseen"),
         )
@@ -90,7 +92,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
 /// Serves the api until it goes (or the channel fails): the exit code.
 fn serve(fd: OwnedFd, parts: server::Parts) -> Result<i32, i32> {
     let mut server = server::Server::new(parts);
-    match server.serve(&mut channel::Channel::new(fd)) {
+    match server.serve(&mut Channel::new(fd)) {
         Ok(server::Ended::Closed) => {
             tracing::info!("api closed the channel; exiting");
             Ok(0)
@@ -160,10 +162,9 @@ fn load_key(
     options: &Options,
     policy: &Policy,
     secrets: &mut Secrets,
-) -> Result<(PathBuf, Option<key::Key>), i32> {
-    let key_path =
-        crate::storing::credentials::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
-    let key = key::load_in_use(&key_path, secrets).map_err(|e| {
+) -> Result<(PathBuf, Option<Key>), i32> {
+    let key_path = crate::storing::key_path(options.key_file.as_deref(), &policy.hmac_key_path);
+    let key = load_key_in_use(&key_path, secrets).map_err(|e| {
         tracing::error!(error = %e, "HMAC key refused");
         EXIT_CONFIG
     })?;
@@ -178,10 +179,10 @@ fn load_key(
 fn open_tpm(
     options: &Options,
     policy: &Policy,
-    key: Option<&key::Key>,
-) -> Result<crate::storing::anchor::Tpm, i32> {
-    use crate::storing::anchor::Tpm;
-    use crate::tpm::{counter, device};
+    key: Option<&Key>,
+) -> Result<crate::storing::Tpm, i32> {
+    use crate::storing::Tpm;
+    use crate::tpm::{Counter, Device, DEFAULT_DEVICE, DEFAULT_INDEX};
     if policy.tpm == policy::TpmMode::Off || options.probe.is_some() {
         return Ok(Tpm::Off);
     }
@@ -189,16 +190,16 @@ fn open_tpm(
     let path = options
         .tpm_device
         .clone()
-        .unwrap_or_else(|| PathBuf::from(device::DEFAULT_DEVICE));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DEVICE));
     let opened = match key {
         None => Err("no HMAC key: the counter's auth value is made from it".to_owned()),
-        Some(k) => device::Device::open(&path)
+        Some(k) => Device::open(&path)
             .map_err(|e| e.to_string())
             .and_then(|d| {
                 let (file, path) = d.into_parts();
                 let placed = sys::place_tpm(file).map_err(|e| e.to_string())?;
-                let d = device::Device::open_placed(placed, path);
-                Ok(counter::Counter::new(d, counter::DEFAULT_INDEX, k.bytes()))
+                let d = Device::open_placed(placed, path);
+                Ok(Counter::new(d, DEFAULT_INDEX, k.bytes()))
             }),
     };
     match opened {
@@ -215,12 +216,12 @@ fn open_tpm(
 }
 
 /// The baseline store (none for the probe harness).
-fn open_store(options: &Options) -> Result<Option<store::Store>, i32> {
+fn open_store(options: &Options) -> Result<Option<Store>, i32> {
     if options.probe.is_some() {
         return Ok(None);
     }
     let name = options.baseline_name.as_deref().unwrap_or("baseline.json");
-    store::Store::open_named(&options.state_dir, name)
+    Store::open_named(&options.state_dir, name)
         .map(Some)
         .map_err(|e| {
             tracing::error!(error = %e, "baseline store unusable");

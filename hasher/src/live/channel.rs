@@ -11,7 +11,7 @@ use serde::Serialize;
 
 /// Why receiving stopped.
 #[derive(Debug)]
-pub enum RecvError {
+pub(crate) enum RecvError {
     /// The peer closed the channel.
     Closed,
     /// A datagram or message was refused; the channel stays usable.
@@ -21,7 +21,7 @@ pub enum RecvError {
 }
 
 /// One end of the channel.
-pub struct Channel {
+pub(crate) struct Channel {
     sender: Sender,
     buf: Box<[u8]>,
     reasm: Reassembler,
@@ -30,14 +30,14 @@ pub struct Channel {
 /// The sending half, shared with the sentinel thread; a message's frames go out under one
 /// lock, so a notice never lands between the frames of a response.
 #[derive(Clone)]
-pub struct Sender {
+pub(crate) struct Sender {
     fd: Arc<OwnedFd>,
     lock: Arc<Mutex<()>>,
 }
 
 impl Sender {
     /// Sends one message, cut into frames.
-    pub fn send<T: Serialize>(&self, id: u64, body: &T) -> Result<(), Errno> {
+    pub(crate) fn send<T: Serialize>(&self, id: u64, body: &T) -> Result<(), Errno> {
         let frames = frame::encode(id, body).map_err(|_| Errno::EMSGSIZE)?;
         let _whole = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         for f in frames {
@@ -55,7 +55,7 @@ impl Sender {
 
 impl Channel {
     /// Wraps a connected SEQPACKET socket.
-    pub fn new(fd: OwnedFd) -> Channel {
+    pub(crate) fn new(fd: OwnedFd) -> Channel {
         Channel {
             sender: Sender {
                 fd: Arc::new(fd),
@@ -67,18 +67,18 @@ impl Channel {
     }
 
     /// The socket, for polling.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.sender.fd.as_fd()
     }
 
     /// A sending half for another thread.
-    pub fn sender(&self) -> Sender {
+    pub(crate) fn sender(&self) -> Sender {
         self.sender.clone()
     }
 
     /// Receives datagrams until one whole message is in.
-    pub fn recv_message(&mut self) -> Result<Vec<u8>, RecvError> {
+    pub(crate) fn recv_message(&mut self) -> Result<Vec<u8>, RecvError> {
         loop {
             let n = match recv(
                 self.sender.fd.as_raw_fd(),
@@ -100,7 +100,7 @@ impl Channel {
     }
 
     /// Sends one message, cut into frames.
-    pub fn send<T: Serialize>(&self, id: u64, body: &T) -> Result<(), Errno> {
+    pub(crate) fn send<T: Serialize>(&self, id: u64, body: &T) -> Result<(), Errno> {
         self.sender.send(id, body)
     }
 }

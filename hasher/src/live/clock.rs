@@ -15,13 +15,13 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 const FAR: i64 = 9_000_000_000;
 
 /// A timer on the wall clock that a step of the clock cancels: readable then.
-pub struct ClockWatch {
+pub(crate) struct ClockWatch {
     timer: TimerFd,
 }
 
 impl ClockWatch {
     /// Arms the watch (before the sandbox: the seccomp filter allows no timer calls).
-    pub fn new() -> nix::Result<ClockWatch> {
+    pub(crate) fn new() -> nix::Result<ClockWatch> {
         let timer = TimerFd::new(
             ClockId::CLOCK_REALTIME,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
@@ -34,13 +34,13 @@ impl ClockWatch {
     }
 
     /// The fd to poll.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.timer.as_fd()
     }
 
     /// Whether the clock was stepped since the last call (the timer's read is cancelled; the
     /// read rearms the watch for the next step).
-    pub fn stepped(&self) -> bool {
+    pub(crate) fn stepped(&self) -> bool {
         let mut ticks = [0u8; 8];
         nix::unistd::read(&self.timer, &mut ticks) == Err(Errno::ECANCELED)
     }

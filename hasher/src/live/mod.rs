@@ -2,7 +2,14 @@
 //!
 //! May call: `reading`.
 
-pub mod channel;
-pub mod clock;
-pub mod sentinel;
-pub mod watch;
+mod channel;
+mod clock;
+mod sentinel;
+mod watch;
+
+// The face: the channel to the api, the clock's watch, the sentinel and its arm, the watcher
+// and the changes it drains.
+pub(crate) use channel::{Channel, RecvError};
+pub(crate) use clock::ClockWatch;
+pub(crate) use sentinel::{Arm, Sentinel};
+pub(crate) use watch::{Changes, Watcher};

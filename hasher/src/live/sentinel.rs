@@ -24,11 +24,11 @@ const LOOK: Duration = Duration::from_millis(50);
 /// idle again. Slices do not arm it themselves: most take well under a millisecond, and waking
 /// a thread for each would cost more than they do.
 #[derive(Clone, Default)]
-pub struct Arm(Weak<Shared>);
+pub(crate) struct Arm(Weak<Shared>);
 
 impl Arm {
     /// A long read began.
-    pub fn long_read(&self) {
+    pub(crate) fn long_read(&self) {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
@@ -43,7 +43,7 @@ impl Arm {
 }
 
 /// The watcher, shared between the server and its sentinel.
-pub struct Sentinel {
+pub(crate) struct Sentinel {
     shared: Arc<Shared>,
 }
 
@@ -72,7 +72,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Sentinel {
     /// Holds `watcher` (`None`: no inotify; changes wait for the periodic scan).
-    pub fn new(watcher: Option<Watcher>) -> Sentinel {
+    pub(crate) fn new(watcher: Option<Watcher>) -> Sentinel {
         Sentinel {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -84,7 +84,7 @@ impl Sentinel {
 
     /// Starts the thread that announces changes through `sender` while a request is answered;
     /// what long reads outside a request arm it with.
-    pub fn start(&self, sender: Sender) -> std::io::Result<Arm> {
+    pub(crate) fn start(&self, sender: Sender) -> std::io::Result<Arm> {
         let shared = Arc::clone(&self.shared);
         // Unnamed: naming a thread is a prctl the seccomp filter does not allow.
         std::thread::Builder::new()
@@ -93,30 +93,30 @@ impl Sentinel {
     }
 
     /// Whether there is a watcher.
-    pub fn watching(&self) -> bool {
+    pub(crate) fn watching(&self) -> bool {
         lock(&self.shared.watcher).is_some()
     }
 
     /// Whether every directory that should be watched is ([`Watcher::complete`]).
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         lock(&self.shared.watcher)
             .as_ref()
             .is_some_and(Watcher::complete)
     }
 
     /// Puts `watcher` in place of the current one (a reload).
-    pub fn replace(&self, watcher: Option<Watcher>) {
+    pub(crate) fn replace(&self, watcher: Option<Watcher>) {
         *lock(&self.shared.watcher) = watcher;
     }
 
     /// The inotify instance to poll, if there is a watcher.
-    pub fn inotify(&self) -> Option<Arc<nix::sys::inotify::Inotify>> {
+    pub(crate) fn inotify(&self) -> Option<Arc<nix::sys::inotify::Inotify>> {
         lock(&self.shared.watcher).as_ref().map(Watcher::shared)
     }
 
     /// Watches `files` themselves ([`Watcher::watch_files`]); those it could not (none
     /// without a watcher: then the sweeps alone see changes).
-    pub fn watch_files(&self, files: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+    pub(crate) fn watch_files(&self, files: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
         lock(&self.shared.watcher)
             .as_mut()
             .map(|w| w.watch_files(files))
@@ -124,17 +124,17 @@ impl Sentinel {
     }
 
     /// What is queued on the watcher now ([`Watcher::drain`]).
-    pub fn drain(&self) -> Option<Changes> {
+    pub(crate) fn drain(&self) -> Option<Changes> {
         lock(&self.shared.watcher).as_mut().map(Watcher::drain)
     }
 
     /// What the sentinel drained while a request was answered (its notice already went out).
-    pub fn take_drained(&self) -> Option<Changes> {
+    pub(crate) fn take_drained(&self) -> Option<Changes> {
         lock(&self.shared.state).drained.take()
     }
 
     /// A request is being answered: the sentinel watches.
-    pub fn busy(&self) {
+    pub(crate) fn busy(&self) {
         let mut state = lock(&self.shared.state);
         state.busy = true;
         state.request = true;
@@ -143,7 +143,7 @@ impl Sentinel {
     }
 
     /// The request (or the slice) is done: the server watches again.
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         lock(&self.shared.state).busy = false;
     }
 }

@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,22 +25,22 @@ const MAX_NAMED: usize = 4096;
 
 /// What a batch of events amounts to.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Watched paths touched.
-    pub changed: u32,
+    pub(crate) changed: u32,
     /// The kernel dropped events (or too many paths changed to name): only a full re-read is
     /// safe.
-    pub overflow: bool,
+    pub(crate) overflow: bool,
     /// The paths the events named, so each is read again whatever its metadata says.
-    pub paths: HashSet<PathBuf>,
+    pub(crate) paths: HashSet<PathBuf>,
     /// A relevant event named no path (a model dir, or a listed file's directory, was itself
     /// moved or deleted): the named paths are not all that changed.
-    pub unnamed: bool,
+    pub(crate) unnamed: bool,
 }
 
 impl Changes {
     /// Adds a later batch to this one.
-    pub fn merge(&mut self, later: Changes) {
+    pub(super) fn merge(&mut self, later: Changes) {
         self.changed = self.changed.saturating_add(later.changed);
         self.overflow |= later.overflow;
         self.unnamed |= later.unnamed;
@@ -69,7 +68,7 @@ struct Watched {
 }
 
 /// The inotify instance and what each watch stands for.
-pub struct Watcher {
+pub(crate) struct Watcher {
     /// Shared with the sentinel thread, which polls it while a request is answered.
     inotify: Arc<Inotify>,
     /// What each watch stands for.
@@ -106,7 +105,7 @@ fn file_mask() -> AddWatchFlags {
 
 impl Watcher {
     /// Watches the policy's paths; paths that do not exist are left to the periodic scan.
-    pub fn new(policy: &Policy) -> nix::Result<Watcher> {
+    pub(crate) fn new(policy: &Policy) -> nix::Result<Watcher> {
         let inotify = Arc::new(Inotify::init(
             InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC,
         )?);
@@ -183,7 +182,7 @@ impl Watcher {
     /// through a link outside the watched directories is seen; returns those it could not
     /// watch (the user's inotify watch limit, or this watcher's bound): their checks read them
     /// at every sweep.
-    pub fn watch_files(&mut self, files: Vec<PathBuf>) -> Vec<PathBuf> {
+    pub(crate) fn watch_files(&mut self, files: Vec<PathBuf>) -> Vec<PathBuf> {
         let mut refused = Vec::new();
         for file in files {
             if self.watches.len() >= MAX_WATCHES {
@@ -216,22 +215,17 @@ impl Watcher {
 
     /// Whether every directory that should be watched is: only then do the named paths tell
     /// all that changed.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.complete
     }
 
-    /// The fd to poll.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.inotify.as_fd()
-    }
-
     /// The inotify instance, to poll from another thread (it outlives a reload's new one).
-    pub fn shared(&self) -> Arc<Inotify> {
+    pub(crate) fn shared(&self) -> Arc<Inotify> {
         Arc::clone(&self.inotify)
     }
 
     /// Reads what is queued and says whether any of it matters.
-    pub fn drain(&mut self) -> Changes {
+    pub(crate) fn drain(&mut self) -> Changes {
         let mut changes = Changes::default();
         let mut new_dirs = Vec::new();
         // Paths a directory's event named as created, moved or deleted: another inode now.

@@ -8,8 +8,8 @@ use protocol::message::{ErrorKind, Proof, Response};
 use protocol::plan::{self, Adopted, Base, Outcome, Plan, Signed};
 
 use super::{error, Server};
-use crate::storing::authority::{self, Pending};
-use crate::storing::key::Key;
+use crate::storing::Key;
+use crate::storing::{check_proof, Pending};
 
 impl Server {
     /// A signed plan for a rebaseline of the current files (a full read), held for a proof;
@@ -130,7 +130,7 @@ impl Server {
             };
             Signed::sign(&o, plan::OUTCOME_DOMAIN, &key)
         };
-        if let Err(why) = authority::check(
+        if let Err(why) = check_proof(
             self.key.as_ref(),
             &self.challenges,
             self.pending.as_ref(),

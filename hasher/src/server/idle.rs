@@ -50,7 +50,7 @@ impl Server {
             // Everything remembered may be forged by a write stamped at a remembered ctime:
             // read every file again, proving each, as after lost events.
             tracing::warn!("the wall clock was stepped: every file is read again");
-            let changes = crate::live::watch::Changes {
+            let changes = crate::live::Changes {
                 overflow: true,
                 ..Default::default()
             };
@@ -117,7 +117,7 @@ impl Server {
 
     /// Takes in what the watcher drained: paths to read again, what the next check of the
     /// changes covers (`Verifier::absorb`), and (unless the sentinel sent it) the notice to send.
-    pub(super) fn absorb(&mut self, changes: crate::live::watch::Changes, announce: bool) {
+    pub(super) fn absorb(&mut self, changes: crate::live::Changes, announce: bool) {
         self.v.absorb(&changes);
         if announce && (changes.changed > 0 || changes.overflow) {
             self.notices.hold(changes.changed, changes.overflow);

@@ -16,12 +16,12 @@ use protocol::standing::{FromStore, Prior};
 use protocol::PROTOCOL_VERSION;
 
 use crate::error::ChannelError;
-use crate::live::channel::{Channel, RecvError};
+use crate::live::{Channel, RecvError};
 use crate::policy::{Policy, RebaselineAuth};
-use crate::storing::key::Key;
-use crate::storing::ledger::Ledger;
-use crate::storing::store::{Loaded, Store};
-use crate::storing::token::Token;
+use crate::storing::Key;
+use crate::storing::Ledger;
+use crate::storing::Token;
+use crate::storing::{Loaded, Store};
 use crate::verifying::reference;
 use crate::verifying::release::Release;
 use crate::verifying::verifier::{Keeping, Verifier};
@@ -39,7 +39,7 @@ pub struct Server {
     read_set: Vec<PathBuf>,
     release_override: Option<PathBuf>,
     /// The watcher, shared with the thread that announces changes while a request runs.
-    sentinel: crate::live::sentinel::Sentinel,
+    sentinel: crate::live::Sentinel,
     /// Changes not announced yet, throttled.
     notices: notices::Notices,
     /// The latest completed scan, and when it completed on the monotonic clock.
@@ -47,9 +47,9 @@ pub struct Server {
     /// The boot this runs in (what the slots remember is kept for a restart within it).
     boot_id: Option<String>,
     /// Issues and recognises rebaseline challenges (no table of them).
-    challenges: crate::storing::authority::Challenges,
+    challenges: crate::storing::Challenges,
     /// The rebaseline plan held for a proof (its digests only), if any.
-    pending: Option<crate::storing::authority::Pending>,
+    pending: Option<crate::storing::Pending>,
     /// What the boot-chain verification said of this boot (read before the sandbox).
     vouch: crate::verifying::vouch::Vouch,
     /// The OS image's release: in force, a transition made or refused at start.
@@ -57,7 +57,7 @@ pub struct Server {
     /// The release file, while a transition it called for is refused.
     release_file: Option<PathBuf>,
     /// A step of the wall clock, watched (`None`: no timer could be made).
-    clock: Option<crate::live::clock::ClockWatch>,
+    clock: Option<crate::live::ClockWatch>,
     /// The api's hang-up as the reads see it: once one found it, the loop ends.
     lifeline: crate::reading::lifeline::Lifeline,
 }
@@ -98,13 +98,13 @@ pub struct Parts {
     /// The validated policy.
     pub policy: Policy,
     /// The HMAC key, if any.
-    pub key: Option<Key>,
+    pub(crate) key: Option<Key>,
     /// The service token, if any.
     pub token: Option<Token>,
     /// The locked store.
     pub store: Store,
     /// What the store held.
-    pub loaded: Loaded,
+    pub(crate) loaded: Loaded,
     /// What the sandbox lets it read.
     pub read_set: Vec<PathBuf>,
     /// A release baseline given outside the policy; it survives reloads.
@@ -116,9 +116,9 @@ pub struct Parts {
     /// The kernel's writeback window (read before the sandbox).
     pub kernel_window: std::time::Duration,
     /// The TPM's counter, as start-up found it.
-    pub tpm: crate::storing::anchor::Tpm,
+    pub(crate) tpm: crate::storing::Tpm,
     /// A step of the wall clock, watched (made before the sandbox).
-    pub clock: Option<crate::live::clock::ClockWatch>,
+    pub(crate) clock: Option<crate::live::ClockWatch>,
     /// What every read is handed: the budget, the api's lifeline, the secrets.
     pub reads: crate::reading::context::ReadContext,
 }
@@ -147,7 +147,7 @@ impl Server {
         let keeps = keeping(ledger.store(), &key, &boot_id);
         let mut v = Verifier::new(policy, baseline, keeps, reads);
         v.set_kernel_window(kernel_window);
-        let watcher = crate::live::watch::Watcher::new(v.policy())
+        let watcher = crate::live::Watcher::new(v.policy())
             .map_err(
                 |e| tracing::warn!(error = %e, "no inotify: changes wait for the periodic scan"),
             )
@@ -162,10 +162,10 @@ impl Server {
             read_set,
             release_override,
             last_report: None,
-            sentinel: crate::live::sentinel::Sentinel::new(watcher),
+            sentinel: crate::live::Sentinel::new(watcher),
             notices: notices::Notices::default(),
             boot_id,
-            challenges: crate::storing::authority::Challenges::default(),
+            challenges: crate::storing::Challenges::default(),
             pending: None,
             vouch,
             release: protocol::standing::ReleaseNews::default(),
@@ -176,7 +176,7 @@ impl Server {
     }
 
     /// Serves until the api closes the channel (Ok) or the socket fails (Err).
-    pub fn serve(&mut self, channel: &mut Channel) -> Result<Ended, ChannelError> {
+    pub(crate) fn serve(&mut self, channel: &mut Channel) -> Result<Ended, ChannelError> {
         match self.sentinel.start(channel.sender()) {
             Ok(arm) => self.v.arm_with(arm),
             Err(e) => {
@@ -246,7 +246,7 @@ impl Server {
                 Ok(challenge) => Response::Challenge {
                     challenge,
                     // A constant of minutes: it fits; were it not to, the longest said.
-                    ttl_ms: u64::try_from(crate::storing::authority::TTL.as_millis())
+                    ttl_ms: u64::try_from(crate::storing::CHALLENGE_TTL.as_millis())
                         .unwrap_or(u64::MAX),
                 },
                 Err(e) => error(

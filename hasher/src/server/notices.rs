@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use protocol::message::Response;
 
 use crate::error::ChannelError;
-use crate::live::channel::Channel;
+use crate::live::Channel;
 
 /// Shortest time between two change notices to the api. Each notice makes the api 503 at once
 /// and ask for a check of the named paths, which costs what the change costs (a small file:

@@ -9,7 +9,7 @@ use protocol::standing::{Transition, MAX_MOVED};
 use protocol::{Category, Finding};
 
 use super::Server;
-use crate::storing::store::Current;
+use crate::storing::Current;
 use crate::verifying::release::Release;
 use crate::verifying::releasestore::{self, InForce};
 use crate::verifying::transition;

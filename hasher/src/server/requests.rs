@@ -126,7 +126,7 @@ impl Server {
             by = by.as_str(),
             "new baseline signed, stored and adopted"
         );
-        let mut s = crate::storing::ledger::summary(&current, self.ledger.guard());
+        let mut s = crate::storing::ledger_summary(&current, self.ledger.guard());
         let before = self.v.baseline().map(|b| b.digest.clone());
         if let Some(next) = release {
             self.record_release(before.as_deref(), &current, next);
@@ -245,7 +245,7 @@ impl Server {
         }
         tracing::info!(path = %self.policy_path.display(), "policy reloaded");
         self.sentinel
-            .replace(crate::live::watch::Watcher::new(&policy).ok());
+            .replace(crate::live::Watcher::new(&policy).ok());
         self.v.reload(policy);
         Response::Reloaded {
             policy: self.v.policy().summary(),

@@ -17,11 +17,11 @@ use protocol::standing::{Anchor as Kind, Guard};
 
 use crate::error::StoreError;
 use crate::storing::store::Store;
-use crate::tpm::counter::{Counter, Found};
+use crate::tpm::{Counter, Found};
 
 /// The TPM as start-up found it.
 #[derive(Debug)]
-pub enum Tpm {
+pub(crate) enum Tpm {
     /// `tpm: off`: never opened.
     Off,
     /// Not there (the device is missing or does not answer): why.
@@ -32,7 +32,7 @@ pub enum Tpm {
 
 /// The counter a store is anchored to, and what is known of it.
 #[derive(Debug, Default)]
-pub struct Anchor {
+pub(crate) struct Anchor {
     counter: Option<Counter>,
     /// The counter's value, while it is known to match the store's pin.
     count: Option<u64>,
@@ -45,7 +45,11 @@ fn hex(bytes: &[u8]) -> String {
 impl Anchor {
     /// Checks the store's pin against the TPM at start (`generation`: the adopted baseline's,
     /// `None` when nothing was adopted). `Err` is why the store is rejected.
-    pub fn check(tpm: Tpm, store: &Store, generation: Option<u64>) -> (Anchor, Result<(), String>) {
+    pub(crate) fn check(
+        tpm: Tpm,
+        store: &Store,
+        generation: Option<u64>,
+    ) -> (Anchor, Result<(), String>) {
         let pin = store.pin();
         let (mut counter, absent) = match tpm {
             Tpm::At(c) => (Some(c), None),
@@ -73,7 +77,11 @@ impl Anchor {
     /// Before a commit of `generation`: pins the store so that the counter's next value is
     /// its target (`true`: increment after the commit). Without a usable counter the store is
     /// unpinned (a new generation under `tpm: off`, or with no TPM or no enrolled index).
-    pub fn before_commit(&mut self, store: &Store, generation: u64) -> Result<bool, StoreError> {
+    pub(super) fn before_commit(
+        &mut self,
+        store: &Store,
+        generation: u64,
+    ) -> Result<bool, StoreError> {
         let Some(counter) = self.counter.as_mut() else {
             store.set_pin(None);
             return Ok(false);
@@ -133,7 +141,7 @@ impl Anchor {
 
     /// After a commit pinned by [`Anchor::before_commit`]: the increment. A failure leaves the
     /// counter one below the store's target, which the next start finishes (or rejects).
-    pub fn after_commit(&mut self, store: &Store) {
+    pub(super) fn after_commit(&mut self, store: &Store) {
         let (Some(counter), Some(pin)) = (self.counter.as_mut(), store.pin()) else {
             return;
         };
@@ -147,7 +155,7 @@ impl Anchor {
     }
 
     /// What guards the baseline now.
-    pub fn guard(&self) -> Guard {
+    pub(crate) fn guard(&self) -> Guard {
         match (&self.counter, self.count) {
             (Some(c), Some(count)) => Guard {
                 anchor: Kind::Tpm,
@@ -160,9 +168,7 @@ impl Anchor {
 }
 
 fn counter_index(store: &Store) -> u32 {
-    store
-        .pin()
-        .map_or(crate::tpm::counter::DEFAULT_INDEX, |p| p.index)
+    store.pin().map_or(crate::tpm::DEFAULT_INDEX, |p| p.index)
 }
 
 /// A pinned store at generation `g`: the counter's value when it matches (after finishing an
@@ -240,9 +246,9 @@ fn describe(found: &Found) -> String {
 mod tests {
     use super::*;
     use crate::storing::ledger::Ledger;
-    use crate::tpm::counter::DEFAULT_INDEX;
-    use crate::tpm::device::Device;
-    use crate::tpm::swtpm::Swtpm;
+    use crate::tpm::Device;
+    use crate::tpm::Swtpm;
+    use crate::tpm::DEFAULT_INDEX;
     use protocol::message::StoreStatus;
 
     const KEY: &[u8] = &[5u8; 32];
@@ -391,9 +397,9 @@ mod tests {
         assert!(rejected(&ledger).contains("no index at that handle"));
         drop(ledger);
         let Tpm::At(mut c) = tpm(&swtpm) else { return };
-        let mut ordinary = crate::tpm::wire::NvPublic::counter(DEFAULT_INDEX);
-        ordinary.attributes = crate::tpm::wire::attr::AUTHWRITE | crate::tpm::wire::attr::OWNERREAD;
-        c.raw(&crate::tpm::wire::define_space(&ordinary, b"root"))
+        let mut ordinary = crate::tpm::NvPublic::counter(DEFAULT_INDEX);
+        ordinary.attributes = crate::tpm::attr::AUTHWRITE | crate::tpm::attr::OWNERREAD;
+        c.raw(&crate::tpm::define_space(&ordinary, b"root"))
             .expect("define");
         drop(c);
         let (_d, ledger) = restart(pinned.path(), tpm(&swtpm));

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::storing::key::Key;
 
 /// How long a challenge may be used.
-pub const TTL: Duration = Duration::from_secs(120);
+pub(crate) const TTL: Duration = Duration::from_secs(120);
 /// Domain of a challenge's tag.
 const DOMAIN: &[u8] = b"integrity-monitor rebaseline challenge v1\0";
 /// Bytes of a challenge that are its issue time and its random part; the rest is their tag.
@@ -23,7 +23,7 @@ const BODY: usize = 16;
 /// Issues challenges and recognises them: 8 bytes of issue time (ms on this process's
 /// monotonic clock), 8 random bytes, and 16 bytes of an HMAC under a secret of this process.
 #[derive(Debug)]
-pub struct Challenges {
+pub(crate) struct Challenges {
     secret: Option<zeroize::Zeroizing<[u8; 32]>>,
     epoch: Instant,
 }
@@ -39,7 +39,7 @@ impl Default for Challenges {
 
 impl Challenges {
     /// A new challenge, hex.
-    pub fn issue(&mut self) -> std::io::Result<String> {
+    pub(crate) fn issue(&mut self) -> std::io::Result<String> {
         if self.secret.is_none() {
             let mut secret = zeroize::Zeroizing::new([0u8; 32]);
             getrandom::fill(secret.as_mut_slice()).map_err(std::io::Error::from)?;
@@ -63,7 +63,7 @@ impl Challenges {
     }
 
     /// Whether `challenge` is one this process issued less than [`TTL`] ago.
-    pub fn fresh(&self, challenge: &str) -> Result<(), &'static str> {
+    pub(crate) fn fresh(&self, challenge: &str) -> Result<(), &'static str> {
         let Some(bytes) = protocol::hexfmt::decode(challenge).filter(|b| b.len() == CHALLENGE_LEN)
         else {
             return Err("the challenge is not one this hasher issued");
@@ -84,20 +84,20 @@ impl Challenges {
 
 /// The plan the hasher holds for a proof: no candidate is kept, only what identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// SHA-256 (hex) of the signed plan.
-    pub digest: String,
+    pub(crate) digest: String,
     /// SHA-256 of the candidate's entries.
-    pub candidate: Sha256Digest,
+    pub(crate) candidate: Sha256Digest,
     /// The generation it is adopted at.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The baseline in force it was made against.
-    pub base: Option<Base>,
+    pub(crate) base: Option<Base>,
 }
 
 /// Whether `proof` authorises adopting `pending`: a key, a fresh challenge of ours, the plan
 /// held and its generation, and the authority's MAC over them. A wrong proof spends nothing.
-pub fn check(
+pub(crate) fn check(
     key: Option<&Key>,
     challenges: &Challenges,
     pending: Option<&Pending>,

@@ -10,13 +10,13 @@
 use std::path::{Path, PathBuf};
 
 /// The appliance's credential store.
-pub const STORE: &str = "/var/lib/secure-ai/credentials";
+pub(super) const STORE: &str = "/var/lib/secure-ai/credentials";
 /// Where the operations guide keeps the service token (the fallback after the store).
-pub const LEGACY_TOKEN_FILE: &str = "/run/secure-ai/service-token";
+pub(super) const LEGACY_TOKEN_FILE: &str = "/run/secure-ai/service-token";
 /// The HMAC key's file in the store, and its credential id in our units.
-pub const KEY: (&str, &str) = ("integrity-hmac.key", "integrity-hmac-key");
+pub(crate) const KEY: (&str, &str) = ("integrity-hmac.key", "integrity-hmac-key");
 /// The service token's file in the store, and its credential id in our units.
-pub const TOKEN: (&str, &str) = ("integrity-monitor.token", "service-token");
+pub(super) const TOKEN: (&str, &str) = ("integrity-monitor.token", "service-token");
 
 /// Where to read a secret: `explicit`, else the first of the unit's credential `id`, the
 /// store's `file` that exists, else `legacy` (which may not exist: the caller says so).
@@ -38,12 +38,12 @@ fn resolve(
 }
 
 /// The HMAC key file; `legacy` is the policy's `hmac_key_path`.
-pub fn key_path(explicit: Option<&Path>, legacy: &Path) -> PathBuf {
+pub(crate) fn key_path(explicit: Option<&Path>, legacy: &Path) -> PathBuf {
     resolve(explicit, KEY, Path::new(STORE), legacy)
 }
 
 /// The service token file.
-pub fn token_path(explicit: Option<&Path>) -> PathBuf {
+pub(crate) fn token_path(explicit: Option<&Path>) -> PathBuf {
     resolve(
         explicit,
         TOKEN,
@@ -54,13 +54,13 @@ pub fn token_path(explicit: Option<&Path>) -> PathBuf {
 
 /// Whether a secret's content is our units' stand-in for a missing source
 /// ([`protocol::token::UNPROVISIONED`]).
-pub fn is_unprovisioned(content: &[u8]) -> bool {
+pub(super) fn is_unprovisioned(content: &[u8]) -> bool {
     content.trim_ascii() == protocol::token::UNPROVISIONED.as_bytes()
 }
 
 /// What a credential at `path` holding [`protocol::token::UNPROVISIONED`] means, in one line: which store file
 /// our unit found missing (the caller has read the content; nothing is read here).
-pub fn missing_source(path: &Path) -> String {
+pub(super) fn missing_source(path: &Path) -> String {
     let id = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -80,7 +80,7 @@ pub fn missing_source(path: &Path) -> String {
 /// Whether a secret with these permission bits is open to too many: any access by others, or
 /// writes by its group. Group read is accepted (the operations guide's rotation steps leave
 /// `chmod 0640`), as the appliance's own services accept it.
-pub fn exposed(mode: u32) -> bool {
+pub(super) fn exposed(mode: u32) -> bool {
     mode & 0o027 != 0
 }
 

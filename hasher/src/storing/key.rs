@@ -8,7 +8,7 @@ use protocol::sign::{MAX_KEY_LEN, MIN_KEY_LEN};
 use crate::error::KeyError;
 
 /// Key bytes, wiped when dropped.
-pub struct Key(zeroize::Zeroizing<Vec<u8>>, protocol::fleet::Signer);
+pub(crate) struct Key(zeroize::Zeroizing<Vec<u8>>, protocol::fleet::Signer);
 
 impl Key {
     /// The key made of `bytes`, with the Ed25519 signing key derived from it once.
@@ -18,18 +18,18 @@ impl Key {
     }
 
     /// The raw key bytes.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The Ed25519 signing key derived from these bytes (see [`protocol::fleet`]).
-    pub fn signer(&self) -> &protocol::fleet::Signer {
+    pub(crate) fn signer(&self) -> &protocol::fleet::Signer {
         &self.1
     }
 
     /// A key from bytes in memory, for unit tests.
     #[cfg(test)]
-    pub fn for_test(bytes: Vec<u8>) -> Key {
+    pub(super) fn for_test(bytes: Vec<u8>) -> Key {
         Key::new(zeroize::Zeroizing::new(bytes))
     }
 }
@@ -41,13 +41,13 @@ impl std::fmt::Debug for Key {
 }
 
 /// Loads the key: `Ok(None)` when the file does not exist.
-pub fn load(path: &Path) -> Result<Option<Key>, KeyError> {
+pub(crate) fn load(path: &Path) -> Result<Option<Key>, KeyError> {
     load_with(path, None)
 }
 
 /// As [`load`], for the key the process will use: it is remembered in `secrets`, so no
 /// watched file that is it (or a copy of it) is ever digested where others can see it.
-pub fn load_in_use(
+pub(crate) fn load_in_use(
     path: &Path,
     secrets: &mut crate::reading::secrets::Secrets,
 ) -> Result<Option<Key>, KeyError> {

@@ -10,7 +10,7 @@ use crate::storing::anchor::{Anchor, Tpm};
 use crate::storing::store::{Current, Loaded, Store};
 
 /// The store and what it has held.
-pub struct Ledger {
+pub(crate) struct Ledger {
     pub(crate) store: Store,
     /// What the store held at start, until a new baseline is committed.
     status: StoreStatus,
@@ -23,7 +23,7 @@ pub struct Ledger {
 }
 
 /// A baseline as the api is told of it.
-pub fn summary(c: &Current, rollback: protocol::standing::Guard) -> BaselineSummary {
+pub(crate) fn summary(c: &Current, rollback: protocol::standing::Guard) -> BaselineSummary {
     BaselineSummary {
         digest: c.digest.clone(),
         entries: u32::try_from(c.manifest.entries.len()).unwrap_or(u32::MAX),
@@ -38,13 +38,14 @@ pub fn summary(c: &Current, rollback: protocol::standing::Guard) -> BaselineSumm
 impl Ledger {
     /// The ledger of `store` after loading found `loaded`, and the baseline to adopt, if any,
     /// with no TPM (`tpm: off`).
-    pub fn new(store: Store, loaded: Loaded) -> (Ledger, Option<Current>) {
+    #[cfg(test)]
+    pub(crate) fn new(store: Store, loaded: Loaded) -> (Ledger, Option<Current>) {
         Ledger::anchored(store, loaded, Tpm::Off)
     }
 
-    /// As [`Ledger::new`], the store's generation checked against the TPM's counter: a store
+    /// As the tests' `Ledger::new`, the store's generation checked against the TPM's counter: a store
     /// the counter says was rolled back is rejected.
-    pub fn anchored(store: Store, loaded: Loaded, tpm: Tpm) -> (Ledger, Option<Current>) {
+    pub(crate) fn anchored(store: Store, loaded: Loaded, tpm: Tpm) -> (Ledger, Option<Current>) {
         let generation = match &loaded {
             Loaded::Adopted(current, _) => Some(current.generation),
             Loaded::Empty | Loaded::Rejected { .. } => None,
@@ -105,7 +106,7 @@ impl Ledger {
     /// it back (older, another at the same generation, emptied) is rejected. Returns the
     /// reason when this rejected it. The api may be compromised: all it can do with this is
     /// make the hasher trust less, or skip generations.
-    pub fn hold_to(&mut self, prior: &Prior) -> Option<String> {
+    pub(crate) fn hold_to(&mut self, prior: &Prior) -> Option<String> {
         // At most the bound less one, so the next commit is still within it.
         let remembered = prior.generation().min(MAX_GENERATION - 1);
         self.next_generation = self.next_generation.max(remembered.saturating_add(1));
@@ -123,39 +124,39 @@ impl Ledger {
     }
 
     /// Says what scans compare with while the store is rejected.
-    pub fn refer(&mut self, to: Reference) {
+    pub(crate) fn refer(&mut self, to: Reference) {
         if let StoreStatus::Rejected { reference, .. } = &mut self.status {
             *reference = Some(to);
         }
     }
 
     /// Whether the store's baseline is rejected.
-    pub fn rejected(&self) -> bool {
+    pub(crate) fn rejected(&self) -> bool {
         matches!(self.status, StoreStatus::Rejected { .. })
     }
 
     /// What guards the baseline against a rollback now.
-    pub fn guard(&self) -> protocol::standing::Guard {
+    pub(crate) fn guard(&self) -> protocol::standing::Guard {
         self.anchor.guard()
     }
 
     /// The store itself.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// What the store held at start (or the baseline committed since).
-    pub fn status(&self) -> &StoreStatus {
+    pub(crate) fn status(&self) -> &StoreStatus {
         &self.status
     }
 
     /// What loading repaired or converted, until a new baseline is committed.
-    pub fn event(&self) -> Option<StoreEvent> {
+    pub(crate) fn event(&self) -> Option<StoreEvent> {
         self.event
     }
 
     /// The generation the next commit takes.
-    pub fn next_generation(&self) -> u64 {
+    pub(crate) fn next_generation(&self) -> u64 {
         self.next_generation
     }
 

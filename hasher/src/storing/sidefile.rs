@@ -16,12 +16,12 @@ const MAX_HEADER: u64 = 512;
 
 /// The header line of a side file of records about one baseline:
 /// `<magic> baseline=<digest> count=<n>`.
-pub fn header(magic: &str, baseline: &str, count: usize) -> String {
+pub(crate) fn header(magic: &str, baseline: &str, count: usize) -> String {
     format!("{magic} baseline={baseline} count={count}\n")
 }
 
 /// Puts a record's path as [`Reading::path`] reads it.
-pub fn put_path(
+pub(crate) fn put_path(
     put: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     path: &str,
 ) -> std::io::Result<()> {
@@ -30,7 +30,7 @@ pub fn put_path(
 }
 
 /// Writes `name` atomically: `head`, what `body` puts, then the HMAC of both under `key`.
-pub fn write(
+pub(crate) fn write(
     store: &Store,
     key: &[u8],
     name: &str,
@@ -56,7 +56,7 @@ pub fn write(
 /// Every record of `name`, a side file of records about the baseline with digest `baseline`
 /// (its [`header`] begins with `magic`; at most `max` records), each read by `record`; taken
 /// only when the file's HMAC under `key` verifies.
-pub fn read_records<T>(
+pub(crate) fn read_records<T>(
     store: &Store,
     key: &[u8],
     (name, magic): (&'static str, &str),
@@ -75,12 +75,12 @@ pub fn read_records<T>(
 }
 
 /// A side file being read: its header line, then its records, each through the MAC.
-pub struct Reading {
+pub(crate) struct Reading {
     name: &'static str,
     reader: BufReader<File>,
     mac: MacWriter,
     /// The header line as read (newline included), for the caller to match.
-    pub head: Vec<u8>,
+    pub(crate) head: Vec<u8>,
 }
 
 impl Reading {
@@ -107,7 +107,7 @@ impl Reading {
 
     /// How many records follow a [`header`] of `magic` for the baseline with digest
     /// `baseline`; refused when the header is another's or the count over `max`.
-    pub fn count(&self, magic: &str, baseline: &str, max: usize) -> Result<usize, String> {
+    pub(crate) fn count(&self, magic: &str, baseline: &str, max: usize) -> Result<usize, String> {
         let name = self.name;
         let prefix = header(magic, baseline, 0);
         let prefix = prefix.trim_end_matches("0\n");
@@ -124,7 +124,7 @@ impl Reading {
     }
 
     /// A record's path: its length (u32 little-endian, 1 to `max`), then its UTF-8 bytes.
-    pub fn path(&mut self, max: usize) -> Result<String, String> {
+    pub(crate) fn path(&mut self, max: usize) -> Result<String, String> {
         let name = self.name;
         let len = u32::from_le_bytes(self.take::<4>()?) as usize;
         if len == 0 || len > max {
@@ -136,7 +136,7 @@ impl Reading {
     }
 
     /// Reads exactly `buf.len()` bytes of a record into `buf`, through the MAC.
-    pub fn fill(&mut self, buf: &mut [u8]) -> Result<(), String> {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) -> Result<(), String> {
         self.reader
             .read_exact(buf)
             .map_err(|e| format!("{}: truncated: {e}", self.name))?;
@@ -145,14 +145,14 @@ impl Reading {
     }
 
     /// Reads exactly `N` bytes of a record, through the MAC.
-    pub fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    pub(crate) fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
         let mut b = [0u8; N];
         self.fill(&mut b)?;
         Ok(b)
     }
 
     /// Checks the HMAC that ends the file: what was read is taken only if it verifies.
-    pub fn finish(self) -> Result<(), String> {
+    pub(crate) fn finish(self) -> Result<(), String> {
         let name = self.name;
         let mut tag = String::new();
         let tail = self.reader.take(65).read_to_string(&mut tag);

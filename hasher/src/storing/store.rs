@@ -18,7 +18,7 @@ use crate::error::StoreError;
 /// Largest stored baseline read: one of [`protocol::baseline::MAX_ENTRIES`] entries of
 /// typical paths (about 170 bytes of JSON each) with room to spare. It is parsed as it is
 /// read, so this bounds the time a load takes, not the memory.
-pub const MAX_STORED: usize = 512 * 1024 * 1024;
+pub(super) const MAX_STORED: usize = 512 * 1024 * 1024;
 
 /// Where the appliance keeps the integrity baseline.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/secure-ai/integrity";
@@ -43,20 +43,20 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct Current {
     /// The parsed manifest.
-    pub manifest: Manifest,
+    pub(crate) manifest: Manifest,
     /// The length of the manifest as stored (its bytes stay on disk: [`Store::read_part`]).
-    pub len: u64,
+    pub(crate) len: u64,
     /// Hex SHA-256 of `bytes`.
-    pub digest: String,
+    pub(crate) digest: String,
     /// Its generation (0 for a baseline made before generations existed).
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The OS release the generation record names in force with it, if any.
-    pub release: Option<String>,
+    pub(crate) release: Option<String>,
 }
 
 /// What loading found.
 #[derive(Debug)]
-pub enum Loaded {
+pub(crate) enum Loaded {
     /// Nothing was ever stored: first initialization.
     Empty,
     /// A baseline verified; and what was repaired or converted on the way, if anything.
@@ -78,7 +78,7 @@ impl Store {
     }
 
     /// As [`Store::open`], with the baseline under another file name.
-    pub fn open_named(dir: &Path, name: &str) -> Result<Store, StoreError> {
+    pub(crate) fn open_named(dir: &Path, name: &str) -> Result<Store, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -101,31 +101,31 @@ impl Store {
     }
 
     /// The TPM counter the record is pinned to (as loaded, or as last set).
-    pub fn pin(&self) -> Option<TpmPin> {
+    pub(crate) fn pin(&self) -> Option<TpmPin> {
         self.pin.lock().map(|p| p.clone()).unwrap_or(None)
     }
 
     /// Pins every record written from now on to `pin` (`None`: no TPM counter).
-    pub fn set_pin(&self, pin: Option<TpmPin>) {
+    pub(crate) fn set_pin(&self, pin: Option<TpmPin>) {
         if let Ok(mut p) = self.pin.lock() {
             *p = pin;
         }
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Path of the stored baseline.
-    pub fn baseline_path(&self) -> PathBuf {
+    pub(crate) fn baseline_path(&self) -> PathBuf {
         self.dir.join(&self.name)
     }
 
     /// Up to `len` bytes of the stored baseline from `offset`, read from the file (the api
     /// checks what it relays against the adopted digest: a file changed under the store is
     /// caught there).
-    pub fn read_part(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn read_part(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let path = self.baseline_path();
         let fail = |why: std::io::Error| StoreError::Read {
             path: path.clone(),
@@ -183,7 +183,7 @@ impl Store {
     }
 
     /// Reads and verifies what the store holds.
-    pub fn load(&self, key: Option<&[u8]>) -> Loaded {
+    pub(crate) fn load(&self, key: Option<&[u8]>) -> Loaded {
         let rejected = |reason: String, highest: u64| Loaded::Rejected { reason, highest };
         let baseline = match self.open_file(&self.name) {
             Ok(b) => b,
@@ -227,7 +227,7 @@ impl Store {
     /// What a rejected store's baseline still says, for the operator: its manifest parsed
     /// without being trusted (bounded like a load), and whether it verifies under `key`.
     /// `None` when there is no baseline file or it does not parse.
-    pub fn load_unverified(&self, key: Option<&[u8]>) -> Option<(Manifest, bool)> {
+    pub(crate) fn load_unverified(&self, key: Option<&[u8]>) -> Option<(Manifest, bool)> {
         let file = self.open_file(&self.name).ok()??;
         let reader = std::io::BufReader::with_capacity(SINK_BUF, file).take(MAX_STORED as u64);
         let manifest = Manifest::parse_from(reader).ok()?;
@@ -338,7 +338,7 @@ impl Store {
 
     /// Names `release` in force with `current` in its generation record (the same generation
     /// and baseline: a store from before releases were recorded, now recording one).
-    pub fn name_release(
+    pub(crate) fn name_release(
         &self,
         generation: u64,
         digest: &str,
@@ -355,12 +355,12 @@ impl Store {
         self.write_atomic(RECORD, &record.to_json())
     }
 
-    /// Writes the record of `current`, pinned as the store is (enrolment re-pins this way).
-    pub fn write_record(&self, current: &Current, key: Option<&[u8]>) -> Result<(), StoreError> {
+    /// Writes the record of `now`, pinned as the store is (enrolment re-pins this way).
+    pub(crate) fn write_record(&self, now: &Current, key: Option<&[u8]>) -> Result<(), StoreError> {
         let record = GenerationRecord::pinned(
-            current.generation,
-            current.digest.clone(),
-            current.release.clone(),
+            now.generation,
+            now.digest.clone(),
+            now.release.clone(),
             self.pin(),
             key,
         );

@@ -9,18 +9,18 @@ const MAX_LEN: usize = 4096;
 /// Below this, a token is accepted with a warning (the Go service took any length).
 const SHORT: usize = 16;
 
-pub use protocol::token::Token;
+pub(crate) use protocol::token::Token;
 
 /// Loads the token; `Ok(None)` (logged) when there is none: then only a first initialization
 /// can make a baseline and the api keeps its token-gated endpoints closed. A token file others
 /// may read or its group write is refused, as the key is (`credentials::exposed`).
-pub fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
+pub(crate) fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenError> {
     load_with(path, None)
 }
 
 /// As [`load`], for the token the process will use: it is remembered in `secrets`, so no
 /// watched file that is it is ever digested where others can see it.
-pub fn load_in_use(
+pub(crate) fn load_in_use(
     path: &Path,
     secrets: &mut crate::reading::secrets::Secrets,
 ) -> Result<Option<Token>, crate::error::TokenError> {

@@ -8,19 +8,19 @@ use super::wire::{self, NvPublic};
 
 /// The monitor's NV index: in the owner's range of the TCG handle registry (0x01000000 to
 /// 0x013FFFFF), "IM" in its low bytes.
-pub const DEFAULT_INDEX: u32 = 0x013F_4D49;
+pub(crate) const DEFAULT_INDEX: u32 = 0x013F_4D49;
 /// Domain separator of the counter's auth value, an HMAC of it under the HMAC key.
-pub const AUTH_DOMAIN: &[u8] = b"integrity-monitor.tpm-counter.v1\n";
+pub(super) const AUTH_DOMAIN: &[u8] = b"integrity-monitor.tpm-counter.v1\n";
 
 /// The counter's auth value: HMAC-SHA256 under the HMAC key, so only the key's holder can
 /// increment it (the api, which never sees the key, cannot run it up).
-pub fn auth_value(key: &[u8]) -> Zeroizing<[u8; 32]> {
+pub(super) fn auth_value(key: &[u8]) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(protocol::sign::hmac_raw(key, &[AUTH_DOMAIN]))
 }
 
 /// What sits at the monitor's handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// Nothing.
     Absent,
     /// An index that is not the monitor's counter: what differs.
@@ -33,7 +33,7 @@ pub enum Found {
 
 /// The counter on an open TPM.
 #[derive(Debug)]
-pub struct Counter {
+pub(crate) struct Counter {
     device: Device,
     index: u32,
     auth: Zeroizing<[u8; 32]>,
@@ -41,7 +41,7 @@ pub struct Counter {
 
 impl Counter {
     /// The counter at `index`, authorised with the auth value made from `key`.
-    pub fn new(device: Device, index: u32, key: &[u8]) -> Counter {
+    pub(crate) fn new(device: Device, index: u32, key: &[u8]) -> Counter {
         Counter {
             device,
             index,
@@ -50,17 +50,17 @@ impl Counter {
     }
 
     /// Its handle.
-    pub fn index(&self) -> u32 {
+    pub(crate) fn index(&self) -> u32 {
         self.index
     }
 
     /// The TPM it is on, for messages.
-    pub fn device(&self) -> &std::path::Path {
+    pub(crate) fn device(&self) -> &std::path::Path {
         self.device.path()
     }
 
     /// What sits at the handle (`TPM2_NV_ReadPublic`).
-    pub fn look(&mut self) -> Result<Found, DeviceError> {
+    pub(crate) fn look(&mut self) -> Result<Found, DeviceError> {
         match self
             .device
             .call(&wire::read_public(self.index), wire::parse_public)
@@ -72,25 +72,25 @@ impl Counter {
     }
 
     /// Its value (`TPM2_NV_Read` with its own auth).
-    pub fn read(&mut self) -> Result<u64, DeviceError> {
+    pub(crate) fn read(&mut self) -> Result<u64, DeviceError> {
         let command = wire::read_counter(self.index, &self.auth[..]);
         self.device.call(&command, wire::parse_counter)
     }
 
     /// Adds one (`TPM2_NV_Increment` with its own auth).
-    pub fn increment(&mut self) -> Result<(), DeviceError> {
+    pub(crate) fn increment(&mut self) -> Result<(), DeviceError> {
         let command = wire::increment(self.index, &self.auth[..]);
         self.device.call(&command, wire::parse_done)
     }
 
     /// Defines it (`TPM2_NV_DefineSpace`, empty owner auth).
-    pub fn define(&mut self) -> Result<(), DeviceError> {
+    pub(crate) fn define(&mut self) -> Result<(), DeviceError> {
         let command = wire::define_space(&NvPublic::counter(self.index), &self.auth[..]);
         self.device.call(&command, wire::parse_done)
     }
 
     /// Removes it (`TPM2_NV_UndefineSpace`, empty owner auth).
-    pub fn undefine(&mut self) -> Result<(), DeviceError> {
+    pub(crate) fn undefine(&mut self) -> Result<(), DeviceError> {
         self.device
             .call(&wire::undefine_space(self.index), wire::parse_done)
     }
@@ -99,12 +99,12 @@ impl Counter {
 #[cfg(test)]
 impl Counter {
     /// The same TPM connection with another key's auth value (swtpm serves one at a time).
-    pub fn rekeyed(self, key: &[u8]) -> Counter {
+    pub(super) fn rekeyed(self, key: &[u8]) -> Counter {
         Counter::new(self.device, self.index, key)
     }
 
     /// A raw command on the same connection.
-    pub fn raw(&mut self, command: &[u8]) -> Result<(), DeviceError> {
+    pub(crate) fn raw(&mut self, command: &[u8]) -> Result<(), DeviceError> {
         self.device.call(command, wire::parse_done)
     }
 }

@@ -11,18 +11,18 @@ use std::path::{Path, PathBuf};
 use super::wire;
 
 /// The appliance's TPM, through the kernel's resource manager.
-pub const DEFAULT_DEVICE: &str = "/dev/tpmrm0";
+pub(crate) const DEFAULT_DEVICE: &str = "/dev/tpmrm0";
 
 /// An open TPM.
 #[derive(Debug)]
-pub struct Device {
+pub(crate) struct Device {
     file: File,
     path: PathBuf,
 }
 
 /// What went wrong talking to the TPM.
 #[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
+pub(crate) enum DeviceError {
     /// The device could not be opened.
     #[error("{path}: {why}")]
     Open {
@@ -51,7 +51,7 @@ pub enum DeviceError {
 
 impl DeviceError {
     /// The TPM's response code, when it answered with one.
-    pub fn code(&self) -> Option<u32> {
+    pub(crate) fn code(&self) -> Option<u32> {
         match self {
             DeviceError::Wire {
                 why: wire::WireError::Code(rc),
@@ -60,17 +60,12 @@ impl DeviceError {
             _ => None,
         }
     }
-
-    /// Whether the device is not there at all.
-    pub fn missing(&self) -> bool {
-        matches!(self, DeviceError::Open { why, .. } if why.kind() == std::io::ErrorKind::NotFound)
-    }
 }
 
 impl Device {
     /// Opens `path`: a character device read-write, or a swtpm `unixio` socket connected
     /// (tests: `--tpm-device`).
-    pub fn open(path: &Path) -> Result<Device, DeviceError> {
+    pub(crate) fn open(path: &Path) -> Result<Device, DeviceError> {
         let fail = |why| DeviceError::Open {
             path: path.to_owned(),
             why,
@@ -94,22 +89,22 @@ impl Device {
     }
 
     /// The device opened at `path`, now on another descriptor (`sys::place_tpm`).
-    pub fn open_placed(file: File, path: PathBuf) -> Device {
+    pub(crate) fn open_placed(file: File, path: PathBuf) -> Device {
         Device { file, path }
     }
 
     /// Gives the descriptor up (to be placed).
-    pub fn into_parts(self) -> (File, PathBuf) {
+    pub(crate) fn into_parts(self) -> (File, PathBuf) {
         (self.file, self.path)
     }
 
     /// Where it was opened.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Sends `command`; the response, checked for success, as `parse` reads it.
-    pub fn call<T>(
+    pub(super) fn call<T>(
         &mut self,
         command: &[u8],
         parse: impl FnOnce(&[u8]) -> Result<T, wire::WireError>,

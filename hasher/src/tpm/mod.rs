@@ -5,8 +5,18 @@
 //!
 //! A leaf: calls no other group (`storing` calls it).
 
-pub mod counter;
-pub mod device;
+mod counter;
+mod device;
 #[cfg(test)]
-pub mod swtpm;
-pub mod wire;
+mod swtpm;
+mod wire;
+
+// The face: what the rest of the crate names (the TPM's response codes storing and enrolment
+// explain to the operator; the anchor's tests define a rogue index and run a swtpm).
+pub(crate) use counter::{Counter, Found, DEFAULT_INDEX};
+pub(crate) use device::{Device, DeviceError, DEFAULT_DEVICE};
+#[cfg(test)]
+pub(crate) use swtpm::Swtpm;
+#[cfg(test)]
+pub(crate) use wire::{attr, define_space, NvPublic};
+pub(crate) use wire::{RC_AUTH_FAIL, RC_BAD_AUTH, RC_NV_SPACE};

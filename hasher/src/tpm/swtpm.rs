@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running swtpm.
-pub struct Swtpm {
+pub(crate) struct Swtpm {
     child: Child,
     socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -13,7 +13,7 @@ pub struct Swtpm {
 
 impl Swtpm {
     /// Starts one with fresh state (started up, `TPM2_Startup(CLEAR)` done).
-    pub fn start() -> Swtpm {
+    pub(crate) fn start() -> Swtpm {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("tpm.sock");
         let state = dir.path().join("state");
@@ -48,7 +48,7 @@ impl Swtpm {
     }
 
     /// Its data socket.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 }

@@ -15,59 +15,61 @@ const CC_NV_INCREMENT: u32 = 0x0000_0134;
 const CC_NV_READ: u32 = 0x0000_014E;
 const CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
 /// `TPM_RH_OWNER`.
-pub const RH_OWNER: u32 = 0x4000_0001;
+pub(super) const RH_OWNER: u32 = 0x4000_0001;
 /// `TPM_RS_PW`: the password session.
 const RS_PW: u32 = 0x4000_0009;
 /// `TPM_ALG_SHA256`.
-pub const ALG_SHA256: u16 = 0x000B;
+pub(crate) const ALG_SHA256: u16 = 0x000B;
 /// Largest response a TPM sends (`TPM_BUFFER_MAX` of the reference implementation).
-pub const MAX_RESPONSE: usize = 4096;
+pub(super) const MAX_RESPONSE: usize = 4096;
 /// A response header: tag, size, response code.
-pub const HEADER: usize = 10;
+pub(super) const HEADER: usize = 10;
 
 /// `TPMA_NV` bits the monitor sets or checks.
-pub mod attr {
+pub(crate) mod attr {
     /// Written with the index's own auth value.
-    pub const AUTHWRITE: u32 = 1 << 2;
+    pub(crate) const AUTHWRITE: u32 = 1 << 2;
     /// `TPM_NT_COUNTER` in the type field (bits 4..7).
-    pub const NT_COUNTER: u32 = 1 << 4;
+    pub(in crate::tpm) const NT_COUNTER: u32 = 1 << 4;
     /// The type field.
-    pub const NT_MASK: u32 = 0xF << 4;
+    #[cfg(test)]
+    pub(in crate::tpm) const NT_MASK: u32 = 0xF << 4;
     /// Read with the owner's auth (empty by default: readable without a secret).
-    pub const OWNERREAD: u32 = 1 << 17;
+    pub(crate) const OWNERREAD: u32 = 1 << 17;
     /// Read with the index's own auth value.
-    pub const AUTHREAD: u32 = 1 << 18;
+    pub(in crate::tpm) const AUTHREAD: u32 = 1 << 18;
     /// Wrong auth values never count toward the dictionary-attack lockout.
-    pub const NO_DA: u32 = 1 << 25;
+    pub(in crate::tpm) const NO_DA: u32 = 1 << 25;
     /// Kept in RAM, flushed on orderly shutdown only: a power loss jumps it forward.
-    pub const ORDERLY: u32 = 1 << 26;
+    #[cfg(test)]
+    pub(in crate::tpm) const ORDERLY: u32 = 1 << 26;
     /// Set by the TPM once the index was first written.
-    pub const WRITTEN: u32 = 1 << 29;
+    pub(in crate::tpm) const WRITTEN: u32 = 1 << 29;
 }
 
 /// What the monitor defines: a counter written only with its auth value, readable by the
 /// owner without a secret and by the auth value, never counting toward lockout, not orderly.
-pub const COUNTER_ATTRS: u32 =
+pub(super) const COUNTER_ATTRS: u32 =
     attr::AUTHWRITE | attr::NT_COUNTER | attr::OWNERREAD | attr::AUTHREAD | attr::NO_DA;
 
 /// An NV index's public area (`TPMS_NV_PUBLIC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NvPublic {
+pub(crate) struct NvPublic {
     /// The handle.
-    pub index: u32,
+    pub(crate) index: u32,
     /// The name algorithm.
-    pub name_alg: u16,
+    pub(super) name_alg: u16,
     /// `TPMA_NV`.
-    pub attributes: u32,
+    pub(crate) attributes: u32,
     /// The authorisation policy digest (empty for the monitor's).
-    pub auth_policy: Vec<u8>,
+    pub(super) auth_policy: Vec<u8>,
     /// Bytes of data (8 for a counter).
-    pub data_size: u16,
+    pub(super) data_size: u16,
 }
 
 impl NvPublic {
     /// The monitor's counter at `index`, as defined (not yet written).
-    pub fn counter(index: u32) -> NvPublic {
+    pub(crate) fn counter(index: u32) -> NvPublic {
         NvPublic {
             index,
             name_alg: ALG_SHA256,
@@ -78,7 +80,7 @@ impl NvPublic {
     }
 
     /// The marshalled `TPMS_NV_PUBLIC`.
-    pub fn marshal(&self) -> Vec<u8> {
+    pub(super) fn marshal(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(14 + self.auth_policy.len());
         b.extend_from_slice(&self.index.to_be_bytes());
         b.extend_from_slice(&self.name_alg.to_be_bytes());
@@ -89,7 +91,7 @@ impl NvPublic {
     }
 
     /// Its Name: the name algorithm, then SHA-256 of the public area (only SHA-256 is known).
-    pub fn name(&self) -> Option<Vec<u8>> {
+    pub(crate) fn name(&self) -> Option<Vec<u8>> {
         (self.name_alg == ALG_SHA256).then(|| {
             let mut n = ALG_SHA256.to_be_bytes().to_vec();
             n.extend_from_slice(&Sha256::digest(self.marshal()));
@@ -99,7 +101,7 @@ impl NvPublic {
 
     /// Whether this is the monitor's counter, written: exactly its attributes and size, no
     /// policy. Returns what differs, for the operator.
-    pub fn differs_from_ours(&self) -> Option<String> {
+    pub(super) fn differs_from_ours(&self) -> Option<String> {
         let want = COUNTER_ATTRS | attr::WRITTEN;
         if self.name_alg != ALG_SHA256 || self.data_size != 8 || !self.auth_policy.is_empty() {
             return Some(format!(
@@ -155,7 +157,7 @@ fn command(code: u32, handles: &[u32], auth: Option<&[u8]>, params: &[u8]) -> Ve
 }
 
 /// `TPM2_NV_DefineSpace` by the owner (empty owner auth) of `public` with auth value `auth`.
-pub fn define_space(public: &NvPublic, auth: &[u8]) -> Vec<u8> {
+pub(crate) fn define_space(public: &NvPublic, auth: &[u8]) -> Vec<u8> {
     let mut params = Vec::new();
     push_sized(&mut params, auth);
     push_sized(&mut params, &public.marshal());
@@ -163,30 +165,30 @@ pub fn define_space(public: &NvPublic, auth: &[u8]) -> Vec<u8> {
 }
 
 /// `TPM2_NV_UndefineSpace` of `index` by the owner (empty owner auth).
-pub fn undefine_space(index: u32) -> Vec<u8> {
+pub(super) fn undefine_space(index: u32) -> Vec<u8> {
     command(CC_NV_UNDEFINE_SPACE, &[RH_OWNER, index], Some(&[]), &[])
 }
 
 /// `TPM2_NV_Increment` of `index`, authorised by its own auth value.
-pub fn increment(index: u32, auth: &[u8]) -> Vec<u8> {
+pub(crate) fn increment(index: u32, auth: &[u8]) -> Vec<u8> {
     command(CC_NV_INCREMENT, &[index, index], Some(auth), &[])
 }
 
 /// `TPM2_NV_Read` of a counter's 8 bytes, authorised by the index's own auth value.
-pub fn read_counter(index: u32, auth: &[u8]) -> Vec<u8> {
+pub(super) fn read_counter(index: u32, auth: &[u8]) -> Vec<u8> {
     let mut params = 8u16.to_be_bytes().to_vec();
     params.extend_from_slice(&0u16.to_be_bytes());
     command(CC_NV_READ, &[index, index], Some(auth), &params)
 }
 
 /// `TPM2_NV_ReadPublic` of `index` (no authorisation).
-pub fn read_public(index: u32) -> Vec<u8> {
+pub(super) fn read_public(index: u32) -> Vec<u8> {
     command(CC_NV_READ_PUBLIC, &[index], None, &[])
 }
 
 /// A response that is not `TPM_RC_SUCCESS`, or does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     /// The TPM answered with this response code.
     #[error("the TPM answered {}", describe(*.0))]
     Code(u32),
@@ -196,7 +198,7 @@ pub enum WireError {
 }
 
 /// A response code without the handle/parameter/session number: what it means.
-pub fn base_code(rc: u32) -> u32 {
+pub(super) fn base_code(rc: u32) -> u32 {
     if rc & 0x80 != 0 {
         0x80 | (rc & 0x3F)
     } else {
@@ -205,22 +207,22 @@ pub fn base_code(rc: u32) -> u32 {
 }
 
 /// `TPM_RC_HANDLE`: no index at the handle (format one).
-pub const RC_HANDLE: u32 = 0x08B;
+pub(super) const RC_HANDLE: u32 = 0x08B;
 /// `TPM_RC_AUTH_FAIL`: the auth value does not match (format one).
-pub const RC_AUTH_FAIL: u32 = 0x08E;
+pub(crate) const RC_AUTH_FAIL: u32 = 0x08E;
 /// `TPM_RC_BAD_AUTH`: the hierarchy's auth value does not match (format one).
-pub const RC_BAD_AUTH: u32 = 0x0A2;
+pub(crate) const RC_BAD_AUTH: u32 = 0x0A2;
 /// `TPM_RC_NV_DEFINED`: an index already sits at the handle.
-pub const RC_NV_DEFINED: u32 = 0x14C;
+pub(super) const RC_NV_DEFINED: u32 = 0x14C;
 /// `TPM_RC_NV_UNINITIALIZED`: the index was never written.
-pub const RC_NV_UNINITIALIZED: u32 = 0x14A;
+pub(super) const RC_NV_UNINITIALIZED: u32 = 0x14A;
 /// `TPM_RC_NV_SPACE`: no room for another index.
-pub const RC_NV_SPACE: u32 = 0x14B;
+pub(crate) const RC_NV_SPACE: u32 = 0x14B;
 /// `TPM_RC_LOCKOUT`: the dictionary-attack protection is engaged.
-pub const RC_LOCKOUT: u32 = 0x921;
+pub(super) const RC_LOCKOUT: u32 = 0x921;
 
 /// A response code in words.
-pub fn describe(rc: u32) -> String {
+pub(crate) fn describe(rc: u32) -> String {
     let what = match base_code(rc) {
         RC_HANDLE => "TPM_RC_HANDLE: no NV index at that handle",
         RC_AUTH_FAIL => "TPM_RC_AUTH_FAIL: the auth value does not match",
@@ -261,7 +263,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The size a response header announces (to read the rest of it).
-pub fn announced_size(header: &[u8]) -> Option<usize> {
+pub(super) fn announced_size(header: &[u8]) -> Option<usize> {
     let b = header.get(2..6)?;
     usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok()
 }
@@ -289,12 +291,12 @@ fn body(response: &[u8]) -> Result<&[u8], WireError> {
 }
 
 /// A response without parameters: success or its code.
-pub fn parse_done(response: &[u8]) -> Result<(), WireError> {
+pub(super) fn parse_done(response: &[u8]) -> Result<(), WireError> {
     body(response).map(drop)
 }
 
 /// `NV_Read`'s response: the counter's value.
-pub fn parse_counter(response: &[u8]) -> Result<u64, WireError> {
+pub(super) fn parse_counter(response: &[u8]) -> Result<u64, WireError> {
     let mut r = Reader(body(response)?);
     let data = r.sized()?;
     let bytes: [u8; 8] = data
@@ -305,7 +307,7 @@ pub fn parse_counter(response: &[u8]) -> Result<u64, WireError> {
 
 /// `NV_ReadPublic`'s response: the public area and the Name the TPM gives it (checked to be
 /// the Name of that public area).
-pub fn parse_public(response: &[u8]) -> Result<(NvPublic, Vec<u8>), WireError> {
+pub(super) fn parse_public(response: &[u8]) -> Result<(NvPublic, Vec<u8>), WireError> {
     let mut r = Reader(body(response)?);
     let mut p = Reader(r.sized()?);
     let public = NvPublic {

@@ -20,8 +20,8 @@ use protocol::baseline::Manifest;
 
 use crate::error::StoreError;
 use crate::reading::chunks::{Known, CHUNK, MIN_SIZE};
-use crate::storing::sidefile::{self, Reading};
-use crate::storing::store::Store;
+use crate::storing::Store;
+use crate::storing::{put_path, read_records, sidefile_header, write_sidefile, Reading};
 
 /// The file's name in the store.
 pub const FILE: &str = "chunks.bin";
@@ -34,7 +34,7 @@ const MAX_PATH: usize = 4096;
 const MAX_CHUNKS: u64 = 1 << 20;
 
 fn header(baseline: &str, count: usize) -> String {
-    sidefile::header(MAGIC, baseline, count)
+    sidefile_header(MAGIC, baseline, count)
 }
 
 /// Whether `baseline` names this content at `path` (the only records worth keeping or using).
@@ -60,9 +60,9 @@ pub fn save<'a>(
         .filter(|(p, k)| k.size >= MIN_SIZE && named(baseline, p, k))
         .take(MAX_RECORDS)
         .collect();
-    sidefile::write(store, key, FILE, &header(digest, kept.len()), |put| {
+    write_sidefile(store, key, FILE, &header(digest, kept.len()), |put| {
         for (path, k) in &kept {
-            sidefile::put_path(put, path)?;
+            put_path(put, path)?;
             put(k.hash.to_hex().as_bytes())?;
             put(&k.size.to_le_bytes())?;
             put(&u32::try_from(k.chunks.len())
@@ -106,7 +106,7 @@ pub fn load(
     digest: &str,
     baseline: &Manifest,
 ) -> Result<Vec<(PathBuf, Known)>, String> {
-    let out = sidefile::read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)?;
+    let out = read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)?;
     Ok(out
         .into_iter()
         .filter(|(p, k)| named(baseline, p, k))
@@ -118,7 +118,7 @@ pub fn load(
 pub fn keep(
     store: &Store,
     key: &[u8],
-    current: &crate::storing::store::Current,
+    current: &crate::storing::Current,
     hasher: &crate::verifying::hashing::FileHasher,
 ) {
     let known = hasher.known_chunks();
@@ -135,7 +135,7 @@ pub fn keep(
 pub fn recall(
     store: &Store,
     key: &[u8],
-    current: &crate::storing::store::Current,
+    current: &crate::storing::Current,
     hasher: &mut crate::verifying::hashing::FileHasher,
 ) {
     match load(store, key, &current.digest, &current.manifest) {

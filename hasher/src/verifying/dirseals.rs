@@ -114,12 +114,12 @@ const MAX_PATH: usize = 4096;
 
 /// Writes the directory bindings under the baseline with digest `baseline`; how many.
 pub fn save(
-    store: &crate::storing::store::Store,
+    store: &crate::storing::Store,
     key: &[u8],
     baseline: &str,
     seals: &crate::verifying::seals::Seals,
 ) -> Result<usize, crate::error::StoreError> {
-    use crate::storing::sidefile;
+    use crate::storing::{put_path, sidefile_header, write_sidefile};
     let kept: Vec<(String, [u8; 32], &DirSeal)> = seals
         .all_dirs()
         .filter_map(|(p, d)| {
@@ -128,10 +128,10 @@ pub fn save(
             (!path.is_empty() && path.len() <= MAX_PATH).then_some((path, raw.0, d))
         })
         .collect();
-    let head = sidefile::header(MAGIC, baseline, kept.len());
-    sidefile::write(store, key, FILE, &head, |put| {
+    let head = sidefile_header(MAGIC, baseline, kept.len());
+    write_sidefile(store, key, FILE, &head, |put| {
         for (path, digest, d) in &kept {
-            sidefile::put_path(put, path)?;
+            put_path(put, path)?;
             put(&d.fingerprint)?;
             put(digest)?;
             put(&d.total.to_le_bytes())?;
@@ -144,12 +144,12 @@ pub fn save(
 /// The directory bindings stored under the baseline with digest `baseline` (their `due_ms`
 /// left 0 for the caller to set); `Err` says why none are taken.
 pub fn load(
-    store: &crate::storing::store::Store,
+    store: &crate::storing::Store,
     key: &[u8],
     baseline: &str,
 ) -> Result<Vec<(PathBuf, DirSeal)>, String> {
     let max = crate::verifying::seals::MAX_BINDINGS;
-    crate::storing::sidefile::read_records(store, key, (FILE, MAGIC), baseline, max, |file| {
+    crate::storing::read_records(store, key, (FILE, MAGIC), baseline, max, |file| {
         let path = PathBuf::from(file.path(MAX_PATH)?);
         let fingerprint = file.take::<32>()?;
         let digest = protocol::hexfmt::encode(&file.take::<32>()?);
@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn directory_bindings_round_trip_under_the_key_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::storing::store::Store::open(dir.path()).expect("store");
+        let store = crate::storing::Store::open(dir.path()).expect("store");
         let mut seals = crate::verifying::seals::Seals::default();
         let seal = DirSeal {
             fingerprint: [3; 32],

@@ -9,7 +9,7 @@ use protocol::entries::Entries;
 use protocol::standing::{FromStore, Reference};
 
 use crate::policy::Policy;
-use crate::storing::store::Current;
+use crate::storing::Current;
 use crate::verifying::paths::category_of;
 use crate::verifying::release::Release;
 

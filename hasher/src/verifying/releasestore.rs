@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use protocol::hexfmt::Sha256Digest;
 use protocol::report::MAX_PATH_LEN;
 
-use crate::storing::sidefile::{self, Reading};
-use crate::storing::store::Store;
+use crate::storing::Store;
+use crate::storing::{put_path, read_records, sidefile_header, write_sidefile, Reading};
 use crate::verifying::release::Release;
 
 const NAME: &str = "releases.bin";
@@ -56,12 +56,12 @@ impl InForce {
 /// record means the next release is taken only if the files match it).
 pub fn keep(store: &Store, key: &[u8], baseline: &str, in_force: &InForce) {
     let count = 2 + in_force.seen.len();
-    let head = sidefile::header(MAGIC, baseline, count);
+    let head = sidefile_header(MAGIC, baseline, count);
     let none = Release {
         commit: String::new(),
         files: HashMap::new(),
     };
-    let written = sidefile::write(store, key, NAME, &head, |put| {
+    let written = write_sidefile(store, key, NAME, &head, |put| {
         put_release(put, &in_force.current)?;
         put_release(put, in_force.previous.as_ref().unwrap_or(&none))?;
         for c in &in_force.seen {
@@ -85,12 +85,12 @@ fn put_release(
     r: &Release,
 ) -> std::io::Result<()> {
     // A commit is written as a path is, with a prefix so an empty one has a length.
-    sidefile::put_path(put, &format!("c{}", r.commit))?;
+    put_path(put, &format!("c{}", r.commit))?;
     let mut files: Vec<_> = r.files.iter().collect();
     files.sort_by(|a, b| a.0.cmp(b.0));
     put(&u32::try_from(files.len()).unwrap_or(u32::MAX).to_le_bytes())?;
     for (path, (digest, size)) in files {
-        sidefile::put_path(put, path)?;
+        put_path(put, path)?;
         put(&digest.0)?;
         put(&size.to_le_bytes())?;
     }
@@ -120,7 +120,7 @@ fn read_release(r: &mut Reading) -> Result<Release, String> {
 /// The releases recorded in force with the baseline with digest `baseline`; `Err` says why
 /// none can be believed.
 pub fn load(store: &Store, key: &[u8], baseline: &str) -> Result<InForce, String> {
-    let mut releases = sidefile::read_records(
+    let mut releases = read_records(
         store,
         key,
         (NAME, MAGIC),

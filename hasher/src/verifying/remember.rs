@@ -15,8 +15,8 @@
 //! little-endian u64), then the hex HMAC-SHA256 of everything before it.
 
 use crate::error::StoreError;
-use crate::storing::sidefile::{self, Reading};
-use crate::storing::store::Store;
+use crate::storing::Store;
+use crate::storing::{write_sidefile, Reading};
 
 /// The file's name in the store.
 pub const FILE: &str = "versions.bin";
@@ -35,7 +35,7 @@ pub fn save(
     slots: &[(u64, u64)],
 ) -> Result<(), StoreError> {
     let head = header(boot, baseline, slots.len());
-    sidefile::write(store, key, FILE, &head, |put| {
+    write_sidefile(store, key, FILE, &head, |put| {
         for (version, due) in slots {
             let mut record = [0u8; 16];
             record[..8].copy_from_slice(&version.to_le_bytes());
@@ -97,7 +97,7 @@ pub fn recall(
     store: &Store,
     key: &[u8],
     boot: &str,
-    current: &crate::storing::store::Current,
+    current: &crate::storing::Current,
     hasher: &mut crate::verifying::hashing::FileHasher,
 ) {
     let count = current.manifest.entries.len();
@@ -121,7 +121,7 @@ pub fn keep(
     store: &Store,
     key: &[u8],
     boot: &str,
-    current: &crate::storing::store::Current,
+    current: &crate::storing::Current,
     hasher: &crate::verifying::hashing::FileHasher,
 ) {
     let (bound, slots) = hasher.remembered();

@@ -233,7 +233,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::watch::Watcher;
+    use crate::live::Watcher;
     use crate::policy::Policy;
     use std::os::unix::ffi::OsStrExt;
 

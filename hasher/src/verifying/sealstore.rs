@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use crate::error::StoreError;
 use crate::reading::verity::Seal;
-use crate::storing::sidefile::{self, Reading};
-use crate::storing::store::{Current, Store};
+use crate::storing::{put_path, read_records, sidefile_header, write_sidefile, Reading};
+use crate::storing::{Current, Store};
 use crate::verifying::hashing::FileHasher;
 use crate::verifying::seals::Binding;
 
@@ -27,7 +27,7 @@ const MAX_RECORDS: usize = crate::verifying::seals::MAX_BINDINGS;
 const MAX_PATH: usize = 4096;
 
 fn header(baseline: &str, count: usize) -> String {
-    sidefile::header(MAGIC, baseline, count)
+    sidefile_header(MAGIC, baseline, count)
 }
 
 /// Writes `bindings` under the baseline with digest `digest`; how many.
@@ -42,9 +42,9 @@ pub fn save<'a>(
         .filter(|(p, _)| !p.is_empty() && p.len() <= MAX_PATH)
         .take(MAX_RECORDS)
         .collect();
-    sidefile::write(store, key, FILE, &header(digest, kept.len()), |put| {
+    write_sidefile(store, key, FILE, &header(digest, kept.len()), |put| {
         for (path, b) in &kept {
-            sidefile::put_path(put, path)?;
+            put_path(put, path)?;
             put(&b.sha)?;
             put(&b.size.to_le_bytes())?;
             put(&b.seal.algorithm().to_le_bytes())?;
@@ -76,7 +76,7 @@ fn record(file: &mut Reading) -> Result<Record, String> {
 /// The bindings stored under the baseline with digest `digest`; `Err` says why none are taken
 /// (none stored, another baseline, a file that does not verify).
 pub fn load(store: &Store, key: &[u8], digest: &str) -> Result<Vec<Record>, String> {
-    sidefile::read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)
+    read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)
 }
 
 /// Writes the bindings `hasher` holds under the baseline `current`.

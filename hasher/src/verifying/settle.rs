@@ -17,7 +17,7 @@ impl Verifier {
     /// Takes in what the watcher drained: each named path is read again even if its metadata
     /// looks the same (a clock stepped back, coarse timestamps), proving it; lost or unnamed
     /// events, or too many names, leave only a full sweep sure.
-    pub(crate) fn absorb(&mut self, changes: &crate::live::watch::Changes) {
+    pub(crate) fn absorb(&mut self, changes: &crate::live::Changes) {
         if changes.overflow {
             // Events were lost: nothing remembered can be trusted; the next scan reads all,
             // proving each file changed lately by its ctime.

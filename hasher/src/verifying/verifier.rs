@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::policy::Policy;
-use crate::storing::store::{Current, Store};
+use crate::storing::{Current, Store};
 use crate::verifying::cycle::Cycle;
 use crate::verifying::hashing::FileHasher;
 use crate::verifying::slots::Slot;
@@ -90,7 +90,7 @@ impl Verifier {
     }
 
     /// Long reads arm the running sentinel with `arm`.
-    pub fn arm_with(&mut self, arm: crate::live::sentinel::Arm) {
+    pub(crate) fn arm_with(&mut self, arm: crate::live::Arm) {
         self.hasher.arm = arm;
     }
 

@@ -164,7 +164,7 @@ pub struct FileHasher {
     /// The read budget, the api's lifeline and the secrets, for every read.
     pub(crate) reads: ReadContext,
     /// Arms the sentinel for a long read.
-    pub(crate) arm: crate::live::sentinel::Arm,
+    pub(crate) arm: crate::live::Arm,
     /// Directory artifacts' digests, with the version of every file they covered.
     pub(crate) dirs: HashMap<PathBuf, DirCached>,
     /// Larger files are reported, never read (a 1 TiB sparse file must not keep it reading).
@@ -201,7 +201,7 @@ impl Default for FileHasher {
             checks: Default::default(),
             full_rehash: Duration::from_secs(24 * 3600),
             reads: ReadContext::default(),
-            arm: crate::live::sentinel::Arm::default(),
+            arm: crate::live::Arm::default(),
             dirs: HashMap::new(),
             max_file_size: crate::policy::DEFAULT_MAX_FILE_SIZE,
             threads: 1,
