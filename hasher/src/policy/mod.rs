@@ -16,23 +16,23 @@ use protocol::baseline::MAX_ENTRIES;
 /// Default place of the policy file.
 pub const DEFAULT_POLICY: &str = "/etc/secure-ai/policy/integrity-monitor.yaml";
 /// Default `max_file_size`: 256 GiB.
-pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 30;
+pub(crate) const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 30;
 /// Default HMAC key file.
-pub const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
+const DEFAULT_KEY: &str = "/run/secure-ai/integrity-hmac-key";
 /// Where the appliance's boot-chain verification writes its result (secure-ai-boot-verify).
-pub const DEFAULT_BOOT_VERIFY: &str = "/var/lib/secure-ai/logs/boot-verify-last.json";
+const DEFAULT_BOOT_VERIFY: &str = "/var/lib/secure-ai/logs/boot-verify-last.json";
 /// Largest policy file read (100,000 listed paths of ~100 bytes fit).
 const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
 /// Most paths a policy may list, over all categories: far more than the Go service's 10,000,
 /// and few enough that the policy itself (held as paths, about 100 bytes each) stays small
 /// beside the baseline the hasher holds.
-pub const MAX_LISTED: usize = 100_000;
+const MAX_LISTED: usize = 100_000;
 /// Default `sweep_files_per_second`: at a million files, about 0.2% of a core idle (1,000 a
 /// second measured 0.67%: BENCHMARKS.md).
-pub const DEFAULT_SWEEP_RATE: usize = 500;
+const DEFAULT_SWEEP_RATE: usize = 500;
 /// Default `max_watched_files`: a million and a half files fit the hasher's unit
 /// (MemoryMax=256M) at about 110 bytes each, with room to spare.
-pub const DEFAULT_MAX_WATCHED: usize = 1_500_000;
+const DEFAULT_MAX_WATCHED: usize = 1_500_000;
 /// Longest full re-verification interval: beyond it, time arithmetic is not worth the risk.
 const MAX_REHASH_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most hashing threads a policy may ask for.
@@ -88,7 +88,7 @@ pub enum FsVerity {
 
 impl FsVerity {
     /// Whether seals are measured and used.
-    pub fn enabled(self) -> bool {
+    pub(crate) fn enabled(self) -> bool {
         self != FsVerity::Off
     }
 }
@@ -96,7 +96,7 @@ impl FsVerity {
 /// Whether the baseline's generation is anchored in the TPM's NV counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TpmMode {
+pub(crate) enum TpmMode {
     /// Used when there is a TPM (`/dev/tpmrm0`); once the store is enrolled, a missing TPM or
     /// counter rejects the store all the same (hiding the device switches nothing off).
     #[default]
@@ -111,7 +111,7 @@ pub enum TpmMode {
 /// What authorises a new baseline once one exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RebaselineAuth {
+pub(crate) enum RebaselineAuth {
     /// Only a proof made with the key derived from the HMAC key over a one-time challenge
     /// (`integrity-monitor rebaseline --key FILE`): the api, which sees every bearer token,
     /// can never make one.
@@ -126,56 +126,56 @@ pub enum RebaselineAuth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Time between scheduled scans.
-    pub scan_interval: Duration,
+    pub(crate) scan_interval: Duration,
     /// Explicitly listed files with their categories, sorted by path.
-    pub files: Vec<(PathBuf, Category)>,
+    pub(crate) files: Vec<(PathBuf, Category)>,
     /// Directories whose every regular file is a model file.
-    pub model_dirs: Vec<PathBuf>,
+    pub(crate) model_dirs: Vec<PathBuf>,
     /// The HMAC key file.
-    pub hmac_key_path: PathBuf,
+    pub(crate) hmac_key_path: PathBuf,
     /// Violations at which the state becomes `recovery_required`.
-    pub degradation_threshold: u32,
+    pub(crate) degradation_threshold: u32,
     /// Whether GET endpoints need the token too.
-    pub require_token_for_reads: bool,
+    pub(crate) require_token_for_reads: bool,
     /// Every file is read in full at least this often, whatever its metadata says.
-    pub full_rehash_interval: Duration,
+    pub(crate) full_rehash_interval: Duration,
     /// Read budget for hashing, bytes per second (`None`: unlimited).
-    pub hash_rate_limit: Option<u64>,
+    pub(crate) hash_rate_limit: Option<u64>,
     /// Larger files are a `too_large` finding and are never read.
-    pub max_file_size: u64,
+    pub(crate) max_file_size: u64,
     /// Files read in parallel when many need a full read (1: one at a time).
-    pub hash_threads: usize,
+    pub(crate) hash_threads: usize,
     /// Most entries a walk of one model dir takes in: past it the dir is a `limit_exceeded`
     /// finding (never trusted), so memory stays bounded whatever is put there.
-    pub max_watched_files: usize,
+    pub(crate) max_watched_files: usize,
     /// The spread sweep checks at most this many files a second on average: a cycle over a
     /// tree takes the scan interval or, for a larger tree, its size over this rate.
-    pub sweep_files_per_second: usize,
+    pub(crate) sweep_files_per_second: usize,
     /// The OS image's release baseline; a new baseline must agree with it, and another
     /// release than the one in force drives a release transition at start.
-    pub release_baseline: Option<PathBuf>,
+    pub(crate) release_baseline: Option<PathBuf>,
     /// The appliance's boot-chain verification result (secure-ai-boot-verify), read at
     /// start: a release transition needs it to vouch for the booted image in this boot.
-    pub boot_verify_result: PathBuf,
+    pub(crate) boot_verify_result: PathBuf,
     /// The model registry's manifest of promoted models: when set, every model dir follows it.
-    pub registry_manifest: Option<PathBuf>,
+    pub(crate) registry_manifest: Option<PathBuf>,
     /// What authorises a new baseline once one exists.
-    pub rebaseline_auth: RebaselineAuth,
+    pub(crate) rebaseline_auth: RebaselineAuth,
     /// How long after its proving read a changed file is read once more (`None`: never, the
     /// default: the proving read suffices; see `reading::proof`).
-    pub settle_window: Option<Duration>,
+    pub(crate) settle_window: Option<Duration>,
     /// The line that sets `settle_window`, for [`Policy::check_settle_window`].
-    pub settle_window_line: u64,
+    pub(crate) settle_window_line: u64,
     /// Whether files sealed with fs-verity are proven by their seal (`auto`, `off`, `require`).
-    pub fsverity: FsVerity,
+    pub(crate) fsverity: FsVerity,
     /// Whether the baseline's generation is anchored in the TPM (`auto`, `require`, `off`).
-    pub tpm: TpmMode,
+    pub(crate) tpm: TpmMode,
 }
 
 impl Policy {
     /// Refuses a settle window shorter than the kernel's writeback window `kernel`: a read
     /// that early may find the change's pages still dirty, and its assurance would be false.
-    pub fn check_settle_window(&self, kernel: Duration) -> Result<(), PolicyError> {
+    pub(crate) fn check_settle_window(&self, kernel: Duration) -> Result<(), PolicyError> {
         match self.settle_window {
             Some(w) if w < kernel => Err(validate::invalid(
                 "settle_window",
@@ -194,7 +194,7 @@ impl Policy {
     }
 
     /// Reads and validates the policy at `path`; a missing file is an error.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    pub(crate) fn load(path: &Path) -> Result<Policy, PolicyError> {
         use std::os::unix::fs::PermissionsExt;
         // Whoever may write the policy decides what is watched: its owner alone.
         if let Ok(m) = std::fs::metadata(path) {
@@ -240,7 +240,7 @@ impl Policy {
 
     /// The policy with the release baseline given outside it (flag or EXPECTED_BASELINE_PATH),
     /// which wins over the file's.
-    pub fn with_release_baseline(mut self, path: Option<PathBuf>) -> Policy {
+    pub(crate) fn with_release_baseline(mut self, path: Option<PathBuf>) -> Policy {
         if path.is_some() {
             self.release_baseline = path;
         }
@@ -248,7 +248,7 @@ impl Policy {
     }
 
     /// What the api needs to know of this policy.
-    pub fn summary(&self) -> PolicySummary {
+    pub(crate) fn summary(&self) -> PolicySummary {
         PolicySummary {
             scan_interval_ms: u64::try_from(self.scan_interval.as_millis()).unwrap_or(u64::MAX),
             degradation_threshold: self.degradation_threshold,
@@ -260,7 +260,7 @@ impl Policy {
 }
 
 /// The policy key that lists files of `category`.
-pub fn key_of(category: Category) -> &'static str {
+pub(crate) fn key_of(category: Category) -> &'static str {
     match category {
         Category::ServiceBinary => "service_binaries",
         Category::PolicyFile => "policy_files",
