@@ -114,9 +114,9 @@ pub const BOOT_CHECK_UNSEALED_BYTES: u64 = 5 << 30;
 pub fn unsealed_bytes(policy: &Policy) -> (u64, usize) {
     let (mut unsealed, mut sealed) = (0u64, 0usize);
     // The key and token are not loaded for a check: no file is one of them yet.
-    let no_secrets = crate::reading::secrets::Secrets::default();
+    let no_secrets = crate::reading::Secrets::default();
     each_watched_file(policy, |path, m| {
-        if policy.fsverity.enabled() && crate::reading::verity::look(path, &no_secrets).is_some() {
+        if policy.fsverity.enabled() && crate::reading::look_seal(path, &no_secrets).is_some() {
             sealed += 1;
         } else {
             unsealed = unsealed.saturating_add(std::os::unix::fs::MetadataExt::size(m));
@@ -153,7 +153,7 @@ fn each_watched_file(policy: &Policy, mut each: impl FnMut(&std::path::Path, &st
 /// `reading::fskind`), with their key and the filesystem's name: the hasher refuses to start
 /// (78). A listed file not there yet is judged by its directory.
 pub fn untrusted_roots(policy: &Policy) -> Vec<(&'static str, std::path::PathBuf, &'static str)> {
-    use crate::reading::fskind::FsKind;
+    use crate::reading::FsKind;
     let listed = policy
         .files
         .iter()
@@ -177,7 +177,7 @@ pub fn untrusted_roots(policy: &Policy) -> Vec<(&'static str, std::path::PathBuf
 /// Says what the watched files on filesystems where a write can leave the metadata as it was
 /// (tmpfs, ramfs, a writable overlay…) cost: every sweep reads them in full.
 fn read_every_sweep(options: &Options, policy: &Policy) {
-    use crate::reading::fskind::{FsKind, Kinds};
+    use crate::reading::{FsKind, Kinds};
     use std::os::unix::fs::MetadataExt;
     let mut kinds = Kinds::default();
     let (mut files, mut bytes, mut names) = (0usize, 0u64, std::collections::BTreeSet::new());

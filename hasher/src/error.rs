@@ -190,7 +190,7 @@ pub enum ReleaseError {
         /// The release baseline.
         path: PathBuf,
         /// Why.
-        why: crate::reading::fsread::ReadError,
+        why: crate::reading::ReadError,
     },
     /// The file is not the release baseline's JSON.
     #[error("{}: {why}", path.display())]
@@ -240,7 +240,7 @@ pub enum BaselineRefused {
     /// The api closed the channel while the files were read: a model whose read it cut short
     /// would be left out, and nobody is left to take the baseline.
     #[error("{0}")]
-    ApiGone(#[from] crate::reading::lifeline::ApiGone),
+    ApiGone(#[from] crate::reading::ApiGone),
     /// A listed file is not a readable regular file: a baseline must never bless an absent or
     /// redirected file.
     #[error("{}: cannot be baselined: {why}", path.display())]

@@ -12,7 +12,7 @@
 // The hasher by job; calls flow one way: server → verifying → reading, storing, live → reading
 // (tests/layout.rs checks it).
 mod live;
-pub mod reading;
+mod reading;
 pub mod storing;
 mod tpm;
 pub mod verifying;

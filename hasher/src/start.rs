@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::policy::{self, Policy};
 use crate::{
     live::Channel,
-    reading::lifeline::Lifeline,
-    reading::secrets::Secrets,
+    reading::Lifeline,
+    reading::Secrets,
     sandbox, server,
     storing::{load_key_in_use, load_token_in_use, Key, Store},
     sys, Options, EXIT_CONFIG,
@@ -81,10 +81,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
             kernel_window,
             tpm,
             clock,
-            reads: crate::reading::context::ReadContext::new(
-                lifeline,
-                std::sync::Arc::new(secrets),
-            ),
+            reads: crate::reading::ReadContext::new(lifeline, std::sync::Arc::new(secrets)),
         },
     )
 }

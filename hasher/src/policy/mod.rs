@@ -219,13 +219,12 @@ impl Policy {
                 ),
             });
         }
-        let text =
-            crate::reading::fsread::read_bounded_text(path, MAX_POLICY_BYTES).map_err(|e| {
-                PolicyError::Read {
-                    path: path.to_owned(),
-                    why: e.to_string(),
-                }
-            })?;
+        let text = crate::reading::read_bounded_text(path, MAX_POLICY_BYTES).map_err(|e| {
+            PolicyError::Read {
+                path: path.to_owned(),
+                why: e.to_string(),
+            }
+        })?;
         Policy::parse(&text).map_err(|e| e.in_file(path))
     }
 

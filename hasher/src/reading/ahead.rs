@@ -21,7 +21,7 @@ const PAUSE: Duration = Duration::from_micros(200);
 
 /// A helper thread advising files a window ahead of the checks, until it is stopped or
 /// dropped. The checks run on the caller's thread meanwhile; nothing calls back into them.
-pub struct Ahead {
+pub(crate) struct Ahead {
     stop: Arc<AtomicBool>,
     helper: Option<JoinHandle<usize>>,
 }
@@ -29,7 +29,7 @@ pub struct Ahead {
 impl Ahead {
     /// Starts advising `paths` in order, a window ahead of the checks `checked` counts (from
     /// what it holds now). Without a thread to spare, none: the checks read alone.
-    pub fn start(paths: &[&Path], checked: Arc<AtomicUsize>) -> Ahead {
+    pub(crate) fn start(paths: &[&Path], checked: Arc<AtomicUsize>) -> Ahead {
         let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -44,8 +44,9 @@ impl Ahead {
         Ahead { stop, helper }
     }
 
-    /// Stops the helper: how many files it advised.
-    pub fn stop(mut self) -> usize {
+    /// Stops the helper: how many files it advised (the sweeps just drop it).
+    #[cfg(test)]
+    fn stop(mut self) -> usize {
         self.finish()
     }
 

@@ -4,17 +4,17 @@
 use std::time::{Duration, Instant};
 
 /// Read buffer size: large enough for full SHA-NI speed, small enough to keep RSS flat.
-pub const BUF_SIZE: usize = 256 * 1024;
+pub(crate) const BUF_SIZE: usize = 256 * 1024;
 /// A read budget in bytes per second shared by every reading thread.
 #[derive(Debug, Default)]
-pub struct Budget {
+pub(super) struct Budget {
     limit: Option<u64>,
     window: Option<(Instant, u64)>,
 }
 
 impl Budget {
     /// A budget of `limit` bytes per second (`None`: unlimited).
-    pub fn new(limit: Option<u64>) -> Budget {
+    pub(crate) fn new(limit: Option<u64>) -> Budget {
         Budget {
             limit: limit.filter(|l| *l > 0),
             window: None,

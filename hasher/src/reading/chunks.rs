@@ -17,12 +17,12 @@ use crate::reading::context::ReadContext;
 use crate::reading::version::Version;
 
 /// Bytes per chunk.
-pub const CHUNK: u64 = 64 << 20;
+pub(crate) const CHUNK: u64 = 64 << 20;
 /// Files of at least this size get chunk digests: two chunks, so two threads have work.
-pub const MIN_SIZE: u64 = 2 * CHUNK;
+pub(crate) const MIN_SIZE: u64 = 2 * CHUNK;
 
 /// The chunk digests of content being read in order.
-pub struct ChunkHasher {
+pub(super) struct ChunkHasher {
     sha: Sha256,
     in_chunk: u64,
     out: Vec<[u8; 32]>,
@@ -40,7 +40,7 @@ impl Default for ChunkHasher {
 
 impl ChunkHasher {
     /// Feeds the next bytes of the content.
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let room = usize::try_from(CHUNK - self.in_chunk).unwrap_or(usize::MAX);
             let take = room.min(data.len());
@@ -55,7 +55,7 @@ impl ChunkHasher {
     }
 
     /// The digests, the last chunk possibly short.
-    pub fn finish(mut self) -> Vec<[u8; 32]> {
+    pub(crate) fn finish(mut self) -> Vec<[u8; 32]> {
         if self.in_chunk > 0 {
             self.out.push(self.sha.finalize().into());
         }
@@ -67,16 +67,16 @@ impl ChunkHasher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
     /// SHA-256 of the whole content.
-    pub hash: protocol::hexfmt::Sha256Digest,
+    pub(crate) hash: protocol::hexfmt::Sha256Digest,
     /// Its size.
-    pub size: u64,
+    pub(crate) size: u64,
     /// SHA-256 of each [`CHUNK`] of it.
-    pub chunks: Vec<[u8; 32]>,
+    pub(crate) chunks: Vec<[u8; 32]>,
 }
 
 /// What reading the chunks showed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every chunk matched: the content is the known one, in this version.
     Same(Version),
     /// A chunk differs.
@@ -91,7 +91,7 @@ pub enum Verdict {
 /// Reads `path`'s chunks on up to `threads` threads and compares them with `known` (its pages
 /// written back first when `prove`: see `reading::proof`); returns the verdict and the bytes
 /// read.
-pub fn verify(
+pub(crate) fn verify(
     path: &Path,
     known: &Known,
     threads: usize,

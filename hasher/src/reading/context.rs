@@ -13,14 +13,14 @@ use crate::reading::secrets::Secrets;
 pub struct ReadContext {
     budget: Mutex<Budget>,
     /// The api's hang-up, looked at between buffers.
-    pub lifeline: Lifeline,
+    pub(crate) lifeline: Lifeline,
     /// The secrets this process keeps.
-    pub secrets: Arc<Secrets>,
+    pub(crate) secrets: Arc<Secrets>,
 }
 
 impl ReadContext {
     /// Reads under no limit yet, stopped by `lifeline`, never giving out `secrets`.
-    pub fn new(lifeline: Lifeline, secrets: Arc<Secrets>) -> ReadContext {
+    pub(crate) fn new(lifeline: Lifeline, secrets: Arc<Secrets>) -> ReadContext {
         ReadContext {
             budget: Mutex::new(Budget::new(None)),
             lifeline,
@@ -29,7 +29,7 @@ impl ReadContext {
     }
 
     /// Sets the read budget in bytes per second (`None`: unlimited).
-    pub fn set_limit(&mut self, limit: Option<u64>) {
+    pub(crate) fn set_limit(&mut self, limit: Option<u64>) {
         self.budget = Mutex::new(Budget::new(limit));
     }
 

@@ -13,7 +13,7 @@ use crate::reading::version::Version;
 /// unverified and the write's event has the next check read it; a new baseline leaves such a
 /// model out (so it is reported until baselined again) and refuses such a listed file: a
 /// digest of a file being written is not its content.
-pub const CHANGED_WHILE_READ: &str = "changed while it was read (it is being written)";
+pub(crate) const CHANGED_WHILE_READ: &str = "changed while it was read (it is being written)";
 
 /// A long read stopped because its file changed: the rest would be a digest of nothing.
 #[derive(Debug)]
@@ -28,12 +28,12 @@ impl std::fmt::Display for ChangedWhileRead {
 impl std::error::Error for ChangedWhileRead {}
 
 /// Whether `e` is a read stopped by [`Looks::check`] because the file changed.
-pub fn changed_while_read(e: &std::io::Error) -> bool {
+pub(super) fn changed_while_read(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|r| r.is::<ChangedWhileRead>())
 }
 
 /// What [`CHANGED_WHILE_READ`] reports: the file unverified, no version to remember.
-pub fn changed_outcome() -> crate::reading::version::Outcome {
+pub(crate) fn changed_outcome() -> crate::reading::version::Outcome {
     crate::reading::version::Outcome::Unreadable(CHANGED_WHILE_READ.to_owned())
 }
 
@@ -42,7 +42,7 @@ pub fn changed_outcome() -> crate::reading::version::Outcome {
 /// from the version `opened` it had when the read began. A write in the middle of reading a
 /// 70 GB model ends the read at once: finishing it would only find the change at the end, and
 /// the write's own event asks for a check of the new content anyway.
-pub struct Looks<'a> {
+pub(super) struct Looks<'a> {
     last: Instant,
     opened: Version,
     lifeline: &'a Lifeline,
@@ -50,7 +50,7 @@ pub struct Looks<'a> {
 
 impl Looks<'_> {
     /// Looks for a read, starting now, of a file at version `opened`, on `lifeline`.
-    pub fn new(opened: Version, lifeline: &Lifeline) -> Looks<'_> {
+    pub(crate) fn new(opened: Version, lifeline: &Lifeline) -> Looks<'_> {
         Looks {
             last: Instant::now(),
             opened,
@@ -59,7 +59,7 @@ impl Looks<'_> {
     }
 
     /// `Err` when the read should stop: the api gone, the file deleted or replaced, or changed.
-    pub fn check(&mut self, file: &File) -> std::io::Result<()> {
+    pub(crate) fn check(&mut self, file: &File) -> std::io::Result<()> {
         if !self
             .lifeline
             .check(&mut self.last)
@@ -84,7 +84,7 @@ impl Looks<'_> {
 /// Test helper: writes `byte` at offset 0 of `path` once `after` has passed, from another
 /// thread (the file's version moves whether or not its content does).
 #[cfg(test)]
-pub fn write_later(
+pub(crate) fn write_later(
     path: &std::path::Path,
     after: std::time::Duration,
     byte: u8,

@@ -20,7 +20,7 @@ const MAX_DEVICES: usize = 1024;
 
 /// What a filesystem lets the metadata of its files say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsKind {
+pub(crate) enum FsKind {
     /// ext2/3/4, xfs, btrfs, f2fs: every write moves ctime once the file's pages are clean
     /// (see [`crate::reading::proof`]); an unchanged version answers without a read.
     Tracked,
@@ -37,13 +37,13 @@ pub enum FsKind {
 
 impl FsKind {
     /// Whether an unchanged version may answer without a read.
-    pub fn trusts_metadata(self) -> bool {
+    pub(crate) fn trusts_metadata(self) -> bool {
         matches!(self, FsKind::Tracked | FsKind::ReadOnly)
     }
 
     /// The kind of the filesystem `path` is on (`statfs`); one that cannot be asked is read
     /// at every sweep.
-    pub fn of(path: &Path) -> FsKind {
+    pub(crate) fn of(path: &Path) -> FsKind {
         match nix::sys::statfs::statfs(path) {
             Ok(s) => classify(s.filesystem_type()),
             Err(_) => FsKind::ReadEverySweep("unknown"),
@@ -53,7 +53,7 @@ impl FsKind {
 
 /// The kind of a filesystem of type `magic` (`statfs`'s `f_type`). Read-only mounts are not
 /// trusted as such: a read-only bind of a tmpfs, or an overlay, is written where it lies.
-pub fn classify(magic: FsType) -> FsKind {
+pub(crate) fn classify(magic: FsType) -> FsKind {
     // Magic numbers from linux/magic.h; nix names only some of them.
     // `f_type` is a signed word holding an unsigned magic: the same bits.
     let m = magic.0.cast_unsigned();
@@ -81,14 +81,14 @@ pub fn classify(magic: FsType) -> FsKind {
 
 /// What `statfs` said of each device seen, for a while.
 #[derive(Debug, Default)]
-pub struct Kinds {
+pub(crate) struct Kinds {
     seen: HashMap<u64, (FsKind, Instant)>,
 }
 
 impl Kinds {
     /// The kind of the filesystem on device `dev`, where `path` is (asked of `path` when the
     /// device is new or what was said of it is old).
-    pub fn of(&mut self, dev: u64, path: &Path) -> FsKind {
+    pub(crate) fn of(&mut self, dev: u64, path: &Path) -> FsKind {
         if let Some((kind, at)) = self.seen.get(&dev) {
             if at.elapsed() < BELIEVED_FOR {
                 return *kind;

@@ -25,12 +25,12 @@ pub enum ReadError {
 }
 
 /// Reads at most `cap` bytes of `path`; a larger file is an error, not a truncation.
-pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     read_bounded_file(File::open(path)?, cap)
 }
 
 /// As [`read_bounded`], from a file already open (whose descriptor was asked about first).
-pub fn read_bounded_file(file: File, cap: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bounded_file(file: File, cap: u64) -> Result<Vec<u8>, ReadError> {
     let mut bytes = Vec::new();
     file.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
@@ -41,14 +41,19 @@ pub fn read_bounded_file(file: File, cap: u64) -> Result<Vec<u8>, ReadError> {
 
 /// As [`read_bounded`] for a secret: read into one buffer allocated up front, so no copy is
 /// left behind by a reallocation, and wiped (its whole capacity) when dropped.
-pub fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+#[cfg(test)]
+fn read_secret(path: &Path, cap: usize) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     read_secret_file(path, cap).map(|(bytes, _)| bytes)
 }
 
-/// As [`read_secret`], with the file still open: the caller that keeps the secret keeps the
+/// As [`read_bounded`] for a secret (one buffer allocated up front, so no copy is left behind
+/// by a reallocation, wiped when dropped), with the file still open: the caller that keeps the secret keeps the
 /// file too (`secrets::Secrets::remember`), so its inode cannot be freed and reused while
 /// watched files are compared with it.
-pub fn read_secret_file(path: &Path, cap: usize) -> Result<(Zeroizing<Vec<u8>>, File), ReadError> {
+pub(crate) fn read_secret_file(
+    path: &Path,
+    cap: usize,
+) -> Result<(Zeroizing<Vec<u8>>, File), ReadError> {
     let mut file = File::open(path)?;
     let mut buf = Zeroizing::new(vec![0u8; cap + 1]);
     let mut len = 0;
@@ -68,7 +73,7 @@ pub fn read_secret_file(path: &Path, cap: usize) -> Result<(Zeroizing<Vec<u8>>, 
 }
 
 /// As [`read_bounded`], and the content must be UTF-8.
-pub fn read_bounded_text(path: &Path, cap: u64) -> Result<String, ReadError> {
+pub(crate) fn read_bounded_text(path: &Path, cap: u64) -> Result<String, ReadError> {
     String::from_utf8(read_bounded(path, cap)?).map_err(|_| ReadError::NotText)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often a reader looks at the channel.
-pub const CHECK_EVERY: Duration = Duration::from_millis(200);
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// A read stopped because the api closed its end: nobody is left to take its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,16 +23,11 @@ impl std::fmt::Display for ApiGone {
 
 impl std::error::Error for ApiGone {}
 
-/// Whether `e` is a read stopped by [`ApiGone`].
-pub fn api_gone(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|r| r.is::<ApiGone>())
-}
-
 /// A duplicate of the channel, shared by every reading thread: it reports the peer's hang-up
 /// like the original. Once one read has seen it, every read stops at once (no more bytes for
 /// an answer nobody will take), and the server sees it between requests ([`Lifeline::cut`]).
 #[derive(Clone, Default)]
-pub struct Lifeline(Arc<Line>);
+pub(crate) struct Lifeline(Arc<Line>);
 
 #[derive(Default)]
 struct Line {
@@ -43,7 +38,7 @@ struct Line {
 
 impl Lifeline {
     /// The line to the api through `fd`, a duplicate of the channel.
-    pub fn to(fd: OwnedFd) -> Lifeline {
+    pub(crate) fn to(fd: OwnedFd) -> Lifeline {
         Lifeline(Arc::new(Line {
             fd: Some(fd),
             cut: AtomicBool::new(false),
@@ -51,12 +46,12 @@ impl Lifeline {
     }
 
     /// Whether a read found the api gone (it stays so).
-    pub fn cut(&self) -> bool {
+    pub(crate) fn cut(&self) -> bool {
         self.0.cut.load(Ordering::Relaxed)
     }
 
     /// Looks at the channel now: `Err` when the api has closed its end (or a read saw it).
-    pub fn look(&self) -> Result<(), ApiGone> {
+    pub(crate) fn look(&self) -> Result<(), ApiGone> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         if self.cut() {
             return Err(ApiGone);
@@ -84,7 +79,7 @@ impl Lifeline {
     /// Called between buffers of a long read: `Err` once the api is gone (at once when a read
     /// saw it; the channel itself every [`CHECK_EVERY`]). `Ok(true)` when it looked, so the
     /// caller can look at its file too.
-    pub fn check(&self, last: &mut Instant) -> Result<bool, ApiGone> {
+    pub(crate) fn check(&self, last: &mut Instant) -> Result<bool, ApiGone> {
         if self.cut() {
             return Err(ApiGone);
         }
@@ -97,7 +92,7 @@ impl Lifeline {
 
     /// Sleeps `pause` in slices, looking at the channel between them; cut short when the api
     /// is gone (the read's next check stops it).
-    pub fn sleep(&self, pause: Duration) {
+    pub(crate) fn sleep(&self, pause: Duration) {
         let until = Instant::now() + pause;
         loop {
             if self.look().is_err() {

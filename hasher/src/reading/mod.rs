@@ -2,17 +2,40 @@
 //!
 //! May call: nothing of the other groups (the crate's shared `sys`, `error`, `policy` aside).
 
-pub mod ahead;
-pub mod budget;
-pub mod chunks;
-pub mod context;
-pub mod current;
-pub mod fskind;
-pub mod fsread;
-pub mod lifeline;
-pub mod proof;
-pub mod reader;
-pub mod resolve;
-pub mod secrets;
-pub mod verity;
-pub mod version;
+mod ahead;
+mod budget;
+mod chunks;
+mod context;
+mod current;
+mod fskind;
+mod fsread;
+mod lifeline;
+mod proof;
+mod reader;
+mod resolve;
+mod secrets;
+mod verity;
+mod version;
+
+// The face: what the verifier, the store, the server and start name (module-named functions
+// renamed here: `open_resolved`, `look_seal`, `prepare_proof`, `verify_chunks`); a read's
+// outcome is public, for the benches' `FileHasher::check`.
+pub(crate) use ahead::Ahead;
+#[cfg(test)]
+pub(crate) use budget::BUF_SIZE;
+pub(crate) use chunks::{verify as verify_chunks, Known, Verdict, CHUNK, MIN_SIZE as MIN_CHUNKED};
+pub(crate) use context::ReadContext;
+#[cfg(test)]
+pub(crate) use current::write_later;
+pub(crate) use current::{changed_outcome, CHANGED_WHILE_READ};
+pub(crate) use fskind::{FsKind, Kinds};
+pub(crate) use fsread::{
+    read_bounded, read_bounded_file, read_bounded_text, read_secret_file, ReadError,
+};
+pub(crate) use lifeline::{ApiGone, Lifeline};
+pub(crate) use proof::{prepare as prepare_proof, Proof};
+pub(crate) use reader::{is_long, ReadResult, Reader};
+pub(crate) use resolve::{open as open_resolved, open_no_symlinks};
+pub(crate) use secrets::Secrets;
+pub(crate) use verity::{look as look_seal, Seal, Sealing};
+pub use version::{Outcome, Version};

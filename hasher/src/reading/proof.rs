@@ -25,7 +25,7 @@ const TICK_WAIT: Duration = Duration::from_millis(50);
 
 /// What a read established beyond its digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proof {
+pub(crate) enum Proof {
     /// Not asked: the file's last change is long written back.
     Unasked,
     /// Its pages were clean and write-protected before the read, and its ctime was old enough

@@ -31,7 +31,7 @@ pub(crate) fn is_long(size: u64) -> bool {
 const ATTEMPTS: usize = 3;
 
 /// What one read of a path gave: the outcome, and the version it describes when hashed.
-pub type ReadResult = (Outcome, Option<Version>);
+pub(crate) type ReadResult = (Outcome, Option<Version>);
 
 enum Attempt {
     Done(ReadResult),
@@ -39,24 +39,24 @@ enum Attempt {
 }
 
 /// One reading thread's buffer, allocated once.
-pub struct Reader {
+pub(crate) struct Reader {
     buf: Box<[u8]>,
     /// Bytes read by this reader since creation.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     chunker: Option<crate::reading::chunks::ChunkHasher>,
     /// Take chunk digests of large files (only worth their CPU when threads can use them).
-    pub take_chunks: bool,
+    pub(crate) take_chunks: bool,
     /// Chunk digests of the last file read in full, when it was large (see [`crate::reading::chunks`]).
-    pub last_chunks: Vec<[u8; 32]>,
+    pub(crate) last_chunks: Vec<[u8; 32]>,
     /// Measure each file's fs-verity seal before and after its read (the policy's `fsverity`).
-    pub seals: bool,
+    pub(crate) seals: bool,
     /// What the last read in full learned of its file's seal.
-    pub last_seal: crate::reading::verity::Sealing,
+    pub(crate) last_seal: crate::reading::verity::Sealing,
     /// Whether the next read proves its file's content first (see [`crate::reading::proof`]):
     /// the caller's to say, read by read.
-    pub prove: bool,
+    pub(crate) prove: bool,
     /// What the last read in full established beyond its digest.
-    pub last_proof: crate::reading::proof::Proof,
+    pub(crate) last_proof: crate::reading::proof::Proof,
 }
 
 impl Default for Reader {
@@ -98,13 +98,13 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
 
 impl Reader {
     /// Reads `path` in full; a file that changes while it is read is read again.
-    pub fn read(&mut self, path: &Path, reads: &ReadContext) -> ReadResult {
+    pub(crate) fn read(&mut self, path: &Path, reads: &ReadContext) -> ReadResult {
         self.read_stated(path, reads, None)
     }
 
     /// As [`Reader::read`], with the `lstat` the caller has just taken standing in for the
     /// first attempt's own (a path lookup is most of what reading a small file costs).
-    pub fn read_stated(
+    pub(crate) fn read_stated(
         &mut self,
         path: &Path,
         reads: &ReadContext,
@@ -285,7 +285,7 @@ impl Reader {
     /// Streams `file` into `sha` through the one buffer, under the read budget, dropping the
     /// pages behind; returns the bytes read. Stops early if the file moves from version
     /// `opened` ([`crate::reading::current::Looks`]).
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         file: &File,
         sha: &mut Sha256,

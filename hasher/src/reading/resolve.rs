@@ -14,7 +14,7 @@ use nix::sys::stat::Mode;
 
 /// Opens `path` read-only with no symlink in any of its components (a directory swapped for a
 /// symlink mid-scan gives ELOOP, reported as `symlink`, never a file elsewhere).
-pub fn open_no_symlinks(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_no_symlinks(path: &Path) -> std::io::Result<File> {
     let fd = open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
         .map_err(std::io::Error::from)?;
     Ok(File::from(fd))
@@ -23,7 +23,7 @@ pub fn open_no_symlinks(path: &Path) -> std::io::Result<File> {
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// Opens `path` (absolute) with `flags` (`O_NOFOLLOW | O_CLOEXEC` are added).
-pub fn open(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+pub(crate) fn open(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     if !NO_OPENAT2.load(Ordering::Relaxed) {
         let how = OpenHow::new()

@@ -23,7 +23,7 @@ pub struct Secrets {
 impl Secrets {
     /// Remembers a secret in use, just read from `file` (kept open: its inode) with these
     /// `bytes` (their digest). Only secrets the process keeps: an empty file is no secret.
-    pub fn remember(&mut self, file: std::fs::File, bytes: &[u8]) {
+    pub(crate) fn remember(&mut self, file: std::fs::File, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -36,12 +36,12 @@ impl Secrets {
     }
 
     /// Whether `m` describes the inode of a secret this process read.
-    pub fn is_inode(&self, m: &std::fs::Metadata) -> bool {
+    pub(crate) fn is_inode(&self, m: &std::fs::Metadata) -> bool {
         self.inodes.contains(&(m.dev(), m.ino()))
     }
 
     /// Whether `digest` is the SHA-256 of a secret this process read.
-    pub fn is_digest(&self, digest: &[u8; 32]) -> bool {
+    pub(super) fn is_digest(&self, digest: &[u8; 32]) -> bool {
         let found = self
             .digests
             .iter()

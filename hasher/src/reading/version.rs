@@ -39,7 +39,7 @@ pub enum Outcome {
 impl Outcome {
     /// The finding a check reports for this outcome in place of a digest (`None`: it has
     /// one). Every outcome names its finding here, so a new one is an arm the compiler asks for.
-    pub fn finding(&self) -> Option<protocol::Finding> {
+    pub(crate) fn finding(&self) -> Option<protocol::Finding> {
         use protocol::Finding;
         match self {
             Outcome::Hashed { .. } => None,
@@ -64,13 +64,13 @@ pub struct Version([i64; 7]);
 
 impl Version {
     /// The device this version's file is on.
-    pub fn dev(&self) -> u64 {
+    pub(crate) fn dev(&self) -> u64 {
         // Held as i64 bit for bit (see `of`): the same bits back.
         self.0[0].cast_unsigned()
     }
 
     /// The file size this version has.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         u64::try_from(self.0[2]).unwrap_or(0)
     }
 

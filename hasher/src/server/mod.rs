@@ -59,7 +59,7 @@ pub struct Server {
     /// A step of the wall clock, watched (`None`: no timer could be made).
     clock: Option<crate::live::ClockWatch>,
     /// The api's hang-up as the reads see it: once one found it, the loop ends.
-    lifeline: crate::reading::lifeline::Lifeline,
+    lifeline: crate::reading::Lifeline,
 }
 
 /// Why the loop ended without a fault: the api is gone either way, and nothing is left to do.
@@ -120,7 +120,7 @@ pub struct Parts {
     /// A step of the wall clock, watched (made before the sandbox).
     pub(crate) clock: Option<crate::live::ClockWatch>,
     /// What every read is handed: the budget, the api's lifeline, the secrets.
-    pub reads: crate::reading::context::ReadContext,
+    pub reads: crate::reading::ReadContext,
 }
 
 impl Server {

@@ -49,14 +49,14 @@ pub(crate) fn load(path: &Path) -> Result<Option<Key>, KeyError> {
 /// watched file that is it (or a copy of it) is ever digested where others can see it.
 pub(crate) fn load_in_use(
     path: &Path,
-    secrets: &mut crate::reading::secrets::Secrets,
+    secrets: &mut crate::reading::Secrets,
 ) -> Result<Option<Key>, KeyError> {
     load_with(path, Some(secrets))
 }
 
 fn load_with(
     path: &Path,
-    in_use: Option<&mut crate::reading::secrets::Secrets>,
+    in_use: Option<&mut crate::reading::Secrets>,
 ) -> Result<Option<Key>, KeyError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -84,8 +84,8 @@ fn load_with(
         }
     }
     let (bytes, file) =
-        crate::reading::fsread::read_secret_file(path, MAX_KEY_LEN).map_err(|e| match e {
-            crate::reading::fsread::ReadError::TooLarge { .. } => KeyError::BadLength {
+        crate::reading::read_secret_file(path, MAX_KEY_LEN).map_err(|e| match e {
+            crate::reading::ReadError::TooLarge { .. } => KeyError::BadLength {
                 path: path.to_owned(),
                 len: MAX_KEY_LEN + 1,
             },

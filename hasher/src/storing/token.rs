@@ -22,14 +22,14 @@ pub(crate) fn load(path: &Path) -> Result<Option<Token>, crate::error::TokenErro
 /// watched file that is it is ever digested where others can see it.
 pub(crate) fn load_in_use(
     path: &Path,
-    secrets: &mut crate::reading::secrets::Secrets,
+    secrets: &mut crate::reading::Secrets,
 ) -> Result<Option<Token>, crate::error::TokenError> {
     load_with(path, Some(secrets))
 }
 
 fn load_with(
     path: &Path,
-    in_use: Option<&mut crate::reading::secrets::Secrets>,
+    in_use: Option<&mut crate::reading::Secrets>,
 ) -> Result<Option<Token>, crate::error::TokenError> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
@@ -47,7 +47,7 @@ fn load_with(
             });
         }
     }
-    match crate::reading::fsread::read_secret_file(path, MAX_LEN) {
+    match crate::reading::read_secret_file(path, MAX_LEN) {
         Err(why) => {
             tracing::warn!(path = %path.display(), why = %why, "no service token: rebaseline, scan and reload stay closed");
             Ok(None)

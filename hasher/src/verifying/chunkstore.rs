@@ -19,14 +19,14 @@ use std::path::PathBuf;
 use protocol::baseline::Manifest;
 
 use crate::error::StoreError;
-use crate::reading::chunks::{Known, CHUNK, MIN_SIZE};
+use crate::reading::{Known, CHUNK, MIN_CHUNKED};
 use crate::storing::Store;
 use crate::storing::{put_path, read_records, sidefile_header, write_sidefile, Reading};
 
 /// The file's name in the store.
 pub const FILE: &str = "chunks.bin";
 const MAGIC: &str = "integrity-monitor chunks v1";
-/// Records read at most (each is a file of at least [`MIN_SIZE`]: 128 MiB).
+/// Records read at most (each is a file of at least [`MIN_CHUNKED`]: 128 MiB).
 const MAX_RECORDS: usize = 100_000;
 /// Longest path a record may hold.
 const MAX_PATH: usize = 4096;
@@ -57,7 +57,7 @@ pub fn save<'a>(
 ) -> Result<usize, StoreError> {
     let kept: Vec<(String, &Known)> = known
         .map(|(p, k)| (crate::verifying::paths::path_str(p), k))
-        .filter(|(p, k)| k.size >= MIN_SIZE && named(baseline, p, k))
+        .filter(|(p, k)| k.size >= MIN_CHUNKED && named(baseline, p, k))
         .take(MAX_RECORDS)
         .collect();
     write_sidefile(store, key, FILE, &header(digest, kept.len()), |put| {
@@ -232,7 +232,7 @@ mod tests {
         let store = Store::open(&dir.path().join("state")).expect("store");
         let big = dir.path().join("models/big");
         std::fs::create_dir_all(dir.path().join("models")).expect("mkdir");
-        let data: Vec<u8> = (0..MIN_SIZE + 4097).map(|i| (i % 249) as u8).collect();
+        let data: Vec<u8> = (0..MIN_CHUNKED + 4097).map(|i| (i % 249) as u8).collect();
         std::fs::write(&big, &data).expect("write");
         let yaml = format!("model_dirs: [{}/models]\n", dir.path().display());
         let policy = Policy::parse(&yaml).expect("policy");
@@ -265,7 +265,7 @@ mod tests {
         let mut h = restarted();
         let (outcome, want) = check(&mut h);
         assert!(
-            matches!(&outcome, crate::reading::version::Outcome::Hashed { hash, .. } if *hash == want),
+            matches!(&outcome, crate::reading::Outcome::Hashed { hash, .. } if *hash == want),
             "{outcome:?}"
         );
         assert_eq!(
@@ -278,7 +278,7 @@ mod tests {
         let mut h = restarted();
         let (outcome, want) = check(&mut h);
         assert!(
-            matches!(&outcome, crate::reading::version::Outcome::Hashed { hash, .. } if *hash != want),
+            matches!(&outcome, crate::reading::Outcome::Hashed { hash, .. } if *hash != want),
             "{outcome:?}"
         );
         assert_eq!(h.chunked_reads, 0);

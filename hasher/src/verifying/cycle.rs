@@ -220,7 +220,7 @@ fn children(dir: &Path, baseline: &Manifest) -> Option<BTreeMap<Vec<u8>, usize>>
     if let Some((unit, n)) = run {
         *out.entry(unit).or_default() += n;
     }
-    let fd = crate::reading::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok()?;
+    let fd = crate::reading::open_resolved(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok()?;
     let mut handle = nix::dir::Dir::from_fd(fd).ok()?;
     for entry in handle.iter().filter_map(Result::ok) {
         let name = entry.file_name().to_bytes();

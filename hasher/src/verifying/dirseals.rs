@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::reading::secrets::Secrets;
-use crate::reading::version::Version;
+use crate::reading::Secrets;
+use crate::reading::Version;
 use crate::verifying::hashing::{DirCached, FileHasher};
 pub use crate::verifying::seals::DirSeal;
 
@@ -27,7 +27,7 @@ pub fn fingerprint(
     let mut sha = Sha256::new();
     sha.update(DOMAIN);
     for (path, version) in files {
-        let (seal, opened) = crate::reading::verity::look(path, secrets)?;
+        let (seal, opened) = crate::reading::look_seal(path, secrets)?;
         if Version::of(&opened) != *version {
             return None;
         }
@@ -48,7 +48,7 @@ pub fn all_sealed(dir: &Path, secrets: &Secrets) -> bool {
     let files = crate::verifying::walk::walk(dir, crate::verifying::seals::MAX_BINDINGS);
     files.iter().all(|(path, what)| {
         matches!(what, crate::verifying::walk::Found::File)
-            && crate::reading::verity::look(path, secrets).is_some()
+            && crate::reading::look_seal(path, secrets).is_some()
     })
 }
 

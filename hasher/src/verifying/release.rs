@@ -85,7 +85,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Provenan
         path: path.to_owned(),
         why: why.into(),
     };
-    let (file, through_symlink) = match crate::reading::resolve::open_no_symlinks(path) {
+    let (file, through_symlink) = match crate::reading::open_no_symlinks(path) {
         Ok(f) => (f, false),
         // Still read for a rebaseline's check; only a transition refuses it.
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -99,12 +99,11 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Provenan
         .map_err(|e| read(e.into()))?
         .flags()
         .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
-    let bytes = crate::reading::fsread::read_bounded_file(file, MAX_BYTES).map_err(|why| {
-        ReleaseError::Read {
+    let bytes =
+        crate::reading::read_bounded_file(file, MAX_BYTES).map_err(|why| ReleaseError::Read {
             path: path.to_owned(),
             why,
-        }
-    })?;
+        })?;
     let parsed = serde_json::from_slice(&bytes).map_err(|why| ReleaseError::Parse {
         path: path.to_owned(),
         why,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::policy::FsVerity;
-use crate::reading::verity::Seal;
+use crate::reading::Seal;
 
 /// One sealed file's binding.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use crate::error::StoreError;
-use crate::reading::verity::Seal;
+use crate::reading::Seal;
 use crate::storing::{put_path, read_records, sidefile_header, write_sidefile, Reading};
 use crate::storing::{Current, Store};
 use crate::verifying::hashing::FileHasher;

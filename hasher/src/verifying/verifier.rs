@@ -60,7 +60,7 @@ impl Verifier {
         policy: Policy,
         baseline: Option<Current>,
         keeping: Option<Keeping>,
-        reads: crate::reading::context::ReadContext,
+        reads: crate::reading::ReadContext,
     ) -> Verifier {
         let mut hasher = FileHasher::for_policy(&policy, reads);
         if let Some(k) = keeping {

@@ -62,7 +62,7 @@ pub fn read_for(path: &Path) -> Vouch {
 pub fn read(path: &Path) -> Vouch {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
-    let file = match crate::reading::resolve::open_no_symlinks(path) {
+    let file = match crate::reading::open_no_symlinks(path) {
         Ok(f) => f,
         Err(e) => {
             return Vouch::Not(format!(
@@ -82,7 +82,7 @@ pub fn read(path: &Path) -> Vouch {
         Ok(_) => {}
         Err(e) => return Vouch::Not(format!("{shown}: {e}")),
     }
-    let bytes = match crate::reading::fsread::read_bounded_file(file, MAX_BYTES) {
+    let bytes = match crate::reading::read_bounded_file(file, MAX_BYTES) {
         Ok(b) => b,
         Err(e) => return Vouch::Not(format!("{shown} cannot be read: {e}")),
     };

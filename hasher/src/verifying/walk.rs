@@ -28,7 +28,7 @@ pub enum Found {
 pub type Entry = (PathBuf, Found);
 
 fn open_dir(path: &Path) -> nix::Result<Dir> {
-    Dir::from_fd(crate::reading::resolve::open(
+    Dir::from_fd(crate::reading::open_resolved(
         path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY,
     )?)

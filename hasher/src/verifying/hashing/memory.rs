@@ -98,13 +98,13 @@ impl FileHasher {
         chunks: Vec<[u8; 32]>,
     ) {
         if !chunks.is_empty() {
-            let known = crate::reading::chunks::Known { hash, size, chunks };
+            let known = crate::reading::Known { hash, size, chunks };
             self.learn_chunks(path.to_owned(), known);
         }
     }
 
     /// Takes the chunk digests of content at `path` (read now, or recalled from the store).
-    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::reading::chunks::Known) {
+    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::reading::Known) {
         if self.known.get(&path) != Some(&known) {
             self.known.insert(path, known);
             self.chunks_learned = true;
@@ -112,7 +112,7 @@ impl FileHasher {
     }
 
     /// The chunk digests held, by path.
-    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::reading::chunks::Known)> {
+    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::reading::Known)> {
         self.known.iter().map(|(p, k)| (p.as_path(), k))
     }
 

@@ -1,5 +1,5 @@
 //! Which files need reading: the metadata fast path, the full re-verification backstop, and
-//! the spreading of full reads over threads. Reading itself is in [`crate::reading::reader`].
+//! the spreading of full reads over threads. Reading itself is in [`crate::reading::Reader`].
 
 pub mod links;
 mod memory;
@@ -18,12 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use protocol::hexfmt::Sha256Digest;
 
-use crate::reading::context::ReadContext;
-use crate::reading::fskind::{FsKind, Kinds};
-use crate::reading::proof::Proof;
-use crate::reading::reader::{ReadResult, Reader};
-use crate::reading::verity::Sealing;
-pub use crate::reading::version::{Outcome, Version};
+use crate::reading::Proof;
+use crate::reading::ReadContext;
+use crate::reading::Sealing;
+use crate::reading::{FsKind, Kinds};
+pub use crate::reading::{Outcome, Version};
+use crate::reading::{ReadResult, Reader};
 use crate::verifying::slots::{Expect, Slot, Slots};
 
 /// The first byte of a digest written as hex (0 where it is not): what spreads its file's
@@ -113,7 +113,7 @@ struct Cached {
 }
 
 /// What a check is given of a file before it looks (not to be confused with
-/// [`crate::reading::chunks::Known`], what a read learned of a large file's chunks).
+/// [`crate::reading::Known`], what a read learned of a large file's chunks).
 #[derive(Debug)]
 pub struct Given {
     /// Its baseline entry: a version that matched the entry before answers from its slot.
@@ -174,7 +174,7 @@ pub struct FileHasher {
     pub threads: usize,
     /// What full reads of large files found, kept across changes (it describes content, not
     /// a version): the next re-verification of that file reads its chunks in parallel.
-    known: HashMap<PathBuf, crate::reading::chunks::Known>,
+    known: HashMap<PathBuf, crate::reading::Known>,
     /// Chunk digests were learned since the store was last told.
     chunks_learned: bool,
     /// Changed files awaiting the read that proves them.
@@ -448,7 +448,7 @@ impl FileHasher {
         self.reader.prove = prove;
         if stated
             .as_ref()
-            .is_some_and(|m| crate::reading::reader::is_long(m.size()))
+            .is_some_and(|m| crate::reading::is_long(m.size()))
         {
             self.arm.long_read();
         }
@@ -473,19 +473,14 @@ impl FileHasher {
         let known = self.known.get(path)?.clone();
         self.arm.long_read();
         let (verdict, read) =
-            crate::reading::chunks::verify(path, &known, self.threads, &self.reads, prove);
+            crate::reading::verify_chunks(path, &known, self.threads, &self.reads, prove);
         self.bytes_hashed += read;
         let version = match verdict {
-            crate::reading::chunks::Verdict::Same(version) => version,
-            crate::reading::chunks::Verdict::Changed => {
-                return Some((
-                    (crate::reading::current::changed_outcome(), None),
-                    Vec::new(),
-                ));
+            crate::reading::Verdict::Same(version) => version,
+            crate::reading::Verdict::Changed => {
+                return Some(((crate::reading::changed_outcome(), None), Vec::new()));
             }
-            crate::reading::chunks::Verdict::Differs | crate::reading::chunks::Verdict::Unknown => {
-                return None
-            }
+            crate::reading::Verdict::Differs | crate::reading::Verdict::Unknown => return None,
         };
         self.chunked_reads += 1;
         let outcome = Outcome::Hashed {
@@ -762,7 +757,7 @@ mod tests {
     fn a_large_file_is_reverified_by_its_chunks_and_a_change_still_gives_its_digest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("model.gguf");
-        let size = crate::reading::chunks::MIN_SIZE + 4321;
+        let size = crate::reading::MIN_CHUNKED + 4321;
         let data: Vec<u8> = (0..size).map(|i| (i % 249) as u8).collect();
         std::fs::write(&f, &data).expect("write");
         let mut h = FileHasher::default();
@@ -789,7 +784,7 @@ mod tests {
         );
         // A change in the second chunk: found, then read whole for its digest.
         let mut changed = data.clone();
-        changed[usize::try_from(crate::reading::chunks::CHUNK + 5).expect("fits")] ^= 0xff;
+        changed[usize::try_from(crate::reading::CHUNK + 5).expect("fits")] ^= 0xff;
         std::fs::write(&f, &changed).expect("write");
         h.forget(&f);
         assert_eq!(
@@ -811,7 +806,7 @@ mod tests {
     fn large_file_streams_through_the_fixed_buffer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
-        let data: Vec<u8> = (0..(3 * crate::reading::budget::BUF_SIZE + 123))
+        let data: Vec<u8> = (0..(3 * crate::reading::BUF_SIZE + 123))
             .map(|i| u8::try_from(i % 251).expect("below 251"))
             .collect();
         std::fs::write(&f, &data).expect("write");

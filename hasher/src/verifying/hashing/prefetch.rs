@@ -38,7 +38,7 @@ impl FileHasher {
                         break;
                     };
                     reader.prove = *prove;
-                    if crate::reading::reader::is_long(*size) {
+                    if crate::reading::is_long(*size) {
                         arm.long_read();
                     }
                     let result = reader.read(path, reads);

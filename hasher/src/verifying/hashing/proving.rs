@@ -49,7 +49,7 @@ impl FileHasher {
                 Settled::Unproven
             }
             (Outcome::Hashed { .. }, _) => Settled::Proven,
-            (Outcome::Unreadable(why), _) if why == crate::reading::current::CHANGED_WHILE_READ => {
+            (Outcome::Unreadable(why), _) if why == crate::reading::CHANGED_WHILE_READ => {
                 Settled::Unproven
             }
             _ => Settled::Moot,
@@ -58,7 +58,7 @@ impl FileHasher {
     }
 
     /// Whether the metadata of `version` (of `path`) may answer for it later: not on a
-    /// filesystem where a write can leave it as it was (see [`crate::reading::fskind`]).
+    /// filesystem where a write can leave it as it was (see [`crate::reading::FsKind`]).
     pub(crate) fn trusts(&mut self, version: &Version, path: &Path) -> bool {
         self.kind_of(version, path).trusts_metadata()
     }

@@ -2,7 +2,7 @@
 //! bound to its content ([`crate::verifying::seals`]), its digest is known without a read.
 
 use super::*;
-use crate::reading::verity::Sealing;
+use crate::reading::Sealing;
 
 impl FileHasher {
     /// The outcome of `path` from its seal, when its binding can give one: its bound digest when
@@ -21,7 +21,7 @@ impl FileHasher {
         let now_ms = self.ms_since_born(Instant::now());
         let bound = self.seals.get(path).filter(|b| now_ms < b.due_ms)?.clone();
         // No seal now (cleared, or the file replaced by an unsealed one): the ordinary read.
-        let (seal, opened) = crate::reading::verity::look(path, &self.reads.secrets)?;
+        let (seal, opened) = crate::reading::look_seal(path, &self.reads.secrets)?;
         let key = self.keys.of(path);
         let names_bound = expect.filter(|e| e.hash.0 == bound.sha && e.size == bound.size);
         if seal != bound.seal {
@@ -83,7 +83,7 @@ impl FileHasher {
             return false;
         }
         if !self.seals.is_sealed(path)
-            && crate::reading::verity::look(path, &self.reads.secrets).is_some()
+            && crate::reading::look_seal(path, &self.reads.secrets).is_some()
         {
             self.forget(path);
         }

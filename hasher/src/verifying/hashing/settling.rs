@@ -1,7 +1,7 @@
 //! The changed files whose content is not proven yet, and the kernel's writeback window.
 //!
 //! A changed file is proven by one read made after its pages were written back (see
-//! [`crate::reading::proof`]); until that read is in, it is pending here and the reports say
+//! [`crate::reading::Proof`]); until that read is in, it is pending here and the reports say
 //! so (`unsettled`). A read that could not prove it (the file written meanwhile, a writeback
 //! error) leaves it pending, read again [`RETRY`] later. The policy may add a settle window
 //! (`settle_window`, at least the kernel's writeback window): each proven change is then read

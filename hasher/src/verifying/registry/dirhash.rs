@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::reading::context::ReadContext;
-use crate::reading::reader::Reader;
-use crate::reading::version::Version;
+use crate::reading::ReadContext;
+use crate::reading::Reader;
+use crate::reading::Version;
 use crate::verifying::hashing::settling::Settled;
 use crate::verifying::hashing::{DirCached, FileHasher};
 use crate::verifying::walk::Found;
@@ -99,8 +99,8 @@ fn compute(plan: &Plan, reader: &mut Reader, reads: &ReadContext) -> Result<(Str
                 f.display()
             ));
         }
-        let file = crate::reading::resolve::open_no_symlinks(f)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+        let file =
+            crate::reading::open_no_symlinks(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let before = file.metadata().map_err(|e| e.to_string())?;
         if reads.secrets.is_inode(&before) {
             return Err(format!(
@@ -112,8 +112,8 @@ fn compute(plan: &Plan, reader: &mut Reader, reads: &ReadContext) -> Result<(Str
             return Err(format!("{}: changed while hashed", f.display()));
         }
         // A changed file's pages are clean before it is read (see `reading::proof`).
-        if let crate::reading::proof::Proof::Unproven(why) =
-            crate::reading::proof::prepare(&file, &before, plan.prove)
+        if let crate::reading::Proof::Unproven(why) =
+            crate::reading::prepare_proof(&file, &before, plan.prove)
         {
             return Err(format!("{}: not proven: {why}", f.display()));
         }
@@ -185,7 +185,7 @@ pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDi
 /// (see `reading::fskind`): then why it is never read.
 fn trusted(hasher: &mut FileHasher, p: Plan) -> Result<Plan, String> {
     for (f, v) in &p.files {
-        if let crate::reading::fskind::FsKind::Untrusted(fs) = hasher.kind_of(v, f) {
+        if let crate::reading::FsKind::Untrusted(fs) = hasher.kind_of(v, f) {
             return Err(format!(
                 "{}: on {fs}, whose server decides what a read returns; never read",
                 f.display()

@@ -14,7 +14,7 @@ use protocol::report;
 use protocol::Actual;
 use serde::Deserialize;
 
-use crate::reading::version::Outcome;
+use crate::reading::Outcome;
 use crate::verifying::hashing::{FileHasher, Given};
 use crate::verifying::walk::Found;
 
@@ -68,7 +68,7 @@ impl Registry {
         if !meta.file_type().is_file() {
             return Err(format!("{}: not a regular file", path.display()));
         }
-        let bytes = crate::reading::fsread::read_bounded(path, MAX_MANIFEST)
+        let bytes = crate::reading::read_bounded(path, MAX_MANIFEST)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let raw: RawManifest =
             serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -295,7 +295,7 @@ fn dir_finding(
 /// component (a registry dir swapped for a symlink lists nothing, and is a finding).
 fn top_level(dir: &Path) -> Vec<(PathBuf, Found)> {
     use nix::fcntl::OFlag;
-    let Ok(fd) = crate::reading::resolve::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
+    let Ok(fd) = crate::reading::open_resolved(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
         return vec![(
             dir.to_owned(),
             Found::Anomaly(protocol::Finding::Unreadable),

@@ -17,7 +17,7 @@ use protocol::Category;
 
 use crate::error::BaselineRefused;
 use crate::policy::Policy;
-use crate::reading::ahead::Ahead;
+use crate::reading::Ahead;
 use crate::verifying::hashing::{FileHasher, Outcome};
 use crate::verifying::slots::{Expect, Slot};
 pub(crate) use crate::verifying::sweep::Sweep;
@@ -154,7 +154,7 @@ impl Verifier {
         }
         let made = making.made;
         if self.hasher.reads.lifeline.cut() {
-            return Err(crate::reading::lifeline::ApiGone.into());
+            return Err(crate::reading::ApiGone.into());
         }
         let count = made.slots.len();
         if count > MAX_ENTRIES || made.entries.len() != count {
@@ -460,8 +460,7 @@ mod tests {
             .expect("set_len");
         let mut v = Verifier::bare(t.policy.clone());
         v.hasher.set_rate_limit(Some(32 << 20));
-        let writer =
-            crate::reading::current::write_later(&big, std::time::Duration::from_millis(300), 0);
+        let writer = crate::reading::write_later(&big, std::time::Duration::from_millis(300), 0);
         let (m, _) = v.make_baseline(None, 1).expect("baseline");
         writer.join().expect("writer");
         // A digest of a file being written is not its content: no entry, so it is reported.
