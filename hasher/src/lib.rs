@@ -24,7 +24,7 @@ pub mod policy;
 #[cfg(feature = "probe")]
 pub mod probe;
 pub mod sandbox;
-pub mod server;
+mod server;
 mod start;
 #[allow(unsafe_code)]
 pub mod sys;

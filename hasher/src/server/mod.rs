@@ -27,7 +27,7 @@ use crate::verifying::release::Release;
 use crate::verifying::verifier::{Keeping, Verifier};
 
 /// Everything the hasher holds between requests.
-pub struct Server {
+pub(crate) struct Server {
     /// The policy, the baseline, the file memory and the sweeps: what decides.
     v: Verifier,
     policy_path: PathBuf,
@@ -64,7 +64,7 @@ pub struct Server {
 
 /// Why the loop ended without a fault: the api is gone either way, and nothing is left to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// The api closed the channel between requests: what was verified is kept.
     Closed,
     /// A read found the channel closed: the request or slice it served was abandoned.
@@ -92,40 +92,40 @@ pub(super) fn keeping<'a>(
 }
 
 /// The parts the hasher starts with, loaded before its sandbox.
-pub struct Parts {
+pub(crate) struct Parts {
     /// The policy file's path (re-read on reload).
-    pub policy_path: PathBuf,
+    pub(crate) policy_path: PathBuf,
     /// The validated policy.
-    pub policy: Policy,
+    pub(crate) policy: Policy,
     /// The HMAC key, if any.
     pub(crate) key: Option<Key>,
     /// The service token, if any.
-    pub token: Option<Token>,
+    pub(crate) token: Option<Token>,
     /// The locked store.
-    pub store: Store,
+    pub(crate) store: Store,
     /// What the store held.
     pub(crate) loaded: Loaded,
     /// What the sandbox lets it read.
-    pub read_set: Vec<PathBuf>,
+    pub(crate) read_set: Vec<PathBuf>,
     /// A release baseline given outside the policy; it survives reloads.
-    pub release_override: Option<PathBuf>,
+    pub(crate) release_override: Option<PathBuf>,
     /// The boot this runs in ([`crate::verifying::remember::boot_id`]).
-    pub boot_id: Option<String>,
+    pub(crate) boot_id: Option<String>,
     /// What the boot-chain verification says of this boot.
-    pub vouch: crate::verifying::vouch::Vouch,
+    pub(crate) vouch: crate::verifying::vouch::Vouch,
     /// The kernel's writeback window (read before the sandbox).
-    pub kernel_window: std::time::Duration,
+    pub(crate) kernel_window: std::time::Duration,
     /// The TPM's counter, as start-up found it.
     pub(crate) tpm: crate::storing::Tpm,
     /// A step of the wall clock, watched (made before the sandbox).
     pub(crate) clock: Option<crate::live::ClockWatch>,
     /// What every read is handed: the budget, the api's lifeline, the secrets.
-    pub reads: crate::reading::ReadContext,
+    pub(crate) reads: crate::reading::ReadContext,
 }
 
 impl Server {
     /// A server for what was loaded before the sandbox.
-    pub fn new(parts: Parts) -> Server {
+    pub(crate) fn new(parts: Parts) -> Server {
         let Parts {
             policy_path,
             policy,
@@ -235,7 +235,7 @@ impl Server {
     }
 
     /// Answers one request.
-    pub fn handle(&mut self, request: Request) -> Response {
+    pub(crate) fn handle(&mut self, request: Request) -> Response {
         match request {
             Request::Hello { version, prior } => self.hello(version, &prior),
             _ if !self.greeted => error(ErrorKind::Protocol, "hello must come first"),

@@ -12,11 +12,11 @@ use crate::live::Channel;
 /// and ask for a check of the named paths, which costs what the change costs (a small file:
 /// about a millisecond), so the gap only bounds a file written without pause to 20 checks a
 /// second; it also bounds how long a second write waits to be announced.
-pub const NOTICE_GAP: Duration = Duration::from_millis(50);
+pub(super) const NOTICE_GAP: Duration = Duration::from_millis(50);
 
 /// Changes not announced yet, and when the last notice went out.
 #[derive(Debug, Default)]
-pub struct Notices {
+pub(super) struct Notices {
     /// Changes held (count, events lost).
     held: Option<(u32, bool)>,
     last: Option<Instant>,
@@ -24,18 +24,18 @@ pub struct Notices {
 
 impl Notices {
     /// Adds `changed` (and whether events were lost) to the notice not sent yet.
-    pub fn hold(&mut self, changed: u32, overflow: bool) {
+    pub(crate) fn hold(&mut self, changed: u32, overflow: bool) {
         let (n, o) = self.held.unwrap_or((0, false));
         self.held = Some((n.saturating_add(changed), o || overflow));
     }
 
     /// Whether changes are held, not yet announced.
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         self.held.is_some()
     }
 
     /// When the held notice may go out: `None` when nothing is held.
-    pub fn due(&self) -> Option<Instant> {
+    pub(crate) fn due(&self) -> Option<Instant> {
         self.held?;
         Some(
             self.last
@@ -44,7 +44,7 @@ impl Notices {
     }
 
     /// Sends the held notice when the gap since the last one has passed.
-    pub fn send_when_due(&mut self, channel: &Channel) -> Result<(), ChannelError> {
+    pub(super) fn send_when_due(&mut self, channel: &Channel) -> Result<(), ChannelError> {
         if self.last.is_none_or(|t| t.elapsed() >= NOTICE_GAP) {
             self.send(channel)?;
         }
@@ -52,7 +52,7 @@ impl Notices {
     }
 
     /// Sends the held notice now, if there is one (a scan is about to cover those changes).
-    pub fn send(&mut self, channel: &Channel) -> Result<(), ChannelError> {
+    pub(crate) fn send(&mut self, channel: &Channel) -> Result<(), ChannelError> {
         if let Some((changed, overflow)) = self.held.take() {
             tracing::debug!(changed, overflow, "watched paths changed");
             let notice = Response::Notice {
