@@ -51,8 +51,8 @@ fn registry_and_release_parsers_never_panic() {
         iters,
         |input| {
             std::fs::write(&p, input).unwrap();
-            let _ = hasher::verifying::registry::Registry::load(&p);
-            let _ = hasher::verifying::release::check_release(&p, &entries);
+            let _ = hasher::verifying::Registry::load(&p);
+            let _ = hasher::verifying::check_release(&p, &entries);
         },
     );
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hasher::verifying::hashing::{FileHasher, Given, Outcome};
+use hasher::verifying::{FileHasher, Given, Outcome};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hasher::policy::Policy;
 use hasher::storing::Store;
-use hasher::verifying::verifier::Verifier;
+use hasher::verifying::Verifier;
 use protocol::report::{ScanReport, Violation};
 
 /// The 25th, 50th and 75th percentiles of `runs` timings of `f`.

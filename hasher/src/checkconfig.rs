@@ -23,7 +23,7 @@ pub fn check_config(options: &Options, policy: &Policy) -> i32 {
         }
     }
     if let Some(manifest) = &policy.registry_manifest {
-        match crate::verifying::registry::Registry::load(manifest) {
+        match crate::verifying::Registry::load(manifest) {
             Err(why) => problems.push(format!(
                 "registry_manifest: {why} (every scan would report it manifest_invalid)"
             )),
@@ -139,9 +139,9 @@ fn each_watched_file(policy: &Policy, mut each: impl FnMut(&std::path::Path, &st
         one(path);
     }
     for dir in &policy.model_dirs {
-        for batch in crate::verifying::walk::Walk::new(dir, 0, policy.max_watched_files) {
+        for batch in crate::verifying::Walk::new(dir, 0, policy.max_watched_files) {
             for (path, what) in &batch {
-                if matches!(what, crate::verifying::walk::Found::File) {
+                if matches!(what, crate::verifying::Found::File) {
                     one(path);
                 }
             }

@@ -22,7 +22,7 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     let mut secrets = Secrets::default();
     // Read now, before the sandbox (`/proc/sys` is out of it), and before the policy: a
     // settle window shorter than it is refused.
-    let kernel_window = crate::verifying::hashing::settling::read_kernel_window();
+    let kernel_window = crate::verifying::read_kernel_window();
     let policy = load_policy(&options, kernel_window)?;
     if options.check_config {
         return Ok(crate::checkconfig::check_config(&options, &policy));
@@ -47,8 +47,8 @@ pub(crate) fn run(options: Options) -> Result<i32, i32> {
     let store = open_store(&options)?;
     let loaded = store.as_ref().map(|s| s.load(key.as_ref().map(Key::bytes)));
     // Read now, before the sandbox narrows what may be read.
-    let boot_id = crate::verifying::remember::boot_id();
-    let vouch = crate::verifying::vouch::read_for(&policy.boot_verify_result);
+    let boot_id = crate::verifying::boot_id();
+    let vouch = crate::verifying::read_vouch(&policy.boot_verify_result);
     let clock = crate::live::ClockWatch::new()
         .map_err(
             |e| tracing::warn!(error = %e, "no timer on the wall clock: a step of it goes unseen"),

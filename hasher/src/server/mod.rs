@@ -22,9 +22,7 @@ use crate::storing::Key;
 use crate::storing::Ledger;
 use crate::storing::Token;
 use crate::storing::{Loaded, Store};
-use crate::verifying::reference;
-use crate::verifying::release::Release;
-use crate::verifying::verifier::{Keeping, Verifier};
+use crate::verifying::{build_reference, Keeping, Release, Verifier};
 
 /// Everything the hasher holds between requests.
 pub(crate) struct Server {
@@ -51,7 +49,7 @@ pub(crate) struct Server {
     /// The rebaseline plan held for a proof (its digests only), if any.
     pending: Option<crate::storing::Pending>,
     /// What the boot-chain verification said of this boot (read before the sandbox).
-    vouch: crate::verifying::vouch::Vouch,
+    vouch: crate::verifying::Vouch,
     /// The OS image's release: in force, a transition made or refused at start.
     release: protocol::standing::ReleaseNews,
     /// The release file, while a transition it called for is refused.
@@ -109,10 +107,10 @@ pub(crate) struct Parts {
     pub(crate) read_set: Vec<PathBuf>,
     /// A release baseline given outside the policy; it survives reloads.
     pub(crate) release_override: Option<PathBuf>,
-    /// The boot this runs in ([`crate::verifying::remember::boot_id`]).
+    /// The boot this runs in ([`crate::verifying::boot_id`]).
     pub(crate) boot_id: Option<String>,
     /// What the boot-chain verification says of this boot.
-    pub(crate) vouch: crate::verifying::vouch::Vouch,
+    pub(crate) vouch: crate::verifying::Vouch,
     /// The kernel's writeback window (read before the sandbox).
     pub(crate) kernel_window: std::time::Duration,
     /// The TPM's counter, as start-up found it.
@@ -330,11 +328,11 @@ impl Server {
                 .map_err(|e| tracing::warn!(error = %e, "no release baseline to compare with"))
                 .ok()
         });
-        match reference::build(
+        match build_reference(
             self.v.policy(),
             release.as_ref(),
             stored.as_ref().map(|(m, from)| (m, *from)),
-            crate::verifying::paths::now_rfc3339(),
+            crate::verifying::now_rfc3339(),
         ) {
             Some((current, reference)) => {
                 tracing::warn!(digest = reference.digest, entries = reference.entries, release = ?reference.release, store = ?reference.store, "stored baseline rejected: scans compare with a reference meanwhile; never trusted");

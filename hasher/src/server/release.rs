@@ -10,10 +10,9 @@ use protocol::{Category, Finding};
 
 use super::Server;
 use crate::storing::Current;
-use crate::verifying::release::Release;
-use crate::verifying::releasestore::{self, InForce};
-use crate::verifying::transition;
-use crate::verifying::vouch::Vouch;
+use crate::verifying::{
+    keep_releases, load_releases, plan_transition, transition_agrees, InForce, Release, Vouch,
+};
 
 impl Server {
     /// Follows the release the booted image ships, once, at the first hello.
@@ -33,10 +32,7 @@ impl Server {
             Ok(r) => r,
             Err(e) => return self.refuse(&path, e.to_string()),
         };
-        let in_force = match (
-            releasestore::load(self.ledger.store(), &key, &digest),
-            named,
-        ) {
+        let in_force = match (load_releases(self.ledger.store(), &key, &digest), named) {
             (Ok(f), Some(c)) if f.current.commit == c => Some(f),
             // A baseline from before generations has no record to name it in.
             (Ok(f), None) if generation == 0 => Some(f),
@@ -60,7 +56,7 @@ impl Server {
         }
         self.release.in_force = in_force.as_ref().map(|f| f.current.commit.clone());
         let planned = match self.v.baseline() {
-            Some(b) => transition::plan(self.v.policy(), &b.manifest, in_force.as_ref(), &next),
+            Some(b) => plan_transition(self.v.policy(), &b.manifest, in_force.as_ref(), &next),
             None => Ok(None),
         };
         let plan = match planned {
@@ -76,7 +72,7 @@ impl Server {
         }
         let generation = self.ledger.next_generation();
         let manifest = protocol::baseline::Manifest::of_entries(
-            crate::verifying::paths::now_rfc3339(),
+            crate::verifying::now_rfc3339(),
             Some(generation),
             plan.entries,
             Some(&key),
@@ -96,7 +92,7 @@ impl Server {
                 seen: Vec::new(),
             },
         };
-        releasestore::keep(self.ledger.store(), &key, &made.digest, &now_in_force);
+        keep_releases(self.ledger.store(), &key, &made.digest, &now_in_force);
         let from = in_force.map_or_else(|| "(none recorded)".to_owned(), |f| f.current.commit);
         tracing::warn!(
             from,
@@ -124,7 +120,7 @@ impl Server {
     fn agreed(&self, release: &Release) -> bool {
         self.v
             .baseline()
-            .is_some_and(|b| transition::agrees(self.v.policy(), &b.manifest, release))
+            .is_some_and(|b| transition_agrees(self.v.policy(), &b.manifest, release))
     }
 
     /// A store from before releases were recorded, agreeing with the release: recorded in
@@ -142,7 +138,7 @@ impl Server {
             seen: Vec::new(),
         };
         // The history first: a record naming a release whose history is missing is refused.
-        releasestore::keep(self.ledger.store(), key, &digest, &f);
+        keep_releases(self.ledger.store(), key, &digest, &f);
         // A baseline from before generations (the Go service's) has no record to name it in:
         // the next commit's record will.
         let store = self.ledger.store();
@@ -182,7 +178,7 @@ impl Server {
             return;
         };
         let store = self.ledger.store();
-        let old = before.and_then(|b| releasestore::load(store, key.bytes(), b).ok());
+        let old = before.and_then(|b| load_releases(store, key.bytes(), b).ok());
         let in_force = match old {
             Some(f) if f.current.commit == next.commit => f,
             Some(f) => f.then(next),
@@ -192,7 +188,7 @@ impl Server {
                 seen: Vec::new(),
             },
         };
-        releasestore::keep(store, key.bytes(), &made.digest, &in_force);
+        keep_releases(store, key.bytes(), &made.digest, &in_force);
         self.release.in_force = Some(in_force.current.commit);
         self.release.refused = None;
         self.release_file = None;

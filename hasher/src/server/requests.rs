@@ -99,7 +99,7 @@ impl Server {
     pub(super) fn commit_made(
         &mut self,
         manifest: protocol::baseline::Manifest,
-        slots: Vec<crate::verifying::slots::Slot>,
+        slots: Vec<crate::verifying::Slot>,
         by: Authority,
     ) -> Result<BaselineSummary, String> {
         self.pending = None;
@@ -286,7 +286,7 @@ impl Server {
             degradation_threshold: self.v.policy().degradation_threshold,
             audit_seq,
             audit_head,
-            issued_at: crate::verifying::paths::now_rfc3339(),
+            issued_at: crate::verifying::now_rfc3339(),
         };
         let payload = serde_json::to_vec(&attestation).unwrap_or_default();
         let (hmac, ed25519) = match &self.key {

@@ -24,7 +24,7 @@ use crate::storing::Store;
 use crate::storing::{put_path, read_records, sidefile_header, write_sidefile, Reading};
 
 /// The file's name in the store.
-pub const FILE: &str = "chunks.bin";
+pub(crate) const FILE: &str = "chunks.bin";
 const MAGIC: &str = "integrity-monitor chunks v1";
 /// Records read at most (each is a file of at least [`MIN_CHUNKED`]: 128 MiB).
 const MAX_RECORDS: usize = 100_000;
@@ -48,7 +48,7 @@ fn named(baseline: &Manifest, path: &str, known: &Known) -> bool {
 }
 
 /// Writes the records of `known` that `baseline` (with digest `digest`) names; how many.
-pub fn save<'a>(
+pub(crate) fn save<'a>(
     store: &Store,
     key: &[u8],
     digest: &str,
@@ -100,7 +100,7 @@ fn record(file: &mut Reading) -> Result<(String, Known), String> {
 
 /// The records stored for the baseline with digest `digest` that it names; `Err` says why
 /// none are taken (none stored, another baseline, a file that does not verify).
-pub fn load(
+pub(in crate::verifying) fn load(
     store: &Store,
     key: &[u8],
     digest: &str,
@@ -115,7 +115,7 @@ pub fn load(
 }
 
 /// Writes the chunk digests `hasher` holds that the baseline `current` names.
-pub fn keep(
+pub(crate) fn keep(
     store: &Store,
     key: &[u8],
     current: &crate::storing::Current,
@@ -132,7 +132,7 @@ pub fn keep(
 }
 
 /// Gives `hasher` the chunk digests stored for `current`, if they verify.
-pub fn recall(
+pub(in crate::verifying) fn recall(
     store: &Store,
     key: &[u8],
     current: &crate::storing::Current,

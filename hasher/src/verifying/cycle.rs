@@ -14,10 +14,10 @@ use crate::policy::Policy;
 use crate::verifying::paths::{governed, path_str, scoped};
 
 /// How often a slice runs while the hasher waits for requests.
-pub const SLICE_PERIOD: Duration = Duration::from_millis(100);
+pub(in crate::verifying) const SLICE_PERIOD: Duration = Duration::from_millis(100);
 /// A directory with more baselined files beneath it than this is handed out as its entries
 /// (at 5 µs a file checked, a unit then costs at most ~1 ms of CPU).
-pub const UNIT_FILES: usize = 200;
+pub(in crate::verifying) const UNIT_FILES: usize = 200;
 
 /// A path to check and the baselined files at or beneath it (its share of the cycle).
 #[derive(Debug)]
@@ -28,7 +28,7 @@ struct Unit {
 
 /// One pass over every unit of the watched set.
 #[derive(Debug)]
-pub struct Cycle {
+pub(in crate::verifying) struct Cycle {
     /// Units not handed out yet, the next one last.
     pending: Vec<Unit>,
     /// Files handed out so far, and in all.
@@ -38,16 +38,16 @@ pub struct Cycle {
     units: usize,
     interval: Duration,
     /// When the cycle began: a completed cycle examined everything since then.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// The most CPU time one slice took so far (reported when the cycle completes).
-    pub slowest: Duration,
+    pub(in crate::verifying) slowest: Duration,
 }
 
 impl Cycle {
     /// A cycle over the policy's units, paced to complete in `scan_interval`; `None`
     /// where a unit cannot be checked on its own (a registry governs a model dir: its check is
     /// one piece), so full sweeps remain.
-    pub fn new(policy: &Policy, baseline: &Manifest) -> Option<Cycle> {
+    pub(in crate::verifying) fn new(policy: &Policy, baseline: &Manifest) -> Option<Cycle> {
         if governed(policy).is_some() {
             return None;
         }
@@ -91,7 +91,11 @@ impl Cycle {
     /// over the interval (one slice ahead), so it costs the same at every moment of it. A
     /// large directory whose turn it is is handed out as its entries (`baseline` says what
     /// each holds).
-    pub fn slice_at(&mut self, now: Instant, baseline: &Manifest) -> Vec<PathBuf> {
+    pub(in crate::verifying) fn slice_at(
+        &mut self,
+        now: Instant,
+        baseline: &Manifest,
+    ) -> Vec<PathBuf> {
         let ahead = now.saturating_duration_since(self.started) + SLICE_PERIOD;
         let share = ahead.as_secs_f64() / self.interval.as_secs_f64().max(f64::EPSILON);
         #[allow(
@@ -137,7 +141,7 @@ impl Cycle {
 
     /// When the next unit falls due (the end of the interval once all are handed out): no
     /// wake-up before it has work.
-    pub fn next_due(&self) -> Instant {
+    pub(crate) fn next_due(&self) -> Instant {
         if self.complete() {
             return self.started + self.interval;
         }
@@ -147,24 +151,24 @@ impl Cycle {
     }
 
     /// How long the cycle takes.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 
     /// How many units the cycle has handed out.
-    pub fn units(&self) -> usize {
+    pub(crate) fn units(&self) -> usize {
         self.units
     }
 
     /// Whether every unit has been handed out.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.pending.is_empty()
     }
 }
 
 /// How long a cycle over `files` baselined files takes: the scan interval, or as long as
 /// checking them at the policy's `sweep_files_per_second` takes.
-pub fn cycle_interval(policy: &Policy, files: usize) -> Duration {
+pub(in crate::verifying) fn cycle_interval(policy: &Policy, files: usize) -> Duration {
     let rate = policy.sweep_files_per_second.max(1) as f64;
     policy
         .scan_interval
@@ -173,7 +177,7 @@ pub fn cycle_interval(policy: &Policy, files: usize) -> Duration {
 
 /// CPU time this thread has used: what a slice costs, whatever else the machine is doing
 /// (zero where the clock cannot be read, which only hides a slice's cost from the log).
-pub fn thread_cpu() -> Duration {
+pub(in crate::verifying) fn thread_cpu() -> Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map_or(Duration::ZERO, Duration::from)
 }

@@ -12,14 +12,14 @@ use sha2::{Digest, Sha256};
 use crate::reading::Secrets;
 use crate::reading::Version;
 use crate::verifying::hashing::{DirCached, FileHasher};
-pub use crate::verifying::seals::DirSeal;
+pub(in crate::verifying) use crate::verifying::seals::DirSeal;
 
 /// Domain of a directory's seal fingerprint.
 const DOMAIN: &[u8] = b"integrity-monitor.dir-seals.v1\0";
 
 /// The fingerprint of `files` (the artifact's plan: every regular file beneath `dir`, in order,
 /// with the version planned), when every one is sealed and still that version; `None` else.
-pub fn fingerprint(
+pub(in crate::verifying) fn fingerprint(
     dir: &Path,
     files: &[(PathBuf, Version)],
     secrets: &Secrets,
@@ -44,7 +44,7 @@ pub fn fingerprint(
 
 /// Whether every regular file of the directory artifact at `dir` is sealed now (what
 /// `fsverity: require` asks of a directory artifact; one open and one ioctl a file).
-pub fn all_sealed(dir: &Path, secrets: &Secrets) -> bool {
+pub(in crate::verifying) fn all_sealed(dir: &Path, secrets: &Secrets) -> bool {
     let files = crate::verifying::walk::walk(dir, crate::verifying::seals::MAX_BINDINGS);
     files.iter().all(|(path, what)| {
         matches!(what, crate::verifying::walk::Found::File)
@@ -55,7 +55,7 @@ pub fn all_sealed(dir: &Path, secrets: &Secrets) -> bool {
 /// The digest and total of the planned artifact at `dir` from its seals, when bound and not
 /// due (`Ok`); else the fingerprint measured now, if every file is sealed, for binding it
 /// after the read (`Err`).
-pub fn answer(
+pub(crate) fn answer(
     hasher: &mut FileHasher,
     dir: &Path,
     files: &[(PathBuf, Version)],
@@ -86,7 +86,7 @@ pub fn answer(
 
 /// Binds the digest just read for the artifact at `dir` to `before`, the fingerprint measured
 /// before the read, when the one measured now is the same.
-pub fn learn(
+pub(in crate::verifying) fn learn(
     hasher: &mut FileHasher,
     dir: &Path,
     files: &[(PathBuf, Version)],
@@ -108,12 +108,12 @@ pub fn learn(
 /// The directory bindings' file in the store: the line `integrity-monitor dir-seals v1
 /// baseline=<digest> count=<n>`, then per artifact its path, fingerprint (32 bytes), digest
 /// (32 bytes) and total (u64 little-endian), then the hex HMAC of all before it.
-pub const FILE: &str = "dirseals.bin";
+pub(crate) const FILE: &str = "dirseals.bin";
 const MAGIC: &str = "integrity-monitor dir-seals v1";
 const MAX_PATH: usize = 4096;
 
 /// Writes the directory bindings under the baseline with digest `baseline`; how many.
-pub fn save(
+pub(crate) fn save(
     store: &crate::storing::Store,
     key: &[u8],
     baseline: &str,
@@ -143,7 +143,7 @@ pub fn save(
 
 /// The directory bindings stored under the baseline with digest `baseline` (their `due_ms`
 /// left 0 for the caller to set); `Err` says why none are taken.
-pub fn load(
+pub(in crate::verifying) fn load(
     store: &crate::storing::Store,
     key: &[u8],
     baseline: &str,

@@ -2,25 +2,45 @@
 //!
 //! May call: `reading`, `storing` (the side-file format), `live` (to arm the sentinel for a long read).
 
-pub mod chunkstore;
-pub mod cycle;
-pub mod dirseals;
-pub mod hashing;
-pub mod paths;
-pub mod reference;
-pub mod registry;
-pub mod release;
-pub mod releasestore;
-pub mod remember;
-pub mod rescan;
-pub mod scan;
-pub mod seals;
-pub mod sealstore;
-pub mod settle;
-pub mod slots;
-pub mod spread;
-pub mod sweep;
-pub mod transition;
-pub mod verifier;
-pub mod vouch;
-pub mod walk;
+mod chunkstore;
+mod cycle;
+mod dirseals;
+mod hashing;
+mod paths;
+mod reference;
+mod registry;
+mod release;
+mod releasestore;
+mod remember;
+mod rescan;
+mod scan;
+mod seals;
+mod sealstore;
+mod settle;
+mod slots;
+mod spread;
+mod sweep;
+mod transition;
+mod verifier;
+mod vouch;
+mod walk;
+
+// The face: what the server, start and checkconfig name (module-named functions renamed here:
+// `build_reference`, `load_releases`, `keep_releases`, `plan_transition`, `transition_agrees`,
+// `read_vouch`); public for the benches (`Verifier`, `FileHasher`, `Given`, `Outcome`) and the
+// fuzz test (`Registry::load`, `check_release`).
+pub(crate) use hashing::read_kernel_window;
+pub use hashing::{FileHasher, Given, Outcome};
+pub(crate) use paths::now_rfc3339;
+pub(crate) use reference::build as build_reference;
+pub use registry::Registry;
+pub use release::check_release;
+pub(crate) use release::Release;
+pub(crate) use releasestore::{keep as keep_releases, load as load_releases, InForce};
+pub(crate) use remember::boot_id;
+pub(crate) use slots::Slot;
+pub(crate) use transition::{agrees as transition_agrees, plan as plan_transition};
+pub(crate) use verifier::Keeping;
+pub use verifier::Verifier;
+pub(crate) use vouch::{read_for as read_vouch, Vouch};
+pub(crate) use walk::{Found, Walk};

@@ -10,12 +10,12 @@ use protocol::entries::Entries;
 use crate::policy::Policy;
 
 /// The current RFC 3339 time, second precision, UTC.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// The registry manifest every model dir follows, when the policy names one.
-pub fn governed(policy: &Policy) -> Option<&Path> {
+pub(in crate::verifying) fn governed(policy: &Policy) -> Option<&Path> {
     policy.registry_manifest.as_deref()
 }
 

@@ -15,7 +15,7 @@ use crate::verifying::release::Release;
 
 /// The reference for `policy` from the release baseline and what the rejected store still
 /// says; `None` when neither has anything to compare with.
-pub fn build(
+pub(crate) fn build(
     policy: &Policy,
     release: Option<&Release>,
     store: Option<(&Manifest, FromStore)>,

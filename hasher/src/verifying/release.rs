@@ -37,20 +37,20 @@ const RELEASE_VERSION: u64 = 1;
 
 /// Where the release file came from, as its path and descriptor say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     /// Its path lies beneath `/usr`.
-    pub in_usr: bool,
+    pub(in crate::verifying) in_usr: bool,
     /// A component of its path is a symlink.
-    pub through_symlink: bool,
+    pub(in crate::verifying) through_symlink: bool,
     /// Its filesystem is mounted read-only (as `/usr` is on the image-based appliance).
-    pub read_only: bool,
+    pub(in crate::verifying) read_only: bool,
     /// Its owner.
-    pub owner: u32,
+    pub(crate) owner: u32,
 }
 
 impl Provenance {
     /// Why a transition may not rest on it, if it may not.
-    pub fn doubt(&self, path: &Path) -> Option<String> {
+    pub(crate) fn doubt(&self, path: &Path) -> Option<String> {
         if !self.in_usr {
             return Some(format!(
                 "{} is not beneath /usr: only a release file in the image's read-only tree can drive a release transition",
@@ -122,21 +122,21 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Provenan
 /// A release baseline as loaded and checked: the commit it was built from and, per path,
 /// the SHA-256 and size the image ships.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
+pub(crate) struct Release {
     /// Its `source_commit` (may be empty in hand-made files).
-    pub commit: String,
+    pub(crate) commit: String,
     /// Path → (digest, size).
-    pub files: HashMap<String, (Sha256Digest, u64)>,
+    pub(crate) files: HashMap<String, (Sha256Digest, u64)>,
 }
 
 impl Release {
     /// Reads and checks the release baseline at `path` (format version, every digest).
-    pub fn load(path: &Path) -> Result<Release, ReleaseError> {
+    pub(crate) fn load(path: &Path) -> Result<Release, ReleaseError> {
         Release::load_with_provenance(path).map(|(r, _)| r)
     }
 
     /// As [`Release::load`], with where the file read came from.
-    pub fn load_with_provenance(path: &Path) -> Result<(Release, Provenance), ReleaseError> {
+    pub(crate) fn load_with_provenance(path: &Path) -> Result<(Release, Provenance), ReleaseError> {
         let (release, provenance): (ReleaseBaseline, _) = read_json(path)?;
         if release.version != RELEASE_VERSION {
             return Err(ReleaseError::Version {

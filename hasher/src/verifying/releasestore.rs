@@ -16,25 +16,25 @@ use crate::verifying::release::Release;
 const NAME: &str = "releases.bin";
 const MAGIC: &str = "integrity-monitor-releases-v1";
 /// Commits remembered as once in force, besides the current and the previous one.
-pub const MAX_SEEN: usize = 64;
+pub(in crate::verifying) const MAX_SEEN: usize = 64;
 /// Most files one release may list here (a release file is at most 16 MiB of JSON).
 const MAX_FILES: u32 = 200_000;
 
 /// The releases in force with a baseline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InForce {
+pub(crate) struct InForce {
     /// The release in force.
-    pub current: Release,
+    pub(crate) current: Release,
     /// The one before it, if any: a deployment rolled back brings it back.
-    pub previous: Option<Release>,
+    pub(crate) previous: Option<Release>,
     /// Commits in force before the previous one, oldest first (at most [`MAX_SEEN`]).
-    pub seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl InForce {
     /// `next` now in force after this: the current one becomes the previous, and the previous
     /// one joins what was seen.
-    pub fn then(&self, next: Release) -> InForce {
+    pub(crate) fn then(&self, next: Release) -> InForce {
         let mut seen = self.seen.clone();
         if let Some(p) = &self.previous {
             if p.commit != next.commit && !seen.contains(&p.commit) {
@@ -54,7 +54,7 @@ impl InForce {
 
 /// Writes `in_force` for the baseline with digest `baseline` (failures are logged: a lost
 /// record means the next release is taken only if the files match it).
-pub fn keep(store: &Store, key: &[u8], baseline: &str, in_force: &InForce) {
+pub(crate) fn keep(store: &Store, key: &[u8], baseline: &str, in_force: &InForce) {
     let count = 2 + in_force.seen.len();
     let head = sidefile_header(MAGIC, baseline, count);
     let none = Release {
@@ -119,7 +119,7 @@ fn read_release(r: &mut Reading) -> Result<Release, String> {
 
 /// The releases recorded in force with the baseline with digest `baseline`; `Err` says why
 /// none can be believed.
-pub fn load(store: &Store, key: &[u8], baseline: &str) -> Result<InForce, String> {
+pub(crate) fn load(store: &Store, key: &[u8], baseline: &str) -> Result<InForce, String> {
     let mut releases = read_records(
         store,
         key,

@@ -19,7 +19,7 @@ use crate::storing::Store;
 use crate::storing::{write_sidefile, Reading};
 
 /// The file's name in the store.
-pub const FILE: &str = "versions.bin";
+pub(crate) const FILE: &str = "versions.bin";
 const MAGIC: &str = "integrity-monitor versions v1";
 
 fn header(boot: &str, baseline: &str, count: usize) -> String {
@@ -27,7 +27,7 @@ fn header(boot: &str, baseline: &str, count: usize) -> String {
 }
 
 /// Writes `slots` (see [`crate::verifying::hashing::FileHasher::remembered`]) for `baseline` in `boot`.
-pub fn save(
+pub(crate) fn save(
     store: &Store,
     key: &[u8],
     boot: &str,
@@ -49,7 +49,7 @@ pub fn save(
 /// What was saved for `baseline` (of `count` entries) in `boot`, each record as `each` makes
 /// it; `Err` says why nothing is taken (none saved, another boot or baseline, or a file that
 /// does not verify).
-pub fn load<T>(
+pub(in crate::verifying) fn load<T>(
     store: &Store,
     key: &[u8],
     boot: &str,
@@ -78,14 +78,15 @@ pub fn load<T>(
 
 /// How often at most what the slots remember is written (after a full sweep or a completed
 /// cycle of the spread sweep; the first time at once).
-pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+pub(in crate::verifying) const SAVE_EVERY: std::time::Duration =
+    std::time::Duration::from_secs(300);
 
 /// Bytes read since the last save past which it is written again at once: reading them again
 /// on a restart costs far more than the save (~16 bytes a file).
-pub const SAVE_AFTER_BYTES: u64 = 1 << 30;
+pub(in crate::verifying) const SAVE_AFTER_BYTES: u64 = 1 << 30;
 
 /// The boot this hasher runs in, read before the sandbox (`None`: nothing is kept).
-pub fn boot_id() -> Option<String> {
+pub(crate) fn boot_id() -> Option<String> {
     let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let id = text.trim();
     let uuid = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
@@ -93,7 +94,7 @@ pub fn boot_id() -> Option<String> {
 }
 
 /// Gives `hasher` what the store remembers for `current` in `boot`, if it verifies.
-pub fn recall(
+pub(in crate::verifying) fn recall(
     store: &Store,
     key: &[u8],
     boot: &str,
@@ -117,7 +118,7 @@ pub fn recall(
 }
 
 /// Writes what `hasher` remembers for `current` in `boot`, when its slots are bound to it.
-pub fn keep(
+pub(crate) fn keep(
     store: &Store,
     key: &[u8],
     boot: &str,

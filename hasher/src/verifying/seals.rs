@@ -13,43 +13,43 @@ use crate::reading::Seal;
 
 /// One sealed file's binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
+pub(in crate::verifying) struct Binding {
     /// SHA-256 of the content read through the seal.
-    pub sha: [u8; 32],
+    pub(crate) sha: [u8; 32],
     /// Its size.
-    pub size: u64,
+    pub(crate) size: u64,
     /// The file's fs-verity digest then.
-    pub seal: Seal,
+    pub(crate) seal: Seal,
     /// When the backstop reads the file again regardless (ms since the hasher's `born`): a
     /// data block edited offline under an intact tree is found only by a read (EIO).
-    pub due_ms: u64,
+    pub(in crate::verifying) due_ms: u64,
     /// The file was found with this seal at its last check that looked.
-    pub in_force: bool,
+    pub(crate) in_force: bool,
 }
 
 /// Most bindings held: sealed files are models, a few large files each; past this many (a
 /// million small files sealed), further ones are read as unsealed files are, so the hasher's
 /// A directory artifact's digest bound to the fingerprint of its files' seals.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirSeal {
+pub(in crate::verifying) struct DirSeal {
     /// SHA-256 over every file's relative path, size and seal, in the artifact's order.
-    pub fingerprint: [u8; 32],
+    pub(in crate::verifying) fingerprint: [u8; 32],
     /// Its `SecAI-Directory-Hash-v1` (hex) and total size.
-    pub digest: String,
+    pub(crate) digest: String,
     /// The total size of its files.
-    pub total: u64,
+    pub(crate) total: u64,
     /// When the backstop reads it again regardless (ms since the hasher's `born`).
-    pub due_ms: u64,
+    pub(in crate::verifying) due_ms: u64,
 }
 
 /// memory stays bounded (about 200 bytes a binding).
-pub const MAX_BINDINGS: usize = 100_000;
+pub(in crate::verifying) const MAX_BINDINGS: usize = 100_000;
 
 /// The bindings, by path, and the policy's `fsverity` mode.
 #[derive(Debug, Default)]
-pub struct Seals {
+pub(crate) struct Seals {
     /// The policy's `fsverity`.
-    pub mode: FsVerity,
+    pub(crate) mode: FsVerity,
     bindings: HashMap<PathBuf, Binding>,
     /// Directory artifacts whose every file is sealed, by path.
     dirs: HashMap<PathBuf, DirSeal>,
@@ -59,17 +59,24 @@ pub struct Seals {
 
 impl Seals {
     /// Whether seals are measured and used.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.mode.enabled()
     }
 
     /// The binding of `path`, if any.
-    pub fn get(&self, path: &Path) -> Option<&Binding> {
+    pub(in crate::verifying) fn get(&self, path: &Path) -> Option<&Binding> {
         self.bindings.get(path)
     }
 
     /// Binds the content read at `path` to its seal.
-    pub fn learn(&mut self, path: &Path, sha: [u8; 32], size: u64, seal: Seal, due_ms: u64) {
+    pub(in crate::verifying) fn learn(
+        &mut self,
+        path: &Path,
+        sha: [u8; 32],
+        size: u64,
+        seal: Seal,
+        due_ms: u64,
+    ) {
         let new = Binding {
             sha,
             size,
@@ -87,12 +94,12 @@ impl Seals {
     }
 
     /// The binding of the directory artifact at `dir`, if any.
-    pub fn dir(&self, dir: &Path) -> Option<&DirSeal> {
+    pub(in crate::verifying) fn dir(&self, dir: &Path) -> Option<&DirSeal> {
         self.dirs.get(dir)
     }
 
     /// Binds a directory artifact's digest to its files' seals (recalled, or read now).
-    pub fn learn_dir(&mut self, dir: &Path, seal: DirSeal) {
+    pub(in crate::verifying) fn learn_dir(&mut self, dir: &Path, seal: DirSeal) {
         if self.dirs.len() >= MAX_BINDINGS && !self.dirs.contains_key(dir) {
             return;
         }
@@ -104,52 +111,52 @@ impl Seals {
     }
 
     /// Every directory binding, by path.
-    pub fn all_dirs(&self) -> impl Iterator<Item = (&Path, &DirSeal)> {
+    pub(in crate::verifying) fn all_dirs(&self) -> impl Iterator<Item = (&Path, &DirSeal)> {
         self.dirs.iter().map(|(p, d)| (p.as_path(), d))
     }
 
     /// Takes a binding recalled from the store (it is in force until a check says otherwise).
-    pub fn recall(&mut self, path: PathBuf, binding: Binding) {
+    pub(in crate::verifying) fn recall(&mut self, path: PathBuf, binding: Binding) {
         if self.bindings.len() < MAX_BINDINGS {
             self.bindings.insert(path, binding);
         }
     }
 
     /// `path` was found without a seal: its binding, if any, is dropped.
-    pub fn unsealed(&mut self, path: &Path) {
+    pub(crate) fn unsealed(&mut self, path: &Path) {
         self.changed |= self.bindings.remove(path).is_some();
     }
 
     /// Whether `path`'s binding holds (`false`: found otherwise, or not bound).
-    pub fn set_in_force(&mut self, path: &Path, in_force: bool) {
+    pub(in crate::verifying) fn set_in_force(&mut self, path: &Path, in_force: bool) {
         if let Some(b) = self.bindings.get_mut(path) {
             b.in_force = in_force;
         }
     }
 
     /// Whether `path` was found sealed, with its bound seal, at its last check that looked.
-    pub fn is_sealed(&self, path: &Path) -> bool {
+    pub(in crate::verifying) fn is_sealed(&self, path: &Path) -> bool {
         self.bindings.get(path).is_some_and(|b| b.in_force)
     }
 
     /// Whether a check of `path` may be answered by its seal (bound, not due for its backstop
     /// read): reading it ahead would be wasted.
-    pub fn may_answer(&self, path: &Path, now_ms: u64) -> bool {
+    pub(in crate::verifying) fn may_answer(&self, path: &Path, now_ms: u64) -> bool {
         self.enabled() && self.bindings.get(path).is_some_and(|b| now_ms < b.due_ms)
     }
 
     /// How many files were found sealed, with their bound seals.
-    pub fn in_force(&self) -> usize {
+    pub(crate) fn in_force(&self) -> usize {
         self.bindings.values().filter(|b| b.in_force).count()
     }
 
     /// Every binding, by path.
-    pub fn all(&self) -> impl Iterator<Item = (&Path, &Binding)> {
+    pub(in crate::verifying) fn all(&self) -> impl Iterator<Item = (&Path, &Binding)> {
         self.bindings.iter().map(|(p, b)| (p.as_path(), b))
     }
 
     /// Keeps only the bindings of paths `watched` says are watched (a reload narrowed it).
-    pub fn retain(&mut self, watched: impl Fn(&Path) -> bool) {
+    pub(crate) fn retain(&mut self, watched: impl Fn(&Path) -> bool) {
         let before = self.bindings.len() + self.dirs.len();
         self.bindings.retain(|p, _| watched(p));
         self.dirs.retain(|p, _| watched(p));
@@ -157,12 +164,12 @@ impl Seals {
     }
 
     /// Has the bindings kept again (a new baseline: the store holds them under the old one).
-    pub fn touch(&mut self) {
+    pub(in crate::verifying) fn touch(&mut self) {
         self.changed = true;
     }
 
     /// Whether bindings changed since the last call (what the store holds is stale).
-    pub fn take_changed(&mut self) -> bool {
+    pub(in crate::verifying) fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
     }
 }

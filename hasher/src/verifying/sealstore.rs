@@ -19,7 +19,7 @@ use crate::verifying::hashing::FileHasher;
 use crate::verifying::seals::Binding;
 
 /// The file's name in the store.
-pub const FILE: &str = "seals.bin";
+pub(crate) const FILE: &str = "seals.bin";
 const MAGIC: &str = "integrity-monitor seals v1";
 /// Records read at most (as many bindings as are held).
 const MAX_RECORDS: usize = crate::verifying::seals::MAX_BINDINGS;
@@ -31,7 +31,7 @@ fn header(baseline: &str, count: usize) -> String {
 }
 
 /// Writes `bindings` under the baseline with digest `digest`; how many.
-pub fn save<'a>(
+pub(crate) fn save<'a>(
     store: &Store,
     key: &[u8],
     digest: &str,
@@ -75,12 +75,16 @@ fn record(file: &mut Reading) -> Result<Record, String> {
 
 /// The bindings stored under the baseline with digest `digest`; `Err` says why none are taken
 /// (none stored, another baseline, a file that does not verify).
-pub fn load(store: &Store, key: &[u8], digest: &str) -> Result<Vec<Record>, String> {
+pub(in crate::verifying) fn load(
+    store: &Store,
+    key: &[u8],
+    digest: &str,
+) -> Result<Vec<Record>, String> {
     read_records(store, key, (FILE, MAGIC), digest, MAX_RECORDS, record)
 }
 
 /// Writes the bindings `hasher` holds under the baseline `current`.
-pub fn keep(store: &Store, key: &[u8], current: &Current, hasher: &FileHasher) {
+pub(crate) fn keep(store: &Store, key: &[u8], current: &Current, hasher: &FileHasher) {
     let dirs = crate::verifying::dirseals::save(store, key, &current.digest, &hasher.seals);
     if let Err(e) = dirs {
         tracing::warn!(error = %e, "directory seal bindings not kept");
@@ -96,7 +100,12 @@ pub fn keep(store: &Store, key: &[u8], current: &Current, hasher: &FileHasher) {
 
 /// Gives `hasher` the bindings stored for `current`, if they verify; each falls due for its
 /// backstop read as a file read now would.
-pub fn recall(store: &Store, key: &[u8], current: &Current, hasher: &mut FileHasher) {
+pub(in crate::verifying) fn recall(
+    store: &Store,
+    key: &[u8],
+    current: &Current,
+    hasher: &mut FileHasher,
+) {
     if !hasher.seals.enabled() {
         return;
     }

@@ -18,18 +18,18 @@ pub struct Slot {
 
 /// The baseline entry a check expects to find: where it is, and its digest and size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expect {
+pub(in crate::verifying) struct Expect {
     /// The entry's index in the baseline the slots are bound to.
-    pub index: usize,
+    pub(crate) index: usize,
     /// The entry's digest.
-    pub hash: Sha256Digest,
+    pub(crate) hash: Sha256Digest,
     /// The entry's size.
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 impl Expect {
     /// What a check expects of entry `index`, `entry`.
-    pub fn of(index: usize, entry: &protocol::entries::EntryRef<'_>) -> Expect {
+    pub(crate) fn of(index: usize, entry: &protocol::entries::EntryRef<'_>) -> Expect {
         Expect {
             index,
             hash: entry.hash,
@@ -44,7 +44,7 @@ const MAX_STALE: usize = 100_000;
 
 /// The slots of one baseline's entries.
 #[derive(Default)]
-pub struct Slots {
+pub(in crate::verifying) struct Slots {
     /// The digest of the baseline they belong to: another baseline's indices mean other files.
     bound: String,
     slots: Vec<Slot>,
@@ -57,7 +57,7 @@ pub struct Slots {
 impl Slots {
     /// Binds to the baseline with digest `baseline` and `entries` entries; slots of any other
     /// baseline are dropped.
-    pub fn bind(&mut self, baseline: &str, entries: usize) {
+    pub(crate) fn bind(&mut self, baseline: &str, entries: usize) {
         if self.bound != baseline || self.slots.len() != entries {
             *self = Slots {
                 bound: baseline.to_owned(),
@@ -68,7 +68,7 @@ impl Slots {
     }
 
     /// Takes `slots` (one per entry, as a new baseline was made) for the baseline `baseline`.
-    pub fn adopt(&mut self, baseline: &str, slots: Vec<Slot>) {
+    pub(in crate::verifying) fn adopt(&mut self, baseline: &str, slots: Vec<Slot>) {
         *self = Slots {
             bound: baseline.to_owned(),
             set: slots.iter().filter(|s| s.due_ms != 0).count(),
@@ -78,7 +78,7 @@ impl Slots {
     }
 
     /// The version remembered for entry `index`, unless its path (`key`) was named since.
-    pub fn get(&self, index: usize, key: impl FnOnce() -> u128) -> Option<Slot> {
+    pub(crate) fn get(&self, index: usize, key: impl FnOnce() -> u128) -> Option<Slot> {
         let slot = *self.slots.get(index)?;
         if slot.due_ms == 0 || (!self.stale.is_empty() && self.stale.contains(&key())) {
             return None;
@@ -87,7 +87,7 @@ impl Slots {
     }
 
     /// Remembers entry `index` as read at `slot`; `key` is its path's.
-    pub fn set(&mut self, index: usize, key: u128, slot: Slot) {
+    pub(crate) fn set(&mut self, index: usize, key: u128, slot: Slot) {
         if let Some(s) = self.slots.get_mut(index) {
             if s.due_ms == 0 && slot.due_ms != 0 {
                 self.set += 1;
@@ -98,7 +98,7 @@ impl Slots {
     }
 
     /// Forgets entry `index`.
-    pub fn clear(&mut self, index: usize) {
+    pub(crate) fn clear(&mut self, index: usize) {
         if let Some(s) = self.slots.get_mut(index) {
             if s.due_ms != 0 {
                 self.set -= 1;
@@ -109,7 +109,7 @@ impl Slots {
 
     /// Marks the path with key `key` as named by the kernel: its slot answers nothing until
     /// its file is read again.
-    pub fn forget(&mut self, key: u128) {
+    pub(in crate::verifying) fn forget(&mut self, key: u128) {
         if self.set == 0 {
             return;
         }
@@ -121,24 +121,24 @@ impl Slots {
     }
 
     /// Forgets every slot (they stay bound).
-    pub fn forget_all(&mut self) {
+    pub(in crate::verifying) fn forget_all(&mut self) {
         self.slots.fill(Slot::default());
         self.set = 0;
         self.stale = HashSet::new();
     }
 
     /// The digest of the baseline they are bound to.
-    pub fn bound(&self) -> &str {
+    pub(crate) fn bound(&self) -> &str {
         &self.bound
     }
 
     /// Every slot, in the order of the entries.
-    pub fn all(&self) -> &[Slot] {
+    pub(crate) fn all(&self) -> &[Slot] {
         &self.slots
     }
 
     /// True when no slot holds a version.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.set == 0
     }
 }

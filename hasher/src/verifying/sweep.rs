@@ -10,7 +10,7 @@ use crate::verifying::paths::now_rfc3339;
 /// What the last full sweep found, kept so that a check of only the paths the kernel named
 /// can bring it up to date (the `rescan` module).
 #[derive(Debug, Clone)]
-pub struct Sweep {
+pub(in crate::verifying) struct Sweep {
     /// Every finding, sorted by path, not truncated.
     pub(crate) findings: Vec<Violation>,
     /// Paths examined.

@@ -20,21 +20,21 @@ use crate::verifying::releasestore::InForce;
 
 /// What a transition changes.
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Back to the release in force just before.
-    pub downgrade: bool,
+    pub(crate) downgrade: bool,
     /// The new baseline's entries (unsorted).
-    pub entries: Entries,
+    pub(crate) entries: Entries,
     /// The paths that took the new release's digest.
-    pub moved: Vec<Moved>,
+    pub(crate) moved: Vec<Moved>,
     /// The paths the old release listed and the new one does not.
-    pub dropped: Vec<String>,
+    pub(crate) dropped: Vec<String>,
 }
 
 /// The transition from `in_force` (`None`: not known, a store from before releases were
 /// recorded) to `next` for `baseline` under `policy`: `Ok(None)` when `next` is the release in
 /// force; `Err` why it may not be made.
-pub fn plan(
+pub(crate) fn plan(
     policy: &Policy,
     baseline: &Manifest,
     in_force: Option<&InForce>,
@@ -122,7 +122,7 @@ fn moved_path(path: &str, old: Option<Sha256Digest>, new: Sha256Digest) -> Moved
 
 /// Whether `baseline` agrees with `release` on every watched path the release lists (then
 /// the release may be recorded in force without a transition).
-pub fn agrees(policy: &Policy, baseline: &Manifest, release: &Release) -> bool {
+pub(crate) fn agrees(policy: &Policy, baseline: &Manifest, release: &Release) -> bool {
     release.files.iter().all(|(path, &(hash, size))| {
         category_of(policy, path).is_none()
             || baseline

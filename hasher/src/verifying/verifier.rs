@@ -46,11 +46,11 @@ pub struct Verifier {
 #[derive(Clone, Copy)]
 pub struct Keeping<'a> {
     /// The baseline store.
-    pub store: &'a Store,
+    pub(crate) store: &'a Store,
     /// The HMAC key.
-    pub key: &'a [u8],
+    pub(crate) key: &'a [u8],
     /// This boot's id, if known.
-    pub boot: Option<&'a str>,
+    pub(crate) boot: Option<&'a str>,
 }
 
 impl Verifier {
@@ -95,39 +95,39 @@ impl Verifier {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }
 
     /// The adopted baseline, if any.
-    pub fn baseline(&self) -> Option<&Current> {
+    pub(crate) fn baseline(&self) -> Option<&Current> {
         self.baseline.as_ref().filter(|_| self.adopted)
     }
 
     /// Takes the kernel's writeback window read at start: the settle window where the policy
     /// sets none.
-    pub fn set_kernel_window(&mut self, window: std::time::Duration) {
+    pub(crate) fn set_kernel_window(&mut self, window: std::time::Duration) {
         self.hasher.settling.set_kernel_window(window);
         self.hasher.apply(&self.policy);
     }
 
     /// Watched files with several links to watch themselves, found since the last call.
-    pub fn take_linked(&mut self) -> Vec<std::path::PathBuf> {
+    pub(crate) fn take_linked(&mut self) -> Vec<std::path::PathBuf> {
         self.hasher.links.take_wanted()
     }
 
     /// The watcher could not watch these linked files: they are read at every sweep.
-    pub fn linked_unwatched(&mut self, files: Vec<std::path::PathBuf>) {
+    pub(crate) fn linked_unwatched(&mut self, files: Vec<std::path::PathBuf>) {
         self.hasher.links.refused(files);
     }
 
     /// The kernel's writeback window read at start.
-    pub fn kernel_window(&self) -> std::time::Duration {
+    pub(crate) fn kernel_window(&self) -> std::time::Duration {
         self.hasher.settling.kernel_window()
     }
 
     /// Names the OS release recorded in force with the adopted baseline.
-    pub fn name_release(&mut self, release: Option<String>) {
+    pub(crate) fn name_release(&mut self, release: Option<String>) {
         if let (Some(b), true) = (&mut self.baseline, self.adopted) {
             b.release = release;
         }
@@ -136,7 +136,7 @@ impl Verifier {
     /// What sweeps compare with while the store is rejected: `reference` (see
     /// `verifying::reference`), or nothing. The baseline loaded at start, if any, is no
     /// longer in force.
-    pub fn refer(&mut self, reference: Option<Current>) {
+    pub(crate) fn refer(&mut self, reference: Option<Current>) {
         if let Some(r) = &reference {
             self.hasher.adopt(&r.digest, Vec::new());
         }
@@ -161,7 +161,7 @@ impl Verifier {
     }
 
     /// Puts a reloaded policy in force (the key path is the caller's to refuse changing).
-    pub fn reload(&mut self, policy: Policy) {
+    pub(crate) fn reload(&mut self, policy: Policy) {
         self.hasher.apply(&policy);
         self.hasher
             .seals
@@ -179,7 +179,7 @@ impl Verifier {
 
     /// Says in `report` how many changed files await their settle read and how many are
     /// proven by their seal.
-    pub fn stamp(&self, report: &mut protocol::report::ScanReport) {
+    pub(crate) fn stamp(&self, report: &mut protocol::report::ScanReport) {
         report.unsettled = u32::try_from(self.hasher.settling.pending()).unwrap_or(u32::MAX);
         let sealed = u32::try_from(self.hasher.seals.in_force()).unwrap_or(u32::MAX);
         report.sealed_files = sealed.min(report.watched_files);
@@ -187,7 +187,7 @@ impl Verifier {
 
     /// When the verifier next has work of its own: a settle read, or the next slice of the
     /// spread sweep while there is a sweep to keep.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         let slice = self.sweep.as_ref().map(|_| self.next_slice);
         [self.hasher.settling.next_due(), slice]
             .into_iter()
@@ -199,7 +199,7 @@ impl Verifier {
     /// or a new baseline, or when `now` (the api closed the channel), and after any check
     /// once [`crate::verifying::remember::SAVE_AFTER_BYTES`] were read since the last save;
     /// else at most every [`crate::verifying::remember::SAVE_EVERY`].
-    pub fn keep(&mut self, keeping: Option<Keeping>, now: bool) {
+    pub(crate) fn keep(&mut self, keeping: Option<Keeping>, now: bool) {
         use crate::verifying::{chunkstore, remember, sealstore};
         // Nothing is kept under a reference: the store keeps only what belongs to a baseline.
         let (Some(k), Some(current), true) = (keeping, &self.baseline, self.adopted) else {

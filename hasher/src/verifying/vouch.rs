@@ -25,7 +25,7 @@ const ENV: &str = "BOOT_VERIFY_RESULT";
 
 /// What the boot-chain verification says of this boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vouch {
+pub(crate) enum Vouch {
     /// The booted image came through the signature-verified path, checked in this boot.
     Vouched,
     /// Why not.
@@ -50,7 +50,7 @@ struct OstreeSignature {
 
 /// Reads the result: where `$BOOT_VERIFY_RESULT` says (the hasher unit binds the appliance's
 /// file there, read-only), else `path` (the policy's `boot_verify_result`).
-pub fn read_for(path: &Path) -> Vouch {
+pub(crate) fn read_for(path: &Path) -> Vouch {
     match std::env::var_os(ENV) {
         Some(p) => read(Path::new(&p)),
         None => read(path),
@@ -59,7 +59,7 @@ pub fn read_for(path: &Path) -> Vouch {
 
 /// Reads the result at `path`: a regular file reached with no symlink, root's, writable by
 /// root alone.
-pub fn read(path: &Path) -> Vouch {
+pub(crate) fn read(path: &Path) -> Vouch {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
     let file = match crate::reading::open_no_symlinks(path) {

@@ -12,11 +12,11 @@ use nix::fcntl::OFlag;
 use protocol::report::{self, MAX_PATH_LEN};
 
 /// Deepest directory nesting followed under a model dir.
-pub const MAX_DEPTH: usize = 32;
+pub(in crate::verifying) const MAX_DEPTH: usize = 32;
 
 /// A path found while walking, with what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// A regular file.
     File,
     /// Something that must not be in a model dir, or a bound hit: the `actual_hash` marker.
@@ -25,7 +25,7 @@ pub enum Found {
 
 /// One walk result: the path as the hasher uses it, and how it is shown (differs only for
 /// names that are not UTF-8 or too long, which are always anomalies).
-pub type Entry = (PathBuf, Found);
+pub(crate) type Entry = (PathBuf, Found);
 
 fn open_dir(path: &Path) -> nix::Result<Dir> {
     Dir::from_fd(crate::reading::open_resolved(
@@ -71,13 +71,13 @@ pub(crate) fn unusable(path: &Path) -> Option<(PathBuf, protocol::Finding)> {
 /// Every path under `dir`, sorted by its bytes (cheap to compare, unlike `Path`'s
 /// component-wise order). A dir that does not exist gives nothing; one that is a symlink or
 /// unreadable gives one anomaly for itself.
-pub fn walk(dir: &Path, limit: usize) -> Vec<Entry> {
+pub(crate) fn walk(dir: &Path, limit: usize) -> Vec<Entry> {
     walk_from(dir, 0, limit)
 }
 
 /// As [`walk`], for a dir already `depth` levels below its model dir (the depth bound counts
 /// from the model dir).
-pub fn walk_from(dir: &Path, depth: usize, limit: usize) -> Vec<Entry> {
+pub(in crate::verifying) fn walk_from(dir: &Path, depth: usize, limit: usize) -> Vec<Entry> {
     let mut out: Vec<Entry> = Walk::new(dir, depth, limit).flatten().collect();
     sort(&mut out);
     out
@@ -87,7 +87,7 @@ pub fn walk_from(dir: &Path, depth: usize, limit: usize) -> Vec<Entry> {
 /// subdirectories walked later), so a model dir of a million files is never held whole and
 /// the caller pulls each part when it is ready for it. Every entry of the walk is in exactly
 /// one part; past `limit` entries the walk ends with a `limit_exceeded` finding for its dir.
-pub struct Walk {
+pub(crate) struct Walk {
     /// The model dir (or the dir below it) the walk began at.
     root: PathBuf,
     /// Directories not opened yet, with their depth below the model dir.
@@ -99,7 +99,7 @@ pub struct Walk {
 
 impl Walk {
     /// A walk of `dir`, already `depth` levels below its model dir, bounded at `limit` entries.
-    pub fn new(dir: &Path, depth: usize, limit: usize) -> Walk {
+    pub(crate) fn new(dir: &Path, depth: usize, limit: usize) -> Walk {
         Walk {
             root: dir.to_owned(),
             stack: vec![(dir.to_owned(), depth)],

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The linked files watched, asked for, or refused a watch.
 #[derive(Debug, Default)]
-pub struct Links {
+pub(crate) struct Links {
     watched: HashSet<PathBuf>,
     wanted: Vec<PathBuf>,
     refused: HashSet<PathBuf>,
@@ -22,7 +22,7 @@ impl Links {
     /// Whether `path`, found with more than one link, may answer from its metadata: watched
     /// itself, or asked for now (a write before the watch is in moves its ctime, which the
     /// next check sees); not when the watcher could not watch it.
-    pub fn covers(&mut self, path: &Path) -> bool {
+    pub(crate) fn covers(&mut self, path: &Path) -> bool {
         if self.refused.contains(path) {
             return false;
         }
@@ -33,12 +33,12 @@ impl Links {
     }
 
     /// The files to watch themselves, asked for since the last call.
-    pub fn take_wanted(&mut self) -> Vec<PathBuf> {
+    pub(in crate::verifying) fn take_wanted(&mut self) -> Vec<PathBuf> {
         std::mem::take(&mut self.wanted)
     }
 
     /// The watcher could not watch these: their checks read them at every sweep.
-    pub fn refused(&mut self, files: Vec<PathBuf>) {
+    pub(crate) fn refused(&mut self, files: Vec<PathBuf>) {
         if files.is_empty() {
             return;
         }
@@ -56,7 +56,7 @@ impl Links {
     }
 
     /// `path` changed (it may be another file now): its next check looks again.
-    pub fn forget(&mut self, path: &Path) {
+    pub(in crate::verifying) fn forget(&mut self, path: &Path) {
         if !self.watched.is_empty() {
             self.watched.remove(path);
         }
@@ -66,7 +66,7 @@ impl Links {
     }
 
     /// The watcher was replaced (a reload): every linked file is asked for again.
-    pub fn forget_all(&mut self) {
+    pub(in crate::verifying) fn forget_all(&mut self) {
         self.watched.clear();
         self.refused.clear();
         self.wanted.clear();

@@ -6,7 +6,7 @@ use super::*;
 impl FileHasher {
     /// Fingerprints versions under a key derived from `secret` (the HMAC key), so what the
     /// slots remember can be stored and still mean the same after a restart. Forgets all.
-    pub fn key_versions(&mut self, secret: &[u8]) {
+    pub(in crate::verifying) fn key_versions(&mut self, secret: &[u8]) {
         let derived =
             protocol::sign::hmac_raw(secret, &[b"integrity-monitor.version-fingerprint.v1"]);
         let mut block = [0u8; 64];
@@ -18,7 +18,7 @@ impl FileHasher {
     /// What the slots remember, for the store: the baseline they are bound to, and for each
     /// entry its version's fingerprint and when it falls due in seconds since the epoch
     /// (`(0, 0)`: nothing remembered).
-    pub fn remembered(&self) -> (&str, Vec<(u64, u64)>) {
+    pub(crate) fn remembered(&self) -> (&str, Vec<(u64, u64)>) {
         let now = Instant::now();
         let (now_ms, wall) = (self.ms_since_born(now), unix_now());
         let slots = self.slots.all().iter().map(|s| {
@@ -32,7 +32,7 @@ impl FileHasher {
 
     /// The slot for what a store remembered of one entry (see [`FileHasher::remembered`]):
     /// a due time past, or further off than the backstop period, is due now.
-    pub fn slot_of(&self, version: u64, due: u64) -> Slot {
+    pub(in crate::verifying) fn slot_of(&self, version: u64, due: u64) -> Slot {
         let ahead = due.saturating_sub(unix_now());
         if version == 0 || ahead == 0 || ahead > self.full_rehash.as_secs() {
             return Slot::default();
@@ -45,13 +45,13 @@ impl FileHasher {
 
     /// Binds the slots to the baseline with digest `baseline` and `entries` entries (what
     /// they remember of another baseline is dropped).
-    pub fn bind(&mut self, baseline: &str, entries: usize) {
+    pub(crate) fn bind(&mut self, baseline: &str, entries: usize) {
         self.slots.bind(baseline, entries);
     }
 
     /// Takes the slots a new baseline's making filled (see [`FileHasher::check_new`]), in the
     /// order of its entries, for the baseline with digest `baseline`.
-    pub fn adopt(&mut self, baseline: &str, slots: Vec<Slot>) {
+    pub(in crate::verifying) fn adopt(&mut self, baseline: &str, slots: Vec<Slot>) {
         self.slots.adopt(baseline, slots);
     }
 
@@ -104,7 +104,11 @@ impl FileHasher {
     }
 
     /// Takes the chunk digests of content at `path` (read now, or recalled from the store).
-    pub fn learn_chunks(&mut self, path: PathBuf, known: crate::reading::Known) {
+    pub(in crate::verifying) fn learn_chunks(
+        &mut self,
+        path: PathBuf,
+        known: crate::reading::Known,
+    ) {
         if self.known.get(&path) != Some(&known) {
             self.known.insert(path, known);
             self.chunks_learned = true;
@@ -112,12 +116,14 @@ impl FileHasher {
     }
 
     /// The chunk digests held, by path.
-    pub fn known_chunks(&self) -> impl Iterator<Item = (&Path, &crate::reading::Known)> {
+    pub(in crate::verifying) fn known_chunks(
+        &self,
+    ) -> impl Iterator<Item = (&Path, &crate::reading::Known)> {
         self.known.iter().map(|(p, k)| (p.as_path(), k))
     }
 
     /// Whether chunk digests were learned since the last call (what the store holds is stale).
-    pub fn take_chunks_learned(&mut self) -> bool {
+    pub(in crate::verifying) fn take_chunks_learned(&mut self) -> bool {
         std::mem::take(&mut self.chunks_learned)
     }
 

@@ -1,12 +1,15 @@
 //! Which files need reading: the metadata fast path, the full re-verification backstop, and
 //! the spreading of full reads over threads. Reading itself is in [`crate::reading::Reader`].
 
-pub mod links;
+mod links;
 mod memory;
 mod prefetch;
 mod proving;
 mod sealed;
-pub mod settling;
+mod settling;
+
+pub(crate) use settling::read_kernel_window;
+pub(in crate::verifying) use settling::Settled;
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -36,7 +39,7 @@ pub(crate) fn lead(hex: &str) -> u8 {
 
 /// A directory artifact's digest, and the version of every file it covered (the registry's
 /// entry in this cache, kept here so that forgetting a path also forgets the artifacts under it).
-pub struct DirCached {
+pub(in crate::verifying) struct DirCached {
     pub(crate) files: Vec<(PathBuf, Version)>,
     pub(crate) digest: String,
     pub(crate) total: u64,
@@ -117,11 +120,11 @@ struct Cached {
 #[derive(Debug)]
 pub struct Given {
     /// Its baseline entry: a version that matched the entry before answers from its slot.
-    pub entry: Option<Expect>,
+    pub(in crate::verifying) entry: Option<Expect>,
     /// The size it must have, where there is no entry (a registry's file artifact).
-    pub size: Option<u64>,
+    pub(in crate::verifying) size: Option<u64>,
     /// The `lstat` the caller has just taken of it, standing in for the check's own.
-    pub stated: Option<Metadata>,
+    pub(in crate::verifying) stated: Option<Metadata>,
 }
 
 impl Given {
@@ -145,11 +148,11 @@ fn unix_now() -> u64 {
 pub struct FileHasher {
     pub(crate) reader: Reader,
     /// Bytes read since creation.
-    pub bytes_hashed: u64,
+    pub(crate) bytes_hashed: u64,
     /// Files answered from the metadata fast path since creation.
-    pub fast_hits: u64,
+    pub(in crate::verifying) fast_hits: u64,
     /// Large files proven unchanged by reading their chunks on several threads.
-    pub chunked_reads: u64,
+    pub(in crate::verifying) chunked_reads: u64,
     /// Keyed by [`PathKeys`], not by the path: a million paths are not held twice.
     cache: HashMap<u128, Cached>,
     /// Files that matched their baseline entry, in the entry's place.
@@ -160,31 +163,31 @@ pub struct FileHasher {
     /// Checks made (what reads issued ahead keep ahead of).
     checks: std::sync::Arc<AtomicUsize>,
     /// Every file is read again at least this often.
-    pub full_rehash: Duration,
+    pub(in crate::verifying) full_rehash: Duration,
     /// The read budget, the api's lifeline and the secrets, for every read.
     pub(crate) reads: ReadContext,
     /// Arms the sentinel for a long read.
     pub(crate) arm: crate::live::Arm,
     /// Directory artifacts' digests, with the version of every file they covered.
-    pub(crate) dirs: HashMap<PathBuf, DirCached>,
+    pub(in crate::verifying) dirs: HashMap<PathBuf, DirCached>,
     /// Larger files are reported, never read (a 1 TiB sparse file must not keep it reading).
-    pub max_file_size: u64,
+    pub(crate) max_file_size: u64,
     /// Files read at once by [`FileHasher::prefetch`] (1: none; the checks read as they go),
     /// and threads reading one large file's chunks at once.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// What full reads of large files found, kept across changes (it describes content, not
     /// a version): the next re-verification of that file reads its chunks in parallel.
     known: HashMap<PathBuf, crate::reading::Known>,
     /// Chunk digests were learned since the store was last told.
     chunks_learned: bool,
     /// Changed files awaiting the read that proves them.
-    pub settling: settling::Settling,
+    pub(in crate::verifying) settling: settling::Settling,
     /// What each device's filesystem lets its files' metadata say.
     kinds: Kinds,
     /// Watched files with more than one link, and their own watches.
-    pub links: links::Links,
+    pub(crate) links: links::Links,
     /// Sealed files' contents bound to their fs-verity digests.
-    pub seals: crate::verifying::seals::Seals,
+    pub(crate) seals: crate::verifying::seals::Seals,
 }
 
 impl Default for FileHasher {
@@ -218,7 +221,10 @@ impl Default for FileHasher {
 impl FileHasher {
     /// A hasher with the policy's backstop period, read budget and thread count, whose reads
     /// are stopped by `reads`' lifeline and never give out its secrets.
-    pub fn for_policy(policy: &crate::policy::Policy, reads: ReadContext) -> FileHasher {
+    pub(in crate::verifying) fn for_policy(
+        policy: &crate::policy::Policy,
+        reads: ReadContext,
+    ) -> FileHasher {
         let mut hasher = FileHasher {
             reads,
             ..FileHasher::default()
@@ -228,7 +234,7 @@ impl FileHasher {
     }
 
     /// Takes the policy's backstop period, read budget and thread count (at start and reload).
-    pub fn apply(&mut self, policy: &crate::policy::Policy) {
+    pub(in crate::verifying) fn apply(&mut self, policy: &crate::policy::Policy) {
         self.full_rehash = policy.full_rehash_interval;
         self.set_rate_limit(policy.hash_rate_limit);
         self.set_threads(policy.hash_threads);
@@ -251,7 +257,7 @@ impl FileHasher {
     }
 
     /// Sets the read budget in bytes per second shared by every reading thread.
-    pub fn set_rate_limit(&mut self, limit: Option<u64>) {
+    pub(in crate::verifying) fn set_rate_limit(&mut self, limit: Option<u64>) {
         self.reads.set_limit(limit);
     }
 
@@ -346,7 +352,7 @@ impl FileHasher {
     /// Reads `path` for a new baseline (a read the prefetch made is taken, not re-read), and
     /// what its entry's slot will remember; nothing is kept here, so making a baseline of a
     /// million files fills no table of them.
-    pub fn check_new(&mut self, path: &Path) -> (Outcome, Slot) {
+    pub(in crate::verifying) fn check_new(&mut self, path: &Path) -> (Outcome, Slot) {
         self.checks.fetch_add(1, Ordering::Relaxed);
         let meta = std::fs::symlink_metadata(path).ok();
         let now = Instant::now();
@@ -381,16 +387,8 @@ impl FileHasher {
         (outcome, slot)
     }
 
-    /// The current size of `path` when it is a regular file (one `statx`, no read).
-    pub fn size_now(path: &Path) -> Option<u64> {
-        std::fs::symlink_metadata(path)
-            .ok()
-            .filter(|m| m.file_type().is_file())
-            .map(|m| m.size())
-    }
-
     /// True when no file's digest is remembered: the next sweep reads every file.
-    pub fn remembers_nothing(&self) -> bool {
+    pub(in crate::verifying) fn remembers_nothing(&self) -> bool {
         self.cache.is_empty() && self.slots.is_empty()
     }
 

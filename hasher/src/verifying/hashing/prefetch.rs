@@ -12,7 +12,10 @@ impl FileHasher {
     /// an event is read by its check, as is any file that changes after this.
     /// A path given with an expected size is skipped when its size differs: its check reports
     /// the change unread.
-    pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = (&'a Path, Option<Expect>)>) {
+    pub(in crate::verifying) fn prefetch<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = (&'a Path, Option<Expect>)>,
+    ) {
         if self.threads <= 1 {
             return;
         }

@@ -76,7 +76,11 @@ impl FileHasher {
     /// Whether `path`, of `category`, must be sealed (`fsverity: require`, a model file); then
     /// a seal it has no binding for (sealed in place since its last read: enabling fs-verity
     /// need not move its version) has its next check read it, once, to bind it.
-    pub fn seal_required(&mut self, path: &Path, category: protocol::Category) -> bool {
+    pub(in crate::verifying) fn seal_required(
+        &mut self,
+        path: &Path,
+        category: protocol::Category,
+    ) -> bool {
         if self.seals.mode != crate::policy::FsVerity::Require
             || category != protocol::Category::ModelFile
         {

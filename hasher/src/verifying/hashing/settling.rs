@@ -19,12 +19,12 @@ const MARGIN: Duration = Duration::from_secs(2);
 /// changed is not known) every file is read again, each proven by its ctime.
 const MAX_PENDING: usize = 4096;
 /// When a pending file is read again on the verifier's own, if no scan read it first.
-pub const RETRY: Duration = Duration::from_secs(1);
+pub(in crate::verifying) const RETRY: Duration = Duration::from_secs(1);
 
 /// Reads the kernel's writeback window (before the sandbox: `/proc/sys` is out of it after;
 /// the start hands it to the verifier). Unreadable (a unit with `ProcSubset=pid`), Linux's
 /// defaults stand.
-pub fn read_kernel_window() -> Duration {
+pub(crate) fn read_kernel_window() -> Duration {
     let centisecs = |name: &str| {
         std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
             .ok()
@@ -47,7 +47,7 @@ pub fn read_kernel_window() -> Duration {
 
 /// What a read (or a check that did not read) established of a file, for [`Settling::after`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
+pub(in crate::verifying) enum Settled {
     /// Its content is proven by the read.
     Proven,
     /// Read, not proven: it stays pending.
@@ -85,7 +85,7 @@ impl Pending {
 
 /// The changed files awaiting their proving read (or their settle window's read).
 #[derive(Debug)]
-pub struct Settling {
+pub(in crate::verifying) struct Settling {
     /// The policy's settle window: a proven change is read once more this long after (zero:
     /// never).
     window: Duration,
@@ -112,26 +112,26 @@ impl Default for Settling {
 
 /// What is due for a read on the verifier's own.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Due {
+pub(in crate::verifying) struct Due {
     /// These files, each read again.
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Every file: the tracked names no longer tell all that changed.
-    pub everything: bool,
+    pub(crate) everything: bool,
 }
 
 impl Settling {
     /// The kernel's writeback window read at start (`read_kernel_window`).
-    pub fn kernel_window(&self) -> Duration {
+    pub(crate) fn kernel_window(&self) -> Duration {
         self.kernel
     }
 
     /// Takes the kernel's writeback window read at start.
-    pub fn set_kernel_window(&mut self, kernel: Duration) {
+    pub(crate) fn set_kernel_window(&mut self, kernel: Duration) {
         self.kernel = kernel;
     }
 
     /// Reads each proven change once more `window` after it (zero: never).
-    pub fn set_window(&mut self, window: Duration) {
+    pub(in crate::verifying) fn set_window(&mut self, window: Duration) {
         self.window = window;
         if window.is_zero() {
             self.due.retain(|_, p| p.stage == Stage::Proof);
@@ -141,7 +141,7 @@ impl Settling {
 
     /// `path` changed now: pending until a read proves it (the scan the change brings, or
     /// the verifier's own [`RETRY`] from now).
-    pub fn note(&mut self, path: &Path) {
+    pub(crate) fn note(&mut self, path: &Path) {
         if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
             return;
         }
@@ -160,19 +160,19 @@ impl Settling {
     /// Which files changed is not known (inotify lost events, or too many to track): the
     /// sweep that follows reads every file forgotten, proving each (nothing is remembered of
     /// it); with a settle window, every file is read once more a window from now.
-    pub fn note_everything(&mut self) {
+    pub(in crate::verifying) fn note_everything(&mut self) {
         if !self.window.is_zero() {
             self.everything = Some(Instant::now() + self.window);
         }
     }
 
     /// Whether `path` awaits a read: its check reads it (no answer from memory), proving it.
-    pub fn awaits(&self, path: &Path) -> bool {
+    pub(in crate::verifying) fn awaits(&self, path: &Path) -> bool {
         !self.due.is_empty() && self.due.contains_key(path)
     }
 
     /// What a check of `path` established.
-    pub fn after(&mut self, path: &Path, settled: Settled) {
+    pub(crate) fn after(&mut self, path: &Path, settled: Settled) {
         if self.due.is_empty() && settled != Settled::Unproven {
             return;
         }
@@ -198,13 +198,13 @@ impl Settling {
     }
 
     /// Keeps only the pending files `watched` still says are watched (a reload).
-    pub fn retain(&mut self, mut watched: impl FnMut(&Path) -> bool) {
+    pub(crate) fn retain(&mut self, mut watched: impl FnMut(&Path) -> bool) {
         self.due.retain(|p, _| watched(p));
     }
 
     /// What is due for a read at `now`: each stays pending until a check settles it, and is
     /// due again [`RETRY`] later if none does. Every file, when that is due.
-    pub fn take_due(&mut self, now: Instant) -> Due {
+    pub(in crate::verifying) fn take_due(&mut self, now: Instant) -> Due {
         if self.everything.is_some_and(|at| at <= now) {
             self.everything = None;
             self.due.retain(|_, p| p.stage == Stage::Proof);
@@ -230,7 +230,7 @@ impl Settling {
     /// Drops those of `paths` (handed out by [`Settling::take_due`]) that no check spoke of
     /// since: nothing reads them as a watched file (a registry manifest, a path gone from the
     /// watch set), so nothing could ever prove them.
-    pub fn drop_unread(&mut self, paths: &[PathBuf]) {
+    pub(in crate::verifying) fn drop_unread(&mut self, paths: &[PathBuf]) {
         for path in paths {
             if self.due.get(path).is_some_and(|p| p.taken) {
                 tracing::debug!(path = %path.display(), "pending file no check reads: dropped");
@@ -241,7 +241,7 @@ impl Settling {
 
     /// As [`Settling::drop_unread`] for every pending file handed out: after a full sweep,
     /// which checks every watched file, any left untouched is none.
-    pub fn drop_unread_all(&mut self) {
+    pub(in crate::verifying) fn drop_unread_all(&mut self) {
         self.due.retain(|path, p| {
             if p.taken {
                 tracing::debug!(path = %path.display(), "pending file no sweep reads: dropped");
@@ -251,7 +251,7 @@ impl Settling {
     }
 
     /// When the next read on the verifier's own falls due.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.due
             .values()
             .map(|p| p.at)
@@ -262,7 +262,7 @@ impl Settling {
     }
 
     /// Files not proven yet (every file awaiting its settle window's read counts as one more).
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.due.len() + usize::from(self.everything.is_some())
     }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::reading::ReadContext;
 use crate::reading::Reader;
 use crate::reading::Version;
-use crate::verifying::hashing::settling::Settled;
+use crate::verifying::hashing::Settled;
 use crate::verifying::hashing::{DirCached, FileHasher};
 use crate::verifying::walk::Found;
 
@@ -29,7 +29,7 @@ const MAX_TOTAL: u64 = 64 << 30;
 const MAX_REL_PATH: usize = 4096;
 
 /// A directory artifact's digest and total size, or why it is not a valid artifact.
-pub type DirDigest = Result<(String, u64), String>;
+pub(in crate::verifying) type DirDigest = Result<(String, u64), String>;
 
 /// The files of a directory artifact, checked against the bounds, with their versions.
 struct Plan {
@@ -138,7 +138,10 @@ fn compute(plan: &Plan, reader: &mut Reader, reads: &ReadContext) -> Result<(Str
 /// total size, or why the dir is not a valid artifact. Answered from memory while no file's
 /// version moved; otherwise streamed under the read budget, up to `hash_threads` artifacts at
 /// once (largest first), each thread with its own buffer.
-pub fn directory_digests(hasher: &mut FileHasher, dirs: &[PathBuf]) -> Vec<DirDigest> {
+pub(in crate::verifying) fn directory_digests(
+    hasher: &mut FileHasher,
+    dirs: &[PathBuf],
+) -> Vec<DirDigest> {
     let mut answers: Vec<Option<DirDigest>> = vec![None; dirs.len()];
     let mut todo: Vec<(usize, Plan)> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -277,7 +280,7 @@ fn settled(hasher: &mut FileHasher, files: &[(PathBuf, Version)], outcome: Settl
 }
 
 /// One directory artifact's digest (see [`directory_digests`]).
-pub fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> DirDigest {
+pub(in crate::verifying) fn directory_digest(hasher: &mut FileHasher, dir: &Path) -> DirDigest {
     directory_digests(hasher, &[dir.to_owned()])
         .pop()
         .unwrap_or_else(|| Err("not hashed".into()))

@@ -19,7 +19,7 @@ use crate::verifying::hashing::{FileHasher, Given};
 use crate::verifying::walk::Found;
 
 mod dirhash;
-pub use dirhash::{directory_digest, directory_digests, DirDigest};
+pub(in crate::verifying) use dirhash::{directory_digest, directory_digests, DirDigest};
 
 /// Largest manifest read.
 const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
@@ -42,22 +42,22 @@ struct RawManifest {
 
 /// One enrolled artifact.
 #[derive(Debug, Clone)]
-pub struct Model {
+pub(crate) struct Model {
     /// One top-level entry of the model dir.
-    pub filename: String,
+    pub(in crate::verifying) filename: String,
     /// Its digest: SHA-256 of a file, `SecAI-Directory-Hash-v1` of a directory.
-    pub sha256: Sha256Digest,
+    pub(crate) sha256: Sha256Digest,
     /// Its size (a directory's: the total of its files').
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// The manifest, read strictly: what is enrolled, and what is wrong with the rest.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Canonical entries, file names unique.
-    pub models: Vec<Model>,
+    pub(crate) models: Vec<Model>,
     /// Entries refused, each with why (for a violation of its own).
-    pub refused: Vec<String>,
+    pub(crate) refused: Vec<String>,
 }
 
 impl Registry {
@@ -113,17 +113,21 @@ impl Registry {
     }
 
     /// The entry enrolling `filename`.
-    pub fn get(&self, filename: &str) -> Option<&Model> {
+    pub(crate) fn get(&self, filename: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.filename == filename)
     }
 }
 
 /// A finding about one registry path: (path, expected digest, actual marker or digest).
-pub type Finding = (String, String, Actual);
+pub(crate) type Finding = (String, String, Actual);
 
 /// Checks every model dir in `dirs` against the manifest at `manifest` (each enrolled
 /// `filename` is looked for in each dir, as the Go service does); every finding is returned.
-pub fn check(hasher: &mut FileHasher, dirs: &[PathBuf], manifest: &Path) -> Vec<Finding> {
+pub(in crate::verifying) fn check(
+    hasher: &mut FileHasher,
+    dirs: &[PathBuf],
+    manifest: &Path,
+) -> Vec<Finding> {
     let invalid_manifest = || {
         (
             shown(manifest),

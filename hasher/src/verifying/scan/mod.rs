@@ -20,7 +20,7 @@ use crate::policy::Policy;
 use crate::reading::Ahead;
 use crate::verifying::hashing::{FileHasher, Outcome};
 use crate::verifying::slots::{Expect, Slot};
-pub(crate) use crate::verifying::sweep::Sweep;
+pub(in crate::verifying) use crate::verifying::sweep::Sweep;
 use crate::verifying::verifier::Verifier;
 use crate::verifying::walk::{Found, Walk};
 
@@ -38,11 +38,11 @@ fn walked_dirs(policy: &Policy) -> impl Iterator<Item = &Path> {
 /// A new baseline as it is made: its entries, and beside each what its slot in the hasher
 /// will remember of the version read (so the first sweep against it reads nothing again).
 #[derive(Default)]
-pub struct Made {
+pub(in crate::verifying) struct Made {
     /// The entries, in the order hashed until [`Made::sorted`].
-    pub entries: Entries,
+    pub(crate) entries: Entries,
     /// One per entry.
-    pub slots: Vec<Slot>,
+    pub(crate) slots: Vec<Slot>,
 }
 
 impl Made {
