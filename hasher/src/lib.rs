@@ -27,7 +27,7 @@ pub mod sandbox;
 mod server;
 mod start;
 #[allow(unsafe_code)]
-pub mod sys;
+mod sys;
 
 use std::path::PathBuf;
 
