@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -524,6 +525,83 @@ fn the_demo_keeps_its_secrets_private_and_leaves_nothing_behind() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!root.exists(), "the demo tree is removed on exit");
+}
+
+/// What the demo prints works as printed: the tamper, the scan with the token, `/verify` 503,
+/// the key ceremony's command (approved), `/verify` 200 again.
+#[test]
+fn the_demos_instructions_work_as_printed() {
+    use std::io::{BufRead, Write};
+    let (addr, mut child, lines) = (0..5)
+        .find_map(|_| {
+            let addr = free_addr();
+            let mut child = Command::new(monitor_bin())
+                .args(["--demo", "--listen", &addr.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut lines = Vec::new();
+            loop {
+                let mut line = String::new();
+                if out.read_line(&mut line).unwrap() == 0 {
+                    let _ = child.wait();
+                    return None;
+                }
+                if line.starts_with("Stop with") {
+                    break;
+                }
+                lines.push(line.trim().to_owned());
+            }
+            Some((addr, child, lines))
+        })
+        .expect("a free port within five tries");
+    let step = |starts: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(starts) || l.contains(starts))
+            .unwrap_or_else(|| panic!("{starts}: {lines:?}"))
+            .split("  #")
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let sh = |line: &str, input: &str| {
+        let mut c = Command::new("sh")
+            .args(["-c", line])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert!(wait_until(Duration::from_secs(20), || get(
+        addr,
+        "/api/v1/verify"
+    )
+    .is_ok_and(|r| r.0 == 200)));
+    sh(&step("echo tampered"), "");
+    sh(&step("Authorization: Bearer"), "");
+    assert_eq!(get(addr, "/api/v1/verify").unwrap().0, 503);
+    // No terminal here to answer its prompt: approved by --yes, the rest as printed.
+    sh(&format!("{} --yes", step("rebaseline --key")), "");
+    assert!(
+        wait_until(Duration::from_secs(10), || get(addr, "/api/v1/verify")
+            .is_ok_and(|r| r.0 == 200)),
+        "trusted again after the ceremony, at once (no writeback window to wait out)"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]

@@ -135,14 +135,17 @@ fn instructions(root: &Path, c: &Config, token: &str) -> String {
         s,
         "  curl -si http://{a}/api/v1/verify            # now 503"
     );
-    // A rebaseline is the key ceremony: the token (which crosses the api) cannot make one.
+    // A rebaseline is the key ceremony: the token (which crosses the api) cannot make one
+    // alone; the ceremony reads it too, from the demo's tree.
     let key = c.hmac_key_file.as_deref().unwrap_or(Path::new("KEY"));
+    let token_file = c.token_file.as_deref().unwrap_or(Path::new("TOKEN"));
     let _ = writeln!(
         s,
-        "  {} rebaseline --key {} --url http://{a}",
+        "  {} rebaseline --key {} --token-file {} --url http://{a}",
         std::env::current_exe()
             .map_or_else(|_| "integrity-monitor".into(), |p| p.display().to_string()),
-        key.display()
+        key.display(),
+        token_file.display()
     );
     let _ = writeln!(
         s,
