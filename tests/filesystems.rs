@@ -33,9 +33,12 @@ impl Mounts {
         self.0.push(at.to_owned());
     }
 
-    /// `bindfs` (FUSE) of `from` at `at`.
+    /// `bindfs` (FUSE) of `from` at `at`, over what `at` holds.
     fn bindfs(&mut self, from: &Path, at: &Path) {
-        run(Command::new("bindfs").arg(from).arg(at));
+        run(Command::new("bindfs")
+            .args(["-o", "nonempty"])
+            .arg(from)
+            .arg(at));
         self.0.push(at.to_owned());
     }
 }
@@ -180,9 +183,6 @@ fn fuse_is_refused_at_start_and_reported_inside_a_model_dir() {
     let real = a.path("real-models");
     std::fs::create_dir_all(&real).unwrap();
     std::fs::write(real.join("a.gguf"), "model a").unwrap();
-    // FUSE mounts on an empty directory only.
-    std::fs::remove_dir_all(a.path("models")).unwrap();
-    std::fs::create_dir(a.path("models")).unwrap();
     mounts.bindfs(&real, &a.path("models"));
     let out = Command::new(monitor_bin())
         .args(a.args(free_addr()))
@@ -206,11 +206,7 @@ fn fuse_is_refused_at_start_and_reported_inside_a_model_dir() {
     assert_eq!(m.scan()["state"], "trusted");
     let mut mounts = Mounts::default();
     let remote = a.path("models/remote");
-    run(Command::new("bindfs")
-        .args(["-o", "nonempty"])
-        .arg(&real)
-        .arg(&remote));
-    mounts.0.push(remote.clone());
+    mounts.bindfs(&real, &remote);
     let s = m.scan();
     let violations = s["last_report"]["report"]["violations"].as_array().unwrap();
     let v = violations
@@ -517,11 +513,7 @@ fn fuse_over_a_registry_directory_artifact_is_untrusted_never_read() {
     assert_eq!(m.scan()["state"], "trusted");
     let mut mounts = Mounts::default();
     let sd = a.path("models/sd");
-    run(Command::new("bindfs")
-        .args(["-o", "nonempty"])
-        .arg(&real)
-        .arg(&sd));
-    mounts.0.push(sd.clone());
+    mounts.bindfs(&real, &sd);
     let fs = Command::new("stat")
         .args(["-f", "-c", "%T"])
         .arg(sd.join("unet/w.bin"))

@@ -396,19 +396,24 @@ fn from_io(e: &std::io::Error) -> Outcome {
 mod tests {
     use super::*;
 
-    fn digest_of(data: &[u8]) -> protocol::hexfmt::Sha256Digest {
-        protocol::hexfmt::Sha256Digest(Sha256::digest(data).into())
-    }
-
-    #[test]
-    fn a_write_in_the_middle_of_a_long_read_ends_it_unverified() {
-        // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read whole, were it not stopped.
+    /// 256 MiB (sparse), read under a 32 MiB/s budget: 8 s to read whole, were it not stopped.
+    fn slow_read() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
         std::fs::File::create(&f)
             .expect("create")
             .set_len(256 << 20)
             .expect("set_len");
+        (dir, f)
+    }
+
+    fn digest_of(data: &[u8]) -> protocol::hexfmt::Sha256Digest {
+        protocol::hexfmt::Sha256Digest(Sha256::digest(data).into())
+    }
+
+    #[test]
+    fn a_write_in_the_middle_of_a_long_read_ends_it_unverified() {
+        let (_dir, f) = slow_read();
         let mut reads = ReadContext::default();
         reads.set_limit(Some(32 << 20));
         let mut reader = Reader::default();
@@ -465,13 +470,7 @@ mod tests {
     #[test]
     fn a_reader_whose_api_is_gone_stops_and_says_so() {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        // 256 MiB (sparse) under a 32 MiB/s budget: 8 s to read whole, were it not stopped.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("big");
-        std::fs::File::create(&f)
-            .expect("create")
-            .set_len(256 << 20)
-            .expect("set_len");
+        let (dir, f) = slow_read();
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,

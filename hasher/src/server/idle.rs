@@ -50,11 +50,9 @@ impl Server {
             // Everything remembered may be forged by a write stamped at a remembered ctime:
             // read every file again, proving each, as after lost events.
             tracing::warn!("the wall clock was stepped: every file is read again");
-            let changes = crate::live::Changes {
-                overflow: true,
-                ..Default::default()
-            };
-            self.absorb(changes, true);
+            self.v.forget_everything();
+            // Announced as lost events are: the api scans, and the scan sweeps everything.
+            self.notices.hold(0, true);
         }
         if watch_ready {
             if let Some(changes) = self.sentinel.drain() {

@@ -19,11 +19,8 @@ impl Verifier {
     /// events, or too many names, leave only a full sweep sure.
     pub(crate) fn absorb(&mut self, changes: &crate::live::Changes) {
         if changes.overflow {
-            // Events were lost: nothing remembered can be trusted; the next scan reads all,
-            // proving each file changed lately by its ctime.
             tracing::warn!("inotify queue overflowed: next scan re-reads every file");
-            self.hasher.forget_all();
-            self.hasher.settling.note_everything();
+            self.forget_everything();
         }
         for path in &changes.paths {
             self.hasher.forget(path);
@@ -39,6 +36,15 @@ impl Verifier {
         } else if self.named_complete {
             self.named.extend(changes.paths.iter().cloned());
         }
+    }
+
+    /// Nothing remembered can be trusted (events were lost, the wall clock was stepped): the
+    /// next scan sweeps and reads every file, proving each (nothing is remembered of it).
+    pub(crate) fn forget_everything(&mut self) {
+        self.hasher.forget_all();
+        self.hasher.settling.note_everything();
+        self.named_complete = false;
+        self.named.clear();
     }
 
     /// Reads the pending files no scan has read yet (or whose settle window passed), bringing
